@@ -1,0 +1,152 @@
+"""Command line: open the window, or predict / export / list models without one.
+
+Kept light: torch and Qt are imported only by the command that needs them, so
+`cnnviewer --help` and argument errors are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+EXPORT_PANELS = ("predictions", "feature-maps", "filters")
+DEFAULT_MODEL = "mobilenet_v2"
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="torchvision model name, or FILE.py:NAME for your own architecture")
+    parser.add_argument("--weights", help="weights file (.pt .pth .bin .safetensors .pt2, TorchScript)")
+    parser.add_argument("--labels", help="class names, one per line")
+    parser.add_argument("--trust", action="store_true",
+                        help="allow a full pickled model file (it runs code from the file)")
+    parser.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: cuda, then mps, then cpu")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="fp16/bf16 on a GPU")
+
+
+def _gui_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnviewer", description="Look inside convolutional neural networks. "
+                     "Subcommands: predict, export, models (cnnviewer SUBCOMMAND --help).")
+    parser.add_argument("image", nargs="?", help="image to open (default: a sample photo)")
+    _model_options(parser)
+    return parser
+
+
+def _predict_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnviewer predict", description="Print the top-5 classes of an image.")
+    parser.add_argument("image")
+    _model_options(parser)
+    parser.add_argument("--json", action="store_true", help="JSON list of {label, index, probability}")
+    parser.add_argument("--top", type=int, default=5)
+    return parser
+
+
+def _export_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnviewer export", description="Render a panel to PNG without a window.")
+    parser.add_argument("panel", choices=EXPORT_PANELS)
+    parser.add_argument("image")
+    parser.add_argument("-o", "--output", required=True, help="PNG file to write")
+    parser.add_argument("--layer", help="dotted module name, e.g. features.3")
+    parser.add_argument("--channel", type=int)
+    parser.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=(1000, 700))
+    _model_options(parser)
+    return parser
+
+
+def _load(args: argparse.Namespace):
+    """Model (with weights) and image for the headless commands."""
+    from cnnviewer.engine.images import load_image
+    from cnnviewer.engine.loading import load_model, load_weights, read_labels
+
+    image = load_image(args.image)
+    model = load_model(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
+                       allow_download=True, progress=_stderr_progress)
+    labels = read_labels(args.labels) if args.labels else None
+    if args.weights:
+        model = load_weights(args.weights, model, trust=args.trust, labels=labels,
+                             device=args.device, precision=args.precision)
+    elif labels:
+        from dataclasses import replace
+        model = replace(model, categories=labels)
+    return model, image
+
+
+def _stderr_progress(fraction: float, text: str) -> None:
+    print(f"\r{text} ({fraction:.0%})", end="", file=sys.stderr, flush=True)
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from cnnviewer.engine.inference import predict
+
+    model, image = _load(args)
+    predictions = predict(model, image, k=max(1, args.top))
+    if args.json:
+        print(json.dumps([{"label": p.label, "index": p.index, "probability": p.probability}
+                          for p in predictions], indent=2))
+        return 0
+    state = "" if model.trained else "  [untrained: random weights]"
+    print(f"{image.name} — {model.title}, {model.weights_label}{state}")
+    for p in predictions:
+        print(f"{p.probability:7.2%}  {p.label} ({p.index})")
+    return 0
+
+
+def export_command(args: argparse.Namespace) -> int:
+    from cnnviewer.ui.export import export_panel
+
+    model, image = _load(args)
+    export_panel(args.panel, model, image, args.output, layer=args.layer, channel=args.channel,
+                 size=tuple(args.size))
+    print(args.output)
+    return 0
+
+
+def models_command(_args: argparse.Namespace) -> int:
+    from cnnviewer.engine.models import catalogue, catalogue_status
+
+    for family, names in catalogue().items():
+        print(family)
+        for name in names:
+            print(f"  {name:28s} {catalogue_status(name)}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cnnviewer` command."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from cnnviewer.engine.errors import CnnViewerError
+
+    try:
+        if argv and argv[0] == "predict":
+            return predict_command(_predict_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "export":
+            return export_command(_export_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "models":
+            return models_command(_Parser(prog="cnnviewer models").parse_args(argv[1:]))
+        args = _gui_parser().parse_args(argv)
+        if args.image and not os.path.exists(args.image):
+            raise UsageError(f"cnnviewer: {args.image}: no such file")
+    except (UsageError, CnnViewerError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    from cnnviewer.ui.app import run_app
+
+    return run_app(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

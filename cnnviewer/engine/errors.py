@@ -1,0 +1,23 @@
+"""User-facing error types: each carries a one-line message fit for a status bar."""
+
+from __future__ import annotations
+
+
+class CnnViewerError(Exception):
+    """Base for errors whose message is shown to the user as it is."""
+
+
+class ImageError(CnnViewerError):
+    """An image file could not be read; the message names the file and why."""
+
+
+class WeightsError(CnnViewerError):
+    """A weights file could not be read or does not fit the model."""
+
+
+class UntrustedPickleError(WeightsError):
+    """The file is a full pickled model: loading it runs code, so it needs explicit trust."""
+
+
+class ModelError(CnnViewerError):
+    """A model could not be built (unknown name, bad architecture file, ...)."""

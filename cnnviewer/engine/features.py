@@ -1,0 +1,272 @@
+"""Turn activations and convolution weights into single mosaic images.
+
+Only numpy at import time, so the UI may import the result types without
+torch. A layer with 1,280 channels is one (H, W, 3) uint8 picture, not 1,280 widgets:
+the UI shows it in one image item and maps clicks to tiles arithmetically
+through `MosaicLayout`. Everything here is vectorised numpy so a 256x56x56
+layer builds in a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+from cnnviewer.engine.types import LayerId
+
+if TYPE_CHECKING:  # torch is imported lazily: the UI thread uses this module too
+    from torch import nn
+
+Normalisation = Literal["channel", "layer"]
+SortOrder = Literal["index", "mean", "max"]
+
+GAP_COLOUR = np.array([40, 40, 46], dtype=np.uint8)
+
+# Anchor colours of perceptual colormaps (sampled from matplotlib's definitions);
+# 256-entry tables are interpolated from them once.
+_ANCHORS = {
+    "viridis": [(68, 1, 84), (72, 40, 120), (62, 74, 137), (49, 104, 142), (38, 130, 142),
+                (31, 158, 137), (53, 183, 121), (109, 205, 89), (180, 222, 44), (253, 231, 37)],
+    "magma": [(0, 0, 4), (28, 16, 68), (79, 18, 123), (129, 37, 129), (181, 54, 122),
+              (229, 80, 100), (251, 135, 97), (254, 194, 135), (252, 253, 191)],
+    "inferno": [(0, 0, 4), (31, 12, 72), (85, 15, 109), (136, 34, 106), (186, 54, 85),
+                (227, 89, 51), (249, 140, 10), (249, 201, 50), (252, 255, 164)],
+    "gray": [(0, 0, 0), (255, 255, 255)],
+    "coolwarm": [(59, 76, 192), (124, 159, 249), (192, 212, 245), (242, 203, 183),
+                 (238, 132, 104), (180, 4, 38)],
+}
+COLORMAPS = tuple(_ANCHORS)
+
+
+def colormap_table(name: str) -> np.ndarray:
+    """A (256, 3) uint8 lookup table for one of COLORMAPS."""
+    anchors = np.array(_ANCHORS[name], dtype=np.float64)
+    positions = np.linspace(0.0, 1.0, len(anchors))
+    samples = np.linspace(0.0, 1.0, 256)
+    table = np.stack([np.interp(samples, positions, anchors[:, c]) for c in range(3)], axis=1)
+    return np.round(table).astype(np.uint8)
+
+
+_TABLES = {name: colormap_table(name) for name in COLORMAPS}
+
+
+@dataclass(frozen=True)
+class MosaicLayout:
+    """Where each tile sits in a mosaic; maps pixels to tiles and back."""
+
+    count: int
+    rows: int
+    cols: int
+    tile_height: int
+    tile_width: int
+    gap: int
+    order: tuple[int, ...]   # order[k] = channel shown in tile k
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the whole mosaic in pixels."""
+        return (self.rows * (self.tile_height + self.gap) - self.gap,
+                self.cols * (self.tile_width + self.gap) - self.gap)
+
+    def tile_origin(self, tile: int) -> tuple[int, int]:
+        """Top-left (y, x) pixel of tile number `tile`."""
+        row, col = divmod(tile, self.cols)
+        return row * (self.tile_height + self.gap), col * (self.tile_width + self.gap)
+
+    def channel_at(self, y: float, x: float) -> tuple[int, int, int] | None:
+        """(channel, y, x inside that channel) under a mosaic pixel, or None on a gap."""
+        if y < 0 or x < 0:
+            return None
+        row, inner_y = divmod(int(y), self.tile_height + self.gap)
+        col, inner_x = divmod(int(x), self.tile_width + self.gap)
+        tile = row * self.cols + col
+        if col >= self.cols or tile >= self.count:
+            return None
+        if inner_y >= self.tile_height or inner_x >= self.tile_width:
+            return None
+        return self.order[tile], inner_y, inner_x
+
+    def tile_of_channel(self, channel: int) -> int:
+        """Tile index showing `channel`."""
+        return self.order.index(channel)
+
+
+def grid_shape(count: int, tile_height: int, tile_width: int) -> tuple[int, int]:
+    """(rows, cols) that make the mosaic roughly square on screen."""
+    cols = max(1, math.ceil(math.sqrt(count * tile_height / max(tile_width, 1))))
+    return math.ceil(count / cols), cols
+
+
+def tile(images: np.ndarray, order: np.ndarray | None = None, gap: int = 1,
+         background: np.ndarray = GAP_COLOUR) -> tuple[np.ndarray, MosaicLayout]:
+    """Arrange (N, h, w, 3) uint8 tiles into one (H, W, 3) mosaic with gaps."""
+    count, height, width = images.shape[:3]
+    order = np.arange(count) if order is None else np.asarray(order)
+    rows, cols = grid_shape(count, height, width)
+    padded = np.empty((rows * cols, height + gap, width + gap, 3), dtype=np.uint8)
+    padded[:] = background
+    padded[:count, :height, :width] = images[order]
+    mosaic = padded.reshape(rows, cols, height + gap, width + gap, 3).transpose(0, 2, 1, 3, 4)
+    mosaic = mosaic.reshape(rows * (height + gap), cols * (width + gap), 3)[:-gap or None, :-gap or None]
+    layout = MosaicLayout(count, rows, cols, height, width, gap, tuple(int(i) for i in order))
+    return np.ascontiguousarray(mosaic), layout
+
+
+def as_channels(activation: np.ndarray) -> np.ndarray:
+    """View any activation as (C, h, w) float32: vectors become C maps of 1x1."""
+    values = np.asarray(activation).astype(np.float32, copy=False)
+    if values.ndim == 3:
+        return values
+    if values.ndim <= 1:
+        return values.reshape(-1, 1, 1)
+    if values.ndim == 2:   # (tokens, features) from transformers: features as channels
+        return np.ascontiguousarray(values.T[:, :, None])
+    return values.reshape(values.shape[0], values.shape[1], -1)
+
+
+def normalise(values: np.ndarray, mode: Normalisation) -> np.ndarray:
+    """Scale (C, h, w) values to uint8 0..255 per channel or over the whole layer."""
+    axes = (1, 2) if mode == "channel" else None
+    low = values.min(axis=axes, keepdims=True)
+    high = values.max(axis=axes, keepdims=True)
+    scale = np.where(high > low, 255.0 / np.maximum(high - low, 1e-12), 0.0).astype(np.float32)
+    return ((values - low) * scale).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class FeatureMapOptions:
+    """How the feature-map mosaic is drawn."""
+
+    normalisation: Normalisation = "channel"
+    colormap: str = "viridis"
+    sort: SortOrder = "index"
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureMapView:
+    """One layer's activations, drawn, plus what hover and click need.
+
+    Attributes:
+        layer: dotted module name.
+        mosaic: (H, W, 3) uint8, C-contiguous.
+        layout: tile geometry and channel order.
+        values: (C, h, w) float32 raw activations.
+        channel_mean, channel_max: (C,) float32 per-channel statistics.
+    """
+
+    layer: LayerId
+    mosaic: np.ndarray
+    layout: MosaicLayout
+    values: np.ndarray
+    channel_mean: np.ndarray
+    channel_max: np.ndarray
+
+
+def feature_map_view(layer: LayerId, activation: np.ndarray, *,
+                     normalisation: Normalisation = "channel", colormap: str = "viridis",
+                     sort: SortOrder = "index") -> FeatureMapView:
+    """Build the mosaic of every channel of one layer."""
+    values = as_channels(activation)
+    flat = values.reshape(values.shape[0], -1)
+    channel_mean = flat.mean(axis=1)
+    channel_max = flat.max(axis=1)
+    if sort == "mean":
+        order = np.argsort(-channel_mean, kind="stable")
+    elif sort == "max":
+        order = np.argsort(-channel_max, kind="stable")
+    else:
+        order = np.arange(values.shape[0])
+    coloured = _TABLES[colormap][normalise(values, normalisation)]
+    mosaic, layout = tile(coloured, order)
+    return FeatureMapView(layer, mosaic, layout, values, channel_mean, channel_max)
+
+
+def overlay(display: np.ndarray, channel_map: np.ndarray, colormap: str = "inferno",
+            opacity: float = 0.55) -> np.ndarray:
+    """Blend one channel (h, w), stretched to the input picture's size, over it."""
+    height, width = display.shape[:2]
+    upscaled = np.asarray(Image.fromarray(np.asarray(channel_map, dtype=np.float32), mode="F")
+                          .resize((width, height), Image.Resampling.BILINEAR))
+    coloured = _TABLES[colormap][normalise(upscaled[None], "channel")[0]].astype(np.float32)
+    blended = (1.0 - opacity) * display.astype(np.float32) + opacity * coloured
+    return np.ascontiguousarray(np.clip(blended, 0, 255).astype(np.uint8))
+
+
+# --------------------------------------------------------------------------- filters
+
+@dataclass(frozen=True)
+class WeightStats:
+    """Summary of a convolution's weights."""
+
+    shape: tuple[int, ...]
+    count: int
+    mean: float
+    std: float
+    minimum: float
+    maximum: float
+    near_zero: float   # fraction with |w| < 1e-3 * max|w|
+
+
+@dataclass(frozen=True, eq=False)
+class FilterView:
+    """A convolution's kernels as one mosaic.
+
+    `rgb` is True for first-layer filters shown as colour images (one tile per
+    output channel); otherwise tiles are the chosen output channel's kernel for
+    each input channel of its group, in grayscale with zero at mid-gray.
+    """
+
+    layer: LayerId
+    mosaic: np.ndarray
+    layout: MosaicLayout
+    rgb: bool
+    output_channel: int | None
+    stats: WeightStats
+
+
+def find_conv(model: nn.Module, layer: LayerId | None) -> tuple[LayerId, nn.Module] | None:
+    """The convolution for `layer`: itself, its first conv inside, else the model's first."""
+    from torch import nn
+
+    modules = dict(model.named_modules())
+    candidates = []
+    if layer is not None and layer in modules:
+        candidates = [(f"{layer}.{n}" if n else layer, m) for n, m in modules[layer].named_modules()]
+    candidates += list(modules.items())
+    for name, module in candidates:
+        if isinstance(module, nn.modules.conv._ConvNd) and module.weight.dim() == 4:
+            return name, module
+    return None
+
+
+def weight_stats(weight: np.ndarray) -> WeightStats:
+    """Mean, spread and sparsity of a weight array."""
+    largest = float(np.abs(weight).max()) if weight.size else 0.0
+    return WeightStats(
+        shape=tuple(weight.shape), count=int(weight.size), mean=float(weight.mean()),
+        std=float(weight.std()), minimum=float(weight.min()), maximum=float(weight.max()),
+        near_zero=float((np.abs(weight) < 1e-3 * largest).mean()) if largest else 1.0,
+    )
+
+
+def filter_view(layer: LayerId, conv: nn.Module, output_channel: int | None = None) -> FilterView:
+    """First-layer (3-input) filters as RGB images, other convs' kernels as a gray grid."""
+    weight = conv.weight.detach().float().cpu().numpy()     # (out, in/groups, kh, kw)
+    stats = weight_stats(weight)
+    if weight.shape[1] == 3 and output_channel is None:
+        limit = np.abs(weight).max() or 1.0
+        tiles = ((weight / (2 * limit) + 0.5) * 255).round().astype(np.uint8).transpose(0, 2, 3, 1)
+        mosaic, layout = tile(np.ascontiguousarray(tiles))
+        return FilterView(layer, mosaic, layout, True, None, stats)
+    channel = int(np.clip(output_channel or 0, 0, weight.shape[0] - 1))
+    kernels = weight[channel]                                  # (in/groups, kh, kw)
+    limit = np.abs(kernels).max() or 1.0
+    gray = ((kernels / (2 * limit) + 0.5) * 255).round().astype(np.uint8)
+    mosaic, layout = tile(np.repeat(gray[..., None], 3, axis=3))
+    return FilterView(layer, mosaic, layout, False, channel, stats)

@@ -1,0 +1,134 @@
+"""Load user images robustly into RGB uint8 arrays.
+
+Pillow decodes every format people drag in; this module turns the many ways a
+picture can be stored (EXIF rotation, palette, CMYK, alpha, 16-bit, animation)
+into one shape the rest of the engine can rely on: C-contiguous (H, W, 3) uint8.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cnnviewer.engine.errors import ImageError
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+)
+# Larger images are shrunk on load: nothing downstream needs more pixels than
+# this, and a 100-megapixel photo would otherwise cost seconds per resize.
+MAX_SIDE = 4096
+# Pillow's default bomb guard warns at 89 Mpx and errors at twice that; we make
+# the warning an error too so a hostile file never allocates gigabytes.
+MAX_PIXELS = 120_000_000
+
+SAMPLE_NAMES = ("chelsea", "astronaut", "coffee", "rocket")
+
+
+@dataclass(frozen=True, eq=False)
+class InputImage:
+    """An RGB image ready for the engine and the UI.
+
+    Attributes:
+        pixels: (H, W, 3) uint8, C-contiguous, never modified after creation.
+        source: file path or sample name, for titles and messages.
+        original_size: (width, height) before any downscaling.
+    """
+
+    pixels: np.ndarray
+    source: str
+    original_size: tuple[int, int]
+
+    @property
+    def name(self) -> str:
+        """Short name for titles: the file name or sample name."""
+        return Path(self.source).name
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, compositing alpha onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) * 255.0 if high > low else array * 0
+        image = Image.fromarray(scaled.astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def from_pil(image: Image.Image, source: str) -> InputImage:
+    """Build an InputImage from an already opened Pillow image."""
+    image = ImageOps.exif_transpose(image) or image
+    original_size = image.size
+    image = _to_rgb(image)
+    if max(image.size) > MAX_SIDE:
+        image.thumbnail((MAX_SIDE, MAX_SIDE), Image.Resampling.LANCZOS)
+    pixels = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+    pixels.setflags(write=False)
+    return InputImage(pixels=pixels, source=source, original_size=original_size)
+
+
+def from_array(pixels: np.ndarray, source: str) -> InputImage:
+    """Wrap an (H, W), (H, W, 3) or (H, W, 4) uint8 array as an InputImage."""
+    array = np.asarray(pixels)
+    if array.dtype != np.uint8:
+        raise ImageError(f"{source}: expected uint8 pixels, got {array.dtype}")
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)):
+        return from_pil(Image.fromarray(array), source)
+    raise ImageError(f"{source}: unsupported pixel array shape {array.shape}")
+
+
+def load_image(path: str | Path) -> InputImage:
+    """Read an image file as RGB.
+
+    Args:
+        path: any file Pillow reads (JPEG, PNG, BMP, TIFF, WebP, GIF: first frame).
+
+    Returns:
+        The image, EXIF-rotated, converted to RGB, at most MAX_SIDE pixels wide.
+
+    Raises:
+        ImageError: one line naming the file and the reason.
+    """
+    path = Path(path)
+    name = path.name
+    if not path.exists():
+        raise ImageError(f"{name}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{name}: is a folder, not an image")
+    previous_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.seek(0)  # first frame of GIF / multi-page TIFF
+                image.load()
+                return from_pil(image, str(path))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: image is too large to open safely (over {MAX_PIXELS:,} pixels)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ImageError(f"{name}: corrupt or truncated image ({reason})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous_limit
+
+
+def sample_image(name: str = "chelsea") -> InputImage:
+    """Return one of scikit-image's bundled photos (shipped in its wheel, no download)."""
+    if name not in SAMPLE_NAMES:
+        raise ImageError(f"unknown sample image {name!r}; choose from {', '.join(SAMPLE_NAMES)}")
+    from skimage import data  # lazy: scikit-image import costs ~0.3 s
+
+    return from_array(getattr(data, name)(), f"sample:{name}")

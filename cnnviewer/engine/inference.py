@@ -1,0 +1,135 @@
+"""Preprocess images, run forward passes, and keep their activations.
+
+One forward pass with every module recorded gives the predictions, the layer
+list with shapes, and all feature maps; `ActivationCache` keeps the latest
+passes per (model, image) so that switching layers or channels costs no
+further forward pass.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch import Tensor
+
+from cnnviewer.engine.hooks import capture_activations, first_tensor
+from cnnviewer.engine.images import InputImage
+from cnnviewer.engine.models import LoadedModel, Preprocess
+from cnnviewer.engine.types import LayerId, LayerInfo, Prediction
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedInput:
+    """The model's input and the picture it corresponds to pixel for pixel."""
+
+    tensor: Tensor          # (1, 3, S, S) on the model's device and dtype
+    display: np.ndarray     # (S, S, 3) uint8: resized and cropped, unnormalised
+
+
+@dataclass(frozen=True, eq=False)
+class ForwardPass:
+    """Everything one recorded forward pass produced (tensors on the CPU, float32)."""
+
+    model_token: int
+    image: InputImage
+    display: np.ndarray
+    probabilities: np.ndarray          # (num_outputs,) float32
+    activations: dict[LayerId, Tensor]  # without batch dimension
+    layers: tuple[LayerInfo, ...]
+    forward_ms: float
+
+
+def prepare_input(image: InputImage, preprocess: Preprocess, device: torch.device,
+                  dtype: torch.dtype = torch.float32) -> PreparedInput:
+    """Resize the short side, centre-crop and normalise, as torchvision's weights expect."""
+    pixels = torch.from_numpy(np.array(image.pixels)).permute(2, 0, 1)  # (3, H, W) uint8
+    pixels = TF.resize(pixels, [preprocess.resize_size], antialias=True)
+    pixels = TF.center_crop(pixels, [preprocess.crop_size, preprocess.crop_size])
+    display = np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())
+    tensor = pixels.to(torch.float32).div_(255.0)
+    tensor = TF.normalize(tensor, list(preprocess.mean), list(preprocess.std))
+    return PreparedInput(tensor=tensor.unsqueeze(0).to(device=device, dtype=dtype), display=display)
+
+
+def _softmax(output: Tensor) -> np.ndarray:
+    logits = first_tensor(output)
+    if logits is None:
+        return np.zeros(0, dtype=np.float32)
+    logits = logits.detach().float().reshape(logits.shape[0], -1)[0]
+    return torch.softmax(logits, dim=0).cpu().numpy()
+
+
+def top_k(model: LoadedModel, probabilities: np.ndarray, k: int = 5) -> list[Prediction]:
+    """The k most probable classes, best first."""
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [Prediction(model.label(int(i)), int(i), float(probabilities[i])) for i in order]
+
+
+def layer_infos(model: LoadedModel, activations: dict[LayerId, Tensor]) -> tuple[LayerInfo, ...]:
+    """Every named module with its type and recorded output shape, in model order."""
+    infos = []
+    for name, module in model.module.named_modules():
+        tensor = activations.get(name)
+        shape = tuple(tensor.shape) if tensor is not None else None
+        infos.append(LayerInfo(name, type(module).__name__, shape,
+                               0 if name == "" else name.count(".") + 1))
+    return tuple(infos)
+
+
+def run_forward(model: LoadedModel, image: InputImage) -> ForwardPass:
+    """One forward pass of `image` recording every module's output."""
+    prepared = prepare_input(image, model.preprocess, model.device, model.dtype)
+    start = time.perf_counter()
+    output, recorded = capture_activations(model.module, prepared.tensor)
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    forward_ms = (time.perf_counter() - start) * 1000.0
+    activations = {name: tensor[0].float().cpu() if tensor.dim() > 0 else tensor.float().cpu()
+                   for name, tensor in recorded.items()}
+    return ForwardPass(
+        model_token=model.token, image=image, display=prepared.display,
+        probabilities=_softmax(output), activations=activations,
+        layers=layer_infos(model, activations), forward_ms=forward_ms,
+    )
+
+
+def predict(model: LoadedModel, image: InputImage, k: int = 5) -> list[Prediction]:
+    """Top-k classes from a plain forward pass (no recording)."""
+    prepared = prepare_input(image, model.preprocess, model.device, model.dtype)
+    with torch.inference_mode():
+        output = model.module(prepared.tensor)
+    return top_k(model, _softmax(output), k)
+
+
+class ActivationCache:
+    """The last few recorded passes, keyed by (model token, image identity).
+
+    Used from the job thread only. A small LRU: the current pass plus the one
+    before, so toggling between two images does not recompute.
+    """
+
+    def __init__(self, capacity: int = 2) -> None:
+        self._capacity = capacity
+        self._passes: OrderedDict[tuple[int, int], ForwardPass] = OrderedDict()
+
+    def get(self, model: LoadedModel, image: InputImage) -> ForwardPass:
+        """Return the recorded pass for this model and image, running it if needed."""
+        key = (model.token, id(image))
+        found = self._passes.get(key)
+        if found is not None and found.image is image:
+            self._passes.move_to_end(key)
+            return found
+        result = run_forward(model, image)
+        self._passes[key] = result
+        while len(self._passes) > self._capacity:
+            self._passes.popitem(last=False)
+        return result
+
+    def clear(self) -> None:
+        """Forget every pass (e.g. when a model is replaced)."""
+        self._passes.clear()

@@ -1,0 +1,170 @@
+"""Run torch work on one background thread; the latest request per key wins.
+
+One worker thread owns the models, so hooks never race. `submit(key, ...)`
+drops a pending job with the same key and cancels the running one; results of
+superseded jobs are never delivered. Callbacks are called on the worker
+thread: the UI wraps them so they re-enter the GUI thread (ui/main_thread.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cnnviewer.engine.errors import CnnViewerError
+
+log = logging.getLogger(__name__)
+
+
+class Cancelled(Exception):
+    """Raised inside a job when its cancel flag is set."""
+
+
+@dataclass
+class JobContext:
+    """What a running job may use: its cancel flag and a progress reporter."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    report: Callable[[float, str], None] = lambda fraction, text: None
+
+    def check(self) -> None:
+        """Raise Cancelled if the job was superseded or cancelled."""
+        if self.cancel.is_set():
+            raise Cancelled()
+
+    def progress(self, fraction: float, text: str = "") -> None:
+        """Report progress (0..1) and stop here if cancelled."""
+        self.check()
+        self.report(fraction, text)
+
+
+@dataclass
+class _Job:
+    key: str
+    generation: int
+    work: Callable[[JobContext], Any]
+    on_done: Callable[[Any], None] | None
+    on_error: Callable[[str], None] | None
+    on_progress: Callable[[float, str], None] | None
+    context: JobContext
+
+
+def error_message(error: BaseException) -> str:
+    """One line for the status bar: our own errors as they are, others with their type."""
+    if isinstance(error, CnnViewerError):
+        return str(error)
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+class JobRunner:
+    """A single worker thread with keyed, latest-wins, cancellable jobs."""
+
+    def __init__(self, torch_threads: int | None = 1) -> None:
+        self._lock = threading.Condition()
+        self._pending: OrderedDict[str, _Job] = OrderedDict()
+        self._generations: dict[str, int] = {}
+        self._running: _Job | None = None
+        self._closed = False
+        self._torch_threads = torch_threads
+        self._thread = threading.Thread(target=self._loop, name="cnnviewer-jobs", daemon=True)
+        self._thread.start()
+
+    def submit(self, key: str, work: Callable[[JobContext], Any], *,
+               on_done: Callable[[Any], None] | None = None,
+               on_error: Callable[[str], None] | None = None,
+               on_progress: Callable[[float, str], None] | None = None) -> int:
+        """Queue `work(context)`; supersedes any earlier job with the same key.
+
+        Returns:
+            The job's generation, for `is_current` checks after a thread hop.
+        """
+        with self._lock:
+            generation = self._generations.get(key, 0) + 1
+            self._generations[key] = generation
+            self._pending.pop(key, None)
+            if self._running is not None and self._running.key == key:
+                self._running.context.cancel.set()
+            job = _Job(key, generation, work, on_done, on_error, on_progress, JobContext())
+            self._pending[key] = job
+            self._lock.notify()
+            return generation
+
+    def is_current(self, key: str, generation: int) -> bool:
+        """True while no later job with this key has been submitted or cancelled."""
+        with self._lock:
+            return self._generations.get(key) == generation and not self._closed
+
+    def cancel(self, key: str) -> None:
+        """Drop a pending job and stop a running one with this key; nothing is delivered."""
+        with self._lock:
+            self._generations[key] = self._generations.get(key, 0) + 1
+            self._pending.pop(key, None)
+            if self._running is not None and self._running.key == key:
+                self._running.context.cancel.set()
+
+    def is_busy(self) -> bool:
+        """True while any job is pending or running."""
+        with self._lock:
+            return bool(self._pending) or self._running is not None
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Block until no job is pending or running (tests and the CLI only)."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not self._pending and self._running is None, timeout)
+
+    def close(self) -> None:
+        """Cancel everything and stop the thread."""
+        with self._lock:
+            self._closed = True
+            for job in self._pending.values():
+                job.context.cancel.set()
+            self._pending.clear()
+            if self._running is not None:
+                self._running.context.cancel.set()
+            self._lock.notify_all()
+        self._thread.join(timeout=5)
+
+    def _current(self, job: _Job) -> bool:
+        with self._lock:
+            return self._generations.get(job.key) == job.generation and not self._closed
+
+    def _loop(self) -> None:
+        if self._torch_threads:
+            import torch  # the worker imports torch, not the UI thread
+            torch.set_num_threads(self._torch_threads)
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._pending or self._closed)
+                if self._closed:
+                    return
+                _, job = self._pending.popitem(last=False)
+                self._running = job
+            self._run(job)
+            with self._lock:
+                self._running = None
+                self._lock.notify_all()
+
+    def _run(self, job: _Job) -> None:
+        def report(fraction: float, text: str) -> None:
+            if job.on_progress is not None and self._current(job):
+                job.on_progress(fraction, text)
+
+        job.context.report = report
+        try:
+            result = job.work(job.context)
+        except Cancelled:
+            return
+        except Exception as error:  # noqa: BLE001 - every failure becomes a message
+            if not isinstance(error, CnnViewerError):
+                log.warning("job %s failed:\n%s", job.key, traceback.format_exc())
+            if job.on_error is not None and self._current(job):
+                job.on_error(error_message(error))
+            return
+        if job.on_done is not None and self._current(job):
+            job.on_done(result)

@@ -1,0 +1,158 @@
+"""Turn what the user names (a model, a weights file, an architecture file) into a LoadedModel.
+
+This is the one place that decides how a weights file meets an architecture:
+the current model's architecture first, then the architecture inferred from the
+file's keys and shapes, with the classifier adapted to the file's classes.
+Every failure is a one-line error and leaves the caller's current model alone
+(a new module is always built; the old one is never modified).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from threading import Event
+
+import torch
+import torchvision
+
+from cnnviewer.engine.errors import ModelError, WeightsError
+from cnnviewer.engine.models import (
+    LoadedModel, ProgressCallback, classification_models, default_weights,
+    load_torchvision_model, preprocess_for, wrap_module,
+)
+from cnnviewer.engine.user_arch import build_user_model
+from cnnviewer.engine.weights import fit_state_dict, infer_architecture, read_weights
+
+LABEL_FILE_NAMES = ("labels.txt", "classes.txt", "synset_words.txt")
+
+
+def read_labels(path: str | Path) -> tuple[str, ...]:
+    """Class names, one per line (blank lines ignored).
+
+    Raises:
+        WeightsError: the file cannot be read as text.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise WeightsError(f"{path.name}: cannot read labels ({error.__class__.__name__})") from None
+    labels = tuple(line.strip() for line in lines if line.strip())
+    if not labels:
+        raise WeightsError(f"{path.name}: labels file is empty")
+    return labels
+
+
+def labels_beside(weights_path: Path) -> tuple[str, ...] | None:
+    """Labels from a labels.txt/classes.txt next to a weights file, if one is there."""
+    for name in LABEL_FILE_NAMES:
+        candidate = weights_path.with_name(name)
+        if candidate.is_file():
+            return read_labels(candidate)
+    return None
+
+
+def load_model(spec: str, *, device: str | None = None, precision: str = "fp32",
+               allow_download: bool = False, progress: ProgressCallback | None = None,
+               cancel: Event | None = None) -> LoadedModel:
+    """Build a model from a torchvision name or a user's `FILE.py:NAME`."""
+    if ".py:" in spec or spec.endswith(".py"):
+        module = build_user_model(spec)
+        name = f"{Path(spec.rsplit(':', 1)[0]).name}:{spec.rsplit(':', 1)[-1]}"
+        return wrap_module(module, name, device=device, precision=precision)
+    return load_torchvision_model(spec, device=device, precision=precision,
+                                  allow_download=allow_download, progress=progress, cancel=cancel)
+
+
+def _categories(num_classes: int, architecture: str | None, explicit: tuple[str, ...] | None,
+                beside: tuple[str, ...] | None) -> tuple[str, ...]:
+    """Explicit labels, then a labels file beside the weights, then ImageNet for 1000, else 'class i'."""
+    for labels in (explicit, beside):
+        if labels is not None:
+            return labels
+    if num_classes == 1000 and architecture is not None:
+        weights = default_weights(architecture)
+        if weights is not None:
+            return tuple(weights.meta["categories"])
+    return tuple(f"class {i}" for i in range(num_classes))
+
+
+def _num_outputs(module: torch.nn.Module) -> int:
+    """Output classes of a model: the size of its last parameterised layer's output."""
+    last = None
+    for submodule in module.modules():
+        if isinstance(submodule, (torch.nn.Linear, torch.nn.Conv2d)):
+            last = submodule
+    if last is None:
+        return 0
+    return last.out_features if isinstance(last, torch.nn.Linear) else last.out_channels
+
+
+def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool = False,
+                 labels: tuple[str, ...] | None = None, device: str | None = None,
+                 precision: str = "fp32") -> LoadedModel:
+    """Load a weights file into a new model that fits it.
+
+    Args:
+        path: state dict / checkpoint / safetensors / TorchScript / .pt2 / pickled model.
+        current: the model now shown; its architecture is tried first.
+        trust: allow a full pickled model (runs code from the file).
+        labels: class names overriding any found beside the file.
+
+    Raises:
+        WeightsError: unreadable, untrusted pickle, or no architecture fits.
+    """
+    path = Path(path)
+    loaded = read_weights(path, trust=trust)
+    beside = labels_beside(path)
+    label = f"custom: {path.name}"
+    if loaded.kind != "state_dict":
+        module = loaded.module
+        assert module is not None
+        return wrap_module(module, f"{path.name} ({loaded.kind})", base=current,
+                           categories=labels or beside or (current.categories if current else None),
+                           weights_label=label, trained=True, weights_path=str(path),
+                           device=device, precision=precision)
+    state_dict = loaded.state_dict or {}
+    attempts: list[str] = []
+    if current is not None:
+        try:
+            module = _fresh_copy(current)
+            fit_state_dict(module, state_dict, source=path.name)
+            return wrap_module(module, current.name, base=current,
+                               categories=labels or beside or current.categories,
+                               weights_label=label, trained=True, weights_path=str(path),
+                               device=device, precision=precision)
+        except WeightsError as error:
+            attempts.append(str(error))
+    try:
+        match = infer_architecture(state_dict)
+    except WeightsError as error:
+        raise WeightsError(attempts[0] if attempts else str(error)) from None
+    module = torchvision.models.get_model(match.name, weights=None, num_classes=match.num_classes)
+    fit_state_dict(module, state_dict, source=path.name)
+    return wrap_module(module, match.name, base=None,
+                       categories=_categories(match.num_classes, match.name, labels, beside),
+                       weights_label=label, trained=True, weights_path=str(path),
+                       device=device or (str(current.device) if current else None),
+                       precision=precision, preprocess=preprocess_for(default_weights(match.name)))
+
+
+def _fresh_copy(current: LoadedModel) -> torch.nn.Module:
+    """A new, untrained instance of the current architecture on the CPU."""
+    if current.name in classification_models():  # rebuild: the current weights stay untouched
+        num_classes = _num_outputs(current.module) or 1000
+        return torchvision.models.get_model(current.name, weights=None, num_classes=num_classes)
+    return copy.deepcopy(current.module).float().cpu()
+
+
+def check_model_spec(spec: str) -> None:
+    """Fail fast on a model name that is neither torchvision's nor a .py file."""
+    if ".py" in spec:
+        file = Path(spec.split(":", 1)[0])
+        if not file.is_file():
+            raise ModelError(f"{file.name}: no such architecture file")
+        return
+    if spec not in classification_models():
+        raise ModelError(f"unknown model {spec!r}; `cnnviewer models` lists them")

@@ -1,0 +1,66 @@
+"""The one observable state every panel shares: model, image and selection.
+
+Qt-free (psygnal signals), so the engine and its tests need no event loop.
+Panels subscribe and keep no copies; they change it only through its methods,
+which emit only on a real change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from psygnal import Signal
+
+from cnnviewer.engine.types import LayerId
+
+if TYPE_CHECKING:  # keeps this module torch-free for the UI thread
+    from cnnviewer.engine.images import InputImage
+    from cnnviewer.engine.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the user is looking at, the same in every panel."""
+
+    layer: LayerId | None = None          # e.g. 'features.3.conv.1'
+    channel: int | None = None
+    neuron: tuple[int, int] | None = None  # (y, x) in that layer's output
+
+
+class Session:
+    """Shared state: the current model, input image and selection."""
+
+    model_changed = Signal(object)        # LoadedModel
+    image_changed = Signal(object)        # InputImage
+    selection_changed = Signal(Selection)
+
+    def __init__(self) -> None:
+        self.model: LoadedModel | None = None
+        self.image: InputImage | None = None
+        self.selection = Selection()
+
+    def set_model(self, model: LoadedModel) -> None:
+        """Switch every panel to `model`; keep the layer when the new model has it."""
+        self.model = model
+        layers = set(model.layer_names)
+        keep = self.selection.layer if self.selection.layer in layers else None
+        self.model_changed.emit(model)
+        self.select(layer=keep, channel=None if keep is None else self.selection.channel,
+                    neuron=None)
+
+    def set_image(self, image: InputImage) -> None:
+        """Switch every panel to `image`."""
+        if image is not self.image:
+            self.image = image
+            self.image_changed.emit(image)
+
+    def select(self, **changes: Any) -> None:
+        """Change layer/channel/neuron; a new layer resets channel and neuron unless given."""
+        if "layer" in changes and changes["layer"] != self.selection.layer:
+            changes.setdefault("channel", None)
+            changes.setdefault("neuron", None)
+        new = replace(self.selection, **changes)
+        if new != self.selection:
+            self.selection = new
+            self.selection_changed.emit(new)

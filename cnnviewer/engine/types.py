@@ -1,0 +1,33 @@
+"""Names shared by engine and UI, importable without torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LayerId = str  # dotted named_modules() name, e.g. 'layer1.0.conv2'; '' is the whole model
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class of the top-k."""
+
+    label: str
+    index: int
+    probability: float
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A module as the layer tree shows it."""
+
+    name: LayerId          # dotted named_modules() name; '' is the whole model
+    type_name: str         # e.g. 'Conv2d'
+    output_shape: tuple[int, ...] | None   # without the batch dimension
+    depth: int             # number of dots + 1; the root is 0
+
+
+def default_layer(layers: tuple[LayerInfo, ...]) -> LayerId | None:
+    """A telling first layer: the output of the first block with spatial maps."""
+    spatial = [info for info in layers if info.output_shape and len(info.output_shape) == 3]
+    top_level = [info for info in spatial if info.depth == 2] or spatial
+    return top_level[min(2, len(top_level) - 1)].name if top_level else None

@@ -1,0 +1,70 @@
+"""Everything the panels ask of the engine, as plain calls for the job thread.
+
+The UI submits these through JobRunner and receives only numpy arrays and
+frozen dataclasses. The workbench keeps the activation cache, so changing the
+layer, channel or display options never runs the model again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnnviewer.engine.features import (
+    FeatureMapOptions, FeatureMapView, FilterView, feature_map_view, filter_view, find_conv,
+)
+from cnnviewer.engine.images import InputImage
+from cnnviewer.engine.inference import ActivationCache, top_k
+from cnnviewer.engine.models import LoadedModel
+from cnnviewer.engine.types import LayerId, LayerInfo, Prediction
+
+
+@dataclass(frozen=True, eq=False)
+class ForwardSummary:
+    """What a forward pass tells every panel: predictions, layers, timing."""
+
+    model_token: int
+    image: InputImage
+    display: np.ndarray                  # (S, S, 3) uint8: the crop the model saw
+    predictions: tuple[Prediction, ...]  # top-5, best first
+    layers: tuple[LayerInfo, ...]
+    forward_ms: float
+
+
+class Workbench:
+    """Engine calls for the job thread; owns the activation cache."""
+
+    def __init__(self) -> None:
+        self.cache = ActivationCache()
+
+    def forward(self, model: LoadedModel, image: InputImage) -> ForwardSummary:
+        """Run (or reuse) the recorded forward pass and summarise it."""
+        recorded = self.cache.get(model, image)
+        return ForwardSummary(model.token, image, recorded.display,
+                              tuple(top_k(model, recorded.probabilities, 5)),
+                              recorded.layers, recorded.forward_ms)
+
+    def feature_maps(self, model: LoadedModel, image: InputImage, layer: LayerId,
+                     options: FeatureMapOptions = FeatureMapOptions()) -> FeatureMapView:
+        """The mosaic of one layer's channels for this model and image."""
+        recorded = self.cache.get(model, image)
+        activation = recorded.activations.get(layer)
+        if activation is None:
+            raise KeyError(f"layer {layer!r} produced no tensor output")
+        return feature_map_view(layer, activation.numpy(), normalisation=options.normalisation,
+                                colormap=options.colormap, sort=options.sort)
+
+    def display(self, model: LoadedModel, image: InputImage) -> np.ndarray:
+        """The preprocessed crop the activations are aligned with."""
+        return self.cache.get(model, image).display
+
+    def filters(self, model: LoadedModel, layer: LayerId | None,
+                output_channel: int | None) -> FilterView | None:
+        """Kernels of the convolution at `layer` (or the first conv), None if the model has none."""
+        found = find_conv(model.module, layer)
+        if found is None:
+            return None
+        name, conv = found
+        rgb_layer = conv.weight.shape[1] == 3   # first layer: whole filters are colour images
+        return filter_view(name, conv, None if rgb_layer else (output_channel or 0))

@@ -1,0 +1,51 @@
+"""Start the application: window first, heavy imports and the model after."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from cnnviewer.cli import DEFAULT_MODEL
+
+
+def run_app(args: argparse.Namespace) -> int:
+    """Show the main window and load the model and image in the background."""
+    started = time.perf_counter()
+    import pyqtgraph as pg
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QApplication
+
+    from cnnviewer.engine.jobs import JobRunner
+    from cnnviewer.engine.session import Session
+    from cnnviewer.ui.controller import Controller
+    from cnnviewer.ui.jobs import UiJobs
+    from cnnviewer.ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("cnnviewer")
+    app.setOrganizationName("cnnviewer")
+    pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
+    settings = QSettings("cnnviewer", "cnnviewer")
+    session = Session()
+    jobs = UiJobs(JobRunner(torch_threads=1))
+    controller = Controller(session, jobs, device=args.device, precision=args.precision)
+    window = MainWindow(session, jobs, controller, settings)
+    window.show()
+
+    first = {"done": False}
+
+    def report_launch(_summary) -> None:
+        if not first["done"]:
+            first["done"] = True
+            window.show_message(f"Ready: first predictions {time.perf_counter() - started:.1f} s after launch")
+
+    controller.forward_ready.connect(report_launch)
+    spec = args.model or (str(settings.value("last_model", "")) if args.weights is None else "") or DEFAULT_MODEL
+    weights = args.weights
+    controller.load_model(spec, weights=weights, trust=args.trust)
+    if args.image:
+        window.open_image(args.image)
+    else:
+        controller.open_sample("chelsea")
+    return app.exec()

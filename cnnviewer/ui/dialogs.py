@@ -1,0 +1,86 @@
+"""Dialogs: choosing a torchvision model, trusting a pickled file."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QDialog, QDialogButtonBox, QLabel, QLineEdit, QMessageBox, QTreeWidget, QTreeWidgetItem,
+    QVBoxLayout, QWidget,
+)
+
+
+class ChooseModelDialog(QDialog):
+    """Every torchvision classification model, grouped by family, with its weights' source."""
+
+    def __init__(self, catalogue: dict[str, list[tuple[str, str]]] | None, current: str | None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Choose model")
+        self.resize(520, 620)
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search models…")
+        self.search.textChanged.connect(self._on_search_changed)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["Model", "Pretrained weights"])
+        self.tree.setColumnWidth(0, 240)
+        self.tree.itemDoubleClicked.connect(lambda *_: self.accept())
+        note = QLabel("Weights found in the torch hub cache or the offline pack load at once; others are "
+                      "downloaded with a progress bar, or the model loads untrained when offline.")
+        note.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.search)
+        layout.addWidget(self.tree, 1)
+        layout.addWidget(note)
+        layout.addWidget(buttons)
+        self.set_catalogue(catalogue, current)
+
+    def set_catalogue(self, catalogue: dict[str, list[tuple[str, str]]] | None, current: str | None) -> None:
+        """Fill the tree (None: still being listed)."""
+        self.tree.clear()
+        if catalogue is None:
+            QTreeWidgetItem(self.tree, ["Listing models…", ""])
+            return
+        for family, entries in catalogue.items():
+            family_item = QTreeWidgetItem(self.tree, [family, ""])
+            family_item.setFlags(family_item.flags() & ~Qt.ItemFlag.ItemIsSelectable)
+            for name, status in entries:
+                item = QTreeWidgetItem(family_item, [name, status])
+                item.setData(0, Qt.ItemDataRole.UserRole, name)
+                if name == current:
+                    family_item.setExpanded(True)
+                    self.tree.setCurrentItem(item)
+
+    def chosen(self) -> str | None:
+        """The selected model name."""
+        item = self.tree.currentItem()
+        return item.data(0, Qt.ItemDataRole.UserRole) if item is not None else None
+
+    def _on_search_changed(self, text: str) -> None:
+        text = text.strip().lower()
+        root = self.tree.invisibleRootItem()
+        for i in range(root.childCount()):
+            family = root.child(i)
+            visible = 0
+            for j in range(family.childCount()):
+                child = family.child(j)
+                hidden = bool(text) and text not in child.text(0).lower() and text not in family.text(0).lower()
+                child.setHidden(hidden)
+                visible += not hidden
+            family.setHidden(visible == 0)
+            family.setExpanded(bool(text) and visible > 0)
+
+
+def ask_trust(parent: QWidget, path: str, message: str) -> bool:
+    """Ask whether to run a pickled model file's code; default answer is No."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Warning)
+    box.setWindowTitle("Trust this file?")
+    box.setText(f"{path}\n\n{message}")
+    box.setInformativeText("Only trust files you created or got from someone you trust. "
+                           "Loading runs Python code stored in the file.")
+    box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+    box.setDefaultButton(QMessageBox.StandardButton.No)
+    return box.exec() == QMessageBox.StandardButton.Yes

@@ -1,0 +1,67 @@
+"""JobRunner seen from the GUI: callbacks arrive on the GUI thread, stale ones never."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from cnnviewer.engine.jobs import JobContext, JobRunner
+from cnnviewer.ui.main_thread import Dispatcher
+
+
+class UiJobs(QObject):
+    """Submit engine work from the GUI; results come back on the GUI thread.
+
+    Signals tell the status bar what is going on: `busy` (key, text) when a
+    job with a label starts, `progressed` (fraction, text), `finished` (key).
+    """
+
+    progressed = Signal(float, str)
+    busy = Signal(str, str)
+    finished = Signal(str)
+    failed = Signal(str)
+
+    def __init__(self, runner: JobRunner, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.runner = runner
+        self._dispatcher = Dispatcher(self)
+
+    def submit(self, key: str, work: Callable[[JobContext], Any], *,
+               on_done: Callable[[Any], None] | None = None,
+               on_error: Callable[[str], None] | None = None,
+               label: str = "") -> None:
+        """Run `work` on the job thread; the latest submission per key wins."""
+        generation_box: list[int] = []
+
+        def current() -> bool:
+            return bool(generation_box) and self.runner.is_current(key, generation_box[0])
+
+        def done(result: Any) -> None:
+            if current():
+                self.finished.emit(key)
+                if on_done is not None:
+                    on_done(result)
+
+        def error(message: str) -> None:
+            if current():
+                self.finished.emit(key)
+                self.failed.emit(message)
+                if on_error is not None:
+                    on_error(message)
+
+        def progress(fraction: float, text: str) -> None:
+            if current():
+                self.progressed.emit(fraction, text)
+
+        if label:
+            self.busy.emit(key, label)
+        wrap = self._dispatcher.wrap
+        generation_box.append(self.runner.submit(
+            key, work, on_done=wrap(done), on_error=wrap(error), on_progress=wrap(progress)))
+
+    def cancel(self, key: str) -> None:
+        """Stop a job; its result will not be delivered."""
+        self.runner.cancel(key)
+        self.finished.emit(key)

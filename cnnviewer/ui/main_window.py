@@ -1,0 +1,316 @@
+"""The main window: docks, menus, status bar, drag and drop, persisted layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QProgressBar, QPushButton, QWidget,
+)
+
+from cnnviewer.engine.images import IMAGE_SUFFIXES
+from cnnviewer.engine.session import Session
+from cnnviewer.ui.controller import Controller
+from cnnviewer.ui.dialogs import ChooseModelDialog, ask_trust
+from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
+from cnnviewer.ui.panels.filters import FiltersPanel
+from cnnviewer.ui.panels.predictions import PredictionsPanel
+
+# Kept in sync with engine.weights.WEIGHT_SUFFIXES; listed here so the GUI
+# thread never imports torch just to classify a dropped file.
+WEIGHT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar"})
+MAX_RECENT = 10
+IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
+WEIGHTS_FILTER = "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ");;All files (*)"
+
+
+class DropFilter(QObject):
+    """Application-wide drag and drop: images set the input, weights files load."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self._window = window
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        kind = event.type()
+        if kind not in (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop):
+            return False
+        if not isinstance(watched, QWidget) or watched.window() is not self._window \
+                and not self._window.isAncestorOf(watched):
+            return False
+        mime = event.mimeData()
+        if not mime.hasUrls():
+            return False
+        if kind == QEvent.Type.Drop:
+            self._window.open_paths([url.toLocalFile() for url in mime.urls()])
+        event.acceptProposedAction()
+        return True
+
+
+class MainWindow(QMainWindow):
+    """Docked panels looking at one session."""
+
+    def __init__(self, session: Session, jobs: UiJobs, controller: Controller,
+                 settings: QSettings | None = None) -> None:
+        super().__init__()
+        self.session, self.jobs, self.controller = session, jobs, controller
+        self.settings = settings if settings is not None else QSettings("cnnviewer", "cnnviewer")
+        self.setWindowTitle("cnnviewer")
+        self.resize(1400, 880)
+        self.setAcceptDrops(True)
+        self.setDockNestingEnabled(True)
+
+        self.predictions = PredictionsPanel(session)
+        self.feature_maps = FeatureMapsPanel(session, jobs, controller.workbench)
+        self.filters = FiltersPanel(session, jobs, controller.workbench)
+        self.docks: dict[str, QDockWidget] = {}
+        self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("filters", "Filters", self.filters, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.docks["predictions"].setWindowTitle("Input & predictions")
+        self.setCentralWidget(None)
+        self.resizeDocks([self.docks["predictions"], self.docks["feature_maps"]], [520, 880],
+                         Qt.Orientation.Horizontal)
+        self._default_state = self.saveState()
+        self._build_status_bar()
+        self._build_menus()
+        self._drop_filter = DropFilter(self)
+        QApplication.instance().installEventFilter(self._drop_filter)
+
+        controller.forward_ready.connect(self._on_forward_ready)
+        controller.message.connect(self.show_message)
+        controller.trust_needed.connect(self._on_trust_needed)
+        controller.model_loaded.connect(self._on_model_loaded)
+        jobs.busy.connect(self._on_job_busy)
+        jobs.progressed.connect(self._on_job_progress)
+        jobs.finished.connect(self._on_job_finished)
+        self._busy: dict[str, str] = {}
+        self.restore_settings()
+
+    # ---------------------------------------------------------------- building
+    def _add_dock(self, key: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock_{key}")
+        dock.setWidget(widget)
+        dock.setAcceptDrops(True)
+        self.addDockWidget(area, dock)
+        self.docks[key] = dock
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.model_label = QLabel("model: loading…")
+        self.device_label = QLabel("")
+        self.forward_label = QLabel("")
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(180)
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(False)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setVisible(False)
+        self.cancel_button.clicked.connect(self._on_cancel_clicked)
+        for widget in (self.model_label, self.device_label, self.forward_label, self.progress, self.cancel_button):
+            bar.addPermanentWidget(widget)
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self._action(file_menu, "&Open image…", self.choose_image, QKeySequence.StandardKey.Open)
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self._action(file_menu, "Load &weights…", self.choose_weights, "Ctrl+W")
+        self._action(file_menu, "Choose &model…", self.choose_model, "Ctrl+M")
+        self._action(file_menu, "Open &architecture file…", self.choose_architecture_file)
+        file_menu.addSeparator()
+        self._action(file_menu, "&Export current panel as PNG…", self.export_current_panel, "Ctrl+E")
+        file_menu.addSeparator()
+        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
+        view_menu = self.menuBar().addMenu("&View")
+        for dock in self.docks.values():
+            view_menu.addAction(dock.toggleViewAction())
+        view_menu.addSeparator()
+        self._action(view_menu, "&Reset layout", self.reset_layout)
+        self._refresh_recent_menu()
+
+    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    # ---------------------------------------------------------------- user intent
+    def open_paths(self, paths: list[str]) -> None:
+        """Open dropped or given files: an image (or a folder's first image), or a weights file."""
+        for raw in paths:
+            path = Path(raw)
+            suffix = path.suffix.lower()
+            if path.is_dir():
+                images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                if images:
+                    self.open_image(images[0])
+                    self.show_message(f"{path.name}: opened {images[0].name} (first of {len(images)} images)")
+                else:
+                    self.show_message(f"{path.name}: no images in this folder")
+                return
+            if suffix in IMAGE_SUFFIXES:
+                self.open_image(path)
+                return
+            if suffix in WEIGHT_SUFFIXES:
+                self.load_weights(path)
+                return
+        names = ", ".join(Path(p).name for p in paths) or "nothing"
+        self.show_message(f"Not an image or weights file: {names}")
+
+    def open_image(self, path: str | Path) -> None:
+        """Make an image file every panel's input, and remember it."""
+        self.controller.open_image(path)
+        self._remember_recent(str(path))
+
+    def load_weights(self, path: str | Path, trust: bool = False) -> None:
+        """Load a weights file; the current model stays if it fails."""
+        self.controller.load_weights(path, trust=trust)
+
+    def choose_image(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", "", IMAGE_FILTER + ";;All files (*)")
+        if path:
+            self.open_image(path)
+
+    def choose_weights(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load weights", "", WEIGHTS_FILTER)
+        if path:
+            self.load_weights(path)
+
+    def choose_architecture_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open architecture (Python file)", "", "Python (*.py)")
+        if not path:
+            return
+        from PySide6.QtWidgets import QInputDialog
+        name, ok = QInputDialog.getText(self, "Architecture", "Class or factory function in that file:")
+        if ok and name.strip():
+            self.controller.load_model(f"{path}:{name.strip()}")
+
+    def choose_model(self) -> None:
+        current = self.session.model.name if self.session.model else None
+        dialog = ChooseModelDialog(self.controller.catalogue, current, self)
+        if self.controller.catalogue is None:
+            self.controller.catalogue_ready.connect(lambda cat: dialog.set_catalogue(cat, current))
+            self.controller.fetch_catalogue()
+        if dialog.exec() and dialog.chosen():
+            self.controller.load_model(dialog.chosen())
+
+    def export_current_panel(self) -> None:
+        dock = self.current_dock()
+        path, _ = QFileDialog.getSaveFileName(self, "Export panel as PNG",
+                                              f"{dock.objectName().removeprefix('dock_')}.png", "PNG (*.png)")
+        if path:
+            self.export_dock(dock, path)
+
+    def export_dock(self, dock: QDockWidget, path: str) -> bool:
+        """Save what a panel shows now as PNG."""
+        ok = dock.widget().grab().save(path, "PNG")
+        self.show_message(f"Saved {path}" if ok else f"Could not write {path}")
+        return ok
+
+    def current_dock(self) -> QDockWidget:
+        """The dock holding keyboard focus, else the feature maps."""
+        focus = QApplication.focusWidget()
+        for dock in self.docks.values():
+            if focus is not None and dock.isAncestorOf(focus):
+                return dock
+        return self.docks["feature_maps"]
+
+    def reset_layout(self) -> None:
+        for dock in self.docks.values():
+            dock.setFloating(False)
+            dock.show()
+        self.restoreState(self._default_state)
+
+    # ---------------------------------------------------------------- feedback
+    def show_message(self, text: str) -> None:
+        self.statusBar().showMessage(text, 10000)
+
+    def _on_model_loaded(self, model) -> None:
+        self.model_label.setText(f"model: {model.title}")
+        self.model_label.setToolTip(model.weights_label)
+        self.device_label.setText(f"device: {model.device}" + ("" if model.dtype_name == "float32"
+                                                                else f" ({model.dtype_name})"))
+        self.settings.setValue("last_model", model.name if model.weights_path is None else model.name)
+        self.settings.setValue("last_weights", model.weights_path or "")
+        self.setWindowTitle(f"cnnviewer — {model.title}")
+
+    def _on_forward_ready(self, summary) -> None:
+        self.forward_label.setText(f"forward: {summary.forward_ms:.0f} ms")
+        self.predictions.show_predictions(summary)
+        self.feature_maps.show_forward(summary)
+        if self.filters.view is None:
+            self.filters.refresh()
+
+    def _on_trust_needed(self, path: str, message: str) -> None:
+        if ask_trust(self, path, message):
+            self.load_weights(path, trust=True)
+        else:
+            self.show_message(f"Not loaded: {Path(path).name} was not trusted")
+
+    def _on_job_busy(self, key: str, text: str) -> None:
+        self._busy[key] = text
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self.cancel_button.setVisible(True)
+        self.statusBar().showMessage(text + "…")
+
+    def _on_job_progress(self, fraction: float, text: str) -> None:
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(int(fraction * 1000))
+        self.statusBar().showMessage(text)
+
+    def _on_job_finished(self, key: str) -> None:
+        self._busy.pop(key, None)
+        if not self._busy:
+            self.progress.setVisible(False)
+            self.cancel_button.setVisible(False)
+
+    def _on_cancel_clicked(self) -> None:
+        for key in list(self._busy):
+            self.jobs.cancel(key)
+        self.show_message("Cancelled")
+
+    # ---------------------------------------------------------------- settings
+    def _remember_recent(self, path: str) -> None:
+        recent = [p for p in self.recent_files() if p != path]
+        self.settings.setValue("recent_files", [path] + recent[: MAX_RECENT - 1])
+        self._refresh_recent_menu()
+
+    def recent_files(self) -> list[str]:
+        value = self.settings.value("recent_files", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in value or []]
+
+    def _refresh_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in self.recent_files():
+            action = self.recent_menu.addAction(Path(path).name)
+            action.setToolTip(path)
+            action.triggered.connect(lambda _checked=False, p=path: self.open_image(p))
+        self.recent_menu.setEnabled(bool(self.recent_files()))
+
+    def restore_settings(self) -> None:
+        geometry = self.settings.value("geometry")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        state = self.settings.value("window_state")
+        if isinstance(state, QByteArray):
+            self.restoreState(state)
+
+    def save_settings(self) -> None:
+        self.settings.setValue("geometry", self.saveGeometry())
+        self.settings.setValue("window_state", self.saveState())
+        self.settings.sync()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        self.save_settings()
+        QApplication.instance().removeEventFilter(self._drop_filter)
+        self.jobs.runner.close()
+        super().closeEvent(event)

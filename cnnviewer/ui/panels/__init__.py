@@ -1,0 +1,1 @@
+"""One dock panel per module."""

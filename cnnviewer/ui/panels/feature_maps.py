@@ -1,0 +1,221 @@
+"""Feature maps: a layer tree and all channels of the chosen layer as one mosaic."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox, QHBoxLayout, QLabel, QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget,
+)
+
+from cnnviewer.engine.features import (
+    COLORMAPS, FeatureMapOptions, FeatureMapView, colormap_table, normalise, overlay,
+)
+from cnnviewer.engine.session import Selection, Session
+from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.widgets.image_canvas import ImageCanvas
+
+
+class LayerTree(QTreeWidget):
+    """Modules by dotted name, nested as in the model, with type and output shape."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setHeaderLabels(["Layer", "Type", "Output"])
+        self.setUniformRowHeights(True)
+        self.setColumnWidth(0, 170)
+        self.setColumnWidth(1, 110)
+        self.items: dict[str, QTreeWidgetItem] = {}
+
+    def set_layers(self, layers) -> None:
+        """Rebuild from a tuple of LayerInfo (root first)."""
+        self.clear()
+        self.items = {}
+        for info in layers:
+            if info.name == "":
+                continue
+            parent_name = info.name.rpartition(".")[0]
+            parent = self.items.get(parent_name, self.invisibleRootItem())
+            shape = "×".join(str(d) for d in info.output_shape) if info.output_shape else "—"
+            item = QTreeWidgetItem(parent, [info.name.rpartition(".")[2], info.type_name, shape])
+            item.setData(0, Qt.ItemDataRole.UserRole, info.name)
+            item.setToolTip(0, info.name)
+            if info.output_shape is None:
+                item.setDisabled(True)
+            self.items[info.name] = item
+
+    def select_layer(self, name: str | None) -> None:
+        """Highlight and reveal `name` without emitting a new user selection."""
+        item = self.items.get(name or "")
+        if item is not None and self.currentItem() is not item:
+            self.blockSignals(True)
+            self.setCurrentItem(item)
+            self.scrollToItem(item)
+            self.blockSignals(False)
+
+
+class FeatureMapsPanel(QWidget):
+    """All channels of one layer; hover reads values, click enlarges and overlays."""
+
+    def __init__(self, session: Session, jobs: UiJobs, workbench, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._session, self._jobs, self._workbench = session, jobs, workbench
+        self.view: FeatureMapView | None = None
+        self._display: np.ndarray | None = None
+        self._forward_ready = False
+
+        self.tree = LayerTree(self)
+        self.tree.currentItemChanged.connect(self._on_tree_item_changed)
+        self.normalisation = _combo({"per channel": "channel", "per layer": "layer"})
+        self.colormap = _combo({name: name for name in COLORMAPS})
+        self.sort = _combo({"index": "index", "mean activation": "mean", "max activation": "max"})
+        for combo in (self.normalisation, self.colormap, self.sort):
+            combo.currentIndexChanged.connect(self.refresh)
+        self.canvas = ImageCanvas(self)
+        self.canvas.hovered.connect(self._on_canvas_hovered)
+        self.canvas.clicked.connect(self._on_canvas_clicked)
+        self.canvas.left.connect(lambda: self.readout.setText(self._summary_text()))
+        self.readout = QLabel("")
+        self.channel_canvas = ImageCanvas(self)
+        self.overlay_canvas = ImageCanvas(self)
+        self.channel_label = QLabel("Click a channel to enlarge it and overlay it on the input.")
+
+        controls = QHBoxLayout()
+        for text, widget in (("Normalise", self.normalisation), ("Colormap", self.colormap),
+                             ("Sort", self.sort)):
+            controls.addWidget(QLabel(text))
+            controls.addWidget(widget)
+        controls.addStretch(1)
+        detail = QSplitter(Qt.Orientation.Horizontal)
+        detail.addWidget(self.channel_canvas)
+        detail.addWidget(self.overlay_canvas)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addLayout(controls)
+        vertical = QSplitter(Qt.Orientation.Vertical)
+        vertical.addWidget(self.canvas)
+        detail_box = QWidget()
+        detail_layout = QVBoxLayout(detail_box)
+        detail_layout.setContentsMargins(0, 0, 0, 0)
+        detail_layout.addWidget(self.channel_label)
+        detail_layout.addWidget(detail)
+        vertical.addWidget(detail_box)
+        vertical.setSizes([420, 200])
+        right_layout.addWidget(vertical, 1)
+        right_layout.addWidget(self.readout)
+        splitter = QSplitter(Qt.Orientation.Horizontal, self)
+        splitter.addWidget(self.tree)
+        splitter.addWidget(right)
+        splitter.setSizes([300, 600])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(splitter)
+
+        session.selection_changed.connect(self._on_selection_changed)
+        session.model_changed.connect(self._on_model_changed)
+
+    # ---------------------------------------------------------------- inputs
+    def show_forward(self, summary) -> None:
+        """A new forward pass is ready: rebuild the tree and redraw."""
+        self.tree.set_layers(summary.layers)
+        self._forward_ready = True
+        self.tree.select_layer(self._session.selection.layer)
+        self.refresh()
+
+    def _on_model_changed(self, _model) -> None:
+        self._forward_ready = False
+
+    def _on_selection_changed(self, selection: Selection) -> None:
+        self.tree.select_layer(selection.layer)
+        if self.view is not None and self.view.layer == selection.layer:
+            self._show_channel(selection.channel)
+        else:
+            self.refresh()
+
+    def _on_tree_item_changed(self, item: QTreeWidgetItem | None, _previous) -> None:
+        if item is not None:
+            self._session.select(layer=item.data(0, Qt.ItemDataRole.UserRole))
+
+    def _on_canvas_clicked(self, y: float, x: float) -> None:
+        if self.view is None:
+            return
+        hit = self.view.layout.channel_at(y, x)
+        if hit is not None:
+            self._session.select(channel=hit[0])
+
+    def _on_canvas_hovered(self, y: float, x: float) -> None:
+        if self.view is None:
+            return
+        hit = self.view.layout.channel_at(y, x)
+        if hit is None:
+            self.readout.setText(self._summary_text())
+            return
+        channel, row, col = hit
+        value = float(self.view.values[channel, row, col])
+        self.readout.setText(f"channel {channel}  (y={row}, x={col})  value {value:.4g}   "
+                             f"mean {self.view.channel_mean[channel]:.3g}  max {self.view.channel_max[channel]:.3g}")
+
+    # ---------------------------------------------------------------- drawing
+    def options(self):
+        """Current display options as the engine's FeatureMapOptions."""
+        return FeatureMapOptions(self.normalisation.currentData(), self.colormap.currentData(),
+                                 self.sort.currentData())
+
+    def refresh(self) -> None:
+        """Ask the engine for the current layer's mosaic (latest request wins)."""
+        session, layer = self._session, self._session.selection.layer
+        if not self._forward_ready or session.model is None or session.image is None or not layer:
+            return
+        model, image, options, workbench = session.model, session.image, self.options(), self._workbench
+
+        def work(_context):
+            return workbench().feature_maps(model, image, layer, options), workbench().display(model, image)
+
+        self._jobs.submit("feature_maps", work, on_done=self._on_view_ready,
+                          on_error=self._on_view_failed)
+
+    def _on_view_ready(self, result) -> None:
+        view, display = result
+        same_layer = self.view is not None and self.view.layer == view.layer
+        self.view, self._display = view, display
+        self.canvas.show_image(view.mosaic, keep_view=same_layer)
+        self.readout.setText(self._summary_text())
+        self._show_channel(self._session.selection.channel)
+
+    def _on_view_failed(self, message: str) -> None:
+        self.view = None
+        self.canvas.clear()
+        self.readout.setText(message)
+
+    def _show_channel(self, channel: int | None) -> None:
+        view = self.view
+        if view is None or channel is None or not 0 <= channel < view.values.shape[0]:
+            self.canvas.unmark()
+            self.channel_canvas.clear()
+            self.overlay_canvas.clear()
+            self.channel_label.setText("Click a channel to enlarge it and overlay it on the input.")
+            return
+        layout = view.layout
+        y, x = layout.tile_origin(layout.tile_of_channel(channel))
+        self.canvas.mark(y, x, layout.tile_height, layout.tile_width)
+        values = view.values[channel]
+        table = colormap_table(self.colormap.currentData())
+        self.channel_canvas.show_image(np.ascontiguousarray(table[normalise(values[None], "channel")[0]]))
+        if self._display is not None:
+            self.overlay_canvas.show_image(overlay(self._display, values))
+        self.channel_label.setText(f"{view.layer} — channel {channel}: {values.shape[0]}×{values.shape[1]}, "
+                                   f"min {values.min():.3g}, max {values.max():.3g}, mean {values.mean():.3g}")
+
+    def _summary_text(self) -> str:
+        if self.view is None:
+            return ""
+        count, height, width = self.view.values.shape
+        return f"{self.view.layer}: {count} channels of {height}×{width}. Hover for values, click to enlarge."
+
+
+def _combo(choices: dict[str, str]) -> QComboBox:
+    combo = QComboBox()
+    for text, value in choices.items():
+        combo.addItem(text, value)
+    return combo

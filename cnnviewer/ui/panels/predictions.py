@@ -1,0 +1,76 @@
+"""Input & predictions: the photo and a bar chart of its top-5 classes."""
+
+from __future__ import annotations
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
+
+from cnnviewer.engine.session import Session
+from cnnviewer.ui.widgets.image_canvas import ImageCanvas
+
+
+class PredictionsPanel(QWidget):
+    """Shows the current input image and the model's top-5 probabilities."""
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._session = session
+        self.title = QLabel("Loading…")
+        self.title.setWordWrap(True)
+        self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.canvas = ImageCanvas(self)
+        self.chart = pg.PlotWidget(background=(30, 30, 34))
+        self.chart.setMouseEnabled(False, False)
+        self.chart.hideButtons()
+        self.chart.setMenuEnabled(False)
+        self.chart.getAxis("bottom").setLabel("probability")
+        self.chart.setXRange(0, 1, padding=0.02)
+        self.chart.getViewBox().invertY(True)
+        self.bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brush=(86, 156, 214))
+        self.chart.addItem(self.bars)
+        self._value_labels: list[pg.TextItem] = []
+        splitter = QSplitter(Qt.Orientation.Vertical, self)
+        splitter.addWidget(self.canvas)
+        splitter.addWidget(self.chart)
+        splitter.setSizes([320, 200])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.title)
+        layout.addWidget(splitter)
+        self.predictions: tuple = ()
+        session.image_changed.connect(self._on_image_changed)
+        if session.image is not None:
+            self._on_image_changed(session.image)
+
+    def _on_image_changed(self, image) -> None:
+        self.canvas.show_image(image.pixels)
+
+    def show_predictions(self, summary) -> None:
+        """Draw the top-5 of a ForwardSummary."""
+        model = self._session.model
+        self.predictions = summary.predictions
+        labels = [p.label for p in summary.predictions]
+        values = [p.probability for p in summary.predictions]
+        self.bars.setOpts(x0=[0] * len(values), y=list(range(len(values))), width=values, height=0.7)
+        axis = self.chart.getAxis("left")
+        axis.setTicks([[(i, _short(label)) for i, label in enumerate(labels)]])
+        for item in self._value_labels:
+            self.chart.removeItem(item)
+        self._value_labels = []
+        for i, value in enumerate(values):
+            text = pg.TextItem(f"{value:.1%}", color=(230, 230, 230), anchor=(0, 0.5))
+            text.setPos(min(value, 0.82) + 0.01, i)
+            self.chart.addItem(text)
+            self._value_labels.append(text)
+        self.chart.setYRange(-0.6, max(len(values), 1) - 0.4, padding=0)
+        name = summary.image.name
+        model_title = model.title if model is not None else ""
+        warning = "" if model is None or model.trained else \
+            " <b style='color:#e5a50a'>untrained: random weights, predictions are meaningless</b>"
+        top = f"<b>{labels[0]}</b> {values[0]:.1%}" if labels else "no output"
+        self.title.setText(f"{name} — {model_title}: {top}{warning}")
+
+
+def _short(label: str, limit: int = 22) -> str:
+    return label if len(label) <= limit else label[: limit - 1] + "…"

@@ -1,0 +1,93 @@
+"""A zoomable image view that reports hovers and clicks in image pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QImage
+
+
+class ImageCanvas(pg.GraphicsView):
+    """One pg.ImageItem in a ViewBox: pan with the mouse, zoom with the wheel.
+
+    Signals carry (row, column) in image pixels, floats; the owner maps them to
+    tiles or neurons arithmetically.
+    """
+
+    hovered = Signal(float, float)
+    clicked = Signal(float, float)
+    left = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent, background=(30, 30, 34))
+        self.view = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.setCentralItem(self.view)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.view.addItem(self.image_item)
+        self.highlight = pg.QtWidgets.QGraphicsRectItem()
+        self.highlight.setPen(pg.mkPen((255, 80, 80), width=2, cosmetic=True))
+        self.highlight.setVisible(False)
+        self.view.addItem(self.highlight)
+        self._shape: tuple[int, ...] | None = None
+        self.setMouseTracking(True)
+        self.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.scene().sigMouseClicked.connect(self._on_mouse_clicked)
+
+    def has_image(self) -> bool:
+        """True once an image is shown."""
+        return self._shape is not None
+
+    def image(self) -> np.ndarray | None:
+        """The array being shown."""
+        return self.image_item.image
+
+    def show_image(self, pixels: np.ndarray, keep_view: bool = False) -> None:
+        """Show a uint8 (H, W) or (H, W, 3) array; re-fit the view when its size changes."""
+        resized = pixels.shape[:2] != (self._shape or (None, None))[:2]
+        self.image_item.setImage(pixels, levels=(0, 255), autoLevels=False)
+        self._shape = pixels.shape
+        if resized or not keep_view:
+            self.view.autoRange(padding=0.02)
+
+    def clear(self) -> None:
+        """Show nothing."""
+        self.image_item.clear()
+        self._shape = None
+        self.highlight.setVisible(False)
+
+    def mark(self, y: int, x: int, height: int, width: int) -> None:
+        """Outline a rectangle (e.g. the selected tile)."""
+        self.highlight.setRect(x - 0.5, y - 0.5, width + 1, height + 1)
+        self.highlight.setVisible(True)
+
+    def unmark(self) -> None:
+        """Remove the outline."""
+        self.highlight.setVisible(False)
+
+    def to_qimage(self) -> QImage:
+        """The widget as drawn now, for export."""
+        return self.grab().toImage()
+
+    def _pixel(self, scene_pos: QPointF) -> tuple[float, float] | None:
+        if self._shape is None:
+            return None
+        point = self.view.mapSceneToView(scene_pos)
+        y, x = point.y(), point.x()
+        if 0 <= y < self._shape[0] and 0 <= x < self._shape[1]:
+            return y, x
+        return None
+
+    def _on_mouse_moved(self, scene_pos: QPointF) -> None:
+        pixel = self._pixel(scene_pos)
+        if pixel is None:
+            self.left.emit()
+        else:
+            self.hovered.emit(*pixel)
+
+    def _on_mouse_clicked(self, event) -> None:
+        if event.button() != Qt.MouseButton.LeftButton or event.double():
+            return
+        pixel = self._pixel(event.scenePos())
+        if pixel is not None:
+            self.clicked.emit(*pixel)
