@@ -119,7 +119,7 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
     if current is not None:
         try:
             module = _fresh_copy(current)
-            fit_state_dict(module, state_dict, source=path.name)
+            fit_state_dict(module, state_dict, source=path.name, model_name=current.name)
             return wrap_module(module, current.name, base=current,
                                categories=labels or beside or current.categories,
                                weights_label=label, trained=True, weights_path=str(path),
@@ -130,8 +130,8 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
         match = infer_architecture(state_dict)
     except WeightsError as error:
         raise WeightsError(attempts[0] if attempts else str(error)) from None
-    module = torchvision.models.get_model(match.name, weights=None, num_classes=match.num_classes)
-    fit_state_dict(module, state_dict, source=path.name)
+    module = torchvision.models.get_model(match.name, weights=None, **match.kwargs)
+    fit_state_dict(module, state_dict, source=path.name, model_name=match.name)
     return wrap_module(module, match.name, base=None,
                        categories=_categories(match.num_classes, match.name, labels, beside),
                        weights_label=label, trained=True, weights_path=str(path),

@@ -60,11 +60,20 @@ class Workbench:
         return self.cache.get(model, image).display
 
     def filters(self, model: LoadedModel, layer: LayerId | None,
-                output_channel: int | None) -> FilterView | None:
-        """Kernels of the convolution at `layer` (or the first conv), None if the model has none."""
-        found = find_conv(model.module, layer)
-        if found is None:
-            return None
-        name, conv = found
-        rgb_layer = conv.weight.shape[1] == 3   # first layer: whole filters are colour images
-        return filter_view(name, conv, None if rgb_layer else (output_channel or 0))
+                output_channel: int | None) -> tuple[FilterView | None, FilterView | None]:
+        """(first-layer filters, kernels of the conv at `layer`) — either None when absent.
+
+        The first layer's filters are always shown, as colour images when it
+        reads RGB; the selected layer's conv, when it is a different one, shows
+        the chosen output channel's kernel for each of its input channels.
+        """
+        first = find_conv(model.module, None)
+        if first is None:
+            return None, None
+        first_name, first_conv = first
+        first_view = filter_view(first_name, first_conv, None if first_conv.weight.shape[1] == 3 else 0)
+        selected = find_conv(model.module, layer) if layer else None
+        if selected is None or selected[0] == first_name:
+            return first_view, None
+        name, conv = selected
+        return first_view, filter_view(name, conv, output_channel or 0)

@@ -1,0 +1,498 @@
+"""Read weights files safely and fit them to models.
+
+A weights file may be a plain state dict, a training checkpoint wrapping one,
+a safetensors file, a TorchScript archive, a ``torch.export`` program or (only
+when the user trusts it) a fully pickled model. Pickles are always opened with
+``weights_only=True`` first, because a full pickle can run any code.
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import pickletools
+import threading
+import warnings
+import zipfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from cnnviewer.engine.errors import UntrustedPickleError, WeightsError
+
+WeightsKind = Literal["state_dict", "torchscript", "exported", "module"]
+Signature = dict[str, tuple[int, ...]]   # state-dict key -> tensor shape
+
+WEIGHT_SUFFIXES: frozenset[str] = frozenset(
+    {".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar"})
+
+# Checkpoint keys that hold the model, most specific first: a checkpoint with
+# both 'state_dict' and 'state_dict_ema' gives the plain weights.
+WRAPPER_KEYS: tuple[str, ...] = (
+    "state_dict", "model_state_dict", "model_state", "model", "net", "network",
+    "module", "weights", "params", "ema", "model_ema", "state_dict_ema",
+    "ema_state_dict", "teacher", "student")
+
+_PREFIXES = ("module.", "_orig_mod.")       # DataParallel/DDP, torch.compile
+_TOLERATED_MISSING = ("num_batches_tracked",)  # absent in older checkpoints
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}   # protocol-2 names
+_PICKLE_GLOBAL_OPS = frozenset({"GLOBAL", "STACK_GLOBAL", "INST", "EXT1", "EXT2", "EXT4"})
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """What a weights file holds, read safely."""
+
+    path: Path
+    kind: WeightsKind
+    state_dict: dict[str, Tensor] | None     # kind == "state_dict", normalised
+    module: nn.Module | None                 # torchscript / exported / module
+    ignored_keys: tuple[str, ...] = ()       # e.g. 'epoch', 'optimizer'
+
+
+@dataclass(frozen=True)
+class ArchitectureMatch:
+    """The torchvision classifier a state dict was saved from.
+
+    Build it with ``torchvision.models.get_model(match.name, **match.kwargs)``.
+    """
+
+    name: str          # torchvision model name, e.g. 'resnet18'
+    num_classes: int   # from the file, e.g. 10
+    adapted: bool      # num_classes differs from the default 1000
+    options: tuple[tuple[str, Any], ...] = ()   # other builder kwargs, e.g. aux_logits=False
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``get_model`` that rebuild this architecture."""
+        return {"num_classes": self.num_classes, **dict(self.options)}
+
+
+# --------------------------------------------------------------------------- reading
+
+def read_weights(path: str | Path, *, trust: bool = False) -> WeightsFile:
+    """Read any supported weights file without running code from it.
+
+    Args:
+        path: The file (see ``WEIGHT_SUFFIXES``; the content decides the format).
+        trust: Allow a full pickled model, which runs code from the file.
+
+    Returns:
+        The file's state dict (normalised) or module, loaded on the CPU.
+
+    Raises:
+        UntrustedPickleError: The file is a full pickle and ``trust`` is False.
+        WeightsError: Missing, unreadable, corrupt or not a weights file.
+    """
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such file" if not path.exists()
+                           else f"{path} is not a file")
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+        size = path.stat().st_size
+    except OSError as exc:
+        raise WeightsError(f"{name} cannot be read: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise WeightsError(f"{name} is empty (0 bytes)")
+    if path.suffix.lower() == ".safetensors" or _looks_like_safetensors(head, size):
+        return _read_safetensors(path, head)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members = archive.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise WeightsError(f"{name} is corrupt or truncated (damaged zip archive)") from exc
+        if any(m.endswith(("archive_format", "serialized_exported_program.json")) for m in members):
+            return _read_exported(path)
+        if any(m.endswith("constants.pkl") or "/code/" in m for m in members):
+            return _read_torchscript(path)
+        if not any(m.endswith("data.pkl") for m in members):
+            raise WeightsError(f"{name} is not a weights file (a zip archive without PyTorch data)")
+    return _read_pickle(path, head, trust)
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    """Recognise safetensors by content: u64 header length, then a JSON object."""
+    return len(head) > 8 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size
+
+
+def _read_safetensors(path: Path, head: bytes) -> WeightsFile:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        raw = load_file(str(path), device="cpu")
+    except SafetensorError as exc:
+        reason = ("corrupt or truncated" if head[8:9] == b"{" else "not a safetensors file")
+        raise WeightsError(f"{path.name} is {reason} ({_first_line(exc)})") from exc
+    return _state_dict_file(path, raw, ())
+
+
+def _read_torchscript(path: Path) -> WeightsFile:
+    try:
+        with _quiet_deprecations():
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:   # the archive's TorchScript can fail in many ways
+        raise WeightsError(f"{path.name} is a TorchScript archive that cannot be loaded "
+                           f"({_describe(exc)})") from exc
+    return WeightsFile(path, "torchscript", None, module)
+
+
+def _read_exported(path: Path) -> WeightsFile:
+    try:
+        with _quiet_deprecations():
+            program = torch.export.load(str(path))
+    except Exception as exc:   # e.g. an AOTInductor package, or ops from an unloaded library
+        raise WeightsError(f"{path.name} is a torch.export archive that cannot be loaded "
+                           f"({_describe(exc)})") from exc
+    try:
+        module: nn.Module = torch.export.unflatten(program)   # keeps dotted layer names
+    except Exception:   # unflatten rejects some graphs; the flat module still runs
+        module = program.module()
+    return WeightsFile(path, "exported", None, module)
+
+
+def _read_pickle(path: Path, head: bytes, trust: bool) -> WeightsFile:
+    """Load a ``torch.save`` file (zip or legacy) or a plain pickle."""
+    name = path.name
+    try:
+        with warnings.catch_warnings():   # torch's notice about pickle protocols
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # The restricted unpickler refused something: a class, a function, an
+        # opcode. Only a static look at the pickle tells which, without running it.
+        needs = _unsafe_globals(path, head)
+        if needs is None:
+            raise WeightsError(f"{name} is not a weights file ({_pickle_reason(head)})") from exc
+        if not trust:
+            shown = f" (needs {', '.join(needs[:3])})" if needs else ""
+            raise UntrustedPickleError(
+                f"{name} is a full pickled model{shown}; loading it runs code from the file. "
+                "Trust it explicitly (--trust) to load it.") from exc
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc2:   # the pickle's own classes may be missing or fail
+            raise WeightsError(f"{name} is a full pickled model that cannot be loaded "
+                               f"({_describe(exc2)})") from exc2
+    except (EOFError, RuntimeError, IndexError, ValueError, OSError) as exc:
+        reason = "corrupt or truncated" if _is_pickle_head(head) else "not a weights file"
+        raise WeightsError(f"{name} is {reason} ({_describe(exc)})") from exc
+    except Exception as exc:   # torch.load raises KeyError & co. on random bytes
+        if _is_pickle_head(head):
+            raise WeightsError(f"{name} is corrupt or truncated ({_describe(exc)})") from exc
+        raise WeightsError(f"{name} is not a weights file (unknown format)") from exc
+    return _interpret(path, obj)
+
+
+def _interpret(path: Path, obj: Any) -> WeightsFile:
+    """Turn what ``torch.load`` returned into a state dict or a module."""
+    found, ignored = _unwrap(obj)
+    if isinstance(found, nn.Module):
+        return WeightsFile(path, "module", None, found, ignored)
+    if isinstance(found, Mapping):
+        dropped = tuple(str(k) for k, v in found.items() if not isinstance(v, Tensor))
+        return _state_dict_file(path, found, ignored + dropped)
+    if isinstance(obj, Mapping):
+        if not obj or any(isinstance(obj.get(k), Mapping) and not obj[k] for k in WRAPPER_KEYS):
+            raise WeightsError(f"{path.name} holds an empty state dict")
+        keys = ", ".join(str(k) for k in list(obj)[:5])
+        raise WeightsError(f"{path.name} is not a weights file (a dict without tensors; keys: {keys})")
+    raise WeightsError(f"{path.name} is not a weights file (it holds a {type(obj).__name__})")
+
+
+def _unwrap(obj: Any, depth: int = 0) -> tuple[Any, tuple[str, ...]]:
+    """Find the state dict or module inside a checkpoint.
+
+    Known wrapper keys come first, so ``{'model': sd, 'best_acc': tensor}``
+    gives ``sd``; then a dict holding tensors itself; then the only entry
+    that holds tensors, whatever its key.
+
+    Returns:
+        (the Mapping or nn.Module found, or None; the checkpoint keys skipped).
+    """
+    if isinstance(obj, nn.Module):
+        return obj, ()
+    if not isinstance(obj, Mapping) or depth > 3:
+        return None, ()
+    for key in WRAPPER_KEYS:
+        if key in obj:
+            found, inner = _unwrap(obj[key], depth + 1)
+            if found is not None:
+                return found, tuple(str(k) for k in obj if k != key) + inner
+    if _holds_tensors(obj):
+        return obj, ()
+    holders = [k for k, v in obj.items() if isinstance(v, nn.Module) or _holds_tensors(v)]
+    if len(holders) == 1:
+        return obj[holders[0]], tuple(str(k) for k in obj if k != holders[0])
+    return None, ()
+
+
+def _holds_tensors(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and any(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
+
+
+def _state_dict_file(path: Path, raw: Mapping[str, Any], ignored: tuple[str, ...]) -> WeightsFile:
+    state_dict = normalize_state_dict(raw)
+    if not state_dict:
+        raise WeightsError(f"{path.name} holds an empty state dict")
+    return WeightsFile(path, "state_dict", state_dict, None, ignored)
+
+
+def normalize_state_dict(raw: Mapping[str, Any]) -> dict[str, Tensor]:
+    """Keep the tensors and strip wrapper prefixes shared by every key.
+
+    ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) are
+    removed, repeatedly and in any order, but only when all keys carry them,
+    so a model with a real submodule called ``module`` keeps its names.
+    """
+    state = {k: (v.detach() if isinstance(v, nn.Parameter) else v)
+             for k, v in raw.items() if isinstance(k, str) and isinstance(v, Tensor)}
+    while state:
+        prefix = next((p for p in _PREFIXES if all(k.startswith(p) for k in state)), None)
+        if prefix is None:
+            break
+        state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _is_pickle_head(head: bytes) -> bool:
+    """True for pickle protocol 2+ (what torch.save writes) or a torch zip."""
+    return head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05") \
+        or head.startswith(b"PK\x03\x04")
+
+
+def _unsafe_globals(path: Path, head: bytes) -> list[str] | None:
+    """Name the globals a refused pickle needs, reading it statically.
+
+    Returns:
+        The globals torch does not allow (empty when their names are built on
+        the pickle stack), or None when the file needs none: then it is a
+        pickle of plain data, or not a pickle at all.
+    """
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            needs = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:   # static disassembly failed; the file is not loadable either
+            return None
+        return needs or None
+    if not _is_pickle_head(head):
+        return None
+    found: list[str] = []
+    any_global = False
+    with path.open("rb") as f:
+        # Legacy torch.save writes several pickles in a row (magic number,
+        # protocol, sys info, the object, storage keys), then raw bytes.
+        for _ in range(5):
+            try:
+                for op, arg, _pos in pickletools.genops(f):
+                    any_global = any_global or op.name in _PICKLE_GLOBAL_OPS
+                    if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                        module, _, attr = arg.partition(" ")
+                        found.append(f"{_PY2_MODULES.get(module, module)}.{attr}")
+            except ValueError:   # truncated, or the raw storage bytes
+                break
+    if not any_global:
+        return None
+    allowed = _allowed_globals()
+    return list(dict.fromkeys(g for g in found if g not in allowed))
+
+
+def _allowed_globals() -> set[str]:
+    """Globals torch's weights-only unpickler accepts (private API, so guarded)."""
+    try:
+        from torch import _weights_only_unpickler as wou
+        return set(wou._get_allowed_globals()) | set(wou._get_user_allowed_globals())
+    except Exception:   # a future torch may move it; names are only shown to the user
+        return set()
+
+
+def _pickle_reason(head: bytes) -> str:
+    if not _is_pickle_head(head):
+        return "unknown format"
+    return "a Python pickle that holds no tensors or model"
+
+
+# --------------------------------------------------------------------------- fitting
+
+def fit_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], *,
+                   source: str = "", model_name: str = "") -> None:
+    """Load ``state_dict`` into ``model`` only if every key and shape fits.
+
+    Mismatches are found before anything is copied, so a failed fit leaves
+    the model untouched. ``num_batches_tracked`` buffers missing from the file
+    are tolerated (older checkpoints lack them) and keep the model's values.
+
+    Args:
+        model: The model to fill in place.
+        state_dict: Normalised weights (see ``normalize_state_dict``).
+        source: What to call the weights in messages, e.g. the file name.
+        model_name: What to call the model; defaults to its class name.
+
+    Raises:
+        WeightsError: Keys missing, unexpected or of the wrong shape, listing
+            the counts and the first three names of each.
+    """
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict and not k.endswith(_TOLERATED_MISSING)]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [k for k in state_dict if k in own and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    source = source or "the weights"
+    model_name = model_name or type(model).__name__
+    if missing or unexpected or wrong:
+        parts = [f"{len(missing)} missing ({_first3(missing)})" if missing else "",
+                 f"{len(unexpected)} unexpected ({_first3(unexpected)})" if unexpected else "",
+                 f"{len(wrong)} wrong shape ({_first3(wrong, state_dict, own)})" if wrong else ""]
+        raise WeightsError(f"{source} does not fit {model_name}: "
+                           + ", ".join(p for p in parts if p))
+    full = dict(state_dict)
+    for key in own:
+        full.setdefault(key, own[key])   # only tolerated buffers remain to fill
+    try:
+        model.load_state_dict(full, strict=True)
+    except RuntimeError as exc:   # a module's own _load_from_state_dict refused it
+        raise WeightsError(f"{source} does not fit {model_name}: {_first_line(exc)}") from exc
+
+
+def _first3(keys: list[str], theirs: Mapping[str, Tensor] | None = None,
+            ours: Mapping[str, Tensor] | None = None) -> str:
+    if theirs is None or ours is None:
+        return ", ".join(keys[:3])
+    return ", ".join(f"{k}: file {list(theirs[k].shape)} vs model {list(ours[k].shape)}"
+                     for k in keys[:3])
+
+
+# --------------------------------------------------------------------------- inference
+
+def infer_architecture(state_dict: Mapping[str, Tensor], *, source: str = "") -> ArchitectureMatch:
+    """Find the torchvision classifier whose names and shapes ``state_dict`` has.
+
+    Only the classifier head may differ, and only in its number of classes.
+    Candidates are built on the meta device (no memory, no init) once per
+    process; when several architectures share a signature, the first in
+    ``list_models`` order wins.
+
+    Args:
+        state_dict: Normalised weights.
+        source: What to call the weights in messages, e.g. the file name.
+
+    Raises:
+        WeightsError: No architecture matches; names the closest one.
+    """
+    source = source or "the weights"
+    theirs = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith(_TOLERATED_MISSING)}
+    if not theirs:
+        raise WeightsError(f"{source}: empty state dict, nothing to match")
+    keys = frozenset(theirs)
+    closest: tuple[int, str] | None = None
+    for name in _classifier_names():
+        for options in _VARIANTS.get(name, ((),)):
+            ours = _signature(name, 1000, options)
+            if ours is None:
+                continue
+            wrong = [k for k in keys & ours.keys() if theirs[k] != ours[k]]
+            if keys == ours.keys():
+                num_classes = _head_classes(wrong, theirs, ours)
+                if num_classes is not None and _signature(name, num_classes, options) == theirs:
+                    return ArchitectureMatch(name, num_classes, num_classes != 1000, options)
+            differ = len(keys ^ ours.keys()) + sum(not _head_like(theirs[k], ours[k]) for k in wrong)
+            if closest is None or differ < closest[0]:
+                closest = (differ, name)
+    hint = f"; closest: {closest[1]} ({closest[0]} keys differ)" if closest else ""
+    raise WeightsError(f"no torchvision architecture matches {source} ({len(theirs)} tensors){hint}")
+
+
+# googlenet and inception_v3 are often saved without their auxiliary heads.
+_VARIANTS: dict[str, tuple[tuple[tuple[str, Any], ...], ...]] = {
+    "googlenet": ((), (("aux_logits", False),)),
+    "inception_v3": ((), (("aux_logits", False),)),
+}
+
+
+def _head_classes(wrong: list[str], theirs: Signature, ours: Signature) -> int | None:
+    """Return the file's class count if only the 1000-way head differs, else None."""
+    if not all(_head_like(theirs[k], ours[k]) for k in wrong):
+        return None
+    sizes = {theirs[k][0] for k in wrong} or {1000}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def _head_like(theirs: tuple[int, ...], ours: tuple[int, ...]) -> bool:
+    """True when only the leading 1000 (classes) of a head tensor differs."""
+    return bool(theirs) and bool(ours) and ours[0] == 1000 and theirs[1:] == ours[1:]
+
+
+@functools.cache
+def _classifier_names() -> tuple[str, ...]:
+    """Classification models only: detection, video etc. live in submodules."""
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+_BUILD_LOCK = threading.Lock()   # _meta_device patches torchvision while building
+
+
+@functools.cache
+def _signature(name: str, num_classes: int, options: tuple[tuple[str, Any], ...]) -> Signature | None:
+    """Key -> shape of ``get_model(name)`` built on meta; None if it cannot be built."""
+    try:
+        with _BUILD_LOCK, _meta_device(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # e.g. googlenet's init_weights notice
+            model = torchvision.models.get_model(name, num_classes=num_classes, **dict(options))
+    except Exception:   # an architecture that cannot be built is simply no candidate
+        return None
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()
+            if not k.endswith(_TOLERATED_MISSING)}
+
+
+@contextmanager
+def _meta_device() -> Iterator[None]:
+    """Create parameters on meta, but let RegNet compute its widths on the CPU.
+
+    RegNet's builder turns a tensor into a Python list, which meta tensors
+    cannot do; its width maths is tiny, so it runs under a nested CPU device.
+    """
+    from torchvision.models.regnet import BlockParams
+
+    original = BlockParams.__dict__["from_init_params"]
+    bound = BlockParams.from_init_params
+
+    def on_cpu(*args: Any, **kwargs: Any) -> Any:
+        with torch.device("cpu"):
+            return bound(*args, **kwargs)
+
+    BlockParams.from_init_params = on_cpu   # type: ignore[method-assign]
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        BlockParams.from_init_params = original   # type: ignore[method-assign]
+
+
+# --------------------------------------------------------------------------- helpers
+
+@contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    """Hide torch.jit's deprecation notice: loading old archives is the point."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*deprecated")
+        yield
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
