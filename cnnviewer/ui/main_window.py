@@ -70,10 +70,11 @@ class MainWindow(QMainWindow):
         self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("filters", "Filters", self.filters, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self.docks["predictions"].setWindowTitle("Input & predictions")
         self.setCentralWidget(None)
         self.resizeDocks([self.docks["predictions"], self.docks["feature_maps"]], [520, 880],
                          Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["predictions"], self.docks["filters"]], [470, 410],
+                         Qt.Orientation.Vertical)
         self._default_state = self.saveState()
         self._build_status_bar()
         self._build_menus()

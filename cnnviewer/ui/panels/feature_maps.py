@@ -23,8 +23,8 @@ class LayerTree(QTreeWidget):
         super().__init__(parent)
         self.setHeaderLabels(["Layer", "Type", "Output"])
         self.setUniformRowHeights(True)
-        self.setColumnWidth(0, 170)
-        self.setColumnWidth(1, 110)
+        self.setColumnWidth(0, 130)
+        self.setColumnWidth(1, 120)
         self.items: dict[str, QTreeWidgetItem] = {}
 
     def set_layers(self, layers) -> None:
@@ -101,13 +101,15 @@ class FeatureMapsPanel(QWidget):
         detail_layout.addWidget(self.channel_label)
         detail_layout.addWidget(detail)
         vertical.addWidget(detail_box)
-        vertical.setSizes([420, 200])
+        vertical.setSizes([560, 220])
+        vertical.setStretchFactor(0, 3)
+        vertical.setStretchFactor(1, 1)
         right_layout.addWidget(vertical, 1)
         right_layout.addWidget(self.readout)
         splitter = QSplitter(Qt.Orientation.Horizontal, self)
         splitter.addWidget(self.tree)
         splitter.addWidget(right)
-        splitter.setSizes([300, 600])
+        splitter.setSizes([330, 620])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(splitter)

@@ -1,0 +1,106 @@
+"""The command line as a user runs it: real processes, real files, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from PIL import Image
+from skimage import data
+
+
+def run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CNNVIEWER_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "cnnviewer", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("photos")
+    paths = {"chelsea": folder / "chelsea.jpg", "coffee": folder / "coffee.png"}
+    Image.fromarray(data.chelsea()).save(paths["chelsea"])
+    Image.fromarray(data.coffee()).save(paths["coffee"])
+    return paths
+
+
+def test_predict_prints_the_top5(photos):
+    result = run("predict", str(photos["chelsea"]))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert "mobilenet_v2" in lines[0] and "offline weights pack" in lines[0]
+    assert len(lines) == 6
+    assert "cat" in lines[1]
+
+
+def test_predict_json(photos):
+    result = run("predict", str(photos["coffee"]), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [set(row) for row in rows] == [{"label", "index", "probability"}] * 5
+    assert rows[0]["label"] == "espresso" and rows[0]["index"] == 967
+    assert rows[0]["probability"] > 0.5
+    assert [r["probability"] for r in rows] == sorted((r["probability"] for r in rows), reverse=True)
+
+
+def test_predict_with_inferred_architecture_and_labels(photos, tmp_path):
+    torch.manual_seed(0)
+    weights = tmp_path / "net.pth"
+    torch.save({"model_state_dict": torchvision.models.resnet18(num_classes=3).state_dict(), "epoch": 9}, weights)
+    (tmp_path / "labels.txt").write_text("apple\nbanana\ncherry\n")
+    result = run("predict", str(photos["chelsea"]), "--weights", str(weights), "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert len(rows) == 3 and {r["label"] for r in rows} == {"apple", "banana", "cherry"}
+
+
+@pytest.mark.parametrize("panel", ["predictions", "feature-maps", "filters"])
+def test_export_writes_png(photos, tmp_path, panel):
+    out = tmp_path / f"{panel}.png"
+    result = run("export", panel, str(photos["chelsea"]), "-o", str(out), "--layer", "features.3",
+                 "--channel", "2", "--size", "800", "600")
+    assert result.returncode == 0, result.stderr
+    image = Image.open(out)
+    assert image.size == (800, 600)
+    colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50   # something real was drawn
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("predict", "/no/such/photo.jpg"), "no such file"),
+    (("predict", "{text}"), "not an image"),
+    (("predict", "{photo}", "--weights", "{text_weights}"), "not a weights file"),
+    (("predict", "{photo}", "--model", "not_a_model"), "unknown model"),
+    (("predict", "{photo}", "--weights", "{pickle}"), "--trust"),
+    (("export", "teapot", "{photo}", "-o", "x.png"), "invalid choice"),
+    (("export", "filters", "{photo}", "-o", "x.png", "--layer", "nope"), "no layer"),
+    (("predict",), "required"),
+])
+def test_bad_input_is_one_line_and_exit_2(photos, tmp_path, args, fragment):
+    text = tmp_path / "notes.jpg"
+    text.write_text("hello")
+    text_weights = tmp_path / "notes.pth"
+    text_weights.write_text("hello")
+    pickle = tmp_path / "model.pth"
+    torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), pickle)
+    names = {"text": text, "photo": photos["chelsea"], "text_weights": text_weights, "pickle": pickle}
+    result = run(*(a.format(**names) for a in args))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_trusted_pickle_loads(photos, tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "whole.pth"
+    torch.save(torchvision.models.squeezenet1_1(num_classes=4), path)
+    result = run("predict", str(photos["chelsea"]), "--weights", str(path), "--trust", "--json")
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)) == 4
