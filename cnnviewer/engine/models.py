@@ -204,13 +204,18 @@ def offline_pack_path(weights) -> Path | None:
     return None
 
 
-def verify_hash_prefix(path: Path) -> None:
+def verify_hash_prefix(path: Path, name: str | None = None) -> None:
     """Check the sha256 prefix that torchvision puts in checkpoint file names.
+
+    Args:
+        path: the file to hash.
+        name: the name carrying the hash, when it differs from path's (a download in progress).
 
     Raises:
         WeightsError: the file's content does not match its name (damaged or swapped).
     """
-    match = _HASH_IN_NAME.search(path.name)
+    name = name or path.name
+    match = _HASH_IN_NAME.search(name)
     if not match:
         return
     digest = hashlib.sha256()
@@ -218,7 +223,7 @@ def verify_hash_prefix(path: Path) -> None:
         for chunk in iter(lambda: stream.read(1 << 20), b""):
             digest.update(chunk)
     if not digest.hexdigest().startswith(match.group(1)):
-        raise WeightsError(f"{path.name}: sha256 does not match the hash in its name; the file is damaged")
+        raise WeightsError(f"{name}: sha256 does not match the hash in its name; the file is damaged")
 
 
 def download(url: str, target: Path, progress: ProgressCallback | None = None,
@@ -241,7 +246,7 @@ def download(url: str, target: Path, progress: ProgressCallback | None = None,
                 done += len(chunk)
                 if progress and total:
                     progress(done / total, f"downloading {target.name}: {done >> 20} / {total >> 20} MB")
-        verify_hash_prefix(Path(temp_name))
+        verify_hash_prefix(Path(temp_name), target.name)
         shutil.move(temp_name, target)
         return target
     except OSError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -41,9 +42,12 @@ def run_app(args: argparse.Namespace) -> int:
             window.show_message(f"Ready: first predictions {time.perf_counter() - started:.1f} s after launch")
 
     controller.forward_ready.connect(report_launch)
-    spec = args.model or (str(settings.value("last_model", "")) if args.weights is None else "") or DEFAULT_MODEL
-    weights = args.weights
-    controller.load_model(spec, weights=weights, trust=args.trust)
+    spec, weights = args.model, args.weights
+    if spec is None and weights is None:   # resume where the user left off
+        spec = str(settings.value("last_model", "") or "") or None
+        last_weights = str(settings.value("last_weights", "") or "")
+        weights = last_weights if last_weights and os.path.isfile(last_weights) else None
+    controller.load_model(spec or DEFAULT_MODEL, weights=weights, trust=args.trust)
     if args.image:
         window.open_image(args.image)
     else:

@@ -25,6 +25,22 @@ class NeedsTrust:
     message: str
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A loaded model and the spec that rebuilds its architecture (None: a whole-model file)."""
+
+    model: Any
+    spec: str | None
+
+
+def _spec_after_weights(model, previous_name: str | None, previous_spec: str | None) -> str | None:
+    """The architecture spec of a model that weights were just loaded into (job thread)."""
+    if model.name == previous_name:
+        return previous_spec
+    from cnnviewer.engine.models import classification_models
+    return model.name if model.name in classification_models() else None
+
+
 class LazyWorkbench:
     """Creates the engine's Workbench on first use, on the job thread (torch imports there)."""
 
@@ -54,6 +70,7 @@ class Controller(QObject):
         self.workbench = LazyWorkbench()
         self.device, self.precision = device, precision
         self.summary = None
+        self.model_spec: str | None = None   # what the current architecture was built from
         self.catalogue: dict[str, list[tuple[str, str]]] | None = None
         session.model_changed.connect(lambda _model: self.refresh_forward())
         session.image_changed.connect(lambda _image: self.refresh_forward())
@@ -90,11 +107,12 @@ class Controller(QObject):
             model = load_model(spec, device=device, precision=precision, allow_download=allow_download,
                                progress=context.report, cancel=context.cancel)
             if weights is None:
-                return model
+                return Loaded(model, spec)
             try:
-                return load_weights(weights, model, trust=trust, device=device, precision=precision)
+                loaded = load_weights(weights, model, trust=trust, device=device, precision=precision)
             except UntrustedPickleError as error:
                 return NeedsTrust(weights, str(error))
+            return Loaded(loaded, _spec_after_weights(loaded, model.name, spec))
 
         self.jobs.submit("model", work, on_done=self._on_model_loaded,
                          on_error=lambda text: self.message.emit(f"Model not changed: {text}"),
@@ -103,14 +121,16 @@ class Controller(QObject):
     def load_weights(self, path: str | Path, *, trust: bool = False) -> None:
         """Load a weights file into a model that fits it; on failure keep the current model."""
         path, current, device, precision = str(path), self.session.model, self.device, self.precision
+        spec = self.model_spec
 
         def work(_context):
             from cnnviewer.engine.errors import UntrustedPickleError
             from cnnviewer.engine.loading import load_weights
             try:
-                return load_weights(path, current, trust=trust, device=device, precision=precision)
+                loaded = load_weights(path, current, trust=trust, device=device, precision=precision)
             except UntrustedPickleError as error:
                 return NeedsTrust(path, str(error))
+            return Loaded(loaded, _spec_after_weights(loaded, current.name if current else None, spec))
 
         self.jobs.submit("model", work, on_done=self._on_model_loaded,
                          on_error=lambda text: self.message.emit(f"Weights not loaded: {text}"),
@@ -121,9 +141,10 @@ class Controller(QObject):
             self.trust_needed.emit(result.path, result.message)
             return
         self.summary = None
-        self.session.set_model(result)
-        self.model_loaded.emit(result)
-        self.message.emit(f"Loaded {result.title}: {result.weights_label}")
+        model, self.model_spec = result.model, result.spec
+        self.session.set_model(model)
+        self.model_loaded.emit(model)
+        self.message.emit(f"Loaded {model.title}: {model.weights_label}")
 
     def fetch_catalogue(self) -> None:
         """List torchvision's classification models with where their weights would come from."""

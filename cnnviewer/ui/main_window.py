@@ -237,7 +237,7 @@ class MainWindow(QMainWindow):
         self.model_label.setToolTip(model.weights_label)
         self.device_label.setText(f"device: {model.device}" + ("" if model.dtype_name == "float32"
                                                                 else f" ({model.dtype_name})"))
-        self.settings.setValue("last_model", model.name if model.weights_path is None else model.name)
+        self.settings.setValue("last_model", self.controller.model_spec or "")
         self.settings.setValue("last_weights", model.weights_path or "")
         self.setWindowTitle(f"cnnviewer — {model.title}")
 

@@ -158,3 +158,52 @@ def test_export_current_panel(window, tmp_path):
     out = tmp_path / "panel.png"
     assert window.export_dock(window.docks["feature_maps"], str(out))
     assert Image.open(out).size[0] > 100
+
+
+def test_last_model_and_weights_are_remembered(window, qtbot, settings, tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "resnet.pth"
+    torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), path)
+    window.load_weights(path)
+    qtbot.waitUntil(lambda: window.session.model.weights_path == str(path), timeout=30000)
+    assert settings.value("last_model") == "resnet18"
+    assert settings.value("last_weights") == str(path)
+    window.controller.load_model("squeezenet1_1")
+    qtbot.waitUntil(lambda: window.session.model.name == "squeezenet1_1", timeout=30000)
+    assert settings.value("last_model") == "squeezenet1_1" and settings.value("last_weights") == ""
+    assert "untrained" in window.model_label.text()
+    qtbot.waitUntil(lambda: "squeezenet1_1" in window.predictions.title.text(), timeout=20000)
+    assert "untrained" in window.predictions.title.text()
+
+
+def test_choose_model_dialog_lists_and_filters(qtbot):
+    from cnnviewer.ui.dialogs import ChooseModelDialog
+
+    catalogue = {"MobileNet": [("mobilenet_v2", "offline weights pack"), ("mobilenet_v3_large", "download")],
+                 "ResNet": [("resnet18", "download"), ("resnet50", "download")]}
+    dialog = ChooseModelDialog(catalogue, "mobilenet_v2")
+    qtbot.addWidget(dialog)
+    assert dialog.chosen() == "mobilenet_v2"
+    dialog.search.setText("resnet5")
+    root = dialog.tree.invisibleRootItem()
+    visible = [root.child(i).child(j).text(0) for i in range(root.childCount())
+               for j in range(root.child(i).childCount()) if not root.child(i).child(j).isHidden()]
+    assert visible == ["resnet50"]
+
+
+def test_untrusted_pickle_asks_and_loads_only_when_trusted(window, qtbot, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    path = tmp_path / "whole.pth"
+    torch.save(torchvision.models.squeezenet1_1(num_classes=5), path)
+    answers: list[str] = []
+    monkeypatch.setattr("cnnviewer.ui.main_window.ask_trust",
+                        lambda _parent, p, _message: answers.append(p) or False)
+    model = window.session.model
+    window.load_weights(path)
+    qtbot.waitUntil(lambda: answers == [str(path)], timeout=10000)
+    assert window.session.model is model
+    assert "not trusted" in window.statusBar().currentMessage()
+    monkeypatch.setattr("cnnviewer.ui.main_window.ask_trust", lambda *_args: True)
+    window.load_weights(path)
+    qtbot.waitUntil(lambda: window.session.model is not model, timeout=30000)
+    assert window.session.model.weights_path == str(path)

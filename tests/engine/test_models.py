@@ -1,0 +1,148 @@
+"""Model catalogue, pretrained-weight resolution and loading weights into models."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from cnnviewer.engine import models
+from cnnviewer.engine.errors import ModelError, WeightsError
+from cnnviewer.engine.images import sample_image
+from cnnviewer.engine.inference import predict
+from cnnviewer.engine.loading import load_model, load_weights
+from cnnviewer.engine.models import WeightsSource, load_torchvision_model
+
+
+@pytest.fixture
+def hub_dir(tmp_path, monkeypatch) -> Path:
+    """An empty private torch hub cache."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    return tmp_path / "hub" / "checkpoints"
+
+
+def test_catalogue_groups_every_classification_model():
+    groups = models.catalogue()
+    names = [name for entries in groups.values() for name in entries]
+    assert sorted(names) == models.classification_models()
+    assert "mobilenet_v2" in groups["MobileNet"] and "resnet50" in groups["ResNet"]
+    assert "fasterrcnn_resnet50_fpn" not in names          # detection models are not classifiers
+    assert len(names) >= 70
+
+
+def test_offline_pack_gives_real_mobilenet(hub_dir):
+    model = load_torchvision_model("mobilenet_v2")
+    assert model.trained and "offline weights pack" in model.weights_label
+    assert model.weights_label.startswith("IMAGENET1K_V1")
+    assert model.preprocess.resize_size == 256 and model.preprocess.crop_size == 224   # V1's metadata
+    assert len(model.categories) == 1000
+    assert not any(p.requires_grad for p in model.module.parameters())
+    assert not model.module.training
+
+
+def test_hub_cache_comes_first(hub_dir):
+    pack = models.offline_pack_path(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1)
+    hub_dir.mkdir(parents=True)
+    shutil.copy(pack, hub_dir / pack.name)
+    weights, path, source = models.find_pretrained("mobilenet_v2")
+    assert source is WeightsSource.HUB_CACHE and path == hub_dir / pack.name
+    model = load_torchvision_model("mobilenet_v2")
+    assert "torch hub cache" in model.weights_label
+    assert predict(model, sample_image("coffee"))[0].label == "espresso"
+
+
+def test_without_weights_the_model_is_untrained(hub_dir):
+    model = load_torchvision_model("resnet18", allow_download=True)   # CNNVIEWER_OFFLINE=1 in tests
+    assert not model.trained and model.title == "resnet18 (untrained)"
+    assert model.weights_label.startswith("untrained")
+    assert len(model.categories) == 1000                 # names still come from the metadata
+
+
+def test_download_reports_progress_and_checks_the_hash(tmp_path):
+    source = tmp_path / "source.pth"
+    source.write_bytes(b"x" * 300_000)
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()
+    target = tmp_path / "cache" / f"net-{digest[:8]}.pth"
+    seen: list[float] = []
+    models.download(source.as_uri(), target, progress=lambda f, _t: seen.append(f))
+    assert target.read_bytes() == source.read_bytes()
+    assert seen and seen[-1] == pytest.approx(1.0) and seen == sorted(seen)
+
+    wrong = tmp_path / "cache" / "net-deadbeef.pth"
+    with pytest.raises(WeightsError, match="damaged"):
+        models.download(source.as_uri(), wrong)
+    assert not wrong.exists()
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(WeightsError, match="cancelled"):
+        models.download(source.as_uri(), tmp_path / "cache" / "other.pth", cancel=cancel)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [target.name]   # no partial files
+
+
+def test_unknown_model_and_device_fail_clearly():
+    with pytest.raises(ModelError, match="unknown model"):
+        load_torchvision_model("resnet9000")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA"):
+            load_torchvision_model("mobilenet_v2", device="cuda")
+    with pytest.raises(ModelError, match="GPU"):
+        load_torchvision_model("mobilenet_v2", device="cpu", precision="fp16")
+
+
+def test_weights_fit_the_current_architecture_first(tmp_path):
+    torch.manual_seed(0)
+    current = load_torchvision_model("mobilenet_v2")
+    state = torchvision.models.mobilenet_v2().state_dict()
+    path = tmp_path / "ckpt.pth"
+    torch.save({"model": {f"_orig_mod.{k}": v for k, v in state.items()}, "epoch": 1}, path)
+    before = {k: v.clone() for k, v in current.module.state_dict().items()}
+    loaded = load_weights(path, current)
+    assert loaded.name == "mobilenet_v2" and loaded.trained and loaded.weights_path == str(path)
+    assert loaded.token != current.token and loaded.module is not current.module
+    torch.testing.assert_close(loaded.module.state_dict()["features.0.0.weight"], state["features.0.0.weight"])
+    for key, value in current.module.state_dict().items():     # the shown model was not touched
+        assert torch.equal(value, before[key])
+
+
+def test_weights_of_another_architecture_are_inferred(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "resnet.pth"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), path)
+    current = load_torchvision_model("mobilenet_v2")
+    loaded = load_weights(path, current)
+    assert loaded.name == "resnet18"
+    assert loaded.categories == tuple(f"class {i}" for i in range(10))
+    assert loaded.module.fc.out_features == 10
+    (tmp_path / "classes.txt").write_text("\n".join(f"digit {i}" for i in range(10)))
+    assert load_weights(path, current).categories[3] == "digit 3"
+
+
+def test_user_architecture_with_weights(tmp_path):
+    source = tmp_path / "tiny.py"
+    source.write_text(
+        "import torch.nn as nn\n"
+        "class Tiny(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 4, 3)\n"
+        "        self.pool = nn.AdaptiveAvgPool2d(1)\n"
+        "        self.fc = nn.Linear(4, 2)\n"
+        "    def forward(self, x):\n"
+        "        return self.fc(self.pool(self.conv(x)).flatten(1))\n")
+    model = load_model(f"{source}:Tiny")
+    assert model.name == "tiny.py:Tiny" and not model.trained
+    torch.manual_seed(1)
+    state = {k: torch.randn_like(v) for k, v in model.module.state_dict().items()}
+    weights = tmp_path / "tiny.safetensors"
+    from safetensors.torch import save_file
+    save_file(state, weights)
+    loaded = load_weights(weights, model)
+    assert loaded.trained and loaded.name == "tiny.py:Tiny"
+    assert torch.equal(loaded.module.fc.weight, state["fc.weight"])
+    assert [p.label for p in predict(loaded, sample_image())] in (["class 0", "class 1"], ["class 1", "class 0"])
