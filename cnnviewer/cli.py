@@ -125,6 +125,9 @@ def models_command(_args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnnviewer` command."""
+    import time
+
+    started = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
     from cnnviewer.engine.errors import CnnViewerError
 
@@ -145,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     from cnnviewer.ui.app import run_app
 
-    return run_app(args)
+    return run_app(args, started)
 
 
 if __name__ == "__main__":

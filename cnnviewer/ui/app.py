@@ -10,9 +10,13 @@ import time
 from cnnviewer.cli import DEFAULT_MODEL
 
 
-def run_app(args: argparse.Namespace) -> int:
+# Set by benchmarks/bench_launch.py: print launch timings and quit after the first predictions.
+LAUNCH_PROBE_ENV = "CNNVIEWER_LAUNCH_PROBE"
+
+
+def run_app(args: argparse.Namespace, started: float | None = None) -> int:
     """Show the main window and load the model and image in the background."""
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     import pyqtgraph as pg
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
@@ -23,6 +27,7 @@ def run_app(args: argparse.Namespace) -> int:
     from cnnviewer.ui.jobs import UiJobs
     from cnnviewer.ui.main_window import MainWindow
 
+    torch_at_show = "torch" in sys.modules
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("cnnviewer")
     app.setOrganizationName("cnnviewer")
@@ -33,13 +38,19 @@ def run_app(args: argparse.Namespace) -> int:
     controller = Controller(session, jobs, device=args.device, precision=args.precision)
     window = MainWindow(session, jobs, controller, settings)
     window.show()
+    shown = time.perf_counter() - started
 
     first = {"done": False}
 
     def report_launch(_summary) -> None:
         if not first["done"]:
             first["done"] = True
-            window.show_message(f"Ready: first predictions {time.perf_counter() - started:.1f} s after launch")
+            ready = time.perf_counter() - started
+            window.show_message(f"Ready: first predictions {ready:.1f} s after launch")
+            if os.environ.get(LAUNCH_PROBE_ENV):
+                print(f"window_shown_s={shown:.3f} first_predictions_s={ready:.3f} "
+                      f"torch_in_gui_thread_at_show={torch_at_show}", flush=True)
+                window.close()
 
     controller.forward_ready.connect(report_launch)
     spec, weights = args.model, args.weights

@@ -267,7 +267,9 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(text)
 
     def _on_job_finished(self, key: str) -> None:
-        self._busy.pop(key, None)
+        text = self._busy.pop(key, None)
+        if text is not None and self.statusBar().currentMessage() == text + "…":
+            self.statusBar().clearMessage()
         if not self._busy:
             self.progress.setVisible(False)
             self.cancel_button.setVisible(False)

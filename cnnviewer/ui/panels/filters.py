@@ -133,8 +133,9 @@ class FiltersPanel(QWidget):
             return
         self.selected.canvas.show_image(view.mosaic)
         shape = view.stats.shape
+        kernels = "kernel" if shape[1] == 1 else "kernels"
         self.selected.title.setText(f"<b>{view.layer}</b>: output channel {view.output_channel}'s "
-                                    f"{shape[1]} kernels of {shape[2]}×{shape[3]} (gray, 0 = mid-gray)")
+                                    f"{shape[1]} {kernels} of {shape[2]}×{shape[3]} (gray, 0 = mid-gray)")
         self.selected.stats.setText(_stats_text(view))
         self.channel.blockSignals(True)
         self.channel.setRange(0, shape[0] - 1)

@@ -1,0 +1,62 @@
+"""Launch to first predictions: time the real `cnnviewer` command, start to finish.
+
+Runs the app offscreen (or on $DISPLAY if set) with CNNVIEWER_LAUNCH_PROBE=1,
+which makes it print when the window was shown and when the first predictions
+were drawn, then quit. Compares with a bare `import torch, torchvision, PySide6`
+in the same run, since that import is the floor for any launch.
+
+    .venv/bin/python benchmarks/bench_launch.py [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def launch_once() -> dict[str, float]:
+    env = dict(os.environ, CNNVIEWER_LAUNCH_PROBE="1", CNNVIEWER_OFFLINE="1")
+    env.setdefault("QT_QPA_PLATFORM", "offscreen" if not env.get("DISPLAY") else "xcb")
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "cnnviewer"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    total = time.perf_counter() - start
+    line = next((l for l in out.stdout.splitlines() if l.startswith("window_shown_s=")), None)
+    if line is None:
+        raise SystemExit(f"no probe line; stderr:\n{out.stderr[-2000:]}")
+    values = dict(item.split("=") for item in line.split())
+    return {"shown": float(values["window_shown_s"]), "ready": float(values["first_predictions_s"]),
+            "process": total, "torch_at_show": values["torch_in_gui_thread_at_show"] == "True"}
+
+
+def bare_imports() -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch, torchvision, PySide6.QtWidgets"], check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    runs = parser.parse_args().runs
+    launches, imports = [], []
+    for _ in range(runs):            # interleaved, so machine noise hits both alike
+        imports.append(bare_imports())
+        launches.append(launch_once())
+    shown = statistics.median(l["shown"] for l in launches)
+    ready = statistics.median(l["ready"] for l in launches)
+    floor = statistics.median(imports)
+    print(f"runs: {runs}")
+    print(f"window shown after (from main())           median {shown:6.2f} s")
+    print(f"first predictions drawn after (from main()) median {ready:6.2f} s")
+    print(f"bare import torch+torchvision+PySide6        median {floor:6.2f} s")
+    print(f"first predictions / bare imports             ratio  {ready / floor:6.2f}")
+    print(f"torch imported on the GUI thread before show: {any(l['torch_at_show'] for l in launches)}")
+
+
+if __name__ == "__main__":
+    main()
