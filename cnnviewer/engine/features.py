@@ -132,6 +132,9 @@ def as_channels(activation: np.ndarray) -> np.ndarray:
 
 def normalise(values: np.ndarray, mode: Normalisation) -> np.ndarray:
     """Scale (C, h, w) values to uint8 0..255 per channel or over the whole layer."""
+    if not np.isfinite(values).all():   # a diverged model: draw inf/nan as the channel's extremes
+        values = np.nan_to_num(values, nan=0.0, posinf=np.finfo(np.float32).max / 4,
+                               neginf=-np.finfo(np.float32).max / 4)
     axes = (1, 2) if mode == "channel" else None
     low = values.min(axis=axes, keepdims=True)
     high = values.max(axis=axes, keepdims=True)

@@ -88,7 +88,7 @@ def capture_activations(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[Lay
     for a model runs a probe pass under `no_grad` (inference tensors have no
     version counter) to learn which outputs are later modified in place.
     """
-    was_training = model.training
+    modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
         clone = _clone_sets.get(model)
@@ -103,7 +103,8 @@ def capture_activations(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[Lay
             output = model(inputs)
         return output, recorded
     finally:
-        model.train(was_training)
+        for module, training in modes.items():
+            module.training = training
 
 
 def has_hooks(model: nn.Module) -> bool:

@@ -7,7 +7,6 @@ into one shape the rest of the engine can rely on: C-contiguous (H, W, 3) uint8.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +21,8 @@ IMAGE_SUFFIXES = frozenset(
 # Larger images are shrunk on load: nothing downstream needs more pixels than
 # this, and a 100-megapixel photo would otherwise cost seconds per resize.
 MAX_SIDE = 4096
-# Pillow's default bomb guard warns at 89 Mpx and errors at twice that; we make
-# the warning an error too so a hostile file never allocates gigabytes.
+# Checked on the header before decoding, so a hostile file never allocates
+# gigabytes (Pillow's own guard errors only at twice its 89 Mpx default).
 MAX_PIXELS = 120_000_000
 
 SAMPLE_NAMES = ("chelsea", "astronaut", "coffee", "rocket")
@@ -105,24 +104,21 @@ def load_image(path: str | Path) -> InputImage:
         raise ImageError(f"{name}: no such file")
     if path.is_dir():
         raise ImageError(f"{name}: is a folder, not an image")
-    previous_limit = Image.MAX_IMAGE_PIXELS
+    too_large = f"{name}: image is too large to open safely (over {MAX_PIXELS:,} pixels)"
     try:
-        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                image.seek(0)  # first frame of GIF / multi-page TIFF
-                image.load()
-                return from_pil(image, str(path))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: image is too large to open safely (over {MAX_PIXELS:,} pixels)") from None
+        with Image.open(path) as image:   # reads the header only
+            if image.width * image.height > MAX_PIXELS:
+                raise ImageError(too_large)
+            image.seek(0)  # first frame of GIF / multi-page TIFF
+            image.load()
+            return from_pil(image, str(path))
+    except Image.DecompressionBombError:
+        raise ImageError(too_large) from None
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as error:
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ImageError(f"{name}: corrupt or truncated image ({reason})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = previous_limit
 
 
 def sample_image(name: str = "chelsea") -> InputImage:

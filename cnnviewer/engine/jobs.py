@@ -145,15 +145,27 @@ class JobRunner:
                     return
                 _, job = self._pending.popitem(last=False)
                 self._running = job
-            self._run(job)
-            with self._lock:
-                self._running = None
-                self._lock.notify_all()
+            try:
+                self._run(job)
+            finally:
+                with self._lock:
+                    self._running = None
+                    self._lock.notify_all()
+
+    @staticmethod
+    def _deliver(job: _Job, callback: Callable[..., None] | None, *args: Any) -> None:
+        """Call a callback; a bug in one must not kill the worker thread."""
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:  # noqa: BLE001 - logged, the thread goes on
+            log.exception("callback of job %s failed", job.key)
 
     def _run(self, job: _Job) -> None:
         def report(fraction: float, text: str) -> None:
-            if job.on_progress is not None and self._current(job):
-                job.on_progress(fraction, text)
+            if self._current(job):
+                self._deliver(job, job.on_progress, fraction, text)
 
         job.context.report = report
         try:
@@ -163,8 +175,8 @@ class JobRunner:
         except Exception as error:  # noqa: BLE001 - every failure becomes a message
             if not isinstance(error, CnnViewerError):
                 log.warning("job %s failed:\n%s", job.key, traceback.format_exc())
-            if job.on_error is not None and self._current(job):
-                job.on_error(error_message(error))
+            if self._current(job):
+                self._deliver(job, job.on_error, error_message(error))
             return
-        if job.on_done is not None and self._current(job):
-            job.on_done(result)
+        if self._current(job):
+            self._deliver(job, job.on_done, result)
