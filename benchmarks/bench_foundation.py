@@ -5,8 +5,10 @@ Run: python benchmarks/bench_foundation.py [--reps N] [--launch-runs N]
 Measured side by side in one run, once with torch.set_num_threads(1) (what the
 app's job thread uses) and once with torch's default thread count:
 
-1. Forward with full activation capture (hooks.capture_activations, clone set
-   already probed) / plain forward under torch.inference_mode(), for
+1. Forward with full activation capture (hooks.capture_activations: the
+   torch.fx recorder, already traced) / plain forward under
+   torch.inference_mode(), with the hook-based recorder (capture_with_hooks)
+   measured in the same interleaved loop for comparison, for
    mobilenet_v2 and resnet50 at 224 px, batch 1. The two are interleaved
    (A B, then B A, ...) so drift in machine load hits both; medians and their
    ratio are reported. Target: ratio <= 1.15.
@@ -43,7 +45,7 @@ import torchvision
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cnnviewer.engine import hooks  # noqa: E402
+from cnnviewer.engine import graph_capture, hooks  # noqa: E402
 from cnnviewer.engine.images import from_array  # noqa: E402
 from cnnviewer.engine.models import wrap_module  # noqa: E402
 from cnnviewer.engine.workbench import Workbench  # noqa: E402
@@ -95,12 +97,16 @@ def plain_forward(model: torch.nn.Module, inputs: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def captured_forward(model: torch.nn.Module, inputs: torch.Tensor) -> float:
+def captured_forward(model: torch.nn.Module, inputs: torch.Tensor, capture=None) -> float:
     start = time.perf_counter()
-    output, recorded = hooks.capture_activations(model, inputs)
+    output, recorded = (capture or hooks.capture_activations)(model, inputs)
     elapsed = time.perf_counter() - start
     del output, recorded
     return elapsed
+
+
+def hooked_forward(model: torch.nn.Module, inputs: torch.Tensor) -> float:
+    return captured_forward(model, inputs, hooks.capture_with_hooks)
 
 
 def bench_capture(name: str, reps: int) -> dict:
@@ -108,25 +114,24 @@ def bench_capture(name: str, reps: int) -> dict:
     model = build(name)
     torch.manual_seed(0)
     inputs = torch.randn(1, 3, 224, 224)
-    hooks.capture_activations(model, inputs)          # probe: learns the clone set
+    hooks.capture_activations(model, inputs)          # traces the fx recorder, checks it once
+    hooks.capture_with_hooks(model, inputs)           # probe: learns the hook path's clone set
     for _ in range(3):
         plain_forward(model, inputs)
         captured_forward(model, inputs)
-    plain, captured = [], []
+        hooked_forward(model, inputs)
+    plain, captured, hooked = [], [], []
     for rep in range(reps):
-        if rep % 2 == 0:
-            plain.append(plain_forward(model, inputs))
-            captured.append(captured_forward(model, inputs))
-        else:
-            captured.append(captured_forward(model, inputs))
-            plain.append(plain_forward(model, inputs))
+        order = [(plain, plain_forward), (captured, captured_forward), (hooked, hooked_forward)]
+        for samples, run in order[rep % 3:] + order[:rep % 3]:   # rotate who goes first
+            samples.append(run(model, inputs))
     assert not hooks.has_hooks(model)
     plain_ms = statistics.median(plain) * 1000
     captured_ms = statistics.median(captured) * 1000
     pair_ratio = statistics.median(c / p for c, p in zip(captured, plain))
-    return {"plain_ms": plain_ms, "captured_ms": captured_ms,
+    return {"plain_ms": plain_ms, "captured_ms": captured_ms, "hooked_ms": statistics.median(hooked) * 1000,
             "ratio": captured_ms / plain_ms, "pair_ratio": pair_ratio,
-            "clones": len(hooks._clone_sets[model]), "modules": len(list(model.modules()))}
+            "method": "fx" if graph_capture.graph_recorder(model) is not None else "hooks"}
 
 
 def largest_layers(activations: dict[str, torch.Tensor]) -> list[str]:
@@ -179,15 +184,10 @@ def bench_launch(runs: int, threads: int) -> dict:
 
 
 def tune_malloc() -> None:
-    """Linux/glibc: raise the mmap and trim thresholds so big tensors reuse heap pages."""
-    import ctypes
+    """What the app does at start (engine.memory.keep_freed_memory)."""
+    from cnnviewer.engine.memory import keep_freed_memory
 
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
-    libc.mallopt(m_mmap_threshold, 1 << 30)
-    libc.mallopt(m_trim_threshold, 1 << 31)
-    libc.mallopt(m_top_pad, 256 << 20)
-    print("glibc malloc tuned: mmap threshold 1 GiB, trim threshold 2 GiB, top pad 256 MiB")
+    print(f"glibc allocator tuned as in the app: {keep_freed_memory()}")
 
 
 def verdict(ok: bool) -> str:
@@ -199,11 +199,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=30, help="interleaved pairs per model")
     parser.add_argument("--mosaic-reps", type=int, default=30)
     parser.add_argument("--launch-runs", type=int, default=3)
-    parser.add_argument("--tune-malloc", action="store_true",
-                        help="experiment: keep freed memory in glibc's heap (mallopt) so the "
-                             "~100 MiB of recorded activations per pass are not page-faulted anew")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="skip the allocator tuning the app applies (engine.memory), to compare")
     args = parser.parse_args()
-    if args.tune_malloc:
+    if not args.default_malloc:
         tune_malloc()
 
     default_threads = torch.get_num_threads()
@@ -226,11 +225,12 @@ def main() -> None:
     print(f"(1) forward with full capture / plain forward, 224 px, batch 1 "
           f"(target <= {CAPTURE_TARGET:.2f})")
     print(f"{'threads':<22}{'model':<14}{'plain ms':>10}{'capture ms':>12}{'ratio':>8}"
-          f"{'pair-med':>10}{'clones':>10}  verdict")
+          f"{'pair-med':>10}{'method':>8}{'hooks ms':>10}{'hooks ratio':>12}  verdict")
     for label, name, row in capture_rows:
         print(f"{label:<22}{name:<14}{row['plain_ms']:>10.1f}{row['captured_ms']:>12.1f}"
-              f"{row['ratio']:>8.3f}{row['pair_ratio']:>10.3f}"
-              f"{row['clones']:>5}/{row['modules']:<4}  {verdict(row['ratio'] <= CAPTURE_TARGET)}")
+              f"{row['ratio']:>8.3f}{row['pair_ratio']:>10.3f}{row['method']:>8}"
+              f"{row['hooked_ms']:>10.1f}{row['hooked_ms'] / row['plain_ms']:>12.3f}"
+              f"  {verdict(row['ratio'] <= CAPTURE_TARGET)}")
 
     print(f"\n(2) switch layer + build mosaic from the recorded pass "
           f"(target <= {MOSAIC_TARGET_MS:.0f} ms)")

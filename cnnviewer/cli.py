@@ -69,7 +69,9 @@ def _load(args: argparse.Namespace):
     """Model (with weights) and image for the headless commands."""
     from cnnviewer.engine.images import load_image
     from cnnviewer.engine.loading import load_model, load_weights, read_labels
+    from cnnviewer.engine.memory import keep_freed_memory
 
+    keep_freed_memory()
     image = load_image(args.image)
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
                        allow_download=True, progress=_stderr_progress)

@@ -1,5 +1,8 @@
 """Record every module's output during a forward pass, safely.
 
+The fast path is a torch.fx rewrite (graph_capture); hooks are the fallback
+for models torch.fx cannot trace.
+
 Hooks live only inside a `with`, so an exception or a cancel never leaves one
 behind. In-place operations (ReLU(inplace=True), ResNet's `out += identity`)
 would silently overwrite a recorded tensor; the recorder detects that through
@@ -9,6 +12,7 @@ exactly those outputs, so the common case costs no copies.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -18,6 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from cnnviewer.engine.types import LayerId
+
+log = logging.getLogger(__name__)
 
 # Per model: names of modules whose outputs get modified in place later in the
 # forward pass and therefore must be cloned when recorded.
@@ -84,27 +90,59 @@ def _versions(recorded: dict[LayerId, Tensor]) -> dict[LayerId, int]:
 def capture_activations(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[LayerId, Tensor]]:
     """Run one forward pass and return (model output, every module's output).
 
-    Gradients are off and the model's training flag is restored. The first call
-    for a model runs a probe pass under `no_grad` (inference tensors have no
-    version counter) to learn which outputs are later modified in place.
+    Uses the model's torch.fx recorder when it traces (no hooks, no clones; see
+    graph_capture), else forward hooks. Gradients are off and every module's
+    training flag is restored.
     """
+    from cnnviewer.engine import graph_capture
+
     modes = {module: module.training for module in model.modules()}
     model.eval()
     try:
-        clone = _clone_sets.get(model)
-        if clone is None:
-            seen: dict[LayerId, int] = {}
-            with torch.no_grad(), record_outputs(model, versions=seen) as probe:
-                model(inputs)
-            clone = frozenset(name for name, tensor in probe.items()
-                              if tensor._version != seen[name])
-            _clone_sets[model] = clone
-        with torch.inference_mode(), record_outputs(model, clone=clone) as recorded:
-            output = model(inputs)
-        return output, recorded
+        recorder = graph_capture.graph_recorder(model)
+        if recorder is not None:
+            try:
+                with torch.inference_mode():
+                    output, recorded = recorder(inputs)
+                    if recorder.verified or _same(output, model(inputs)):
+                        recorder.verified = True
+                        return output, recorded
+                log.warning("traced copy of %s computes something else; using hooks", type(model).__name__)
+                graph_capture.forget(model)
+            except Exception as error:  # noqa: BLE001 - a bad trace must not break the app
+                log.warning("traced recording of %s failed (%s); using hooks", type(model).__name__, error)
+                graph_capture.forget(model)
+        return capture_with_hooks(model, inputs)
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+def _same(traced: Any, plain: Any) -> bool:
+    """Whether the traced copy reproduced the model's own output (checked once per model)."""
+    a, b = first_tensor(traced), first_tensor(plain)
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5)
+
+
+def capture_with_hooks(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[LayerId, Tensor]]:
+    """Record every module's output with forward hooks (for models torch.fx cannot trace).
+
+    The first call for a model runs a probe pass under `no_grad` (inference
+    tensors have no version counter) to learn which outputs are later modified
+    in place; those are cloned from then on.
+    """
+    clone = _clone_sets.get(model)
+    if clone is None:
+        seen: dict[LayerId, int] = {}
+        with torch.no_grad(), record_outputs(model, versions=seen) as probe:
+            model(inputs)
+        clone = frozenset(name for name, tensor in probe.items() if tensor._version != seen[name])
+        _clone_sets[model] = clone
+    with torch.inference_mode(), record_outputs(model, clone=clone) as recorded:
+        output = model(inputs)
+    return output, recorded
 
 
 def has_hooks(model: nn.Module) -> bool:

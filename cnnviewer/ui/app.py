@@ -22,12 +22,14 @@ def run_app(args: argparse.Namespace, started: float | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from cnnviewer.engine.jobs import JobRunner
+    from cnnviewer.engine.memory import keep_freed_memory
     from cnnviewer.engine.session import Session
     from cnnviewer.ui.controller import Controller
     from cnnviewer.ui.jobs import UiJobs
     from cnnviewer.ui.main_window import MainWindow
 
     torch_at_show = "torch" in sys.modules
+    keep_freed_memory()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("cnnviewer")
     app.setOrganizationName("cnnviewer")

@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from cnnviewer.engine import hooks, inference
-from cnnviewer.engine.hooks import capture_activations, has_hooks
+from cnnviewer.engine.hooks import capture_activations, capture_with_hooks, first_tensor, has_hooks
 from cnnviewer.engine.images import from_array, sample_image
 from cnnviewer.engine.inference import ActivationCache, run_forward, top_k
 from cnnviewer.engine.models import LoadedModel, load_torchvision_model, wrap_module
@@ -161,18 +161,43 @@ class Exploding(nn.Module):
 
 @pytest.mark.parametrize("probed", [False, True])
 def test_no_hook_left_after_an_exception(probed: bool) -> None:
+    # The hook path (used for models torch.fx cannot trace) is where hooks could leak.
     torch.manual_seed(0)
     model = Exploding().train()
     inputs = torch.randn(1, 3, 8, 8)
     if probed:
-        capture_activations(model, inputs)
+        capture_with_hooks(model, inputs)
     model.armed = True
 
     with pytest.raises(RuntimeError, match="boom"):
-        capture_activations(model, inputs)
+        capture_with_hooks(model, inputs)
 
     assert not has_hooks(model)
     assert model.training and model.bn.training
+
+
+def test_traced_path_propagates_errors_and_restores_state() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(inplace=True), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 2)).train()
+    capture_activations(model, torch.randn(1, 3, 8, 8))       # traced and verified
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        capture_activations(model, torch.randn(1, 3, 10, 10))   # the Linear fails at run time
+    assert not has_hooks(model)
+    assert all(m.training for m in model.modules())
+
+
+def test_traced_and_hooked_recordings_agree() -> None:
+    torch.manual_seed(0)
+    for name in ("resnet18", "mobilenet_v2", "googlenet"):
+        model = torchvision.models.get_model(name, weights=None).eval()
+        inputs = torch.randn(1, 3, 224, 224)
+        traced_output, traced = capture_activations(model, inputs)
+        hooked_output, hooked = capture_with_hooks(model, inputs)
+        assert set(traced) == set(hooked), name
+        for layer, tensor in hooked.items():
+            torch.testing.assert_close(traced[layer], tensor, rtol=1e-4, atol=1e-5, msg=f"{name} {layer}")
+        torch.testing.assert_close(first_tensor(traced_output), first_tensor(hooked_output))
 
 
 @pytest.mark.parametrize("training", [False, True])
@@ -259,10 +284,10 @@ def test_activation_cache_reuses_the_pass(resnet18: nn.Module) -> None:
         forwards.append(1)
 
     cache = ActivationCache(capacity=2)
-    handle = resnet18.register_forward_hook(count)
+    handle = resnet18.conv1.register_forward_hook(count)   # a leaf: runs in traced and hooked passes alike
     try:
         first = cache.get(loaded, first_image)
-        calls_after_first = len(forwards)          # probe + recorded pass on a new model
+        calls_after_first = len(forwards)          # recorded pass + one-time check on a new model
         assert cache.get(loaded, first_image) is first
         assert len(forwards) == calls_after_first
         second = cache.get(loaded, second_image)
@@ -295,3 +320,25 @@ def test_activation_cache_evicts_least_recent(monkeypatch: pytest.MonkeyPatch) -
         cache.get(model, image)
 
     assert calls == ["a", "b", "c", "b"]
+
+
+def test_traced_recorder_shares_weights_and_leaves_the_model_alone() -> None:
+    from cnnviewer.engine.graph_capture import graph_recorder
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    capture_activations(model, torch.randn(1, 3, 64, 64))
+    recorder = graph_recorder(model)
+    assert recorder is not None and recorder.verified
+    model_parameters = {id(p) for p in model.parameters()}
+    assert {id(p) for p in recorder.module.parameters()} <= model_parameters   # shared, not copied
+    assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))  # the model keeps its in-place ReLUs
+    assert not any(getattr(m, "inplace", False) for m in recorder.module.modules())
+
+
+def test_allocator_tuning_is_accepted_on_linux() -> None:
+    import sys
+
+    from cnnviewer.engine.memory import keep_freed_memory
+
+    assert keep_freed_memory() is sys.platform.startswith("linux")
