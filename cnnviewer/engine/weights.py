@@ -180,7 +180,7 @@ def _read_pickle(path: Path, head: bytes, trust: bool) -> WeightsFile:
                 f"{name} is a full pickled model{shown}; loading it runs code from the file. "
                 "Trust it explicitly (--trust) to load it.") from exc
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            obj = torch.load(path, map_location="cpu", weights_only=False)  # explicit trust only
         except Exception as exc2:   # the pickle's own classes may be missing or fail
             raise WeightsError(f"{name} is a full pickled model that cannot be loaded "
                                f"({_describe(exc2)})") from exc2
