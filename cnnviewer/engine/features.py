@@ -9,6 +9,7 @@ layer builds in a few milliseconds.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -44,16 +45,16 @@ _ANCHORS = {
 COLORMAPS = tuple(_ANCHORS)
 
 
+@functools.cache
 def colormap_table(name: str) -> np.ndarray:
-    """A (256, 3) uint8 lookup table for one of COLORMAPS."""
+    """A (256, 3) uint8 lookup table for one of COLORMAPS (computed once, read-only)."""
     anchors = np.array(_ANCHORS[name], dtype=np.float64)
     positions = np.linspace(0.0, 1.0, len(anchors))
     samples = np.linspace(0.0, 1.0, 256)
     table = np.stack([np.interp(samples, positions, anchors[:, c]) for c in range(3)], axis=1)
-    return np.round(table).astype(np.uint8)
-
-
-_TABLES = {name: colormap_table(name) for name in COLORMAPS}
+    table = np.round(table).astype(np.uint8)
+    table.setflags(write=False)
+    return table
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def feature_map_view(layer: LayerId, activation: np.ndarray, *,
         order = np.argsort(-channel_max, kind="stable")
     else:
         order = np.arange(values.shape[0])
-    coloured = _TABLES[colormap][normalise(values, normalisation)]
+    coloured = colormap_table(colormap)[normalise(values, normalisation)]
     mosaic, layout = tile(coloured, order)
     return FeatureMapView(layer, mosaic, layout, values, channel_mean, channel_max)
 
@@ -196,7 +197,7 @@ def overlay(display: np.ndarray, channel_map: np.ndarray, colormap: str = "infer
     height, width = display.shape[:2]
     upscaled = np.asarray(Image.fromarray(np.asarray(channel_map, dtype=np.float32), mode="F")
                           .resize((width, height), Image.Resampling.BILINEAR))
-    coloured = _TABLES[colormap][normalise(upscaled[None], "channel")[0]].astype(np.float32)
+    coloured = colormap_table(colormap)[normalise(upscaled[None], "channel")[0]].astype(np.float32)
     blended = (1.0 - opacity) * display.astype(np.float32) + opacity * coloured
     return np.ascontiguousarray(np.clip(blended, 0, 255).astype(np.uint8))
 
@@ -271,5 +272,7 @@ def filter_view(layer: LayerId, conv: nn.Module, output_channel: int | None = No
     kernels = weight[channel]                                  # (in/groups, kh, kw)
     limit = np.abs(kernels).max() or 1.0
     gray = ((kernels / (2 * limit) + 0.5) * 255).round().astype(np.uint8)
-    mosaic, layout = tile(np.repeat(gray[..., None], 3, axis=3))
+    # 1x1 kernels read best as one block of pixels (one per input channel), without gaps.
+    gap = 0 if kernels.shape[1:] == (1, 1) else 1
+    mosaic, layout = tile(np.repeat(gray[..., None], 3, axis=3), gap=gap)
     return FilterView(layer, mosaic, layout, False, channel, stats)

@@ -95,7 +95,8 @@ class FeatureMapsPanel(QWidget):
         right_layout.addLayout(controls)
         vertical = QSplitter(Qt.Orientation.Vertical)
         vertical.addWidget(self.canvas)
-        detail_box = QWidget()
+        self.detail = detail_box = QWidget()
+        detail_box.setVisible(False)   # shown once a channel is chosen
         detail_layout = QVBoxLayout(detail_box)
         detail_layout.setContentsMargins(0, 0, 0, 0)
         detail_layout.addWidget(self.channel_label)
@@ -196,7 +197,7 @@ class FeatureMapsPanel(QWidget):
             self.canvas.unmark()
             self.channel_canvas.clear()
             self.overlay_canvas.clear()
-            self.channel_label.setText("Click a channel to enlarge it and overlay it on the input.")
+            self.detail.setVisible(False)
             return
         layout = view.layout
         y, x = layout.tile_origin(layout.tile_of_channel(channel))
@@ -206,6 +207,7 @@ class FeatureMapsPanel(QWidget):
         self.channel_canvas.show_image(np.ascontiguousarray(table[normalise(values[None], "channel")[0]]))
         if self._display is not None:
             self.overlay_canvas.show_image(overlay(self._display, values))
+        self.detail.setVisible(True)
         self.channel_label.setText(f"{view.layer} — channel {channel}: {values.shape[0]}×{values.shape[1]}, "
                                    f"min {values.min():.3g}, max {values.max():.3g}, mean {values.mean():.3g}")
 
