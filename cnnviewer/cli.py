@@ -12,8 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-EXPORT_PANELS = ("predictions", "feature-maps", "filters")
-DEFAULT_MODEL = "mobilenet_v2"
+from cnnviewer.engine.types import DEFAULT_MODEL, EXPORT_PANELS
+
 
 
 class UsageError(Exception):
@@ -141,8 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv and argv[0] == "models":
             return models_command(_Parser(prog="cnnviewer models").parse_args(argv[1:]))
         args = _gui_parser().parse_args(argv)
-        if args.image and not os.path.exists(args.image):
-            raise UsageError(f"cnnviewer: {args.image}: no such file")
+        files = [args.image, args.weights, args.labels]
+        if args.model and ".py" in args.model:
+            files.append(args.model.split(":")[0])
+        for given in files:   # checked before the window opens; the model name is checked by the app
+            if given and not os.path.exists(given):
+                raise UsageError(f"cnnviewer: {given}: no such file")
     except (UsageError, CnnViewerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

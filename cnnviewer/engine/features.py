@@ -232,6 +232,9 @@ class FilterView:
     rgb: bool
     output_channel: int | None
     stats: WeightStats
+    # The conv's output channels are the selected layer's channels (so a
+    # channel chosen here is the same channel in the feature maps).
+    matches_layer: bool = True
 
 
 def find_conv(model: nn.Module, layer: LayerId | None) -> tuple[LayerId, nn.Module] | None:
@@ -249,6 +252,29 @@ def find_conv(model: nn.Module, layer: LayerId | None) -> tuple[LayerId, nn.Modu
     return None
 
 
+_SHORTCUT_WORDS = ("downsample", "shortcut", "skip", "identity")
+
+
+def layer_conv(model: nn.Module, layer: LayerId, channels: int | None) -> tuple[LayerId, nn.Module] | None:
+    """The convolution that explains `layer`'s channels: itself, or inside a block
+    the last main-path conv whose output channels equal the block's (a ResNet
+    bottleneck's conv3, not its downsample; an inverted residual's projection).
+    None when the layer holds no convolution.
+    """
+    from torch import nn
+
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        return None
+    convs = [(f"{layer}.{n}" if n else layer, m) for n, m in modules[layer].named_modules()
+             if isinstance(m, nn.modules.conv._ConvNd) and m.weight.dim() == 4]
+    if not convs:
+        return None
+    main_path = [(n, m) for n, m in convs if not any(w in n[len(layer):] for w in _SHORTCUT_WORDS)] or convs
+    matching = [(n, m) for n, m in main_path if channels is not None and m.out_channels == channels]
+    return (matching or main_path)[-1]
+
+
 def weight_stats(weight: np.ndarray) -> WeightStats:
     """Mean, spread and sparsity of a weight array."""
     largest = float(np.abs(weight).max()) if weight.size else 0.0
@@ -257,6 +283,19 @@ def weight_stats(weight: np.ndarray) -> WeightStats:
         std=float(weight.std()), minimum=float(weight.min()), maximum=float(weight.max()),
         near_zero=float((np.abs(weight) < 1e-3 * largest).mean()) if largest else 1.0,
     )
+
+
+def first_layer_view(layer: LayerId, conv: nn.Module) -> FilterView:
+    """Every filter of the first convolution: colour images for RGB input, else gray tiles
+    of each filter's kernel on input channel 0."""
+    weight = conv.weight.detach().float().cpu().numpy()
+    if weight.shape[1] == 3:
+        return filter_view(layer, conv)
+    kernels = weight[:, 0]                                     # (out, kh, kw)
+    limit = np.abs(kernels).max() or 1.0
+    gray = ((kernels / (2 * limit) + 0.5) * 255).round().astype(np.uint8)
+    mosaic, layout = tile(np.repeat(gray[..., None], 3, axis=3))
+    return FilterView(layer, mosaic, layout, False, None, weight_stats(weight))
 
 
 def filter_view(layer: LayerId, conv: nn.Module, output_channel: int | None = None) -> FilterView:

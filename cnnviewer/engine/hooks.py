@@ -118,6 +118,15 @@ def capture_activations(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[Lay
             module.training = training
 
 
+def prepare_capture(model: nn.Module, inputs: Tensor) -> None:
+    """Trace and check the model's recorder now, so the next capture times only the pass."""
+    from cnnviewer.engine import graph_capture
+
+    recorder = graph_capture.graph_recorder(model)
+    if recorder is not None and not recorder.verified:
+        capture_activations(model, inputs)
+
+
 def _same(traced: Any, plain: Any) -> bool:
     """Whether the traced copy reproduced the model's own output (checked once per model)."""
     a, b = first_tensor(traced), first_tensor(plain)

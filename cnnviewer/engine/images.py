@@ -48,13 +48,23 @@ class InputImage:
         return Path(self.source).name
 
 
+def _to_8bit(array: np.ndarray, mode: str) -> np.ndarray:
+    """Map high-bit-depth gray to 0..255 by its format's full range, not the image's own
+    (a dim 16-bit photo stays dim, as the same photo saved in 8 bits would)."""
+    low, high = float(array.min()), float(array.max())
+    if mode.startswith("I;16") or (mode == "I" and low >= 0 and high <= 65535):
+        scaled = array / 257.0
+    elif mode == "F" and low >= 0 and high <= 1.0:
+        scaled = array * 255.0
+    else:   # unknown range (negative or huge values): stretch what is there
+        scaled = (array - low) / (high - low) * 255.0 if high > low else array * 0
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Convert any Pillow mode to 8-bit RGB, compositing alpha onto white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = (array - low) / (high - low) * 255.0 if high > low else array * 0
-        image = Image.fromarray(scaled.astype(np.uint8), mode="L")
+        image = Image.fromarray(_to_8bit(np.asarray(image, dtype=np.float64), image.mode), mode="L")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA"):

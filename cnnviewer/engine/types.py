@@ -6,6 +6,12 @@ from dataclasses import dataclass
 
 LayerId = str  # dotted named_modules() name, e.g. 'layer1.0.conv2'; '' is the whole model
 
+DEFAULT_MODEL = "mobilenet_v2"   # real ImageNet weights ship offline for it
+# Files the weights loader reads, by suffix (its content decides the format).
+# Panels `cnnviewer export` renders.
+EXPORT_PANELS = ("predictions", "feature-maps", "filters")
+WEIGHT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar"})
+
 
 @dataclass(frozen=True)
 class Prediction:

@@ -8,7 +8,9 @@ when the user trusts it) a fully pickled model. Pickles are always opened with
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import pickle
 import pickletools
 import threading
@@ -25,12 +27,11 @@ import torchvision
 from torch import Tensor, nn
 
 from cnnviewer.engine.errors import UntrustedPickleError, WeightsError
+from cnnviewer.engine.types import WEIGHT_SUFFIXES  # noqa: F401 - defined torch-free for the UI
 
 WeightsKind = Literal["state_dict", "torchscript", "exported", "module"]
 Signature = dict[str, tuple[int, ...]]   # state-dict key -> tensor shape
 
-WEIGHT_SUFFIXES: frozenset[str] = frozenset(
-    {".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar"})
 
 # Checkpoint keys that hold the model, most specific first: a checkpoint with
 # both 'state_dict' and 'state_dict_ema' gives the plain weights.
@@ -112,7 +113,7 @@ def read_weights(path: str | Path, *, trust: bool = False) -> WeightsFile:
         except (zipfile.BadZipFile, OSError) as exc:
             raise WeightsError(f"{name} is corrupt or truncated (damaged zip archive)") from exc
         if any(m.endswith(("archive_format", "serialized_exported_program.json")) for m in members):
-            return _read_exported(path)
+            return _read_exported(path, trust)
         if any(m.endswith("constants.pkl") or "/code/" in m for m in members):
             return _read_torchscript(path)
         if not any(m.endswith("data.pkl") for m in members):
@@ -147,10 +148,41 @@ def _read_torchscript(path: Path) -> WeightsFile:
     return WeightsFile(path, "torchscript", None, module)
 
 
-def _read_exported(path: Path) -> WeightsFile:
+_force_lock = threading.Lock()
+
+
+@contextmanager
+def forced_weights_only() -> Iterator[None]:
+    """Make every torch.load inside (including library code's) use weights_only=True.
+
+    Libraries call torch.load for us with weights_only=False in places:
+    torch.export.load for pickled constants and legacy archives, torch.hub for
+    cached checkpoints. torch honours TORCH_FORCE_WEIGHTS_ONLY_LOAD over the
+    call's own argument; it is process-wide, so one loader at a time.
+    """
+    with _force_lock:
+        previous = os.environ.get(_FORCE_ENV)
+        os.environ[_FORCE_ENV] = "1"
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop(_FORCE_ENV, None)
+            else:
+                os.environ[_FORCE_ENV] = previous
+
+
+_FORCE_ENV = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+
+
+def _read_exported(path: Path, trust: bool = False) -> WeightsFile:
     try:
-        with _quiet_deprecations():
+        with _quiet_deprecations(), (contextlib.nullcontext() if trust else forced_weights_only()):
             program = torch.export.load(str(path))
+    except pickle.UnpicklingError as exc:   # pickled constants that need code to rebuild
+        raise UntrustedPickleError(
+            f"{path.name} is a torch.export archive holding pickled objects; loading them runs "
+            "code from the file. Trust it explicitly (--trust) to load it.") from exc
     except Exception as exc:   # e.g. an AOTInductor package, or ops from an unloaded library
         raise WeightsError(f"{path.name} is a torch.export archive that cannot be loaded "
                            f"({_describe(exc)})") from exc

@@ -7,12 +7,14 @@ layer, channel or display options never runs the model again.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from cnnviewer.engine.features import (
     FeatureMapOptions, FeatureMapView, FilterView, feature_map_view, filter_view, find_conv,
+    first_layer_view, layer_conv,
 )
 from cnnviewer.engine.images import InputImage
 from cnnviewer.engine.inference import ActivationCache, top_k
@@ -61,7 +63,7 @@ class Workbench:
 
     def filters(self, model: LoadedModel, layer: LayerId | None,
                 output_channel: int | None) -> tuple[FilterView | None, FilterView | None]:
-        """(first-layer filters, kernels of the conv at `layer`) — either None when absent.
+        """(first-layer filters, kernels of the conv behind `layer`) — either None when absent.
 
         The first layer's filters are always shown, as colour images when it
         reads RGB; the selected layer's conv, when it is a different one, shows
@@ -70,10 +72,16 @@ class Workbench:
         first = find_conv(model.module, None)
         if first is None:
             return None, None
-        first_name, first_conv = first
-        first_view = filter_view(first_name, first_conv, None if first_conv.weight.shape[1] == 3 else 0)
-        selected = find_conv(model.module, layer) if layer else None
-        if selected is None or selected[0] == first_name:
+        first_view = first_layer_view(*first)
+        selected = layer_conv(model.module, layer, self._channels(model, layer)) if layer else None
+        if selected is None or selected[0] == first[0]:
             return first_view, None
         name, conv = selected
-        return first_view, filter_view(name, conv, output_channel or 0)
+        matches = conv.out_channels == self._channels(model, layer)
+        view = filter_view(name, conv, output_channel if matches else 0)
+        return first_view, dataclasses.replace(view, matches_layer=matches)
+
+    def _channels(self, model: LoadedModel, layer: LayerId | None) -> int | None:
+        """The layer's channel count from the latest recorded pass of this model, if any."""
+        shape = self.cache.shape_of(model, layer) if layer else None
+        return shape[0] if shape else None

@@ -7,11 +7,28 @@ import os
 import sys
 import time
 
-from cnnviewer.cli import DEFAULT_MODEL
+from cnnviewer.engine.types import DEFAULT_MODEL
 
 
 # Set by benchmarks/bench_launch.py: print launch timings and quit after the first predictions.
 LAUNCH_PROBE_ENV = "CNNVIEWER_LAUNCH_PROBE"
+
+
+def startup_model(model: str | None, weights: str | None, settings) -> tuple[str, str | None, str]:
+    """What to load at launch: the command line's choice, else where the user left off.
+
+    Returns:
+        (model spec, weights path or None, a note for the status bar or '').
+    """
+    if model is not None or weights is not None:
+        return model or DEFAULT_MODEL, weights, ""
+    spec = str(settings.value("last_model", "") or "") or DEFAULT_MODEL
+    last_weights = str(settings.value("last_weights", "") or "")
+    weights = last_weights if last_weights and os.path.isfile(last_weights) else None
+    if ".py" in spec:   # never run an architecture file that was not chosen today
+        return DEFAULT_MODEL, None, (f"Last architecture {spec} not reopened: it runs code from a file; "
+                                     "open it again with File > Open architecture file")
+    return spec, weights, ""
 
 
 def run_app(args: argparse.Namespace, started: float | None = None) -> int:
@@ -55,12 +72,10 @@ def run_app(args: argparse.Namespace, started: float | None = None) -> int:
                 window.close()
 
     controller.forward_ready.connect(report_launch)
-    spec, weights = args.model, args.weights
-    if spec is None and weights is None:   # resume where the user left off
-        spec = str(settings.value("last_model", "") or "") or None
-        last_weights = str(settings.value("last_weights", "") or "")
-        weights = last_weights if last_weights and os.path.isfile(last_weights) else None
-    controller.load_model(spec or DEFAULT_MODEL, weights=weights, trust=args.trust)
+    spec, weights, note = startup_model(args.model, args.weights, settings)
+    if note:
+        window.show_message(note)
+    controller.load_model(spec, weights=weights, trust=args.trust, labels=args.labels)
     if args.image:
         window.open_image(args.image)
     else:

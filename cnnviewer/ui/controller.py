@@ -7,6 +7,7 @@ session as it was, with a one-line message.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Signal
 
 from cnnviewer.engine.session import Session
+from cnnviewer.engine.types import DEFAULT_MODEL
 from cnnviewer.ui.jobs import UiJobs
 
 
@@ -27,10 +29,13 @@ class NeedsTrust:
 
 @dataclass(frozen=True)
 class Loaded:
-    """A loaded model and the spec that rebuilds its architecture (None: a whole-model file)."""
+    """A loaded model, the spec that rebuilds its architecture (None: a whole-model file),
+    and what to tell the user when weights meant for it were not applied."""
 
     model: Any
     spec: str | None
+    note: str = ""
+    needs_trust: NeedsTrust | None = None
 
 
 def _spec_after_weights(model, previous_name: str | None, previous_spec: str | None) -> str | None:
@@ -62,6 +67,8 @@ class Controller(QObject):
     model_loaded = Signal(object)     # LoadedModel
     trust_needed = Signal(str, str)   # path, message
     catalogue_ready = Signal(object)  # dict family -> list[(name, status)]
+    image_opened = Signal(str)        # path of an image file that loaded
+    forward_failed = Signal(str)      # the current model could not run on the current image
 
     def __init__(self, session: Session, jobs: UiJobs, *, device: str | None = None,
                  precision: str = "fp32") -> None:
@@ -69,7 +76,7 @@ class Controller(QObject):
         self.session, self.jobs = session, jobs
         self.workbench = LazyWorkbench()
         self.device, self.precision = device, precision
-        self.summary = None
+        self._pending_spec: str | None = None   # a model load in flight
         self.model_spec: str | None = None   # what the current architecture was built from
         self.catalogue: dict[str, list[tuple[str, str]]] | None = None
         session.model_changed.connect(lambda _model: self.refresh_forward())
@@ -77,15 +84,19 @@ class Controller(QObject):
 
     # ---------------------------------------------------------------- images
     def open_image(self, path: str | Path) -> None:
-        """Load an image file and make it every panel's input."""
+        """Load an image file and make it every panel's input; remembered once it loaded."""
         path = str(path)
 
         def work(_context):
             from cnnviewer.engine.images import load_image
             return load_image(path)
 
-        self.jobs.submit("image", work, on_done=self.session.set_image,
-                         on_error=self.message.emit, label=f"Opening {Path(path).name}")
+        def done(image) -> None:
+            self.session.set_image(image)
+            self.image_opened.emit(path)
+
+        self.jobs.submit("image", work, on_done=done, on_error=self.message.emit,
+                         label=f"Opening {Path(path).name}")
 
     def open_sample(self, name: str = "chelsea") -> None:
         """Load one of the bundled sample photos."""
@@ -97,39 +108,70 @@ class Controller(QObject):
 
     # ---------------------------------------------------------------- models
     def load_model(self, spec: str, *, weights: str | None = None, trust: bool = False,
-                   allow_download: bool = True) -> None:
-        """Build a torchvision model (or FILE.py:NAME), then load `weights` into it if given."""
+                   labels: str | None = None, allow_download: bool = True) -> None:
+        """Build a torchvision model (or FILE.py:NAME), then load `weights` into it if given.
+
+        Weights that fail leave the new architecture loaded, with a message. If
+        the architecture fails while no model is shown yet (at launch), the
+        default model is loaded instead, so the window is never left empty.
+        """
         device, precision = self.device, self.precision
+        self._pending_spec = spec
 
         def work(context):
-            from cnnviewer.engine.errors import UntrustedPickleError
-            from cnnviewer.engine.loading import load_model, load_weights
+            from cnnviewer.engine.errors import UntrustedPickleError, WeightsError
+            from cnnviewer.engine.inference import check_runs
+            from cnnviewer.engine.loading import load_model, load_weights, read_labels
+            names = read_labels(labels) if labels else None
             model = load_model(spec, device=device, precision=precision, allow_download=allow_download,
                                progress=context.report, cancel=context.cancel)
+            check_runs(model)
+            if names is not None:
+                model = dataclasses.replace(model, categories=names)
             if weights is None:
                 return Loaded(model, spec)
             try:
-                loaded = load_weights(weights, model, trust=trust, device=device, precision=precision)
+                loaded = load_weights(weights, model, trust=trust, labels=names, device=device,
+                                      precision=precision)
+                check_runs(loaded)
             except UntrustedPickleError as error:
-                return NeedsTrust(weights, str(error))
+                return Loaded(model, spec, needs_trust=NeedsTrust(weights, str(error)))
+            except WeightsError as error:
+                return Loaded(model, spec, note=f"Weights not loaded: {error}")
             return Loaded(loaded, _spec_after_weights(loaded, model.name, spec))
 
-        self.jobs.submit("model", work, on_done=self._on_model_loaded,
-                         on_error=lambda text: self.message.emit(f"Model not changed: {text}"),
+        def failed(text: str) -> None:
+            self._pending_spec = None
+            if self.session.model is None and spec != DEFAULT_MODEL:
+                self.message.emit(f"Could not load {spec}: {text}. Showing {DEFAULT_MODEL} instead.")
+                self.load_model(DEFAULT_MODEL)
+            else:
+                self.message.emit(f"Model not changed: {text}")
+
+        self.jobs.submit("model", work, on_done=self._on_model_loaded, on_error=failed,
                          label=f"Loading {spec}")
 
     def load_weights(self, path: str | Path, *, trust: bool = False) -> None:
-        """Load a weights file into a model that fits it; on failure keep the current model."""
+        """Load a weights file into a model that fits it; on failure keep the current model.
+
+        While a model is still loading, the weights go to that model (not the
+        one on screen), so choosing a model then dropping weights does both.
+        """
+        if self._pending_spec is not None:
+            self.load_model(self._pending_spec, weights=str(path), trust=trust)
+            return
         path, current, device, precision = str(path), self.session.model, self.device, self.precision
         spec = self.model_spec
 
         def work(_context):
             from cnnviewer.engine.errors import UntrustedPickleError
+            from cnnviewer.engine.inference import check_runs
             from cnnviewer.engine.loading import load_weights
             try:
                 loaded = load_weights(path, current, trust=trust, device=device, precision=precision)
             except UntrustedPickleError as error:
                 return NeedsTrust(path, str(error))
+            check_runs(loaded)
             return Loaded(loaded, _spec_after_weights(loaded, current.name if current else None, spec))
 
         self.jobs.submit("model", work, on_done=self._on_model_loaded,
@@ -137,14 +179,16 @@ class Controller(QObject):
                          label=f"Loading weights {Path(path).name}")
 
     def _on_model_loaded(self, result) -> None:
+        self._pending_spec = None
         if isinstance(result, NeedsTrust):
             self.trust_needed.emit(result.path, result.message)
             return
-        self.summary = None
         model, self.model_spec = result.model, result.spec
         self.session.set_model(model)
         self.model_loaded.emit(model)
-        self.message.emit(f"Loaded {model.title}: {model.weights_label}")
+        self.message.emit(result.note or f"Loaded {model.title}: {model.weights_label}")
+        if result.needs_trust is not None:
+            self.trust_needed.emit(result.needs_trust.path, result.needs_trust.message)
 
     def fetch_catalogue(self) -> None:
         """List torchvision's classification models with where their weights would come from."""
@@ -170,10 +214,13 @@ class Controller(QObject):
             return workbench().forward(model, image)
 
         self.jobs.submit("forward", work, on_done=self._on_forward_ready,
-                         on_error=self.message.emit, label="Running the model")
+                         on_error=self._on_forward_failed, label="Running the model")
+
+    def _on_forward_failed(self, text: str) -> None:
+        self.message.emit(text)
+        self.forward_failed.emit(text)
 
     def _on_forward_ready(self, summary) -> None:
-        self.summary = summary
         if self.session.selection.layer is None:
             from cnnviewer.engine.types import default_layer
             self.session.select(layer=default_layer(summary.layers))

@@ -35,7 +35,12 @@ class ChooseModelDialog(QDialog):
         layout.addWidget(self.tree, 1)
         layout.addWidget(note)
         layout.addWidget(buttons)
+        self._current = current
         self.set_catalogue(catalogue, current)
+
+    def fill(self, catalogue: dict[str, list[tuple[str, str]]]) -> None:
+        """Slot for a catalogue that arrives while the dialog is open."""
+        self.set_catalogue(catalogue, self._current)
 
     def set_catalogue(self, catalogue: dict[str, list[tuple[str, str]]] | None, current: str | None) -> None:
         """Fill the tree (None: still being listed)."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from cnnviewer.engine.errors import CnnViewerError
+from cnnviewer.engine.types import EXPORT_PANELS
 
-PANELS = ("predictions", "feature-maps", "filters")
 
 
 def _settle(app, jobs, timeout: float = 120.0) -> None:
@@ -26,6 +27,22 @@ def _settle(app, jobs, timeout: float = 120.0) -> None:
             raise CnnViewerError("export timed out waiting for the model")
 
 
+def _quiet_offscreen(_kind, _context, message: str) -> None:
+    """Pass Qt's messages on, except the offscreen plugin's notice about size hints
+    (harmless, and the CLI promises a single line on stderr)."""
+    if "propagateSizeHints" not in message:
+        print(message, file=sys.stderr)
+
+
+def _check_channel(panel: str, widget, channel: int | None) -> None:
+    """Refuse a channel the chosen layer does not have (instead of silently drawing none)."""
+    if channel is None or panel != "feature-maps" or widget.view is None:
+        return
+    count = widget.view.values.shape[0]
+    if channel >= count:
+        raise CnnViewerError(f"layer {widget.view.layer} has {count} channels; --channel {channel} is out of range")
+
+
 def export_panel(panel: str, model, image, output: str, *, layer: str | None = None,
                  channel: int | None = None, size: tuple[int, int] = (1000, 700)) -> None:
     """Draw `panel` for this model and image exactly as the app does, and save it.
@@ -33,10 +50,12 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
     Raises:
         CnnViewerError: unknown panel or layer, or the file cannot be written.
     """
-    if panel not in PANELS:
-        raise CnnViewerError(f"unknown panel {panel!r}; choose {', '.join(PANELS)}")
+    if panel not in EXPORT_PANELS:
+        raise CnnViewerError(f"unknown panel {panel!r}; choose {', '.join(EXPORT_PANELS)}")
     if layer is not None and layer not in model.layer_names:
         raise CnnViewerError(f"{model.name} has no layer {layer!r}")
+    if channel is not None and channel < 0:
+        raise CnnViewerError(f"--channel must be 0 or more, not {channel}")
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtWidgets import QApplication
 
@@ -48,6 +67,9 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
     from cnnviewer.ui.panels.filters import FiltersPanel
     from cnnviewer.ui.panels.predictions import PredictionsPanel
 
+    from PySide6.QtCore import qInstallMessageHandler
+
+    qInstallMessageHandler(_quiet_offscreen)
     app = QApplication.instance() or QApplication(["cnnviewer"])
     session = Session()
     jobs = UiJobs(JobRunner(torch_threads=None))
@@ -71,6 +93,7 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
         if layer is not None or channel is not None:
             session.select(layer=layer or session.selection.layer, channel=channel)
             _settle(app, jobs)
+        _check_channel(panel, widget, channel)
         if errors:
             raise CnnViewerError(errors[-1])
         if not widget.grab().save(output, "PNG"):

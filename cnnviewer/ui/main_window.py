@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
 
 from cnnviewer.engine.images import IMAGE_SUFFIXES
 from cnnviewer.engine.session import Session
+from cnnviewer.engine.types import WEIGHT_SUFFIXES
 from cnnviewer.ui.controller import Controller
 from cnnviewer.ui.dialogs import ChooseModelDialog, ask_trust
 from cnnviewer.ui.jobs import UiJobs
@@ -19,9 +20,6 @@ from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
 from cnnviewer.ui.panels.filters import FiltersPanel
 from cnnviewer.ui.panels.predictions import PredictionsPanel
 
-# Kept in sync with engine.weights.WEIGHT_SUFFIXES; listed here so the GUI
-# thread never imports torch just to classify a dropped file.
-WEIGHT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar"})
 MAX_RECENT = 10
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
 WEIGHTS_FILTER = "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ");;All files (*)"
@@ -82,6 +80,8 @@ class MainWindow(QMainWindow):
         QApplication.instance().installEventFilter(self._drop_filter)
 
         controller.forward_ready.connect(self._on_forward_ready)
+        controller.forward_failed.connect(self._on_forward_failed)
+        controller.image_opened.connect(self._remember_recent)
         controller.message.connect(self.show_message)
         controller.trust_needed.connect(self._on_trust_needed)
         controller.model_loaded.connect(self._on_model_loaded)
@@ -167,7 +167,6 @@ class MainWindow(QMainWindow):
     def open_image(self, path: str | Path) -> None:
         """Make an image file every panel's input, and remember it."""
         self.controller.open_image(path)
-        self._remember_recent(str(path))
 
     def load_weights(self, path: str | Path, trust: bool = False) -> None:
         """Load a weights file; the current model stays if it fails."""
@@ -195,11 +194,16 @@ class MainWindow(QMainWindow):
     def choose_model(self) -> None:
         current = self.session.model.name if self.session.model else None
         dialog = ChooseModelDialog(self.controller.catalogue, current, self)
-        if self.controller.catalogue is None:
-            self.controller.catalogue_ready.connect(lambda cat: dialog.set_catalogue(cat, current))
+        listing = self.controller.catalogue is None
+        if listing:
+            self.controller.catalogue_ready.connect(dialog.fill)
             self.controller.fetch_catalogue()
-        if dialog.exec() and dialog.chosen():
-            self.controller.load_model(dialog.chosen())
+        accepted, chosen = dialog.exec(), dialog.chosen()
+        if listing:
+            self.controller.catalogue_ready.disconnect(dialog.fill)
+        dialog.deleteLater()
+        if accepted and chosen:
+            self.controller.load_model(chosen)
 
     def export_current_panel(self) -> None:
         dock = self.current_dock()
@@ -247,6 +251,11 @@ class MainWindow(QMainWindow):
         self.feature_maps.show_forward(summary)
         if self.filters.view is None:
             self.filters.refresh()
+
+    def _on_forward_failed(self, message: str) -> None:
+        self.forward_label.setText("forward: failed")
+        self.predictions.clear(message)
+        self.feature_maps.show_failure(message)
 
     def _on_trust_needed(self, path: str, message: str) -> None:
         if ask_trust(self, path, message):

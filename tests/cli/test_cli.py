@@ -81,6 +81,10 @@ def test_export_writes_png(photos, tmp_path, panel):
     (("export", "teapot", "{photo}", "-o", "x.png"), "invalid choice"),
     (("export", "filters", "{photo}", "-o", "x.png", "--layer", "nope"), "no layer"),
     (("predict",), "required"),
+    (("predict", "{photo}", "--model", "{nets}:Broken"), "cannot run"),
+    (("predict", "{photo}", "--precision", "fp16", "--device", "cpu"), "needs a GPU"),
+    (("export", "feature-maps", "{photo}", "-o", "x.png", "--layer", "features.3", "--channel", "500"),
+     "out of range"),
 ])
 def test_bad_input_is_one_line_and_exit_2(photos, tmp_path, args, fragment):
     text = tmp_path / "notes.jpg"
@@ -89,7 +93,12 @@ def test_bad_input_is_one_line_and_exit_2(photos, tmp_path, args, fragment):
     text_weights.write_text("hello")
     pickle = tmp_path / "model.pth"
     torch.save(torch.nn.Sequential(torch.nn.Linear(2, 2)), pickle)
-    names = {"text": text, "photo": photos["chelsea"], "text_weights": text_weights, "pickle": pickle}
+    nets = tmp_path / "nets.py"
+    nets.write_text("import torch.nn as nn\nclass Broken(nn.Module):\n    def __init__(self):\n"
+                    "        super().__init__()\n        self.fc = nn.Linear(5, 2)\n"
+                    "    def forward(self, x):\n        return self.fc(x)\n")
+    names = {"text": text, "photo": photos["chelsea"], "text_weights": text_weights, "pickle": pickle,
+             "nets": nets}
     result = run(*(a.format(**names) for a in args))
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchvision
 from torch import nn
 
 from cnnviewer.engine import features
@@ -295,3 +296,17 @@ def test_overlay_opacity_extremes() -> None:
     np.testing.assert_array_equal(overlay(display, channel, opacity=0.0), display)
     opaque = overlay(display, channel, colormap="gray", opacity=1.0)
     assert opaque[0, 0].tolist() == [255] * 3 and opaque[15, 15].tolist() == [0] * 3
+
+
+def test_layer_conv_explains_the_block_channels() -> None:
+    from cnnviewer.engine.features import layer_conv
+
+    resnet = torchvision.models.resnet50(weights=None)
+    assert layer_conv(resnet, "layer1.0", 256)[0] == "layer1.0.conv3"      # not downsample.0
+    assert layer_conv(resnet, "layer1.0.conv2", 64)[0] == "layer1.0.conv2"
+    assert layer_conv(resnet, "layer1.0.bn1", 64) is None                  # no conv inside
+    mobilenet = torchvision.models.mobilenet_v2(weights=None)
+    assert layer_conv(mobilenet, "features.3", 24)[0] == "features.3.conv.2"   # projection, 144 -> 24
+    densenet = torchvision.models.densenet121(weights=None)
+    name, conv = layer_conv(densenet, "features.denseblock1", 256)         # concat: no conv has 256 outputs
+    assert name == "features.denseblock1.denselayer6.conv2" and conv.out_channels == 32

@@ -191,7 +191,7 @@ def test_rgba_composites_alpha_onto_white(tmp_path: Path) -> None:
     assert tuple(image.pixels[1, 2]) == RED
 
 
-def test_16_bit_png_is_stretched_to_8_bit(tmp_path: Path) -> None:
+def test_16_bit_png_is_scaled_by_its_full_range(tmp_path: Path) -> None:
     deep = np.array([[1000, 2000], [3000, 65000]], dtype=np.uint16)
     path = tmp_path / "deep.png"
     Image.fromarray(deep).save(path)
@@ -202,7 +202,7 @@ def test_16_bit_png_is_stretched_to_8_bit(tmp_path: Path) -> None:
 
     assert_rgb(image, (2, 2, 3))
     channel = image.pixels[..., 0]
-    assert channel[0, 0] == 0 and channel[1, 1] == 255
+    assert channel[0, 0] == round(1000 / 257) and channel[1, 1] == round(65000 / 257)
     assert channel[0, 0] < channel[0, 1] < channel[1, 0] < channel[1, 1]
     assert (image.pixels == channel[..., None]).all()
 
@@ -310,3 +310,14 @@ def test_from_array_accepts_gray_and_rejects_floats() -> None:
         images.from_array(np.zeros((3, 5), dtype=np.float32), "array")
     with pytest.raises(ImageError, match="shape"):
         images.from_array(np.zeros((3, 5, 2), dtype=np.uint8), "array")
+
+
+def test_dim_16_bit_gray_keeps_its_brightness(tmp_path) -> None:
+    values = np.linspace(1000, 3000, 64 * 64).reshape(64, 64).astype(np.uint16)
+    path16 = tmp_path / "dim16.png"
+    Image.fromarray(values).save(path16)
+    path8 = tmp_path / "dim8.png"
+    Image.fromarray((values / 257).round().astype(np.uint8)).save(path8)
+    sixteen, eight = load_image(path16).pixels, load_image(path8).pixels
+    assert int(sixteen.max()) <= 12
+    assert np.abs(sixteen.astype(int) - eight.astype(int)).max() <= 1

@@ -146,3 +146,18 @@ def test_user_architecture_with_weights(tmp_path):
     assert loaded.trained and loaded.name == "tiny.py:Tiny"
     assert torch.equal(loaded.module.fc.weight, state["fc.weight"])
     assert [p.label for p in predict(loaded, sample_image())] in (["class 0", "class 1"], ["class 1", "class 0"])
+
+
+def test_a_hostile_hub_cache_file_runs_no_code(hub_dir, tmp_path):
+    import os
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    path = models.hub_cache_path(torchvision.models.ResNet18_Weights.DEFAULT)
+    hub_dir.mkdir(parents=True)
+    torch.save(Evil(), path)
+    with pytest.raises(WeightsError):
+        load_torchvision_model("resnet18")
+    assert not (tmp_path / "pwned").exists()

@@ -142,6 +142,36 @@ def test_torch_export_keeps_dotted_names(tmp_path, net):
     torch.testing.assert_close(w.module(x), net(x))
 
 
+def test_export_archive_with_a_hostile_pickle_needs_trust(tmp_path, net):
+    import io
+    import json
+    import zipfile
+
+    x = torch.randn(1, 3, 8, 8)
+    good = tmp_path / "good.pt2"
+    torch.export.save(torch.export.export(net, (x,)), good)
+    marker = tmp_path / "pwned"
+    payload = io.BytesIO()
+    torch.save(Evil(marker), payload)
+    evil = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(good) as source, zipfile.ZipFile(evil, "w") as out:
+        config_name = next(n for n in source.namelist() if n.endswith("model_weights_config.json"))
+        config = json.loads(source.read(config_name))
+        first = next(iter(config["config"]))
+        config["config"][first]["use_pickle"] = True            # the archive asks torch to unpickle it
+        target = config["config"][first]["path_name"]
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename == config_name:
+                data = json.dumps(config).encode()
+            elif info.filename.endswith("/" + target) or info.filename.endswith(target):
+                data = payload.getvalue()
+            out.writestr(info.filename, data)
+    with pytest.raises(UntrustedPickleError, match="--trust"):
+        read_weights(evil)
+    assert not marker.exists()
+
+
 def test_full_pickle_needs_trust(tmp_path, net):
     path = tmp_path / "full.pth"
     torch.save(net, path)

@@ -69,8 +69,10 @@ def test_layer_and_channel_selection_is_shared(window, qtbot):
     filters = window.filters
     qtbot.waitUntil(lambda: filters.selected_view is not None and filters.selected_view.output_channel == 5,
                     timeout=10000)
-    assert filters.selected_view.layer == "features.4.conv.0.0"    # first conv inside the block
-    assert filters.selected_view.layout.count == 24                # features.3 gives it 24 channels
+    # The block's channels come from its projection conv (32 out), not its 1x1 expansion (144 out).
+    assert filters.selected_view.layer == "features.4.conv.2"
+    assert filters.selected_view.matches_layer and filters.channel.maximum() == 31
+    assert filters.selected_view.layout.count == 144               # one kernel per input channel
     assert filters.view.rgb and filters.view.layer == "features.0.0"
     window.session.select(layer="features.6")                      # session -> widgets
     assert tree.currentItem() is tree.items["features.6"]
@@ -207,3 +209,78 @@ def test_untrusted_pickle_asks_and_loads_only_when_trusted(window, qtbot, tmp_pa
     window.load_weights(path)
     qtbot.waitUntil(lambda: window.session.model is not model, timeout=30000)
     assert window.session.model.weights_path == str(path)
+
+
+def test_startup_never_reruns_an_architecture_file(settings, tmp_path):
+    from cnnviewer.ui.app import startup_model
+
+    assert startup_model(None, None, settings) == ("mobilenet_v2", None, "")
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"x")
+    settings.setValue("last_model", "resnet18")
+    settings.setValue("last_weights", str(weights))
+    assert startup_model(None, None, settings) == ("resnet18", str(weights), "")
+    assert startup_model("vgg11", None, settings) == ("vgg11", None, "")
+    settings.setValue("last_model", str(tmp_path / "net.py") + ":Net")
+    spec, chosen_weights, note = startup_model(None, None, settings)
+    assert (spec, chosen_weights) == ("mobilenet_v2", None) and "not reopened" in note
+
+
+def test_failed_launch_choices_still_leave_a_model(qtbot, settings, tmp_path):
+    window = make_window(qtbot, settings)
+    bad = tmp_path / "bad.pth"
+    bad.write_text("not weights")
+    window.controller.load_model("mobilenet_v2", weights=str(bad))
+    qtbot.waitUntil(lambda: window.session.model is not None, timeout=30000)
+    assert window.session.model.name == "mobilenet_v2"
+    qtbot.waitUntil(lambda: "Weights not loaded" in window.statusBar().currentMessage(), timeout=5000)
+
+    other = make_window(qtbot, settings)
+    other.controller.load_model("resnet_18")                     # a typo
+    qtbot.waitUntil(lambda: other.session.model is not None, timeout=30000)
+    assert other.session.model.name == "mobilenet_v2"
+    window.jobs.runner.close()
+    other.jobs.runner.close()
+
+
+def test_weights_dropped_while_a_model_loads_go_to_that_model(window, qtbot, tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    window.controller.load_model("resnet18")
+    window.load_weights(path)                                     # before resnet18 has arrived
+    qtbot.waitUntil(lambda: window.session.model.weights_path == str(path), timeout=30000)
+    assert window.session.model.name == "resnet18"
+
+
+GRAY_NET = """
+import torch.nn as nn
+class Gray(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.fc = nn.Linear(4, 3)
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+class Broken(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(5, 2)
+    def forward(self, x):
+        return self.fc(x)
+"""
+
+
+def test_grayscale_models_run_and_broken_ones_are_refused(window, qtbot, tmp_path):
+    source = tmp_path / "nets.py"
+    source.write_text(GRAY_NET)
+    window.controller.load_model(f"{source}:Gray")
+    qtbot.waitUntil(lambda: window.session.model.name == "nets.py:Gray", timeout=30000)
+    assert window.session.model.input_channels == 1
+    qtbot.waitUntil(lambda: len(window.predictions.predictions) == 3, timeout=20000)
+    assert "nets.py:Gray" in window.predictions.title.text()
+    model = window.session.model
+    window.controller.load_model(f"{source}:Broken")
+    qtbot.waitUntil(lambda: "Model not changed" in window.statusBar().currentMessage(), timeout=30000)
+    assert "cannot run" in window.statusBar().currentMessage()
+    assert window.session.model is model

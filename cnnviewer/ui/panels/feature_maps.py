@@ -63,6 +63,7 @@ class FeatureMapsPanel(QWidget):
         self.view: FeatureMapView | None = None
         self._display: np.ndarray | None = None
         self._forward_ready = False
+        self._tree_token: int | None = None   # the model whose layers the tree lists
 
         self.tree = LayerTree(self)
         self.tree.currentItemChanged.connect(self._on_tree_item_changed)
@@ -120,14 +121,24 @@ class FeatureMapsPanel(QWidget):
 
     # ---------------------------------------------------------------- inputs
     def show_forward(self, summary) -> None:
-        """A new forward pass is ready: rebuild the tree and redraw."""
-        self.tree.set_layers(summary.layers)
+        """A new forward pass is ready: redraw; rebuild the tree only for a new model."""
+        if summary.model_token != self._tree_token:
+            self.tree.set_layers(summary.layers)
+            self._tree_token = summary.model_token
         self._forward_ready = True
         self.tree.select_layer(self._session.selection.layer)
         self.refresh()
 
     def _on_model_changed(self, _model) -> None:
         self._forward_ready = False
+
+    def show_failure(self, message: str) -> None:
+        """The model could not run: show nothing stale, say why."""
+        self._forward_ready = False
+        self._jobs.cancel("feature_maps")
+        self._tree_token = None
+        self.tree.clear()
+        self._on_view_failed(message)
 
     def _on_selection_changed(self, selection: Selection) -> None:
         self.tree.select_layer(selection.layer)

@@ -43,6 +43,7 @@ class FiltersPanel(QWidget):
     def __init__(self, session: Session, jobs: UiJobs, workbench, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._session, self._jobs, self._workbench = session, jobs, workbench
+        self._local_channel: int | None = None        # for a conv whose channels are not the layer's
         self.view: FilterView | None = None            # first layer
         self.selected_view: FilterView | None = None   # the selected layer's conv, if deeper
         self.first = FilterSection(self)
@@ -64,11 +65,18 @@ class FiltersPanel(QWidget):
         session.model_changed.connect(lambda _model: self.refresh())
 
     def _on_selection_changed(self, _selection: Selection) -> None:
+        self._local_channel = None
         self.refresh()
 
     def _on_channel_spin(self, value: int) -> None:
-        if self.selected_view is not None and self.selected_view.layer.startswith(self._session.selection.layer or "\0"):
+        view = self.selected_view
+        if view is None:
+            return
+        if view.matches_layer:   # the same channel as in the feature maps: share it
             self._session.select(channel=value)
+        else:                    # e.g. a concatenating block: this conv's own channel, kept here
+            self._local_channel = value
+            self.refresh()
 
     def _on_first_clicked(self, y: float, x: float) -> None:
         if self.view is not None:
@@ -91,9 +99,10 @@ class FiltersPanel(QWidget):
         if model is None:
             return
         selection, workbench = self._session.selection, self._workbench
+        channel = self._local_channel if self._local_channel is not None else selection.channel
 
         def work(_context):
-            return workbench().filters(model, selection.layer, selection.channel)
+            return workbench().filters(model, selection.layer, channel)
 
         self._jobs.submit("filters", work, on_done=self.show_views,
                           on_error=lambda message: self.first.title.setText(message))
@@ -112,7 +121,7 @@ class FiltersPanel(QWidget):
             return
         self.first.canvas.show_image(view.mosaic)
         shape = view.stats.shape
-        kind = "as colour images" if view.rgb else "(input channel 0 of each, gray)"
+        kind = "as colour images" if view.rgb else "(each one's kernel on input channel 0, gray)"
         self.first.title.setText(f"<b>First layer</b> {view.layer}: {shape[0]} filters "
                                  f"{shape[2]}×{shape[3]}×{shape[1]} {kind}")
         self.first.stats.setText(_stats_text(view))
@@ -134,8 +143,9 @@ class FiltersPanel(QWidget):
         self.selected.canvas.show_image(view.mosaic)
         shape = view.stats.shape
         kernels = "kernel" if shape[1] == 1 else "kernels"
+        own = "" if view.matches_layer else f" (this conv's channels are not the layer's {self._session.selection.layer})"
         self.selected.title.setText(f"<b>{view.layer}</b>: output channel {view.output_channel}'s "
-                                    f"{shape[1]} {kernels} of {shape[2]}×{shape[3]} (gray, 0 = mid-gray)")
+                                    f"{shape[1]} {kernels} of {shape[2]}×{shape[3]} (gray, 0 = mid-gray){own}")
         self.selected.stats.setText(_stats_text(view))
         self.channel.blockSignals(True)
         self.channel.setRange(0, shape[0] - 1)

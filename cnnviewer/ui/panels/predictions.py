@@ -40,11 +40,25 @@ class PredictionsPanel(QWidget):
         layout.addWidget(splitter)
         self.predictions: tuple = ()
         session.image_changed.connect(self._on_image_changed)
+        session.model_changed.connect(self._on_model_changed)
         if session.image is not None:
             self._on_image_changed(session.image)
 
     def _on_image_changed(self, image) -> None:
         self.canvas.show_image(image.pixels)
+
+    def _on_model_changed(self, model) -> None:
+        self.clear(f"Running {model.title}…")
+
+    def clear(self, text: str) -> None:
+        """Forget the shown predictions (a new model, or one that failed) and say why."""
+        self.predictions = ()
+        self.bars.setOpts(x0=[], y=[], width=[], height=0.7)
+        self.chart.getAxis("left").setTicks([[]])
+        for item in self._value_labels:
+            self.chart.removeItem(item)
+        self._value_labels = []
+        self.title.setText(text)
 
     def show_predictions(self, summary) -> None:
         """Draw the top-5 of a ForwardSummary."""
