@@ -104,19 +104,49 @@ def grid_shape(count: int, tile_height: int, tile_width: int) -> tuple[int, int]
     return math.ceil(count / cols), cols
 
 
+def _arrange(tiles: np.ndarray, order: np.ndarray, gap: int, background) -> tuple[np.ndarray, MosaicLayout]:
+    """Lay (N, h, w) scalar tiles (any dtype) out on a grid: (H, W) plus the layout.
+
+    Scalars, not RGB triples: moving one 4-byte value per pixel is several
+    times faster in numpy than moving three bytes along a short last axis.
+    """
+    count, height, width = tiles.shape
+    rows, cols = grid_shape(count, height, width)
+    padded = np.full((rows * cols, height + gap, width + gap), background, dtype=tiles.dtype)
+    padded[:count, :height, :width] = tiles[order]
+    mosaic = padded.reshape(rows, cols, height + gap, width + gap).transpose(0, 2, 1, 3)
+    mosaic = mosaic.reshape(rows * (height + gap), cols * (width + gap))[:-gap or None, :-gap or None]
+    layout = MosaicLayout(count, rows, cols, height, width, gap, tuple(int(i) for i in order))
+    return np.ascontiguousarray(mosaic), layout
+
+
+def _pack(rgb: np.ndarray) -> np.ndarray:
+    """(..., 3) uint8 -> (...) uint32 (RGBA bytes, opaque)."""
+    rgba = np.empty((*rgb.shape[:-1], 4), dtype=np.uint8)
+    rgba[..., :3] = rgb
+    rgba[..., 3] = 255
+    return rgba.view(np.uint32)[..., 0]
+
+
+def _unpack(packed: np.ndarray) -> np.ndarray:
+    """(H, W) uint32 from `_pack` -> C-contiguous (H, W, 3) uint8 (Pillow drops alpha in C)."""
+    height, width = packed.shape
+    rgba = Image.frombuffer("RGBA", (width, height), np.ascontiguousarray(packed), "raw", "RGBA", 0, 1)
+    return np.asarray(rgba.convert("RGB"))
+
+
 def tile(images: np.ndarray, order: np.ndarray | None = None, gap: int = 1,
          background: np.ndarray = GAP_COLOUR) -> tuple[np.ndarray, MosaicLayout]:
     """Arrange (N, h, w, 3) uint8 tiles into one (H, W, 3) mosaic with gaps."""
-    count, height, width = images.shape[:3]
-    order = np.arange(count) if order is None else np.asarray(order)
-    rows, cols = grid_shape(count, height, width)
-    padded = np.empty((rows * cols, height + gap, width + gap, 3), dtype=np.uint8)
-    padded[:] = background
-    padded[:count, :height, :width] = images[order]
-    mosaic = padded.reshape(rows, cols, height + gap, width + gap, 3).transpose(0, 2, 1, 3, 4)
-    mosaic = mosaic.reshape(rows * (height + gap), cols * (width + gap), 3)[:-gap or None, :-gap or None]
-    layout = MosaicLayout(count, rows, cols, height, width, gap, tuple(int(i) for i in order))
-    return np.ascontiguousarray(mosaic), layout
+    order = np.arange(images.shape[0]) if order is None else np.asarray(order)
+    packed, layout = _arrange(_pack(images), order, gap, _pack(np.asarray(background, np.uint8)))
+    return _unpack(packed), layout
+
+
+@functools.cache
+def _packed_table(name: str) -> np.ndarray:
+    """A colormap as 257 packed colours: 0..255 for values, 256 for the gaps between tiles."""
+    return _pack(np.concatenate([colormap_table(name), GAP_COLOUR[None]]))
 
 
 def as_channels(activation: np.ndarray) -> np.ndarray:
@@ -141,6 +171,26 @@ def normalise(values: np.ndarray, mode: Normalisation) -> np.ndarray:
     high = values.max(axis=axes, keepdims=True)
     scale = np.where(high > low, 255.0 / np.maximum(high - low, 1e-12), 0.0).astype(np.float32)
     return ((values - low) * scale).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ActivationStats:
+    """Whole-layer summary shown beside its mosaic."""
+
+    minimum: float
+    maximum: float
+    mean: float
+    std: float
+    zero_fraction: float   # exactly 0: how sparse a ReLU layer is
+    dead_channels: int     # channels that are 0 everywhere for this input
+
+    @staticmethod
+    def of(values: np.ndarray) -> ActivationStats:
+        """Statistics of (C, h, w) activations."""
+        flat = values.reshape(values.shape[0], -1)
+        return ActivationStats(float(values.min()), float(values.max()), float(values.mean()),
+                               float(values.std()), float((values == 0).mean()),
+                               int((~flat.any(axis=1)).sum()))
 
 
 @dataclass(frozen=True)
@@ -170,6 +220,7 @@ class FeatureMapView:
     values: np.ndarray
     channel_mean: np.ndarray
     channel_max: np.ndarray
+    stats: ActivationStats | None = None
 
 
 def feature_map_view(layer: LayerId, activation: np.ndarray, *,
@@ -186,9 +237,10 @@ def feature_map_view(layer: LayerId, activation: np.ndarray, *,
         order = np.argsort(-channel_max, kind="stable")
     else:
         order = np.arange(values.shape[0])
-    coloured = colormap_table(colormap)[normalise(values, normalisation)]
-    mosaic, layout = tile(coloured, order)
-    return FeatureMapView(layer, mosaic, layout, values, channel_mean, channel_max)
+    # Arrange the 1-byte indices first, colour the finished mosaic in one lookup.
+    indices, layout = _arrange(normalise(values, normalisation).astype(np.uint16), order, 1, 256)
+    mosaic = _unpack(_packed_table(colormap).take(indices))
+    return FeatureMapView(layer, mosaic, layout, values, channel_mean, channel_max, ActivationStats.of(values))
 
 
 def overlay(display: np.ndarray, channel_map: np.ndarray, colormap: str = "inferno",

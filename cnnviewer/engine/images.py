@@ -21,6 +21,8 @@ IMAGE_SUFFIXES = frozenset(
 # Larger images are shrunk on load: nothing downstream needs more pixels than
 # this, and a 100-megapixel photo would otherwise cost seconds per resize.
 MAX_SIDE = 4096
+# What the input panel draws: enough for a sharp view, cheap for the GUI thread.
+PREVIEW_SIDE = 1280
 # Checked on the header before decoding, so a hostile file never allocates
 # gigabytes (Pillow's own guard errors only at twice its 89 Mpx default).
 MAX_PIXELS = 120_000_000
@@ -36,16 +38,33 @@ class InputImage:
         pixels: (H, W, 3) uint8, C-contiguous, never modified after creation.
         source: file path or sample name, for titles and messages.
         original_size: (width, height) before any downscaling.
+        preview: pixels shrunk to at most PREVIEW_SIDE for display (pixels itself when smaller).
     """
 
     pixels: np.ndarray
     source: str
     original_size: tuple[int, int]
+    preview: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.preview is None:
+            object.__setattr__(self, "preview", _preview(self.pixels))
 
     @property
     def name(self) -> str:
         """Short name for titles: the file name or sample name."""
         return Path(self.source).name
+
+
+def _preview(pixels: np.ndarray) -> np.ndarray:
+    """A display copy no larger than PREVIEW_SIDE (the array itself when it fits)."""
+    if max(pixels.shape[:2]) <= PREVIEW_SIDE:
+        return pixels
+    image = Image.fromarray(pixels)
+    image.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE), Image.Resampling.BILINEAR)
+    preview = np.ascontiguousarray(np.asarray(image))
+    preview.setflags(write=False)
+    return preview
 
 
 def _to_8bit(array: np.ndarray, mode: str) -> np.ndarray:

@@ -310,3 +310,15 @@ def test_layer_conv_explains_the_block_channels() -> None:
     densenet = torchvision.models.densenet121(weights=None)
     name, conv = layer_conv(densenet, "features.denseblock1", 256)         # concat: no conv has 256 outputs
     assert name == "features.denseblock1.denselayer6.conv2" and conv.out_channels == 32
+
+
+def test_layer_statistics() -> None:
+    values = np.zeros((3, 2, 2), np.float32)
+    values[0] = [[1, 2], [3, 4]]
+    values[1, 0, 0] = -2
+    view = feature_map_view("relu", values)
+    stats = view.stats
+    assert (stats.minimum, stats.maximum) == (-2.0, 4.0)
+    assert stats.mean == pytest.approx(values.mean()) and stats.std == pytest.approx(values.std())
+    assert stats.zero_fraction == pytest.approx(7 / 12)
+    assert stats.dead_channels == 1

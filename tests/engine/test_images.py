@@ -321,3 +321,14 @@ def test_dim_16_bit_gray_keeps_its_brightness(tmp_path) -> None:
     sixteen, eight = load_image(path16).pixels, load_image(path8).pixels
     assert int(sixteen.max()) <= 12
     assert np.abs(sixteen.astype(int) - eight.astype(int)).max() <= 1
+
+
+def test_huge_images_get_a_small_preview(tmp_path) -> None:
+    from cnnviewer.engine.images import PREVIEW_SIDE
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (3000, 1500), (10, 200, 30)).save(path)
+    image = load_image(path)
+    assert image.pixels.shape == (1500, 3000, 3)
+    assert image.preview.shape == (PREVIEW_SIDE // 2, PREVIEW_SIDE, 3)
+    assert image.preview[0, 0].tolist() == [10, 200, 30]

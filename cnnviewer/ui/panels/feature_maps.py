@@ -226,7 +226,12 @@ class FeatureMapsPanel(QWidget):
         if self.view is None:
             return ""
         count, height, width = self.view.values.shape
-        return f"{self.view.layer}: {count} channels of {height}×{width}. Hover for values, click to enlarge."
+        text = f"{self.view.layer}: {count} channels of {height}×{width}"
+        stats = self.view.stats
+        if stats is not None:
+            text += (f"; min {stats.minimum:.3g}, max {stats.maximum:.3g}, mean {stats.mean:.3g}, "
+                     f"std {stats.std:.3g}, zeros {stats.zero_fraction:.0%}, dead channels {stats.dead_channels}")
+        return text + ". Hover for values, click to enlarge."
 
 
 def _combo(choices: dict[str, str]) -> QComboBox:

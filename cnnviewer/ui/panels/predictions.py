@@ -45,7 +45,7 @@ class PredictionsPanel(QWidget):
             self._on_image_changed(session.image)
 
     def _on_image_changed(self, image) -> None:
-        self.canvas.show_image(image.pixels)
+        self.canvas.show_image(image.preview)
 
     def _on_model_changed(self, model) -> None:
         self.clear(f"Running {model.title}…")
