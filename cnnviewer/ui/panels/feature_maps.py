@@ -77,9 +77,11 @@ class FeatureMapsPanel(QWidget):
         self.canvas.clicked.connect(self._on_canvas_clicked)
         self.canvas.left.connect(lambda: self.readout.setText(self._summary_text()))
         self.readout = QLabel("")
+        self.readout.setWordWrap(True)   # long statistics must not widen the dock
         self.channel_canvas = ImageCanvas(self)
         self.overlay_canvas = ImageCanvas(self)
-        self.channel_label = QLabel("Click a channel to enlarge it and overlay it on the input.")
+        self.channel_label = QLabel("")
+        self.channel_label.setWordWrap(True)
 
         controls = QHBoxLayout()
         for text, widget in (("Normalise", self.normalisation), ("Colormap", self.colormap),
