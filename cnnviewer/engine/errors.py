@@ -21,3 +21,17 @@ class UntrustedPickleError(WeightsError):
 
 class ModelError(CnnViewerError):
     """A model could not be built (unknown name, bad architecture file, ...)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def describe(error: BaseException) -> str:
+    """'TypeName: first line' for a foreign exception, our own errors' message as it is."""
+    if isinstance(error, CnnViewerError):
+        return str(error)
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cnnviewer.engine.errors import ImageError
+from cnnviewer.engine.errors import ImageError, first_line
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -146,8 +146,7 @@ def load_image(path: str | Path) -> InputImage:
     except UnidentifiedImageError:
         raise ImageError(f"{name}: not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ImageError(f"{name}: corrupt or truncated image ({reason})") from None
+        raise ImageError(f"{name}: corrupt or truncated image ({first_line(error)})") from None
 
 
 def sample_image(name: str = "chelsea") -> InputImage:

@@ -17,7 +17,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
-from cnnviewer.engine.errors import CnnViewerError, ModelError
+from cnnviewer.engine.errors import CnnViewerError, ModelError, first_line
 from cnnviewer.engine.hooks import capture_activations, first_tensor, prepare_capture
 from cnnviewer.engine.images import InputImage
 from cnnviewer.engine.models import LoadedModel, Preprocess
@@ -77,8 +77,7 @@ def _run(model: LoadedModel, call):
     except CnnViewerError:
         raise
     except (RuntimeError, ValueError, TypeError, IndexError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"{model.title} cannot run on this input: {reason}") from None
+        raise ModelError(f"{model.title} cannot run on this input: {first_line(error)}") from None
 
 
 def check_runs(model: LoadedModel) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnviewer.engine.errors import CnnViewerError
+from cnnviewer.engine.errors import CnnViewerError, describe
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,7 @@ class _Job:
     context: JobContext
 
 
-def error_message(error: BaseException) -> str:
-    """One line for the status bar: our own errors as they are, others with their type."""
-    if isinstance(error, CnnViewerError):
-        return str(error)
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+error_message = describe   # one line for the status bar
 
 
 class JobRunner:

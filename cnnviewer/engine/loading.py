@@ -16,7 +16,7 @@ from threading import Event
 import torch
 import torchvision
 
-from cnnviewer.engine.errors import ModelError, WeightsError
+from cnnviewer.engine.errors import WeightsError
 from cnnviewer.engine.models import (
     LoadedModel, ProgressCallback, classification_models, default_weights,
     load_torchvision_model, preprocess_for, wrap_module,
@@ -145,14 +145,3 @@ def _fresh_copy(current: LoadedModel) -> torch.nn.Module:
         num_classes = _num_outputs(current.module) or 1000
         return torchvision.models.get_model(current.name, weights=None, num_classes=num_classes)
     return copy.deepcopy(current.module).float().cpu()
-
-
-def check_model_spec(spec: str) -> None:
-    """Fail fast on a model name that is neither torchvision's nor a .py file."""
-    if ".py" in spec:
-        file = Path(spec.split(":", 1)[0])
-        if not file.is_file():
-            raise ModelError(f"{file.name}: no such architecture file")
-        return
-    if spec not in classification_models():
-        raise ModelError(f"unknown model {spec!r}; `cnnviewer models` lists them")

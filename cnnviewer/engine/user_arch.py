@@ -17,7 +17,7 @@ from types import ModuleType
 
 from torch import nn
 
-from cnnviewer.engine.errors import ModelError
+from cnnviewer.engine.errors import ModelError, describe
 
 _module_ids = itertools.count()
 
@@ -55,7 +55,7 @@ def build_user_model(spec: str) -> nn.Module:
         with _importable_siblings(path):
             model = target()
     except (Exception, SystemExit) as exc:   # user code: any failure is reported, not raised
-        raise ModelError(f"building {path.name}:{name} failed: {_describe(exc)}") from exc
+        raise ModelError(f"building {path.name}:{name} failed: {describe(exc)}") from exc
     if not isinstance(model, nn.Module):
         raise ModelError(f"{path.name}:{name}() returned {type(model).__name__}, not an nn.Module")
     return model
@@ -85,7 +85,7 @@ def _import(path: Path) -> ModuleType:
             spec.loader.exec_module(module)
     except (Exception, SystemExit) as exc:   # user code: any failure is reported, not raised
         del sys.modules[module_name]
-        raise ModelError(f"importing {path.name} failed: {_describe(exc)}") from exc
+        raise ModelError(f"importing {path.name} failed: {describe(exc)}") from exc
     return module
 
 
@@ -120,6 +120,3 @@ def _safe(stem: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in stem)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

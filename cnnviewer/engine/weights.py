@@ -26,7 +26,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from cnnviewer.engine.errors import UntrustedPickleError, WeightsError
+from cnnviewer.engine.errors import UntrustedPickleError, WeightsError, describe, first_line
 from cnnviewer.engine.types import WEIGHT_SUFFIXES  # noqa: F401 - defined torch-free for the UI
 
 WeightsKind = Literal["state_dict", "torchscript", "exported", "module"]
@@ -134,7 +134,7 @@ def _read_safetensors(path: Path, head: bytes) -> WeightsFile:
         raw = load_file(str(path), device="cpu")
     except SafetensorError as exc:
         reason = ("corrupt or truncated" if head[8:9] == b"{" else "not a safetensors file")
-        raise WeightsError(f"{path.name} is {reason} ({_first_line(exc)})") from exc
+        raise WeightsError(f"{path.name} is {reason} ({first_line(exc)})") from exc
     return _state_dict_file(path, raw, ())
 
 
@@ -144,7 +144,7 @@ def _read_torchscript(path: Path) -> WeightsFile:
             module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:   # the archive's TorchScript can fail in many ways
         raise WeightsError(f"{path.name} is a TorchScript archive that cannot be loaded "
-                           f"({_describe(exc)})") from exc
+                           f"({describe(exc)})") from exc
     return WeightsFile(path, "torchscript", None, module)
 
 
@@ -185,7 +185,7 @@ def _read_exported(path: Path, trust: bool = False) -> WeightsFile:
             "code from the file. Trust it explicitly (--trust) to load it.") from exc
     except Exception as exc:   # e.g. an AOTInductor package, or ops from an unloaded library
         raise WeightsError(f"{path.name} is a torch.export archive that cannot be loaded "
-                           f"({_describe(exc)})") from exc
+                           f"({describe(exc)})") from exc
     try:
         module: nn.Module = torch.export.unflatten(program)   # keeps dotted layer names
     except Exception:   # unflatten rejects some graphs; the flat module still runs
@@ -215,13 +215,13 @@ def _read_pickle(path: Path, head: bytes, trust: bool) -> WeightsFile:
             obj = torch.load(path, map_location="cpu", weights_only=False)  # explicit trust only
         except Exception as exc2:   # the pickle's own classes may be missing or fail
             raise WeightsError(f"{name} is a full pickled model that cannot be loaded "
-                               f"({_describe(exc2)})") from exc2
+                               f"({describe(exc2)})") from exc2
     except (EOFError, RuntimeError, IndexError, ValueError, OSError) as exc:
         reason = "corrupt or truncated" if _is_pickle_head(head) else "not a weights file"
-        raise WeightsError(f"{name} is {reason} ({_describe(exc)})") from exc
+        raise WeightsError(f"{name} is {reason} ({describe(exc)})") from exc
     except Exception as exc:   # torch.load raises KeyError & co. on random bytes
         if _is_pickle_head(head):
-            raise WeightsError(f"{name} is corrupt or truncated ({_describe(exc)})") from exc
+            raise WeightsError(f"{name} is corrupt or truncated ({describe(exc)})") from exc
         raise WeightsError(f"{name} is not a weights file (unknown format)") from exc
     return _interpret(path, obj)
 
@@ -393,7 +393,7 @@ def fit_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], *,
     try:
         model.load_state_dict(full, strict=True)
     except RuntimeError as exc:   # a module's own _load_from_state_dict refused it
-        raise WeightsError(f"{source} does not fit {model_name}: {_first_line(exc)}") from exc
+        raise WeightsError(f"{source} does not fit {model_name}: {first_line(exc)}") from exc
 
 
 def _first3(keys: list[str], theirs: Mapping[str, Tensor] | None = None,
@@ -520,11 +520,3 @@ def _quiet_deprecations() -> Iterator[None]:
         yield
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QImage
 
 
 class ImageCanvas(pg.GraphicsView):
@@ -64,10 +63,6 @@ class ImageCanvas(pg.GraphicsView):
     def unmark(self) -> None:
         """Remove the outline."""
         self.highlight.setVisible(False)
-
-    def to_qimage(self) -> QImage:
-        """The widget as drawn now, for export."""
-        return self.grab().toImage()
 
     def _pixel(self, scene_pos: QPointF) -> tuple[float, float] | None:
         if self._shape is None:
