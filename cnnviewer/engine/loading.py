@@ -114,29 +114,46 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
                            categories=labels or beside or (current.categories if current else None),
                            weights_label=label, trained=True, weights_path=str(path),
                            device=device, precision=precision)
-    state_dict = loaded.state_dict or {}
+    if loaded.ignored_keys:
+        label += f" (ignored: {', '.join(loaded.ignored_keys[:4])})"
     attempts: list[str] = []
-    if current is not None:
+    for state_dict in _prefix_variants(loaded.state_dict or {}):
+        if current is not None:
+            try:
+                module = _fresh_copy(current)
+                fit_state_dict(module, state_dict, source=path.name, model_name=current.name)
+                return wrap_module(module, current.name, base=current,
+                                   categories=labels or beside or current.categories,
+                                   weights_label=label, trained=True, weights_path=str(path),
+                                   device=device, precision=precision)
+            except WeightsError as error:
+                attempts.append(str(error))
         try:
-            module = _fresh_copy(current)
-            fit_state_dict(module, state_dict, source=path.name, model_name=current.name)
-            return wrap_module(module, current.name, base=current,
-                               categories=labels or beside or current.categories,
-                               weights_label=label, trained=True, weights_path=str(path),
-                               device=device, precision=precision)
+            match = infer_architecture(state_dict, source=path.name)
         except WeightsError as error:
             attempts.append(str(error))
-    try:
-        match = infer_architecture(state_dict)
-    except WeightsError as error:
-        raise WeightsError(attempts[0] if attempts else str(error)) from None
-    module = torchvision.models.get_model(match.name, weights=None, **match.kwargs)
-    fit_state_dict(module, state_dict, source=path.name, model_name=match.name)
-    return wrap_module(module, match.name, base=None,
-                       categories=_categories(match.num_classes, match.name, labels, beside),
-                       weights_label=label, trained=True, weights_path=str(path),
-                       device=device or (str(current.device) if current else None),
-                       precision=precision, preprocess=preprocess_for(default_weights(match.name)))
+            continue
+        module = torchvision.models.get_model(match.name, weights=None, **match.kwargs)
+        fit_state_dict(module, state_dict, source=path.name, model_name=match.name)
+        return wrap_module(module, match.name, base=None,
+                           categories=_categories(match.num_classes, match.name, labels, beside),
+                           weights_label=label, trained=True, weights_path=str(path),
+                           device=device or (str(current.device) if current else None),
+                           precision=precision, preprocess=preprocess_for(default_weights(match.name)))
+    raise WeightsError(attempts[0])
+
+
+def _prefix_variants(state_dict: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+    """The state dict as saved, then without a wrapper prefix that every key shares.
+
+    Training frameworks keep the network as an attribute (PyTorch Lightning's
+    `self.model`, `self.net`, `self.backbone`), so every key starts 'model.'.
+    """
+    variants = [state_dict]
+    heads = {key.split(".", 1)[0] for key in state_dict}
+    if len(heads) == 1 and all("." in key for key in state_dict):
+        variants.append({key.split(".", 1)[1]: value for key, value in state_dict.items()})
+    return variants
 
 
 def _fresh_copy(current: LoadedModel) -> torch.nn.Module:

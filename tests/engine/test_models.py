@@ -161,3 +161,14 @@ def test_a_hostile_hub_cache_file_runs_no_code(hub_dir, tmp_path):
     with pytest.raises(WeightsError):
         load_torchvision_model("resnet18")
     assert not (tmp_path / "pwned").exists()
+
+
+def test_lightning_style_prefix_and_ignored_entries(tmp_path):
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18(num_classes=5).state_dict()
+    path = tmp_path / "epoch=3.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}, "epoch": 3,
+                "global_step": 120}, path)
+    loaded = load_weights(path, load_torchvision_model("mobilenet_v2"))
+    assert loaded.name == "resnet18" and loaded.module.fc.out_features == 5
+    assert "ignored: epoch, global_step" in loaded.weights_label or "ignored: global_step, epoch" in loaded.weights_label
