@@ -79,6 +79,7 @@ class Controller(QObject):
         self._pending_spec: str | None = None   # a model load in flight
         self.model_spec: str | None = None   # what the current architecture was built from
         self.catalogue: dict[str, list[tuple[str, str]]] | None = None
+        jobs.cancelled.connect(self._on_job_cancelled)
         session.model_changed.connect(lambda _model: self.refresh_forward())
         session.image_changed.connect(lambda _image: self.refresh_forward())
 
@@ -177,6 +178,10 @@ class Controller(QObject):
         self.jobs.submit("model", work, on_done=self._on_model_loaded,
                          on_error=lambda text: self.message.emit(f"Weights not loaded: {text}"),
                          label=f"Loading weights {Path(path).name}")
+
+    def _on_job_cancelled(self, key: str) -> None:
+        if key == "model":   # a cancelled load is no longer where dropped weights should go
+            self._pending_spec = None
 
     def _on_model_loaded(self, result) -> None:
         self._pending_spec = None

@@ -22,6 +22,7 @@ class UiJobs(QObject):
     busy = Signal(str, str)
     finished = Signal(str)
     failed = Signal(str)
+    cancelled = Signal(str)
 
     def __init__(self, runner: JobRunner, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -65,3 +66,4 @@ class UiJobs(QObject):
         """Stop a job; its result will not be delivered."""
         self.runner.cancel(key)
         self.finished.emit(key)
+        self.cancelled.emit(key)

@@ -284,3 +284,17 @@ def test_grayscale_models_run_and_broken_ones_are_refused(window, qtbot, tmp_pat
     qtbot.waitUntil(lambda: "Model not changed" in window.statusBar().currentMessage(), timeout=30000)
     assert "cannot run" in window.statusBar().currentMessage()
     assert window.session.model is model
+
+
+def test_cancelling_a_model_load_keeps_the_shown_model(window, qtbot, tmp_path):
+    model = window.session.model
+    window.controller.load_model("resnet50")
+    window._on_cancel_clicked()
+    assert window.controller._pending_spec is None
+    torch.manual_seed(0)
+    path = tmp_path / "mnv2.pth"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
+    window.load_weights(path)                          # goes to the model on screen
+    qtbot.waitUntil(lambda: window.session.model is not model, timeout=30000)
+    assert window.session.model.name == "mobilenet_v2"
+    assert window.session.model.weights_path == str(path)
