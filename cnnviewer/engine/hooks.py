@@ -112,7 +112,8 @@ def capture_activations(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[Lay
             except Exception as error:  # noqa: BLE001 - a bad trace must not break the app
                 log.warning("traced recording of %s failed (%s); using hooks", type(model).__name__, error)
                 graph_capture.forget(model)
-        return capture_with_hooks(model, inputs)
+        output, recorded = capture_with_hooks(model, inputs)
+        return output, graph_capture.Activations.of(recorded)
     finally:
         for module, training in modes.items():
             module.training = training

@@ -18,6 +18,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 from cnnviewer.engine.errors import CnnViewerError, ModelError, first_line
+from cnnviewer.engine.graph_capture import Activations
 from cnnviewer.engine.hooks import capture_activations, first_tensor, prepare_capture
 from cnnviewer.engine.images import InputImage
 from cnnviewer.engine.models import LoadedModel, Preprocess
@@ -40,7 +41,7 @@ class ForwardPass:
     image: InputImage
     display: np.ndarray
     probabilities: np.ndarray          # (num_outputs,) float32
-    activations: dict[LayerId, Tensor]  # without batch dimension
+    activations: Activations             # name -> output without batch dimension, float32, CPU
     layers: tuple[LayerInfo, ...]
     forward_ms: float
 
@@ -106,15 +107,19 @@ def top_k(model: LoadedModel, probabilities: np.ndarray, k: int = 5) -> list[Pre
     return [Prediction(model.label(int(i)), int(i), float(probabilities[i])) for i in order]
 
 
-def layer_infos(model: LoadedModel, activations: dict[LayerId, Tensor]) -> tuple[LayerInfo, ...]:
+def layer_infos(model: LoadedModel, activations: Activations) -> tuple[LayerInfo, ...]:
     """Every named module with its type and recorded output shape, in model order."""
     infos = []
     for name, module in model.module.named_modules():
-        tensor = activations.get(name)
-        shape = tuple(tensor.shape) if tensor is not None else None
+        shape = activations.shape(name) if name in activations else None
         infos.append(LayerInfo(name, type(module).__name__, shape,
                                0 if name == "" else name.count(".") + 1))
     return tuple(infos)
+
+
+def _unbatched(tensor: Tensor) -> Tensor:
+    """A recorded output as panels read it: without the batch dimension, float32, on the CPU."""
+    return (tensor[0] if tensor.dim() > 0 else tensor).float().cpu()
 
 
 def run_forward(model: LoadedModel, image: InputImage) -> ForwardPass:
@@ -126,8 +131,7 @@ def run_forward(model: LoadedModel, image: InputImage) -> ForwardPass:
     if model.device.type == "cuda":
         torch.cuda.synchronize()
     forward_ms = (time.perf_counter() - start) * 1000.0
-    activations = {name: tensor[0].float().cpu() if tensor.dim() > 0 else tensor.float().cpu()
-                   for name, tensor in recorded.items()}
+    activations = recorded.with_transform(_unbatched)
     return ForwardPass(
         model_token=model.token, image=image, display=prepared.display,
         probabilities=_softmax(output), activations=activations,
@@ -171,7 +175,7 @@ class ActivationCache:
         """A layer's output shape from any cached pass of this model (shapes do not depend on the image)."""
         for (token, _), recorded in reversed(self._passes.items()):
             if token == model.token and layer in recorded.activations:
-                return tuple(recorded.activations[layer].shape)
+                return recorded.activations.shape(layer)
         return None
 
     def clear(self) -> None:

@@ -189,7 +189,7 @@ def test_traced_path_propagates_errors_and_restores_state() -> None:
 
 def test_traced_and_hooked_recordings_agree() -> None:
     torch.manual_seed(0)
-    for name in ("resnet18", "mobilenet_v2", "googlenet"):
+    for name in ("resnet18", "mobilenet_v2", "googlenet", "alexnet"):   # alexnet: in-place ReLU on a conv output
         model = torchvision.models.get_model(name, weights=None).eval()
         inputs = torch.randn(1, 3, 224, 224)
         traced_output, traced = capture_activations(model, inputs)
@@ -333,7 +333,9 @@ def test_traced_recorder_shares_weights_and_leaves_the_model_alone() -> None:
     model_parameters = {id(p) for p in model.parameters()}
     assert {id(p) for p in recorder.module.parameters()} <= model_parameters   # shared, not copied
     assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))  # the model keeps its in-place ReLUs
-    assert not any(getattr(m, "inplace", False) for m in recorder.module.modules())
+    for node in recorder.module.graph.nodes:   # nothing in place writes to a kept tensor
+        if node.op == "call_module" and getattr(recorder.module.get_submodule(node.target), "inplace", False):
+            assert node.args[0].name not in recorder._kept, node.name
 
 
 def test_allocator_tuning_is_accepted_on_linux() -> None:
@@ -342,3 +344,23 @@ def test_allocator_tuning_is_accepted_on_linux() -> None:
     from cnnviewer.engine.memory import keep_freed_memory
 
     assert keep_freed_memory() is sys.platform.startswith("linux")
+
+
+def test_derived_outputs_are_recomputed_exactly_and_leave_the_model_alone() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(weights=None).train()
+    with torch.no_grad():   # non-trivial running statistics
+        model.features[0][1].running_mean.uniform_(-1, 1)
+    running_mean = model.features[0][1].running_mean.clone()
+    inputs = torch.randn(1, 3, 96, 96)
+    _, traced = capture_activations(model, inputs)
+    bn_output = traced["features.0.1"]          # derived: recomputed now, after the pass
+    relu_output = traced["features.0.2"]
+    assert model.training and model.features[0][1].training
+    assert torch.equal(model.features[0][1].running_mean, running_mean)
+    model.eval()
+    with torch.inference_mode():
+        expected_bn = model.features[0][1](model.features[0][0](inputs))
+    torch.testing.assert_close(bn_output, expected_bn, rtol=0, atol=0)
+    torch.testing.assert_close(relu_output, expected_bn.clamp(0, 6), rtol=0, atol=0)
+    assert traced.shape("features.0.2") == tuple(expected_bn.shape)
