@@ -133,7 +133,9 @@ def _same(traced: Any, plain: Any) -> bool:
     a, b = first_tensor(traced), first_tensor(plain)
     if a is None or b is None:
         return a is b
-    return a.shape == b.shape and torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5)
+    # Half precision on a GPU may pick other kernels for the traced copy: compare at its precision.
+    rtol, atol = (1e-4, 1e-5) if a.dtype == torch.float32 else (2e-2, 2e-2)
+    return a.shape == b.shape and torch.allclose(a.float(), b.float(), rtol=rtol, atol=atol)
 
 
 def capture_with_hooks(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[LayerId, Tensor]]:
