@@ -38,7 +38,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 def _gui_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnviewer", description="Look inside convolutional neural networks. "
-                     "Subcommands: predict, export, models (cnnviewer SUBCOMMAND --help).")
+                     "Subcommands: predict, export, summary, models (cnnviewer SUBCOMMAND --help).")
     parser.add_argument("image", nargs="?", help="image to open (default: a sample photo)")
     _model_options(parser)
     return parser
@@ -50,6 +50,18 @@ def _predict_parser() -> argparse.ArgumentParser:
     _model_options(parser)
     parser.add_argument("--json", action="store_true", help="JSON list of {label, index, probability}")
     parser.add_argument("--top", type=int, default=5)
+    return parser
+
+
+def _summary_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnviewer summary", description="Per-layer shapes, units, weights, MACs and "
+                     "receptive fields of a model.")
+    _model_options(parser)
+    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="input height and width (default: the weights' crop size)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="a list of rows")
+    output.add_argument("--csv", action="store_true")
     return parser
 
 
@@ -115,6 +127,28 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def summary_command(args: argparse.Namespace) -> int:
+    from cnnviewer.engine.loading import load_model, load_weights
+    from cnnviewer.engine.summary import summarize, summary_csv, summary_table
+
+    model = load_model(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
+                       allow_download=True, progress=_stderr_progress)
+    if args.weights:
+        model = load_weights(args.weights, model, trust=args.trust, device=args.device,
+                             precision=args.precision)
+    size = tuple(args.input_size) if args.input_size else (model.preprocess.crop_size,) * 2
+    if min(size) < 1:
+        raise UsageError(f"cnnviewer summary: --input-size must be positive, not {size}")
+    summary = summarize(model.module, size, name=model.name, channels=model.input_channels)
+    if args.json:
+        print(json.dumps([row.as_json() for row in summary.rows], indent=1))
+    elif args.csv:
+        print(summary_csv(summary), end="")
+    else:
+        print(summary_table(summary))
+    return 0
+
+
 def models_command(_args: argparse.Namespace) -> int:
     from cnnviewer.engine.models import catalogue, catalogue_status
 
@@ -138,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return predict_command(_predict_parser().parse_args(argv[1:]))
         if argv and argv[0] == "export":
             return export_command(_export_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "summary":
+            return summary_command(_summary_parser().parse_args(argv[1:]))
         if argv and argv[0] == "models":
             return models_command(_Parser(prog="cnnviewer models").parse_args(argv[1:]))
         args = _gui_parser().parse_args(argv)

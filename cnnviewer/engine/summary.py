@@ -305,3 +305,48 @@ def _summarize_hooks(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int
             seen.add(name)
             rows.append(_row(name, module, shape, macs, rf, hyper))
     return rows
+
+
+CSV_COLUMNS = ("name", "type", "output_shape", "units", "params", "bias_params", "macs",
+               "rf_size", "rf_jump", "rf_start", "rf_whole")
+
+
+def _cell(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "x".join(str(_plain(v)) for v in value)
+    return str(value)
+
+
+def summary_csv(summary: Summary) -> str:
+    """The table as CSV (shapes and fields as 'AxB'), one header line then one line per layer."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in summary.rows:
+        writer.writerow([_cell(getattr(row, column)) for column in CSV_COLUMNS])
+    return buffer.getvalue()
+
+
+def _field_text(row: LayerRow) -> str:
+    if row.rf_whole:
+        return "whole image"
+    size = _plain(row.rf_size[0]) if row.rf_size[0] == row.rf_size[1] else _cell(row.rf_size)
+    jump = _plain(row.rf_jump[0]) if row.rf_jump[0] == row.rf_jump[1] else _cell(row.rf_jump)
+    return f"{size} (jump {jump})"
+
+
+def summary_table(summary: Summary) -> str:
+    """A fixed-width text table with totals, for the terminal."""
+    header = f"{'layer':<32} {'type':<20} {'output':<16} {'units':>11} {'weights':>11} {'biases':>8} {'MACs':>14}  receptive field"
+    lines = [f"{summary.model}, input {_cell(summary.input_shape)} ({summary.method})", header, "-" * len(header)]
+    for row in summary.rows:
+        lines.append(f"{row.name:<32.32} {row.type:<20.20} {_cell(row.output_shape):<16} {row.units:>11,} "
+                     f"{row.params:>11,} {row.bias_params:>8,} {row.macs:>14,}  {_field_text(row)}")
+    lines.append("-" * len(header))
+    weights = sum(row.params for row in summary.rows)
+    biases = sum(row.bias_params for row in summary.rows)
+    lines.append(f"{'total':<32} {'':<20} {'':<16} {'':>11} {weights:>11,} {biases:>8,} {summary.total_macs:>14,}")
+    return "\n".join(lines)

@@ -113,3 +113,19 @@ def test_trusted_pickle_loads(photos, tmp_path):
     result = run("predict", str(photos["chelsea"]), "--weights", str(path), "--trust", "--json")
     assert result.returncode == 0, result.stderr
     assert len(json.loads(result.stdout)) == 4
+
+
+def test_summary_json_csv_and_text():
+    result = run("summary", "--model", "resnet18", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {"name", "type", "output_shape", "params", "macs", "rf_size", "rf_jump", "rf_start"} <= set(rows[0])
+    assert sum(r["params"] + r["bias_params"] for r in rows) == 11_689_512
+    conv1 = rows[0]
+    assert (conv1["name"], conv1["output_shape"], conv1["rf_size"], conv1["rf_jump"]) == \
+        ("conv1", [64, 112, 112], [7, 7], [2, 2])
+    csv_result = run("summary", "--model", "resnet18", "--csv", "--input-size", "64", "64")
+    lines = csv_result.stdout.strip().splitlines()
+    assert lines[0].startswith("name,type,output_shape") and lines[1].startswith("conv1,Conv2d,64x32x32,")
+    text = run("summary")
+    assert "mobilenet_v2" in text.stdout and "total" in text.stdout and "whole image" in text.stdout
