@@ -19,6 +19,7 @@ from cnnviewer.engine.features import (
 from cnnviewer.engine.images import InputImage
 from cnnviewer.engine.inference import ActivationCache, top_k
 from cnnviewer.engine.models import LoadedModel
+from cnnviewer.engine.summary import Summary, summarize
 from cnnviewer.engine.types import LayerId, LayerInfo, Prediction
 
 
@@ -39,6 +40,17 @@ class Workbench:
 
     def __init__(self) -> None:
         self.cache = ActivationCache()
+        self._summaries: dict[int, Summary] = {}   # by model token; the last few models
+
+    def summary(self, model: LoadedModel) -> Summary:
+        """The per-layer table of `model` at its input size (computed once per model)."""
+        found = self._summaries.get(model.token)
+        if found is None:
+            size = model.preprocess.crop_size
+            found = summarize(model.module, (size, size), name=model.name, channels=model.input_channels)
+            self._summaries = {token: s for token, s in list(self._summaries.items())[-3:]}
+            self._summaries[model.token] = found
+        return found
 
     def forward(self, model: LoadedModel, image: InputImage) -> ForwardSummary:
         """Run (or reuse) the recorded forward pass and summarise it."""

@@ -18,6 +18,7 @@ from cnnviewer.ui.dialogs import ChooseModelDialog, ask_trust
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
 from cnnviewer.ui.panels.filters import FiltersPanel
+from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
 from cnnviewer.ui.panels.predictions import PredictionsPanel
 
 MAX_RECENT = 10
@@ -64,10 +65,14 @@ class MainWindow(QMainWindow):
         self.predictions = PredictionsPanel(session)
         self.feature_maps = FeatureMapsPanel(session, jobs, controller.workbench)
         self.filters = FiltersPanel(session, jobs, controller.workbench)
+        self.model_summary = ModelSummaryPanel(session, jobs, controller.workbench)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("filters", "Filters", self.filters, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._add_dock("model_summary", "Model summary", self.model_summary, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["model_summary"])
+        self.docks["feature_maps"].raise_()
         self.setCentralWidget(None)
         self.resizeDocks([self.docks["predictions"], self.docks["feature_maps"]], [520, 880],
                          Qt.Orientation.Horizontal)

@@ -298,3 +298,35 @@ def test_cancelling_a_model_load_keeps_the_shown_model(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: window.session.model is not model, timeout=30000)
     assert window.session.model.name == "mobilenet_v2"
     assert window.session.model.weights_path == str(path)
+
+
+def test_model_summary_panel_sorts_selects_and_exports(window, qtbot, tmp_path):
+    panel = window.model_summary
+    qtbot.waitUntil(lambda: panel.summary is not None, timeout=30000)
+    assert panel.summary.model == "mobilenet_v2" and panel.proxy.rowCount() == len(panel.summary.rows)
+    assert f"{3_504_872:,} parameters" in panel.totals.text()      # MobileNetV2's known size
+    panel.table.sortByColumn(6, Qt.SortOrder.DescendingOrder)        # MACs, numerically
+    macs = [panel.table_model.rows[panel.proxy.mapToSource(panel.proxy.index(i, 0)).row()].macs
+            for i in range(panel.proxy.rowCount())]
+    assert macs == sorted(macs, reverse=True)
+    top = panel.proxy.index(0, 0)
+    panel.table.setCurrentIndex(top)                                 # widget -> session
+    assert window.session.selection.layer == panel.table_model.rows[panel.proxy.mapToSource(top).row()].name
+    window.session.select(layer="features.5.conv.1.0")               # session -> widget
+    current = panel.proxy.mapToSource(panel.table.currentIndex()).row()
+    assert panel.table_model.rows[current].name == "features.5.conv.1.0"
+    panel.search.setText("classifier")
+    assert panel.proxy.rowCount() == 2
+    out = tmp_path / "summary.csv"
+    panel.export_csv(str(out))
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("name,type,output_shape") and len(lines) == len(panel.summary.rows) + 1
+
+
+def test_selecting_a_block_shows_its_last_layer_in_the_summary(window, qtbot):
+    panel = window.model_summary
+    qtbot.waitUntil(lambda: panel.summary is not None, timeout=30000)
+    window.session.select(layer="features.4")
+    current = panel.proxy.mapToSource(panel.table.currentIndex()).row()
+    assert panel.table_model.rows[current].name == "features.4.conv.3"
+    assert window.session.selection.layer == "features.4"        # the block stays selected elsewhere

@@ -1,0 +1,195 @@
+"""The torch side of the model summary: tracing, shapes, MACs, receptive fields.
+
+See `summary` for the method; this module runs on the job thread.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+from torch.utils.flop_counter import FlopCounterMode
+
+from cnnviewer.engine.summary import Field, LayerRow, Summary
+from cnnviewer.engine.types import LayerId
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _window(module: nn.Module) -> dict | None:
+    """kernel/stride/padding/dilation of a sliding-window module, None for others."""
+    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+        kernel = _pair(module.kernel_size)
+        stride = _pair(module.stride if module.stride is not None else module.kernel_size)
+        padding = _pair(module.padding) if not isinstance(module.padding, str) else \
+            tuple(((d * (k - 1)) // 2) for k, d in zip(kernel, _pair(getattr(module, "dilation", 1))))
+        dilation = _pair(getattr(module, "dilation", 1))
+        hyper = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
+        if isinstance(module, nn.Conv2d):
+            hyper["groups"] = module.groups
+        return hyper
+    return None
+
+
+def _adaptive_window(in_size: tuple[int, int], out_size: tuple[int, int]) -> dict | None:
+    """Adaptive pooling as a fixed window where the sizes divide evenly (always for global)."""
+    if any(o == 0 or i % o for i, o in zip(in_size, out_size)):
+        return None
+    stride = tuple(i // o for i, o in zip(in_size, out_size))
+    return {"kernel": stride, "stride": stride, "padding": (0, 0), "dilation": (1, 1)}
+
+
+def _spatial(shape: tuple[int, ...]) -> tuple[int, int] | None:
+    return tuple(shape[-2:]) if len(shape) == 4 else None
+
+
+def _module_macs(model: nn.Module, inputs: torch.Tensor) -> dict[str, int]:
+    """MACs per module name, from torch's FlopCounterMode (FLOPs / 2)."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(inputs)
+    macs = {}
+    for qualified, counts in counter.get_flop_counts().items():
+        name = qualified.split(".", 1)[1] if "." in qualified else ""
+        macs[name] = int(sum(counts.values()) // 2)
+    return macs
+
+
+def _params(module: nn.Module) -> tuple[int, int]:
+    """(weights, biases) directly owned by a module."""
+    weights = biases = 0
+    for name, parameter in module.named_parameters(recurse=False):
+        if name.endswith("bias"):
+            biases += parameter.numel()
+        else:
+            weights += parameter.numel()
+    return weights, biases
+
+
+def _row(name: str, module: nn.Module, shape: tuple[int, ...], macs: dict[str, int], rf: Field,
+         hyper: dict) -> LayerRow:
+    weights, biases = _params(module)
+    return LayerRow(name=name, type=type(module).__name__, output_shape=shape,
+                    units=math.prod(shape) if shape else 0, params=weights, bias_params=biases,
+                    macs=macs.get(name, 0), rf_size=rf.size, rf_jump=rf.jump, rf_start=rf.start,
+                    rf_whole=rf.whole, hyper=hyper)
+
+
+_GLOBAL_FUNCTIONS = {torch.flatten, torch.mean, torch.nn.functional.adaptive_avg_pool2d}
+_MERGE_FUNCTIONS = {operator.add, torch.add, torch.cat, torch.mul, operator.mul}
+
+
+def _summarize_graph(model: nn.Module, inputs: torch.Tensor,
+                     macs: dict[str, int]) -> tuple[list[LayerRow], dict[LayerId, Field]]:
+    graph_module = fx.symbolic_trace(model)
+    with torch.no_grad():
+        ShapeProp(graph_module).propagate(inputs)
+    modules = dict(model.named_modules())
+    fields: dict[fx.Node, Field] = {}
+    rows: dict[str, LayerRow] = {}   # a module called twice keeps its first place, its last call's field
+    for node in graph_module.graph.nodes:
+        parents = [arg for arg in node.all_input_nodes if arg in fields]
+        incoming = parents[0] if parents else None
+        rf = fields[incoming] if incoming is not None else Field()
+        for other in parents[1:]:
+            rf = rf.union(fields[other])
+        meta = node.meta.get("tensor_meta")
+        shape = tuple(meta.shape)[1:] if hasattr(meta, "shape") else ()
+        in_meta = incoming.meta.get("tensor_meta") if incoming is not None else None
+        in_shape = tuple(in_meta.shape)[1:] if hasattr(in_meta, "shape") else ()
+        if node.op == "placeholder":
+            fields[node] = Field()
+            continue
+        if node.op == "call_module":
+            module = modules[node.target]
+            hyper = _window(module)
+            if hyper is None and isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+                hyper = _adaptive_window(_spatial((1, *in_shape)) or (1, 1), _spatial((1, *shape)) or (1, 1))
+                if shape and _spatial((1, *shape)) == (1, 1):
+                    rf = Field(rf.size, rf.jump, rf.start, True)
+                    hyper = None
+            if hyper is not None and not rf.whole:
+                rf = rf.through(hyper["kernel"], hyper["stride"], hyper["padding"], hyper["dilation"])
+            if isinstance(module, (nn.Linear, nn.Flatten)) or len(shape) < 3:
+                rf = Field(rf.size, rf.jump, rf.start, True)
+            fields[node] = rf
+            rows[str(node.target)] = _row(str(node.target), module, shape, macs, rf, hyper or {})
+        else:
+            target = node.target
+            if target in _GLOBAL_FUNCTIONS or str(target) in ("flatten", "mean", "view", "reshape") \
+                    or (shape and len(shape) < 3):
+                rf = Field(rf.size, rf.jump, rf.start, True)
+            fields[node] = rf
+    by_module: dict[LayerId, Field] = {}
+    for node in graph_module.graph.nodes:   # a container's field is its last node's
+        for path in node.meta.get("nn_module_stack") or {}:
+            if node in fields:
+                by_module[path.split("@")[0]] = fields[node]
+    by_module.update({name: Field(row.rf_size, row.rf_jump, row.rf_start, row.rf_whole)
+                      for name, row in rows.items()})
+    return list(rows.values()), by_module
+
+
+def _summarize_hooks(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int]) -> list[LayerRow]:
+    """Leaf modules in execution order, fields composed as if they formed a chain."""
+    order: list[tuple[str, nn.Module, tuple[int, ...], tuple[int, ...]]] = []
+    handles = []
+    for name, module in model.named_modules():
+        if not any(True for _ in module.children()):
+            def hook(mod, args, output, name=name):
+                shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else ()
+                in_shape = tuple(args[0].shape[1:]) if args and isinstance(args[0], torch.Tensor) else ()
+                order.append((name, mod, shape, in_shape))
+            handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    rf, rows, seen = Field(), [], set()
+    for name, module, shape, in_shape in order:
+        hyper = _window(module) or {}
+        if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and shape[-2:] == (1, 1):
+            rf = Field(rf.size, rf.jump, rf.start, True)
+        elif hyper and not rf.whole:
+            rf = rf.through(hyper["kernel"], hyper["stride"], hyper["padding"], hyper["dilation"])
+        if isinstance(module, nn.Linear) or len(shape) < 3:
+            rf = Field(rf.size, rf.jump, rf.start, True)
+        if name not in seen:
+            seen.add(name)
+            rows.append(_row(name, module, shape, macs, rf, hyper))
+    return rows
+
+
+def summarize(model: nn.Module, input_size: tuple[int, int] = (224, 224), *, name: str = "",
+              channels: int = 3) -> Summary:
+    """Summarise every leaf layer of `model` for a (1, channels, H, W) input.
+
+    The model's training flags are restored; gradients are off.
+    """
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    channels = first_conv.in_channels if first_conv is not None and channels == 3 else channels
+    inputs = torch.zeros(1, channels, *input_size, device=device, dtype=dtype)
+    try:
+        macs = _module_macs(model, inputs)
+        try:
+            rows, fields = _summarize_graph(model, inputs, macs)
+            method = "torch.fx"
+        except Exception:  # noqa: BLE001 - untraceable: fall back to hooks
+            rows = _summarize_hooks(model, inputs, macs)
+            fields = {row.name: Field(row.rf_size, row.rf_jump, row.rf_start, row.rf_whole) for row in rows}
+            method = "forward hooks (sequential fields)"
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    return Summary(name or type(model).__name__, (channels, *input_size), tuple(rows), method, fields)
