@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnviewer.engine.features import (
-    FeatureMapOptions, FeatureMapView, FilterView, feature_map_view, filter_view, find_conv,
-    first_layer_view, layer_conv,
+    FeatureMapOptions, FeatureMapView, FilterView, as_channels, colormap_table, feature_map_view,
+    filter_view, find_conv, first_layer_view, layer_conv, normalise,
 )
 from cnnviewer.engine.images import InputImage
 from cnnviewer.engine.inference import ActivationCache, top_k
 from cnnviewer.engine.models import LoadedModel
+from cnnviewer.engine.receptive_field import GradientProbe, NeuronField
 from cnnviewer.engine.summary import Summary, summarize
 from cnnviewer.engine.types import LayerId, LayerInfo, Prediction
 
@@ -40,6 +41,7 @@ class Workbench:
 
     def __init__(self) -> None:
         self.cache = ActivationCache()
+        self.probe = GradientProbe()
         self._summaries: dict[int, Summary] = {}   # by model token; the last few models
 
     def summary(self, model: LoadedModel) -> Summary:
@@ -97,3 +99,26 @@ class Workbench:
         """The layer's channel count from the latest recorded pass of this model, if any."""
         shape = self.cache.shape_of(model, layer) if layer else None
         return shape[0] if shape else None
+
+    def neuron_field(self, model: LoadedModel, image: InputImage, layer: LayerId,
+                     neuron: tuple[int, int] | None, channel: int | None) -> tuple[NeuronField, np.ndarray]:
+        """The receptive field of one neuron (default: the layer's centre) and the layer's map.
+
+        Returns:
+            (the NeuronField, an (h, w, 3) uint8 picture of the layer to click neurons on:
+            the chosen channel, or the mean over channels).
+        """
+        fields = self.summary(model).fields
+        if layer not in fields:
+            raise ValueError(f"{layer}: no receptive field (not part of the traced graph)")
+        values = as_channels(self.cache.get(model, image).activations[layer].numpy())
+        if values.shape[1:] == (1, 1):
+            raise ValueError(f"{layer} has no spatial map; choose a convolutional layer")
+        if neuron is None:
+            neuron = (values.shape[1] // 2, values.shape[2] // 2)
+        picked = values[channel] if channel is not None and channel < values.shape[0] else values.mean(axis=0)
+        picture = colormap_table("viridis")[normalise(picked[None], "channel")[0]]
+        result = self.probe.field(model, image, layer, neuron,
+                                  channel if channel is not None and channel < values.shape[0] else None,
+                                  fields[layer])
+        return result, np.ascontiguousarray(picture)

@@ -19,6 +19,7 @@ from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
 from cnnviewer.ui.panels.filters import FiltersPanel
 from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
+from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
 from cnnviewer.ui.panels.predictions import PredictionsPanel
 
 MAX_RECENT = 10
@@ -66,12 +67,16 @@ class MainWindow(QMainWindow):
         self.feature_maps = FeatureMapsPanel(session, jobs, controller.workbench)
         self.filters = FiltersPanel(session, jobs, controller.workbench)
         self.model_summary = ModelSummaryPanel(session, jobs, controller.workbench)
+        self.receptive_field = ReceptiveFieldPanel(session, jobs, controller.workbench)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("filters", "Filters", self.filters, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("model_summary", "Model summary", self.model_summary, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._add_dock("receptive_field", "Receptive field", self.receptive_field,
+                       Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["model_summary"])
+        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["receptive_field"])
         self.docks["feature_maps"].raise_()
         self.setCentralWidget(None)
         self.resizeDocks([self.docks["predictions"], self.docks["feature_maps"]], [520, 880],
@@ -254,6 +259,7 @@ class MainWindow(QMainWindow):
         self.forward_label.setText(f"forward: {summary.forward_ms:.0f} ms")
         self.predictions.show_predictions(summary)
         self.feature_maps.show_forward(summary)
+        self.receptive_field.show_forward(summary)
         if self.filters.view is None:
             self.filters.refresh()
 

@@ -330,3 +330,22 @@ def test_selecting_a_block_shows_its_last_layer_in_the_summary(window, qtbot):
     current = panel.proxy.mapToSource(panel.table.currentIndex()).row()
     assert panel.table_model.rows[current].name == "features.4.conv.3"
     assert window.session.selection.layer == "features.4"        # the block stays selected elsewhere
+
+
+def test_receptive_field_panel_follows_clicks(window, qtbot):
+    panel = window.receptive_field
+    window.docks["receptive_field"].raise_()
+    window.session.select(layer="features.3")
+    qtbot.waitUntil(lambda: panel.result is not None and panel.result.layer == "features.3", timeout=30000)
+    assert panel.result.neuron == (28, 28)                        # the centre by default
+    panel.layer_canvas.clicked.emit(0.4, 1.8)                     # click a neuron on the layer map
+    assert window.session.selection.neuron == (0, 1)
+    qtbot.waitUntil(lambda: panel.result.neuron == (0, 1), timeout=10000)
+    top, left, bottom, right = panel.result.box
+    extent = panel.result.effective_extent
+    assert top <= extent[0] and left <= extent[1] and extent[2] <= bottom + 1 and extent[3] <= right + 1
+    assert panel.padding_box.isVisible()                          # near the corner: part on padding
+    panel.input_canvas.clicked.emit(100.0, 150.0)                 # click the input: nearest neuron
+    jump = panel.result.field.jump[0]
+    assert window.session.selection.neuron == (round((100 - 0.5) / jump), round((150 - 0.5) / jump))
+    assert "Theoretical field" in panel.details.text()

@@ -79,6 +79,7 @@ class FeatureMapsPanel(QWidget):
         self.readout = QLabel("")
         self.readout.setWordWrap(True)   # long statistics must not widen the dock
         self.channel_canvas = ImageCanvas(self)
+        self.channel_canvas.clicked.connect(lambda y, x: self._session.select(neuron=(int(y), int(x))))
         self.overlay_canvas = ImageCanvas(self)
         self.channel_label = QLabel("")
         self.channel_label.setWordWrap(True)
