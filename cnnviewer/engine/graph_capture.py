@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import logging
 import operator
-import re
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -47,7 +46,6 @@ _INPLACE_OPERATORS = {operator.iadd: operator.add, operator.isub: operator.sub,
 _RECOMPUTABLE = (nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.LeakyReLU,
                  nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.GELU, nn.Identity,
                  nn.Dropout)
-_CALL_SUFFIX = re.compile(r"@\d+$")
 _recorders: weakref.WeakKeyDictionary[nn.Module, GraphRecorder | None] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()
 
@@ -109,15 +107,67 @@ class Activations(Mapping[LayerId, Tensor]):
         return len(self._names)
 
 
+def _first_proxy(value: Any) -> fx.Proxy | None:
+    """The first traced value in what a module returned (what a forward hook would record)."""
+    if isinstance(value, fx.Proxy):
+        return value
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            found = _first_proxy(item)
+            if found is not None:
+                return found
+    return None
+
+
+class _OutputTracer(fx.Tracer):
+    """A tracer that notes, for every module call, the node its forward returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.module_outputs: dict[LayerId, fx.Node] = {}
+
+    def call_module(self, m: nn.Module, forward: Callable, args: tuple, kwargs: dict) -> Any:
+        output = super().call_module(m, forward, args, kwargs)
+        proxy = _first_proxy(output)
+        if proxy is not None:
+            self.module_outputs[self.path_of_module(m)] = proxy.node   # the last call wins, as with hooks
+        return output
+
+
+# Operations whose result shares its input's storage: an in-place op on it writes its input.
+_ALIAS_METHODS = {"view", "view_as", "reshape", "flatten", "transpose", "permute", "squeeze", "unsqueeze",
+                  "narrow", "expand", "expand_as", "detach", "contiguous", "t", "chunk", "split",
+                  "unflatten", "__getitem__"}
+_ALIAS_FUNCTIONS = {torch.flatten, torch.reshape, torch.transpose, torch.permute, torch.squeeze,
+                    torch.unsqueeze, torch.narrow, torch.detach, torch.chunk, torch.split,
+                    operator.getitem, torch.nn.functional.dropout}
+_ALIAS_MODULES = (nn.Identity, nn.Dropout, nn.Flatten, nn.Unflatten)
+
+
+def _inplace_name(node: fx.Node) -> str | None:
+    """The name of an in-place function or method ('relu_', 'leaky_relu_'), else None."""
+    if node.op == "call_function" and node.target in _INPLACE_OPERATORS:
+        return getattr(node.target, "__name__", "iop")
+    name = getattr(node.target, "__name__", "") if node.op == "call_function" else \
+        str(node.target) if node.op == "call_method" else ""
+    if name.endswith("_") and not name.startswith("_"):
+        return name
+    if node.kwargs.get("inplace") is True:
+        return name or "inplace"
+    return None
+
+
 class GraphRecorder:
     """A traced, out-of-place copy of a model that also returns all module outputs."""
 
     def __init__(self, model: nn.Module) -> None:
-        tracer = fx.Tracer()
+        tracer = _OutputTracer()
         graph = tracer.trace(model)
         module = fx.GraphModule(tracer.root, graph)
         self.module = module
-        kept = self._choose_outputs(module.graph, dict(model.named_modules()))
+        kept = self._choose_outputs(tracer.module_outputs, dict(model.named_modules()))
         self._make_out_of_place(module, kept)
         self._return_outputs(module.graph, kept)
         module.recompile()
@@ -139,45 +189,64 @@ class GraphRecorder:
 
     @staticmethod
     def _make_out_of_place(module: fx.GraphModule, kept: dict[str, fx.Node]) -> None:
-        """Make in-place operations on kept tensors out of place (the original model is untouched).
+        """Make in-place operations that would write a kept tensor out of place.
 
-        An in-place ReLU after a BatchNorm whose output is recomputed, not kept,
-        stays in place: nothing recorded is overwritten, and no memory is spent.
+        'Would write' follows aliases: an in-place ReLU after an Identity, a
+        Dropout or a view writes the tensor those were given. In-place ops on
+        tensors that are not kept (a BatchNorm output recomputed on demand)
+        stay in place: nothing recorded changes, and no memory is spent. The
+        original model is untouched.
         """
-        for node in module.graph.nodes:
-            first = node.args[0] if node.args else None
-            if not (isinstance(first, fx.Node) and first.name in kept):
-                continue
-            if node.op == "call_module":
-                target = module.get_submodule(node.target)
-                if getattr(target, "inplace", False) is True:
-                    replacement = copy.copy(target)
-                    replacement.inplace = False
-                    parent, _, leaf = node.target.rpartition(".")
-                    setattr(module.get_submodule(parent) if parent else module, leaf, replacement)
-            elif node.op == "call_function":
-                if node.target in _INPLACE_OPERATORS:
-                    node.target = _INPLACE_OPERATORS[node.target]
-                elif node.kwargs.get("inplace") is True:
-                    node.kwargs = {**node.kwargs, "inplace": False}
-                else:
-                    name = getattr(node.target, "__name__", "")
-                    if name.endswith("_") and not name.startswith("_") and hasattr(torch, name[:-1]):
-                        node.target = getattr(torch, name[:-1])
-            elif node.op == "call_method":
-                name = str(node.target)
-                if name.endswith("_") and not name.startswith("_") and hasattr(Tensor, name[:-1]):
-                    node.target = name[:-1]
+        owner: dict[str, str] = {}          # node -> the node whose storage it uses
 
-    def _choose_outputs(self, graph: fx.Graph, modules: dict[str, nn.Module]) -> dict[str, fx.Node]:
+        def storage(arg: Any) -> str | None:
+            return owner.get(arg.name, arg.name) if isinstance(arg, fx.Node) else None
+
+        for node in list(module.graph.nodes):
+            first = node.args[0] if node.args else node.kwargs.get("input")
+            source = storage(first)
+            target = module.get_submodule(node.target) if node.op == "call_module" else None
+            in_place = _inplace_name(node) is not None or getattr(target, "inplace", False) is True
+            if in_place and source in kept:
+                GraphRecorder._out_of_place(module, node, target)
+                in_place = False
+            aliasing = (in_place or isinstance(target, _ALIAS_MODULES)
+                        or (node.op == "call_method" and node.target in _ALIAS_METHODS)
+                        or (node.op == "call_function" and node.target in _ALIAS_FUNCTIONS))
+            if aliasing and source is not None:
+                owner[node.name] = source
+
+    @staticmethod
+    def _out_of_place(module: fx.GraphModule, node: fx.Node, target: nn.Module | None) -> None:
+        """Rewrite one in-place node to its out-of-place twin, or give it a copy to write."""
+        if target is not None:
+            replacement = copy.copy(target)
+            replacement.inplace = False
+            parent, _, leaf = node.target.rpartition(".")
+            setattr(module.get_submodule(parent) if parent else module, leaf, replacement)
+            return
+        if node.op == "call_function" and node.target in _INPLACE_OPERATORS:
+            node.target = _INPLACE_OPERATORS[node.target]
+            return
+        if node.kwargs.get("inplace") is True:
+            node.kwargs = {**node.kwargs, "inplace": False}
+            return
+        name = _inplace_name(node) or ""
+        if node.op == "call_method" and hasattr(Tensor, name[:-1]):
+            node.target = name[:-1]
+            return
+        for namespace in (torch, torch.nn.functional):
+            if node.op == "call_function" and hasattr(namespace, name[:-1]):
+                node.target = getattr(namespace, name[:-1])
+                return
+        with module.graph.inserting_before(node):   # no twin (e.g. fill_): let it write a copy
+            copied = module.graph.call_method("clone", (node.args[0],))
+        node.args = (copied, *node.args[1:])
+
+    def _choose_outputs(self, module_outputs: dict[LayerId, fx.Node],
+                        modules: dict[str, nn.Module]) -> dict[str, fx.Node]:
         """Decide which nodes the graph returns; the rest are recomputed from them on demand."""
-        last_node: dict[LayerId, fx.Node] = {}
-        for node in graph.nodes:
-            for path in node.meta.get("nn_module_stack") or {}:
-                last_node[_CALL_SUFFIX.sub("", path)] = node
-            if node.op == "call_module":
-                last_node[str(node.target)] = node
-        wanted = {name: last_node[name] for name in modules if name and name in last_node}
+        wanted = {name: module_outputs[name] for name in modules if name and name in module_outputs}
         self._recipes: dict[str, tuple[nn.Module, str]] = {}
         kept: dict[str, fx.Node] = {}
 

@@ -151,7 +151,8 @@ class ActivationCache:
     """The last few recorded passes, keyed by (model token, image identity).
 
     Used from the job thread only. A small LRU: the current pass plus the one
-    before, so toggling between two images does not recompute.
+    before, so toggling between two images does not recompute. Passes of a
+    model that was replaced are dropped as soon as the new model runs.
     """
 
     def __init__(self, capacity: int = 2) -> None:
@@ -165,6 +166,8 @@ class ActivationCache:
         if found is not None and found.image is image:
             self._passes.move_to_end(key)
             return found
+        for other in [k for k in self._passes if k[0] != model.token]:   # a replaced model's passes
+            del self._passes[other]
         result = run_forward(model, image)
         self._passes[key] = result
         while len(self._passes) > self._capacity:

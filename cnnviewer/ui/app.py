@@ -65,7 +65,9 @@ def run_app(args: argparse.Namespace, started: float | None = None) -> int:
         if not first["done"]:
             first["done"] = True
             ready = time.perf_counter() - started
-            window.show_message(f"Ready: first predictions {ready:.1f} s after launch")
+            window.forward_label.setToolTip(f"first predictions {ready:.1f} s after launch")
+            if not window.statusBar().currentMessage():   # never hide a message the user should read
+                window.show_message(f"Ready: first predictions {ready:.1f} s after launch")
             if os.environ.get(LAUNCH_PROBE_ENV):
                 print(f"window_shown_s={shown:.3f} first_predictions_s={ready:.3f} "
                       f"torch_in_gui_thread_at_show={torch_at_show}", flush=True)

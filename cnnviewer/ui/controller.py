@@ -76,7 +76,7 @@ class Controller(QObject):
         self.session, self.jobs = session, jobs
         self.workbench = LazyWorkbench()
         self.device, self.precision = device, precision
-        self._pending_spec: str | None = None   # a model load in flight
+        self._pending: dict[str, Any] | None = None   # the model load in flight: spec, labels, ...
         self.model_spec: str | None = None   # what the current architecture was built from
         self.catalogue: dict[str, list[tuple[str, str]]] | None = None
         jobs.cancelled.connect(self._on_job_cancelled)
@@ -117,10 +117,10 @@ class Controller(QObject):
         default model is loaded instead, so the window is never left empty.
         """
         device, precision = self.device, self.precision
-        self._pending_spec = spec
+        self._pending = {"spec": spec, "labels": labels, "allow_download": allow_download}
 
         def work(context):
-            from cnnviewer.engine.errors import UntrustedPickleError, WeightsError
+            from cnnviewer.engine.errors import ModelError, UntrustedPickleError, WeightsError
             from cnnviewer.engine.inference import check_runs
             from cnnviewer.engine.loading import load_model, load_weights, read_labels
             names = read_labels(labels) if labels else None
@@ -137,12 +137,12 @@ class Controller(QObject):
                 check_runs(loaded)
             except UntrustedPickleError as error:
                 return Loaded(model, spec, needs_trust=NeedsTrust(weights, str(error)))
-            except WeightsError as error:
+            except (WeightsError, ModelError) as error:   # unreadable, or weights that cannot run
                 return Loaded(model, spec, note=f"Weights not loaded: {error}")
             return Loaded(loaded, _spec_after_weights(loaded, model.name, spec))
 
         def failed(text: str) -> None:
-            self._pending_spec = None
+            self._pending = None
             if self.session.model is None and spec != DEFAULT_MODEL:
                 self.message.emit(f"Could not load {spec}: {text}. Showing {DEFAULT_MODEL} instead.")
                 self.load_model(DEFAULT_MODEL)
@@ -158,8 +158,8 @@ class Controller(QObject):
         While a model is still loading, the weights go to that model (not the
         one on screen), so choosing a model then dropping weights does both.
         """
-        if self._pending_spec is not None:
-            self.load_model(self._pending_spec, weights=str(path), trust=trust)
+        if self._pending is not None:
+            self.load_model(**self._pending, weights=str(path), trust=trust)
             return
         path, current, device, precision = str(path), self.session.model, self.device, self.precision
         spec = self.model_spec
@@ -181,10 +181,10 @@ class Controller(QObject):
 
     def _on_job_cancelled(self, key: str) -> None:
         if key == "model":   # a cancelled load is no longer where dropped weights should go
-            self._pending_spec = None
+            self._pending = None
 
     def _on_model_loaded(self, result) -> None:
-        self._pending_spec = None
+        self._pending = None
         if isinstance(result, NeedsTrust):
             self.trust_needed.emit(result.path, result.message)
             return

@@ -23,6 +23,7 @@ from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
 from cnnviewer.ui.panels.predictions import PredictionsPanel
 
 MAX_RECENT = 10
+CANCELLABLE = ("model", "image")   # loads and downloads; a forward pass is short and always finishes
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
 WEIGHTS_FILTER = "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ");;All files (*)"
 
@@ -115,6 +116,7 @@ class MainWindow(QMainWindow):
         self.model_label = QLabel("model: loading…")
         self.device_label = QLabel("")
         self.forward_label = QLabel("")
+        self.busy_label = QLabel("")   # what runs now; status messages stay readable beside it
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(180)
         self.progress.setRange(0, 0)
@@ -122,7 +124,8 @@ class MainWindow(QMainWindow):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self._on_cancel_clicked)
-        for widget in (self.model_label, self.device_label, self.forward_label, self.progress, self.cancel_button):
+        for widget in (self.model_label, self.device_label, self.forward_label, self.busy_label, self.progress,
+                       self.cancel_button):
             bar.addPermanentWidget(widget)
 
     def _build_menus(self) -> None:
@@ -276,28 +279,34 @@ class MainWindow(QMainWindow):
 
     def _on_job_busy(self, key: str, text: str) -> None:
         self._busy[key] = text
+        self._show_busy()
         self.progress.setRange(0, 0)
-        self.progress.setVisible(True)
-        self.cancel_button.setVisible(True)
-        self.statusBar().showMessage(text + "…")
 
     def _on_job_progress(self, fraction: float, text: str) -> None:
         self.progress.setRange(0, 1000)
         self.progress.setValue(int(fraction * 1000))
-        self.statusBar().showMessage(text)
+        self.busy_label.setText(text)
 
     def _on_job_finished(self, key: str) -> None:
-        text = self._busy.pop(key, None)
-        if text is not None and self.statusBar().currentMessage() == text + "…":
-            self.statusBar().clearMessage()
-        if not self._busy:
-            self.progress.setVisible(False)
-            self.cancel_button.setVisible(False)
+        self._busy.pop(key, None)
+        self._show_busy()
+
+    def _show_busy(self) -> None:
+        """The permanent busy label, progress bar and Cancel (only for loads, which can be long)."""
+        self.busy_label.setText(" · ".join(f"{text}…" for text in self._busy.values()))
+        self.busy_label.setVisible(bool(self._busy))
+        self.progress.setVisible(bool(self._busy))
+        self.cancel_button.setVisible(any(key in CANCELLABLE for key in self._busy))
 
     def _on_cancel_clicked(self) -> None:
-        for key in list(self._busy):
+        for key in [key for key in self._busy if key in CANCELLABLE]:
             self.jobs.cancel(key)
-        self.show_message("Cancelled")
+        if self.session.model is None:
+            self.model_label.setText("model: none")
+            self.predictions.clear("No model loaded: choose one with File > Choose model (Ctrl+M).")
+            self.show_message("Cancelled. Choose a model with File > Choose model (Ctrl+M).")
+        else:
+            self.show_message("Cancelled")
 
     # ---------------------------------------------------------------- settings
     def _remember_recent(self, path: str) -> None:

@@ -364,3 +364,56 @@ def test_derived_outputs_are_recomputed_exactly_and_leave_the_model_alone() -> N
     torch.testing.assert_close(bn_output, expected_bn, rtol=0, atol=0)
     torch.testing.assert_close(relu_output, expected_bn.clamp(0, 6), rtol=0, atol=0)
     assert traced.shape("features.0.2") == tuple(expected_bn.shape)
+
+
+class AliasNet(nn.Module):
+    """In-place ops reached through aliases and functions without a torch.* twin."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.norm = nn.Identity()                  # 'BatchNorm2d(c) if bn else Identity()'
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(4, 4, 3)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.norm(self.conv(x)))
+        y = self.drop(self.conv2(x))
+        torch.nn.functional.leaky_relu_(y)
+        return y.flatten(1).relu_()
+
+
+class TupleBlock(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor):
+        out = self.conv(x)
+        return out, self.head(out)
+
+
+class TupleNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = TupleBlock()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, aux = self.block(x)
+        return out.mean() + aux.mean()
+
+
+@pytest.mark.parametrize("net", [AliasNet, TupleNet])
+def test_traced_recording_matches_hooks_through_aliases_and_tuples(net) -> None:
+    from cnnviewer.engine.graph_capture import graph_recorder
+
+    torch.manual_seed(0)
+    model = net().eval()
+    inputs = torch.randn(1, 3, 12, 12)
+    _, traced = capture_activations(model, inputs)
+    assert graph_recorder(model) is not None                 # the traced path was used
+    _, hooked = capture_with_hooks(model, inputs)
+    for layer, tensor in hooked.items():
+        torch.testing.assert_close(traced[layer], tensor, rtol=0, atol=0, msg=layer)

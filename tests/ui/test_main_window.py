@@ -290,7 +290,7 @@ def test_cancelling_a_model_load_keeps_the_shown_model(window, qtbot, tmp_path):
     model = window.session.model
     window.controller.load_model("resnet50")
     window._on_cancel_clicked()
-    assert window.controller._pending_spec is None
+    assert window.controller._pending is None
     torch.manual_seed(0)
     path = tmp_path / "mnv2.pth"
     torch.save(torchvision.models.mobilenet_v2().state_dict(), path)
@@ -349,3 +349,24 @@ def test_receptive_field_panel_follows_clicks(window, qtbot):
     jump = panel.result.field.jump[0]
     assert window.session.selection.neuron == (round((100 - 0.5) / jump), round((150 - 0.5) / jump))
     assert "Theoretical field" in panel.details.text()
+
+
+def test_weights_that_cannot_run_keep_the_chosen_model(window, qtbot, tmp_path):
+    mlp = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)))
+    path = tmp_path / "mlp.pt"
+    mlp.save(str(path))
+    window.controller.load_model("resnet18", weights=str(path))
+    qtbot.waitUntil(lambda: window.session.model.name == "resnet18", timeout=30000)
+    qtbot.waitUntil(lambda: "Weights not loaded" in window.statusBar().currentMessage(), timeout=5000)
+    assert "cannot run" in window.statusBar().currentMessage()
+
+
+def test_busy_work_does_not_hide_messages(window, qtbot):
+    window.show_message("Something to read")
+    window.controller.load_model("resnet18")
+    assert window.busy_label.isVisible() and "Loading resnet18" in window.busy_label.text()
+    assert window.cancel_button.isVisible()
+    assert window.statusBar().currentMessage() == "Something to read"
+    qtbot.waitUntil(lambda: not window.jobs.runner.is_busy() and window.session.model.name == "resnet18",
+                    timeout=30000)
+    qtbot.waitUntil(lambda: not window.busy_label.isVisible(), timeout=10000)
