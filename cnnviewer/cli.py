@@ -72,6 +72,8 @@ def _export_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, help="PNG file to write")
     parser.add_argument("--layer", help="dotted module name, e.g. features.3")
     parser.add_argument("--channel", type=int)
+    parser.add_argument("--neuron", type=int, nargs=2, metavar=("Y", "X"),
+                        help="neuron of --layer for receptive-field (default: the centre)")
     parser.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=(1000, 700))
     _model_options(parser)
     return parser
@@ -122,7 +124,7 @@ def export_command(args: argparse.Namespace) -> int:
 
     model, image = _load(args)
     export_panel(args.panel, model, image, args.output, layer=args.layer, channel=args.channel,
-                 size=tuple(args.size))
+                 neuron=tuple(args.neuron) if args.neuron else None, size=tuple(args.size))
     print(args.output)
     return 0
 

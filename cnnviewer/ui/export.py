@@ -44,7 +44,8 @@ def _check_channel(panel: str, widget, channel: int | None) -> None:
 
 
 def export_panel(panel: str, model, image, output: str, *, layer: str | None = None,
-                 channel: int | None = None, size: tuple[int, int] = (1000, 700)) -> None:
+                 channel: int | None = None, neuron: tuple[int, int] | None = None,
+                 size: tuple[int, int] = (1000, 700)) -> None:
     """Draw `panel` for this model and image exactly as the app does, and save it.
 
     Raises:
@@ -65,7 +66,9 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
     from cnnviewer.ui.jobs import UiJobs
     from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
     from cnnviewer.ui.panels.filters import FiltersPanel
+    from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
     from cnnviewer.ui.panels.predictions import PredictionsPanel
+    from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
 
     from PySide6.QtCore import qInstallMessageHandler
 
@@ -83,15 +86,22 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
         elif panel == "feature-maps":
             widget = FeatureMapsPanel(session, jobs, controller.workbench)
             controller.forward_ready.connect(widget.show_forward)
-        else:
+        elif panel == "filters":
             widget = FiltersPanel(session, jobs, controller.workbench)
+        elif panel == "model-summary":
+            widget = ModelSummaryPanel(session, jobs, controller.workbench)
+        else:
+            if layer is None:
+                raise CnnViewerError("receptive-field needs --layer (and --neuron Y X, default: the centre)")
+            widget = ReceptiveFieldPanel(session, jobs, controller.workbench)
+            controller.forward_ready.connect(widget.show_forward)
         widget.resize(*size)
         widget.show()
         session.set_model(model)
         session.set_image(image)
         _settle(app, jobs)
-        if layer is not None or channel is not None:
-            session.select(layer=layer or session.selection.layer, channel=channel)
+        if layer is not None or channel is not None or neuron is not None:
+            session.select(layer=layer or session.selection.layer, channel=channel, neuron=neuron)
             _settle(app, jobs)
         _check_channel(panel, widget, channel)
         if errors:

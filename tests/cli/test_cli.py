@@ -60,7 +60,7 @@ def test_predict_with_inferred_architecture_and_labels(photos, tmp_path):
     assert len(rows) == 3 and {r["label"] for r in rows} == {"apple", "banana", "cherry"}
 
 
-@pytest.mark.parametrize("panel", ["predictions", "feature-maps", "filters"])
+@pytest.mark.parametrize("panel", ["predictions", "feature-maps", "filters", "model-summary", "receptive-field"])
 def test_export_writes_png(photos, tmp_path, panel):
     out = tmp_path / f"{panel}.png"
     result = run("export", panel, str(photos["chelsea"]), "-o", str(out), "--layer", "features.3",
@@ -81,6 +81,7 @@ def test_export_writes_png(photos, tmp_path, panel):
     (("export", "teapot", "{photo}", "-o", "x.png"), "invalid choice"),
     (("export", "filters", "{photo}", "-o", "x.png", "--layer", "nope"), "no layer"),
     (("predict",), "required"),
+    (("export", "receptive-field", "{photo}", "-o", "x.png"), "needs --layer"),
     (("predict", "{photo}", "--model", "{nets}:Broken"), "cannot run"),
     (("predict", "{photo}", "--precision", "fp16", "--device", "cpu"), "needs a GPU"),
     (("export", "feature-maps", "{photo}", "-o", "x.png", "--layer", "features.3", "--channel", "500"),
