@@ -163,7 +163,8 @@ def summary_csv(summary: Summary) -> str:
     return buffer.getvalue()
 
 
-def _field_text(row: LayerRow) -> str:
+def field_text(row: LayerRow) -> str:
+    """'35 (jump 4)' or 'whole image'."""
     if row.rf_whole:
         return "whole image"
     size = _plain(row.rf_size[0]) if row.rf_size[0] == row.rf_size[1] else _cell(row.rf_size)
@@ -177,7 +178,7 @@ def summary_table(summary: Summary) -> str:
     lines = [f"{summary.model}, input {_cell(summary.input_shape)} ({summary.method})", header, "-" * len(header)]
     for row in summary.rows:
         lines.append(f"{row.name:<32.32} {row.type:<20.20} {_cell(row.output_shape):<16} {row.units:>11,} "
-                     f"{row.params:>11,} {row.bias_params:>8,} {row.macs:>14,}  {_field_text(row)}")
+                     f"{row.params:>11,} {row.bias_params:>8,} {row.macs:>14,}  {field_text(row)}")
     lines.append("-" * len(header))
     weights = sum(row.params for row in summary.rows)
     biases = sum(row.bias_params for row in summary.rows)

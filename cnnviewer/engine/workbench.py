@@ -18,6 +18,7 @@ from cnnviewer.engine.features import (
 )
 from cnnviewer.engine.images import InputImage
 from cnnviewer.engine.inference import ActivationCache, top_k
+from cnnviewer.engine.architecture import ArchitectureGraph
 from cnnviewer.engine.models import LoadedModel
 from cnnviewer.engine.receptive_field import GradientProbe, NeuronField
 from cnnviewer.engine.summary import Summary, summarize
@@ -43,6 +44,16 @@ class Workbench:
         self.cache = ActivationCache()
         self.probe = GradientProbe()
         self._summaries: dict[int, Summary] = {}   # by model token; the last few models
+        self._graphs: dict[int, ArchitectureGraph] = {}
+
+    def architecture(self, model: LoadedModel) -> ArchitectureGraph:
+        """The model's graph annotated from its summary (built once per model)."""
+        found = self._graphs.get(model.token)
+        if found is None:
+            from cnnviewer.engine.architecture_graph import build_graph
+            found = build_graph(model.module, self.summary(model))
+            self._graphs = {model.token: found}
+        return found
 
     def summary(self, model: LoadedModel) -> Summary:
         """The per-layer table of `model` at its input size (computed once per model)."""

@@ -16,6 +16,7 @@ from cnnviewer.engine.types import WEIGHT_SUFFIXES
 from cnnviewer.ui.controller import Controller
 from cnnviewer.ui.dialogs import ChooseModelDialog, ask_trust
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.panels.architecture import ArchitecturePanel
 from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
 from cnnviewer.ui.panels.filters import FiltersPanel
 from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
@@ -69,6 +70,7 @@ class MainWindow(QMainWindow):
         self.filters = FiltersPanel(session, jobs, controller.workbench)
         self.model_summary = ModelSummaryPanel(session, jobs, controller.workbench)
         self.receptive_field = ReceptiveFieldPanel(session, jobs, controller.workbench)
+        self.architecture = ArchitecturePanel(session, jobs, controller.workbench)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -78,6 +80,8 @@ class MainWindow(QMainWindow):
                        Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["model_summary"])
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["receptive_field"])
+        self._add_dock("architecture", "Architecture", self.architecture, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["architecture"])
         self.docks["feature_maps"].raise_()
         self.setCentralWidget(None)
         self.resizeDocks([self.docks["predictions"], self.docks["feature_maps"]], [520, 880],

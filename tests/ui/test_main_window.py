@@ -370,3 +370,29 @@ def test_busy_work_does_not_hide_messages(window, qtbot):
     qtbot.waitUntil(lambda: not window.jobs.runner.is_busy() and window.session.model.name == "resnet18",
                     timeout=30000)
     qtbot.waitUntil(lambda: not window.busy_label.isVisible(), timeout=10000)
+
+
+def test_architecture_panel_selects_folds_and_exports(window, qtbot, tmp_path):
+    panel = window.architecture
+    window.docks["architecture"].raise_()
+    qtbot.waitUntil(lambda: panel.layout_result is not None, timeout=30000)
+    assert panel.graph.method == "torch.fx" and len(panel.graph.nodes) > 150
+    assert len(panel.items) == len(panel.layout_result.nodes)
+    conv = next(item for item in panel.items.values() if item.placed.node.layer == "features.0.0")
+    panel.view.node_clicked.emit(conv)                                   # graph -> session
+    assert window.session.selection.layer == "features.0.0"
+    assert conv.pen().width() == 3                                       # highlighted
+    window.session.select(layer="features.5")                            # session -> graph
+    assert conv.pen().width() != 3
+    shown = len(panel.items)
+    panel.view.node_double_clicked.emit(conv)                            # fold features.0.0's block
+    qtbot.waitUntil(lambda: len(panel.items) < shown, timeout=10000)
+    block = next(item for item in panel.items.values() if item.placed.node.kind == "block")
+    assert "features.0.0" in block.placed.members[0] or len(block.placed.members) > 1
+    panel.view.node_double_clicked.emit(block)                           # and open it again
+    qtbot.waitUntil(lambda: len(panel.items) == shown, timeout=10000)
+    svg, png = tmp_path / "g.svg", tmp_path / "g.png"
+    panel.export_svg(str(svg))
+    assert panel.export_png(str(png))
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+    assert Image.open(png).size[1] > 1000
