@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from cnnviewer.engine.types import DEFAULT_MODEL, EXPORT_PANELS
+from cnnviewer.engine.types import DEFAULT_MODEL, EXPORT_PANELS, MODEL_ONLY_PANELS
 
 
 
@@ -68,7 +68,7 @@ def _summary_parser() -> argparse.ArgumentParser:
 def _export_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnviewer export", description="Render a panel to PNG without a window.")
     parser.add_argument("panel", choices=EXPORT_PANELS)
-    parser.add_argument("image")
+    parser.add_argument("image", nargs="?", help="input image (not needed for architecture, model-summary)")
     parser.add_argument("-o", "--output", required=True, help="PNG file to write")
     parser.add_argument("--layer", help="dotted module name, e.g. features.3")
     parser.add_argument("--channel", type=int)
@@ -79,14 +79,14 @@ def _export_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, need_image: bool = True):
     """Model (with weights) and image for the headless commands."""
     from cnnviewer.engine.images import load_image
     from cnnviewer.engine.loading import load_model, load_weights, read_labels
     from cnnviewer.engine.memory import keep_freed_memory
 
     keep_freed_memory()
-    image = load_image(args.image)
+    image = load_image(args.image) if need_image else None
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
                        allow_download=True, progress=_stderr_progress)
     labels = read_labels(args.labels) if args.labels else None
@@ -122,7 +122,14 @@ def predict_command(args: argparse.Namespace) -> int:
 def export_command(args: argparse.Namespace) -> int:
     from cnnviewer.ui.export import export_panel
 
-    model, image = _load(args)
+    if args.image is None:
+        if args.panel not in MODEL_ONLY_PANELS:
+            raise UsageError(f"cnnviewer export {args.panel}: needs an IMAGE")
+        from cnnviewer.engine.images import sample_image
+        model, _ = _load(args, need_image=False)
+        image = sample_image()
+    else:
+        model, image = _load(args)
     export_panel(args.panel, model, image, args.output, layer=args.layer, channel=args.channel,
                  neuron=tuple(args.neuron) if args.neuron else None, size=tuple(args.size))
     print(args.output)

@@ -15,6 +15,10 @@ _MERGES = {operator.add: "add", torch.add: "add", torch.cat: "concat", operator.
            torch.mul: "multiply", torch.flatten: "flatten", operator.sub: "subtract"}
 
 
+_ACTIVATION_FUNCTIONS = {"relu", "relu6", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid",
+                         "leaky_relu", "elu", "softmax", "hardtanh", "mish"}
+
+
 def _kind(module: nn.Module) -> str:
     if isinstance(module, nn.modules.conv._ConvNd):
         return "conv"
@@ -63,9 +67,10 @@ def _from_fx(model: nn.Module, summary: Summary) -> ArchitectureGraph:
         elif node.op in ("call_function", "call_method"):
             label = _MERGES.get(node.target) or getattr(node.target, "__name__", str(node.target))
             merge = len(node.all_input_nodes) > 1 or label in ("add", "concat", "multiply")
+            kind = "merge" if merge else "activation" if label.rstrip("_") in _ACTIVATION_FUNCTIONS else \
+                "pool" if "pool" in label else "other"
             shape = tuple(node.meta["tensor_meta"].shape)[1:] if hasattr(node.meta.get("tensor_meta"), "shape") else ()
-            nodes.append(GraphNode(node.name, label, "merge" if merge else "other", None, tuple(stack),
-                                   label, shape))
+            nodes.append(GraphNode(node.name, label, kind, None, tuple(stack), label, shape))
         else:
             continue
         ids.add(node.name)

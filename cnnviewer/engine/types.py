@@ -9,7 +9,9 @@ LayerId = str  # dotted named_modules() name, e.g. 'layer1.0.conv2'; '' is the w
 DEFAULT_MODEL = "mobilenet_v2"   # real ImageNet weights ship offline for it
 # Files the weights loader reads, by suffix (its content decides the format).
 # Panels `cnnviewer export` renders.
-EXPORT_PANELS = ("predictions", "feature-maps", "filters", "model-summary", "receptive-field")
+EXPORT_PANELS = ("predictions", "feature-maps", "filters", "model-summary", "receptive-field", "architecture")
+# Panels that draw the model alone, so `export` needs no image for them.
+MODEL_ONLY_PANELS = ("architecture", "model-summary")
 WEIGHT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar"})
 
 

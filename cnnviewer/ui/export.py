@@ -64,6 +64,7 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
     from cnnviewer.engine.session import Session
     from cnnviewer.ui.controller import Controller
     from cnnviewer.ui.jobs import UiJobs
+    from cnnviewer.ui.panels.architecture import ArchitecturePanel
     from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
     from cnnviewer.ui.panels.filters import FiltersPanel
     from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
@@ -88,6 +89,8 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
             controller.forward_ready.connect(widget.show_forward)
         elif panel == "filters":
             widget = FiltersPanel(session, jobs, controller.workbench)
+        elif panel == "architecture":
+            widget = ArchitecturePanel(session, jobs, controller.workbench)
         elif panel == "model-summary":
             widget = ModelSummaryPanel(session, jobs, controller.workbench)
         else:
@@ -106,7 +109,14 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
         _check_channel(panel, widget, channel)
         if errors:
             raise CnnViewerError(errors[-1])
-        if not widget.grab().save(output, "PNG"):
+        if panel == "architecture":   # the whole graph, not the part the view shows
+            if widget.graph is None:
+                raise CnnViewerError("the architecture graph could not be built")
+            if output.lower().endswith(".svg"):
+                widget.export_svg(output)
+            elif not widget.export_png(output):
+                raise CnnViewerError(f"{output}: cannot write PNG there")
+        elif not widget.grab().save(output, "PNG"):
             raise CnnViewerError(f"{output}: cannot write PNG there")
     finally:
         jobs.runner.close()

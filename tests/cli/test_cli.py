@@ -130,3 +130,15 @@ def test_summary_json_csv_and_text():
     assert lines[0].startswith("name,type,output_shape") and lines[1].startswith("conv1,Conv2d,64x32x32,")
     text = run("summary")
     assert "mobilenet_v2" in text.stdout and "total" in text.stdout and "whole image" in text.stdout
+
+
+@pytest.mark.parametrize("suffix", ["svg", "png"])
+def test_export_architecture_without_an_image(tmp_path, suffix):
+    out = tmp_path / f"arch.{suffix}"
+    result = run("export", "architecture", "--model", "resnet18", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    if suffix == "svg":
+        text = out.read_text()
+        assert "<svg" in text and "layer4" in text
+    else:
+        assert Image.open(out).size[1] > 1000

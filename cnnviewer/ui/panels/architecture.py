@@ -36,7 +36,8 @@ class NodeItem(QGraphicsPathItem):
                                           else "\n(double-click to fold its block)" if node.blocks else ""))
         self.setAcceptHoverEvents(True)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
-        title = node.label.rsplit(".", 1)[-1] if node.kind not in ("block",) else node.label
+        # Full dotted names; long ones keep their informative end ('…denselayer1.conv1').
+        title = node.label if len(node.label) <= 20 else "…" + node.label[-19:]
         sub = node.type_name if node.kind != "block" else f"{len(placed.members)} ops"
         text = QGraphicsSimpleTextItem(f"{_short(title, 20)}\n{_short(sub, 22)}", self)
         font = QFont()
