@@ -142,16 +142,25 @@ def layout(graph: ArchitectureGraph, collapsed: frozenset[str] = frozenset()) ->
 
 
 def default_collapsed(graph: ArchitectureGraph, limit: int = 160) -> frozenset[str]:
-    """Blocks to fold at first so a big model opens readable: the deepest level that gets under `limit`."""
+    """Blocks to fold at first so a big model opens readable.
+
+    The deepest level of blocks whose folding leaves at most `limit` nodes and
+    not many more edges than nodes (DenseNet's layers fan into every later
+    concatenation, so there the dense blocks themselves fold).
+    """
     blocks = graph.blocks()
     if len(graph.nodes) <= limit or not blocks:
         return frozenset()
-    for depth in range(1, max(b.count(".") for b in blocks) + 2):
-        chosen = frozenset(b for b in blocks if b.count(".") == depth - 1)
-        visible = {_visible_id(n, chosen) for n in graph.nodes}
-        if len(visible) <= limit:
-            deeper = frozenset(b for b in blocks if b.count(".") == depth)
-            if deeper and len({_visible_id(n, deeper) for n in graph.nodes}) <= limit:
-                continue
+
+    def readable(chosen: frozenset[str]) -> bool:
+        owner = {n.id: _visible_id(n, chosen) for n in graph.nodes}
+        edges = {(owner[a], owner[b]) for a, b in graph.edges if owner[a] != owner[b]}
+        count = len(set(owner.values()))
+        return count <= limit and len(edges) <= 2 * count
+
+    deepest = max(block.count(".") for block in blocks)
+    for depth in range(deepest, -1, -1):
+        chosen = frozenset(b for b in blocks if b.count(".") == depth)
+        if readable(chosen):
             return chosen
     return frozenset(b for b in blocks if "." not in b)

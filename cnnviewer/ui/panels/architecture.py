@@ -202,7 +202,9 @@ class ArchitecturePanel(QWidget):
         if scale == whole:
             self.view.centerOn(rect.center())
         else:   # start at the input, readable; scroll or zoom out for the rest
-            self.view.centerOn(rect.center().x(), rect.top() + viewport.height() / (2 * scale))
+            first = next(iter(self.items.values()), None)
+            x = first.pos().x() if first is not None else rect.center().x()
+            self.view.centerOn(x, rect.top() + viewport.height() / (2 * scale))
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override: refit until the user zooms
         super().resizeEvent(event)
