@@ -52,6 +52,17 @@ class Field:
             jump.append(self.jump[axis] * stride[axis])
         return Field(tuple(size), tuple(jump), tuple(start), self.whole)
 
+    def through_transposed(self, kernel, stride, padding, dilation=(1, 1)) -> Field:
+        """The field after a transposed convolution: output o reads inputs (o + p - t) / s."""
+        size, jump, start = [], [], []
+        for axis in range(2):
+            k_eff = dilation[axis] * (kernel[axis] - 1) + 1
+            step = self.jump[axis] / stride[axis]
+            size.append(self.size[axis] + (k_eff - 1) * step)
+            start.append(self.start[axis] + (padding[axis] - (k_eff - 1) / 2) * step)
+            jump.append(step)
+        return Field(tuple(size), tuple(jump), tuple(start), self.whole)
+
     def union(self, other: Field) -> Field:
         """The field covering both branches (add, concat)."""
         if self.whole or other.whole:

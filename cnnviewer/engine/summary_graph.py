@@ -24,17 +24,25 @@ def _pair(value) -> tuple[int, int]:
 
 def _window(module: nn.Module) -> dict | None:
     """kernel/stride/padding/dilation of a sliding-window module, None for others."""
-    if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d)):
         kernel = _pair(module.kernel_size)
         stride = _pair(module.stride if module.stride is not None else module.kernel_size)
         padding = _pair(module.padding) if not isinstance(module.padding, str) else \
             tuple(((d * (k - 1)) // 2) for k, d in zip(kernel, _pair(getattr(module, "dilation", 1))))
         dilation = _pair(getattr(module, "dilation", 1))
         hyper = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
-        if isinstance(module, nn.Conv2d):
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             hyper["groups"] = module.groups
+        if isinstance(module, nn.ConvTranspose2d):
+            hyper["transposed"] = True
         return hyper
     return None
+
+
+def _apply(rf: Field, hyper: dict) -> Field:
+    """The field after a window module (transposed convolutions spread instead of gather)."""
+    move = rf.through_transposed if hyper.get("transposed") else rf.through
+    return move(hyper["kernel"], hyper["stride"], hyper["padding"], hyper["dilation"])
 
 
 def _adaptive_window(in_size: tuple[int, int], out_size: tuple[int, int]) -> dict | None:
@@ -114,7 +122,7 @@ def _summarize_graph(model: nn.Module, inputs: torch.Tensor,
                     rf = Field(rf.size, rf.jump, rf.start, True)
                     hyper = None
             if hyper is not None and not rf.whole:
-                rf = rf.through(hyper["kernel"], hyper["stride"], hyper["padding"], hyper["dilation"])
+                rf = _apply(rf, hyper)
             if isinstance(module, (nn.Linear, nn.Flatten)) or len(shape) < 3:
                 rf = Field(rf.size, rf.jump, rf.start, True)
             fields[node] = rf
@@ -158,7 +166,7 @@ def _summarize_hooks(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int
         if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and shape[-2:] == (1, 1):
             rf = Field(rf.size, rf.jump, rf.start, True)
         elif hyper and not rf.whole:
-            rf = rf.through(hyper["kernel"], hyper["stride"], hyper["padding"], hyper["dilation"])
+            rf = _apply(rf, hyper)
         if isinstance(module, nn.Linear) or len(shape) < 3:
             rf = Field(rf.size, rf.jump, rf.start, True)
         if name not in seen:

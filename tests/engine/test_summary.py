@@ -127,3 +127,19 @@ def test_untraceable_models_fall_back_to_hooks():
     assert summary.method.startswith("forward hooks")
     assert [row.name for row in summary.rows] == ["conv", "pool"]
     assert summary.rows[1].rf_size == (4.0, 4.0)
+
+
+def test_transposed_convolution_fields_match_the_gradient():
+    model = positive(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU(),
+                                   nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.ReLU(),
+                                   nn.ConvTranspose2d(4, 4, 4, stride=2, padding=1)))
+    size = 64
+    top, left, bottom, right, (y, x) = gradient_box(model, "4", size)
+    field = summarize(model, (size, size)).field("4")
+    assert field.jump == (2.0, 2.0)                      # upsampling halves the jump
+    theory = field.box(y, x)
+    # A transposed conv with k=4, s=2 reads 2 input positions for some outputs, 1.5 on
+    # average in the formula: the field is the bound over positions, so it contains the
+    # measured one and exceeds it by less than one input step (4 px here).
+    assert theory[0] <= top and theory[1] <= left and bottom <= theory[2] and right <= theory[3]
+    assert (theory[2] - theory[0]) - (bottom - top) < 4
