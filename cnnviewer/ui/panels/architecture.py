@@ -127,9 +127,22 @@ class ArchitecturePanel(QWidget):
         layout_box.setContentsMargins(4, 4, 4, 4)
         layout_box.addLayout(top)
         layout_box.addWidget(self.view, 1)
+        layout_box.addWidget(self.legend())
         layout_box.addWidget(self.status)
         session.model_changed.connect(lambda _model: self.refresh())
         session.selection_changed.connect(self._on_selection_changed)
+
+    @staticmethod
+    def legend() -> QLabel:
+        """Colour key of the node kinds."""
+        names = {"conv": "conv", "pool": "pool", "norm": "norm", "activation": "activation",
+                 "linear": "linear", "merge": "add / concat", "block": "folded block", "other": "other"}
+        swatches = "&nbsp;&nbsp;".join(
+            f"<span style='background:{QColor(COLOURS[kind]).lighter(135 if kind != 'block' else 100).name()};'>"
+            f"&nbsp;&nbsp;&nbsp;&nbsp;</span>&nbsp;{text}" for kind, text in names.items())
+        label = QLabel(swatches)
+        label.setTextFormat(Qt.TextFormat.RichText)
+        return label
 
     # ---------------------------------------------------------------- engine
     def refresh(self) -> None:
