@@ -36,6 +36,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
+from cnnviewer.engine.modes import eval_mode
 from cnnviewer.engine.types import LayerId
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,8 @@ class Activations(Mapping[LayerId, Tensor]):
         if node not in self._stored:
             module, source = self._recipes[node]
             source_value = self._value(source)
-            training = module.training
-            module.training = False          # BatchNorm: running statistics, as in the pass
-            try:
-                with torch.inference_mode():
-                    self._stored[node] = module(source_value)
-            finally:
-                module.training = training
+            with eval_mode(module), torch.inference_mode():   # BatchNorm: running statistics
+                self._stored[node] = module(source_value)
         return self._stored[node]
 
     def __getitem__(self, name: LayerId) -> Tensor:
@@ -285,16 +281,12 @@ def graph_recorder(model: nn.Module) -> GraphRecorder | None:
     with _lock:
         if model in _recorders:
             return _recorders[model]
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        recorder: GraphRecorder | None = GraphRecorder(model)
-    except Exception as error:  # noqa: BLE001 - any tracing failure means: use hooks
-        log.info("torch.fx cannot trace %s (%s); recording with hooks", type(model).__name__, error)
-        recorder = None
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with eval_mode(model):
+        try:
+            recorder: GraphRecorder | None = GraphRecorder(model)
+        except Exception as error:  # noqa: BLE001 - any tracing failure means: use hooks
+            log.info("torch.fx cannot trace %s (%s); recording with hooks", type(model).__name__, error)
+            recorder = None
     with _lock:
         _recorders[model] = recorder
     return recorder

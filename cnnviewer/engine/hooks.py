@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cnnviewer.engine.modes import eval_mode
 from cnnviewer.engine.types import LayerId
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,7 @@ def capture_activations(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[Lay
     """
     from cnnviewer.engine import graph_capture
 
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
+    with eval_mode(model):
         recorder = graph_capture.graph_recorder(model)
         if recorder is not None:
             try:
@@ -114,9 +113,6 @@ def capture_activations(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[Lay
                 graph_capture.forget(model)
         output, recorded = capture_with_hooks(model, inputs)
         return output, graph_capture.Activations.of(recorded)
-    finally:
-        for module, training in modes.items():
-            module.training = training
 
 
 def prepare_capture(model: nn.Module, inputs: Tensor) -> None:

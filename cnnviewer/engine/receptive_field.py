@@ -18,6 +18,7 @@ import torch
 from cnnviewer.engine.images import InputImage
 from cnnviewer.engine.inference import prepare_input
 from cnnviewer.engine.models import LoadedModel
+from cnnviewer.engine.modes import eval_mode
 from cnnviewer.engine.summary import Field
 from cnnviewer.engine.types import LayerId
 
@@ -84,18 +85,11 @@ class GradientProbe:
             captured["output"] = output if isinstance(output, torch.Tensor) else output[0]
             raise _Stop
 
-        modes = {m: m.training for m in model.module.modules()}
-        model.module.eval()
-        handle = module.register_forward_hook(hook)
-        try:
-            with torch.enable_grad():
+        with eval_mode(model.module), module.register_forward_hook(hook), torch.enable_grad():
+            try:
                 model.module(inputs)
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-            for m, training in modes.items():
-                m.training = training
+            except _Stop:
+                pass
         if "output" not in captured:
             raise ValueError(f"layer {layer!r} did not run")
         self._inputs, self._output, self._display = inputs, captured["output"], prepared.display

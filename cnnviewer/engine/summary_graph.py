@@ -14,6 +14,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnviewer.engine.modes import eval_mode
 from cnnviewer.engine.summary import Field, LayerRow, Summary
 from cnnviewer.engine.types import LayerId
 
@@ -181,14 +182,12 @@ def summarize(model: nn.Module, input_size: tuple[int, int] = (224, 224), *, nam
 
     The model's training flags are restored; gradients are off.
     """
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     channels = first_conv.in_channels if first_conv is not None and channels == 3 else channels
     inputs = torch.zeros(1, channels, *input_size, device=device, dtype=dtype)
-    try:
+    with eval_mode(model):
         macs = _module_macs(model, inputs)
         try:
             rows, fields = _summarize_graph(model, inputs, macs)
@@ -197,7 +196,4 @@ def summarize(model: nn.Module, input_size: tuple[int, int] = (224, 224), *, nam
             rows = _summarize_hooks(model, inputs, macs)
             fields = {row.name: Field(row.rf_size, row.rf_jump, row.rf_start, row.rf_whole) for row in rows}
             method = "forward hooks (sequential fields)"
-    finally:
-        for module, training in modes.items():
-            module.training = training
     return Summary(name or type(model).__name__, (channels, *input_size), tuple(rows), method, fields)
