@@ -9,6 +9,7 @@ import torch.fx as fx
 from torch import nn
 
 from cnnviewer.engine.architecture import ArchitectureGraph, GraphNode
+from cnnviewer.engine.hooks import leaf_hooks
 from cnnviewer.engine.summary import Summary, field_text
 
 _MERGES = {operator.add: "add", torch.add: "add", torch.cat: "concat", operator.mul: "multiply",
@@ -85,12 +86,9 @@ def _from_hooks(model: nn.Module, summary: Summary) -> ArchitectureGraph:
     nodes = [GraphNode("input", "input", "input", None, (), "input", summary.input_shape)]
     edges: list[tuple[str, str]] = []
     calls: dict[str, int] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if any(True for _ in module.children()):
-            continue
 
-        def hook(mod, args, output, name=name):
+    def hook_for(name: str):
+        def hook(mod, args, output):
             count = calls[name] = calls.get(name, 0) + 1
             node_id = name if count == 1 else f"{name}@{count}"
             row = rows.get(name)
@@ -104,15 +102,14 @@ def _from_hooks(model: nn.Module, summary: Summary) -> ArchitectureGraph:
                     edges.append((producers.get(id(arg), "input"), node_id))
             if isinstance(output, torch.Tensor):
                 producers[id(output)] = node_id
-        handles.append(module.register_forward_hook(hook))
-    inputs = torch.zeros(1, *summary.input_shape)
+        return hook
+
+    parameter = next(model.parameters(), None)
+    inputs = torch.zeros(1, *summary.input_shape, device=parameter.device if parameter is not None else "cpu",
+                         dtype=parameter.dtype if parameter is not None else torch.float32)
     producers[id(inputs)] = "input"
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with leaf_hooks(model, hook_for), torch.no_grad():
+        model(inputs)
     known = {node.id for node in nodes}
     return ArchitectureGraph(summary.model, tuple(nodes),
                              tuple((a, b) for a, b in edges if a in known and b in known),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
@@ -151,6 +151,16 @@ def capture_with_hooks(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[Laye
     with torch.inference_mode(), record_outputs(model, clone=clone) as recorded:
         output = model(inputs)
     return output, recorded
+
+
+@contextmanager
+def leaf_hooks(model: nn.Module, hook_for: Callable[[LayerId], Callable[..., None]]) -> Iterator[None]:
+    """Install `hook_for(name)` as the forward hook of every leaf module while inside."""
+    with ExitStack() as stack:
+        for name, module in model.named_modules():
+            if next(module.children(), None) is None:
+                stack.enter_context(module.register_forward_hook(hook_for(name)))
+        yield
 
 
 def has_hooks(model: nn.Module) -> bool:

@@ -14,6 +14,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnviewer.engine.hooks import leaf_hooks
 from cnnviewer.engine.modes import eval_mode
 from cnnviewer.engine.summary import Field, LayerRow, Summary
 from cnnviewer.engine.types import LayerId
@@ -147,20 +148,15 @@ def _summarize_graph(model: nn.Module, inputs: torch.Tensor,
 def _summarize_hooks(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int]) -> list[LayerRow]:
     """Leaf modules in execution order, fields composed as if they formed a chain."""
     order: list[tuple[str, nn.Module, tuple[int, ...], tuple[int, ...]]] = []
-    handles = []
-    for name, module in model.named_modules():
-        if not any(True for _ in module.children()):
-            def hook(mod, args, output, name=name):
-                shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else ()
-                in_shape = tuple(args[0].shape[1:]) if args and isinstance(args[0], torch.Tensor) else ()
-                order.append((name, mod, shape, in_shape))
-            handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
+    def hook_for(name: str):
+        def hook(mod, args, output):
+            shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) else ()
+            in_shape = tuple(args[0].shape[1:]) if args and isinstance(args[0], torch.Tensor) else ()
+            order.append((name, mod, shape, in_shape))
+        return hook
+
+    with leaf_hooks(model, hook_for), torch.no_grad():
+        model(inputs)
     rf, rows, seen = Field(), [], set()
     for name, module, shape, in_shape in order:
         hyper = _window(module) or {}
