@@ -291,3 +291,65 @@ def attribute(method: str, model: nn.Module, inputs: Tensor, target: Target, **o
     if method == "occlusion":
         return occlusion(model, inputs, target, **options)
     raise ValueError(f"unknown method {method!r}; choose {', '.join(METHODS)}")
+
+
+@dataclass(frozen=True, eq=False)
+class GradientResult:
+    """One gradient view: (C, H, W) float32 attribution aligned with `display`."""
+
+    method: str
+    target: Target
+    attribution: np.ndarray
+    display: np.ndarray
+    options: dict
+    milliseconds: float
+
+
+def gradcam_layer(summary, layer: LayerId | None) -> LayerId:
+    """Grad-CAM's layer: the target's layer when it has spatial maps, else the last such layer."""
+    spatial = [row.name for row in summary.rows if len(row.output_shape) == 3 and not row.rf_whole]
+    if layer is not None and layer in summary.fields and not summary.fields[layer].whole:
+        rows = [name for name in spatial if name == layer or name.startswith(f"{layer}.")]
+        if rows:
+            return layer
+    if not spatial:
+        raise ValueError("Grad-CAM needs a layer with spatial maps; this model has none")
+    return spatial[-1]
+
+
+# --------------------------------------------------------------------------- pictures
+
+DisplayMode = Literal["heat", "signed", "rgb", "overlay"]
+DISPLAY_MODES: tuple[str, ...] = ("heat", "signed", "rgb", "overlay")
+
+
+def render(attribution: np.ndarray, mode: str, display: np.ndarray, opacity: float = 0.6) -> np.ndarray:
+    """Draw a (C, H, W) attribution as (H, W, 3) uint8.
+
+    heat: max |a| over channels (the notes' saliency); signed: sum over channels,
+    blue negative, red positive, zero white; rgb: the gradient itself as an image
+    (centred, ±3 std); overlay: the heat map over the input picture.
+    """
+    from cnnviewer.engine.features import colormap_table
+
+    values = np.asarray(attribution, dtype=np.float32)
+    if mode == "rgb" and values.shape[0] == 3:
+        centred = values - values.mean()
+        scaled = centred / (3 * centred.std() + 1e-12) * 0.5 + 0.5
+        return np.ascontiguousarray((np.clip(scaled, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0))
+    if mode == "signed":
+        signed = values.sum(axis=0)
+        limit = float(np.percentile(np.abs(signed), 99.5)) or float(np.abs(signed).max()) or 1.0
+        indices = np.clip((signed / limit * 0.5 + 0.5) * 255, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(colormap_table("coolwarm")[indices])
+    heat = np.abs(values).max(axis=0)
+    # Gradients are heavy-tailed: scale to the 99.5th percentile so more than a few pixels show.
+    peak = float(np.percentile(heat, 99.5)) or float(heat.max()) or 1.0
+    heat = np.clip(heat / peak, 0, 1)
+    indices = (heat * 255).astype(np.uint8)
+    coloured = colormap_table("inferno")[indices]
+    if mode != "overlay":
+        return np.ascontiguousarray(coloured)
+    weight = np.sqrt(heat)[..., None] * opacity
+    blended = display.astype(np.float32) * (1 - weight) + coloured.astype(np.float32) * weight
+    return np.ascontiguousarray(np.clip(blended, 0, 255).astype(np.uint8))

@@ -8,6 +8,7 @@ layer, channel or display options never runs the model again.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,8 @@ from cnnviewer.engine.features import (
 from cnnviewer.engine.images import InputImage
 from cnnviewer.engine.inference import ActivationCache, top_k
 from cnnviewer.engine.architecture import ArchitectureGraph
+from cnnviewer.engine.gradients import GradientResult, Target, gradcam_layer
+from cnnviewer.engine.jobs import Cancelled
 from cnnviewer.engine.models import LoadedModel
 from cnnviewer.engine.receptive_field import GradientProbe, NeuronField
 from cnnviewer.engine.summary import Summary, summarize
@@ -133,3 +136,34 @@ class Workbench:
                                   channel if channel is not None and channel < values.shape[0] else None,
                                   fields[layer])
         return result, np.ascontiguousarray(picture)
+
+    def gradient(self, model: LoadedModel, image: InputImage, method: str, target: Target,
+                 context=None, **options) -> GradientResult:
+        """One gradient view of the current input as a (C, H, W) float32 attribution."""
+        from cnnviewer.engine import gradients
+        from cnnviewer.engine.inference import prepare_input
+
+        prepared = prepare_input(image, model.preprocess, model.device, model.dtype, model.input_channels)
+        summary = self.summary(model)
+        if method == "grad-cam":
+            options.setdefault("layer", gradcam_layer(summary, target.layer))
+        if method == "occlusion":
+            size = prepared.display.shape[0]
+            field = summary.fields.get(target.layer) if target.layer and target.neuron else None
+            patch = int(min(field.size[0], size // 2)) if field is not None and not field.whole else max(8, size // 7)
+            options.setdefault("patch", patch)
+            options.setdefault("stride", max(1, options["patch"] // 2))
+            options.setdefault("mean", model.preprocess.mean)
+            options.setdefault("std", model.preprocess.std)
+        if method in ("occlusion", "integrated-gradients") and context is not None:
+            options.setdefault("cancel", context.cancel)
+            options.setdefault("progress", lambda f: context.progress(f, f"{method}: {f:.0%}"))
+        start = time.perf_counter()
+        try:
+            attribution = gradients.attribute(method, model.module, prepared.tensor, target, **options)
+        except InterruptedError:
+            raise Cancelled() from None
+        values = attribution.detach()[0].float().cpu().numpy()
+        shown = {k: v for k, v in options.items() if k in ("layer", "patch", "stride", "fill", "steps")}
+        return GradientResult(method, target, np.ascontiguousarray(values), prepared.display, shown,
+                              (time.perf_counter() - start) * 1000.0)

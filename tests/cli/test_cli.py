@@ -142,3 +142,23 @@ def test_export_architecture_without_an_image(tmp_path, suffix):
         assert "<svg" in text and "layer4" in text
     else:
         assert Image.open(out).size[1] > 1000
+
+
+def test_export_gradients_png_and_npy(photos, tmp_path):
+    import numpy as np
+
+    out, raw = tmp_path / "sal.png", tmp_path / "sal.npy"
+    result = run("export", "gradients", str(photos["chelsea"]), "--method", "saliency", "-o", str(out),
+                 "--npy", str(raw))
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).size == (224, 224)
+    values = np.load(raw)
+    assert values.shape == (224, 224, 3) and values.dtype == np.float32 and values.min() >= 0
+    cam = tmp_path / "cam.npy"
+    result = run("export", "gradients", str(photos["chelsea"]), "--method", "grad-cam", "--layer", "features.6",
+                 "--channel", "2", "--neuron", "5", "5", "-o", str(tmp_path / "cam.png"), "--npy", str(cam))
+    assert result.returncode == 0, result.stderr
+    assert np.load(cam).shape == (224, 224)
+    bad = run("export", "gradients", str(photos["chelsea"]), "--method", "saliency", "--layer", "nope",
+              "-o", str(out))
+    assert bad.returncode == 2 and "no layer" in bad.stderr
