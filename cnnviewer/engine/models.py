@@ -92,10 +92,13 @@ class LoadedModel:
     # Filled in on construction (on the job thread), so the GUI thread reads
     # plain tuples and never walks the nn.Module itself.
     layer_names: tuple[str, ...] = field(init=False)
+    layer_types: tuple[str, ...] = field(init=False)   # class names, parallel to layer_names
     input_channels: int = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "layer_names", tuple(name for name, _ in self.module.named_modules()))
+        named = list(self.module.named_modules())
+        object.__setattr__(self, "layer_names", tuple(name for name, _ in named))
+        object.__setattr__(self, "layer_types", tuple(type(module).__name__ for _, module in named))
         first_conv = next((m for m in self.module.modules() if isinstance(m, nn.Conv2d)), None)
         channels = first_conv.in_channels if first_conv is not None else 3
         object.__setattr__(self, "input_channels", 1 if channels == 1 else 3)

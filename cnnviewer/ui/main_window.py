@@ -19,6 +19,7 @@ from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.panels.architecture import ArchitecturePanel
 from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
 from cnnviewer.ui.panels.filters import FiltersPanel
+from cnnviewer.ui.panels.gradients import GradientsPanel
 from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
 from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
 from cnnviewer.ui.panels.predictions import PredictionsPanel
@@ -71,6 +72,7 @@ class MainWindow(QMainWindow):
         self.model_summary = ModelSummaryPanel(session, jobs, controller.workbench)
         self.receptive_field = ReceptiveFieldPanel(session, jobs, controller.workbench)
         self.architecture = ArchitecturePanel(session, jobs, controller.workbench)
+        self.gradients = GradientsPanel(session, jobs, controller.workbench)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -82,6 +84,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["receptive_field"])
         self._add_dock("architecture", "Architecture", self.architecture, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["architecture"])
+        self._add_dock("gradients", "Gradients", self.gradients, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["gradients"])
         self.docks["feature_maps"].raise_()
         self.setCentralWidget(None)
         self.resizeDocks([self.docks["predictions"], self.docks["feature_maps"]], [520, 880],
@@ -267,6 +271,7 @@ class MainWindow(QMainWindow):
         self.predictions.show_predictions(summary)
         self.feature_maps.show_forward(summary)
         self.receptive_field.show_forward(summary)
+        self.gradients.show_forward(summary)
         if self.filters.view is None:
             self.filters.refresh()
 

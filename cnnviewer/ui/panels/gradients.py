@@ -1,0 +1,207 @@
+"""Gradients: saliency, guided backprop, DeconvNet, Grad-CAM, integrated gradients, occlusion."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (
+    QComboBox, QCompleter, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget,
+)
+
+from cnnviewer.engine.gradients import DISPLAY_MODES, METHODS, Target, render
+from cnnviewer.engine.session import Session
+from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.widgets.image_canvas import ImageCanvas
+
+ALL = "all, side by side"
+RELU_FREE = ("SiLU", "GELU", "Hardswish", "Mish", "ELU")
+
+
+class GradientsPanel(QWidget):
+    """One gradient view (or all of them) for the current image and target."""
+
+    def __init__(self, session: Session, jobs: UiJobs, workbench, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._session, self._jobs, self._workbench = session, jobs, workbench
+        self.results: list = []
+        self._top_class: int | None = None
+        self._forward_ready = False
+        self.method = _combo([*METHODS, ALL])
+        self.target_kind = _combo(["top-1 class", "chosen class", "selected channel", "selected neuron"])
+        self.class_box = QComboBox()
+        self.class_box.setEditable(True)
+        self.class_box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.class_box.completer().setFilterMode(Qt.MatchFlag.MatchContains)
+        self.class_box.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+        self.class_box.setMinimumWidth(180)
+        self.display = _combo(list(DISPLAY_MODES))
+        self.display.setCurrentText("overlay")
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(60)
+        self.opacity.setMaximumWidth(100)
+        self.fill = _combo(["gray", "blur", "zero"])
+        self.stride = QSpinBox()
+        self.stride.setRange(0, 112)
+        self.stride.setSpecialValueText("auto")
+        self.stride.setPrefix("stride ")
+        self.export_button = QPushButton("PNG…")
+        self.export_button.clicked.connect(self._on_export_clicked)
+        self.canvas = ImageCanvas(self)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        row1, row2 = QHBoxLayout(), QHBoxLayout()
+        for text, widget in (("Method", self.method), ("Target", self.target_kind), ("", self.class_box)):
+            if text:
+                row1.addWidget(QLabel(text))
+            row1.addWidget(widget)
+        row1.addStretch(1)
+        for text, widget in (("Show", self.display), ("Opacity", self.opacity), ("Occlusion", self.fill),
+                             ("", self.stride), ("", self.export_button)):
+            if text:
+                row2.addWidget(QLabel(text))
+            row2.addWidget(widget)
+        row2.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(row1)
+        layout.addLayout(row2)
+        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.info)
+        self._debounce = QTimer(self, singleShot=True, interval=80)   # sliders and typing settle first
+        self._debounce.timeout.connect(self.refresh)
+        for combo in (self.method, self.target_kind, self.fill):
+            combo.currentIndexChanged.connect(self._debounce.start)
+        self.class_box.activated.connect(lambda _i: self._choose_class())
+        self.stride.valueChanged.connect(self._debounce.start)
+        self.display.currentIndexChanged.connect(self.redraw)
+        self.opacity.valueChanged.connect(self.redraw)
+        session.model_changed.connect(self._on_model_changed)
+        session.image_changed.connect(lambda _image: self._debounce.start())
+        session.selection_changed.connect(self._on_selection_changed)
+
+    # ---------------------------------------------------------------- intent
+    def _on_model_changed(self, model) -> None:
+        self._forward_ready = False
+        self.class_box.blockSignals(True)
+        self.class_box.clear()
+        self.class_box.addItems([f"{i}: {name}" for i, name in enumerate(model.categories)])
+        self.class_box.blockSignals(False)
+
+    def _choose_class(self) -> None:
+        self.target_kind.setCurrentText("chosen class")
+        self._debounce.start()
+
+    def _on_selection_changed(self, _selection) -> None:
+        if self.target_kind.currentText() in ("selected channel", "selected neuron"):
+            self._debounce.start()
+
+    def show_forward(self, summary) -> None:
+        """The model ran on the image: top-1 known, views can be computed."""
+        self._top_class = summary.predictions[0].index if summary.predictions else None
+        self._forward_ready = True
+        if self._top_class is not None and self.target_kind.currentText() == "top-1 class":
+            self.class_box.blockSignals(True)
+            self.class_box.setCurrentIndex(self._top_class)
+            self.class_box.blockSignals(False)
+        self._debounce.start()
+
+    def target(self) -> Target | None:
+        """The target from the controls and the shared selection; None when it is incomplete."""
+        kind, selection = self.target_kind.currentText(), self._session.selection
+        if kind == "top-1 class":
+            return None if self._top_class is None else Target(class_index=self._top_class)
+        if kind == "chosen class":
+            text = self.class_box.currentText().split(":", 1)[0].strip()
+            return Target(class_index=int(text)) if text.isdigit() else None
+        if not selection.layer:
+            return None
+        neuron = selection.neuron if kind == "selected neuron" else None
+        if kind == "selected neuron" and neuron is None:
+            return None
+        return Target(layer=selection.layer, channel=selection.channel or 0, neuron=neuron)
+
+    # ---------------------------------------------------------------- engine
+    def refresh(self) -> None:
+        """Compute the chosen view(s) on the job thread; occlusion and IG report progress."""
+        session, workbench = self._session, self._workbench
+        model, image, target = session.model, session.image, self.target()
+        if not self._forward_ready or model is None or image is None or not self.isVisible():
+            return
+        if target is None:
+            self.info.setText("Choose a target: a class, or select a layer/channel (and a neuron) in another panel.")
+            return
+        methods = list(METHODS) if self.method.currentText() == ALL else [self.method.currentText()]
+        fill, stride = self.fill.currentText(), self.stride.value()
+
+        def work(context):
+            results = []
+            for method in methods:
+                options = {}
+                if method == "occlusion":
+                    options["fill"] = fill
+                    if stride:
+                        options["stride"] = stride
+                if method == "integrated-gradients":
+                    options["steps"] = 32
+                results.append(workbench().gradient(model, image, method, target, context, **options))
+            return results
+
+        self.info.setText(f"Computing {', '.join(methods)} of {target.describe()}…")
+        self._jobs.submit("gradients", work, on_done=self._on_results, on_error=self.info.setText,
+                          label="Gradients")
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override: compute only when looked at
+        super().showEvent(event)
+        self._debounce.start()
+
+    # ---------------------------------------------------------------- drawing
+    def _on_results(self, results) -> None:
+        self.results = results
+        self.redraw()
+        model = self._session.model
+        parts = [f"{r.method} {r.milliseconds:.0f} ms" + (f" ({_options(r.options)})" if r.options else "")
+                 for r in results]
+        note = ""
+        if model is not None and any(r.method in ("guided-backprop", "deconvnet") for r in results):
+            others = sorted({name for name in RELU_FREE if any(t.endswith(name) for t in model.layer_types)})
+            if others:
+                note = (f" Guided backprop and DeconvNet change only ReLU/ReLU6; {', '.join(others)} "
+                        "keep their ordinary gradient.")
+        self.info.setText(f"<b>{results[0].target.describe()}</b>: " + "; ".join(parts) + "." + note)
+
+    def redraw(self) -> None:
+        """Draw the results with the current display mode (no recomputation)."""
+        if not self.results:
+            return
+        mode, opacity = self.display.currentText(), self.opacity.value() / 100
+        pictures = [render(r.attribution, mode, r.display, opacity) for r in self.results]
+        if len(pictures) == 1:
+            self.canvas.show_image(pictures[0], keep_view=True)
+            return
+        height, width = pictures[0].shape[:2]
+        columns = 3
+        rows = -(-len(pictures) // columns)
+        grid = np.full((rows * (height + 4), columns * (width + 4), 3), 40, dtype=np.uint8)
+        for index, picture in enumerate(pictures):
+            y, x = divmod(index, columns)
+            grid[y * (height + 4):y * (height + 4) + height, x * (width + 4):x * (width + 4) + width] = picture
+        self.canvas.show_image(np.ascontiguousarray(grid), keep_view=True)
+
+    def _on_export_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export gradient view", "gradients.png", "PNG (*.png)")
+        if path:
+            image = self.canvas.image_item.image
+            if image is not None:
+                from PIL import Image
+                Image.fromarray(np.ascontiguousarray(image)).save(path)
+
+
+def _options(options: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in options.items())
+
+
+def _combo(items: list[str]) -> QComboBox:
+    combo = QComboBox()
+    combo.addItems(items)
+    return combo
