@@ -64,24 +64,27 @@ class Target:
 
 # --------------------------------------------------------------------------- ReLU rules
 
-class _GuidedReLU(torch.autograd.Function):
-    """ReLU whose backward passes positive gradients where the input was positive."""
+class _GuidedReLU:
+    """Guided backprop: the ReLU's own backward (zero where the input was not positive),
+    fed only the positive part of the incoming gradient by a hook on its output.
+
+    A hook, not a Python autograd Function: the masking stays in torch's own
+    backward, which keeps guided backprop as cheap as a plain backward pass.
+    """
 
     @staticmethod
-    def forward(ctx, x: Tensor, low: float, high: float) -> Tensor:
-        ctx.save_for_backward(x)
-        ctx.bounds = (low, high)
-        return x.clamp(low, high)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        (x,) = ctx.saved_tensors
-        low, high = ctx.bounds
-        inside = (x > low) & (x < high) if high != float("inf") else x > low
-        return grad.clamp(min=0) * inside.to(grad.dtype), None, None
+    def call(func, args, kwargs) -> Tensor:
+        output = func(*args, **kwargs)
+        if isinstance(output, Tensor) and output.requires_grad:
+            output.register_hook(_positive)
+        return output
 
 
-class _DeconvReLU(torch.autograd.Function):
+def _positive(grad: Tensor) -> Tensor:
+    return grad.clamp(min=0)
+
+
+class _DeconvFunction(torch.autograd.Function):
     """ReLU whose backward is a ReLU of the backward signal (the forward input is ignored)."""
 
     @staticmethod
@@ -93,6 +96,14 @@ class _DeconvReLU(torch.autograd.Function):
         return grad.clamp(min=0), None, None
 
 
+class _DeconvReLU:
+    """DeconvNet: replace the ReLU by one whose backward ignores the forward input."""
+
+    @staticmethod
+    def call(func, args, kwargs, low: float = 0.0, high: float = float("inf")) -> Tensor:
+        return _DeconvFunction.apply(args[0], low, high)
+
+
 _RELU_FUNCTIONS = {torch.relu, torch.relu_, F.relu, torch.Tensor.relu, torch.Tensor.relu_}
 _HARDTANH_FUNCTIONS = {F.hardtanh, F.relu6, torch._C._nn.hardtanh, torch._C._nn.hardtanh_}
 
@@ -100,7 +111,7 @@ _HARDTANH_FUNCTIONS = {F.hardtanh, F.relu6, torch._C._nn.hardtanh, torch._C._nn.
 class _ReluRule(TorchFunctionMode):
     """Route every ReLU-like call through `rule` while active."""
 
-    def __init__(self, rule: type[torch.autograd.Function]) -> None:
+    def __init__(self, rule) -> None:
         super().__init__()
         self.rule = rule
         self.seen = 0
@@ -109,7 +120,9 @@ class _ReluRule(TorchFunctionMode):
         kwargs = kwargs or {}
         if func in _RELU_FUNCTIONS:
             self.seen += 1
-            return self.rule.apply(args[0], 0.0, float("inf"))
+            if self.rule is _DeconvReLU:
+                return _DeconvReLU.call(func, args, kwargs)
+            return self.rule.call(func, args, kwargs)
         if func in _HARDTANH_FUNCTIONS:
             low = kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)
             high = kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)
@@ -117,7 +130,9 @@ class _ReluRule(TorchFunctionMode):
                 low, high = 0.0, 6.0
             if low == 0.0:   # ReLU6 and clipped ReLUs; a symmetric hardtanh is not a ReLU
                 self.seen += 1
-                return self.rule.apply(args[0], float(low), float(high))
+                if self.rule is _DeconvReLU:
+                    return _DeconvReLU.call(func, args, kwargs, float(low), float(high))
+                return self.rule.call(func, args, kwargs)
         return func(*args, **kwargs)
 
 
@@ -160,8 +175,7 @@ def _score(model: nn.Module, inputs: Tensor, target: Target) -> Tensor:
     return out[:, target.channel, y, x]
 
 
-def input_gradient(model: nn.Module, inputs: Tensor, target: Target,
-                   rule: type[torch.autograd.Function] | None = None) -> Tensor:
+def input_gradient(model: nn.Module, inputs: Tensor, target: Target, rule=None) -> Tensor:
     """∂target/∂input for a (N, C, H, W) batch, optionally with a ReLU backward rule."""
     with _gradient_ready(model):
         x = inputs.detach().clone().requires_grad_(True)

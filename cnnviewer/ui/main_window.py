@@ -25,7 +25,7 @@ from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
 from cnnviewer.ui.panels.predictions import PredictionsPanel
 
 MAX_RECENT = 10
-CANCELLABLE = ("model", "image")   # loads and downloads; a forward pass is short and always finishes
+CANCELLABLE = ("model", "image", "gradients")   # loads, downloads, occlusion; a forward pass always finishes
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
 WEIGHTS_FILTER = "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ");;All files (*)"
 

@@ -124,3 +124,23 @@ def test_no_state_left_behind(name):
     assert not has_hooks(model) and not model.training
     if name == "resnet18":
         assert all(m.inplace for m in model.modules() if isinstance(m, nn.ReLU))
+
+
+def test_cancelled_occlusion_leaves_nothing_behind():
+    from threading import Event
+
+    model = small_cnn()
+    x = torch.randn(1, 3, 32, 32)
+    cancel = Event()
+    seen = []
+
+    def progress(fraction):
+        seen.append(fraction)
+        cancel.set()                                      # the user presses Cancel after the first batch
+
+    with pytest.raises(InterruptedError):
+        gradients.occlusion(model, x, Target(class_index=0), patch=8, stride=2, batch=4, cancel=cancel,
+                            progress=progress)
+    assert len(seen) == 1 and 0 < seen[0] < 1
+    assert not model.training and not has_hooks(model)
+    assert all(p.requires_grad for p in model.parameters())
