@@ -38,7 +38,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
 
 def _gui_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnviewer", description="Look inside convolutional neural networks. "
-                     "Subcommands: predict, export, summary, models (cnnviewer SUBCOMMAND --help).")
+                     "Subcommands: predict, export, summary, detect, models (cnnviewer SUBCOMMAND --help).")
     parser.add_argument("image", nargs="?", help="image to open (default: a sample photo)")
     _model_options(parser)
     return parser
@@ -187,6 +187,49 @@ def models_command(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _detect_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnviewer detect", description="Detect faces (MTCNN, offline) or COCO objects "
+                     "(torchvision detectors) in an image or a folder of images.")
+    parser.add_argument("source", help="an image or a folder of images")
+    parser.add_argument("--detector", default="mtcnn", help="mtcnn (default), or a torchvision detection model")
+    parser.add_argument("--score", type=float, default=0.5)
+    parser.add_argument("--iou", type=float, default=0.5)
+    parser.add_argument("--json", help="write all detections, COCO-style, to this file")
+    parser.add_argument("--save-frames", help="write annotated frames (PNG) to this folder")
+    parser.add_argument("--device", choices=("cpu", "cuda", "mps"))
+    return parser
+
+
+def detect_command(args: argparse.Namespace) -> int:
+    """Per-frame detections on stdout; optional COCO JSON and annotated frames."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from cnnviewer.engine.detection import apply_thresholds, coco_records, draw, frames, make_detector
+    from cnnviewer.engine.device import pick_device
+
+    if not 0 <= args.score <= 1 or not 0 <= args.iou <= 1:
+        raise UsageError("cnnviewer detect: --score and --iou are between 0 and 1")
+    detector = make_detector(args.detector, str(pick_device(args.device)))
+    if not detector.trained:
+        print(f"note: {detector.name} has no COCO weights in the torch hub cache: random weights",
+              file=sys.stderr)
+    records, out = [], Path(args.save_frames) if args.save_frames else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    for frame in frames(args.source):
+        found = apply_thresholds(detector.raw(frame.pixels), args.score, args.iou)
+        boxes = ", ".join(f"{d.label} {d.score:.2f} [{', '.join(f'{v:.0f}' for v in d.box)}]" for d in found)
+        print(f"{frame.name}: {len(found)} detection{'s' if len(found) != 1 else ''}" + (f": {boxes}" if found else ""))
+        records += coco_records(frame, found)
+        if out is not None:
+            Image.fromarray(draw(frame.pixels, found)).save(out / f"{Path(frame.name).stem}.png")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=1), encoding="utf-8")
+    return 0
+
+
 def gradients_command(args: argparse.Namespace) -> int:
     """`cnnviewer export gradients`: one gradient view as PNG (and the raw array as .npy)."""
     import numpy as np
@@ -236,6 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return gradients_command(_gradients_parser().parse_args(argv[2:]))
         if argv and argv[0] == "export":
             return export_command(_export_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "detect":
+            return detect_command(_detect_parser().parse_args(argv[1:]))
         if argv and argv[0] == "summary":
             return summary_command(_summary_parser().parse_args(argv[1:]))
         if argv and argv[0] == "models":

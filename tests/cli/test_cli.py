@@ -162,3 +162,20 @@ def test_export_gradients_png_and_npy(photos, tmp_path):
     bad = run("export", "gradients", str(photos["chelsea"]), "--method", "saliency", "--layer", "nope",
               "-o", str(out))
     assert bad.returncode == 2 and "no layer" in bad.stderr
+
+
+def test_detect_folder_json_and_frames(tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    Image.fromarray(data.astronaut()).save(folder / "0001.png")
+    Image.fromarray(data.coffee()).save(folder / "0002.png")
+    out, annotated = tmp_path / "det.json", tmp_path / "annotated"
+    result = run("detect", str(folder), "--json", str(out), "--save-frames", str(annotated))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0].startswith("0001.png: 1 detection: face")
+    assert result.stdout.splitlines()[1] == "0002.png: 0 detections"
+    records = json.loads(out.read_text())
+    assert len(records) == 1 and records[0]["file_name"] == "0001.png"
+    assert sorted(p.name for p in annotated.iterdir()) == ["0001.png", "0002.png"]
+    bad = run("detect", str(tmp_path / "nothing"))
+    assert bad.returncode == 2 and "no such file" in bad.stderr
