@@ -20,6 +20,7 @@ from cnnviewer.ui.panels.architecture import ArchitecturePanel
 from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
 from cnnviewer.ui.panels.filters import FiltersPanel
 from cnnviewer.ui.panels.gradients import GradientsPanel
+from cnnviewer.ui.panels.live_detection import LiveDetectionPanel
 from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
 from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
 from cnnviewer.ui.panels.predictions import PredictionsPanel
@@ -73,6 +74,7 @@ class MainWindow(QMainWindow):
         self.receptive_field = ReceptiveFieldPanel(session, jobs, controller.workbench)
         self.architecture = ArchitecturePanel(session, jobs, controller.workbench)
         self.gradients = GradientsPanel(session, jobs, controller.workbench)
+        self.live_detection = LiveDetectionPanel(session, jobs, controller)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -86,6 +88,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["architecture"])
         self._add_dock("gradients", "Gradients", self.gradients, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["gradients"])
+        self._add_dock("live_detection", "Live detection", self.live_detection, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["live_detection"])
         self.docks["feature_maps"].raise_()
         self.setCentralWidget(None)
         self.resizeDocks([self.docks["predictions"], self.docks["feature_maps"]], [520, 880],

@@ -414,3 +414,27 @@ def test_gradients_panel_methods_targets_and_displays(window, qtbot):
     qtbot.waitUntil(lambda: panel.results[0].target.neuron == (5, 6), timeout=30000)
     assert panel.results[0].options["layer"] == "features.6"
     assert "features.6 channel 3" in panel.info.text()
+
+
+def test_live_detection_on_an_image_folder(window, qtbot, tmp_path):
+    panel = window.live_detection
+    window.docks["live_detection"].raise_()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    photo = data.astronaut()
+    Image.fromarray(photo).save(folder / "1.png")
+    (folder / "2.png").write_bytes(b"not a png")                     # fails mid-stream
+    both = Image.fromarray(photo.copy())
+    both.paste(Image.fromarray(photo[40:190, 160:290]).resize((104, 120)), (360, 300))
+    both.save(folder / "3.png")
+    panel.open_folder(folder)
+    qtbot.waitUntil(lambda: panel.frame is not None and panel.frame[0] == "3.png", timeout=60000)
+    qtbot.waitUntil(lambda: not panel._busy, timeout=10000)
+    assert len(panel.shown) == 2 and all(d.label == "face" for d in panel.shown)
+    panel.score.setValue(1.0)                                        # the slider refilters at once
+    assert len(panel.shown) < 2
+    panel.score.setValue(0.5)
+    assert "latency" in panel.status.text()
+    saved = panel.capture(tmp_path)
+    assert saved.exists() and saved.with_suffix(".json").exists()
+    assert window.session.image.name == saved.name                   # the frame is every panel's input
