@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
-    QComboBox, QCompleter, QFileDialog, QHBoxLayout, QLabel, QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget,
+    QComboBox, QCompleter, QFileDialog, QLabel, QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget,
 )
 
 from cnnviewer.engine.gradients import DISPLAY_MODES, METHODS, Target, render
 from cnnviewer.engine.session import Session
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.widgets.controls import labelled_row
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 ALL = "all, side by side"
@@ -50,18 +51,9 @@ class GradientsPanel(QWidget):
         self.canvas = ImageCanvas(self)
         self.info = QLabel("")
         self.info.setWordWrap(True)
-        row1, row2 = QHBoxLayout(), QHBoxLayout()
-        for text, widget in (("Method", self.method), ("Target", self.target_kind), ("", self.class_box)):
-            if text:
-                row1.addWidget(QLabel(text))
-            row1.addWidget(widget)
-        row1.addStretch(1)
-        for text, widget in (("Show", self.display), ("Opacity", self.opacity), ("Occlusion", self.fill),
-                             ("", self.stride), ("", self.export_button)):
-            if text:
-                row2.addWidget(QLabel(text))
-            row2.addWidget(widget)
-        row2.addStretch(1)
+        row1 = labelled_row([("Method", self.method), ("Target", self.target_kind), ("", self.class_box)])
+        row2 = labelled_row([("Show", self.display), ("Opacity", self.opacity), ("Occlusion", self.fill),
+                             ("", self.stride), ("", self.export_button)])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(row1)

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, QUrl
 from PySide6.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget,
+    QComboBox, QDoubleSpinBox, QFileDialog, QLabel, QPushButton, QVBoxLayout, QWidget,
 )
 
 from cnnviewer.engine.session import Session
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.widgets.controls import labelled_row
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 DETECTORS = ("mtcnn", "ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn",
@@ -60,16 +61,9 @@ class LiveDetectionPanel(QWidget):
         self.canvas = ImageCanvas(self)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        row1, row2 = QHBoxLayout(), QHBoxLayout()
-        for text, widget in (("Source", self.source), ("Detector", self.detector)):
-            row1.addWidget(QLabel(text))
-            row1.addWidget(widget, 1)
-        for text, widget in (("Score ≥", self.score), ("NMS IoU", self.iou), ("", self.before_nms),
-                             ("", self.pause_button), ("", self.step_button), ("", self.capture_button)):
-            if text:
-                row2.addWidget(QLabel(text))
-            row2.addWidget(widget)
-        row2.addStretch(1)
+        row1 = labelled_row([("Source", self.source), ("Detector", self.detector)], stretch=False)
+        row2 = labelled_row([("Score ≥", self.score), ("NMS IoU", self.iou), ("", self.before_nms),
+                             ("", self.pause_button), ("", self.step_button), ("", self.capture_button)])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(row1)
