@@ -27,7 +27,7 @@ class UiJobs(QObject):
     def __init__(self, runner: JobRunner, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.runner = runner
-        self._dispatcher = Dispatcher(self)
+        self._dispatcher = Dispatcher.shared()
 
     def submit(self, key: str, work: Callable[[JobContext], Any], *,
                on_done: Callable[[Any], None] | None = None,
