@@ -10,6 +10,7 @@ the next frame's boxes without re-running anything but the filter.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +42,15 @@ def detector_names() -> list[str]:
     return [FACE_DETECTOR, *torchvision.models.list_models(module=torchvision.models.detection)]
 
 
-class Detector:
+class Detector(ABC):
     """A model that returns raw detections (before the user's thresholds)."""
 
     name: str = ""
     trained: bool = True
 
+    @abstractmethod
     def raw(self, pixels: np.ndarray) -> list[Detection]:
-        raise NotImplementedError  # pragma: no cover - interface
+        """Every detection the model makes in an (H, W, 3) uint8 frame."""
 
 
 class FaceDetector(Detector):
