@@ -117,7 +117,7 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
     if loaded.ignored_keys:
         label += f" (ignored: {', '.join(loaded.ignored_keys[:4])})"
     attempts: list[str] = []
-    for state_dict in _prefix_variants(loaded.state_dict or {}):
+    for state_dict in prefix_variants(loaded.state_dict or {}):
         if current is not None:
             try:
                 module = _fresh_copy(current)
@@ -143,7 +143,7 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
     raise WeightsError(attempts[0])
 
 
-def _prefix_variants(state_dict: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+def prefix_variants(state_dict: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
     """The state dict as saved, then without a wrapper prefix that every key shares.
 
     Training frameworks keep the network as an attribute (PyTorch Lightning's

@@ -357,5 +357,6 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.save_settings()
         QApplication.instance().removeEventFilter(self._drop_filter)
+        self.live_detection.shutdown()
         self.jobs.runner.close()
         super().closeEvent(event)

@@ -179,3 +179,18 @@ def test_detect_folder_json_and_frames(tmp_path):
     assert sorted(p.name for p in annotated.iterdir()) == ["0001.png", "0002.png"]
     bad = run("detect", str(tmp_path / "nothing"))
     assert bad.returncode == 2 and "no such file" in bad.stderr
+
+
+def test_detect_video_file_per_frame(tmp_path, astronaut_clip):
+    out = tmp_path / "video.json"
+    result = run("detect", str(astronaut_clip.video), "--score", "0.9", "--json", str(out),
+                 "--save-frames", str(tmp_path / "frames"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 12 and lines[0].startswith("astronaut.mp4#0: 1 detection: face")
+    assert all(line.split(": ")[1] == ("1 detection" if i < 6 else "2 detections") for i, line in enumerate(lines))
+    assert len(json.loads(out.read_text())) == 6 + 2 * 6
+    assert (tmp_path / "frames" / "astronaut-000011.png").exists()
+    bad = run("detect", str(astronaut_clip.video), "--detector", "ssdlite320_mobilenet_v3_large",
+              "--weights", str(tmp_path / "video.json"))
+    assert bad.returncode == 2 and "video.json" in bad.stderr

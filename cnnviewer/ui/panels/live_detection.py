@@ -1,68 +1,83 @@
 """Live detection: camera, video file or image folder, detections drawn on every frame.
 
-Frames arrive on the GUI thread (Qt Multimedia's video sink, or a timer for an
-image folder); the newest waits while the detector runs and older ones are
-dropped, so no queue grows and latency (capture to overlay) is measured from
-each frame's capture time.
+The engine's `LivePipeline` reads files and runs the detector on its own
+threads, always on the newest frame; cameras push frames from Qt Multimedia's
+video sink. Results reach this (GUI) thread latest-wins, where the user's score
+and IoU thresholds are applied, so moving a slider redraws at once without a
+model run. Latency is measured from each frame's capture time to its overlay.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer, QUrl
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox, QDoubleSpinBox, QFileDialog, QLabel, QPushButton, QVBoxLayout, QWidget,
 )
 
 from cnnviewer.engine.session import Session
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.main_thread import Dispatcher
 from cnnviewer.ui.widgets.controls import labelled_row
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
-DETECTORS = ("mtcnn", "ssdlite320_mobilenet_v3_large", "fasterrcnn_mobilenet_v3_large_320_fpn",
-             "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn", "fcos_resnet50_fpn", "ssd300_vgg16",
-             "maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn")
+DETECTORS = ("mtcnn", "ssdlite320_mobilenet_v3_large", "ssd300_vgg16", "fasterrcnn_mobilenet_v3_large_320_fpn",
+             "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
+             "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn", "maskrcnn_resnet50_fpn",
+             "maskrcnn_resnet50_fpn_v2", "keypointrcnn_resnet50_fpn")   # engine.detection.detector_names()
+VIEWS = ("Detections", "Before NMS | after NMS", "RPN proposals + anchors (click)")
+GAP = 8   # pixels between the two halves of the before/after view
 
 
 class LiveDetectionPanel(QWidget):
-    """Detections over live frames with score / IoU thresholds, pause, step and capture."""
+    """Detections over live frames with score / IoU thresholds, NMS and RPN views, pause, step, capture."""
 
     def __init__(self, session: Session, jobs: UiJobs, controller, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._session, self._jobs, self._controller = session, jobs, controller
-        self._detector = None            # built on the job thread
-        self._detector_name = ""
-        self._pending = None             # (name, pixels, captured): the one frame waiting
-        self._busy = False
-        self._sequence: list[Path] = []
-        self._sequence_index = 0
-        self._player = self._sink = None
-        self.frame = None                # (name, pixels, captured) last shown
+        self._pipeline = None            # created on first use (imports torch)
+        self._incoming = None            # newest result not yet shown (set on the detector thread)
+        self._incoming_lock = threading.Lock()
+        self._camera = self._camera_device = None
+        self.result = None               # LiveResult last shown
+        self.frame = None                # its Frame
         self.raw: list = []
         self.shown: list = []
         self.paused = False
         self.latencies: list[float] = []
-        self._frame_times: list[float] = []
+        self._shown_times: list[float] = []
+        self._anchor_point: tuple[float, float] | None = None
+        self.selected = None             # the Detection clicked
         self.source = QComboBox()
         self.source.addItem("Choose a source…")
+        self.resolution = QComboBox()
+        self.resolution.setToolTip("Camera resolution")
+        self.resolution.setVisible(False)
         self.detector = QComboBox()
         self.detector.addItems(DETECTORS)
+        self.weights_button = QPushButton("Weights…")
+        self.weights_button.setToolTip("Custom weights for the chosen torchvision detector")
+        self._weights: str | None = None
         self.score = _spin(0.5)
         self.iou = _spin(0.5)
-        self.before_nms = QComboBox()
-        self.before_nms.addItems(["after NMS", "before NMS"])
+        self.view = QComboBox()
+        self.view.addItems(VIEWS)
         self.pause_button = QPushButton("Pause")
         self.step_button = QPushButton("Step")
         self.capture_button = QPushButton("Capture (Space)")
         self.canvas = ImageCanvas(self)
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        row1 = labelled_row([("Source", self.source), ("Detector", self.detector)], stretch=False)
-        row2 = labelled_row([("Score ≥", self.score), ("NMS IoU", self.iou), ("", self.before_nms),
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        row1 = labelled_row([("Source", self.source), ("", self.resolution), ("Detector", self.detector),
+                             ("", self.weights_button)], stretch=False)
+        row2 = labelled_row([("Score ≥", self.score), ("NMS IoU", self.iou), ("", self.view),
                              ("", self.pause_button), ("", self.step_button), ("", self.capture_button)])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -70,185 +85,291 @@ class LiveDetectionPanel(QWidget):
         layout.addLayout(row2)
         layout.addWidget(self.canvas, 1)
         layout.addWidget(self.status)
-        self._timer = QTimer(self, interval=40)
-        self._timer.timeout.connect(self._next_sequence_frame)
+        layout.addWidget(self.message)
+        dispatcher = Dispatcher.shared()
+        self._show_soon = dispatcher.wrap(self._show_latest)
+        self._say_soon = dispatcher.wrap(self._say)
+        self._ended_soon = dispatcher.wrap(self._on_end)
+        self._status_soon = dispatcher.wrap(self.note)
         self.source.activated.connect(self._on_source_chosen)
-        self.detector.currentTextChanged.connect(lambda _t: self._redetect())
+        self.resolution.activated.connect(lambda _i: self._camera_device and self.open_camera(self._camera_device))
+        self.detector.currentTextChanged.connect(self._on_detector_chosen)
+        self.weights_button.clicked.connect(self._on_weights_clicked)
         for spin in (self.score, self.iou):
-            spin.valueChanged.connect(lambda _v: self._refilter())
-        self.before_nms.currentIndexChanged.connect(lambda _i: self._refilter())
+            spin.valueChanged.connect(lambda _v: self.redraw())
+        self.view.currentIndexChanged.connect(lambda _i: self.redraw())
+        self.canvas.clicked.connect(self._on_canvas_clicked)
         self.pause_button.clicked.connect(self.toggle_pause)
         self.step_button.clicked.connect(self.step)
         self.capture_button.clicked.connect(self._on_capture_clicked)
         self.capture_button.setShortcut(Qt.Key.Key_Space)
         self._list_sources()
 
+    # ---------------------------------------------------------------- pipeline glue
+    @property
+    def pipeline(self):
+        """The engine pipeline (its threads), created on first use."""
+        if self._pipeline is None:
+            from cnnviewer.engine.device import pick_device
+            from cnnviewer.engine.live import LivePipeline
+            self._pipeline = LivePipeline(self._result_arrived, on_error=self._say_soon, on_end=self._ended_soon,
+                                          on_status=self._status_soon, device=str(pick_device()))
+            self._pipeline.set_detector(self.detector.currentText(), self._weights)
+        return self._pipeline
+
+    def _result_arrived(self, result) -> None:
+        """Detector thread: keep only the newest result; ask the GUI thread once to show it."""
+        with self._incoming_lock:
+            first, self._incoming = self._incoming is None, result
+        if first:
+            self._show_soon()
+
+    def _show_latest(self) -> None:
+        with self._incoming_lock:
+            result, self._incoming = self._incoming, None
+        if result is None:
+            return
+        self.result, self.frame, self.raw = result, result.frame, result.raw
+        if self.selected is not None and self.selected not in self.raw:
+            self.selected = None
+        self.redraw()
+        now = time.perf_counter()
+        self.latencies = (self.latencies + [(now - result.frame.captured) * 1000])[-30:]
+        self._shown_times = [t for t in self._shown_times if t > now - 2] + [now]
+        self._update_status()
+
+    def note(self, text: str) -> None:
+        """Show a message under the picture; the last three stay, newest last."""
+        if text and text != (getattr(self, "_notes", None) or [""])[-1]:
+            self._notes = (getattr(self, "_notes", []) + [text])[-3:]
+            self.message.setText("\n".join(self._notes))
+
+    def _say(self, message: str) -> None:
+        self.note(f"{message}. The last frame and detections stay.")
+
+    def _on_end(self) -> None:
+        self.note("End of the source. Choose it again to replay.")
+
+    def shutdown(self) -> None:
+        """Stop the camera and the pipeline's threads (the window is closing)."""
+        if self._camera is not None:
+            self._camera.stop()
+        if self._pipeline is not None:
+            self._pipeline.close()
+
     # ---------------------------------------------------------------- sources
     def _list_sources(self) -> None:
-        try:
-            from PySide6.QtMultimedia import QMediaDevices
-            cameras = QMediaDevices.videoInputs()
-        except ImportError:   # Qt Multimedia needs libpulse on Linux
-            cameras = []
+        cameras = _cameras()
         for camera in cameras:
             self.source.addItem(f"Camera: {camera.description()}", camera)
         self.source.addItem("Video file…", "video")
         self.source.addItem("Folder of images…", "folder")
         if not cameras:
-            self.status.setText("No camera found. Open a video file or a folder of images as the source.")
+            self.note("No camera found. Open a video file or a folder of images as the source.")
+        try:
+            from PySide6.QtMultimedia import QMediaDevices
+            self._devices = QMediaDevices(self)
+            self._devices.videoInputsChanged.connect(self._on_cameras_changed)
+        except ImportError:   # Qt Multimedia needs libpulse on Linux
+            self._devices = None
 
     def _on_source_chosen(self, index: int) -> None:
         kind = self.source.itemData(index)
         if kind == "video":
-            path, _ = QFileDialog.getOpenFileName(self, "Video file", "", "Video (*.mp4 *.avi *.mov *.mkv *.webm)")
+            path, _ = QFileDialog.getOpenFileName(self, "Video file", "",
+                                                  "Video (*.mp4 *.avi *.mov *.mkv *.webm *.m4v *.gif);;All files (*)")
             if path:
-                self.open_video(path)
+                self.open_file(path)
         elif kind == "folder":
             path = QFileDialog.getExistingDirectory(self, "Folder of images")
             if path:
-                self.open_folder(path)
+                self.open_file(path)
         elif kind is not None:
             self.open_camera(kind)
 
-    def _stop(self) -> None:
-        self._timer.stop()
-        if self._player is not None:
-            self._player.stop()
-        self._sequence = []
-
-    def open_folder(self, folder: str | Path) -> None:
-        """Play a folder of images in name order, about 25 frames a second."""
-        from cnnviewer.engine.images import IMAGE_SUFFIXES
-
-        self._stop()
-        files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            self.status.setText(f"{Path(folder).name}: no images in this folder")
-            return
-        self._sequence, self._sequence_index = files, 0
-        self._timer.start()
-
-    def _next_sequence_frame(self) -> None:
-        if self.paused or not self._sequence:
-            return
-        if self._sequence_index >= len(self._sequence):
-            self._timer.stop()
-            self.status.setText(self.status.text() + " End of the sequence.")
-            return
-        path = self._sequence[self._sequence_index]
-        self._sequence_index += 1
-        from PIL import Image
+    def open_file(self, path: str | Path, realtime: bool = True) -> bool:
+        """Play a video file, an image, or a folder of images; False (and a message) if unreadable."""
+        from cnnviewer.engine.errors import CnnViewerError
+        from cnnviewer.engine.sources import open_source
         try:
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert("RGB"))
-        except OSError as error:
-            self.status.setText(f"{path.name}: {error}; the previous frame stays")
-            return
-        self.offer(path.name, pixels)
-
-    def open_video(self, path: str) -> None:
-        """Play a video file through Qt Multimedia (its FFmpeg backend)."""
-        self._stop()
-        from PySide6.QtMultimedia import QMediaPlayer, QVideoSink
-        self._player, self._sink = QMediaPlayer(self), QVideoSink(self)
-        self._player.setVideoSink(self._sink)
-        self._sink.videoFrameChanged.connect(self._on_video_frame)
-        self._player.errorOccurred.connect(lambda _e, text: self.status.setText(
-            f"{Path(path).name}: {text}. The last frame stays on screen."))
-        self._player.setSource(QUrl.fromLocalFile(path))
-        self._player.play()
+            source = open_source(path)
+        except CnnViewerError as error:
+            self.note(f"{error}. The previous source and frame stay.")
+            return False
+        self._stop_camera()
+        self.pipeline.play(source, realtime=realtime)
+        self.note(f"Playing {source.name} at {source.fps:.0f} frames/s.")
+        return True
 
     def open_camera(self, device) -> None:
-        """Stream a camera through QMediaCaptureSession; a vanished camera leaves the last frame."""
-        self._stop()
+        """Stream a camera (at the chosen resolution) into the pipeline."""
         from PySide6.QtMultimedia import QCamera, QMediaCaptureSession, QVideoSink
-        self._camera, self._capture_session, self._sink = QCamera(device, self), QMediaCaptureSession(self), QVideoSink(self)
+        self._stop_camera()
+        if self._pipeline is not None:
+            self._pipeline.stop_source()
+        if device is not self._camera_device:
+            self._camera_device = device
+            self._fill_resolutions(device)
+        self._camera = QCamera(device, self)
+        formats = self.resolution.currentData()
+        if formats is not None:
+            self._camera.setCameraFormat(formats)
+        self._capture_session, self._sink = QMediaCaptureSession(self), QVideoSink(self)
         self._capture_session.setCamera(self._camera)
         self._capture_session.setVideoSink(self._sink)
         self._sink.videoFrameChanged.connect(self._on_video_frame)
-        self._camera.errorOccurred.connect(lambda _e, text: self.status.setText(
-            f"Camera: {text}. The last frame stays; choose the camera again to reconnect."))
+        self._camera.errorOccurred.connect(lambda _e, text: self._say(f"Camera: {text}"))
         self._camera.start()
+        self.note(f"Camera: {device.description()}")
 
-    def _on_video_frame(self, frame) -> None:
-        if self.paused or not frame.isValid():
+    def _fill_resolutions(self, device) -> None:
+        self.resolution.clear()
+        seen = set()
+        for video_format in sorted(device.videoFormats(), key=lambda f: -f.resolution().width()):
+            size = (video_format.resolution().width(), video_format.resolution().height())
+            if size not in seen:
+                seen.add(size)
+                self.resolution.addItem(f"{size[0]}×{size[1]}", video_format)
+        self.resolution.setVisible(self.resolution.count() > 0)
+
+    def _stop_camera(self) -> None:
+        if self._camera is not None:
+            self._camera.stop()
+            self._camera = None
+
+    def _on_cameras_changed(self) -> None:
+        """A camera vanished (keep the last frame, say so) or came back (resume it)."""
+        ids = {bytes(camera.id()) for camera in _cameras()}
+        wanted = self._camera_device
+        if wanted is None:
             return
-        image = frame.toImage().convertToFormat(frame.toImage().Format.Format_RGB888)
-        pixels = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
-        self.offer("video", np.ascontiguousarray(pixels[:, :image.width() * 3].reshape(image.height(), image.width(), 3)))
+        if bytes(wanted.id()) not in ids and self._camera is not None:
+            self._stop_camera()
+            self.note(f"Camera {wanted.description()} disconnected. The last frame stays; "
+                                 "it resumes when the camera is back.")
+        elif bytes(wanted.id()) in ids and self._camera is None:
+            self.open_camera(next(c for c in _cameras() if bytes(c.id()) == bytes(wanted.id())))
 
-    # ---------------------------------------------------------------- pipeline
-    def offer(self, name: str, pixels: np.ndarray) -> None:
-        """A new frame: it replaces any frame still waiting; the detector takes the newest."""
-        self._pending = (name, pixels, time.perf_counter())
-        self._frame_times = [t for t in self._frame_times if t > time.perf_counter() - 2] + [time.perf_counter()]
-        if not self._busy:
-            self._run_next()
-
-    def _run_next(self) -> None:
-        if self._pending is None:
+    def _on_video_frame(self, video_frame) -> None:
+        if self.paused or not video_frame.isValid():
             return
-        frame, self._pending = self._pending, None
-        self._busy = True
-        name = self.detector.currentText()
-        panel = self
+        from cnnviewer.engine.sources import Frame
+        image = video_frame.toImage().convertToFormat(video_frame.toImage().Format.Format_RGB888)
+        rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
+        pixels = np.ascontiguousarray(rows[:, :image.width() * 3]).reshape(image.height(), image.width(), 3)
+        self._camera_frames = getattr(self, "_camera_frames", 0) + 1
+        self.pipeline.offer(Frame(self._camera_frames, "camera", pixels, time.perf_counter()))
 
-        def work(_context):
-            from cnnviewer.engine.detection import make_detector
-            if panel._detector_name != name:
-                panel._detector, panel._detector_name = make_detector(name), name
-            return frame, panel._detector.raw(frame[1]), panel._detector.trained
+    # ---------------------------------------------------------------- detector
+    def _on_detector_chosen(self, name: str) -> None:
+        self._weights = None
+        self.weights_button.setText("Weights…")
+        if self._pipeline is not None:
+            self._pipeline.set_detector(name, None)
+            self._redetect()
 
-        self._jobs.submit("detect", work, on_done=self._on_detected, on_error=self._on_failed)
+    def _on_weights_clicked(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, f"Weights for {self.detector.currentText()}", "",
+                                              "Weights (*.pth *.pt *.bin *.ckpt *.safetensors);;All files (*)")
+        if path:
+            self.use_weights(path)
 
-    def _on_detected(self, result) -> None:
-        self._busy = False
-        self.frame, self.raw, trained = result
-        self._trained = trained
-        self.latencies = (self.latencies + [(time.perf_counter() - self.frame[2]) * 1000])[-30:]
-        self._refilter()
-        self._run_next()
-
-    def _on_failed(self, message: str) -> None:
-        self._busy = False
-        self.status.setText(f"{message}. The previous frame stays.")
-        self._run_next()
+    def use_weights(self, path: str | None) -> None:
+        """Custom weights for the chosen detector (checked on the detector thread)."""
+        self._weights = path
+        self.weights_button.setText(Path(path).name if path else "Weights…")
+        self.pipeline.set_detector(self.detector.currentText(), path)
+        self._redetect()
 
     def _redetect(self) -> None:
+        """Run the (new) detector on the frame on screen, e.g. while paused."""
         if self.frame is not None:
-            self.offer(self.frame[0], self.frame[1])
+            from cnnviewer.engine.sources import Frame
+            self.pipeline.offer(Frame(self.frame.index, self.frame.name, self.frame.pixels, time.perf_counter()))
 
-    def _refilter(self) -> None:
-        """Thresholds and NMS on the last frame's raw detections (no new model run)."""
+    # ---------------------------------------------------------------- drawing
+    def redraw(self) -> None:
+        """Thresholds and NMS on the last frame's raw detections (no model run), then draw."""
         if self.frame is None:
             return
-        from cnnviewer.engine.detection import apply_thresholds, draw
-        score, iou = self.score.value(), self.iou.value()
-        before = self.before_nms.currentText() == "before NMS"
-        self.shown = [d for d in self.raw if d.score >= score] if before else apply_thresholds(self.raw, score, iou)
-        self.canvas.show_image(np.ascontiguousarray(draw(self.frame[1], self.shown)), keep_view=True)
-        fps = (len(self._frame_times) - 1) / max(self._frame_times[-1] - self._frame_times[0], 1e-6) \
-            if len(self._frame_times) > 1 else 0.0
-        untrained = "" if getattr(self, "_trained", True) else " (untrained: no COCO weights offline)"
-        self.status.setText(f"{self.frame[0]}: {len(self.shown)} shown of {len(self.raw)} raw "
-                            f"({'before' if before else 'after'} NMS){untrained}. {fps:.1f} frames/s in, "
-                            f"latency {np.median(self.latencies):.0f} ms (capture → overlay).")
+        from cnnviewer.engine.detection import anchors_at, apply_thresholds, draw
+        score, iou, view = self.score.value(), self.iou.value(), self.view.currentIndex()
+        self.shown = apply_thresholds(self.raw, score, iou)
+        pixels = self.frame.pixels
+        if view == 1:
+            before = draw(pixels, [d for d in self.raw if d.score >= score])
+            after = draw(pixels, self.shown)
+            gap = np.full((pixels.shape[0], GAP, 3), 40, np.uint8)
+            picture = np.concatenate([before, gap, after], axis=1)
+        elif view == 2:
+            internals = self.result.internals if self.result is not None else {}
+            if "proposals" not in internals:
+                picture = draw(pixels, self.shown)
+                self.note(f"{self.detector.currentText()} has no region proposal network: "
+                                     "proposals and anchors belong to the two-stage (R-CNN) detectors.")
+            else:
+                anchors = anchors_at(internals, *self._anchor_point) if self._anchor_point else []
+                picture = draw(pixels, [], boxes=internals["proposals"], box_colour=(90, 200, 255))
+                if anchors:
+                    picture = draw(picture, [], boxes=np.concatenate(anchors), box_colour=(255, 230, 40))
+        else:
+            picture = draw(pixels, self.shown, highlight=self.selected)
+        self.canvas.show_image(np.ascontiguousarray(picture), keep_view=True)
+        self._update_status()
+
+    def _update_status(self) -> None:
+        if self.result is None:
+            return
+        seconds = self._shown_times[-1] - self._shown_times[0] if len(self._shown_times) > 1 else 0.0
+        fps = (len(self._shown_times) - 1) / seconds if seconds > 0 else 0.0
+        detector = self.result.detector
+        untrained = "" if detector.trained else " (untrained: no COCO weights offline)"
+        extra = ""
+        if self.view.currentIndex() == 1:
+            extra = f" Left: {sum(d.score >= self.score.value() for d in self.raw)} before NMS; right: after."
+        elif self.view.currentIndex() == 2 and "proposals" in self.result.internals:
+            extra = (f" Top {len(self.result.internals['proposals'])} RPN proposals (blue)"
+                     + ("; anchors at the clicked point (yellow)." if self._anchor_point else
+                        "; click to see the anchors there."))
+        latency = f"{np.median(self.latencies):.0f}" if self.latencies else "–"
+        self.status.setText(f"{self.frame.name}: {len(self.shown)} shown of {len(self.raw)} raw, "
+                            f"{detector.name}{untrained}. {fps:.1f} frames/s, detector {self.result.detect_ms:.0f} ms, "
+                            f"latency {latency} ms (capture → overlay).{extra}")
+
+    def _on_canvas_clicked(self, row: float, column: float) -> None:
+        if self.frame is None:
+            return
+        width = self.frame.pixels.shape[1]
+        if self.view.currentIndex() == 1 and column >= width + GAP:
+            column -= width + GAP
+        if self.view.currentIndex() == 2:
+            self._anchor_point = (column, row)
+            self.redraw()
+            return
+        from cnnviewer.engine.detection import detection_at
+        self.select_detection(detection_at(self.shown, column, row))
+
+    def select_detection(self, detection) -> None:
+        """Highlight a detection (the one to explain)."""
+        self.selected = detection
+        self.redraw()
 
     # ---------------------------------------------------------------- controls
     def toggle_pause(self) -> None:
         self.paused = not self.paused
         self.pause_button.setText("Resume" if self.paused else "Pause")
-        if self._player is not None:
-            (self._player.pause if self.paused else self._player.play)()
+        self.pipeline.pause(self.paused)
 
     def step(self) -> None:
-        """One frame of a paused image sequence."""
-        if self._sequence:
-            was, self.paused = self.paused, False
-            self._next_sequence_frame()
-            self.paused = was
+        """One frame of a paused file source."""
+        if not self.paused:
+            self.toggle_pause()
+        self.pipeline.step()
 
     def _on_capture_clicked(self) -> None:
+        if self.frame is None:
+            self.note("Nothing to capture yet: choose a source.")
+            return
         folder = QFileDialog.getExistingDirectory(self, "Save the capture in")
         if folder:
             self.capture(folder)
@@ -260,15 +381,30 @@ class LiveDetectionPanel(QWidget):
             return None
         from PIL import Image
 
-        from cnnviewer.engine.detection import Frame, coco_records, draw
+        from cnnviewer.engine.detection import coco_records, draw
         from cnnviewer.engine.images import from_array
+        from cnnviewer.engine.sources import Frame
         stem = Path(folder) / time.strftime("capture-%Y%m%d-%H%M%S")
-        Image.fromarray(draw(self.frame[1], self.shown)).save(f"{stem}.png")
-        frame = Frame(0, f"{stem.name}.png", self.frame[1], self.frame[2])
-        Path(f"{stem}.json").write_text(json.dumps(coco_records(frame, self.shown), indent=1), encoding="utf-8")
-        self._session.set_image(from_array(np.ascontiguousarray(self.frame[1]), f"{stem.name}.png"))
-        self.status.setText(f"Saved {stem}.png and .json; the frame is now every panel's input.")
+        while Path(f"{stem}.png").exists():
+            stem = stem.with_name(stem.name + "+")
+        try:
+            Image.fromarray(draw(self.frame.pixels, self.shown)).save(f"{stem}.png")
+            frame = Frame(self.frame.index, f"{stem.name}.png", self.frame.pixels, self.frame.captured)
+            Path(f"{stem}.json").write_text(json.dumps(coco_records(frame, self.shown), indent=1), encoding="utf-8")
+        except OSError as error:
+            self.note(f"Could not save the capture: {error}")
+            return None
+        self._session.set_image(from_array(np.ascontiguousarray(self.frame.pixels), f"{stem.name}.png"))
+        self.note(f"Saved {stem}.png and .json; the frame is now every panel's input.")
         return Path(f"{stem}.png")
+
+
+def _cameras() -> list:
+    try:
+        from PySide6.QtMultimedia import QMediaDevices
+        return list(QMediaDevices.videoInputs())
+    except ImportError:   # Qt Multimedia needs libpulse on Linux
+        return []
 
 
 def _spin(value: float) -> QDoubleSpinBox:

@@ -1,0 +1,212 @@
+"""The live detection pipeline: source → newest frame → detector → result callback.
+
+Two threads, Qt-free: a reader plays a file source (at its frame rate, or as
+fast as the detector takes frames), and the detector thread always takes the
+newest frame. At most one frame waits; older ones are dropped, so no queue
+grows and every result carries its frame's capture time. Cameras push frames
+in with `offer` instead of a reader.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from cnnviewer.engine.detection import Detection, Detector, make_detector
+from cnnviewer.engine.errors import CnnViewerError, describe
+from cnnviewer.engine.sources import Frame, FrameSource
+
+
+@dataclass(frozen=True, eq=False)
+class LiveResult:
+    """One frame's raw detections (before the user's thresholds)."""
+
+    frame: Frame
+    raw: list[Detection]
+    detector: Detector
+    detect_ms: float
+    internals: dict = field(default_factory=dict)   # e.g. RPN proposals and anchor grids
+
+
+class LatestFrame:
+    """A one-frame slot: `put` replaces what waits (or, lossless, waits for it to be taken)."""
+
+    def __init__(self) -> None:
+        self._frame: Frame | None = None
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def put(self, frame: Frame, lossless: bool = False) -> None:
+        with self._changed:
+            while lossless and self._frame is not None and not self._closed:
+                self._changed.wait(0.1)
+            self._frame = frame
+            self._changed.notify_all()
+
+    def take(self, timeout: float | None = None) -> Frame | None:
+        """The newest frame, waiting up to `timeout`; None if none came or the slot closed."""
+        with self._changed:
+            if self._frame is None and not self._closed:
+                self._changed.wait(timeout)
+            frame, self._frame = self._frame, None
+            self._changed.notify_all()
+            return frame
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def reopen(self) -> None:
+        with self._changed:
+            self._closed, self._frame = False, None
+
+
+class LivePipeline:
+    """Runs a detector over the newest frame on its own thread.
+
+    Callbacks run on the pipeline's threads: the UI wraps them to reach its own
+    thread. `on_result(LiveResult)`, `on_error(message)`, `on_end()` (the file
+    source ran out), `on_status(message)` (e.g. a detector is loading).
+    """
+
+    def __init__(self, on_result: Callable[[LiveResult], None], *,
+                 on_error: Callable[[str], None] = lambda _m: None,
+                 on_end: Callable[[], None] = lambda: None,
+                 on_status: Callable[[str], None] = lambda _m: None,
+                 device: str = "cpu", torch_threads: int | None = 1) -> None:
+        self._on_result, self._on_error, self._on_end, self._on_status = on_result, on_error, on_end, on_status
+        self._device, self._torch_threads = device, torch_threads
+        self._slot = LatestFrame()
+        self._detector: Detector | None = None
+        self._wanted: tuple[str, str | None] = ("mtcnn", None)
+        self._failed: tuple[str, str | None] | None = None
+        self._built: tuple[str, str | None] | None = None
+        self._lock = threading.Lock()
+        self._source: FrameSource | None = None
+        self._reader: threading.Thread | None = None
+        self._stop_reading = threading.Event()
+        self._playing = threading.Event()
+        self._playing.set()
+        self._steps = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._detect_loop, name="cnnviewer-detect", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ control
+    def set_detector(self, name: str, weights: str | None = None) -> None:
+        """Use this detector (with custom weights, if given) from the next frame on.
+
+        It is built on the detector thread; if that fails the previous one stays.
+        """
+        with self._lock:
+            self._wanted, self._failed = (name, weights), None
+
+    def offer(self, frame: Frame) -> None:
+        """A pushed frame (camera): it replaces any frame still waiting."""
+        self._slot.put(frame)
+
+    def play(self, source: FrameSource, realtime: bool = True) -> None:
+        """Read `source` on a reader thread: at its frame rate, or (not realtime) every frame."""
+        self.stop_source()
+        self._source, self._stop_reading = source, threading.Event()
+        self._reader = threading.Thread(target=self._read_loop, args=(source, realtime, self._stop_reading),
+                                        name="cnnviewer-frames", daemon=True)
+        self._reader.start()
+
+    def stop_source(self) -> None:
+        """Stop reading the current file source (the last result stays with the caller)."""
+        self._stop_reading.set()
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(timeout=5)
+        if self._source is not None:
+            self._source.close()
+        self._source = self._reader = None
+
+    def pause(self, paused: bool) -> None:
+        if paused:
+            self._playing.clear()
+        else:
+            self._playing.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._playing.is_set()
+
+    def step(self) -> None:
+        """Read one frame of a paused file source."""
+        with self._lock:
+            self._steps += 1
+
+    def close(self) -> None:
+        self._closed = True
+        self.stop_source()
+        self._slot.close()
+        self._thread.join(timeout=10)
+
+    # ------------------------------------------------------------ threads
+    def _read_loop(self, source: FrameSource, realtime: bool, stop: threading.Event) -> None:
+        started, played = time.perf_counter(), 0
+        while not stop.is_set():
+            if not self._playing.is_set():
+                with self._lock:
+                    stepping = self._steps > 0
+                    self._steps = max(0, self._steps - 1)
+                if not stepping:
+                    time.sleep(0.02)
+                    started, played = time.perf_counter(), 0
+                    continue
+            try:
+                frame = source.read()
+            except CnnViewerError as error:
+                self._on_error(str(error))
+                continue
+            except Exception as error:   # a decoder failing in an unexpected way ends the stream
+                self._on_error(f"{source.name}: {describe(error)}")
+                break
+            if frame is None:
+                break
+            if realtime and self._playing.is_set():
+                due = started + played / max(source.fps, 1e-3)
+                played += 1
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    stop.wait(wait)
+                elif wait < -0.5:          # far behind (e.g. after a slow frame): resynchronise
+                    started, played = time.perf_counter(), 0
+                frame = Frame(frame.index, frame.name, frame.pixels, time.perf_counter())
+            self._slot.put(frame, lossless=not realtime)
+        if not stop.is_set():
+            self._on_end()
+
+    def _detect_loop(self) -> None:
+        if self._torch_threads:
+            torch.set_num_threads(self._torch_threads)
+        while not self._closed:
+            frame = self._slot.take(timeout=0.2)
+            if frame is None:
+                continue
+            with self._lock:
+                wanted = self._wanted
+            if wanted != self._built and wanted != self._failed:
+                self._on_status(f"Loading the {wanted[0]} detector…")
+                try:
+                    self._detector = make_detector(wanted[0], self._device, wanted[1])
+                    self._built = wanted
+                    self._on_status("")
+                except Exception as error:   # keep the previous detector, and say why (once)
+                    self._failed = wanted
+                    self._on_error(f"{wanted[0]}: {describe(error)}")
+            if self._detector is None:
+                continue
+            try:
+                started = time.perf_counter()
+                raw = self._detector.raw(frame.pixels)
+                detect_ms = (time.perf_counter() - started) * 1000
+                self._on_result(LiveResult(frame, raw, self._detector, detect_ms, self._detector.internals()))
+            except Exception as error:   # keep running: the next frame or detector may work
+                self._on_error(describe(error))

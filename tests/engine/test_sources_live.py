@@ -1,0 +1,136 @@
+"""Frame sources (video file, image folder) and the live pipeline, on the moving-astronaut clip."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from cnnviewer.engine.detection import apply_thresholds, make_detector
+from cnnviewer.engine.errors import ImageError
+from cnnviewer.engine.live import LatestFrame, LivePipeline
+from cnnviewer.engine.sources import Frame, VideoFile, open_source
+from tests.media import astronaut_frame, iou, write_video
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return make_detector("mtcnn")
+
+
+@pytest.mark.parametrize("kind", ["video", "folder"])
+def test_mtcnn_finds_each_face_where_it_is(astronaut_clip, faces, kind):
+    source = open_source(astronaut_clip.video if kind == "video" else astronaut_clip.folder)
+    assert isinstance(source, VideoFile) == (kind == "video")
+    seen = 0
+    with source:
+        for frame in source:
+            assert frame.pixels.shape == (480, 640, 3)
+            expected = astronaut_clip.faces[frame.index]
+            found = apply_thresholds(faces.raw(frame.pixels), 0.9, 0.5)
+            assert len(found) == len(expected), frame.name
+            for box in expected:                             # each known face matched by one box
+                assert max(iou(d.box, box) for d in found) > 0.75, frame.name
+            for d in found:
+                x1, y1, x2, y2 = d.box
+                assert len(d.points) == 5 and all(x1 <= x <= x2 and y1 <= y <= y2 for x, y in d.points)
+            seen += 1
+    assert seen == 12
+
+
+def test_a_video_that_breaks_off_reports_it(astronaut_clip, tmp_path):
+    frames = [astronaut_frame(index)[0] for index in range(12)]
+    data = write_video(tmp_path / "whole.avi", frames).read_bytes()
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(data[: len(data) // 2])                 # the file stops half way
+    read, errors = 0, []
+    with open_source(broken) as source:
+        while True:
+            try:
+                frame = source.read()
+            except ImageError as error:
+                errors.append(str(error))
+                continue
+            if frame is None:
+                break
+            read += 1
+    assert 0 < read < 12                                  # what was there played; then it ended cleanly
+    (tmp_path / "noise.mp4").write_bytes(b"\x00not a video" * 100)
+    with pytest.raises(ImageError, match="not a readable video"):
+        open_source(tmp_path / "noise.mp4")
+    with pytest.raises(ImageError, match="no such file"):
+        open_source(tmp_path / "missing.mp4")
+
+
+def test_latest_frame_wins():
+    slot = LatestFrame()
+    for index in range(3):
+        slot.put(Frame(index, str(index), None, time.perf_counter()))
+    assert slot.take(0).index == 2 and slot.take(0) is None       # older frames were dropped
+    lossless = LatestFrame()
+    lossless.put(Frame(0, "0", None, 0.0))
+    waiter = threading.Thread(target=lambda: lossless.put(Frame(1, "1", None, 0.0), lossless=True))
+    waiter.start()
+    time.sleep(0.2)
+    assert waiter.is_alive()                                   # waits until frame 0 is taken
+    assert lossless.take(0).index == 0
+    waiter.join(2)
+    assert lossless.take(1).index == 1
+
+
+def test_pipeline_every_frame_in_order_then_a_bad_one_and_a_bad_detector(astronaut_clip, tmp_path):
+    results, errors, ended = [], [], threading.Event()
+    pipeline = LivePipeline(results.append, on_error=errors.append, on_end=ended.set)
+    try:
+        pipeline.set_detector("mtcnn")
+        pipeline.play(open_source(astronaut_clip.folder), realtime=False)
+        assert ended.wait(60)
+        deadline = time.time() + 10
+        while len(results) < 12 and time.time() < deadline:
+            time.sleep(0.05)
+        assert [r.frame.index for r in results] == list(range(12))      # lossless: none dropped
+        assert [len(apply_thresholds(r.raw, 0.9, 0.5)) for r in results] == [1] * 6 + [2] * 6
+        assert all(r.detect_ms > 0 and r.frame.captured <= time.perf_counter() for r in results)
+
+        folder = tmp_path / "mixed"
+        folder.mkdir()
+        for name in ("0000.png", "0001.png"):
+            (folder / name).write_bytes((astronaut_clip.folder / name).read_bytes())
+        (folder / "0000b.png").write_bytes(b"broken")                      # fails mid-stream
+        ended.clear()
+        results.clear()
+        pipeline.play(open_source(folder), realtime=False)
+        assert ended.wait(60)
+        time.sleep(0.5)
+        assert any("0000b.png" in e for e in errors) and [r.frame.name for r in results] == ["0000.png", "0001.png"]
+
+        pipeline.set_detector("ssdlite320_mobilenet_v3_large", str(tmp_path / "missing.pth"))
+        results.clear()
+        pipeline.offer(results and results[-1].frame or next(iter(open_source(astronaut_clip.folder))))
+        deadline = time.time() + 20
+        while not results and time.time() < deadline:
+            time.sleep(0.05)
+        assert any("missing.pth" in e for e in errors)                     # said why...
+        assert results and results[0].detector.name == "mtcnn"             # ...and the old detector goes on
+    finally:
+        pipeline.close()
+
+
+def test_realtime_play_drops_frames_rather_than_queueing(astronaut_clip):
+    results = []
+    ended = threading.Event()
+    pipeline = LivePipeline(results.append, on_end=ended.set)
+    try:
+        pipeline.set_detector("mtcnn")
+        source = open_source(astronaut_clip.folder)
+        source.fps = 200.0                          # far faster than the detector
+        pipeline.play(source, realtime=True)
+        assert ended.wait(30)
+        time.sleep(0.5)
+        indices = [r.frame.index for r in results]
+        assert indices == sorted(indices) and len(indices) < 12 and indices[-1] >= 10
+        latencies = [r.detect_ms for r in results]
+        assert max(latencies) < 2000
+    finally:
+        pipeline.close()
