@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox, QDoubleSpinBox, QFileDialog, QLabel, QPushButton, QVBoxLayout, QWidget,
 )
@@ -36,6 +36,8 @@ GAP = 8   # pixels between the two halves of the before/after view
 
 class LiveDetectionPanel(QWidget):
     """Detections over live frames with score / IoU thresholds, NMS and RPN views, pause, step, capture."""
+
+    frame_shown = Signal()   # after each new frame's overlay is on screen
 
     def __init__(self, session: Session, jobs: UiJobs, controller, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -137,6 +139,7 @@ class LiveDetectionPanel(QWidget):
         self.latencies = (self.latencies + [(now - result.frame.captured) * 1000])[-30:]
         self._shown_times = [t for t in self._shown_times if t > now - 2] + [now]
         self._update_status()
+        self.frame_shown.emit()
 
     def note(self, text: str) -> None:
         """Show a message under the picture; the last three stay, newest last."""
