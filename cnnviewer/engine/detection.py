@@ -53,6 +53,7 @@ class Detector(ABC):
 
     name: str = ""
     trained: bool = True
+    device: torch.device = torch.device("cpu")
 
     @abstractmethod
     def raw(self, pixels: np.ndarray) -> list[Detection]:
@@ -69,7 +70,7 @@ class FaceDetector(Detector):
     def __init__(self, device: str = "cpu") -> None:
         from cnnviewer.engine.mtcnn import MTCNN
 
-        self.name, self._mtcnn = FACE_DETECTOR, MTCNN(device)
+        self.name, self._mtcnn, self.device = FACE_DETECTOR, MTCNN(device), torch.device(device)
         self._mtcnn.thresholds = (0.6, 0.7, 0.5)   # the user's score slider does the final cut
         self._mtcnn.nms = (*self._mtcnn.nms[:2], 1.0)   # O-Net's boxes reach the slider before NMS
 

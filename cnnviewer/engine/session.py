@@ -26,6 +26,7 @@ class Selection:
     layer: LayerId | None = None          # e.g. 'features.3.conv.1'
     channel: int | None = None
     neuron: tuple[int, int] | None = None  # (y, x) in that layer's output
+    class_index: int | None = None         # an output chosen as the target (None: the top-1)
 
 
 class Session:
@@ -47,7 +48,7 @@ class Session:
         keep = self.selection.layer if self.selection.layer in layers else None
         self.model_changed.emit(model)
         self.select(layer=keep, channel=None if keep is None else self.selection.channel,
-                    neuron=None)
+                    neuron=None, class_index=None)
 
     def set_image(self, image: InputImage) -> None:
         """Switch every panel to `image`."""

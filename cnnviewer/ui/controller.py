@@ -195,6 +195,16 @@ class Controller(QObject):
         if result.needs_trust is not None:
             self.trust_needed.emit(result.needs_trust.path, result.needs_trust.message)
 
+    def show_model_on(self, model, image, note: str) -> None:
+        """Switch every panel to a model built elsewhere (a detection's explainer) and its image.
+
+        The loaded model's spec is kept, so the next launch still opens it.
+        """
+        self.session.set_image(image)
+        self.session.set_model(model)
+        self.model_loaded.emit(model)
+        self.message.emit(note)
+
     def fetch_catalogue(self) -> None:
         """List torchvision's classification models with where their weights would come from."""
         def work(_context):

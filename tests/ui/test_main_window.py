@@ -443,6 +443,27 @@ def test_live_detection_on_an_image_folder(window, qtbot, tmp_path):
     assert saved.exists() and saved.with_suffix(".json").exists()
     assert window.session.image.name == saved.name                   # the frame is every panel's input
 
+    face = max(panel.shown, key=lambda d: d.score)                   # click a face: the panels explain it
+    panel.canvas.clicked.emit((face.box[1] + face.box[3]) / 2, (face.box[0] + face.box[2]) / 2)
+    assert panel.selected is face
+    qtbot.waitUntil(lambda: window.session.model.name.startswith("mtcnn →"), timeout=60000)
+    assert window.session.selection.class_index == 0
+    qtbot.waitUntil(lambda: bool(window.predictions.predictions)
+                    and window.predictions.predictions[0].label.endswith("this detection"), timeout=60000)
+    assert window.predictions.predictions[0].probability > 0.9       # its score, re-computed
+    gradients = window.gradients
+    window.docks["gradients"].raise_()
+    assert gradients.target_kind.currentText() == "chosen class" and gradients.class_box.currentIndex() == 0
+    qtbot.waitUntil(lambda: bool(gradients.results) and gradients.results[0].target.class_index == 0,
+                    timeout=60000)
+    attribution = np.abs(gradients.results[0].attribution).sum(0)
+    height, width = panel.frame.pixels.shape[:2]
+    top = (max(height, width) - height) // 2                       # the frame sits letterboxed in a square
+    assert attribution.shape == (max(height, width),) * 2
+    ys, xs = np.unravel_index(np.argsort(attribution.ravel())[-100:], attribution.shape)
+    assert face.box[1] + top - 20 <= np.median(ys) <= face.box[3] + top + 20
+    assert face.box[0] - 20 <= np.median(xs) <= face.box[2] + 20     # the face's score comes from the face
+
 
 def test_live_detection_video_with_a_two_stage_detector(window, qtbot, astronaut_clip):
     """Random-initialised Faster R-CNN (no COCO weights offline) through the whole pipeline."""

@@ -84,8 +84,11 @@ class GradientsPanel(QWidget):
         self.target_kind.setCurrentText("chosen class")
         self._debounce.start()
 
-    def _on_selection_changed(self, _selection) -> None:
-        if self.target_kind.currentText() in ("selected channel", "selected neuron"):
+    def _on_selection_changed(self, selection) -> None:
+        if selection.class_index is not None and selection.class_index < self.class_box.count():
+            self.class_box.setCurrentIndex(selection.class_index)    # e.g. a clicked detection's score
+            self._choose_class()
+        elif self.target_kind.currentText() in ("selected channel", "selected neuron"):
             self._debounce.start()
 
     def show_forward(self, summary) -> None:

@@ -353,9 +353,27 @@ class LiveDetectionPanel(QWidget):
         self.select_detection(detection_at(self.shown, column, row))
 
     def select_detection(self, detection) -> None:
-        """Highlight a detection (the one to explain)."""
+        """Highlight a detection and make every other panel explain it (its score as the target)."""
         self.selected = detection
         self.redraw()
+        if detection is None or self.result is None or self._controller is None:
+            return
+        detector, pixels, name = self.result.detector, self.frame.pixels, self.frame.name
+
+        def work(_context):
+            from cnnviewer.engine.explain_detection import explain_detection
+            return explain_detection(detector, detection, pixels, f"{Path(name).stem}-detection.png")
+
+        def done(result) -> None:
+            model, image = result
+            self._controller.show_model_on(model, image, f"Explaining {detection.label} {detection.score:.2f}: "
+                                           "every panel now shows this detection's score as class 0")
+            self._session.select(class_index=0)
+            self.note(f"The other panels explain {detection.label} {detection.score:.2f} "
+                      f"(gradient views: its score as the target). Load a model to go back.")
+
+        self._jobs.submit("model", work, on_done=done, on_error=lambda text: self.note(
+            f"Could not explain that detection: {text}"), label=f"Explaining {detection.label}")
 
     # ---------------------------------------------------------------- controls
     def toggle_pause(self) -> None:
