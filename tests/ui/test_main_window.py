@@ -495,3 +495,18 @@ def test_live_detection_video_with_a_two_stage_detector(window, qtbot, astronaut
     shown_index = panel.frame.index
     panel.step()                                                     # one more frame while paused
     qtbot.waitUntil(lambda: panel.frame.index > shown_index, timeout=30000)
+
+
+def test_camera_frames_reach_the_detector(window, qtbot):
+    """The camera path without a camera: Qt video frames as the sink delivers them."""
+    from PySide6.QtGui import QImage
+    from PySide6.QtMultimedia import QVideoFrame
+
+    panel = window.live_detection
+    photo = np.ascontiguousarray(data.astronaut())
+    image = QImage(photo.data, 512, 512, 512 * 3, QImage.Format.Format_RGB888).convertToFormat(
+        QImage.Format.Format_ARGB32)                                # cameras deliver 32-bit frames
+    panel._on_video_frame(QVideoFrame(image))
+    qtbot.waitUntil(lambda: panel.frame is not None and panel.frame.name == "camera", timeout=60000)
+    assert np.array_equal(panel.frame.pixels, photo)                # colours and layout kept
+    assert len(panel.shown) == 1 and panel.shown[0].label == "face"

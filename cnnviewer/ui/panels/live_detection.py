@@ -69,6 +69,9 @@ class LiveDetectionPanel(QWidget):
         self.iou = _spin(0.5)
         self.view = QComboBox()
         self.view.addItems(VIEWS)
+        for combo in (self.source, self.detector, self.view):   # long names must not widen the window
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(10)
         self.pause_button = QPushButton("Pause")
         self.step_button = QPushButton("Step")
         self.capture_button = QPushButton("Capture (Space)")
@@ -79,12 +82,13 @@ class LiveDetectionPanel(QWidget):
         self.message.setWordWrap(True)
         row1 = labelled_row([("Source", self.source), ("", self.resolution), ("Detector", self.detector),
                              ("", self.weights_button)], stretch=False)
-        row2 = labelled_row([("Score ≥", self.score), ("NMS IoU", self.iou), ("", self.view),
-                             ("", self.pause_button), ("", self.step_button), ("", self.capture_button)])
+        row2 = labelled_row([("Score ≥", self.score), ("NMS IoU", self.iou), ("View", self.view)])
+        row3 = labelled_row([("", self.pause_button), ("", self.step_button), ("", self.capture_button)])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(row1)
         layout.addLayout(row2)
+        layout.addLayout(row3)
         layout.addWidget(self.canvas, 1)
         layout.addWidget(self.status)
         layout.addWidget(self.message)
@@ -257,9 +261,11 @@ class LiveDetectionPanel(QWidget):
         if self.paused or not video_frame.isValid():
             return
         from cnnviewer.engine.sources import Frame
-        image = video_frame.toImage().convertToFormat(video_frame.toImage().Format.Format_RGB888)
+        image = video_frame.toImage()
+        image = image.convertToFormat(image.Format.Format_RGB888)
         rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
-        pixels = np.ascontiguousarray(rows[:, :image.width() * 3]).reshape(image.height(), image.width(), 3)
+        # A copy, always: the QImage's memory goes when this returns (a view would read freed memory).
+        pixels = rows[:, :image.width() * 3].copy().reshape(image.height(), image.width(), 3)
         self._camera_frames = getattr(self, "_camera_frames", 0) + 1
         self.pipeline.offer(Frame(self._camera_frames, "camera", pixels, time.perf_counter()))
 
