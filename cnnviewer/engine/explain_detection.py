@@ -45,6 +45,8 @@ class DetectionScore(nn.Module):
         else:
             self.onet = None
             self.detector = copy.deepcopy(detector.model)   # the live thread keeps running its own
+            for module in self.detector.modules():           # the live detector's recording hooks stay there
+                module._forward_hooks.clear()
 
     def forward(self, images: Tensor) -> Tensor:
         frames = images[:, :, self.top:self.top + self.height, self.left:self.left + self.width]

@@ -55,6 +55,8 @@ class LiveDetectionPanel(QWidget):
         self._shown_times: list[float] = []
         self._anchor_point: tuple[float, float] | None = None
         self.selected = None             # the Detection clicked
+        self._notes: list[str] = []      # the last messages shown under the picture
+        self._camera_frames = 0
         self.source = QComboBox()
         self.source.addItem("Choose a source…")
         self.resolution = QComboBox()
@@ -147,8 +149,8 @@ class LiveDetectionPanel(QWidget):
 
     def note(self, text: str) -> None:
         """Show a message under the picture; the last three stay, newest last."""
-        if text and text != (getattr(self, "_notes", None) or [""])[-1]:
-            self._notes = (getattr(self, "_notes", []) + [text])[-3:]
+        if text and text not in self._notes[-1:]:
+            self._notes = (self._notes + [text])[-3:]
             self.message.setText("\n".join(self._notes))
 
     def _say(self, message: str) -> None:
@@ -266,7 +268,7 @@ class LiveDetectionPanel(QWidget):
         rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
         # A copy, always: the QImage's memory goes when this returns (a view would read freed memory).
         pixels = rows[:, :image.width() * 3].copy().reshape(image.height(), image.width(), 3)
-        self._camera_frames = getattr(self, "_camera_frames", 0) + 1
+        self._camera_frames += 1
         self.pipeline.offer(Frame(self._camera_frames, "camera", pixels, time.perf_counter()))
 
     # ---------------------------------------------------------------- detector
