@@ -121,17 +121,38 @@ def read_weights(path: str | Path, *, trust: bool = False) -> WeightsFile:
     return _read_pickle(path, head, trust)
 
 
+def _read_stable(path: Path) -> bytes:
+    """The whole file, read once; a file that changed while it was read is refused."""
+    try:
+        before = path.stat()
+        data = path.read_bytes()
+        after = path.stat()
+    except OSError as exc:
+        raise WeightsError(f"{path.name} cannot be read: {exc.strerror or exc}") from exc
+    if (before.st_size, before.st_mtime_ns) != (after.st_size, after.st_mtime_ns) or len(data) != after.st_size:
+        raise WeightsError(f"{path.name} changed while it was being read (is something saving over it?); "
+                           "try again once it is written")
+    return data
+
+
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
     """Recognise safetensors by content: u64 header length, then a JSON object."""
     return len(head) > 8 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size
 
 
 def _read_safetensors(path: Path, head: bytes) -> WeightsFile:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Parse a safetensors file from a private copy of its bytes.
 
+    Not `safetensors.torch.load_file`: it memory-maps the file, and a file
+    truncated underneath (a training script saving over its checkpoint) then
+    kills the process with SIGBUS instead of raising.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    data = _read_stable(path)
     try:
-        raw = load_file(str(path), device="cpu")
+        raw = load(data)
     except SafetensorError as exc:
         reason = ("corrupt or truncated" if head[8:9] == b"{" else "not a safetensors file")
         raise WeightsError(f"{path.name} is {reason} ({first_line(exc)})") from exc

@@ -32,11 +32,26 @@ def startup_model(model: str | None, weights: str | None, settings) -> tuple[str
 
 
 def run_app(args: argparse.Namespace, started: float | None = None) -> int:
-    """Show the main window and load the model and image in the background."""
-    started = time.perf_counter() if started is None else started
-    import pyqtgraph as pg
+    """Show the main window, load the model and image in the background, run the event loop."""
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
+
+    started = time.perf_counter() if started is None else started
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("cnnviewer")
+    app.setOrganizationName("cnnviewer")
+    start_window(args, QSettings("cnnviewer", "cnnviewer"), started)
+    return app.exec()
+
+
+def start_window(args: argparse.Namespace, settings, started: float):
+    """Build and show the main window, then ask for the launch model and image (job thread).
+
+    `--trust` applies only to the weights file named on this same command line:
+    remembered weights from an earlier run are loaded as untrusted, so a
+    pickle among them is only ever loaded after the trust dialog.
+    """
+    import pyqtgraph as pg
 
     from cnnviewer.engine.jobs import JobRunner
     from cnnviewer.engine.memory import keep_freed_memory
@@ -47,11 +62,7 @@ def run_app(args: argparse.Namespace, started: float | None = None) -> int:
 
     torch_at_show = "torch" in sys.modules
     keep_freed_memory()
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("cnnviewer")
-    app.setOrganizationName("cnnviewer")
     pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
-    settings = QSettings("cnnviewer", "cnnviewer")
     session = Session()
     jobs = UiJobs(JobRunner(torch_threads=1))
     controller = Controller(session, jobs, device=args.device, precision=args.precision)
@@ -75,11 +86,14 @@ def run_app(args: argparse.Namespace, started: float | None = None) -> int:
 
     controller.forward_ready.connect(report_launch)
     spec, weights, note = startup_model(args.model, args.weights, settings)
+    trust = bool(args.trust and args.weights)
+    if args.trust and not args.weights:
+        note = note or "--trust applies only to a file named with --weights; nothing was trusted"
     if note:
         window.show_message(note)
-    controller.load_model(spec, weights=weights, trust=args.trust, labels=args.labels)
+    controller.load_model(spec, weights=weights, trust=trust, labels=args.labels)
     if args.image:
         window.open_image(args.image)
     else:
         controller.open_sample("chelsea")
-    return app.exec()
+    return window

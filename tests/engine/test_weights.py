@@ -357,3 +357,43 @@ def test_infer_second_call_is_cached():
     start = time.perf_counter()
     infer_architecture(sd)
     assert time.perf_counter() - start < 0.5
+
+
+REWRITE_WHILE_LOADING = r"""
+import sys, threading, torch
+from safetensors.torch import save_file
+from cnnviewer.engine.errors import WeightsError
+from cnnviewer.engine.weights import read_weights
+path = sys.argv[1]
+save_file({f"t{i}": torch.randn(512, 1024) for i in range(16)}, path)   # 32 MiB
+data = open(path, "rb").read()
+stop = threading.Event()
+def rewrite():   # what a training script does when it saves over its checkpoint
+    while not stop.is_set():
+        with open(path, "r+b") as f:
+            f.truncate(4096)
+        with open(path, "r+b") as f:
+            f.write(data)
+thread = threading.Thread(target=rewrite)
+thread.start()
+messages = set()
+for _ in range(150):
+    try:
+        read_weights(path)
+    except WeightsError as error:
+        messages.add(str(error).split(" (")[0])
+stop.set()
+thread.join()
+print(sorted(messages))
+"""
+
+
+def test_safetensors_rewritten_while_loading_is_an_error_not_a_crash(tmp_path):
+    """A memory-mapped read died with SIGBUS here; the file is now read into memory first."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", REWRITE_WHILE_LOADING, str(tmp_path / "w.safetensors")],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert "w.safetensors" in result.stdout or result.stdout.strip() == "[]"

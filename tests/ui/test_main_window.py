@@ -510,3 +510,29 @@ def test_camera_frames_reach_the_detector(window, qtbot):
     qtbot.waitUntil(lambda: panel.frame is not None and panel.frame.name == "camera", timeout=60000)
     assert np.array_equal(panel.frame.pixels, photo)                # colours and layout kept
     assert len(panel.shown) == 1 and panel.shown[0].label == "face"
+
+
+def test_trust_never_applies_to_remembered_weights(qtbot, settings, tmp_path, monkeypatch):
+    """`cnnviewer --trust` without --weights: the remembered pickle is not unpickled unasked."""
+    import argparse
+
+    from cnnviewer.ui.app import start_window
+
+    torch.manual_seed(0)
+    pickled = tmp_path / "whole.pth"
+    torch.save(torchvision.models.squeezenet1_1(num_classes=5), pickled)
+    settings.setValue("last_model", "squeezenet1_1")
+    settings.setValue("last_weights", str(pickled))
+    asked: list[str] = []
+    monkeypatch.setattr("cnnviewer.ui.main_window.ask_trust",
+                        lambda _parent, path, _message: asked.append(path) or False)
+    args = argparse.Namespace(image=None, model=None, weights=None, labels=None, trust=True,
+                              device=None, precision="fp32")
+    window = start_window(args, settings, 0.0)
+    qtbot.addWidget(window)
+    try:
+        qtbot.waitUntil(lambda: asked == [str(pickled)], timeout=30000)
+        qtbot.waitUntil(lambda: window.session.model is not None, timeout=30000)
+        assert window.session.model.weights_path != str(pickled)
+    finally:
+        window.jobs.runner.close()
