@@ -45,9 +45,9 @@ import torchvision
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cnnviewer.engine import graph_capture, hooks  # noqa: E402
-from cnnviewer.engine.images import from_array  # noqa: E402
-from cnnviewer.engine.models import wrap_module  # noqa: E402
+from cnnviewer.engine.runtime import graph_capture, hooks  # noqa: E402
+from cnnviewer.engine.media.images import from_array  # noqa: E402
+from cnnviewer.engine.models.catalogue import wrap_module  # noqa: E402
 from cnnviewer.engine.workbench import Workbench  # noqa: E402
 
 CAPTURE_TARGET = 1.15
@@ -61,7 +61,7 @@ marks = {}
 import PySide6.QtCore, PySide6.QtGui, PySide6.QtWidgets
 marks['import PySide6'] = time.perf_counter()
 import torch
-from cnnviewer.engine import images, models
+from cnnviewer.engine.media import images, models
 from cnnviewer.engine.workbench import Workbench
 marks['import engine'] = time.perf_counter()
 threads = int(sys.argv[1])
@@ -185,7 +185,7 @@ def bench_launch(runs: int, threads: int) -> dict:
 
 def tune_malloc() -> None:
     """What the app does at start (engine.memory.keep_freed_memory)."""
-    from cnnviewer.engine.memory import keep_freed_memory
+    from cnnviewer.engine.runtime.memory import keep_freed_memory
 
     print(f"glibc allocator tuned as in the app: {keep_freed_memory()}")
 

@@ -20,9 +20,9 @@ import torch
 import torchvision
 from captum.attr import GuidedBackprop
 
-from cnnviewer.engine import gradients
-from cnnviewer.engine.gradients import Target
-from cnnviewer.engine.memory import keep_freed_memory
+from cnnviewer.engine.attribution import gradients
+from cnnviewer.engine.attribution.gradients import Target
+from cnnviewer.engine.runtime.memory import keep_freed_memory
 
 
 def timed(function) -> float:

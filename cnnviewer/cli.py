@@ -66,7 +66,7 @@ def _summary_parser() -> argparse.ArgumentParser:
 
 
 def _gradients_parser() -> argparse.ArgumentParser:
-    from cnnviewer.engine.gradients import DISPLAY_MODES, METHODS
+    from cnnviewer.engine.attribution.gradients import DISPLAY_MODES, METHODS
 
     parser = _Parser(prog="cnnviewer export gradients", description="A gradient view of an image as PNG.")
     parser.add_argument("image")
@@ -100,9 +100,9 @@ def _export_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace, need_image: bool = True):
     """Model (with weights) and image for the headless commands."""
-    from cnnviewer.engine.images import load_image
-    from cnnviewer.engine.loading import load_model, load_weights, read_labels
-    from cnnviewer.engine.memory import keep_freed_memory
+    from cnnviewer.engine.media.images import load_image
+    from cnnviewer.engine.models.loading import load_model, load_weights, read_labels
+    from cnnviewer.engine.runtime.memory import keep_freed_memory
 
     keep_freed_memory()
     image = load_image(args.image) if need_image else None
@@ -123,7 +123,7 @@ def _stderr_progress(fraction: float, text: str) -> None:
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    from cnnviewer.engine.inference import predict
+    from cnnviewer.engine.runtime.inference import predict
 
     model, image = _load(args)
     predictions = predict(model, image, k=max(1, args.top))
@@ -144,7 +144,7 @@ def export_command(args: argparse.Namespace) -> int:
     if args.image is None:
         if args.panel not in MODEL_ONLY_PANELS:
             raise UsageError(f"cnnviewer export {args.panel}: needs an IMAGE")
-        from cnnviewer.engine.images import sample_image
+        from cnnviewer.engine.media.images import sample_image
         model, _ = _load(args, need_image=False)
         image = sample_image()
     else:
@@ -156,8 +156,8 @@ def export_command(args: argparse.Namespace) -> int:
 
 
 def summary_command(args: argparse.Namespace) -> int:
-    from cnnviewer.engine.loading import load_model, load_weights
-    from cnnviewer.engine.summary import summarize, summary_csv, summary_table
+    from cnnviewer.engine.models.loading import load_model, load_weights
+    from cnnviewer.engine.structure.summary import summarize, summary_csv, summary_table
 
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
                        allow_download=True, progress=_stderr_progress)
@@ -178,7 +178,7 @@ def summary_command(args: argparse.Namespace) -> int:
 
 
 def models_command(_args: argparse.Namespace) -> int:
-    from cnnviewer.engine.models import catalogue, catalogue_status
+    from cnnviewer.engine.models.catalogue import catalogue, catalogue_status
 
     for family, names in catalogue().items():
         print(family)
@@ -211,10 +211,10 @@ def detect_command(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
-    from cnnviewer.engine.detection import apply_thresholds, coco_records, draw, make_detector
-    from cnnviewer.engine.device import pick_device
+    from cnnviewer.engine.detection.detectors import apply_thresholds, coco_records, draw, make_detector
+    from cnnviewer.engine.runtime.device import pick_device
     from cnnviewer.engine.errors import ImageError
-    from cnnviewer.engine.sources import VideoFile, open_source
+    from cnnviewer.engine.media.sources import VideoFile, open_source
 
     if not 0 <= args.score <= 1 or not 0 <= args.iou <= 1:
         raise UsageError("cnnviewer detect: --score and --iou are between 0 and 1")
@@ -254,14 +254,14 @@ def gradients_command(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from cnnviewer.engine.gradients import Target, render
+    from cnnviewer.engine.attribution.gradients import Target, render
     from cnnviewer.engine.workbench import Workbench
 
     model, image = _load(args)
     if args.layer is not None and args.layer not in model.layer_names:
         raise UsageError(f"cnnviewer export gradients: {model.name} has no layer {args.layer!r}")
     if args.layer is None:
-        from cnnviewer.engine.inference import predict
+        from cnnviewer.engine.runtime.inference import predict
         index = args.target_class if args.target_class is not None else predict(model, image, 1)[0].index
         target = Target(class_index=index)
     else:

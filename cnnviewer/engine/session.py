@@ -15,8 +15,8 @@ from psygnal import Signal
 from cnnviewer.engine.types import LayerId
 
 if TYPE_CHECKING:  # keeps this module torch-free for the UI thread
-    from cnnviewer.engine.images import InputImage
-    from cnnviewer.engine.models import LoadedModel
+    from cnnviewer.engine.media.images import InputImage
+    from cnnviewer.engine.models.catalogue import LoadedModel
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnviewer.engine.features import (
+from cnnviewer.engine.views.features import (
     FeatureMapOptions, FeatureMapView, FilterView, as_channels, colormap_table, feature_map_view,
     filter_view, find_conv, first_layer_view, layer_conv, normalise,
 )
-from cnnviewer.engine.images import InputImage
-from cnnviewer.engine.inference import ActivationCache, top_k
-from cnnviewer.engine.architecture import ArchitectureGraph
-from cnnviewer.engine.gradients import GradientResult, Target, gradcam_layer
+from cnnviewer.engine.media.images import InputImage
+from cnnviewer.engine.runtime.inference import ActivationCache, top_k
+from cnnviewer.engine.structure.architecture import ArchitectureGraph
+from cnnviewer.engine.attribution.gradients import GradientResult, Target, gradcam_layer
 from cnnviewer.engine.jobs import Cancelled
-from cnnviewer.engine.models import LoadedModel
-from cnnviewer.engine.receptive_field import GradientProbe, NeuronField
-from cnnviewer.engine.summary import Summary, summarize
+from cnnviewer.engine.models.catalogue import LoadedModel
+from cnnviewer.engine.structure.receptive_field import GradientProbe, NeuronField
+from cnnviewer.engine.structure.summary import Summary, summarize
 from cnnviewer.engine.types import LayerId, LayerInfo, Prediction
 
 
@@ -53,7 +53,7 @@ class Workbench:
         """The model's graph annotated from its summary (built once per model)."""
         found = self._graphs.get(model.token)
         if found is None:
-            from cnnviewer.engine.architecture_graph import build_graph
+            from cnnviewer.engine.structure.architecture_graph import build_graph
             found = build_graph(model.module, self.summary(model))
             self._graphs = {model.token: found}
         return found
@@ -140,8 +140,8 @@ class Workbench:
     def gradient(self, model: LoadedModel, image: InputImage, method: str, target: Target,
                  context=None, **options) -> GradientResult:
         """One gradient view of the current input as a (C, H, W) float32 attribution."""
-        from cnnviewer.engine import gradients
-        from cnnviewer.engine.inference import prepare_input
+        from cnnviewer.engine.attribution import gradients
+        from cnnviewer.engine.runtime.inference import prepare_input
 
         prepared = prepare_input(image, model.preprocess, model.device, model.dtype, model.input_channels)
         summary = self.summary(model)

@@ -54,7 +54,7 @@ def start_window(args: argparse.Namespace, settings, started: float):
     import pyqtgraph as pg
 
     from cnnviewer.engine.jobs import JobRunner
-    from cnnviewer.engine.memory import keep_freed_memory
+    from cnnviewer.engine.runtime.memory import keep_freed_memory
     from cnnviewer.engine.session import Session
     from cnnviewer.ui.controller import Controller
     from cnnviewer.ui.jobs import UiJobs

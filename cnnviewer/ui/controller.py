@@ -42,7 +42,7 @@ def _spec_after_weights(model, previous_name: str | None, previous_spec: str | N
     """The architecture spec of a model that weights were just loaded into (job thread)."""
     if model.name == previous_name:
         return previous_spec
-    from cnnviewer.engine.models import classification_models
+    from cnnviewer.engine.models.catalogue import classification_models
     return model.name if model.name in classification_models() else None
 
 
@@ -89,7 +89,7 @@ class Controller(QObject):
         path = str(path)
 
         def work(_context):
-            from cnnviewer.engine.images import load_image
+            from cnnviewer.engine.media.images import load_image
             return load_image(path)
 
         def done(image) -> None:
@@ -102,7 +102,7 @@ class Controller(QObject):
     def open_sample(self, name: str = "chelsea") -> None:
         """Load one of the bundled sample photos."""
         def work(_context):
-            from cnnviewer.engine.images import sample_image
+            from cnnviewer.engine.media.images import sample_image
             return sample_image(name)
 
         self.jobs.submit("image", work, on_done=self.session.set_image, on_error=self.message.emit)
@@ -121,8 +121,8 @@ class Controller(QObject):
 
         def work(context):
             from cnnviewer.engine.errors import ModelError, UntrustedPickleError, WeightsError
-            from cnnviewer.engine.inference import check_runs
-            from cnnviewer.engine.loading import load_model, load_weights, read_labels
+            from cnnviewer.engine.runtime.inference import check_runs
+            from cnnviewer.engine.models.loading import load_model, load_weights, read_labels
             names = read_labels(labels) if labels else None
             model = load_model(spec, device=device, precision=precision, allow_download=allow_download,
                                progress=context.report, cancel=context.cancel)
@@ -166,8 +166,8 @@ class Controller(QObject):
 
         def work(_context):
             from cnnviewer.engine.errors import UntrustedPickleError
-            from cnnviewer.engine.inference import check_runs
-            from cnnviewer.engine.loading import load_weights
+            from cnnviewer.engine.runtime.inference import check_runs
+            from cnnviewer.engine.models.loading import load_weights
             try:
                 loaded = load_weights(path, current, trust=trust, device=device, precision=precision)
             except UntrustedPickleError as error:
@@ -208,7 +208,7 @@ class Controller(QObject):
     def fetch_catalogue(self) -> None:
         """List torchvision's classification models with where their weights would come from."""
         def work(_context):
-            from cnnviewer.engine.models import catalogue, catalogue_status
+            from cnnviewer.engine.models.catalogue import catalogue, catalogue_status
             return {family: [(name, catalogue_status(name)) for name in names]
                     for family, names in catalogue().items()}
 

@@ -10,7 +10,7 @@ from PySide6.QtWidgets import (
     QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QProgressBar, QPushButton, QWidget,
 )
 
-from cnnviewer.engine.images import IMAGE_SUFFIXES
+from cnnviewer.engine.media.images import IMAGE_SUFFIXES
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.types import WEIGHT_SUFFIXES
 from cnnviewer.ui.controller import Controller

@@ -12,11 +12,11 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnviewer.engine import hooks, inference
-from cnnviewer.engine.hooks import capture_activations, capture_with_hooks, first_tensor, has_hooks
-from cnnviewer.engine.images import from_array, sample_image
-from cnnviewer.engine.inference import ActivationCache, run_forward, top_k
-from cnnviewer.engine.models import LoadedModel, load_torchvision_model, wrap_module
+from cnnviewer.engine.runtime import hooks, inference
+from cnnviewer.engine.runtime.hooks import capture_activations, capture_with_hooks, first_tensor, has_hooks
+from cnnviewer.engine.media.images import from_array, sample_image
+from cnnviewer.engine.runtime.inference import ActivationCache, run_forward, top_k
+from cnnviewer.engine.models.catalogue import LoadedModel, load_torchvision_model, wrap_module
 
 CATS = range(281, 286)   # ImageNet: tabby .. Egyptian cat
 ESPRESSO = 967
@@ -323,7 +323,7 @@ def test_activation_cache_evicts_least_recent(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_traced_recorder_shares_weights_and_leaves_the_model_alone() -> None:
-    from cnnviewer.engine.graph_capture import graph_recorder
+    from cnnviewer.engine.runtime.graph_capture import graph_recorder
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
@@ -341,7 +341,7 @@ def test_traced_recorder_shares_weights_and_leaves_the_model_alone() -> None:
 def test_allocator_tuning_is_accepted_on_linux() -> None:
     import sys
 
-    from cnnviewer.engine.memory import keep_freed_memory
+    from cnnviewer.engine.runtime.memory import keep_freed_memory
 
     assert keep_freed_memory() is sys.platform.startswith("linux")
 
@@ -407,7 +407,7 @@ class TupleNet(nn.Module):
 
 @pytest.mark.parametrize("net", [AliasNet, TupleNet])
 def test_traced_recording_matches_hooks_through_aliases_and_tuples(net) -> None:
-    from cnnviewer.engine.graph_capture import graph_recorder
+    from cnnviewer.engine.runtime.graph_capture import graph_recorder
 
     torch.manual_seed(0)
     model = net().eval()

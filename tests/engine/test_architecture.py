@@ -5,9 +5,9 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
-from cnnviewer.engine.architecture import default_collapsed, layout
-from cnnviewer.engine.architecture_graph import build_graph
-from cnnviewer.engine.summary import summarize
+from cnnviewer.engine.structure.architecture import default_collapsed, layout
+from cnnviewer.engine.structure.architecture_graph import build_graph
+from cnnviewer.engine.structure.summary import summarize
 
 
 def graph_of(model: nn.Module, size: int = 64):

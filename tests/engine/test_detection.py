@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 from skimage import data
 
-from cnnviewer.engine.detection import (
+from cnnviewer.engine.detection.detectors import (
     Detection, anchors_at, apply_thresholds, coco_records, detection_at, draw, make_detector,
 )
 from cnnviewer.engine.errors import ModelError, WeightsError
-from cnnviewer.engine.sources import Frame
+from cnnviewer.engine.media.sources import Frame
 
 FRAME = np.asarray(Image.fromarray(data.astronaut()).resize((320, 240)))
 

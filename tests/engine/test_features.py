@@ -8,8 +8,8 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnviewer.engine import features
-from cnnviewer.engine.features import (
+from cnnviewer.engine.views import features
+from cnnviewer.engine.views.features import (
     MosaicLayout, feature_map_view, filter_view, find_conv, overlay, weight_stats,
 )
 
@@ -299,7 +299,7 @@ def test_overlay_opacity_extremes() -> None:
 
 
 def test_layer_conv_explains_the_block_channels() -> None:
-    from cnnviewer.engine.features import layer_conv
+    from cnnviewer.engine.views.features import layer_conv
 
     resnet = torchvision.models.resnet50(weights=None)
     assert layer_conv(resnet, "layer1.0", 256)[0] == "layer1.0.conv3"      # not downsample.0

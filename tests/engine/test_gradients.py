@@ -10,9 +10,9 @@ from captum.attr import (
 )
 from torch import nn
 
-from cnnviewer.engine import gradients
-from cnnviewer.engine.gradients import Target
-from cnnviewer.engine.hooks import has_hooks
+from cnnviewer.engine.attribution import gradients
+from cnnviewer.engine.attribution.gradients import Target
+from cnnviewer.engine.runtime.hooks import has_hooks
 
 
 def small_cnn() -> nn.Module:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnviewer.engine import images
+from cnnviewer.engine.media import images
 from cnnviewer.engine.errors import ImageError
-from cnnviewer.engine.images import InputImage, load_image, sample_image
+from cnnviewer.engine.media.images import InputImage, load_image, sample_image
 
 os.environ.setdefault("CNNVIEWER_OFFLINE", "1")
 
@@ -324,7 +324,7 @@ def test_dim_16_bit_gray_keeps_its_brightness(tmp_path) -> None:
 
 
 def test_huge_images_get_a_small_preview(tmp_path) -> None:
-    from cnnviewer.engine.images import PREVIEW_SIDE
+    from cnnviewer.engine.media.images import PREVIEW_SIDE
 
     path = tmp_path / "wide.png"
     Image.new("RGB", (3000, 1500), (10, 200, 30)).save(path)

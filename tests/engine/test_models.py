@@ -11,12 +11,12 @@ import pytest
 import torch
 import torchvision
 
-from cnnviewer.engine import models
+from cnnviewer.engine.models import catalogue as models
 from cnnviewer.engine.errors import ModelError, WeightsError
-from cnnviewer.engine.images import sample_image
-from cnnviewer.engine.inference import predict
-from cnnviewer.engine.loading import load_model, load_weights
-from cnnviewer.engine.models import WeightsSource, load_torchvision_model
+from cnnviewer.engine.media.images import sample_image
+from cnnviewer.engine.runtime.inference import predict
+from cnnviewer.engine.models.loading import load_model, load_weights
+from cnnviewer.engine.models.catalogue import WeightsSource, load_torchvision_model
 
 
 @pytest.fixture

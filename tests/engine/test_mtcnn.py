@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from cnnviewer.engine.mtcnn import MTCNN
+from cnnviewer.engine.detection.mtcnn import MTCNN
 
 ASTRONAUT_FACE = (179, 60, 266, 173)   # x1, y1, x2, y2, looked at by eye in the 512x512 photo
 

@@ -9,7 +9,7 @@ import pytest
 from torch import nn
 
 from cnnviewer.engine.errors import ModelError
-from cnnviewer.engine.user_arch import build_user_model
+from cnnviewer.engine.models.user_arch import build_user_model
 
 NETS = '''
 import torch

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from cnnviewer.engine.errors import UntrustedPickleError, WeightsError
-from cnnviewer.engine.weights import (WEIGHT_SUFFIXES, WRAPPER_KEYS, fit_state_dict,
+from cnnviewer.engine.models.weights import (WEIGHT_SUFFIXES, WRAPPER_KEYS, fit_state_dict,
                                       infer_architecture, normalize_state_dict, read_weights)
 
 
@@ -363,7 +363,7 @@ REWRITE_WHILE_LOADING = r"""
 import sys, threading, torch
 from safetensors.torch import save_file
 from cnnviewer.engine.errors import WeightsError
-from cnnviewer.engine.weights import read_weights
+from cnnviewer.engine.models.weights import read_weights
 path = sys.argv[1]
 save_file({f"t{i}": torch.randn(512, 1024) for i in range(16)}, path)   # 32 MiB
 data = open(path, "rb").read()

@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget,
 )
 
-from cnnviewer.engine.architecture import ArchitectureGraph, Layout, PlacedNode, default_collapsed, layout
+from cnnviewer.engine.structure.architecture import ArchitectureGraph, Layout, PlacedNode, default_collapsed, layout
 from cnnviewer.engine.session import Selection, Session
 from cnnviewer.ui.jobs import UiJobs
 

@@ -8,7 +8,7 @@ from PySide6.QtWidgets import (
     QComboBox, QHBoxLayout, QLabel, QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget,
 )
 
-from cnnviewer.engine.features import (
+from cnnviewer.engine.views.features import (
     COLORMAPS, FeatureMapOptions, FeatureMapView, colormap_table, normalise, overlay,
 )
 from cnnviewer.engine.session import Selection, Session

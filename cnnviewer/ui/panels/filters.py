@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSpinBox, QSplitter, QVBoxLayout, QWidget
 
-from cnnviewer.engine.features import FilterView
+from cnnviewer.engine.views.features import FilterView
 from cnnviewer.engine.session import Selection, Session
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas

@@ -118,8 +118,8 @@ class LiveDetectionPanel(QWidget):
     def pipeline(self):
         """The engine pipeline (its threads), created on first use."""
         if self._pipeline is None:
-            from cnnviewer.engine.device import pick_device
-            from cnnviewer.engine.live import LivePipeline
+            from cnnviewer.engine.runtime.device import pick_device
+            from cnnviewer.engine.detection.live import LivePipeline
             self._pipeline = LivePipeline(self._result_arrived, on_error=self._say_soon, on_end=self._ended_soon,
                                           on_status=self._status_soon, device=str(pick_device()))
             self._pipeline.set_detector(self.detector.currentText(), self._weights)
@@ -199,7 +199,7 @@ class LiveDetectionPanel(QWidget):
     def open_file(self, path: str | Path, realtime: bool = True) -> bool:
         """Play a video file, an image, or a folder of images; False (and a message) if unreadable."""
         from cnnviewer.engine.errors import CnnViewerError
-        from cnnviewer.engine.sources import open_source
+        from cnnviewer.engine.media.sources import open_source
         try:
             source = open_source(path)
         except CnnViewerError as error:
@@ -262,7 +262,7 @@ class LiveDetectionPanel(QWidget):
     def _on_video_frame(self, video_frame) -> None:
         if self.paused or not video_frame.isValid():
             return
-        from cnnviewer.engine.sources import Frame
+        from cnnviewer.engine.media.sources import Frame
         image = video_frame.toImage()
         image = image.convertToFormat(image.Format.Format_RGB888)
         rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
@@ -295,7 +295,7 @@ class LiveDetectionPanel(QWidget):
     def _redetect(self) -> None:
         """Run the (new) detector on the frame on screen, e.g. while paused."""
         if self.frame is not None:
-            from cnnviewer.engine.sources import Frame
+            from cnnviewer.engine.media.sources import Frame
             self.pipeline.offer(Frame(self.frame.index, self.frame.name, self.frame.pixels, time.perf_counter()))
 
     # ---------------------------------------------------------------- drawing
@@ -303,7 +303,7 @@ class LiveDetectionPanel(QWidget):
         """Thresholds and NMS on the last frame's raw detections (no model run), then draw."""
         if self.frame is None:
             return
-        from cnnviewer.engine.detection import anchors_at, apply_thresholds, draw
+        from cnnviewer.engine.detection.detectors import anchors_at, apply_thresholds, draw
         score, iou, view = self.score.value(), self.iou.value(), self.view.currentIndex()
         self.shown = apply_thresholds(self.raw, score, iou)
         pixels = self.frame.pixels
@@ -357,7 +357,7 @@ class LiveDetectionPanel(QWidget):
             self._anchor_point = (column, row)
             self.redraw()
             return
-        from cnnviewer.engine.detection import detection_at
+        from cnnviewer.engine.detection.detectors import detection_at
         self.select_detection(detection_at(self.shown, column, row))
 
     def select_detection(self, detection) -> None:
@@ -369,7 +369,7 @@ class LiveDetectionPanel(QWidget):
         detector, pixels, name = self.result.detector, self.frame.pixels, self.frame.name
 
         def work(_context):
-            from cnnviewer.engine.explain_detection import explain_detection
+            from cnnviewer.engine.detection.explain import explain_detection
             return explain_detection(detector, detection, pixels, f"{Path(name).stem}-detection.png")
 
         def done(result) -> None:
@@ -410,9 +410,9 @@ class LiveDetectionPanel(QWidget):
             return None
         from PIL import Image
 
-        from cnnviewer.engine.detection import coco_records, draw
-        from cnnviewer.engine.images import from_array
-        from cnnviewer.engine.sources import Frame
+        from cnnviewer.engine.detection.detectors import coco_records, draw
+        from cnnviewer.engine.media.images import from_array
+        from cnnviewer.engine.media.sources import Frame
         stem = Path(folder) / time.strftime("capture-%Y%m%d-%H%M%S")
         while Path(f"{stem}.png").exists():
             stem = stem.with_name(stem.name + "+")

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import (
 )
 
 from cnnviewer.engine.session import Selection, Session
-from cnnviewer.engine.summary import LayerRow, Summary, summary_csv
+from cnnviewer.engine.structure.summary import LayerRow, Summary, summary_csv
 from cnnviewer.ui.jobs import UiJobs
 
 COLUMNS = ("Layer", "Type", "Output", "Units", "Weights", "Biases", "MACs", "RF size", "Jump", "Start")

@@ -146,7 +146,7 @@ def summarize(model: nn.Module, input_size: tuple[int, int] = (224, 224), *, nam
 
     The model's training flags are restored; gradients are off.
     """
-    from cnnviewer.engine.summary_graph import summarize as compute
+    from cnnviewer.engine.structure.summary_graph import summarize as compute
 
     return compute(model, input_size, name=name, channels=channels)
 

@@ -19,7 +19,7 @@ import torchvision
 from PIL import Image, ImageDraw
 
 from cnnviewer.engine.errors import ModelError
-from cnnviewer.engine.sources import Frame
+from cnnviewer.engine.media.sources import Frame
 
 FACE_DETECTOR = "mtcnn"
 
@@ -68,7 +68,7 @@ class FaceDetector(Detector):
     """MTCNN with its offline weights; its final NMS is left to the user's IoU slider."""
 
     def __init__(self, device: str = "cpu") -> None:
-        from cnnviewer.engine.mtcnn import MTCNN
+        from cnnviewer.engine.detection.mtcnn import MTCNN
 
         self.name, self._mtcnn, self.device = FACE_DETECTOR, MTCNN(device), torch.device(device)
         self._mtcnn.thresholds = (0.6, 0.7, 0.5)   # the user's score slider does the final cut
@@ -88,8 +88,8 @@ class TorchvisionDetector(Detector):
     """
 
     def __init__(self, name: str, device: str = "cpu", weights: str | Path | None = None) -> None:
-        from cnnviewer.engine.models import hub_cache_path
-        from cnnviewer.engine.weights import forced_weights_only
+        from cnnviewer.engine.models.catalogue import hub_cache_path
+        from cnnviewer.engine.models.weights import forced_weights_only
 
         weights_enum = torchvision.models.get_model_weights(name).DEFAULT
         self.categories = list(weights_enum.meta["categories"])
@@ -166,8 +166,8 @@ def _custom_detector(name: str, path: Path, coco: list[str]) -> tuple[torch.nn.M
     labels.txt beside the file, else COCO's when the count matches.
     """
     from cnnviewer.engine.errors import WeightsError
-    from cnnviewer.engine.loading import labels_beside, prefix_variants
-    from cnnviewer.engine.weights import fit_state_dict, read_weights
+    from cnnviewer.engine.models.loading import labels_beside, prefix_variants
+    from cnnviewer.engine.models.weights import fit_state_dict, read_weights
 
     loaded = read_weights(path)
     if loaded.kind != "state_dict":

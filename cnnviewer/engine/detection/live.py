@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from cnnviewer.engine.detection import Detection, Detector, make_detector
+from cnnviewer.engine.detection.detectors import Detection, Detector, make_detector
 from cnnviewer.engine.errors import CnnViewerError, describe
-from cnnviewer.engine.sources import Frame, FrameSource
+from cnnviewer.engine.media.sources import Frame, FrameSource
 
 
 @dataclass(frozen=True, eq=False)

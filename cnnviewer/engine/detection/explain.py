@@ -21,9 +21,9 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from cnnviewer.engine.detection import Detection, Detector, FaceDetector
-from cnnviewer.engine.images import InputImage, from_array
-from cnnviewer.engine.models import LoadedModel, Preprocess, wrap_module
+from cnnviewer.engine.detection.detectors import Detection, Detector, FaceDetector
+from cnnviewer.engine.media.images import InputImage, from_array
+from cnnviewer.engine.models.catalogue import LoadedModel, Preprocess, wrap_module
 
 MATCH_IOU = 0.5
 PAD_GREY = 114
@@ -68,7 +68,7 @@ class DetectionScore(nn.Module):
 
     def _face_score(self, frame: Tensor) -> Tensor:
         """O-Net's face probability for the box, cropped square as MTCNN crops (differentiably)."""
-        from cnnviewer.engine.mtcnn import _square
+        from cnnviewer.engine.detection.mtcnn import _square
         x1, y1, x2, y2 = _square(np.array([[*self.box[0].tolist(), 0.0]]))[0, :4].round()
         rois = torch.tensor([[0, x1, y1, x2 + 1, y2 + 1]], dtype=frame.dtype, device=frame.device)
         crop = torchvision.ops.roi_align(frame[None] * 255.0, rois, output_size=48, sampling_ratio=2, aligned=True)

@@ -8,9 +8,9 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from cnnviewer.engine.architecture import ArchitectureGraph, GraphNode
-from cnnviewer.engine.hooks import leaf_hooks
-from cnnviewer.engine.summary import Summary, field_text
+from cnnviewer.engine.structure.architecture import ArchitectureGraph, GraphNode
+from cnnviewer.engine.runtime.hooks import leaf_hooks
+from cnnviewer.engine.structure.summary import Summary, field_text
 
 _MERGES = {operator.add: "add", torch.add: "add", torch.cat: "concat", operator.mul: "multiply",
            torch.mul: "multiply", torch.flatten: "flatten", operator.sub: "subtract"}

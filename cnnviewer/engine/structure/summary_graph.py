@@ -14,9 +14,9 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnviewer.engine.hooks import leaf_hooks
-from cnnviewer.engine.modes import eval_mode
-from cnnviewer.engine.summary import Field, LayerRow, Summary
+from cnnviewer.engine.runtime.hooks import leaf_hooks
+from cnnviewer.engine.runtime.modes import eval_mode
+from cnnviewer.engine.structure.summary import Field, LayerRow, Summary
 from cnnviewer.engine.types import LayerId
 
 

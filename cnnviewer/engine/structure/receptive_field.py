@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cnnviewer.engine.images import InputImage
-from cnnviewer.engine.inference import prepare_input
-from cnnviewer.engine.models import LoadedModel
-from cnnviewer.engine.modes import eval_mode
-from cnnviewer.engine.summary import Field
+from cnnviewer.engine.media.images import InputImage
+from cnnviewer.engine.runtime.inference import prepare_input
+from cnnviewer.engine.models.catalogue import LoadedModel
+from cnnviewer.engine.runtime.modes import eval_mode
+from cnnviewer.engine.structure.summary import Field
 from cnnviewer.engine.types import LayerId
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cnnviewer.engine.modes import eval_mode
+from cnnviewer.engine.runtime.modes import eval_mode
 from cnnviewer.engine.types import LayerId
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def capture_activations(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[Lay
     graph_capture), else forward hooks. Gradients are off and every module's
     training flag is restored.
     """
-    from cnnviewer.engine import graph_capture
+    from cnnviewer.engine.runtime import graph_capture
 
     with eval_mode(model):
         recorder = graph_capture.graph_recorder(model)
@@ -117,7 +117,7 @@ def capture_activations(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[Lay
 
 def prepare_capture(model: nn.Module, inputs: Tensor) -> None:
     """Trace and check the model's recorder now, so the next capture times only the pass."""
-    from cnnviewer.engine import graph_capture
+    from cnnviewer.engine.runtime import graph_capture
 
     recorder = graph_capture.graph_recorder(model)
     if recorder is not None and not recorder.verified:

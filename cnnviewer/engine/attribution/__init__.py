@@ -1,0 +1,1 @@
+"""Gradient views: saliency, guided backprop, DeconvNet, Grad-CAM, integrated gradients, occlusion."""

@@ -1,0 +1,1 @@
+"""Object and face detection: detectors, MTCNN, the live pipeline, explanations of one detection."""

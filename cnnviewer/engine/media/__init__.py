@@ -1,0 +1,1 @@
+"""Inputs: image files, sample photos, and frame sources (video files, folders)."""

@@ -1,0 +1,1 @@
+"""Running models: device choice, memory, train/eval modes, hooks, the fx recorder, inference."""

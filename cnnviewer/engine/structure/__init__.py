@@ -1,0 +1,1 @@
+"""What a model is made of: per-layer summary, data-flow graph, architecture layout, receptive fields."""
