@@ -20,11 +20,11 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from cnnviewer.engine.structure.architecture import default_collapsed, layout  # noqa: E402
-from cnnviewer.engine.structure.architecture_graph import build_graph  # noqa: E402
 from cnnviewer.engine.jobs import JobRunner  # noqa: E402
 from cnnviewer.engine.session import Session  # noqa: E402
-from cnnviewer.engine.structure.summary import summarize  # noqa: E402
+from cnnviewer.engine.structure.architecture import default_collapsed, layout  # noqa: E402
+from cnnviewer.engine.structure.architecture_graph import build_graph  # noqa: E402
+from cnnviewer.engine.structure.summary_graph import summarize  # noqa: E402
 from cnnviewer.ui.jobs import UiJobs  # noqa: E402
 from cnnviewer.ui.panels.architecture import ArchitecturePanel  # noqa: E402
 

@@ -5,7 +5,7 @@ Run: python benchmarks/bench_foundation.py [--reps N] [--launch-runs N]
 Measured side by side in one run, once with torch.set_num_threads(1) (what the
 app's job thread uses) and once with torch's default thread count:
 
-1. Forward with full activation capture (hooks.capture_activations: the
+1. Forward with full activation capture (recording.capture_activations: the
    torch.fx recorder, already traced) / plain forward under
    torch.inference_mode(), with the hook-based recorder (capture_with_hooks)
    measured in the same interleaved loop for comparison, for
@@ -45,9 +45,9 @@ import torchvision
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cnnviewer.engine.runtime import graph_capture, hooks  # noqa: E402
 from cnnviewer.engine.media.images import from_array  # noqa: E402
 from cnnviewer.engine.models.catalogue import wrap_module  # noqa: E402
+from cnnviewer.engine.runtime import graph_capture, hooks, recording  # noqa: E402
 from cnnviewer.engine.workbench import Workbench  # noqa: E402
 
 CAPTURE_TARGET = 1.15
@@ -99,7 +99,7 @@ def plain_forward(model: torch.nn.Module, inputs: torch.Tensor) -> float:
 
 def captured_forward(model: torch.nn.Module, inputs: torch.Tensor, capture=None) -> float:
     start = time.perf_counter()
-    output, recorded = (capture or hooks.capture_activations)(model, inputs)
+    output, recorded = (capture or recording.capture_activations)(model, inputs)
     elapsed = time.perf_counter() - start
     del output, recorded
     return elapsed
@@ -114,7 +114,7 @@ def bench_capture(name: str, reps: int) -> dict:
     model = build(name)
     torch.manual_seed(0)
     inputs = torch.randn(1, 3, 224, 224)
-    hooks.capture_activations(model, inputs)          # traces the fx recorder, checks it once
+    recording.capture_activations(model, inputs)          # traces the fx recorder, checks it once
     hooks.capture_with_hooks(model, inputs)           # probe: learns the hook path's clone set
     for _ in range(3):
         plain_forward(model, inputs)

@@ -34,8 +34,8 @@ from PySide6.QtCore import QElapsedTimer, QTimer  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from cnnviewer.engine.detection.detectors import make_detector  # noqa: E402
-from cnnviewer.engine.session import Session  # noqa: E402
 from cnnviewer.engine.media.sources import FrameSource, VideoFile, open_source  # noqa: E402
+from cnnviewer.engine.session import Session  # noqa: E402
 from cnnviewer.ui.jobs import UiJobs  # noqa: E402
 from cnnviewer.ui.panels.live_detection import LiveDetectionPanel  # noqa: E402
 from tests.media import astronaut_frame, write_video  # noqa: E402

@@ -19,10 +19,10 @@ os.environ.setdefault("CNNVIEWER_OFFLINE", "1")
 import torch  # noqa: E402
 
 from cnnviewer.engine.media.images import sample_image  # noqa: E402
-from cnnviewer.engine.runtime.memory import keep_freed_memory  # noqa: E402
 from cnnviewer.engine.models.catalogue import load_torchvision_model  # noqa: E402
+from cnnviewer.engine.runtime.memory import keep_freed_memory  # noqa: E402
 from cnnviewer.engine.structure.receptive_field import GradientProbe  # noqa: E402
-from cnnviewer.engine.structure.summary import summarize  # noqa: E402
+from cnnviewer.engine.structure.summary_graph import summarize  # noqa: E402
 
 TARGET_MS = 150.0
 

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from cnnviewer.engine.types import DEFAULT_MODEL, EXPORT_PANELS, MODEL_ONLY_PANELS
 
 
-
 class UsageError(Exception):
     """Bad command-line input: reported in one line, exit status 2."""
 
@@ -157,7 +156,8 @@ def export_command(args: argparse.Namespace) -> int:
 
 def summary_command(args: argparse.Namespace) -> int:
     from cnnviewer.engine.models.loading import load_model, load_weights
-    from cnnviewer.engine.structure.summary import summarize, summary_csv, summary_table
+    from cnnviewer.engine.structure.summary import summary_csv, summary_table
+    from cnnviewer.engine.structure.summary_graph import summarize
 
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
                        allow_download=True, progress=_stderr_progress)
@@ -211,10 +211,15 @@ def detect_command(args: argparse.Namespace) -> int:
 
     from PIL import Image
 
-    from cnnviewer.engine.detection.detectors import apply_thresholds, coco_records, draw, make_detector
-    from cnnviewer.engine.runtime.device import pick_device
+    from cnnviewer.engine.detection.detectors import (
+        apply_thresholds,
+        coco_records,
+        draw,
+        make_detector,
+    )
     from cnnviewer.engine.errors import ImageError
     from cnnviewer.engine.media.sources import VideoFile, open_source
+    from cnnviewer.engine.runtime.device import pick_device
 
     if not 0 <= args.score <= 1 or not 0 <= args.iou <= 1:
         raise UsageError("cnnviewer detect: --score and --iou are between 0 and 1")

@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+class Cancelled(Exception):
+    """The work was cancelled or superseded: nothing to report, nothing to show.
+
+    The one cancellation type: jobs, downloads, occlusion and integrated
+    gradients all raise it, and the job runner delivers nothing for it.
+    """
+
+
 class CnnViewerError(Exception):
     """Base for errors whose message is shown to the user as it is."""
 

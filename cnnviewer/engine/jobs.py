@@ -16,13 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cnnviewer.engine.errors import CnnViewerError, describe
+from cnnviewer.engine.errors import Cancelled, CnnViewerError, describe
 
 log = logging.getLogger(__name__)
-
-
-class Cancelled(Exception):
-    """Raised inside a job when its cancel flag is set."""
 
 
 @dataclass

@@ -13,19 +13,28 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnviewer.engine.views.features import (
-    FeatureMapOptions, FeatureMapView, FilterView, as_channels, colormap_table, feature_map_view,
-    filter_view, find_conv, first_layer_view, layer_conv, normalise,
-)
+from cnnviewer.engine.attribution.gradients import GradientResult, Target, gradcam_layer
 from cnnviewer.engine.media.images import InputImage
+from cnnviewer.engine.models.catalogue import LoadedModel
 from cnnviewer.engine.runtime.inference import ActivationCache, top_k
 from cnnviewer.engine.structure.architecture import ArchitectureGraph
-from cnnviewer.engine.attribution.gradients import GradientResult, Target, gradcam_layer
-from cnnviewer.engine.jobs import Cancelled
-from cnnviewer.engine.models.catalogue import LoadedModel
 from cnnviewer.engine.structure.receptive_field import GradientProbe, NeuronField
-from cnnviewer.engine.structure.summary import Summary, summarize
+from cnnviewer.engine.structure.summary import Summary
+from cnnviewer.engine.structure.summary_graph import summarize
 from cnnviewer.engine.types import LayerId, LayerInfo, Prediction
+from cnnviewer.engine.views.features import (
+    FeatureMapOptions,
+    FeatureMapView,
+    FilterView,
+    as_channels,
+    colormap_table,
+    feature_map_view,
+    filter_view,
+    find_conv,
+    first_layer_view,
+    layer_conv,
+    normalise,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -159,10 +168,7 @@ class Workbench:
             options.setdefault("cancel", context.cancel)
             options.setdefault("progress", lambda f: context.progress(f, f"{method}: {f:.0%}"))
         start = time.perf_counter()
-        try:
-            attribution = gradients.attribute(method, model.module, prepared.tensor, target, **options)
-        except InterruptedError:
-            raise Cancelled() from None
+        attribution = gradients.attribute(method, model.module, prepared.tensor, target, **options)
         values = attribution.detach()[0].float().cpu().numpy()
         shown = {k: v for k, v in options.items() if k in ("layer", "patch", "stride", "fill", "steps")}
         return GradientResult(method, target, np.ascontiguousarray(values), prepared.display, shown,

@@ -9,7 +9,6 @@ import time
 
 from cnnviewer.engine.types import DEFAULT_MODEL
 
-
 # Set by benchmarks/bench_launch.py: print launch timings and quit after the first predictions.
 LAUNCH_PROBE_ENV = "CNNVIEWER_LAUNCH_PROBE"
 

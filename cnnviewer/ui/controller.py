@@ -120,9 +120,17 @@ class Controller(QObject):
         self._pending = {"spec": spec, "labels": labels, "allow_download": allow_download}
 
         def work(context):
-            from cnnviewer.engine.errors import ModelError, UntrustedPickleError, WeightsError
+            from cnnviewer.engine.errors import (
+                ModelError,
+                UntrustedPickleError,
+                WeightsError,
+            )
+            from cnnviewer.engine.models.loading import (
+                load_model,
+                load_weights,
+                read_labels,
+            )
             from cnnviewer.engine.runtime.inference import check_runs
-            from cnnviewer.engine.models.loading import load_model, load_weights, read_labels
             names = read_labels(labels) if labels else None
             model = load_model(spec, device=device, precision=precision, allow_download=allow_download,
                                progress=context.report, cancel=context.cancel)
@@ -166,8 +174,8 @@ class Controller(QObject):
 
         def work(_context):
             from cnnviewer.engine.errors import UntrustedPickleError
-            from cnnviewer.engine.runtime.inference import check_runs
             from cnnviewer.engine.models.loading import load_weights
+            from cnnviewer.engine.runtime.inference import check_runs
             try:
                 loaded = load_weights(path, current, trust=trust, device=device, precision=precision)
             except UntrustedPickleError as error:

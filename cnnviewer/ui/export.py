@@ -10,7 +10,6 @@ from cnnviewer.engine.errors import CnnViewerError
 from cnnviewer.engine.types import EXPORT_PANELS
 
 
-
 def _settle(app, jobs, timeout: float = 120.0) -> None:
     """Process events until the job thread is idle and every callback was delivered."""
     deadline = time.monotonic() + timeout
@@ -58,6 +57,7 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
     if channel is not None and channel < 0:
         raise CnnViewerError(f"--channel must be 0 or more, not {channel}")
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import qInstallMessageHandler
     from PySide6.QtWidgets import QApplication
 
     from cnnviewer.engine.jobs import JobRunner
@@ -70,8 +70,6 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
     from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
     from cnnviewer.ui.panels.predictions import PredictionsPanel
     from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
-
-    from PySide6.QtCore import qInstallMessageHandler
 
     qInstallMessageHandler(_quiet_offscreen)
     app = QApplication.instance() or QApplication(["cnnviewer"])

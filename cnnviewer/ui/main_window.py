@@ -7,7 +7,14 @@ from pathlib import Path
 from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
-    QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QProgressBar, QPushButton, QWidget,
+    QApplication,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QWidget,
 )
 
 from cnnviewer.engine.media.images import IMAGE_SUFFIXES
@@ -22,8 +29,8 @@ from cnnviewer.ui.panels.filters import FiltersPanel
 from cnnviewer.ui.panels.gradients import GradientsPanel
 from cnnviewer.ui.panels.live_detection import LiveDetectionPanel
 from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
-from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
 from cnnviewer.ui.panels.predictions import PredictionsPanel
+from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
 
 MAX_RECENT = 10
 CANCELLABLE = ("model", "image", "gradients")   # loads, downloads, occlusion; a forward pass always finishes

@@ -12,11 +12,17 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnviewer.engine.runtime import hooks, inference
-from cnnviewer.engine.runtime.hooks import capture_activations, capture_with_hooks, first_tensor, has_hooks
 from cnnviewer.engine.media.images import from_array, sample_image
+from cnnviewer.engine.models.catalogue import (
+    LoadedModel,
+    load_torchvision_model,
+    wrap_module,
+)
+from cnnviewer.engine.runtime import hooks, inference
+from cnnviewer.engine.runtime.hooks import capture_with_hooks, has_hooks
 from cnnviewer.engine.runtime.inference import ActivationCache, run_forward, top_k
-from cnnviewer.engine.models.catalogue import LoadedModel, load_torchvision_model, wrap_module
+from cnnviewer.engine.runtime.outputs import first_tensor
+from cnnviewer.engine.runtime.recording import capture_activations
 
 CATS = range(281, 286)   # ImageNet: tabby .. Egyptian cat
 ESPRESSO = 967
@@ -247,10 +253,10 @@ def test_record_outputs_removes_hooks_when_the_block_raises(resnet18: nn.Module)
 
 def test_first_tensor_of_nested_outputs() -> None:
     a, b = torch.zeros(1), torch.ones(1)
-    assert hooks.first_tensor(a) is a
-    assert hooks.first_tensor((None, [b, a])) is b
-    assert hooks.first_tensor({"x": 3, "y": a}) is a
-    assert hooks.first_tensor((1, "two")) is None
+    assert first_tensor(a) is a
+    assert first_tensor((None, [b, a])) is b
+    assert first_tensor({"x": 3, "y": a}) is a
+    assert first_tensor((1, "two")) is None
 
 
 # --------------------------------------------------------------------------- real weights

@@ -7,7 +7,7 @@ from torch import nn
 
 from cnnviewer.engine.structure.architecture import default_collapsed, layout
 from cnnviewer.engine.structure.architecture_graph import build_graph
-from cnnviewer.engine.structure.summary import summarize
+from cnnviewer.engine.structure.summary_graph import summarize
 
 
 def graph_of(model: nn.Module, size: int = 64):

@@ -9,7 +9,13 @@ from PIL import Image
 from skimage import data
 
 from cnnviewer.engine.detection.detectors import (
-    Detection, anchors_at, apply_thresholds, coco_records, detection_at, draw, make_detector,
+    Detection,
+    anchors_at,
+    apply_thresholds,
+    coco_records,
+    detection_at,
+    draw,
+    make_detector,
 )
 from cnnviewer.engine.errors import ModelError, WeightsError
 from cnnviewer.engine.media.sources import Frame

@@ -10,7 +10,12 @@ from torch import nn
 
 from cnnviewer.engine.views import features
 from cnnviewer.engine.views.features import (
-    MosaicLayout, feature_map_view, filter_view, find_conv, overlay, weight_stats,
+    MosaicLayout,
+    feature_map_view,
+    filter_view,
+    find_conv,
+    overlay,
+    weight_stats,
 )
 
 

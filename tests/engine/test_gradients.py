@@ -6,12 +6,18 @@ import pytest
 import torch
 import torchvision
 from captum.attr import (
-    Deconvolution, GuidedBackprop, IntegratedGradients, LayerGradCam, Occlusion, Saliency,
+    Deconvolution,
+    GuidedBackprop,
+    IntegratedGradients,
+    LayerGradCam,
+    Occlusion,
+    Saliency,
 )
 from torch import nn
 
 from cnnviewer.engine.attribution import gradients
 from cnnviewer.engine.attribution.gradients import Target
+from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.runtime.hooks import has_hooks
 
 
@@ -138,7 +144,7 @@ def test_cancelled_occlusion_leaves_nothing_behind():
         seen.append(fraction)
         cancel.set()                                      # the user presses Cancel after the first batch
 
-    with pytest.raises(InterruptedError):
+    with pytest.raises(Cancelled):
         gradients.occlusion(model, x, Target(class_index=0), patch=8, stride=2, batch=4, cancel=cancel,
                             progress=progress)
     assert len(seen) == 1 and 0 < seen[0] < 1

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnviewer.engine.media import images
 from cnnviewer.engine.errors import ImageError
+from cnnviewer.engine.media import images
 from cnnviewer.engine.media.images import InputImage, load_image, sample_image
 
 os.environ.setdefault("CNNVIEWER_OFFLINE", "1")

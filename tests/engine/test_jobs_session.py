@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from cnnviewer.engine.errors import ImageError
-from cnnviewer.engine.jobs import Cancelled, JobContext, JobRunner, error_message
+from cnnviewer.engine.errors import Cancelled, ImageError
+from cnnviewer.engine.jobs import JobContext, JobRunner, error_message
 from cnnviewer.engine.session import Selection, Session
 
 TIMEOUT = 5.0

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torchvision
 
-from cnnviewer.engine.runtime.hooks import has_hooks
 from cnnviewer.engine.media.images import sample_image
 from cnnviewer.engine.models.catalogue import load_torchvision_model, wrap_module
+from cnnviewer.engine.runtime.hooks import has_hooks
 from cnnviewer.engine.structure.receptive_field import GradientProbe
-from cnnviewer.engine.structure.summary import summarize
+from cnnviewer.engine.structure.summary_graph import summarize
 
 os.environ.setdefault("CNNVIEWER_OFFLINE", "1")
 

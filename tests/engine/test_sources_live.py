@@ -8,8 +8,8 @@ import time
 import pytest
 
 from cnnviewer.engine.detection.detectors import apply_thresholds, make_detector
-from cnnviewer.engine.errors import ImageError
 from cnnviewer.engine.detection.live import LatestFrame, LivePipeline
+from cnnviewer.engine.errors import ImageError
 from cnnviewer.engine.media.sources import Frame, VideoFile, open_source
 from tests.media import astronaut_frame, iou, write_video
 

@@ -9,7 +9,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnviewer.engine.structure.summary import Field, summarize
+from cnnviewer.engine.structure.summary_graph import summarize
 
 os.environ.setdefault("CNNVIEWER_OFFLINE", "1")
 

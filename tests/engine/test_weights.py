@@ -15,8 +15,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from cnnviewer.engine.errors import UntrustedPickleError, WeightsError
-from cnnviewer.engine.models.weights import (WEIGHT_SUFFIXES, WRAPPER_KEYS, fit_state_dict,
-                                      infer_architecture, normalize_state_dict, read_weights)
+from cnnviewer.engine.models.weights import (
+    WEIGHT_SUFFIXES,
+    WRAPPER_KEYS,
+    fit_state_dict,
+    infer_architecture,
+    normalize_state_dict,
+    read_weights,
+)
 
 
 class TinyNet(nn.Module):

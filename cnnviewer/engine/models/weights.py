@@ -26,7 +26,12 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from cnnviewer.engine.errors import UntrustedPickleError, WeightsError, describe, first_line
+from cnnviewer.engine.errors import (
+    UntrustedPickleError,
+    WeightsError,
+    describe,
+    first_line,
+)
 from cnnviewer.engine.types import WEIGHT_SUFFIXES  # noqa: F401 - defined torch-free for the UI
 
 WeightsKind = Literal["state_dict", "torchscript", "exported", "module"]

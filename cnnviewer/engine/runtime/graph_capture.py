@@ -37,6 +37,7 @@ import torch.fx as fx
 from torch import Tensor, nn
 
 from cnnviewer.engine.runtime.modes import eval_mode
+from cnnviewer.engine.runtime.outputs import first_tensor
 from cnnviewer.engine.types import LayerId
 
 log = logging.getLogger(__name__)
@@ -171,8 +172,6 @@ class GraphRecorder:
 
     def __call__(self, inputs: Tensor) -> tuple[Any, Activations]:
         """Run the model once: (its output, module name -> output tensor)."""
-        from cnnviewer.engine.runtime.hooks import first_tensor
-
         output, kept = self.module(inputs)
         stored = {node: first_tensor(value) for node, value in zip(self._kept, kept)}
         stored = {node: value for node, value in stored.items() if value is not None}

@@ -1,7 +1,4 @@
-"""Record every module's output during a forward pass, safely.
-
-The fast path is a torch.fx rewrite (graph_capture); hooks are the fallback
-for models torch.fx cannot trace.
+"""Record every module's output with forward hooks: the fallback for models torch.fx cannot trace.
 
 Hooks live only inside a `with`, so an exception or a cancel never leaves one
 behind. In-place operations (ReLU(inplace=True), ResNet's `out += identity`)
@@ -12,7 +9,6 @@ exactly those outputs, so the common case costs no copies.
 
 from __future__ import annotations
 
-import logging
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,29 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cnnviewer.engine.runtime.modes import eval_mode
+from cnnviewer.engine.runtime.outputs import first_tensor
 from cnnviewer.engine.types import LayerId
-
-log = logging.getLogger(__name__)
 
 # Per model: names of modules whose outputs get modified in place later in the
 # forward pass and therefore must be cloned when recorded.
 _clone_sets: weakref.WeakKeyDictionary[nn.Module, frozenset[str]] = weakref.WeakKeyDictionary()
-
-
-def first_tensor(output: Any) -> Tensor | None:
-    """The tensor a module 'produces': itself, or the first one in a tuple/list/dict."""
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, dict):
-        output = list(output.values())
-    if isinstance(output, (tuple, list)):
-        for item in output:
-            found = first_tensor(item)
-            if found is not None:
-                return found
-    # torchvision's GoogLeNetOutputs / InceptionOutputs are namedtuples: covered above.
-    return None
 
 
 @contextmanager
@@ -86,52 +65,6 @@ def record_outputs(model: nn.Module, layers: Iterable[LayerId] | None = None,
 
 def _versions(recorded: dict[LayerId, Tensor]) -> dict[LayerId, int]:
     return {name: tensor._version for name, tensor in recorded.items()}
-
-
-def capture_activations(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[LayerId, Tensor]]:
-    """Run one forward pass and return (model output, every module's output).
-
-    Uses the model's torch.fx recorder when it traces (no hooks, no clones; see
-    graph_capture), else forward hooks. Gradients are off and every module's
-    training flag is restored.
-    """
-    from cnnviewer.engine.runtime import graph_capture
-
-    with eval_mode(model):
-        recorder = graph_capture.graph_recorder(model)
-        if recorder is not None:
-            try:
-                with torch.inference_mode():
-                    output, recorded = recorder(inputs)
-                    if recorder.verified or _same(output, model(inputs)):
-                        recorder.verified = True
-                        return output, recorded
-                log.warning("traced copy of %s computes something else; using hooks", type(model).__name__)
-                graph_capture.forget(model)
-            except Exception as error:  # noqa: BLE001 - a bad trace must not break the app
-                log.warning("traced recording of %s failed (%s); using hooks", type(model).__name__, error)
-                graph_capture.forget(model)
-        output, recorded = capture_with_hooks(model, inputs)
-        return output, graph_capture.Activations.of(recorded)
-
-
-def prepare_capture(model: nn.Module, inputs: Tensor) -> None:
-    """Trace and check the model's recorder now, so the next capture times only the pass."""
-    from cnnviewer.engine.runtime import graph_capture
-
-    recorder = graph_capture.graph_recorder(model)
-    if recorder is not None and not recorder.verified:
-        capture_activations(model, inputs)
-
-
-def _same(traced: Any, plain: Any) -> bool:
-    """Whether the traced copy reproduced the model's own output (checked once per model)."""
-    a, b = first_tensor(traced), first_tensor(plain)
-    if a is None or b is None:
-        return a is b
-    # Half precision on a GPU may pick other kernels for the traced copy: compare at its precision.
-    rtol, atol = (1e-4, 1e-5) if a.dtype == torch.float32 else (2e-2, 2e-2)
-    return a.shape == b.shape and torch.allclose(a.float(), b.float(), rtol=rtol, atol=atol)
 
 
 def capture_with_hooks(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[LayerId, Tensor]]:

@@ -18,10 +18,11 @@ import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
 from cnnviewer.engine.errors import CnnViewerError, ModelError, first_line
-from cnnviewer.engine.runtime.graph_capture import Activations
-from cnnviewer.engine.runtime.hooks import capture_activations, first_tensor, prepare_capture
 from cnnviewer.engine.media.images import InputImage
 from cnnviewer.engine.models.catalogue import LoadedModel, Preprocess
+from cnnviewer.engine.runtime.graph_capture import Activations
+from cnnviewer.engine.runtime.outputs import first_tensor
+from cnnviewer.engine.runtime.recording import capture_activations, prepare_capture
 from cnnviewer.engine.types import LayerId, LayerInfo, Prediction
 
 

@@ -8,8 +8,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from cnnviewer.engine.structure.architecture import ArchitectureGraph, GraphNode
 from cnnviewer.engine.runtime.hooks import leaf_hooks
+from cnnviewer.engine.structure.architecture import ArchitectureGraph, GraphNode
 from cnnviewer.engine.structure.summary import Summary, field_text
 
 _MERGES = {operator.add: "add", torch.add: "add", torch.cat: "concat", operator.mul: "multiply",

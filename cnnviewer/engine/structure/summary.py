@@ -14,18 +14,14 @@ torch.fx cannot trace are summarised from forward hooks in execution order,
 composing fields sequentially (said in `Summary.method`).
 
 This module holds the results and their text/CSV forms and imports no torch;
-the computation lives in `summary_graph` (job thread).
+the computation, `summary_graph.summarize`, runs on the job thread.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
 
 from cnnviewer.engine.types import LayerId
-
-if TYPE_CHECKING:   # torch stays out of this module: the UI reads summaries on its thread
-    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -138,17 +134,6 @@ class Summary:
 
 def _plain(value: float) -> float | int:
     return int(value) if float(value).is_integer() else value
-
-
-def summarize(model: nn.Module, input_size: tuple[int, int] = (224, 224), *, name: str = "",
-              channels: int = 3) -> Summary:
-    """Summarise every leaf layer of `model` for a (1, channels, H, W) input.
-
-    The model's training flags are restored; gradients are off.
-    """
-    from cnnviewer.engine.structure.summary_graph import summarize as compute
-
-    return compute(model, input_size, name=name, channels=channels)
 
 
 CSV_COLUMNS = ("name", "type", "output_shape", "units", "params", "bias_params", "macs",

@@ -5,12 +5,27 @@ from __future__ import annotations
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
-    QFileDialog, QGraphicsPathItem, QGraphicsScene, QGraphicsSimpleTextItem, QGraphicsView,
-    QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget,
+    QFileDialog,
+    QGraphicsPathItem,
+    QGraphicsScene,
+    QGraphicsSimpleTextItem,
+    QGraphicsView,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
-from cnnviewer.engine.structure.architecture import ArchitectureGraph, Layout, PlacedNode, default_collapsed, layout
 from cnnviewer.engine.session import Selection, Session
+from cnnviewer.engine.structure.architecture import (
+    ArchitectureGraph,
+    Layout,
+    PlacedNode,
+    default_collapsed,
+    layout,
+)
 from cnnviewer.ui.jobs import UiJobs
 
 NODE_W, NODE_H = 150.0, 34.0

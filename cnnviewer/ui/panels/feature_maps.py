@@ -5,13 +5,25 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QComboBox, QHBoxLayout, QLabel, QSplitter, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QSplitter,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
-from cnnviewer.engine.views.features import (
-    COLORMAPS, FeatureMapOptions, FeatureMapView, colormap_table, normalise, overlay,
-)
 from cnnviewer.engine.session import Selection, Session
+from cnnviewer.engine.views.features import (
+    COLORMAPS,
+    FeatureMapOptions,
+    FeatureMapView,
+    colormap_table,
+    normalise,
+    overlay,
+)
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 

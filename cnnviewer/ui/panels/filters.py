@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSpinBox, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QSpinBox,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
-from cnnviewer.engine.views.features import FilterView
 from cnnviewer.engine.session import Selection, Session
+from cnnviewer.engine.views.features import FilterView
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 

@@ -5,10 +5,23 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
-    QComboBox, QCompleter, QFileDialog, QLabel, QPushButton, QSlider, QSpinBox, QVBoxLayout, QWidget,
+    QComboBox,
+    QCompleter,
+    QFileDialog,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
 )
 
-from cnnviewer.engine.attribution.gradients import DISPLAY_MODES, METHODS, Target, render
+from cnnviewer.engine.attribution.gradients import (
+    DISPLAY_MODES,
+    METHODS,
+    Target,
+    render,
+)
 from cnnviewer.engine.session import Session
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.controls import labelled_row

@@ -17,7 +17,13 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QComboBox, QDoubleSpinBox, QFileDialog, QLabel, QPushButton, QVBoxLayout, QWidget,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
 )
 
 from cnnviewer.engine.session import Session
@@ -118,8 +124,8 @@ class LiveDetectionPanel(QWidget):
     def pipeline(self):
         """The engine pipeline (its threads), created on first use."""
         if self._pipeline is None:
-            from cnnviewer.engine.runtime.device import pick_device
             from cnnviewer.engine.detection.live import LivePipeline
+            from cnnviewer.engine.runtime.device import pick_device
             self._pipeline = LivePipeline(self._result_arrived, on_error=self._say_soon, on_end=self._ended_soon,
                                           on_status=self._status_soon, device=str(pick_device()))
             self._pipeline.set_detector(self.detector.currentText(), self._weights)
@@ -303,7 +309,11 @@ class LiveDetectionPanel(QWidget):
         """Thresholds and NMS on the last frame's raw detections (no model run), then draw."""
         if self.frame is None:
             return
-        from cnnviewer.engine.detection.detectors import anchors_at, apply_thresholds, draw
+        from cnnviewer.engine.detection.detectors import (
+            anchors_at,
+            apply_thresholds,
+            draw,
+        )
         score, iou, view = self.score.value(), self.iou.value(), self.view.currentIndex()
         self.shown = apply_thresholds(self.raw, score, iou)
         pixels = self.frame.pixels

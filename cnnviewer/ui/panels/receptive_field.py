@@ -7,8 +7,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
-from cnnviewer.engine.views.features import colormap_table
 from cnnviewer.engine.session import Selection, Session
+from cnnviewer.engine.views.features import colormap_table
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 

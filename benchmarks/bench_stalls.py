@@ -1,0 +1,264 @@
+"""GUI-thread stalls while the engine works, in the real main window (offscreen).
+
+A 5 ms QTimer on the GUI thread records its own lateness (time since the
+previous tick minus the interval); the longest and the 99th percentile per
+scenario are the stall figures. The GUI thread's CPU time during the worst
+stall tells the two causes apart: near 0, it waited (for the GIL, held by a
+worker thread); near the stall, it was busy itself. With --blame a watchdog
+thread samples the other threads' Python stacks while the GUI thread is late,
+and the most frequent innermost frames are printed (what held the GIL).
+
+Scenarios, after mobilenet_v2 and the chelsea photo are drawn:
+  models    load resnet18, then mobilenet_v2 again, each until its predictions are drawn;
+  image     open a PNG (coffee / chelsea in turn) until new predictions are drawn;
+  live      play a folder of two images in the Live detection panel (MTCNN);
+  gradients saliency, guided backprop and Grad-CAM in the Gradients panel;
+  arch      the first architecture view of a freshly loaded model (graph, layout, scene).
+Target: every stall < 50 ms.
+
+    .venv/bin/python benchmarks/bench_stalls.py [--repeat 2] [--blame]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("CNNVIEWER_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+from PySide6.QtCore import QEventLoop, QSettings, QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+INTERVAL_MS = 5
+TARGET_MS = 50.0
+BLAME_AFTER_S = 0.030
+
+
+class StallMeter:
+    """A GUI-thread timer that records how late each of its ticks is (and the GUI thread's CPU meanwhile)."""
+
+    def __init__(self) -> None:
+        self.late_ms: list[float] = []
+        self.cpu_ms: list[float] = []
+        self.last_tick = time.perf_counter()
+        self._last_cpu = time.thread_time()
+        self._timer = QTimer()
+        self._timer.setInterval(INTERVAL_MS)
+        self._timer.timeout.connect(self._tick)
+
+    def start(self) -> None:
+        self.late_ms, self.cpu_ms = [], []
+        self.last_tick, self._last_cpu = time.perf_counter(), time.thread_time()
+        self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    def _tick(self) -> None:
+        now, cpu = time.perf_counter(), time.thread_time()
+        self.late_ms.append(max(0.0, (now - self.last_tick) * 1000 - INTERVAL_MS))
+        self.cpu_ms.append((cpu - self._last_cpu) * 1000)
+        self.last_tick, self._last_cpu = now, cpu
+
+
+class Blame(threading.Thread):
+    """Samples the other threads' stacks every 2 ms while the GUI thread has not ticked for 30 ms.
+
+    It needs the GIL itself, so a C call that keeps the GIL is seen at its
+    Python caller once it returns: the caller's line is still the culprit.
+    """
+
+    def __init__(self, meter: StallMeter) -> None:
+        super().__init__(daemon=True, name="stall-blame")
+        self.meter, self.active = meter, False
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        gui, me = threading.main_thread().ident, threading.get_ident()
+        names = {}
+        while not self._stop.wait(0.002):
+            if not self.active or time.perf_counter() - self.meter.last_tick < BLAME_AFTER_S:
+                continue
+            for ident, frame in sys._current_frames().items():
+                if ident in (gui, me):
+                    continue
+                if ident not in names:
+                    names = {t.ident: t.name for t in threading.enumerate()}
+                self.counts[f"[{names.get(ident, ident)}] {_stack(frame)}"] += 1
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _stack(frame, depth: int = 4) -> str:
+    """The innermost frames, innermost first, as file:line function."""
+    parts = []
+    while frame is not None and len(parts) < depth:
+        code = frame.f_code
+        parts.append(f"{'/'.join(Path(code.co_filename).parts[-2:])}:{frame.f_lineno} {code.co_name}")
+        frame = frame.f_back
+    return " < ".join(parts)
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 180.0) -> None:
+    """Run the GUI event loop (idle, as in the app) until `condition` holds."""
+    loop, deadline = QEventLoop(), time.perf_counter() + timeout_s
+
+    def check() -> None:
+        if condition() or time.perf_counter() > deadline:
+            loop.quit()
+
+    checker = QTimer()
+    checker.setInterval(10)
+    checker.timeout.connect(check)
+    checker.start()
+    loop.exec()
+    checker.stop()
+    if not condition():
+        raise TimeoutError(f"gave up after {timeout_s:.0f} s")
+
+
+def forward_drawn(window, model: str | None = None) -> Callable[[], bool]:
+    """True once the current model's predictions are on screen (and it is `model`)."""
+    def drawn() -> bool:
+        current = window.session.model
+        return bool(window.predictions.predictions) and current is not None \
+            and (model is None or current.name == model) and window.jobs.runner.is_busy() is False
+    return drawn
+
+
+def scenario_models(window) -> None:
+    for name in ("resnet18", "mobilenet_v2"):
+        window.controller.load_model(name)
+        wait_until(lambda: window.session.model.name == name)
+        wait_until(forward_drawn(window, name))
+
+
+def scenario_image(window, files: list[Path]) -> None:
+    for path in files:
+        window.controller.open_image(path)
+        wait_until(lambda: window.session.image.name == path.name)
+        wait_until(forward_drawn(window))
+
+
+def scenario_live(window, folder: Path) -> None:
+    panel = window.live_detection
+    window.docks["live_detection"].raise_()
+    panel.frame = None
+    assert panel.open_file(folder, realtime=False)
+    wait_until(lambda: panel.frame is not None and panel.frame.name == "2.png")
+
+
+def scenario_gradients(window) -> None:
+    panel = window.gradients
+    window.docks["gradients"].raise_()
+    for method in ("saliency", "guided-backprop", "grad-cam") * 2:
+        before = panel.results
+        panel.method.setCurrentText(method)
+        panel._debounce.start()   # the same method again still recomputes
+        wait_until(lambda: panel.results is not before and panel.results[0].method == method)
+
+
+def scenario_arch(window) -> None:
+    panel = window.architecture
+    window.docks["architecture"].raise_()
+    token = window.session.model.token
+    wait_until(lambda: panel.graph is not None and panel._model_token == token and bool(panel.items)
+               and not window.jobs.runner.is_busy())
+
+
+def fresh_model(window) -> None:
+    """Not measured: a new model token, so the architecture is built again; its panel hidden."""
+    window.docks["feature_maps"].raise_()
+    window.controller.load_model("mobilenet_v2")
+    token = window.session.model.token
+    wait_until(lambda: window.session.model.token != token)
+    wait_until(forward_drawn(window, "mobilenet_v2"))
+
+
+def measure(name: str, run: Callable[[], None], meter: StallMeter, blame: Blame | None) -> float:
+    """Run one scenario under the meter; print its stall figures. Returns the worst stall (ms)."""
+    meter.start()
+    if blame is not None:
+        blame.counts.clear()
+        blame.active = True
+    started = time.perf_counter()
+    run()
+    took = time.perf_counter() - started
+    meter.stop()
+    late = np.array(meter.late_ms or [0.0])
+    worst = int(np.argmax(late))
+    cpu = meter.cpu_ms[worst] if meter.cpu_ms else 0.0
+    print(f"{name:<12}{late.max():>9.0f}{np.percentile(late, 99):>9.0f}{cpu:>14.0f}{took:>9.2f}", flush=True)
+    if blame is not None:
+        blame.active = False
+        for stack, count in blame.counts.most_common(4):
+            print(f"    {count * 2:>5} ms  {stack}")
+    return float(late.max())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each scenario")
+    parser.add_argument("--blame", action="store_true", help="print what the other threads ran during stalls")
+    args = parser.parse_args()
+    from PIL import Image
+    from skimage import data
+
+    from cnnviewer.ui.app import start_window
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    scratch = Path(tempfile.mkdtemp(prefix="bench_stalls_"))
+    files = [scratch / "coffee.png", scratch / "chelsea.png"]
+    Image.fromarray(data.coffee()).save(files[0])
+    Image.fromarray(data.chelsea()).save(files[1])
+    folder = scratch / "frames"
+    folder.mkdir()
+    Image.fromarray(data.astronaut()).save(folder / "1.png")
+    Image.fromarray(data.coffee()).save(folder / "2.png")
+    launch = argparse.Namespace(model="mobilenet_v2", weights=None, labels=None, trust=False, device="cpu",
+                                precision="fp32", image=None)
+    settings = QSettings(str(scratch / "settings.ini"), QSettings.Format.IniFormat)
+    window = start_window(launch, settings, time.perf_counter())
+    wait_until(forward_drawn(window, "mobilenet_v2"))
+    meter = StallMeter()
+    blame = Blame(meter) if args.blame else None
+    if blame is not None:
+        blame.start()
+    scenarios = [("models", lambda: scenario_models(window)), ("image", lambda: scenario_image(window, files)),
+                 ("live", lambda: scenario_live(window, folder)), ("gradients", lambda: scenario_gradients(window)),
+                 ("arch", lambda: scenario_arch(window))]
+    print(f"GUI timer every {INTERVAL_MS} ms, 1 torch thread, {args.repeat} run(s) each; stalls in ms")
+    print(f"{'scenario':<12}{'max':>9}{'p99':>9}{'gui cpu@max':>14}{'took s':>9}")
+    worst: dict[str, float] = {}
+    for round_index in range(args.repeat):
+        for name, run in scenarios:
+            if name == "arch":
+                fresh_model(window)
+            label = name if args.repeat == 1 else f"{name}#{round_index + 1}"
+            worst[name] = max(worst.get(name, 0.0), measure(label, run, meter, blame))
+    failing = [name for name, ms in worst.items() if ms >= TARGET_MS]
+    print(f"target: every stall < {TARGET_MS:.0f} ms; "
+          + (f"over it: {', '.join(f'{n} {worst[n]:.0f} ms' for n in failing)}" if failing else "all met"))
+    if blame is not None:
+        blame.close()
+    window.live_detection.shutdown()
+    window.jobs.runner.close()
+    window.close()
+    app.processEvents()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
