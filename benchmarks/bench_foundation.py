@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cnnviewer.engine.media.images import from_array  # noqa: E402
-from cnnviewer.engine.models.catalogue import wrap_module  # noqa: E402
+from cnnviewer.engine.models.handle import wrap_module  # noqa: E402
 from cnnviewer.engine.runtime import graph_capture, hooks, recording  # noqa: E402
 from cnnviewer.engine.workbench import Workbench  # noqa: E402
 

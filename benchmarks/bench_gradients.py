@@ -21,7 +21,7 @@ import torchvision
 from captum.attr import GuidedBackprop
 
 from cnnviewer.engine.attribution import gradients
-from cnnviewer.engine.attribution.gradients import Target
+from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.runtime.memory import keep_freed_memory
 
 

@@ -16,7 +16,8 @@ from cnnviewer.engine.types import LayerId
 
 if TYPE_CHECKING:  # keeps this module torch-free for the UI thread
     from cnnviewer.engine.media.images import InputImage
-    from cnnviewer.engine.models.catalogue import LoadedModel
+    from cnnviewer.engine.models.handle import LoadedModel
+    from cnnviewer.engine.workbench import ForwardSummary
 
 
 @dataclass(frozen=True)
@@ -35,15 +36,29 @@ class Session:
     model_changed = Signal(object)        # LoadedModel
     image_changed = Signal(object)        # InputImage
     selection_changed = Signal(Selection)
+    forward_changed = Signal(object)      # ForwardSummary: the model ran on the image
+    forward_failed = Signal(str)          # the model could not run on the image; why
 
     def __init__(self) -> None:
         self.model: LoadedModel | None = None
         self.image: InputImage | None = None
         self.selection = Selection()
+        # The recorded pass of the current model on the current image; None until it ran.
+        self.forward: ForwardSummary | None = None
+
+    def set_forward(self, summary: ForwardSummary) -> None:
+        """The current model ran on the current image: every panel may draw from it."""
+        self.forward = summary
+        self.forward_changed.emit(summary)
+
+    def fail_forward(self, message: str) -> None:
+        """The current model cannot run on the current image: panels show nothing stale."""
+        self.forward = None
+        self.forward_failed.emit(message)
 
     def set_model(self, model: LoadedModel) -> None:
         """Switch every panel to `model`; keep the layer when the new model has it."""
-        self.model = model
+        self.model, self.forward = model, None
         layers = set(model.layer_names)
         keep = self.selection.layer if self.selection.layer in layers else None
         self.model_changed.emit(model)
@@ -53,7 +68,7 @@ class Session:
     def set_image(self, image: InputImage) -> None:
         """Switch every panel to `image`."""
         if image is not self.image:
-            self.image = image
+            self.image, self.forward = image, None
             self.image_changed.emit(image)
 
     def select(self, **changes: Any) -> None:

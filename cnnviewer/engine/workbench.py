@@ -13,28 +13,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnviewer.engine.attribution.gradients import GradientResult, Target, gradcam_layer
+from cnnviewer.engine.attribution.target import GradientResult, Target
 from cnnviewer.engine.media.images import InputImage
-from cnnviewer.engine.models.catalogue import LoadedModel
+from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.runtime.inference import ActivationCache, top_k
 from cnnviewer.engine.structure.architecture import ArchitectureGraph
+from cnnviewer.engine.structure.layers import conv_weights, first_conv, layer_conv
 from cnnviewer.engine.structure.receptive_field import GradientProbe, NeuronField
 from cnnviewer.engine.structure.summary import Summary
 from cnnviewer.engine.structure.summary_graph import summarize
 from cnnviewer.engine.types import LayerId, LayerInfo, Prediction
+from cnnviewer.engine.views.colormaps import colormap_table
 from cnnviewer.engine.views.features import (
     FeatureMapOptions,
     FeatureMapView,
-    FilterView,
     as_channels,
-    colormap_table,
     feature_map_view,
-    filter_view,
-    find_conv,
-    first_layer_view,
-    layer_conv,
     normalise,
 )
+from cnnviewer.engine.views.filters import FilterView, filter_view, first_layer_view
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,16 +103,16 @@ class Workbench:
         reads RGB; the selected layer's conv, when it is a different one, shows
         the chosen output channel's kernel for each of its input channels.
         """
-        first = find_conv(model.module, None)
+        first = first_conv(model.module)
         if first is None:
             return None, None
-        first_view = first_layer_view(*first)
+        first_view = first_layer_view(first[0], conv_weights(first[1]))
         selected = layer_conv(model.module, layer, self._channels(model, layer)) if layer else None
         if selected is None or selected[0] == first[0]:
             return first_view, None
         name, conv = selected
         matches = conv.out_channels == self._channels(model, layer)
-        view = filter_view(name, conv, output_channel if matches else 0)
+        view = filter_view(name, conv_weights(conv), output_channel if matches else 0)
         return first_view, dataclasses.replace(view, matches_layer=matches)
 
     def _channels(self, model: LoadedModel, layer: LayerId | None) -> int | None:
@@ -155,7 +152,7 @@ class Workbench:
         prepared = prepare_input(image, model.preprocess, model.device, model.dtype, model.input_channels)
         summary = self.summary(model)
         if method == "grad-cam":
-            options.setdefault("layer", gradcam_layer(summary, target.layer))
+            options.setdefault("layer", gradients.gradcam_layer(summary, target.layer))
         if method == "occlusion":
             size = prepared.display.shape[0]
             field = summary.fields.get(target.layer) if target.layer and target.neuron else None

@@ -83,7 +83,7 @@ def start_window(args: argparse.Namespace, settings, started: float):
                       f"torch_in_gui_thread_at_show={torch_at_show}", flush=True)
                 window.close()
 
-    controller.forward_ready.connect(report_launch)
+    session.forward_changed.connect(report_launch)
     spec, weights, note = startup_model(args.model, args.weights, settings)
     trust = bool(args.trust and args.weights)
     if args.trust and not args.weights:

@@ -62,13 +62,11 @@ class LazyWorkbench:
 class Controller(QObject):
     """Loads models, weights and images for the session, off the GUI thread."""
 
-    forward_ready = Signal(object)    # ForwardSummary
     message = Signal(str)             # one line for the status bar
     model_loaded = Signal(object)     # LoadedModel
     trust_needed = Signal(str, str)   # path, message
     catalogue_ready = Signal(object)  # dict family -> list[(name, status)]
     image_opened = Signal(str)        # path of an image file that loaded
-    forward_failed = Signal(str)      # the current model could not run on the current image
 
     def __init__(self, session: Session, jobs: UiJobs, *, device: str | None = None,
                  precision: str = "fp32") -> None:
@@ -241,10 +239,10 @@ class Controller(QObject):
 
     def _on_forward_failed(self, text: str) -> None:
         self.message.emit(text)
-        self.forward_failed.emit(text)
+        self.session.fail_forward(text)
 
     def _on_forward_ready(self, summary) -> None:
         if self.session.selection.layer is None:
             from cnnviewer.engine.types import default_layer
             self.session.select(layer=default_layer(summary.layers))
-        self.forward_ready.emit(summary)
+        self.session.set_forward(summary)

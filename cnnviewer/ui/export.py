@@ -64,12 +64,7 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
     from cnnviewer.engine.session import Session
     from cnnviewer.ui.controller import Controller
     from cnnviewer.ui.jobs import UiJobs
-    from cnnviewer.ui.panels.architecture import ArchitecturePanel
-    from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
-    from cnnviewer.ui.panels.filters import FiltersPanel
-    from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
-    from cnnviewer.ui.panels.predictions import PredictionsPanel
-    from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
+    from cnnviewer.ui.panels.registry import build_panel
 
     qInstallMessageHandler(_quiet_offscreen)
     app = QApplication.instance() or QApplication(["cnnviewer"])
@@ -79,23 +74,9 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
     jobs.failed.connect(errors.append)
     controller = Controller(session, jobs)
     try:
-        if panel == "predictions":
-            widget = PredictionsPanel(session)
-            controller.forward_ready.connect(widget.show_predictions)
-        elif panel == "feature-maps":
-            widget = FeatureMapsPanel(session, jobs, controller.workbench)
-            controller.forward_ready.connect(widget.show_forward)
-        elif panel == "filters":
-            widget = FiltersPanel(session, jobs, controller.workbench)
-        elif panel == "architecture":
-            widget = ArchitecturePanel(session, jobs, controller.workbench)
-        elif panel == "model-summary":
-            widget = ModelSummaryPanel(session, jobs, controller.workbench)
-        else:
-            if layer is None:
-                raise CnnViewerError("receptive-field needs --layer (and --neuron Y X, default: the centre)")
-            widget = ReceptiveFieldPanel(session, jobs, controller.workbench)
-            controller.forward_ready.connect(widget.show_forward)
+        if panel == "receptive-field" and layer is None:
+            raise CnnViewerError("receptive-field needs --layer (and --neuron Y X, default: the centre)")
+        widget = build_panel(panel, session, jobs, controller)
         widget.resize(*size)
         widget.show()
         session.set_model(model)

@@ -17,20 +17,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cnnviewer.engine.media.images import IMAGE_SUFFIXES
+from cnnviewer.engine.media.images import IMAGE_SUFFIXES, image_files
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.types import WEIGHT_SUFFIXES
 from cnnviewer.ui.controller import Controller
 from cnnviewer.ui.dialogs import ChooseModelDialog, ask_trust
 from cnnviewer.ui.jobs import UiJobs
-from cnnviewer.ui.panels.architecture import ArchitecturePanel
-from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
-from cnnviewer.ui.panels.filters import FiltersPanel
-from cnnviewer.ui.panels.gradients import GradientsPanel
-from cnnviewer.ui.panels.live_detection import LiveDetectionPanel
-from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
-from cnnviewer.ui.panels.predictions import PredictionsPanel
-from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
+from cnnviewer.ui.panels.registry import build_panel
 
 MAX_RECENT = 10
 CANCELLABLE = ("model", "image", "gradients")   # loads, downloads, occlusion; a forward pass always finishes
@@ -74,14 +67,14 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
 
-        self.predictions = PredictionsPanel(session)
-        self.feature_maps = FeatureMapsPanel(session, jobs, controller.workbench)
-        self.filters = FiltersPanel(session, jobs, controller.workbench)
-        self.model_summary = ModelSummaryPanel(session, jobs, controller.workbench)
-        self.receptive_field = ReceptiveFieldPanel(session, jobs, controller.workbench)
-        self.architecture = ArchitecturePanel(session, jobs, controller.workbench)
-        self.gradients = GradientsPanel(session, jobs, controller.workbench)
-        self.live_detection = LiveDetectionPanel(session, jobs, controller)
+        self.predictions = build_panel("predictions", session, jobs, controller)
+        self.feature_maps = build_panel("feature-maps", session, jobs, controller)
+        self.filters = build_panel("filters", session, jobs, controller)
+        self.model_summary = build_panel("model-summary", session, jobs, controller)
+        self.receptive_field = build_panel("receptive-field", session, jobs, controller)
+        self.architecture = build_panel("architecture", session, jobs, controller)
+        self.gradients = build_panel("gradients", session, jobs, controller)
+        self.live_detection = build_panel("live-detection", session, jobs, controller)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -109,8 +102,8 @@ class MainWindow(QMainWindow):
         self._drop_filter = DropFilter(self)
         QApplication.instance().installEventFilter(self._drop_filter)
 
-        controller.forward_ready.connect(self._on_forward_ready)
-        controller.forward_failed.connect(self._on_forward_failed)
+        session.forward_changed.connect(self._on_forward_changed)
+        session.forward_failed.connect(self._on_forward_failed)
         controller.image_opened.connect(self._remember_recent)
         controller.message.connect(self.show_message)
         controller.trust_needed.connect(self._on_trust_needed)
@@ -180,7 +173,7 @@ class MainWindow(QMainWindow):
             path = Path(raw)
             suffix = path.suffix.lower()
             if path.is_dir():
-                images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                images = image_files(path)
                 if images:
                     self.open_image(images[0])
                     self.show_message(f"{path.name}: opened {images[0].name} (first of {len(images)} images)")
@@ -277,19 +270,11 @@ class MainWindow(QMainWindow):
         self.settings.setValue("last_weights", model.weights_path or "")
         self.setWindowTitle(f"cnnviewer — {model.title}")
 
-    def _on_forward_ready(self, summary) -> None:
+    def _on_forward_changed(self, summary) -> None:
         self.forward_label.setText(f"forward: {summary.forward_ms:.0f} ms")
-        self.predictions.show_predictions(summary)
-        self.feature_maps.show_forward(summary)
-        self.receptive_field.show_forward(summary)
-        self.gradients.show_forward(summary)
-        if self.filters.view is None:
-            self.filters.refresh()
 
-    def _on_forward_failed(self, message: str) -> None:
+    def _on_forward_failed(self, _message: str) -> None:
         self.forward_label.setText("forward: failed")
-        self.predictions.clear(message)
-        self.feature_maps.show_failure(message)
 
     def _on_trust_needed(self, path: str, message: str) -> None:
         if ask_trust(self, path, message):

@@ -194,3 +194,14 @@ def test_detect_video_file_per_frame(tmp_path, astronaut_clip):
     bad = run("detect", str(astronaut_clip.video), "--detector", "ssdlite320_mobilenet_v3_large",
               "--weights", str(tmp_path / "video.json"))
     assert bad.returncode == 2 and "video.json" in bad.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["predict", "--help"], ["export", "--help"],
+                                  ["export", "gradients", "--help"], ["summary", "--help"], ["detect", "--help"],
+                                  ["models", "--help"], ["predict"]])
+def test_help_and_usage_errors_load_neither_torch_nor_qt(argv):
+    """Each subcommand imports what it uses only when it runs: --help and bad arguments answer at once."""
+    code = ("import sys\nfrom cnnviewer.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'PySide6') if m in sys.modules), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr

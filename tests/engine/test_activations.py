@@ -13,11 +13,8 @@ import torchvision
 from torch import nn
 
 from cnnviewer.engine.media.images import from_array, sample_image
-from cnnviewer.engine.models.catalogue import (
-    LoadedModel,
-    load_torchvision_model,
-    wrap_module,
-)
+from cnnviewer.engine.models.catalogue import load_torchvision_model
+from cnnviewer.engine.models.handle import LoadedModel, wrap_module
 from cnnviewer.engine.runtime import hooks, inference
 from cnnviewer.engine.runtime.hooks import capture_with_hooks, has_hooks
 from cnnviewer.engine.runtime.inference import ActivationCache, run_forward, top_k

@@ -5,20 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from skimage import data
 
-from cnnviewer.engine.detection.detectors import (
+from cnnviewer.engine.detection.detectors import make_detector
+from cnnviewer.engine.detection.overlay import (
     Detection,
     anchors_at,
     apply_thresholds,
+    batched_nms,
     coco_records,
     detection_at,
     draw,
-    make_detector,
 )
 from cnnviewer.engine.errors import ModelError, WeightsError
 from cnnviewer.engine.media.sources import Frame
+from cnnviewer.engine.runtime.hooks import has_hooks
 
 FRAME = np.asarray(Image.fromarray(data.astronaut()).resize((320, 240)))
 
@@ -59,10 +62,28 @@ def test_random_torchvision_detector_runs_the_whole_pipeline():
         make_detector("yolo9000")
 
 
+def test_numpy_nms_matches_torchvision_batched_nms():
+    """The GUI thread's NMS is numpy; torchvision's batched_nms is the reference."""
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        count = int(rng.integers(1, 300))
+        corners = rng.uniform(0, 400, (count, 2))
+        sizes = rng.uniform(2, 120, (count, 2))
+        boxes = np.concatenate([corners, corners + sizes], axis=1)
+        scores = rng.permutation(count) / count + 0.001          # distinct: the order is defined
+        classes = rng.integers(0, 4, count)
+        iou = float(rng.choice([0.0, 0.3, 0.5, 0.7, 1.0]))
+        expected = torchvision.ops.batched_nms(torch.tensor(boxes), torch.tensor(scores), torch.tensor(classes),
+                                               iou).tolist()
+        assert batched_nms(boxes, scores, classes, iou) == expected, (trial, iou)
+
+
 def test_two_stage_detector_keeps_rpn_proposals_and_anchor_grid():
     torch.manual_seed(0)
     detector = make_detector("fasterrcnn_mobilenet_v3_large_320_fpn")
+    assert not has_hooks(detector.model)                          # hooks only while a pass runs
     detector.raw(FRAME)
+    assert not has_hooks(detector.model)
     internals = detector.internals()
     proposals = internals["proposals"]
     assert proposals.shape == (100, 4)
@@ -109,3 +130,24 @@ def test_custom_detector_weights_load_through_the_weights_reader(tmp_path):
     torch.save(source.model.state_dict(), tmp_path / "coco.pth")
     with pytest.raises(WeightsError, match="does not fit"):
         make_detector("ssdlite320_mobilenet_v3_large", weights=tmp_path / "coco.pth")
+
+
+def test_explaining_a_face_leaves_the_live_detector_as_it_was():
+    """The explanation works on its own copy of O-Net: the live detector keeps running unchanged."""
+    from cnnviewer.engine.attribution.target import Target
+    from cnnviewer.engine.detection.explain import explain_detection
+    from cnnviewer.engine.workbench import Workbench
+
+    detector = make_detector("mtcnn")
+    flags = [p.requires_grad for p in detector.onet.parameters()]
+    weights = [p.detach().clone() for p in detector.onet.parameters()]
+    face = max(apply_thresholds(detector.raw(FRAME), 0.9, 0.5), key=lambda d: d.score)
+    model, image = explain_detection(detector, face, FRAME, "frame.png")
+    workbench = Workbench()
+    summary = workbench.forward(model, image)
+    assert summary.predictions[0].index == 0 and summary.predictions[0].probability > 0.9   # "this detection"
+    result = workbench.gradient(model, image, "saliency", Target(class_index=0))
+    assert np.abs(result.attribution).sum() > 0
+    assert [p.requires_grad for p in detector.onet.parameters()] == flags
+    assert all(torch.equal(a, b) for a, b in zip(weights, detector.onet.parameters()))
+    assert not has_hooks(detector.onet) and not detector.onet.training

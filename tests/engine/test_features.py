@@ -8,15 +8,11 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnviewer.engine.views import features
-from cnnviewer.engine.views.features import (
-    MosaicLayout,
-    feature_map_view,
-    filter_view,
-    find_conv,
-    overlay,
-    weight_stats,
-)
+from cnnviewer.engine.structure.layers import conv_weights, find_conv
+from cnnviewer.engine.views import colormaps, features, mosaic
+from cnnviewer.engine.views.features import feature_map_view, overlay
+from cnnviewer.engine.views.filters import filter_view, weight_stats
+from cnnviewer.engine.views.mosaic import MosaicLayout
 
 
 def random_activation(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
@@ -68,8 +64,8 @@ def test_gaps_and_outside_return_none() -> None:
     assert layout.channel_at(0, 14) is None                 # right of the mosaic
     assert layout.channel_at(9, 0) is None                  # below the mosaic
     assert layout.channel_at(5, 5) == (4, 0, 0)
-    assert (view.mosaic[4, :] == features.GAP_COLOUR).all()
-    assert (view.mosaic[5:, 10:] == features.GAP_COLOUR).all()
+    assert (view.mosaic[4, :] == mosaic.GAP_COLOUR).all()
+    assert (view.mosaic[5:, 10:] == mosaic.GAP_COLOUR).all()
 
 
 def test_mosaic_pixels_show_the_right_channel() -> None:
@@ -135,10 +131,10 @@ def test_normalisation_reaches_the_mosaic() -> None:
 
 
 def test_colormap_tables() -> None:
-    for name in features.COLORMAPS:
-        table = features.colormap_table(name)
+    for name in colormaps.COLORMAPS:
+        table = colormaps.colormap_table(name)
         assert table.shape == (256, 3) and table.dtype == np.uint8
-    gray = features.colormap_table("gray")
+    gray = colormaps.colormap_table("gray")
     np.testing.assert_array_equal(gray, np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, 1))
 
 
@@ -186,7 +182,7 @@ def test_first_layer_filters_are_rgb_tiles() -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 8, 5)
 
-    view = filter_view("conv1", conv)
+    view = filter_view("conv1", conv_weights(conv))
 
     assert view.rgb and view.output_channel is None
     assert (view.layout.count, view.layout.tile_height, view.layout.tile_width) == (8, 5, 5)
@@ -205,7 +201,7 @@ def test_filter_mid_gray_is_zero() -> None:
         conv.weight[0, 0, 0, 0] = 1.0
         conv.weight[0, 1, 0, 0] = -1.0
 
-    view = filter_view("conv", conv)
+    view = filter_view("conv", conv_weights(conv))
 
     assert view.mosaic[0, 0].tolist() == [255, 0, 128]
     assert (view.mosaic[1:] == 128).all()
@@ -217,7 +213,7 @@ def test_deeper_conv_shows_one_output_channel_in_gray(in_channels: int, groups: 
     torch.manual_seed(0)
     conv = nn.Conv2d(in_channels, 32, 3, groups=groups)
 
-    view = filter_view("block.conv", conv, output_channel=5)
+    view = filter_view("block.conv", conv_weights(conv), output_channel=5)
 
     assert not view.rgb and view.output_channel == 5
     assert (view.layout.count, view.layout.tile_height, view.layout.tile_width) == (tiles, 3, 3)
@@ -234,14 +230,14 @@ def test_deeper_conv_shows_one_output_channel_in_gray(in_channels: int, groups: 
 def test_output_channel_is_clipped_and_defaults_to_zero() -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 4, 3)
-    assert filter_view("c", conv).output_channel == 0
-    assert filter_view("c", conv, output_channel=99).output_channel == 3
-    assert filter_view("c", conv, output_channel=-3).output_channel == 0
+    assert filter_view("c", conv_weights(conv)).output_channel == 0
+    assert filter_view("c", conv_weights(conv), output_channel=99).output_channel == 3
+    assert filter_view("c", conv_weights(conv), output_channel=-3).output_channel == 0
 
 
 def test_first_layer_single_output_channel_is_gray() -> None:
     torch.manual_seed(0)
-    view = filter_view("conv1", nn.Conv2d(3, 8, 7), output_channel=1)
+    view = filter_view("conv1", conv_weights(nn.Conv2d(3, 8, 7)), output_channel=1)
     assert not view.rgb and view.layout.count == 3 and view.output_channel == 1
 
 
@@ -265,7 +261,7 @@ def test_weight_stats_match_numpy() -> None:
 def test_filter_view_reports_stats() -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 2, 3)
-    view = filter_view("c", conv, output_channel=0)
+    view = filter_view("c", conv_weights(conv), output_channel=0)
     assert view.stats.count == 2 * 4 * 3 * 3
     assert view.stats.maximum == pytest.approx(float(conv.weight.detach().max()))
 
@@ -304,7 +300,7 @@ def test_overlay_opacity_extremes() -> None:
 
 
 def test_layer_conv_explains_the_block_channels() -> None:
-    from cnnviewer.engine.views.features import layer_conv
+    from cnnviewer.engine.structure.layers import layer_conv
 
     resnet = torchvision.models.resnet50(weights=None)
     assert layer_conv(resnet, "layer1.0", 256)[0] == "layer1.0.conv3"      # not downsample.0

@@ -16,7 +16,7 @@ from captum.attr import (
 from torch import nn
 
 from cnnviewer.engine.attribution import gradients
-from cnnviewer.engine.attribution.gradients import Target
+from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.runtime.hooks import has_hooks
 

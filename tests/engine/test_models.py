@@ -13,8 +13,9 @@ import torchvision
 
 from cnnviewer.engine.errors import Cancelled, ModelError, WeightsError
 from cnnviewer.engine.media.images import sample_image
-from cnnviewer.engine.models import catalogue as models
-from cnnviewer.engine.models.catalogue import WeightsSource, load_torchvision_model
+from cnnviewer.engine.models import catalogue, pretrained
+from cnnviewer.engine.models.catalogue import load_torchvision_model
+from cnnviewer.engine.models.handle import WeightsSource
 from cnnviewer.engine.models.loading import load_model, load_weights
 from cnnviewer.engine.runtime.inference import predict
 
@@ -27,9 +28,9 @@ def hub_dir(tmp_path, monkeypatch) -> Path:
 
 
 def test_catalogue_groups_every_classification_model():
-    groups = models.catalogue()
+    groups = catalogue.catalogue()
     names = [name for entries in groups.values() for name in entries]
-    assert sorted(names) == models.classification_models()
+    assert sorted(names) == catalogue.classification_models()
     assert "mobilenet_v2" in groups["MobileNet"] and "resnet50" in groups["ResNet"]
     assert "fasterrcnn_resnet50_fpn" not in names          # detection models are not classifiers
     assert len(names) >= 70
@@ -46,10 +47,10 @@ def test_offline_pack_gives_real_mobilenet(hub_dir):
 
 
 def test_hub_cache_comes_first(hub_dir):
-    pack = models.offline_pack_path(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1)
+    pack = pretrained.offline_pack_path(torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1)
     hub_dir.mkdir(parents=True)
     shutil.copy(pack, hub_dir / pack.name)
-    weights, path, source = models.find_pretrained("mobilenet_v2")
+    weights, path, source = pretrained.find_pretrained("mobilenet_v2")
     assert source is WeightsSource.HUB_CACHE and path == hub_dir / pack.name
     model = load_torchvision_model("mobilenet_v2")
     assert "torch hub cache" in model.weights_label
@@ -69,19 +70,19 @@ def test_download_reports_progress_and_checks_the_hash(tmp_path):
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     target = tmp_path / "cache" / f"net-{digest[:8]}.pth"
     seen: list[float] = []
-    models.download(source.as_uri(), target, progress=lambda f, _t: seen.append(f))
+    pretrained.download(source.as_uri(), target, progress=lambda f, _t: seen.append(f))
     assert target.read_bytes() == source.read_bytes()
     assert seen and seen[-1] == pytest.approx(1.0) and seen == sorted(seen)
 
     wrong = tmp_path / "cache" / "net-deadbeef.pth"
     with pytest.raises(WeightsError, match="damaged"):
-        models.download(source.as_uri(), wrong)
+        pretrained.download(source.as_uri(), wrong)
     assert not wrong.exists()
 
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Cancelled):
-        models.download(source.as_uri(), tmp_path / "cache" / "other.pth", cancel=cancel)
+        pretrained.download(source.as_uri(), tmp_path / "cache" / "other.pth", cancel=cancel)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [target.name]   # no partial files
 
 
@@ -155,7 +156,7 @@ def test_a_hostile_hub_cache_file_runs_no_code(hub_dir, tmp_path):
         def __reduce__(self):
             return (os.system, (f"touch {tmp_path / 'pwned'}",))
 
-    path = models.hub_cache_path(torchvision.models.ResNet18_Weights.DEFAULT)
+    path = pretrained.hub_cache_path(torchvision.models.ResNet18_Weights.DEFAULT)
     hub_dir.mkdir(parents=True)
     torch.save(Evil(), path)
     with pytest.raises(WeightsError):

@@ -9,7 +9,8 @@ import pytest
 import torchvision
 
 from cnnviewer.engine.media.images import sample_image
-from cnnviewer.engine.models.catalogue import load_torchvision_model, wrap_module
+from cnnviewer.engine.models.catalogue import load_torchvision_model
+from cnnviewer.engine.models.handle import wrap_module
 from cnnviewer.engine.runtime.hooks import has_hooks
 from cnnviewer.engine.structure.receptive_field import GradientProbe
 from cnnviewer.engine.structure.summary_graph import summarize

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from cnnviewer.engine.detection.detectors import apply_thresholds, make_detector
+from cnnviewer.engine.detection.detectors import make_detector
 from cnnviewer.engine.detection.live import LatestFrame, LivePipeline
+from cnnviewer.engine.detection.overlay import apply_thresholds
 from cnnviewer.engine.errors import ImageError
 from cnnviewer.engine.media.sources import Frame, VideoFile, open_source
 from tests.media import astronaut_frame, iou, write_video

@@ -15,14 +15,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from cnnviewer.engine.errors import UntrustedPickleError, WeightsError
-from cnnviewer.engine.models.weights import (
-    WEIGHT_SUFFIXES,
+from cnnviewer.engine.models.fitting import fit_state_dict, infer_architecture
+from cnnviewer.engine.models.weight_files import (
     WRAPPER_KEYS,
-    fit_state_dict,
-    infer_architecture,
     normalize_state_dict,
     read_weights,
 )
+from cnnviewer.engine.types import WEIGHT_SUFFIXES
 
 
 class TinyNet(nn.Module):
@@ -369,7 +368,7 @@ REWRITE_WHILE_LOADING = r"""
 import sys, threading, torch
 from safetensors.torch import save_file
 from cnnviewer.engine.errors import WeightsError
-from cnnviewer.engine.models.weights import read_weights
+from cnnviewer.engine.models.weight_files import read_weights
 path = sys.argv[1]
 save_file({f"t{i}": torch.randn(512, 1024) for i in range(16)}, path)   # 32 MiB
 data = open(path, "rb").read()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from threading import Event
 from typing import Any, Literal
 
@@ -31,113 +30,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
 
+from cnnviewer.engine.attribution.relu_rules import DeconvReLU, GuidedReLU, ReluRule
+from cnnviewer.engine.attribution.target import METHODS, Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.runtime.modes import eval_mode
 from cnnviewer.engine.runtime.outputs import first_tensor
 from cnnviewer.engine.types import LayerId
 
-Method = Literal["saliency", "guided-backprop", "deconvnet", "grad-cam", "integrated-gradients", "occlusion"]
-METHODS: tuple[str, ...] = ("saliency", "guided-backprop", "deconvnet", "grad-cam", "integrated-gradients",
-                            "occlusion")
-
-
-@dataclass(frozen=True)
-class Target:
-    """What the gradient is taken of: a class score, a channel's sum, or one neuron.
-
-    A class target uses the model's output (pre-softmax score); a layer target
-    uses that module's output: the whole channel summed, or a(y, x, c).
-    """
-
-    class_index: int | None = None
-    layer: LayerId | None = None
-    channel: int | None = None
-    neuron: tuple[int, int] | None = None
-
-    def describe(self) -> str:
-        if self.layer is None:
-            return f"class {self.class_index}"
-        where = f" at (y={self.neuron[0]}, x={self.neuron[1]})" if self.neuron else ""
-        return f"{self.layer} channel {self.channel}{where}"
-
-
-# --------------------------------------------------------------------------- ReLU rules
-
-class _GuidedReLU:
-    """Guided backprop: the ReLU's own backward (zero where the input was not positive),
-    fed only the positive part of the incoming gradient by a hook on its output.
-
-    A hook, not a Python autograd Function: the masking stays in torch's own
-    backward, which keeps guided backprop as cheap as a plain backward pass.
-    """
-
-    @staticmethod
-    def call(func, args, kwargs) -> Tensor:
-        output = func(*args, **kwargs)
-        if isinstance(output, Tensor) and output.requires_grad:
-            output.register_hook(_positive)
-        return output
-
-
-def _positive(grad: Tensor) -> Tensor:
-    return grad.clamp(min=0)
-
-
-class _DeconvFunction(torch.autograd.Function):
-    """ReLU whose backward is a ReLU of the backward signal (the forward input is ignored)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, low: float, high: float) -> Tensor:
-        return x.clamp(low, high)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return grad.clamp(min=0), None, None
-
-
-class _DeconvReLU:
-    """DeconvNet: replace the ReLU by one whose backward ignores the forward input."""
-
-    @staticmethod
-    def call(func, args, kwargs, low: float = 0.0, high: float = float("inf")) -> Tensor:
-        return _DeconvFunction.apply(args[0], low, high)
-
-
-_RELU_FUNCTIONS = {torch.relu, torch.relu_, F.relu, torch.Tensor.relu, torch.Tensor.relu_}
-_HARDTANH_FUNCTIONS = {F.hardtanh, F.relu6, torch._C._nn.hardtanh, torch._C._nn.hardtanh_}
-
-
-class _ReluRule(TorchFunctionMode):
-    """Route every ReLU-like call through `rule` while active."""
-
-    def __init__(self, rule) -> None:
-        super().__init__()
-        self.rule = rule
-        self.seen = 0
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func in _RELU_FUNCTIONS:
-            self.seen += 1
-            if self.rule is _DeconvReLU:
-                return _DeconvReLU.call(func, args, kwargs)
-            return self.rule.call(func, args, kwargs)
-        if func in _HARDTANH_FUNCTIONS:
-            low = kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)
-            high = kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)
-            if func is F.relu6:
-                low, high = 0.0, 6.0
-            if low == 0.0:   # ReLU6 and clipped ReLUs; a symmetric hardtanh is not a ReLU
-                self.seen += 1
-                if self.rule is _DeconvReLU:
-                    return _DeconvReLU.call(func, args, kwargs, float(low), float(high))
-                return self.rule.call(func, args, kwargs)
-        return func(*args, **kwargs)
-
-
-# --------------------------------------------------------------------------- plumbing
 
 @contextmanager
 def _gradient_ready(model: nn.Module) -> Iterator[None]:
@@ -183,7 +83,7 @@ def input_gradient(model: nn.Module, inputs: Tensor, target: Target, rule=None) 
         if rule is None:
             score = _score(model, x, target)
         else:
-            with _ReluRule(rule):
+            with ReluRule(rule):
                 score = _score(model, x, target)
         (gradient,) = torch.autograd.grad(score.sum(), x)
     return gradient
@@ -196,12 +96,12 @@ def saliency(model: nn.Module, inputs: Tensor, target: Target) -> Tensor:
 
 def guided_backprop(model: nn.Module, inputs: Tensor, target: Target) -> Tensor:
     """Gradient with Springenberg's guided ReLU backward at every ReLU executed."""
-    return input_gradient(model, inputs, target, _GuidedReLU)
+    return input_gradient(model, inputs, target, GuidedReLU)
 
 
 def deconvnet(model: nn.Module, inputs: Tensor, target: Target) -> Tensor:
     """Backward signal with ReLU applied to it at every ReLU (Zeiler & Fergus)."""
-    return input_gradient(model, inputs, target, _DeconvReLU)
+    return input_gradient(model, inputs, target, DeconvReLU)
 
 
 def grad_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, upsample: bool = True) -> Tensor:
@@ -308,18 +208,6 @@ def attribute(method: str, model: nn.Module, inputs: Tensor, target: Target, **o
     raise ValueError(f"unknown method {method!r}; choose {', '.join(METHODS)}")
 
 
-@dataclass(frozen=True, eq=False)
-class GradientResult:
-    """One gradient view: (C, H, W) float32 attribution aligned with `display`."""
-
-    method: str
-    target: Target
-    attribution: np.ndarray
-    display: np.ndarray
-    options: dict
-    milliseconds: float
-
-
 def gradcam_layer(summary, layer: LayerId | None) -> LayerId:
     """Grad-CAM's layer: the target's layer when it has spatial maps, else the last such layer."""
     spatial = [row.name for row in summary.rows if len(row.output_shape) == 3 and not row.rf_whole]
@@ -330,41 +218,3 @@ def gradcam_layer(summary, layer: LayerId | None) -> LayerId:
     if not spatial:
         raise ValueError("Grad-CAM needs a layer with spatial maps; this model has none")
     return spatial[-1]
-
-
-# --------------------------------------------------------------------------- pictures
-
-DisplayMode = Literal["heat", "signed", "rgb", "overlay"]
-DISPLAY_MODES: tuple[str, ...] = ("heat", "signed", "rgb", "overlay")
-
-
-def render(attribution: np.ndarray, mode: str, display: np.ndarray, opacity: float = 0.6) -> np.ndarray:
-    """Draw a (C, H, W) attribution as (H, W, 3) uint8.
-
-    heat: max |a| over channels (the notes' saliency); signed: sum over channels,
-    blue negative, red positive, zero white; rgb: the gradient itself as an image
-    (centred, ±3 std); overlay: the heat map over the input picture.
-    """
-    from cnnviewer.engine.views.features import colormap_table
-
-    values = np.asarray(attribution, dtype=np.float32)
-    if mode == "rgb" and values.shape[0] == 3:
-        centred = values - values.mean()
-        scaled = centred / (3 * centred.std() + 1e-12) * 0.5 + 0.5
-        return np.ascontiguousarray((np.clip(scaled, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0))
-    if mode == "signed":
-        signed = values.sum(axis=0)
-        limit = float(np.percentile(np.abs(signed), 99.5)) or float(np.abs(signed).max()) or 1.0
-        indices = np.clip((signed / limit * 0.5 + 0.5) * 255, 0, 255).astype(np.uint8)
-        return np.ascontiguousarray(colormap_table("coolwarm")[indices])
-    heat = np.abs(values).max(axis=0)
-    # Gradients are heavy-tailed: scale to the 99.5th percentile so more than a few pixels show.
-    peak = float(np.percentile(heat, 99.5)) or float(heat.max()) or 1.0
-    heat = np.clip(heat / peak, 0, 1)
-    indices = (heat * 255).astype(np.uint8)
-    coloured = colormap_table("inferno")[indices]
-    if mode != "overlay":
-        return np.ascontiguousarray(coloured)
-    weight = np.sqrt(heat)[..., None] * opacity
-    blended = display.astype(np.float32) * (1 - weight) + coloured.astype(np.float32) * weight
-    return np.ascontiguousarray(np.clip(blended, 0, 255).astype(np.uint8))

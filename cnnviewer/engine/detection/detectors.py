@@ -1,46 +1,29 @@
-"""Detectors behind one interface, thresholds and NMS, overlays, and frame sources.
+"""Detectors behind one interface: raw detections, before the user's thresholds and final NMS.
 
-Detectors: the offline MTCNN face detector (real weights) and torchvision's
-detection family (COCO weights from the torch hub cache when present, else
-random initialisation, labelled untrained). Thresholds are applied after the
-model, with torchvision's `batched_nms` per class, so moving a slider changes
-the next frame's boxes without re-running anything but the filter.
+The offline MTCNN face detector (real weights) and torchvision's detection
+family (COCO weights from the torch hub cache when present, else random
+initialisation, labelled untrained). Thresholds, NMS and drawing live in the
+torch-free overlay module, so moving a slider re-runs only the filter.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision
-from PIL import Image, ImageDraw
 
+from cnnviewer.engine.detection.overlay import COCO_SKELETON, Detection, pixel_bounds
 from cnnviewer.engine.errors import ModelError
-from cnnviewer.engine.media.sources import Frame
 
 FACE_DETECTOR = "mtcnn"
 
 
-# COCO person keypoints: pairs of indices into torchvision's 17 keypoint names.
-COCO_SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 12), (5, 6), (5, 7),
-                 (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
 TOP_PROPOSALS = 100
-
-
-@dataclass(frozen=True, eq=False)
-class Detection:
-    """One box in image pixels."""
-
-    box: tuple[float, float, float, float]        # x1, y1, x2, y2
-    score: float
-    label: str
-    category: int = 1
-    points: tuple[tuple[float, float], ...] = ()  # landmarks / keypoints (x, y)
-    skeleton: tuple[tuple[int, int], ...] = ()    # pairs of `points` joined by a line
-    mask: np.ndarray | None = None                # bool, covering the box's whole-pixel bounds
 
 
 def detector_names() -> list[str]:
@@ -74,6 +57,11 @@ class FaceDetector(Detector):
         self._mtcnn.thresholds = (0.6, 0.7, 0.5)   # the user's score slider does the final cut
         self._mtcnn.nms = (*self._mtcnn.nms[:2], 1.0)   # O-Net's boxes reach the slider before NMS
 
+    @property
+    def onet(self) -> torch.nn.Module:
+        """MTCNN's last stage, which gives each face box its final score."""
+        return self._mtcnn.onet
+
     def raw(self, pixels: np.ndarray) -> list[Detection]:
         return [Detection(face.box, face.score, "face", 1, face.landmarks) for face in self._mtcnn.detect(pixels)]
 
@@ -88,8 +76,8 @@ class TorchvisionDetector(Detector):
     """
 
     def __init__(self, name: str, device: str = "cpu", weights: str | Path | None = None) -> None:
-        from cnnviewer.engine.models.catalogue import hub_cache_path
-        from cnnviewer.engine.models.weights import forced_weights_only
+        from cnnviewer.engine.models.pretrained import hub_cache_path
+        from cnnviewer.engine.models.weight_files import forced_weights_only
 
         weights_enum = torchvision.models.get_model_weights(name).DEFAULT
         self.categories = list(weights_enum.meta["categories"])
@@ -112,10 +100,21 @@ class TorchvisionDetector(Detector):
             heads.score_thresh = min(heads.score_thresh, 0.001)
         self._internals: dict = {}
         self._seen: dict = {}
+
+    @contextmanager
+    def _recording_rpn(self) -> Iterator[None]:
+        """Keep the RPN's anchor grid and top proposals of the pass run inside (two-stage models only).
+
+        The hooks exist only for that pass, so a copy of the model (an
+        explanation's) or any other use of it never carries them.
+        """
+        self._seen = {}
         rpn = getattr(self.model, "rpn", None)
-        if rpn is not None:
-            rpn.anchor_generator.register_forward_hook(self._record_anchor_grid)
-            rpn.register_forward_hook(self._record_proposals)
+        with ExitStack() as stack:
+            if rpn is not None:
+                stack.enter_context(rpn.anchor_generator.register_forward_hook(self._record_anchor_grid))
+                stack.enter_context(rpn.register_forward_hook(self._record_proposals))
+            yield
 
     def _record_anchor_grid(self, module, args, _output) -> None:
         image_list, features = args
@@ -135,8 +134,8 @@ class TorchvisionDetector(Detector):
         height, width = pixels.shape[:2]
         array = pixels if pixels.flags.writeable else pixels.copy()   # torch wants writable memory
         tensor = torch.from_numpy(array).to(self.device).permute(2, 0, 1).float().div_(255.0)
-        self._seen = {}
-        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
+        with self._recording_rpn(), torch.autocast(self.device.type, dtype=torch.float16,
+                                                    enabled=self.device.type == "cuda"):
             output = self.model([tensor])[0]
         if "proposals" in self._seen:      # resized-image pixels back to the frame's
             scale_y, scale_x = height / self._seen["resized"][0], width / self._seen["resized"][1]
@@ -151,7 +150,7 @@ class TorchvisionDetector(Detector):
             points = tuple((float(x), float(y)) for x, y, _ in keypoints[i].tolist()) if keypoints is not None else ()
             mask = None
             if masks is not None:
-                x1, y1, x2, y2 = _pixel_bounds(box, width, height)
+                x1, y1, x2, y2 = pixel_bounds(box, width, height)
                 mask = (masks[i, 0, y1:y2, x1:x2] > 0.5).cpu().numpy()
             detections.append(Detection(tuple(box), float(score), name, int(label), points,
                                         self.skeleton if points else (), mask))
@@ -166,8 +165,9 @@ def _custom_detector(name: str, path: Path, coco: list[str]) -> tuple[torch.nn.M
     labels.txt beside the file, else COCO's when the count matches.
     """
     from cnnviewer.engine.errors import WeightsError
+    from cnnviewer.engine.models.fitting import fit_state_dict
     from cnnviewer.engine.models.loading import labels_beside, prefix_variants
-    from cnnviewer.engine.models.weights import fit_state_dict, read_weights
+    from cnnviewer.engine.models.weight_files import read_weights
 
     loaded = read_weights(path)
     if loaded.kind != "state_dict":
@@ -188,26 +188,6 @@ def _custom_detector(name: str, path: Path, coco: list[str]) -> tuple[torch.nn.M
     raise WeightsError(failures[0] if failures else f"{path.name}: no weights in the file")
 
 
-def anchors_at(internals: dict, x: float, y: float) -> list[np.ndarray]:
-    """The RPN's anchors centred nearest frame pixel (x, y), one (A, 4) array per pyramid level."""
-    if "anchor_levels" not in internals:
-        return []
-    scale_y, scale_x = internals["scale"]
-    column, row = x / scale_x, y / scale_y                     # in the resized image the model saw
-    found = []
-    for stride_y, stride_x, base in internals["anchor_levels"]:
-        centre_x, centre_y = round(column / stride_x) * stride_x, round(row / stride_y) * stride_y
-        anchors = base + np.array([centre_x, centre_y, centre_x, centre_y], dtype=base.dtype)
-        found.append(anchors * np.array([scale_x, scale_y, scale_x, scale_y], dtype=base.dtype))
-    return found
-
-
-def _pixel_bounds(box, width: int, height: int) -> tuple[int, int, int, int]:
-    """A box's whole-pixel bounds, clipped to the frame (used for mask crops)."""
-    x1, y1 = max(0, int(box[0])), max(0, int(box[1]))
-    return x1, y1, max(x1, min(width, int(np.ceil(box[2])))), max(y1, min(height, int(np.ceil(box[3]))))
-
-
 def make_detector(name: str = FACE_DETECTOR, device: str = "cpu", weights: str | Path | None = None) -> Detector:
     """Build a detector by name (see detector_names), optionally with custom weights.
 
@@ -224,71 +204,3 @@ def make_detector(name: str = FACE_DETECTOR, device: str = "cpu", weights: str |
     return TorchvisionDetector(name, device, weights)
 
 
-def apply_thresholds(detections: list[Detection], score: float, iou: float) -> list[Detection]:
-    """Keep boxes above `score`, then per-class NMS at `iou` (torchvision's batched_nms)."""
-    kept = [d for d in detections if d.score >= score]
-    if not kept:
-        return []
-    boxes = torch.tensor([d.box for d in kept], dtype=torch.float32)
-    scores = torch.tensor([d.score for d in kept], dtype=torch.float32)
-    classes = torch.tensor([d.category for d in kept], dtype=torch.int64)
-    order = torchvision.ops.batched_nms(boxes, scores, classes, iou).tolist()
-    return [kept[i] for i in order]
-
-
-PALETTE = ((255, 64, 64), (64, 160, 255), (255, 200, 40), (180, 90, 255), (40, 220, 160), (255, 120, 200),
-           (140, 220, 40), (255, 150, 60))
-
-
-def colour_of(category: int) -> tuple[int, int, int]:
-    """A stable colour per class, so the same class keeps its colour from frame to frame."""
-    return PALETTE[category % len(PALETTE)]
-
-
-def draw(pixels: np.ndarray, detections: list[Detection], *, highlight: Detection | None = None,
-         boxes: np.ndarray | None = None, box_colour=(255, 255, 255)) -> np.ndarray:
-    """The frame with masks, boxes, labels with scores, keypoints and skeletons.
-
-    `boxes` are extra outlines drawn thin underneath (RPN proposals, anchors);
-    `highlight` is drawn thicker (the box being explained).
-    """
-    frame = np.asarray(pixels)
-    if any(d.mask is not None for d in detections):
-        frame = frame.copy()
-        for d in detections:
-            if d.mask is not None and d.mask.size:
-                x1, y1, x2, y2 = _pixel_bounds(d.box, frame.shape[1], frame.shape[0])
-                region = frame[y1:y2, x1:x2]
-                tinted = (region * 0.5 + np.array(colour_of(d.category)) * 0.5).astype(np.uint8)
-                region[d.mask[:y2 - y1, :x2 - x1]] = tinted[d.mask[:y2 - y1, :x2 - x1]]
-    image = Image.fromarray(frame)
-    pen = ImageDraw.Draw(image)
-    for box in ([] if boxes is None else boxes):
-        pen.rectangle(tuple(float(v) for v in box), outline=box_colour, width=1)
-    for d in detections:
-        colour = colour_of(d.category)
-        pen.rectangle(d.box, outline=colour, width=4 if d is highlight else 2)
-        pen.text((d.box[0] + 3, d.box[1] + 2), f"{d.label} {d.score:.2f}", fill=colour)
-        for a, b in d.skeleton:
-            if a < len(d.points) and b < len(d.points):
-                pen.line((d.points[a], d.points[b]), fill=(64, 255, 64), width=2)
-        for x, y in d.points:
-            pen.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(64, 255, 64))
-    return np.asarray(image)
-
-
-def detection_at(detections: list[Detection], x: float, y: float) -> Detection | None:
-    """The smallest box containing (x, y): the one a click most likely means."""
-    inside = [d for d in detections if d.box[0] <= x <= d.box[2] and d.box[1] <= y <= d.box[3]]
-    return min(inside, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]), default=None)
-
-
-def coco_records(frame: Frame, detections: list[Detection]) -> list[dict]:
-    """COCO-style results: bbox as [x, y, width, height]."""
-    return [{"image_id": frame.index, "file_name": frame.name, "category_id": d.category,
-             "category_name": d.label, "score": round(d.score, 5),
-             "bbox": [round(d.box[0], 2), round(d.box[1], 2), round(d.box[2] - d.box[0], 2),
-                      round(d.box[3] - d.box[1], 2)],
-             **({"keypoints": [round(v, 2) for point in d.points for v in (*point, 2)]} if d.points else {}),
-             **({"mask_area": int(d.mask.sum())} if d.mask is not None else {})}
-            for d in detections]

@@ -21,9 +21,10 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from cnnviewer.engine.detection.detectors import Detection, Detector, FaceDetector
+from cnnviewer.engine.detection.detectors import Detector, FaceDetector
+from cnnviewer.engine.detection.overlay import Detection
 from cnnviewer.engine.media.images import InputImage, from_array
-from cnnviewer.engine.models.catalogue import LoadedModel, Preprocess, wrap_module
+from cnnviewer.engine.models.handle import LoadedModel, Preprocess, wrap_module
 
 MATCH_IOU = 0.5
 PAD_GREY = 114
@@ -39,14 +40,12 @@ class DetectionScore(nn.Module):
         self.top, self.left = offset
         self.box = torch.tensor([detection.box], dtype=torch.float32)
         self.category = detection.category
+        # Copies: the live thread keeps running its own detector, and the gradient
+        # views switch requires_grad on whatever model they are given.
         if isinstance(detector, FaceDetector):
-            self.onet = detector._mtcnn.onet       # shared read-only weights: inference never writes them
-            self.detector = None
+            self.onet, self.detector = copy.deepcopy(detector.onet), None
         else:
-            self.onet = None
-            self.detector = copy.deepcopy(detector.model)   # the live thread keeps running its own
-            for module in self.detector.modules():           # the live detector's recording hooks stay there
-                module._forward_hooks.clear()
+            self.onet, self.detector = None, copy.deepcopy(detector.model)
 
     def forward(self, images: Tensor) -> Tensor:
         frames = images[:, :, self.top:self.top + self.height, self.left:self.left + self.width]
@@ -68,8 +67,8 @@ class DetectionScore(nn.Module):
 
     def _face_score(self, frame: Tensor) -> Tensor:
         """O-Net's face probability for the box, cropped square as MTCNN crops (differentiably)."""
-        from cnnviewer.engine.detection.mtcnn import _square
-        x1, y1, x2, y2 = _square(np.array([[*self.box[0].tolist(), 0.0]]))[0, :4].round()
+        from cnnviewer.engine.detection.mtcnn import square_boxes
+        x1, y1, x2, y2 = square_boxes(np.array([[*self.box[0].tolist(), 0.0]]))[0, :4].round()
         rois = torch.tensor([[0, x1, y1, x2 + 1, y2 + 1]], dtype=frame.dtype, device=frame.device)
         crop = torchvision.ops.roi_align(frame[None] * 255.0, rois, output_size=48, sampling_ratio=2, aligned=True)
         probs, _offsets, _marks = self.onet((crop - 127.5) * 0.0078125)

@@ -13,12 +13,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-
-from cnnviewer.engine.detection.detectors import Detection, Detector, make_detector
+from cnnviewer.engine.detection.overlay import Detection
 from cnnviewer.engine.errors import CnnViewerError, describe
 from cnnviewer.engine.media.sources import Frame, FrameSource
+
+if TYPE_CHECKING:   # torch and the detectors load on the detector thread, never the GUI's
+    from cnnviewer.engine.detection.detectors import Detector
 
 
 @dataclass(frozen=True, eq=False)
@@ -78,7 +80,7 @@ class LivePipeline:
                  on_error: Callable[[str], None] = lambda _m: None,
                  on_end: Callable[[], None] = lambda: None,
                  on_status: Callable[[str], None] = lambda _m: None,
-                 device: str = "cpu", torch_threads: int | None = 1) -> None:
+                 device: str | None = None, torch_threads: int | None = 1) -> None:
         self._on_result, self._on_error, self._on_end, self._on_status = on_result, on_error, on_end, on_status
         self._device, self._torch_threads = device, torch_threads
         self._slot = LatestFrame()
@@ -184,8 +186,14 @@ class LivePipeline:
             self._on_end()
 
     def _detect_loop(self) -> None:
+        import torch
+
+        from cnnviewer.engine.detection.detectors import make_detector
+        from cnnviewer.engine.runtime.device import pick_device
+
         if self._torch_threads:
             torch.set_num_threads(self._torch_threads)
+        device = None
         while not self._closed:
             frame = self._slot.take(timeout=0.2)
             if frame is None:
@@ -195,7 +203,8 @@ class LivePipeline:
             if wanted != self._built and wanted != self._failed:
                 self._on_status(f"Loading the {wanted[0]} detector…")
                 try:
-                    self._detector = make_detector(wanted[0], self._device, wanted[1])
+                    device = device or str(pick_device(self._device))
+                    self._detector = make_detector(wanted[0], device, wanted[1])
                     self._built = wanted
                     self._on_status("")
                 except Exception as error:   # keep the previous detector, and say why (once)

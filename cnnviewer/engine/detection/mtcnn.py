@@ -181,7 +181,7 @@ class MTCNN:
         boxes = np.concatenate(candidates)
         keep = torchvision.ops.nms(torch.from_numpy(boxes[:, :4]), torch.from_numpy(boxes[:, 4]), self.nms[0])
         boxes = boxes[keep.numpy()]
-        return _square(_calibrate(boxes[:, :5], boxes[:, 5:]))
+        return square_boxes(_calibrate(boxes[:, :5], boxes[:, 5:]))
 
     def _refine(self, pixels, boxes, size, net, threshold, nms_threshold) -> np.ndarray:
         probs, offsets = net(self._tensor(self._crops(pixels, boxes, size)))
@@ -190,7 +190,7 @@ class MTCNN:
         boxes[:, 4] = probs[:, 1].cpu().numpy()[keep]
         order = torchvision.ops.nms(torch.from_numpy(boxes[:, :4].copy()), torch.from_numpy(boxes[:, 4].copy()),
                                     nms_threshold).numpy()
-        return _square(_calibrate(boxes[order], offsets[order]))
+        return square_boxes(_calibrate(boxes[order], offsets[order]))
 
     @staticmethod
     def _crops(pixels: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
@@ -234,7 +234,7 @@ def _calibrate(boxes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return boxes
 
 
-def _square(boxes: np.ndarray) -> np.ndarray:
+def square_boxes(boxes: np.ndarray) -> np.ndarray:
     """Grow each box to a square around its centre (the next network sees square crops)."""
     boxes = boxes.copy()
     w = boxes[:, 2] - boxes[:, 0] + 1

@@ -30,6 +30,11 @@ MAX_PIXELS = 120_000_000
 SAMPLE_NAMES = ("chelsea", "astronaut", "coffee", "rocket")
 
 
+def image_files(folder: str | Path) -> list[Path]:
+    """The image files directly inside `folder`, sorted by name (what a folder source plays)."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
 @dataclass(frozen=True, eq=False)
 class InputImage:
     """An RGB image ready for the engine and the UI.

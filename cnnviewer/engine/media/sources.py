@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnviewer.engine.errors import ImageError, first_line
-from cnnviewer.engine.media.images import IMAGE_SUFFIXES, load_image
+from cnnviewer.engine.media.images import IMAGE_SUFFIXES, image_files, load_image
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
 
@@ -124,7 +124,7 @@ def open_source(source: str | Path) -> FrameSource:
     """
     path = Path(source)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_files(path)
         if not files:
             raise ImageError(f"{path.name}: no images in this folder")
         return ImageSequence(files, path.name)

@@ -18,20 +18,18 @@ import torchvision
 
 from cnnviewer.engine.errors import WeightsError
 from cnnviewer.engine.models.catalogue import (
-    LoadedModel,
-    ProgressCallback,
     classification_models,
-    default_weights,
     load_torchvision_model,
+)
+from cnnviewer.engine.models.fitting import fit_state_dict, infer_architecture
+from cnnviewer.engine.models.handle import LoadedModel, wrap_module
+from cnnviewer.engine.models.pretrained import (
+    ProgressCallback,
+    default_weights,
     preprocess_for,
-    wrap_module,
 )
 from cnnviewer.engine.models.user_arch import build_user_model
-from cnnviewer.engine.models.weights import (
-    fit_state_dict,
-    infer_architecture,
-    read_weights,
-)
+from cnnviewer.engine.models.weight_files import read_weights
 
 LABEL_FILE_NAMES = ("labels.txt", "classes.txt", "synset_words.txt")
 

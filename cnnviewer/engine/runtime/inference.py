@@ -19,7 +19,7 @@ from torch import Tensor
 
 from cnnviewer.engine.errors import CnnViewerError, ModelError, first_line
 from cnnviewer.engine.media.images import InputImage
-from cnnviewer.engine.models.catalogue import LoadedModel, Preprocess
+from cnnviewer.engine.models.handle import LoadedModel, Preprocess
 from cnnviewer.engine.runtime.graph_capture import Activations
 from cnnviewer.engine.runtime.outputs import first_tensor
 from cnnviewer.engine.runtime.recording import capture_activations, prepare_capture

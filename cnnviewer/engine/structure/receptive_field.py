@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from cnnviewer.engine.media.images import InputImage
-from cnnviewer.engine.models.catalogue import LoadedModel
+from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.runtime.inference import prepare_input
 from cnnviewer.engine.runtime.modes import eval_mode
 from cnnviewer.engine.structure.summary import Field

@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cnnviewer.engine.runtime.hooks import leaf_hooks
 from cnnviewer.engine.runtime.modes import eval_mode
+from cnnviewer.engine.structure.layers import first_conv
 from cnnviewer.engine.structure.summary import Field, LayerRow, Summary
 from cnnviewer.engine.types import LayerId
 
@@ -180,8 +181,8 @@ def summarize(model: nn.Module, input_size: tuple[int, int] = (224, 224), *, nam
     """
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
-    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    channels = first_conv.in_channels if first_conv is not None and channels == 3 else channels
+    first = first_conv(model)
+    channels = first[1].in_channels if first is not None and channels == 3 else channels
     inputs = torch.zeros(1, channels, *input_size, device=device, dtype=dtype)
     with eval_mode(model):
         macs = _module_macs(model, inputs)

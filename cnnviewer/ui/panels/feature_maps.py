@@ -16,11 +16,10 @@ from PySide6.QtWidgets import (
 )
 
 from cnnviewer.engine.session import Selection, Session
+from cnnviewer.engine.views.colormaps import COLORMAPS, colormap_table
 from cnnviewer.engine.views.features import (
-    COLORMAPS,
     FeatureMapOptions,
     FeatureMapView,
-    colormap_table,
     normalise,
     overlay,
 )
@@ -74,7 +73,6 @@ class FeatureMapsPanel(QWidget):
         self._session, self._jobs, self._workbench = session, jobs, workbench
         self.view: FeatureMapView | None = None
         self._display: np.ndarray | None = None
-        self._forward_ready = False
         self._tree_token: int | None = None   # the model whose layers the tree lists
 
         self.tree = LayerTree(self)
@@ -132,7 +130,8 @@ class FeatureMapsPanel(QWidget):
         layout.addWidget(splitter)
 
         session.selection_changed.connect(self._on_selection_changed)
-        session.model_changed.connect(self._on_model_changed)
+        session.forward_changed.connect(self.show_forward)
+        session.forward_failed.connect(self.show_failure)
 
     # ---------------------------------------------------------------- inputs
     def show_forward(self, summary) -> None:
@@ -140,16 +139,11 @@ class FeatureMapsPanel(QWidget):
         if summary.model_token != self._tree_token:
             self.tree.set_layers(summary.layers)
             self._tree_token = summary.model_token
-        self._forward_ready = True
         self.tree.select_layer(self._session.selection.layer)
         self.refresh()
 
-    def _on_model_changed(self, _model) -> None:
-        self._forward_ready = False
-
     def show_failure(self, message: str) -> None:
         """The model could not run: show nothing stale, say why."""
-        self._forward_ready = False
         self._jobs.cancel("feature_maps")
         self._tree_token = None
         self.tree.clear()
@@ -194,7 +188,7 @@ class FeatureMapsPanel(QWidget):
     def refresh(self) -> None:
         """Ask the engine for the current layer's mosaic (latest request wins)."""
         session, layer = self._session, self._session.selection.layer
-        if not self._forward_ready or session.model is None or session.image is None or not layer:
+        if session.forward is None or session.model is None or session.image is None or not layer:
             return
         model, image, options, workbench = session.model, session.image, self.options(), self._workbench
 

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (
 )
 
 from cnnviewer.engine.session import Selection, Session
-from cnnviewer.engine.views.features import FilterView
+from cnnviewer.engine.views.filters import FilterView
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
@@ -70,6 +70,11 @@ class FiltersPanel(QWidget):
         layout.addWidget(splitter)
         session.selection_changed.connect(self._on_selection_changed)
         session.model_changed.connect(lambda _model: self.refresh())
+        session.forward_changed.connect(self._on_forward_changed)
+
+    def _on_forward_changed(self, _summary) -> None:
+        if self.view is None:   # a model whose layer shapes were unknown until it ran
+            self.refresh()
 
     def _on_selection_changed(self, _selection: Selection) -> None:
         self._local_channel = None

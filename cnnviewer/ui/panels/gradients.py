@@ -16,13 +16,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cnnviewer.engine.attribution.gradients import (
-    DISPLAY_MODES,
-    METHODS,
-    Target,
-    render,
-)
+from cnnviewer.engine.attribution.target import METHODS, Target
 from cnnviewer.engine.session import Session
+from cnnviewer.engine.views.heatmaps import DISPLAY_MODES, render
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.controls import labelled_row
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
@@ -39,7 +35,6 @@ class GradientsPanel(QWidget):
         self._session, self._jobs, self._workbench = session, jobs, workbench
         self.results: list = []
         self._top_class: int | None = None
-        self._forward_ready = False
         self.method = _combo([*METHODS, ALL])
         self.target_kind = _combo(["top-1 class", "chosen class", "selected channel", "selected neuron"])
         self.class_box = QComboBox()
@@ -82,12 +77,12 @@ class GradientsPanel(QWidget):
         self.display.currentIndexChanged.connect(self.redraw)
         self.opacity.valueChanged.connect(self.redraw)
         session.model_changed.connect(self._on_model_changed)
+        session.forward_changed.connect(self.show_forward)
         session.image_changed.connect(lambda _image: self._debounce.start())
         session.selection_changed.connect(self._on_selection_changed)
 
     # ---------------------------------------------------------------- intent
     def _on_model_changed(self, model) -> None:
-        self._forward_ready = False
         self.class_box.blockSignals(True)
         self.class_box.clear()
         self.class_box.addItems([f"{i}: {name}" for i, name in enumerate(model.categories)])
@@ -107,7 +102,6 @@ class GradientsPanel(QWidget):
     def show_forward(self, summary) -> None:
         """The model ran on the image: top-1 known, views can be computed."""
         self._top_class = summary.predictions[0].index if summary.predictions else None
-        self._forward_ready = True
         if self._top_class is not None and self.target_kind.currentText() == "top-1 class":
             self.class_box.blockSignals(True)
             self.class_box.setCurrentIndex(self._top_class)
@@ -134,7 +128,7 @@ class GradientsPanel(QWidget):
         """Compute the chosen view(s) on the job thread; occlusion and IG report progress."""
         session, workbench = self._session, self._workbench
         model, image, target = session.model, session.image, self.target()
-        if not self._forward_ready or model is None or image is None or not self.isVisible():
+        if self._session.forward is None or model is None or image is None or not self.isVisible():
             return
         if target is None:
             self.info.setText("Choose a target: a class, or select a layer/channel (and a neuron) in another panel.")

@@ -9,7 +9,6 @@ model run. Latency is measured from each frame's capture time to its overlay.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from PySide6.QtWidgets import (
 from cnnviewer.engine.session import Session
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.main_thread import Dispatcher
+from cnnviewer.ui.widgets.camera_feed import CameraFeed, cameras
 from cnnviewer.ui.widgets.controls import labelled_row
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
@@ -36,8 +36,7 @@ DETECTORS = ("mtcnn", "ssdlite320_mobilenet_v3_large", "ssd300_vgg16", "fasterrc
              "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
              "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn", "maskrcnn_resnet50_fpn",
              "maskrcnn_resnet50_fpn_v2", "keypointrcnn_resnet50_fpn")   # engine.detection.detector_names()
-VIEWS = ("Detections", "Before NMS | after NMS", "RPN proposals + anchors (click)")
-GAP = 8   # pixels between the two halves of the before/after view
+VIEWS = ("Detections", "Before NMS | after NMS", "RPN proposals + anchors (click)")   # engine.detection.scene.VIEWS
 
 
 class LiveDetectionPanel(QWidget):
@@ -51,7 +50,6 @@ class LiveDetectionPanel(QWidget):
         self._pipeline = None            # created on first use (imports torch)
         self._incoming = None            # newest result not yet shown (set on the detector thread)
         self._incoming_lock = threading.Lock()
-        self._camera = self._camera_device = None
         self.result = None               # LiveResult last shown
         self.frame = None                # its Frame
         self.raw: list = []
@@ -62,7 +60,6 @@ class LiveDetectionPanel(QWidget):
         self._anchor_point: tuple[float, float] | None = None
         self.selected = None             # the Detection clicked
         self._notes: list[str] = []      # the last messages shown under the picture
-        self._camera_frames = 0
         self.source = QComboBox()
         self.source.addItem("Choose a source…")
         self.resolution = QComboBox()
@@ -105,8 +102,9 @@ class LiveDetectionPanel(QWidget):
         self._say_soon = dispatcher.wrap(self._say)
         self._ended_soon = dispatcher.wrap(self._on_end)
         self._status_soon = dispatcher.wrap(self.note)
+        self.camera = CameraFeed(self.resolution, self._on_camera_frame, self.note, self)
         self.source.activated.connect(self._on_source_chosen)
-        self.resolution.activated.connect(lambda _i: self._camera_device and self.open_camera(self._camera_device))
+        self.resolution.activated.connect(lambda _i: self.camera.reopen())
         self.detector.currentTextChanged.connect(self._on_detector_chosen)
         self.weights_button.clicked.connect(self._on_weights_clicked)
         for spin in (self.score, self.iou):
@@ -125,9 +123,8 @@ class LiveDetectionPanel(QWidget):
         """The engine pipeline (its threads), created on first use."""
         if self._pipeline is None:
             from cnnviewer.engine.detection.live import LivePipeline
-            from cnnviewer.engine.runtime.device import pick_device
             self._pipeline = LivePipeline(self._result_arrived, on_error=self._say_soon, on_end=self._ended_soon,
-                                          on_status=self._status_soon, device=str(pick_device()))
+                                          on_status=self._status_soon)
             self._pipeline.set_detector(self.detector.currentText(), self._weights)
         return self._pipeline
 
@@ -167,26 +164,19 @@ class LiveDetectionPanel(QWidget):
 
     def shutdown(self) -> None:
         """Stop the camera and the pipeline's threads (the window is closing)."""
-        if self._camera is not None:
-            self._camera.stop()
+        self.camera.stop()
         if self._pipeline is not None:
             self._pipeline.close()
 
     # ---------------------------------------------------------------- sources
     def _list_sources(self) -> None:
-        cameras = _cameras()
-        for camera in cameras:
+        found = cameras()
+        for camera in found:
             self.source.addItem(f"Camera: {camera.description()}", camera)
         self.source.addItem("Video file…", "video")
         self.source.addItem("Folder of images…", "folder")
-        if not cameras:
+        if not found:
             self.note("No camera found. Open a video file or a folder of images as the source.")
-        try:
-            from PySide6.QtMultimedia import QMediaDevices
-            self._devices = QMediaDevices(self)
-            self._devices.videoInputsChanged.connect(self._on_cameras_changed)
-        except ImportError:   # Qt Multimedia needs libpulse on Linux
-            self._devices = None
 
     def _on_source_chosen(self, index: int) -> None:
         kind = self.source.itemData(index)
@@ -211,71 +201,20 @@ class LiveDetectionPanel(QWidget):
         except CnnViewerError as error:
             self.note(f"{error}. The previous source and frame stay.")
             return False
-        self._stop_camera()
+        self.camera.stop()
         self.pipeline.play(source, realtime=realtime)
         self.note(f"Playing {source.name} at {source.fps:.0f} frames/s.")
         return True
 
     def open_camera(self, device) -> None:
         """Stream a camera (at the chosen resolution) into the pipeline."""
-        from PySide6.QtMultimedia import QCamera, QMediaCaptureSession, QVideoSink
-        self._stop_camera()
         if self._pipeline is not None:
             self._pipeline.stop_source()
-        if device is not self._camera_device:
-            self._camera_device = device
-            self._fill_resolutions(device)
-        self._camera = QCamera(device, self)
-        formats = self.resolution.currentData()
-        if formats is not None:
-            self._camera.setCameraFormat(formats)
-        self._capture_session, self._sink = QMediaCaptureSession(self), QVideoSink(self)
-        self._capture_session.setCamera(self._camera)
-        self._capture_session.setVideoSink(self._sink)
-        self._sink.videoFrameChanged.connect(self._on_video_frame)
-        self._camera.errorOccurred.connect(lambda _e, text: self._say(f"Camera: {text}"))
-        self._camera.start()
-        self.note(f"Camera: {device.description()}")
+        self.camera.open(device)
 
-    def _fill_resolutions(self, device) -> None:
-        self.resolution.clear()
-        seen = set()
-        for video_format in sorted(device.videoFormats(), key=lambda f: -f.resolution().width()):
-            size = (video_format.resolution().width(), video_format.resolution().height())
-            if size not in seen:
-                seen.add(size)
-                self.resolution.addItem(f"{size[0]}×{size[1]}", video_format)
-        self.resolution.setVisible(self.resolution.count() > 0)
-
-    def _stop_camera(self) -> None:
-        if self._camera is not None:
-            self._camera.stop()
-            self._camera = None
-
-    def _on_cameras_changed(self) -> None:
-        """A camera vanished (keep the last frame, say so) or came back (resume it)."""
-        ids = {bytes(camera.id()) for camera in _cameras()}
-        wanted = self._camera_device
-        if wanted is None:
-            return
-        if bytes(wanted.id()) not in ids and self._camera is not None:
-            self._stop_camera()
-            self.note(f"Camera {wanted.description()} disconnected. The last frame stays; "
-                                 "it resumes when the camera is back.")
-        elif bytes(wanted.id()) in ids and self._camera is None:
-            self.open_camera(next(c for c in _cameras() if bytes(c.id()) == bytes(wanted.id())))
-
-    def _on_video_frame(self, video_frame) -> None:
-        if self.paused or not video_frame.isValid():
-            return
+    def _on_camera_frame(self, pixels: np.ndarray, captured: float) -> None:
         from cnnviewer.engine.media.sources import Frame
-        image = video_frame.toImage()
-        image = image.convertToFormat(image.Format.Format_RGB888)
-        rows = np.frombuffer(image.constBits(), np.uint8).reshape(image.height(), image.bytesPerLine())
-        # A copy, always: the QImage's memory goes when this returns (a view would read freed memory).
-        pixels = rows[:, :image.width() * 3].copy().reshape(image.height(), image.width(), 3)
-        self._camera_frames += 1
-        self.pipeline.offer(Frame(self._camera_frames, "camera", pixels, time.perf_counter()))
+        self.pipeline.offer(Frame(self.camera.frames, "camera", pixels, captured))
 
     # ---------------------------------------------------------------- detector
     def _on_detector_chosen(self, name: str) -> None:
@@ -309,33 +248,14 @@ class LiveDetectionPanel(QWidget):
         """Thresholds and NMS on the last frame's raw detections (no model run), then draw."""
         if self.frame is None:
             return
-        from cnnviewer.engine.detection.detectors import (
-            anchors_at,
-            apply_thresholds,
-            draw,
-        )
-        score, iou, view = self.score.value(), self.iou.value(), self.view.currentIndex()
-        self.shown = apply_thresholds(self.raw, score, iou)
-        pixels = self.frame.pixels
-        if view == 1:
-            before = draw(pixels, [d for d in self.raw if d.score >= score])
-            after = draw(pixels, self.shown)
-            gap = np.full((pixels.shape[0], GAP, 3), 40, np.uint8)
-            picture = np.concatenate([before, gap, after], axis=1)
-        elif view == 2:
-            internals = self.result.internals if self.result is not None else {}
-            if "proposals" not in internals:
-                picture = draw(pixels, self.shown)
-                self.note(f"{self.detector.currentText()} has no region proposal network: "
-                                     "proposals and anchors belong to the two-stage (R-CNN) detectors.")
-            else:
-                anchors = anchors_at(internals, *self._anchor_point) if self._anchor_point else []
-                picture = draw(pixels, [], boxes=internals["proposals"], box_colour=(90, 200, 255))
-                if anchors:
-                    picture = draw(picture, [], boxes=np.concatenate(anchors), box_colour=(255, 230, 40))
-        else:
-            picture = draw(pixels, self.shown, highlight=self.selected)
-        self.canvas.show_image(np.ascontiguousarray(picture), keep_view=True)
+        from cnnviewer.engine.detection.scene import compose
+        scene = compose(self.frame.pixels, self.raw, self.score.value(), self.iou.value(), self.view.currentIndex(),
+                        internals=self.result.internals if self.result is not None else None,
+                        anchor_point=self._anchor_point, selected=self.selected)
+        self.shown = scene.shown
+        if scene.note:
+            self.note(f"{self.detector.currentText()}: {scene.note}.")
+        self.canvas.show_image(scene.picture, keep_view=True)
         self._update_status()
 
     def _update_status(self) -> None:
@@ -360,14 +280,13 @@ class LiveDetectionPanel(QWidget):
     def _on_canvas_clicked(self, row: float, column: float) -> None:
         if self.frame is None:
             return
-        width = self.frame.pixels.shape[1]
-        if self.view.currentIndex() == 1 and column >= width + GAP:
-            column -= width + GAP
+        from cnnviewer.engine.detection.overlay import detection_at
+        from cnnviewer.engine.detection.scene import frame_point
+        column = frame_point(self.view.currentIndex(), self.frame.pixels.shape[1], column)
         if self.view.currentIndex() == 2:
             self._anchor_point = (column, row)
             self.redraw()
             return
-        from cnnviewer.engine.detection.detectors import detection_at
         self.select_detection(detection_at(self.shown, column, row))
 
     def select_detection(self, detection) -> None:
@@ -395,7 +314,7 @@ class LiveDetectionPanel(QWidget):
 
     # ---------------------------------------------------------------- controls
     def toggle_pause(self) -> None:
-        self.paused = not self.paused
+        self.paused = self.camera.paused = not self.paused
         self.pause_button.setText("Resume" if self.paused else "Pause")
         self.pipeline.pause(self.paused)
 
@@ -418,32 +337,16 @@ class LiveDetectionPanel(QWidget):
         becomes every panel's input image."""
         if self.frame is None:
             return None
-        from PIL import Image
-
-        from cnnviewer.engine.detection.detectors import coco_records, draw
+        from cnnviewer.engine.detection.scene import save_capture
         from cnnviewer.engine.media.images import from_array
-        from cnnviewer.engine.media.sources import Frame
-        stem = Path(folder) / time.strftime("capture-%Y%m%d-%H%M%S")
-        while Path(f"{stem}.png").exists():
-            stem = stem.with_name(stem.name + "+")
         try:
-            Image.fromarray(draw(self.frame.pixels, self.shown)).save(f"{stem}.png")
-            frame = Frame(self.frame.index, f"{stem.name}.png", self.frame.pixels, self.frame.captured)
-            Path(f"{stem}.json").write_text(json.dumps(coco_records(frame, self.shown), indent=1), encoding="utf-8")
+            saved = save_capture(folder, self.frame, self.shown)
         except OSError as error:
             self.note(f"Could not save the capture: {error}")
             return None
-        self._session.set_image(from_array(np.ascontiguousarray(self.frame.pixels), f"{stem.name}.png"))
-        self.note(f"Saved {stem}.png and .json; the frame is now every panel's input.")
-        return Path(f"{stem}.png")
-
-
-def _cameras() -> list:
-    try:
-        from PySide6.QtMultimedia import QMediaDevices
-        return list(QMediaDevices.videoInputs())
-    except ImportError:   # Qt Multimedia needs libpulse on Linux
-        return []
+        self._session.set_image(from_array(np.ascontiguousarray(self.frame.pixels), saved.name))
+        self.note(f"Saved {saved} and .json; the frame is now every panel's input.")
+        return saved
 
 
 def _spin(value: float) -> QDoubleSpinBox:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
+from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -19,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from cnnviewer.engine.session import Selection, Session
-from cnnviewer.engine.structure.summary import LayerRow, Summary, summary_csv
+from cnnviewer.engine.structure.summary import Summary, summary_csv
 from cnnviewer.ui.jobs import UiJobs
 
 COLUMNS = ("Layer", "Type", "Output", "Units", "Weights", "Biases", "MACs", "RF size", "Jump", "Start")
@@ -31,53 +32,44 @@ def _pair(values: tuple[float, float]) -> str:
     return f"{a}" if a == b else f"{a}×{b}"
 
 
-class SummaryTableModel(QAbstractTableModel):
-    """A Summary's rows as a Qt table; numbers sort as numbers."""
+Cell = tuple[str, object]   # (text shown, value sorted by)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.rows: tuple[LayerRow, ...] = ()
 
-    def set_summary(self, summary: Summary | None) -> None:
-        self.beginResetModel()
-        self.rows = summary.rows if summary is not None else ()
-        self.endResetModel()
+def table_cells(summary: Summary) -> list[tuple[list[Cell], str]]:
+    """Every row's cells and tooltip, as plain Python (built on the job thread).
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802 - Qt override
-        return 0 if parent.isValid() else len(self.rows)
+    The table then holds C++ items only: a Python table model is asked for
+    every cell's size hint on each reset and paint, which stalled the window
+    by up to 200 ms on a model switch.
+    """
+    cells = []
+    for position, row in enumerate(summary.rows):
+        whole = row.rf_whole
+        fields = [("whole image" if whole else _pair(row.rf_size), float("inf") if whole else float(row.rf_size[0])),
+                  ("—" if whole else _pair(row.rf_jump), float(row.rf_jump[0])),
+                  ("—" if whole else _pair(row.rf_start), float(row.rf_start[0]))]
+        numbers = [(f"{value:,}", value) for value in (row.units, row.params, row.bias_params, row.macs)]
+        hyper = ", ".join(f"{k} {v}" for k, v in row.hyper.items())
+        cells.append(([(row.name, position), (row.type, row.type), ("×".join(map(str, row.output_shape)), row.units),
+                       *numbers, *fields], f"{row.name} ({row.type}) {hyper}".strip()))
+    return cells
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802 - Qt override
-        return len(COLUMNS)
 
-    def headerData(self, section, orientation, role=Qt.ItemDataRole.DisplayRole):  # noqa: N802
-        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section]
-        return None
-
-    def data(self, index: QModelIndex, role=Qt.ItemDataRole.DisplayRole):
-        row = self.rows[index.row()]
-        column = index.column()
-        values = (row.name, row.type, "×".join(map(str, row.output_shape)), row.units, row.params,
-                  row.bias_params, row.macs, row.rf_size, row.rf_jump, row.rf_start)
-        value = values[column]
-        if role == SORT_ROLE:
-            if column in (7, 8, 9):
-                return float("inf") if row.rf_whole and column == 7 else float(value[0])
-            return index.row() if column == 0 else value   # layer names sort in model order
-        if role == Qt.ItemDataRole.DisplayRole:
-            if column in (3, 4, 5, 6):
-                return f"{value:,}"
-            if column == 7 and row.rf_whole:
-                return "whole image"
-            if column in (7, 8, 9):
-                return "—" if row.rf_whole else _pair(value)
-            return value
-        if role == Qt.ItemDataRole.TextAlignmentRole and column >= 3:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            hyper = ", ".join(f"{k} {v}" for k, v in row.hyper.items())
-            return f"{row.name} ({row.type}) {hyper}".strip()
-        return None
+def _table_model(cells: list[tuple[list[Cell], str]], parent: QWidget) -> QStandardItemModel:
+    """A filled item model: layer names sort in model order, numbers as numbers."""
+    model = QStandardItemModel(len(cells), len(COLUMNS), parent)
+    model.setHorizontalHeaderLabels(COLUMNS)
+    right = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+    for r, (row, tooltip) in enumerate(cells):
+        for c, (text, value) in enumerate(row):
+            item = QStandardItem(text)
+            item.setData(value, SORT_ROLE)
+            item.setToolTip(tooltip)
+            item.setEditable(False)
+            if c >= 3:
+                item.setTextAlignment(right)
+            model.setItem(r, c, item)
+    return model
 
 
 class ModelSummaryPanel(QWidget):
@@ -87,9 +79,8 @@ class ModelSummaryPanel(QWidget):
         super().__init__(parent)
         self._session, self._jobs, self._workbench = session, jobs, workbench
         self.summary: Summary | None = None
-        self.table_model = SummaryTableModel()
         self.proxy = QSortFilterProxyModel(self)
-        self.proxy.setSourceModel(self.table_model)
+        self.proxy.setSourceModel(_table_model([], self))
         self.proxy.setSortRole(SORT_ROLE)
         self.proxy.setFilterKeyColumn(0)
         self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
@@ -101,7 +92,7 @@ class ModelSummaryPanel(QWidget):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.verticalHeader().setVisible(False)
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.selectionModel().currentRowChanged.connect(self._on_current_row_changed)
         self.search = QLineEdit()
         self.search.setPlaceholderText("Filter layers…")
@@ -127,13 +118,20 @@ class ModelSummaryPanel(QWidget):
         if model is None:
             return
         self.totals.setText(f"Summarising {model.title}…")
-        self._jobs.submit("summary", lambda _context: workbench().summary(model),
-                          on_done=self.show_summary, on_error=self.totals.setText)
+        def work(_context):
+            summary = workbench().summary(model)
+            return summary, table_cells(summary)
 
-    def show_summary(self, summary: Summary) -> None:
-        """Fill the table and the totals line."""
+        self._jobs.submit("summary", work, on_done=lambda result: self.show_summary(*result),
+                          on_error=self.totals.setText)
+
+    def show_summary(self, summary: Summary, cells: list | None = None) -> None:
+        """Fill the table (columns sized once) and the totals line."""
         self.summary = summary
-        self.table_model.set_summary(summary)
+        previous = self.proxy.sourceModel()
+        self.proxy.setSourceModel(_table_model(cells if cells is not None else table_cells(summary), self))
+        previous.deleteLater()
+        self.table.resizeColumnsToContents()
         weights = sum(row.params for row in summary.rows)
         biases = sum(row.bias_params for row in summary.rows)
         self.totals.setText(
@@ -145,11 +143,10 @@ class ModelSummaryPanel(QWidget):
 
     def _on_current_row_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if current.isValid():
-            row = self.table_model.rows[self.proxy.mapToSource(current).row()]
-            self._session.select(layer=row.name)
+            self._session.select(layer=self.summary.rows[self.proxy.mapToSource(current).row()].name)
 
     def _on_selection_changed(self, selection: Selection) -> None:
-        names = [row.name for row in self.table_model.rows]
+        names = [row.name for row in self.summary.rows] if self.summary is not None else []
         if selection.layer not in names:   # a block: show the layer that produces its output
             inside = [i for i, name in enumerate(names) if name.startswith(f"{selection.layer}.")]
             if not selection.layer or not inside:
@@ -157,7 +154,7 @@ class ModelSummaryPanel(QWidget):
             position = inside[-1]
         else:
             position = names.index(selection.layer)
-        source = self.table_model.index(position, 0)
+        source = self.proxy.sourceModel().index(position, 0)
         index = self.proxy.mapFromSource(source)
         if index.isValid() and self.table.currentIndex().row() != index.row():
             self.table.selectionModel().blockSignals(True)

@@ -10,6 +10,9 @@ from cnnviewer.engine.session import Session
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 
+TOP_K = 5   # what the forward summary holds
+
+
 class PredictionsPanel(QWidget):
     """Shows the current input image and the model's top-5 probabilities."""
 
@@ -29,7 +32,12 @@ class PredictionsPanel(QWidget):
         self.chart.getViewBox().invertY(True)
         self.bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brush=(86, 156, 214))
         self.chart.addItem(self.bars)
-        self._value_labels: list[pg.TextItem] = []
+        # Made once and only moved / retexted: creating and removing pyqtgraph items
+        # on every forward pass cost the GUI thread 12-17 ms.
+        self._value_labels = [pg.TextItem("", color=(230, 230, 230), anchor=(0, 0.5)) for _ in range(TOP_K)]
+        for item in self._value_labels:
+            self.chart.addItem(item)
+        self.chart.setYRange(-0.6, TOP_K - 0.4, padding=0)
         splitter = QSplitter(Qt.Orientation.Vertical, self)
         splitter.addWidget(self.canvas)
         splitter.addWidget(self.chart)
@@ -41,6 +49,8 @@ class PredictionsPanel(QWidget):
         self.predictions: tuple = ()
         session.image_changed.connect(self._on_image_changed)
         session.model_changed.connect(self._on_model_changed)
+        session.forward_changed.connect(self.show_predictions)
+        session.forward_failed.connect(self.clear)
         if session.image is not None:
             self._on_image_changed(session.image)
 
@@ -56,8 +66,7 @@ class PredictionsPanel(QWidget):
         self.bars.setOpts(x0=[], y=[], width=[], height=0.7)
         self.chart.getAxis("left").setTicks([[]])
         for item in self._value_labels:
-            self.chart.removeItem(item)
-        self._value_labels = []
+            item.setText("")
         self.title.setText(text)
 
     def show_predictions(self, summary) -> None:
@@ -69,15 +78,9 @@ class PredictionsPanel(QWidget):
         self.bars.setOpts(x0=[0] * len(values), y=list(range(len(values))), width=values, height=0.7)
         axis = self.chart.getAxis("left")
         axis.setTicks([[(i, _short(label)) for i, label in enumerate(labels)]])
-        for item in self._value_labels:
-            self.chart.removeItem(item)
-        self._value_labels = []
-        for i, value in enumerate(values):
-            text = pg.TextItem(f"{value:.1%}", color=(230, 230, 230), anchor=(0, 0.5))
-            text.setPos(min(value, 0.82) + 0.01, i)
-            self.chart.addItem(text)
-            self._value_labels.append(text)
-        self.chart.setYRange(-0.6, max(len(values), 1) - 0.4, padding=0)
+        for i, item in enumerate(self._value_labels):
+            item.setText(f"{values[i]:.1%}" if i < len(values) else "")
+            item.setPos(min(values[i], 0.82) + 0.01 if i < len(values) else 0, i)
         name = summary.image.name
         model_title = model.title if model is not None else ""
         warning = "" if model is None or model.trained else \

@@ -8,7 +8,7 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
 from cnnviewer.engine.session import Selection, Session
-from cnnviewer.engine.views.features import colormap_table
+from cnnviewer.engine.views.colormaps import blend, colormap_table
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
@@ -16,9 +16,8 @@ from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 def _overlay(display: np.ndarray, effective: np.ndarray) -> np.ndarray:
     """The crop, dimmed, with the effective field in 'inferno' where the gradient is strong."""
     heat = colormap_table("inferno")[np.clip(np.sqrt(effective) * 255, 0, 255).astype(np.uint8)]
-    weight = np.sqrt(effective)[..., None]          # sqrt: faint tails stay visible
-    blended = display.astype(np.float32) * (1 - 0.75 * weight) * 0.6 + heat.astype(np.float32) * 0.75 * weight
-    return np.ascontiguousarray(np.clip(blended, 0, 255).astype(np.uint8))
+    weight = 0.75 * np.sqrt(effective)[..., None]   # sqrt: faint tails stay visible
+    return blend(display.astype(np.float32) * 0.6, heat, weight)   # the crop dimmed to 60 %
 
 
 class ReceptiveFieldPanel(QWidget):
@@ -28,7 +27,6 @@ class ReceptiveFieldPanel(QWidget):
         super().__init__(parent)
         self._session, self._jobs, self._workbench = session, jobs, workbench
         self.result = None
-        self._forward_ready = False
         self.title = QLabel("Select a convolutional layer, then click a neuron on its map.")
         self.title.setWordWrap(True)
         self.layer_canvas = ImageCanvas(self)
@@ -64,6 +62,7 @@ class ReceptiveFieldPanel(QWidget):
         session.selection_changed.connect(self._on_selection_changed)
         session.model_changed.connect(self._on_model_changed)
         session.image_changed.connect(lambda _image: self.refresh())
+        session.forward_changed.connect(self.show_forward)
 
     # ---------------------------------------------------------------- intent
     def _on_layer_clicked(self, y: float, x: float) -> None:
@@ -83,20 +82,18 @@ class ReceptiveFieldPanel(QWidget):
 
     def _on_model_changed(self, _model) -> None:
         self.result = None
-        self._forward_ready = False
         self.refresh_depth_plot()
 
     # ---------------------------------------------------------------- engine
     def show_forward(self, _summary) -> None:
         """A recorded pass exists for the current model and image: fields can be computed."""
-        self._forward_ready = True
         self.refresh()
 
     def refresh(self) -> None:
         """Compute the selected neuron's fields (latest request wins)."""
         session = self._session
         model, image, selection, workbench = session.model, session.image, session.selection, self._workbench
-        if not self._forward_ready or model is None or image is None or not selection.layer or not self.isVisible():
+        if self._session.forward is None or model is None or image is None or not selection.layer or not self.isVisible():
             return
 
         def work(_context):

@@ -1,0 +1,52 @@
+"""What every subcommand shares: one-line usage errors, the model options, loading model and image."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cnnviewer.engine.types import DEFAULT_MODEL
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="torchvision model name, or FILE.py:NAME for your own architecture")
+    parser.add_argument("--weights", help="weights file (.pt .pth .bin .safetensors .pt2, TorchScript)")
+    parser.add_argument("--labels", help="class names, one per line")
+    parser.add_argument("--trust", action="store_true",
+                        help="allow a full pickled model file (it runs code from the file)")
+    parser.add_argument("--device", choices=("cpu", "cuda", "mps"), help="default: cuda, then mps, then cpu")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
+                        help="fp16/bf16 on a GPU")
+
+
+def load_model_and_image(args: argparse.Namespace, need_image: bool = True):
+    """Model (with weights) and image for the headless commands."""
+    from cnnviewer.engine.media.images import load_image
+    from cnnviewer.engine.models.loading import load_model, load_weights, read_labels
+    from cnnviewer.engine.runtime.memory import keep_freed_memory
+
+    keep_freed_memory()
+    image = load_image(args.image) if need_image else None
+    model = load_model(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
+                       allow_download=True, progress=stderr_progress)
+    labels = read_labels(args.labels) if args.labels else None
+    if args.weights:
+        model = load_weights(args.weights, model, trust=args.trust, labels=labels,
+                             device=args.device, precision=args.precision)
+    elif labels:
+        from dataclasses import replace
+        model = replace(model, categories=labels)
+    return model, image
+
+
+def stderr_progress(fraction: float, text: str) -> None:
+    print(f"\r{text} ({fraction:.0%})", end="", file=sys.stderr, flush=True)

@@ -1,0 +1,72 @@
+"""`cnnviewer detect SOURCE`: detections per frame of a video, an image or a folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from cnnviewer.cli.common import Parser, UsageError
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="cnnviewer detect", description="Detect faces (MTCNN, offline) or COCO objects "
+                     "(torchvision detectors) in a video file, an image, or a folder of images.")
+    parser.add_argument("source", help="a video file, an image, or a folder of images")
+    parser.add_argument("--detector", default="mtcnn", help="mtcnn (default), or a torchvision detection model")
+    parser.add_argument("--weights", help="custom weights for a torchvision detector (state dict, checkpoint, "
+                        "safetensors)")
+    parser.add_argument("--score", type=float, default=0.5)
+    parser.add_argument("--iou", type=float, default=0.5)
+    parser.add_argument("--json", help="write all detections, COCO-style, to this file")
+    parser.add_argument("--save-frames", help="write annotated frames (PNG) to this folder")
+    parser.add_argument("--device", choices=("cpu", "cuda", "mps"))
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Per-frame detections on stdout; optional COCO JSON and annotated frames.
+
+    A frame that cannot be read is reported on stderr and skipped; the rest go on.
+    """
+    from pathlib import Path
+
+    from PIL import Image
+
+    from cnnviewer.engine.detection.detectors import make_detector
+    from cnnviewer.engine.detection.overlay import apply_thresholds, coco_records, draw
+    from cnnviewer.engine.errors import ImageError
+    from cnnviewer.engine.media.sources import VideoFile, open_source
+    from cnnviewer.engine.runtime.device import pick_device
+
+    if not 0 <= args.score <= 1 or not 0 <= args.iou <= 1:
+        raise UsageError("cnnviewer detect: --score and --iou are between 0 and 1")
+    source = open_source(args.source)
+    detector = make_detector(args.detector, str(pick_device(args.device)), weights=args.weights)
+    if not detector.trained:
+        print(f"note: {detector.name} has no COCO weights in the torch hub cache: random weights",
+              file=sys.stderr)
+    records, out = [], Path(args.save_frames) if args.save_frames else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    with source:
+        while True:
+            try:
+                frame = source.read()
+            except ImageError as error:
+                print(f"warning: {error}", file=sys.stderr)
+                continue
+            if frame is None:
+                break
+            found = apply_thresholds(detector.raw(frame.pixels), args.score, args.iou)
+            boxes = ", ".join(f"{d.label} {d.score:.2f} [{', '.join(f'{v:.0f}' for v in d.box)}]" for d in found)
+            print(f"{frame.name}: {len(found)} detection{'s' if len(found) != 1 else ''}"
+                  + (f": {boxes}" if found else ""), flush=True)
+            records += coco_records(frame, found)
+            if out is not None:
+                stem = f"{Path(source.name).stem}-{frame.index:06d}" if isinstance(source, VideoFile) \
+                    else Path(frame.name).stem
+                Image.fromarray(draw(frame.pixels, found)).save(out / f"{stem}.png")
+    if args.json:
+        Path(args.json).write_text(json.dumps(records, indent=1), encoding="utf-8")
+    return 0

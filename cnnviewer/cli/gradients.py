@@ -1,0 +1,62 @@
+"""`cnnviewer export gradients IMAGE`: one gradient view as PNG, and the raw attribution as .npy."""
+
+from __future__ import annotations
+
+import argparse
+
+from cnnviewer.cli.common import Parser, UsageError, load_model_and_image, model_options
+
+
+def parser() -> argparse.ArgumentParser:
+    from cnnviewer.engine.attribution.target import METHODS
+    from cnnviewer.engine.views.heatmaps import DISPLAY_MODES
+
+    parser = Parser(prog="cnnviewer export gradients", description="A gradient view of an image as PNG.")
+    parser.add_argument("image")
+    parser.add_argument("--method", choices=METHODS, required=True)
+    parser.add_argument("--target-class", type=int, help="class index (default: the top-1 class)")
+    parser.add_argument("--layer", help="a layer target instead of a class: dotted module name")
+    parser.add_argument("--channel", type=int, help="channel of --layer (default 0)")
+    parser.add_argument("--neuron", type=int, nargs=2, metavar=("Y", "X"), help="one neuron of that channel")
+    parser.add_argument("--display", choices=DISPLAY_MODES, default="overlay")
+    parser.add_argument("--fill", choices=("gray", "zero", "blur"), default="gray", help="occlusion patch")
+    parser.add_argument("--stride", type=int, help="occlusion stride in pixels")
+    parser.add_argument("-o", "--output", required=True)
+    parser.add_argument("--npy", help="also save the raw attribution (float32, HxWx3 or HxW)")
+    model_options(parser)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """`cnnviewer export gradients`: one gradient view as PNG (and the raw array as .npy)."""
+    import numpy as np
+    from PIL import Image
+
+    from cnnviewer.engine.attribution.target import Target
+    from cnnviewer.engine.views.heatmaps import render
+    from cnnviewer.engine.workbench import Workbench
+
+    model, image = load_model_and_image(args)
+    if args.layer is not None and args.layer not in model.layer_names:
+        raise UsageError(f"cnnviewer export gradients: {model.name} has no layer {args.layer!r}")
+    if args.layer is None:
+        from cnnviewer.engine.runtime.inference import predict
+        index = args.target_class if args.target_class is not None else predict(model, image, 1)[0].index
+        target = Target(class_index=index)
+    else:
+        target = Target(layer=args.layer, channel=args.channel or 0,
+                        neuron=tuple(args.neuron) if args.neuron else None)
+    options = {"fill": args.fill} if args.method == "occlusion" else {}
+    if args.method == "occlusion" and args.stride:
+        options["stride"] = args.stride
+    try:
+        result = Workbench().gradient(model, image, args.method, target, **options)
+    except (IndexError, ValueError) as error:
+        raise UsageError(f"cnnviewer export gradients: {target.describe()}: {error}") from None
+    Image.fromarray(render(result.attribution, args.display, result.display)).save(args.output)
+    if args.npy:
+        values = result.attribution
+        array = values[0] if values.shape[0] == 1 else values.transpose(1, 2, 0)   # H x W or H x W x 3
+        np.save(args.npy, np.ascontiguousarray(array, dtype=np.float32))
+    print(f"{args.output}: {args.method} of {target.describe()} in {result.milliseconds:.0f} ms")
+    return 0

@@ -1,0 +1,32 @@
+"""`cnnviewer [IMAGE]`: the window; files are checked here, before it opens."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from cnnviewer.cli.common import Parser, UsageError, model_options
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="cnnviewer", description="Look inside convolutional neural networks. "
+                     "Subcommands: predict, export, summary, detect, models (cnnviewer SUBCOMMAND --help).")
+    parser.add_argument("image", nargs="?", help="image to open (default: a sample photo)")
+    model_options(parser)
+    return parser
+
+
+def check(args: argparse.Namespace) -> None:
+    """Named files must exist before the window opens; the model name is checked by the app."""
+    files = [args.image, args.weights, args.labels]
+    if args.model and ".py" in args.model:
+        files.append(args.model.split(":")[0])
+    for given in files:
+        if given and not os.path.exists(given):
+            raise UsageError(f"cnnviewer: {given}: no such file")
+
+
+def run(args: argparse.Namespace, started: float) -> int:
+    from cnnviewer.ui.app import run_app
+
+    return run_app(args, started)

@@ -1,0 +1,33 @@
+"""`cnnviewer predict IMAGE`: the top-k classes, as text or JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from cnnviewer.cli.common import Parser, load_model_and_image, model_options
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="cnnviewer predict", description="Print the top-5 classes of an image.")
+    parser.add_argument("image")
+    model_options(parser)
+    parser.add_argument("--json", action="store_true", help="JSON list of {label, index, probability}")
+    parser.add_argument("--top", type=int, default=5)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnviewer.engine.runtime.inference import predict
+
+    model, image = load_model_and_image(args)
+    predictions = predict(model, image, k=max(1, args.top))
+    if args.json:
+        print(json.dumps([{"label": p.label, "index": p.index, "probability": p.probability}
+                          for p in predictions], indent=2))
+        return 0
+    state = "" if model.trained else "  [untrained: random weights]"
+    print(f"{image.name} — {model.title}, {model.weights_label}{state}")
+    for p in predictions:
+        print(f"{p.probability:7.2%}  {p.label} ({p.index})")
+    return 0

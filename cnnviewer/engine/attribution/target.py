@@ -1,0 +1,46 @@
+"""What a gradient view is taken of, and its result: torch-free, so the UI thread can use them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from cnnviewer.engine.types import LayerId
+
+Method = Literal["saliency", "guided-backprop", "deconvnet", "grad-cam", "integrated-gradients", "occlusion"]
+METHODS: tuple[str, ...] = ("saliency", "guided-backprop", "deconvnet", "grad-cam", "integrated-gradients",
+                            "occlusion")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the gradient is taken of: a class score, a channel's sum, or one neuron.
+
+    A class target uses the model's output (pre-softmax score); a layer target
+    uses that module's output: the whole channel summed, or a(y, x, c).
+    """
+
+    class_index: int | None = None
+    layer: LayerId | None = None
+    channel: int | None = None
+    neuron: tuple[int, int] | None = None
+
+    def describe(self) -> str:
+        if self.layer is None:
+            return f"class {self.class_index}"
+        where = f" at (y={self.neuron[0]}, x={self.neuron[1]})" if self.neuron else ""
+        return f"{self.layer} channel {self.channel}{where}"
+
+
+@dataclass(frozen=True, eq=False)
+class GradientResult:
+    """One gradient view: (C, H, W) float32 attribution aligned with `display`."""
+
+    method: str
+    target: Target
+    attribution: np.ndarray
+    display: np.ndarray
+    options: dict
+    milliseconds: float

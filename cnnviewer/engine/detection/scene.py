@@ -1,0 +1,82 @@
+"""What the live panel shows for one frame, and what a capture saves: torch-free, GUI-thread safe.
+
+`compose` applies the user's thresholds to a frame's raw detections and draws
+the chosen view (detections; before | after NMS; RPN proposals and anchors).
+`save_capture` writes the annotated frame and its detections as COCO JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cnnviewer.engine.detection.overlay import (
+    Detection,
+    anchors_at,
+    apply_thresholds,
+    coco_records,
+    draw,
+)
+from cnnviewer.engine.media.sources import Frame
+
+VIEWS = ("Detections", "Before NMS | after NMS", "RPN proposals + anchors (click)")
+GAP = 8   # pixels between the two halves of the before/after view
+PROPOSAL_COLOUR, ANCHOR_COLOUR = (90, 200, 255), (255, 230, 40)
+
+
+@dataclass(frozen=True, eq=False)
+class Scene:
+    """One frame as drawn: the picture, the detections kept, and what to tell the user."""
+
+    picture: np.ndarray            # (H, W', 3) uint8, C-contiguous
+    shown: list[Detection]         # after the score threshold and NMS
+    note: str = ""
+
+
+def compose(pixels: np.ndarray, raw: list[Detection], score: float, iou: float, view: int, *,
+            internals: dict | None = None, anchor_point: tuple[float, float] | None = None,
+            selected: Detection | None = None) -> Scene:
+    """Threshold, NMS and draw one frame in view `view` (an index into VIEWS); no model runs."""
+    shown = apply_thresholds(raw, score, iou)
+    internals = internals or {}
+    note = ""
+    if view == 1:
+        before = draw(pixels, [d for d in raw if d.score >= score])
+        gap = np.full((pixels.shape[0], GAP, 3), 40, np.uint8)
+        picture = np.concatenate([before, gap, draw(pixels, shown)], axis=1)
+    elif view == 2 and "proposals" in internals:
+        picture = draw(pixels, [], boxes=internals["proposals"], box_colour=PROPOSAL_COLOUR)
+        anchors = anchors_at(internals, *anchor_point) if anchor_point else []
+        if anchors:
+            picture = draw(picture, [], boxes=np.concatenate(anchors), box_colour=ANCHOR_COLOUR)
+    else:
+        if view == 2:
+            note = ("this detector has no region proposal network: proposals and anchors belong to the "
+                    "two-stage (R-CNN) detectors")
+        picture = draw(pixels, shown, highlight=selected)
+    return Scene(np.ascontiguousarray(picture), shown, note)
+
+
+def frame_point(view: int, frame_width: int, column: float) -> float:
+    """A click's column in frame pixels (the before | after view shows the frame twice)."""
+    return column - (frame_width + GAP) if view == 1 and column >= frame_width + GAP else column
+
+
+def save_capture(folder: str | Path, frame: Frame, shown: list[Detection]) -> Path:
+    """Write `capture-<time>.png` (the annotated frame) and `.json` (COCO-style detections).
+
+    Raises:
+        OSError: the folder cannot be written.
+    """
+    stem = Path(folder) / time.strftime("capture-%Y%m%d-%H%M%S")
+    while Path(f"{stem}.png").exists():
+        stem = stem.with_name(stem.name + "+")
+    Image.fromarray(draw(frame.pixels, shown)).save(f"{stem}.png")
+    named = Frame(frame.index, f"{stem.name}.png", frame.pixels, frame.captured)
+    Path(f"{stem}.json").write_text(json.dumps(coco_records(named, shown), indent=1), encoding="utf-8")
+    return Path(f"{stem}.png")

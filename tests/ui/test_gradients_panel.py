@@ -1,0 +1,24 @@
+"""The gradients panel: methods, targets, displays."""
+
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def test_gradients_panel_methods_targets_and_displays(window, qtbot):
+    panel = window.gradients
+    window.docks["gradients"].raise_()
+    qtbot.waitUntil(lambda: bool(panel.results) and panel.results[0].method == "saliency", timeout=30000)
+    assert panel.results[0].target.class_index == window.predictions.predictions[0].index   # top-1
+    assert panel.class_box.currentIndex() == panel.results[0].target.class_index
+    shown = panel.canvas.image().copy()
+    panel.display.setCurrentText("signed")                         # redraw only, no recomputation
+    assert not np.array_equal(panel.canvas.image(), shown)
+    panel.method.setCurrentText("grad-cam")
+    qtbot.waitUntil(lambda: panel.results[0].method == "grad-cam", timeout=30000)
+    window.session.select(layer="features.6", channel=3, neuron=(5, 6))
+    panel.target_kind.setCurrentText("selected neuron")
+    qtbot.waitUntil(lambda: panel.results[0].target.neuron == (5, 6), timeout=30000)
+    assert panel.results[0].options["layer"] == "features.6"
+    assert "features.6 channel 3" in panel.info.text()

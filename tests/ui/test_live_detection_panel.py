@@ -1,0 +1,104 @@
+"""The live detection panel: image folders, video with a two-stage detector, camera frames."""
+
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+
+def test_live_detection_on_an_image_folder(window, qtbot, tmp_path):
+    panel = window.live_detection
+    window.docks["live_detection"].raise_()
+    assert "No camera found" in panel.message.text()                 # none here: it offers files
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    photo = data.astronaut()
+    Image.fromarray(photo).save(folder / "1.png")
+    (folder / "2.png").write_bytes(b"not a png")                     # fails mid-stream
+    both = Image.fromarray(photo.copy())
+    both.paste(Image.fromarray(photo[40:190, 160:290]).resize((104, 120)), (360, 300))
+    both.save(folder / "3.png")
+    assert panel.open_file(folder)
+    qtbot.waitUntil(lambda: panel.frame is not None and panel.frame.name == "3.png", timeout=60000)
+    assert "2.png" in panel.message.text() and "stay" in panel.message.text()
+    assert len(panel.shown) == 2 and all(d.label == "face" for d in panel.shown)
+    panel.score.setValue(1.0)                                        # the slider refilters at once
+    assert len(panel.shown) < 2
+    panel.score.setValue(0.5)
+    assert "latency" in panel.status.text() and "frames/s" in panel.status.text()
+    (tmp_path / "noise.mp4").write_bytes(b"\x00" * 4096)
+    assert not panel.open_file(tmp_path / "noise.mp4")               # a bad source: message, state kept
+    assert "not a readable video" in panel.message.text() and panel.frame.name == "3.png"
+    saved = panel.capture(tmp_path)
+    assert saved.exists() and saved.with_suffix(".json").exists()
+    assert window.session.image.name == saved.name                   # the frame is every panel's input
+
+    face = max(panel.shown, key=lambda d: d.score)                   # click a face: the panels explain it
+    panel.canvas.clicked.emit((face.box[1] + face.box[3]) / 2, (face.box[0] + face.box[2]) / 2)
+    assert panel.selected is face
+    qtbot.waitUntil(lambda: window.session.model.name.startswith("mtcnn →"), timeout=60000)
+    assert window.session.selection.class_index == 0
+    qtbot.waitUntil(lambda: bool(window.predictions.predictions)
+                    and window.predictions.predictions[0].label.endswith("this detection"), timeout=60000)
+    assert window.predictions.predictions[0].probability > 0.9       # its score, re-computed
+    gradients = window.gradients
+    window.docks["gradients"].raise_()
+    assert gradients.target_kind.currentText() == "chosen class" and gradients.class_box.currentIndex() == 0
+    qtbot.waitUntil(lambda: bool(gradients.results) and gradients.results[0].target.class_index == 0,
+                    timeout=60000)
+    attribution = np.abs(gradients.results[0].attribution).sum(0)
+    height, width = panel.frame.pixels.shape[:2]
+    top = (max(height, width) - height) // 2                       # the frame sits letterboxed in a square
+    assert attribution.shape == (max(height, width),) * 2
+    ys, xs = np.unravel_index(np.argsort(attribution.ravel())[-100:], attribution.shape)
+    assert face.box[1] + top - 20 <= np.median(ys) <= face.box[3] + top + 20
+    assert face.box[0] - 20 <= np.median(xs) <= face.box[2] + 20     # the face's score comes from the face
+
+
+def test_live_detection_video_with_a_two_stage_detector(window, qtbot, astronaut_clip):
+    """Random-initialised Faster R-CNN (no COCO weights offline) through the whole pipeline."""
+    panel = window.live_detection
+    window.docks["live_detection"].raise_()
+    panel.detector.setCurrentText("fasterrcnn_mobilenet_v3_large_320_fpn")
+    assert panel.open_file(astronaut_clip.video)
+    qtbot.waitUntil(lambda: panel.result is not None
+                    and panel.result.detector.name == "fasterrcnn_mobilenet_v3_large_320_fpn", timeout=60000)
+    assert "untrained" in panel.status.text() and panel.frame.name.startswith("astronaut.mp4#")
+    panel.toggle_pause()
+    qtbot.wait(500)
+    panel.score.setValue(0.0)
+    panel.iou.setValue(0.3)
+    strict = len(panel.shown)
+    panel.iou.setValue(1.0)                                          # NMS off: every raw box above the score
+    assert len(panel.shown) == len(panel.raw) > strict
+    panel.iou.setValue(0.5)
+    panel.view.setCurrentIndex(1)                                    # before NMS | after NMS, side by side
+    assert panel.canvas.image().shape[1] == 2 * 640 + 8
+    panel.view.setCurrentIndex(2)                                    # RPN proposals, then anchors on click
+    proposals_only = panel.canvas.image().copy()
+    panel.canvas.clicked.emit(240.0, 320.0)
+    assert not np.array_equal(panel.canvas.image(), proposals_only) and "anchors" in panel.status.text()
+    panel.view.setCurrentIndex(0)
+    box = panel.shown[0].box
+    panel.canvas.clicked.emit((box[1] + box[3]) / 2, (box[0] + box[2]) / 2)
+    assert panel.selected is not None
+    shown_index = panel.frame.index
+    panel.step()                                                     # one more frame while paused
+    qtbot.waitUntil(lambda: panel.frame.index > shown_index, timeout=30000)
+
+
+def test_camera_frames_reach_the_detector(window, qtbot):
+    """The camera path without a camera: Qt video frames as the sink delivers them."""
+    from PySide6.QtGui import QImage
+    from PySide6.QtMultimedia import QVideoFrame
+
+    panel = window.live_detection
+    photo = np.ascontiguousarray(data.astronaut())
+    image = QImage(photo.data, 512, 512, 512 * 3, QImage.Format.Format_RGB888).convertToFormat(
+        QImage.Format.Format_ARGB32)                                # cameras deliver 32-bit frames
+    panel.camera.take_frame(QVideoFrame(image))
+    qtbot.waitUntil(lambda: panel.frame is not None and panel.frame.name == "camera", timeout=60000)
+    assert np.array_equal(panel.frame.pixels, photo)                # colours and layout kept
+    assert len(panel.shown) == 1 and panel.shown[0].label == "face"

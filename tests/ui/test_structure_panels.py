@@ -1,0 +1,84 @@
+"""Model summary, receptive field and architecture panels."""
+
+
+from __future__ import annotations
+
+from PIL import Image
+from PySide6.QtCore import Qt
+
+
+def test_model_summary_panel_sorts_selects_and_exports(window, qtbot, tmp_path):
+    panel = window.model_summary
+    qtbot.waitUntil(lambda: panel.summary is not None, timeout=30000)
+    assert panel.summary.model == "mobilenet_v2" and panel.proxy.rowCount() == len(panel.summary.rows)
+    assert f"{3_504_872:,} parameters" in panel.totals.text()      # MobileNetV2's known size
+    panel.table.sortByColumn(6, Qt.SortOrder.DescendingOrder)        # MACs, numerically
+    macs = [panel.summary.rows[panel.proxy.mapToSource(panel.proxy.index(i, 0)).row()].macs
+            for i in range(panel.proxy.rowCount())]
+    assert macs == sorted(macs, reverse=True)
+    top = panel.proxy.index(0, 0)
+    panel.table.setCurrentIndex(top)                                 # widget -> session
+    assert window.session.selection.layer == panel.summary.rows[panel.proxy.mapToSource(top).row()].name
+    window.session.select(layer="features.5.conv.1.0")               # session -> widget
+    current = panel.proxy.mapToSource(panel.table.currentIndex()).row()
+    assert panel.summary.rows[current].name == "features.5.conv.1.0"
+    panel.search.setText("classifier")
+    assert panel.proxy.rowCount() == 2
+    out = tmp_path / "summary.csv"
+    panel.export_csv(str(out))
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("name,type,output_shape") and len(lines) == len(panel.summary.rows) + 1
+
+
+def test_selecting_a_block_shows_its_last_layer_in_the_summary(window, qtbot):
+    panel = window.model_summary
+    qtbot.waitUntil(lambda: panel.summary is not None, timeout=30000)
+    window.session.select(layer="features.4")
+    current = panel.proxy.mapToSource(panel.table.currentIndex()).row()
+    assert panel.summary.rows[current].name == "features.4.conv.3"
+    assert window.session.selection.layer == "features.4"        # the block stays selected elsewhere
+
+
+def test_receptive_field_panel_follows_clicks(window, qtbot):
+    panel = window.receptive_field
+    window.docks["receptive_field"].raise_()
+    window.session.select(layer="features.3")
+    qtbot.waitUntil(lambda: panel.result is not None and panel.result.layer == "features.3", timeout=30000)
+    assert panel.result.neuron == (28, 28)                        # the centre by default
+    panel.layer_canvas.clicked.emit(0.4, 1.8)                     # click a neuron on the layer map
+    assert window.session.selection.neuron == (0, 1)
+    qtbot.waitUntil(lambda: panel.result.neuron == (0, 1), timeout=10000)
+    top, left, bottom, right = panel.result.box
+    extent = panel.result.effective_extent
+    assert top <= extent[0] and left <= extent[1] and extent[2] <= bottom + 1 and extent[3] <= right + 1
+    assert panel.padding_box.isVisible()                          # near the corner: part on padding
+    panel.input_canvas.clicked.emit(100.0, 150.0)                 # click the input: nearest neuron
+    jump = panel.result.field.jump[0]
+    assert window.session.selection.neuron == (round((100 - 0.5) / jump), round((150 - 0.5) / jump))
+    assert "Theoretical field" in panel.details.text()
+
+
+def test_architecture_panel_selects_folds_and_exports(window, qtbot, tmp_path):
+    panel = window.architecture
+    window.docks["architecture"].raise_()
+    qtbot.waitUntil(lambda: panel.layout_result is not None, timeout=30000)
+    assert panel.graph.method == "torch.fx" and len(panel.graph.nodes) > 150
+    assert len(panel.items) == len(panel.layout_result.nodes)
+    conv = next(item for item in panel.items.values() if item.placed.node.layer == "features.0.0")
+    panel.view.node_clicked.emit(conv)                                   # graph -> session
+    assert window.session.selection.layer == "features.0.0"
+    assert conv.pen().width() == 3                                       # highlighted
+    window.session.select(layer="features.5")                            # session -> graph
+    assert conv.pen().width() != 3
+    shown = len(panel.items)
+    panel.view.node_double_clicked.emit(conv)                            # fold features.0.0's block
+    qtbot.waitUntil(lambda: len(panel.items) < shown, timeout=10000)
+    block = next(item for item in panel.items.values() if item.placed.node.kind == "block")
+    assert "features.0.0" in block.placed.members[0] or len(block.placed.members) > 1
+    panel.view.node_double_clicked.emit(block)                           # and open it again
+    qtbot.waitUntil(lambda: len(panel.items) == shown, timeout=10000)
+    svg, png = tmp_path / "g.svg", tmp_path / "g.png"
+    panel.export_svg(str(svg))
+    assert panel.export_png(str(png))
+    assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
+    assert Image.open(png).size[1] > 1000

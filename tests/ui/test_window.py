@@ -1,0 +1,113 @@
+"""The main window as a user drives it: first view, drops, shared selection, settings, messages."""
+
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+from tests.ui.conftest import drop_files, make_window
+
+CAT_INDICES = range(281, 286)   # ImageNet cats
+
+
+def test_first_view_shows_predictions_feature_maps_and_filters(window):
+    assert window.session.model.trained
+    assert window.predictions.predictions[0].index in CAT_INDICES
+    assert "Egyptian cat" in window.predictions.title.text() or "cat" in window.predictions.title.text()
+    assert window.feature_maps.view.layer == window.session.selection.layer
+    assert window.feature_maps.canvas.has_image()
+    assert window.filters.view is not None and window.filters.view.rgb
+    assert window.filters.view.layout.count == 32    # MobileNetV2's first conv: 32 filters of 3x3x3
+    assert "device: cpu" in window.device_label.text()
+
+
+def test_dropping_an_image_switches_every_panel(window, qtbot, tmp_path):
+    path = tmp_path / "coffee.png"
+    Image.fromarray(data.coffee()).save(path)
+    before = window.feature_maps.view
+    drop_files(window.feature_maps.canvas.viewport(), [path])
+    qtbot.waitUntil(lambda: window.predictions.predictions[0].label == "espresso", timeout=20000)
+    qtbot.waitUntil(lambda: window.feature_maps.view is not before, timeout=10000)
+    assert window.session.image.name == "coffee.png"
+    np.testing.assert_array_equal(window.predictions.canvas.image(), data.coffee())
+    assert str(path) in window.recent_files()
+
+
+def test_layer_and_channel_selection_is_shared(window, qtbot):
+    tree = window.feature_maps.tree
+    tree.setCurrentItem(tree.items["features.4"])                 # widget -> session
+    assert window.session.selection.layer == "features.4"
+    qtbot.waitUntil(lambda: window.feature_maps.view.layer == "features.4", timeout=10000)
+    assert window.feature_maps.view.values.shape == (32, 28, 28)
+    layout = window.feature_maps.view.layout
+    y, x = layout.tile_origin(layout.tile_of_channel(5))
+    window.feature_maps.canvas.clicked.emit(y + 1.0, x + 1.0)     # click tile of channel 5
+    assert window.session.selection.channel == 5
+    assert window.feature_maps.channel_canvas.has_image()
+    assert window.feature_maps.overlay_canvas.image().shape == (224, 224, 3)
+    filters = window.filters
+    qtbot.waitUntil(lambda: filters.selected_view is not None and filters.selected_view.output_channel == 5,
+                    timeout=10000)
+    # The block's channels come from its projection conv (32 out), not its 1x1 expansion (144 out).
+    assert filters.selected_view.layer == "features.4.conv.2"
+    assert filters.selected_view.matches_layer and filters.channel.maximum() == 31
+    assert filters.selected_view.layout.count == 144               # one kernel per input channel
+    assert filters.view.rgb and filters.view.layer == "features.0.0"
+    window.session.select(layer="features.6")                      # session -> widgets
+    assert tree.currentItem() is tree.items["features.6"]
+    qtbot.waitUntil(lambda: window.feature_maps.view.layer == "features.6", timeout=10000)
+
+
+def test_unsupported_drop_changes_nothing(window, qtbot, tmp_path):
+    path = tmp_path / "table.csv"
+    path.write_text("a,b\n1,2\n")
+    image, model = window.session.image, window.session.model
+    drop_files(window.predictions.canvas.viewport(), [path])
+    assert "Not an image or weights file" in window.statusBar().currentMessage()
+    assert window.session.image is image and window.session.model is model
+
+
+def test_corrupt_image_keeps_the_previous_image(window, qtbot, tmp_path):
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(Image.new("RGB", (64, 64)).tobytes()[:100])
+    image = window.session.image
+    window.open_image(path)
+    qtbot.waitUntil(lambda: "broken.jpg" in window.statusBar().currentMessage(), timeout=10000)
+    assert window.session.image is image
+
+
+def test_settings_round_trip(qtbot, settings, tmp_path):
+    first = make_window(qtbot, settings)
+    first.resize(760, 610)   # within the offscreen screen, which clamps restored geometry
+    size = (first.size().width(), first.size().height())
+    assert size != (1400, 880)
+    first.docks["filters"].hide()
+    first._remember_recent(str(tmp_path / "a.png"))
+    first.close()
+    second = make_window(qtbot, settings)
+    assert (second.size().width(), second.size().height()) == size
+    assert not second.docks["filters"].isVisible()
+    assert second.recent_files() == [str(tmp_path / "a.png")]
+    assert second.recent_menu.actions()[0].text() == "a.png"
+    second.reset_layout()
+    assert second.docks["filters"].isVisible()
+    second.close()
+
+
+def test_export_current_panel(window, tmp_path):
+    out = tmp_path / "panel.png"
+    assert window.export_dock(window.docks["feature_maps"], str(out))
+    assert Image.open(out).size[0] > 100
+
+
+def test_busy_work_does_not_hide_messages(window, qtbot):
+    window.show_message("Something to read")
+    window.controller.load_model("resnet18")
+    assert window.busy_label.isVisible() and "Loading resnet18" in window.busy_label.text()
+    assert window.cancel_button.isVisible()
+    assert window.statusBar().currentMessage() == "Something to read"
+    qtbot.waitUntil(lambda: not window.jobs.runner.is_busy() and window.session.model.name == "resnet18",
+                    timeout=30000)
+    qtbot.waitUntil(lambda: not window.busy_label.isVisible(), timeout=10000)
