@@ -74,6 +74,7 @@ def start_window(args: argparse.Namespace, settings, started: float):
     def report_launch(_summary) -> None:
         if not first["done"]:
             first["done"] = True
+            session.forward_changed.disconnect(report_launch)   # no session -> closure -> window cycle left
             ready = time.perf_counter() - started
             window.forward_label.setToolTip(f"first predictions {ready:.1f} s after launch")
             if not window.statusBar().currentMessage():   # never hide a message the user should read

@@ -10,6 +10,13 @@ signal from the worker instead (the usual idiom) can deadlock under PySide:
 the worker holds a Qt signal/slot mutex while it waits for the GIL, and the
 GUI thread holds the GIL while it deletes a QObject that needs that mutex
 (seen here as a test run that hung).
+
+The same deadlock comes back through Python's cycle collector: it runs on
+whichever thread happens to allocate, so a panel caught in a reference cycle
+(a psygnal slot holding a lambda that holds the panel) was once destroyed on
+the job thread, whose QObject destructor then waited for the GIL while the GUI
+thread waited for its mutex. The dispatcher therefore switches automatic
+collection off and collects on the GUI thread (pyqtgraph's GarbageCollector).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer
 
 POLL_MS = 8
+GC_INTERVAL_S = 0.5
 
 
 class Dispatcher(QObject):
@@ -47,6 +55,8 @@ class Dispatcher(QObject):
         self._timer.setInterval(POLL_MS)
         self._timer.timeout.connect(self._drain)
         self._timer.start()
+        from pyqtgraph.util.garbage_collector import GarbageCollector
+        self._collector = GarbageCollector(interval=GC_INTERVAL_S)   # gc only on this thread from now on
 
     def _drain(self) -> None:
         while True:
