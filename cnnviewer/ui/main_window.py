@@ -120,6 +120,9 @@ class MainWindow(QMainWindow):
         dock.setObjectName(f"dock_{key}")
         dock.setWidget(widget)
         dock.setAcceptDrops(True)
+        refresh = getattr(widget, "refresh", None)
+        if refresh is not None:   # panels compute only while on screen; catch up when their tab is raised
+            dock.visibilityChanged.connect(lambda visible: visible and refresh())
         self.addDockWidget(area, dock)
         self.docks[key] = dock
 

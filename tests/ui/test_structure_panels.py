@@ -9,6 +9,8 @@ from PySide6.QtCore import Qt
 
 def test_model_summary_panel_sorts_selects_and_exports(window, qtbot, tmp_path):
     panel = window.model_summary
+    assert panel.summary is None                   # tabbed behind the feature maps: nothing computed yet
+    window.docks["model_summary"].raise_()
     qtbot.waitUntil(lambda: panel.summary is not None, timeout=30000)
     assert panel.summary.model == "mobilenet_v2" and panel.proxy.rowCount() == len(panel.summary.rows)
     assert f"{3_504_872:,} parameters" in panel.totals.text()      # MobileNetV2's known size
@@ -32,6 +34,7 @@ def test_model_summary_panel_sorts_selects_and_exports(window, qtbot, tmp_path):
 
 def test_selecting_a_block_shows_its_last_layer_in_the_summary(window, qtbot):
     panel = window.model_summary
+    window.docks["model_summary"].raise_()
     qtbot.waitUntil(lambda: panel.summary is not None, timeout=30000)
     window.session.select(layer="features.4")
     current = panel.proxy.mapToSource(panel.table.currentIndex()).row()

@@ -27,6 +27,7 @@ from cnnviewer.engine.structure.architecture import (
     layout,
 )
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.widgets.controls import on_screen
 
 NODE_W, NODE_H = 150.0, 34.0
 X_STEP, Y_STEP = 175.0, 62.0
@@ -163,7 +164,7 @@ class ArchitecturePanel(QWidget):
     def refresh(self) -> None:
         """Build (once per model) and lay out the current model's graph, when the panel is shown."""
         model, workbench = self._session.model, self._workbench
-        if model is None or not self.isVisible() or model.token == self._model_token:
+        if model is None or not on_screen(self) or model.token == self._model_token:
             return
         self._model_token = model.token
         self.status.setText(f"Building the graph of {model.title}…")

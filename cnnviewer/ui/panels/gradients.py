@@ -20,7 +20,7 @@ from cnnviewer.engine.attribution.target import METHODS, Target
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.views.heatmaps import DISPLAY_MODES, render
 from cnnviewer.ui.jobs import UiJobs
-from cnnviewer.ui.widgets.controls import labelled_row
+from cnnviewer.ui.widgets.controls import labelled_row, on_screen
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 ALL = "all, side by side"
@@ -128,7 +128,7 @@ class GradientsPanel(QWidget):
         """Compute the chosen view(s) on the job thread; occlusion and IG report progress."""
         session, workbench = self._session, self._workbench
         model, image, target = session.model, session.image, self.target()
-        if self._session.forward is None or model is None or image is None or not self.isVisible():
+        if self._session.forward is None or model is None or image is None or not on_screen(self):
             return
         if target is None:
             self.info.setText("Choose a target: a class, or select a layer/channel (and a neuron) in another panel.")

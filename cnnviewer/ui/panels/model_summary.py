@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 from cnnviewer.engine.session import Selection, Session
 from cnnviewer.engine.structure.summary import Summary, summary_csv
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.widgets.controls import on_screen
 
 COLUMNS = ("Layer", "Type", "Output", "Units", "Weights", "Biases", "MACs", "RF size", "Jump", "Start")
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -79,6 +80,7 @@ class ModelSummaryPanel(QWidget):
         super().__init__(parent)
         self._session, self._jobs, self._workbench = session, jobs, workbench
         self.summary: Summary | None = None
+        self._summary_token: int | None = None   # the model the table (or its pending job) is for
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(_table_model([], self))
         self.proxy.setSortRole(SORT_ROLE)
@@ -115,8 +117,9 @@ class ModelSummaryPanel(QWidget):
     def refresh(self) -> None:
         """Ask the engine for the current model's table."""
         model, workbench = self._session.model, self._workbench
-        if model is None:
+        if model is None or not on_screen(self) or (self.summary is not None and self._summary_token == model.token):
             return
+        self._summary_token = model.token
         self.totals.setText(f"Summarising {model.title}…")
         def work(_context):
             summary = workbench().summary(model)

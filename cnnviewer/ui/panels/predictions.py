@@ -9,7 +9,6 @@ from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 from cnnviewer.engine.session import Session
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
-
 TOP_K = 5   # what the forward summary holds
 
 

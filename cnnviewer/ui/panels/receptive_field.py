@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 from cnnviewer.engine.session import Selection, Session
 from cnnviewer.engine.views.colormaps import blend, colormap_table
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.widgets.controls import on_screen
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 
@@ -93,7 +94,7 @@ class ReceptiveFieldPanel(QWidget):
         """Compute the selected neuron's fields (latest request wins)."""
         session = self._session
         model, image, selection, workbench = session.model, session.image, session.selection, self._workbench
-        if self._session.forward is None or model is None or image is None or not selection.layer or not self.isVisible():
+        if self._session.forward is None or model is None or image is None or not selection.layer or not on_screen(self):
             return
 
         def work(_context):

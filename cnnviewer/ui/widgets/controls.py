@@ -15,3 +15,9 @@ def labelled_row(pairs: list[tuple[str, QWidget]], stretch: bool = True) -> QHBo
     if stretch:
         row.addStretch(1)
     return row
+
+
+def on_screen(widget: QWidget) -> bool:
+    """Whether any of `widget` can be seen: a dock tabbed behind another reports isVisible() but
+    has an empty visible region, and must not compute views nobody sees."""
+    return widget.isVisible() and not widget.visibleRegion().isEmpty()
