@@ -2,7 +2,8 @@
 
 Runs the app offscreen (or on $DISPLAY if set) with CNNVIEWER_LAUNCH_PROBE=1,
 which makes it print when the window was shown and when the first predictions
-were drawn, then quit. Compares with a bare `import torch, torchvision, PySide6`
+were drawn, then quit. Times count from the command (the interpreter's own
+start included); older versions that print only times from main() are read as such. Compares with a bare `import torch, torchvision, PySide6`
 in the same run, since that import is the floor for any launch.
 
     .venv/bin/python benchmarks/bench_launch.py [--runs 3]
@@ -21,7 +22,7 @@ import time
 def launch_once() -> dict[str, float]:
     env = dict(os.environ, CNNVIEWER_LAUNCH_PROBE="1", CNNVIEWER_OFFLINE="1")
     env.setdefault("QT_QPA_PLATFORM", "offscreen" if not env.get("DISPLAY") else "xcb")
-    start = time.perf_counter()
+    start, start_epoch = time.perf_counter(), time.time()
     out = subprocess.run([sys.executable, "-m", "cnnviewer"], env=env, capture_output=True,
                          text=True, timeout=120)
     total = time.perf_counter() - start
@@ -29,6 +30,9 @@ def launch_once() -> dict[str, float]:
     if line is None:
         raise SystemExit(f"no probe line; stderr:\n{out.stderr[-2000:]}")
     values = dict(item.split("=") for item in line.split())
+    if "window_shown_epoch" in values:   # from the command, interpreter start included
+        values["window_shown_s"] = float(values["window_shown_epoch"]) - start_epoch
+        values["first_predictions_s"] = float(values["ready_epoch"]) - start_epoch
     return {"shown": float(values["window_shown_s"]), "ready": float(values["first_predictions_s"]),
             "process": total, "torch_at_show": values["torch_in_gui_thread_at_show"] == "True"}
 
@@ -51,8 +55,8 @@ def main() -> None:
     ready = statistics.median(l["ready"] for l in launches)
     floor = statistics.median(imports)
     print(f"runs: {runs}")
-    print(f"window shown after (from main())           median {shown:6.2f} s")
-    print(f"first predictions drawn after (from main()) median {ready:6.2f} s")
+    print(f"window shown after the command              median {shown:6.2f} s   (target <= 1.5 s)")
+    print(f"first predictions drawn after the command   median {ready:6.2f} s")
     print(f"bare import torch+torchvision+PySide6        median {floor:6.2f} s")
     print(f"first predictions / bare imports             ratio  {ready / floor:6.2f}")
     print(f"torch imported on the GUI thread before show: {any(l['torch_at_show'] for l in launches)}")

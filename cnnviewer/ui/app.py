@@ -67,7 +67,7 @@ def start_window(args: argparse.Namespace, settings, started: float):
     controller = Controller(session, jobs, device=args.device, precision=args.precision)
     window = MainWindow(session, jobs, controller, settings)
     window.show()
-    shown = time.perf_counter() - started
+    shown, shown_epoch = time.perf_counter() - started, time.time()
 
     first = {"done": False}
 
@@ -81,6 +81,7 @@ def start_window(args: argparse.Namespace, settings, started: float):
                 window.show_message(f"Ready: first predictions {ready:.1f} s after launch")
             if os.environ.get(LAUNCH_PROBE_ENV):
                 print(f"window_shown_s={shown:.3f} first_predictions_s={ready:.3f} "
+                      f"window_shown_epoch={shown_epoch:.3f} ready_epoch={time.time():.3f} "
                       f"torch_in_gui_thread_at_show={torch_at_show}", flush=True)
                 window.close()
 
