@@ -26,6 +26,7 @@ from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.panels.registry import build_panel
 
 MAX_RECENT = 10
+WINDOW_FRAME = (16, 48)   # title bar and borders to leave room for before the window is shown
 CANCELLABLE = ("model", "image", "gradients")   # loads, downloads, occlusion; a forward pass always finishes
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
 WEIGHTS_FILTER = "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ");;All files (*)"
@@ -343,11 +344,33 @@ class MainWindow(QMainWindow):
         state = self.settings.value("window_state")
         if isinstance(state, QByteArray):
             self.restoreState(state)
+        self.fit_to_screen()
+
+    def fit_to_screen(self) -> None:
+        """Keep the whole window, its tab bars and status bar on the screen it opens on
+        (a first launch at 1400×880, or a layout saved on a larger screen, would not fit a laptop)."""
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            return
+        available = screen.availableGeometry()
+        frame = self.frameGeometry().size() - self.geometry().size()   # title bar and borders, once shown
+        frame_width, frame_height = (frame.width(), frame.height()) if self.isVisible() else WINDOW_FRAME
+        width = min(self.width(), available.width() - frame_width)
+        height = min(self.height(), available.height() - frame_height)
+        if (width, height) != (self.width(), self.height()):
+            self.resize(width, height)
+        if not available.contains(self.frameGeometry()):
+            self.move(max(available.left(), min(self.x(), available.right() - self.frameGeometry().width())),
+                      max(available.top(), min(self.y(), available.bottom() - self.frameGeometry().height())))
 
     def save_settings(self) -> None:
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())
         self.settings.sync()
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override: the frame's size is known now
+        super().showEvent(event)
+        self.fit_to_screen()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.save_settings()

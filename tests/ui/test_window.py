@@ -111,3 +111,23 @@ def test_busy_work_does_not_hide_messages(window, qtbot):
     qtbot.waitUntil(lambda: not window.jobs.runner.is_busy() and window.session.model.name == "resnet18",
                     timeout=30000)
     qtbot.waitUntil(lambda: not window.busy_label.isVisible(), timeout=10000)
+
+
+def test_window_fits_the_screen_it_opens_on(qtbot, settings):
+    """A first launch (1400×880) and a layout saved on a bigger screen both fit; so does the minimum size."""
+    window = make_window(qtbot, settings)
+    try:
+        available = window.screen().availableGeometry()
+        assert available.contains(window.frameGeometry()), (available, window.frameGeometry())
+        minimum = window.minimumSizeHint()
+        assert minimum.width() <= 1280 and minimum.height() <= 768 - 40    # laptops, with a task bar
+        window.resize(3000, 2000)
+        window.save_settings()
+    finally:
+        window.jobs.runner.close()
+        window.close()
+    again = make_window(qtbot, settings)
+    try:
+        assert again.screen().availableGeometry().contains(again.frameGeometry())
+    finally:
+        again.jobs.runner.close()
