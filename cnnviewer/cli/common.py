@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from cnnviewer.engine.types import DEFAULT_MODEL
 
@@ -15,6 +16,29 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, no usage dump
         raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def int_in(low: int, high: int | None = None):
+    """An argparse type: an integer in [low, high], refused in one line otherwise.
+
+    Negative class, channel and stride values would otherwise reach Python's
+    negative indexing, and unbounded sizes would allocate until the system runs out.
+    """
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low or (high is not None and value > high):
+            bound = f"between {low} and {high}" if high is not None else f"{low} or more"
+            raise argparse.ArgumentTypeError(f"{value} is out of range: use {bound}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+MAX_EXPORT_SIDE = 8192     # pixels: a PNG of 8192x8192 is 256 MiB in memory while drawn
+MAX_INPUT_SIDE = 2048      # summary input: a 2048x2048 pass of a large model takes minutes already
 
 
 def model_options(parser: argparse.ArgumentParser) -> None:
@@ -40,8 +64,12 @@ def load_model_and_image(args: argparse.Namespace, need_image: bool = True):
                        allow_download=True, progress=stderr_progress)
     labels = read_labels(args.labels) if args.labels else None
     if args.weights:
+        named = model
         model = load_weights(args.weights, model, trust=args.trust, labels=labels,
                              device=args.device, precision=args.precision)
+        if args.model and model.name != named.name:   # the file fits another architecture than the one named
+            raise UsageError(f"{Path(args.weights).name} holds {model.name} weights, not {named.name}: "
+                             f"use --model {model.name}, or leave --model out")
     elif labels:
         from dataclasses import replace
         model = replace(model, categories=labels)

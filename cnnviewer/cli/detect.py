@@ -16,7 +16,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--detector", default="mtcnn", help="mtcnn (default), or a torchvision detection model")
     parser.add_argument("--weights", help="custom weights for a torchvision detector (state dict, checkpoint, "
                         "safetensors)")
-    parser.add_argument("--score", type=float, default=0.5)
+    parser.add_argument("--score", type=float, help="score threshold (default: the detector's own, 0.9 for mtcnn, "
+                        "else 0.5)")
     parser.add_argument("--iou", type=float, default=0.5)
     parser.add_argument("--json", help="write all detections, COCO-style, to this file")
     parser.add_argument("--save-frames", help="write annotated frames (PNG) to this folder")
@@ -34,11 +35,17 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from cnnviewer.engine.detection.detectors import make_detector
-    from cnnviewer.engine.detection.overlay import apply_thresholds, coco_records, draw
+    from cnnviewer.engine.detection.overlay import (
+        apply_thresholds,
+        coco_records,
+        default_score,
+        draw,
+    )
     from cnnviewer.engine.errors import ImageError
     from cnnviewer.engine.media.sources import VideoFile, open_source
     from cnnviewer.engine.runtime.device import pick_device
 
+    args.score = default_score(args.detector) if args.score is None else args.score
     if not 0 <= args.score <= 1 or not 0 <= args.iou <= 1:
         raise UsageError("cnnviewer detect: --score and --iou are between 0 and 1")
     source = open_source(args.source)

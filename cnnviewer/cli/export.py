@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from cnnviewer.cli.common import Parser, UsageError, load_model_and_image, model_options
+from cnnviewer.cli.common import (
+    MAX_EXPORT_SIDE,
+    Parser,
+    UsageError,
+    int_in,
+    load_model_and_image,
+    model_options,
+)
 from cnnviewer.engine.types import EXPORT_PANELS, MODEL_ONLY_PANELS
 
 
@@ -14,10 +21,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("image", nargs="?", help="input image (not needed for architecture, model-summary)")
     parser.add_argument("-o", "--output", required=True, help="PNG file to write")
     parser.add_argument("--layer", help="dotted module name, e.g. features.3")
-    parser.add_argument("--channel", type=int)
-    parser.add_argument("--neuron", type=int, nargs=2, metavar=("Y", "X"),
+    parser.add_argument("--channel", type=int_in(0))
+    parser.add_argument("--neuron", type=int_in(0), nargs=2, metavar=("Y", "X"),
                         help="neuron of --layer for receptive-field (default: the centre)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("W", "H"), default=(1000, 700))
+    parser.add_argument("--size", type=int_in(16, MAX_EXPORT_SIDE), nargs=2, metavar=("W", "H"), default=(1000, 700),
+                        help=f"pixels, 16 to {MAX_EXPORT_SIDE} each")
     model_options(parser)
     return parser
 

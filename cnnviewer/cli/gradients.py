@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from cnnviewer.cli.common import Parser, UsageError, load_model_and_image, model_options
+from cnnviewer.cli.common import (
+    Parser,
+    UsageError,
+    int_in,
+    load_model_and_image,
+    model_options,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -14,13 +20,13 @@ def parser() -> argparse.ArgumentParser:
     parser = Parser(prog="cnnviewer export gradients", description="A gradient view of an image as PNG.")
     parser.add_argument("image")
     parser.add_argument("--method", choices=METHODS, required=True)
-    parser.add_argument("--target-class", type=int, help="class index (default: the top-1 class)")
+    parser.add_argument("--target-class", type=int_in(0), help="class index (default: the top-1 class)")
     parser.add_argument("--layer", help="a layer target instead of a class: dotted module name")
-    parser.add_argument("--channel", type=int, help="channel of --layer (default 0)")
-    parser.add_argument("--neuron", type=int, nargs=2, metavar=("Y", "X"), help="one neuron of that channel")
+    parser.add_argument("--channel", type=int_in(0), help="channel of --layer (default 0)")
+    parser.add_argument("--neuron", type=int_in(0), nargs=2, metavar=("Y", "X"), help="one neuron of that channel")
     parser.add_argument("--display", choices=DISPLAY_MODES, default="overlay")
     parser.add_argument("--fill", choices=("gray", "zero", "blur"), default="gray", help="occlusion patch")
-    parser.add_argument("--stride", type=int, help="occlusion stride in pixels")
+    parser.add_argument("--stride", type=int_in(1, 512), help="occlusion stride in pixels")
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--npy", help="also save the raw attribution (float32, HxWx3 or HxW)")
     model_options(parser)

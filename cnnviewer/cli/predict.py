@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from cnnviewer.cli.common import Parser, load_model_and_image, model_options
+from cnnviewer.cli.common import Parser, int_in, load_model_and_image, model_options
 
 
 def parser() -> argparse.ArgumentParser:
@@ -13,7 +13,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("image")
     model_options(parser)
     parser.add_argument("--json", action="store_true", help="JSON list of {label, index, probability}")
-    parser.add_argument("--top", type=int, default=5)
+    parser.add_argument("--top", type=int_in(1), default=5)
     return parser
 
 

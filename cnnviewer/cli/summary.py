@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from cnnviewer.cli.common import Parser, UsageError, model_options, stderr_progress
+from cnnviewer.cli.common import (
+    MAX_INPUT_SIDE,
+    Parser,
+    UsageError,
+    int_in,
+    model_options,
+    stderr_progress,
+)
 from cnnviewer.engine.types import DEFAULT_MODEL
 
 
@@ -13,7 +20,7 @@ def parser() -> argparse.ArgumentParser:
     parser = Parser(prog="cnnviewer summary", description="Per-layer shapes, units, weights, MACs and "
                      "receptive fields of a model.")
     model_options(parser)
-    parser.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"),
+    parser.add_argument("--input-size", type=int_in(1, MAX_INPUT_SIDE), nargs=2, metavar=("H", "W"),
                         help="input height and width (default: the weights' crop size)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="a list of rows")

@@ -145,7 +145,9 @@ class Controller(QObject):
                 return Loaded(model, spec, needs_trust=NeedsTrust(weights, str(error)))
             except (WeightsError, ModelError) as error:   # unreadable, or weights that cannot run
                 return Loaded(model, spec, note=f"Weights not loaded: {error}")
-            return Loaded(loaded, _spec_after_weights(loaded, model.name, spec))
+            note = (f"{Path(weights).name} holds {loaded.name} weights, not {model.name}: loaded {loaded.name}"
+                    if loaded.name != model.name else "")
+            return Loaded(loaded, _spec_after_weights(loaded, model.name, spec), note=note)
 
         def failed(text: str) -> None:
             self._pending = None

@@ -27,6 +27,7 @@ class ChooseModelDialog(QDialog):
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search models…")
         self.search.textChanged.connect(self._on_search_changed)
+        self.search.returnPressed.connect(self.accept)   # Enter: load the match shown (the first, if several)
         self.tree = QTreeWidget()
         self.tree.setHeaderLabels(["Model", "Pretrained weights"])
         self.tree.setColumnWidth(0, 240)
@@ -65,11 +66,6 @@ class ChooseModelDialog(QDialog):
                     family_item.setExpanded(True)
                     self.tree.setCurrentItem(item)
 
-    def chosen(self) -> str | None:
-        """The selected model name."""
-        item = self.tree.currentItem()
-        return item.data(0, Qt.ItemDataRole.UserRole) if item is not None else None
-
     def _on_search_changed(self, text: str) -> None:
         text = text.strip().lower()
         root = self.tree.invisibleRootItem()
@@ -83,6 +79,27 @@ class ChooseModelDialog(QDialog):
                 visible += not hidden
             family.setHidden(visible == 0)
             family.setExpanded(bool(text) and visible > 0)
+        self._select_a_visible_model()
+
+    def _visible_models(self) -> list[QTreeWidgetItem]:
+        root = self.tree.invisibleRootItem()
+        return [root.child(i).child(j) for i in range(root.childCount()) if not root.child(i).isHidden()
+                for j in range(root.child(i).childCount()) if not root.child(i).child(j).isHidden()]
+
+    def _select_a_visible_model(self) -> None:
+        """Enter must load what the user sees: never a row the search has hidden."""
+        visible = self._visible_models()
+        current = self.tree.currentItem()
+        if current in visible:
+            return
+        self.tree.setCurrentItem(visible[0] if visible else None)
+
+    def chosen(self) -> str | None:
+        """The selected model name, if the search still shows it."""
+        item = self.tree.currentItem()
+        if item is None or item not in self._visible_models():
+            return None
+        return item.data(0, Qt.ItemDataRole.UserRole)
 
 
 def ask_trust(parent: QWidget, path: str, message: str) -> bool:

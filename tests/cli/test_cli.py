@@ -86,6 +86,17 @@ def test_export_writes_png(photos, tmp_path, panel):
     (("predict", "{photo}", "--precision", "fp16", "--device", "cpu"), "needs a GPU"),
     (("export", "feature-maps", "{photo}", "-o", "x.png", "--layer", "features.3", "--channel", "500"),
      "out of range"),
+    (("predict", "{fifo}"), "not a regular file"),                       # a FIFO would block for ever
+    (("detect", "{fifo}"), "not a regular file"),
+    (("predict", "{photo}", "--labels", "{fifo}"), "not a regular file"),
+    (("predict", "{photo}", "--weights", "{fifo}"), "not a file"),
+    (("export", "filters", "{photo}", "-o", "x.png", "--size", "60000", "60000"), "out of range"),
+    (("summary", "--input-size", "20000", "20000"), "out of range"),
+    (("export", "gradients", "{photo}", "--method", "occlusion", "--stride", "-3", "-o", "x.png"), "out of range"),
+    (("export", "gradients", "{photo}", "--method", "saliency", "--target-class", "-1", "-o", "x.png"),
+     "out of range"),
+    (("export", "gradients", "{photo}", "--method", "saliency", "--layer", "features.3", "--channel", "-2",
+      "-o", "x.png"), "out of range"),
 ])
 def test_bad_input_is_one_line_and_exit_2(photos, tmp_path, args, fragment):
     text = tmp_path / "notes.jpg"
@@ -98,8 +109,10 @@ def test_bad_input_is_one_line_and_exit_2(photos, tmp_path, args, fragment):
     nets.write_text("import torch.nn as nn\nclass Broken(nn.Module):\n    def __init__(self):\n"
                     "        super().__init__()\n        self.fc = nn.Linear(5, 2)\n"
                     "    def forward(self, x):\n        return self.fc(x)\n")
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
     names = {"text": text, "photo": photos["chelsea"], "text_weights": text_weights, "pickle": pickle,
-             "nets": nets}
+             "nets": nets, "fifo": fifo}
     result = run(*(a.format(**names) for a in args))
     assert result.returncode == 2, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -205,3 +218,14 @@ def test_help_and_usage_errors_load_neither_torch_nor_qt(argv):
             "print(sorted(m for m in ('torch', 'torchvision', 'PySide6') if m in sys.modules), file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
     assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+
+
+def test_weights_of_another_architecture_than_the_named_model_are_refused(photos, tmp_path):
+    """--model names one architecture, the file fits another: say which, instead of silently switching."""
+    torch.manual_seed(0)
+    weights = tmp_path / "small.pth"
+    torch.save(torchvision.models.mobilenet_v3_small(num_classes=3).state_dict(), weights)
+    result = run("predict", str(photos["chelsea"]), "--model", "squeezenet1_1", "--weights", str(weights))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "holds mobilenet_v3_small weights, not squeezenet1_1" in result.stderr
+    assert run("predict", str(photos["chelsea"]), "--weights", str(weights)).returncode == 0   # no --model: fine

@@ -151,3 +151,10 @@ def test_explaining_a_face_leaves_the_live_detector_as_it_was():
     assert [p.requires_grad for p in detector.onet.parameters()] == flags
     assert all(torch.equal(a, b) for a, b in zip(weights, detector.onet.parameters()))
     assert not has_hooks(detector.onet) and not detector.onet.training
+
+
+def test_each_detector_starts_at_its_own_score_threshold():
+    from cnnviewer.engine.detection.overlay import default_score
+
+    assert default_score("mtcnn") == 0.9                # above the 0.67-0.81 false faces of a photo sequence
+    assert default_score("fasterrcnn_resnet50_fpn") == 0.5

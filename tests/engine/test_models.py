@@ -173,3 +173,20 @@ def test_lightning_style_prefix_and_ignored_entries(tmp_path):
     loaded = load_weights(path, load_torchvision_model("mobilenet_v2"))
     assert loaded.name == "resnet18" and loaded.module.fc.out_features == 5
     assert "ignored: epoch, global_step" in loaded.weights_label or "ignored: global_step, epoch" in loaded.weights_label
+
+
+def test_weights_full_of_nan_load_with_a_warning(tmp_path):
+    """A diverged checkpoint loads (it fits), but says that its outputs are meaningless."""
+    from cnnviewer.engine.models.loading import load_weights
+
+    torch.manual_seed(0)
+    net = torchvision.models.squeezenet1_1(num_classes=4)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["classifier.1.weight"].fill_(float("nan"))
+    state["features.0.bias"][0] = float("inf")
+    torch.save(state, tmp_path / "diverged.pth")
+    model = load_weights(tmp_path / "diverged.pth", None)
+    assert model.name == "squeezenet1_1"
+    assert "2 tensors hold NaN or inf" in model.weights_label and "features.0.bias" in model.weights_label
+    torch.save(net.state_dict() | {"classifier.1.weight": torch.zeros(4, 512, 1, 1)}, tmp_path / "fine.pth")
+    assert "NaN" not in load_weights(tmp_path / "fine.pth", None).weights_label

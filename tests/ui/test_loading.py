@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torchvision
+from PySide6.QtCore import Qt
 
 from tests.ui.conftest import drop_files, make_window
 
@@ -88,6 +89,11 @@ def test_choose_model_dialog_lists_and_filters(qtbot):
     visible = [root.child(i).child(j).text(0) for i in range(root.childCount())
                for j in range(root.child(i).childCount()) if not root.child(i).child(j).isHidden()]
     assert visible == ["resnet50"]
+    assert dialog.chosen() == "resnet50"           # Enter loads the one match shown, not the hidden selection
+    qtbot.keyClick(dialog.search, Qt.Key.Key_Return)
+    assert dialog.result() == dialog.DialogCode.Accepted and dialog.chosen() == "resnet50"
+    dialog.search.setText("no such model")
+    assert dialog.chosen() is None
 
 
 def test_untrusted_pickle_asks_and_loads_only_when_trusted(window, qtbot, tmp_path, monkeypatch):

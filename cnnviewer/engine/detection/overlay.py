@@ -19,6 +19,19 @@ COCO_SKELETON = ((15, 13), (13, 11), (16, 14), (14, 12), (11, 12), (5, 11), (6, 
                  (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6))
 
 
+# The score a box needs to be shown, per detector, from its own reference settings.
+# MTCNN: O-Net's published cut is 0.7, but on a 640x480 photo sequence a torso
+# scored 0.67-0.81 as a face in some frames while real faces score above 0.95.
+# torchvision's detectors: 0.5, the threshold of its detection tutorials.
+DEFAULT_SCORES = {"mtcnn": 0.9}
+DEFAULT_SCORE = 0.5
+
+
+def default_score(detector: str) -> float:
+    """The score threshold a detector starts with (the user's slider moves it)."""
+    return DEFAULT_SCORES.get(detector, DEFAULT_SCORE)
+
+
 @dataclass(frozen=True, eq=False)
 class Detection:
     """One box in image pixels."""

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnviewer.engine.errors import ImageError, first_line
+from cnnviewer.engine.media.files import regular_file
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
@@ -134,10 +135,9 @@ def load_image(path: str | Path) -> InputImage:
     """
     path = Path(path)
     name = path.name
-    if not path.exists():
-        raise ImageError(f"{name}: no such file")
     if path.is_dir():
         raise ImageError(f"{name}: is a folder, not an image")
+    regular_file(path)
     too_large = f"{name}: image is too large to open safely (over {MAX_PIXELS:,} pixels)"
     try:
         with Image.open(path) as image:   # reads the header only

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnviewer.engine.errors import ImageError, first_line
+from cnnviewer.engine.media.files import regular_file
 from cnnviewer.engine.media.images import IMAGE_SUFFIXES, image_files, load_image
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
@@ -130,6 +131,7 @@ def open_source(source: str | Path) -> FrameSource:
         return ImageSequence(files, path.name)
     if not path.exists():
         raise ImageError(f"{path.name}: no such file or folder")
+    regular_file(path)
     if path.suffix.lower() in IMAGE_SUFFIXES and path.suffix.lower() != ".gif":
         return ImageSequence([path], path.name)
     return VideoFile(path)

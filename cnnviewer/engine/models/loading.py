@@ -17,6 +17,7 @@ import torch
 import torchvision
 
 from cnnviewer.engine.errors import WeightsError
+from cnnviewer.engine.media.files import regular_file
 from cnnviewer.engine.models.catalogue import (
     classification_models,
     load_torchvision_model,
@@ -40,7 +41,7 @@ def read_labels(path: str | Path) -> tuple[str, ...]:
     Raises:
         WeightsError: the file cannot be read as text.
     """
-    path = Path(path)
+    path = regular_file(path, WeightsError)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
@@ -123,6 +124,10 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
                            device=device, precision=precision)
     if loaded.ignored_keys:
         label += f" (ignored: {', '.join(loaded.ignored_keys[:4])})"
+    broken = non_finite(loaded.state_dict or {})
+    if broken:   # a diverged run: everything downstream would be NaN, say so where the weights are named
+        label += (f" — warning: {len(broken)} {'tensors hold' if len(broken) != 1 else 'tensor holds'} NaN or inf "
+                  f"({', '.join(broken[:2])}); outputs will be meaningless")
     attempts: list[str] = []
     for state_dict in prefix_variants(loaded.state_dict or {}):
         if current is not None:
@@ -148,6 +153,12 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
                            device=device or (str(current.device) if current else None),
                            precision=precision, preprocess=preprocess_for(default_weights(match.name)))
     raise WeightsError(attempts[0])
+
+
+def non_finite(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Names of floating-point tensors holding NaN or inf."""
+    return [name for name, tensor in state_dict.items()
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
 
 
 def prefix_variants(state_dict: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:

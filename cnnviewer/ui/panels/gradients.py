@@ -34,6 +34,7 @@ class GradientsPanel(QWidget):
         super().__init__(parent)
         self._session, self._jobs, self._workbench = session, jobs, workbench
         self.results: list = []
+        self._computing = ""           # what the running job computes, for the caption
         self._top_class: int | None = None
         self.method = _combo([*METHODS, ALL])
         self.target_kind = _combo(["top-1 class", "chosen class", "selected channel", "selected neuron"])
@@ -78,6 +79,7 @@ class GradientsPanel(QWidget):
         self.opacity.valueChanged.connect(self.redraw)
         session.model_changed.connect(self._on_model_changed)
         session.forward_changed.connect(self.show_forward)
+        jobs.cancelled.connect(self._on_job_cancelled)
         session.image_changed.connect(lambda _image: self._debounce.start())
         session.selection_changed.connect(self._on_selection_changed)
 
@@ -149,9 +151,17 @@ class GradientsPanel(QWidget):
                 results.append(workbench().gradient(model, image, method, target, context, **options))
             return results
 
-        self.info.setText(f"Computing {', '.join(methods)} of {target.describe()}…")
+        self.results = []            # the last view belongs to other settings: never shown as this one
+        self.canvas.clear()
+        self._computing = f"{', '.join(methods)} of {target.describe()}"
+        self.info.setText(f"Computing {self._computing}…")
         self._jobs.submit("gradients", work, on_done=self._on_results, on_error=self.info.setText,
                           label="Gradients")
+
+    def _on_job_cancelled(self, key: str) -> None:
+        if key == "gradients" and not self.results:
+            self.canvas.clear()
+            self.info.setText(f"Cancelled: {self._computing}. Change a setting (or the target) to compute again.")
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override: compute only when looked at
         super().showEvent(event)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cnnviewer.engine.detection.overlay import default_score
 from cnnviewer.engine.session import Session
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.main_thread import Dispatcher
@@ -70,7 +71,7 @@ class LiveDetectionPanel(QWidget):
         self.weights_button = QPushButton("Weights…")
         self.weights_button.setToolTip("Custom weights for the chosen torchvision detector")
         self._weights: str | None = None
-        self.score = _spin(0.5)
+        self.score = _spin(default_score(DETECTORS[0]))
         self.iou = _spin(0.5)
         self.view = QComboBox()
         self.view.addItems(VIEWS)
@@ -218,6 +219,8 @@ class LiveDetectionPanel(QWidget):
 
     # ---------------------------------------------------------------- detector
     def _on_detector_chosen(self, name: str) -> None:
+        self.score.setValue(default_score(name))
+        self.score.setToolTip(f"Boxes scoring at least this are shown ({name}'s default: {default_score(name):.2f})")
         self._weights = None
         self.weights_button.setText("Weights…")
         if self._pipeline is not None:
