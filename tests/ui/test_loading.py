@@ -219,3 +219,22 @@ def test_trust_never_applies_to_remembered_weights(qtbot, settings, tmp_path, mo
         assert window.session.model.weights_path != str(pickled)
     finally:
         window.jobs.runner.close()
+
+
+def test_torchscript_weights_predict_and_say_what_they_cannot_show(window, qtbot, tmp_path):
+    """A TorchScript archive becomes the model: predictions work, the inside says why it is closed, and a
+    state dict dropped afterwards still loads."""
+    torch.manual_seed(0)
+    scripted = torch.jit.script(torchvision.models.squeezenet1_1(num_classes=4).eval())
+    archive = tmp_path / "net.pt"
+    scripted.save(str(archive))
+    window.load_weights(archive)
+    qtbot.waitUntil(lambda: window.session.model.name.startswith("net.pt"), timeout=30000)
+    qtbot.waitUntil(lambda: len(window.predictions.predictions) == 4, timeout=30000)
+    window.docks["model_summary"].raise_()
+    qtbot.waitUntil(lambda: "TorchScript" in window.model_summary.totals.text(), timeout=30000)
+    state = tmp_path / "small.pth"
+    torch.save(torchvision.models.mobilenet_v3_small(num_classes=3).state_dict(), state)
+    window.load_weights(state)
+    qtbot.waitUntil(lambda: window.session.model.name == "mobilenet_v3_small", timeout=30000)
+    qtbot.waitUntil(lambda: len(window.predictions.predictions) == 3, timeout=30000)

@@ -29,6 +29,10 @@ def capture_activations(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[Lay
     graph_capture), else forward hooks. Gradients are off and every module's
     training flag is restored.
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        # Compiled code: neither torch.fx nor forward hooks reach inside it. The output is all there is.
+        with eval_mode(model), torch.inference_mode():
+            return model(inputs), graph_capture.Activations.of({})
     with eval_mode(model):
         recorder = graph_capture.graph_recorder(model)
         if recorder is not None:
@@ -49,6 +53,8 @@ def capture_activations(model: nn.Module, inputs: Tensor) -> tuple[Any, dict[Lay
 
 def prepare_capture(model: nn.Module, inputs: Tensor) -> None:
     """Trace and check the model's recorder now, so the next capture times only the pass."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return
     recorder = graph_capture.graph_recorder(model)
     if recorder is not None and not recorder.verified:
         capture_activations(model, inputs)

@@ -14,6 +14,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.utils.flop_counter import FlopCounterMode
 
+from cnnviewer.engine.errors import ModelError
 from cnnviewer.engine.runtime.hooks import leaf_hooks
 from cnnviewer.engine.runtime.modes import eval_mode
 from cnnviewer.engine.structure.layers import first_conv
@@ -179,6 +180,10 @@ def summarize(model: nn.Module, input_size: tuple[int, int] = (224, 224), *, nam
 
     The model's training flags are restored; gradients are off.
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ModelError("a TorchScript model is compiled code: its layers cannot be traced or recorded, "
+                         "so only its predictions (and input gradients) can be shown; load it as a state dict "
+                         "to see inside")
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     first = first_conv(model)
