@@ -56,6 +56,17 @@ def test_live_detection_on_an_image_folder(window, qtbot, tmp_path):
     assert face.box[1] + top - 20 <= np.median(ys) <= face.box[3] + top + 20
     assert face.box[0] - 20 <= np.median(xs) <= face.box[2] + 20     # the face's score comes from the face
 
+    again = panel.capture(tmp_path)                                  # capture while explaining that face
+    qtbot.waitUntil(lambda: window.session.image.name == again.name, timeout=60000)
+    assert window.session.model.name.startswith("mtcnn →")          # still that detection, on this frame
+    qtbot.waitUntil(lambda: bool(window.predictions.predictions)
+                    and window.predictions.predictions[0].label.endswith("this detection"), timeout=60000)
+    assert window.predictions.predictions[0].probability > 0.9       # the same face, consistently scored
+
+    window.controller.load_model("mobilenet_v2")                     # back to a classifier: top-1 again
+    qtbot.waitUntil(lambda: window.session.model.name == "mobilenet_v2", timeout=60000)
+    assert gradients.target_kind.currentText() == "top-1 class" and window.session.selection.class_index is None
+
 
 def test_live_detection_video_with_a_two_stage_detector(window, qtbot, astronaut_clip):
     """Random-initialised Faster R-CNN (no COCO weights offline) through the whole pipeline."""

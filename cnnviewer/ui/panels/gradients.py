@@ -89,6 +89,10 @@ class GradientsPanel(QWidget):
         self.class_box.clear()
         self.class_box.addItems([f"{i}: {name}" for i, name in enumerate(model.categories)])
         self.class_box.blockSignals(False)
+        if self.target_kind.currentText() == "chosen class":   # a class of the previous model means nothing here
+            self.target_kind.blockSignals(True)
+            self.target_kind.setCurrentText("top-1 class")
+            self.target_kind.blockSignals(False)
 
     def _choose_class(self) -> None:
         self.target_kind.setCurrentText("chosen class")

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from cnnviewer.engine.detection.overlay import default_score
 from cnnviewer.engine.session import Session
+from cnnviewer.engine.types import DEFAULT_MODEL
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.main_thread import Dispatcher
 from cnnviewer.ui.widgets.camera_feed import CameraFeed, cameras
@@ -60,6 +61,7 @@ class LiveDetectionPanel(QWidget):
         self._shown_times: list[float] = []
         self._anchor_point: tuple[float, float] | None = None
         self.selected = None             # the Detection clicked
+        self._explanation = None         # the model that explains it, once shown
         self._notes: list[str] = []      # the last messages shown under the picture
         self.source = QComboBox()
         self.source.addItem("Choose a source…")
@@ -292,20 +294,22 @@ class LiveDetectionPanel(QWidget):
             return
         self.select_detection(detection_at(self.shown, column, row))
 
-    def select_detection(self, detection) -> None:
+    def select_detection(self, detection, frame_name: str | None = None) -> None:
         """Highlight a detection and make every other panel explain it (its score as the target)."""
         self.selected = detection
         self.redraw()
         if detection is None or self.result is None or self._controller is None:
             return
-        detector, pixels, name = self.result.detector, self.frame.pixels, self.frame.name
+        detector, pixels = self.result.detector, self.frame.pixels
+        name = frame_name or f"{Path(self.frame.name).stem}-detection.png"
 
         def work(_context):
             from cnnviewer.engine.detection.explain import explain_detection
-            return explain_detection(detector, detection, pixels, f"{Path(name).stem}-detection.png")
+            return explain_detection(detector, detection, pixels, name)
 
         def done(result) -> None:
             model, image = result
+            self._explanation = model
             self._controller.show_model_on(model, image, f"Explaining {detection.label} {detection.score:.2f}: "
                                            "every panel now shows this detection's score as class 0")
             self._session.select(class_index=0)
@@ -347,8 +351,20 @@ class LiveDetectionPanel(QWidget):
         except OSError as error:
             self.note(f"Could not save the capture: {error}")
             return None
+        explaining = self._explanation is not None and self._session.model is self._explanation
+        if explaining and self.selected is not None:
+            # The model scores one detection of a letterboxed frame: keep explaining that detection,
+            # on the captured frame, rather than give the wrapper a raw frame it would misread.
+            self.select_detection(self.selected, saved.name)
+            self.note(f"Saved {saved} and .json; the panels keep explaining {self.selected.label} on it.")
+            return saved
+        if explaining:   # the explained box is gone from this frame: back to the classifier, and say so
+            self._controller.load_model(self._controller.model_spec or DEFAULT_MODEL)
+            self.note(f"Saved {saved} and .json; its detection is no longer selected, so the panels go back "
+                      "to the classifier with this frame as their input.")
         self._session.set_image(from_array(np.ascontiguousarray(self.frame.pixels), saved.name))
-        self.note(f"Saved {saved} and .json; the frame is now every panel's input.")
+        if not explaining:
+            self.note(f"Saved {saved} and .json; the frame is now every panel's input.")
         return saved
 
 
