@@ -24,6 +24,7 @@ from cnnviewer.ui.controller import Controller
 from cnnviewer.ui.dialogs import ChooseModelDialog, ask_trust
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.panels.registry import build_panel
+from cnnviewer.ui.widgets.controls import on_screen
 
 MAX_RECENT = 10
 WINDOW_FRAME = (16, 48)   # title bar and borders to leave room for before the window is shown
@@ -51,7 +52,9 @@ class DropFilter(QObject):
             return False
         if kind == QEvent.Type.Drop:
             self._window.open_paths([url.toLocalFile() for url in mime.urls()])
-        event.acceptProposedAction()
+        # Always a copy: some file managers delete the source after a drop accepted as a move.
+        event.setDropAction(Qt.DropAction.CopyAction)
+        event.accept()
         return True
 
 
@@ -248,12 +251,13 @@ class MainWindow(QMainWindow):
         return ok
 
     def current_dock(self) -> QDockWidget:
-        """The dock holding keyboard focus, else the feature maps."""
+        """The dock holding keyboard focus, else the tab in front of the big tabbed group."""
         focus = QApplication.focusWidget()
         for dock in self.docks.values():
             if focus is not None and dock.isAncestorOf(focus):
                 return dock
-        return self.docks["feature_maps"]
+        group = [self.docks["feature_maps"], *self.tabifiedDockWidgets(self.docks["feature_maps"])]
+        return next((dock for dock in group if on_screen(dock.widget())), self.docks["feature_maps"])
 
     def reset_layout(self) -> None:
         for dock in self.docks.values():

@@ -100,6 +100,10 @@ def test_export_current_panel(window, tmp_path):
     out = tmp_path / "panel.png"
     assert window.export_dock(window.docks["feature_maps"], str(out))
     assert Image.open(out).size[0] > 100
+    window.setFocus()                                                  # no panel holds the keyboard focus
+    assert window.current_dock() is window.docks["feature_maps"]     # the tab in front
+    window.docks["architecture"].raise_()
+    assert window.current_dock() is window.docks["architecture"]     # Ctrl+E exports what is in front
 
 
 def test_busy_work_does_not_hide_messages(window, qtbot):
