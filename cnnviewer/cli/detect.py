@@ -53,9 +53,17 @@ def run(args: argparse.Namespace) -> int:
     if not detector.trained:
         print(f"note: {detector.name} has no COCO weights in the torch hub cache: random weights",
               file=sys.stderr)
+    from cnnviewer.engine.media.files import atomic_output, writable_target
+
     records, out = [], Path(args.save_frames) if args.save_frames else None
+    if args.json:
+        writable_target(args.json)
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"cnnviewer detect: --save-frames {out}: {error.strerror or error}") from None
+        writable_target(out / "frame.png")
     with source:
         while True:
             try:
@@ -73,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
             if out is not None:
                 stem = f"{Path(source.name).stem}-{frame.index:06d}" if isinstance(source, VideoFile) \
                     else Path(frame.name).stem
-                Image.fromarray(draw(frame.pixels, found)).save(out / f"{stem}.png")
+                with atomic_output(out / f"{stem}.png") as temporary:
+                    Image.fromarray(draw(frame.pixels, found)).save(temporary, format="PNG")
     if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=1), encoding="utf-8")
+        with atomic_output(args.json) as temporary:
+            temporary.write_text(json.dumps(records, indent=1), encoding="utf-8")
     return 0

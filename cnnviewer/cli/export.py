@@ -31,8 +31,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cnnviewer.engine.media.files import writable_target
     from cnnviewer.ui.export import export_panel
 
+    writable_target(args.output)
     if args.image is None:
         if args.panel not in MODEL_ONLY_PANELS:
             raise UsageError(f"cnnviewer export {args.panel}: needs an IMAGE")

@@ -39,9 +39,13 @@ def run(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from cnnviewer.engine.attribution.target import Target
+    from cnnviewer.engine.media.files import atomic_output, writable_target
     from cnnviewer.engine.views.heatmaps import render
     from cnnviewer.engine.workbench import Workbench
 
+    for target_path in (args.output, args.npy):
+        if target_path:
+            writable_target(target_path)
     model, image = load_model_and_image(args)
     if args.layer is not None and args.layer not in model.layer_names:
         raise UsageError(f"cnnviewer export gradients: {model.name} has no layer {args.layer!r}")
@@ -59,10 +63,12 @@ def run(args: argparse.Namespace) -> int:
         result = Workbench().gradient(model, image, args.method, target, **options)
     except (IndexError, ValueError) as error:
         raise UsageError(f"cnnviewer export gradients: {target.describe()}: {error}") from None
-    Image.fromarray(render(result.attribution, args.display, result.display)).save(args.output)
+    with atomic_output(args.output) as temporary:
+        Image.fromarray(render(result.attribution, args.display, result.display)).save(temporary, format="PNG")
     if args.npy:
         values = result.attribution
         array = values[0] if values.shape[0] == 1 else values.transpose(1, 2, 0)   # H x W or H x W x 3
-        np.save(args.npy, np.ascontiguousarray(array, dtype=np.float32))
+        with atomic_output(args.npy) as temporary, open(temporary, "wb") as stream:
+            np.save(stream, np.ascontiguousarray(array, dtype=np.float32))
     print(f"{args.output}: {args.method} of {target.describe()} in {result.milliseconds:.0f} ms")
     return 0

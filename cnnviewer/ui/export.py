@@ -88,14 +88,18 @@ def export_panel(panel: str, model, image, output: str, *, layer: str | None = N
         _check_channel(panel, widget, channel)
         if errors:
             raise CnnViewerError(errors[-1])
-        if panel == "architecture":   # the whole graph, not the part the view shows
-            if widget.graph is None:
-                raise CnnViewerError("the architecture graph could not be built")
-            if output.lower().endswith(".svg"):
-                widget.export_svg(output)
-            elif not widget.export_png(output):
+        from cnnviewer.engine.media.files import atomic_output
+        with atomic_output(output) as temporary:
+            if panel == "architecture":   # the whole graph, not the part the view shows
+                if widget.graph is None:
+                    raise CnnViewerError("the architecture graph could not be built")
+                if output.lower().endswith(".svg"):
+                    widget.export_svg(str(temporary))
+                    if temporary.stat().st_size == 0:
+                        raise CnnViewerError(f"{output}: the SVG could not be written")
+                elif not widget.export_png(str(temporary)):
+                    raise CnnViewerError(f"{output}: cannot write PNG there")
+            elif not widget.grab().save(str(temporary), "PNG"):
                 raise CnnViewerError(f"{output}: cannot write PNG there")
-        elif not widget.grab().save(output, "PNG"):
-            raise CnnViewerError(f"{output}: cannot write PNG there")
     finally:
         jobs.runner.close()

@@ -229,3 +229,27 @@ def test_weights_of_another_architecture_than_the_named_model_are_refused(photos
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "holds mobilenet_v3_small weights, not squeezenet1_1" in result.stderr
     assert run("predict", str(photos["chelsea"]), "--weights", str(weights)).returncode == 0   # no --model: fine
+
+
+@pytest.mark.parametrize("args", [
+    ("export", "gradients", "{photo}", "--method", "saliency", "-o", "{missing}/g.png"),
+    ("export", "gradients", "{photo}", "--method", "saliency", "-o", "{ok}/g.png", "--npy", "{missing}/g.npy"),
+    ("export", "filters", "{photo}", "-o", "{missing}/f.png"),
+    ("export", "architecture", "-o", "{missing}/a.svg"),
+    ("detect", "{photo}", "--json", "{missing}/d.json"),
+    ("export", "filters", "{photo}", "-o", "{ok}"),
+])
+def test_outputs_that_cannot_be_written_are_refused_before_the_work(photos, tmp_path, args):
+    """Checked first, in one line; and nothing half-written is left under the real name."""
+    names = {"photo": photos["chelsea"], "missing": tmp_path / "no" / "such", "ok": tmp_path}
+    result = run(*(a.format(**names) for a in args))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr and ("does not exist" in result.stderr or "is a folder" in result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_outputs_are_complete_files_with_the_usual_permissions(photos, tmp_path):
+    out = tmp_path / "arch.svg"
+    assert run("export", "architecture", "-o", str(out)).returncode == 0
+    assert out.read_text().rstrip().endswith("</svg>") and oct(out.stat().st_mode & 0o777) != oct(0o600)
+    assert [p.name for p in tmp_path.iterdir()] == ["arch.svg"]             # no temporary file left
