@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def test_gradients_panel_methods_targets_and_displays(window, qtbot):
+def test_gradients_panel_methods_targets_and_displays(window, qtbot, tmp_path):
     panel = window.gradients
     window.docks["gradients"].raise_()
     qtbot.waitUntil(lambda: bool(panel.results) and panel.results[0].method == "saliency", timeout=30000)
@@ -22,6 +22,9 @@ def test_gradients_panel_methods_targets_and_displays(window, qtbot):
     qtbot.waitUntil(lambda: bool(panel.results) and panel.results[0].target.neuron == (5, 6), timeout=30000)
     assert panel.results[0].options["layer"] == "features.6"
     assert "features.6 channel 3" in panel.info.text()
+    assert not panel.export_png(str(tmp_path / "missing" / "g.png"))       # said in the caption, not raised
+    assert "Not exported" in panel.info.text()
+    assert panel.export_png(str(tmp_path / "g.png")) and (tmp_path / "g.png").stat().st_size > 0
 
 
 def test_cancelled_occlusion_leaves_no_stale_picture(window, qtbot):

@@ -27,9 +27,11 @@ def test_model_summary_panel_sorts_selects_and_exports(window, qtbot, tmp_path):
     panel.search.setText("classifier")
     assert panel.proxy.rowCount() == 2
     out = tmp_path / "summary.csv"
-    panel.export_csv(str(out))
+    assert panel.export_csv(str(out))
     lines = out.read_text().splitlines()
     assert lines[0].startswith("name,type,output_shape") and len(lines) == len(panel.summary.rows) + 1
+    assert not panel.export_csv(str(tmp_path / "missing" / "s.csv"))        # said, not raised in the slot
+    assert "Not exported" in panel.totals.text() and "does not exist" in panel.totals.text()
 
 
 def test_selecting_a_block_shows_its_last_layer_in_the_summary(window, qtbot):
@@ -81,7 +83,8 @@ def test_architecture_panel_selects_folds_and_exports(window, qtbot, tmp_path):
     panel.view.node_double_clicked.emit(block)                           # and open it again
     qtbot.waitUntil(lambda: len(panel.items) == shown, timeout=10000)
     svg, png = tmp_path / "g.svg", tmp_path / "g.png"
-    panel.export_svg(str(svg))
-    assert panel.export_png(str(png))
+    assert panel.save_graph(str(svg)) and panel.save_graph(str(png))
+    assert not panel.save_graph(str(tmp_path / "missing" / "g.svg"))
+    assert "Not exported" in panel.status.text()
     assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
     assert Image.open(png).size[1] > 1000

@@ -287,12 +287,34 @@ class ArchitecturePanel(QWidget):
     def _on_export_svg(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export graph as SVG", "architecture.svg", "SVG (*.svg)")
         if path:
-            self.export_svg(path)
+            self.save_graph(path)
 
     def _on_export_png(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export graph as PNG", "architecture.png", "PNG (*.png)")
         if path:
-            self.export_png(path)
+            self.save_graph(path)
+
+    def save_graph(self, path: str) -> bool:
+        """SVG or PNG by the file's suffix; a failure is said in the status line, never silent."""
+        from cnnviewer.engine.errors import CnnViewerError
+        from cnnviewer.engine.media.files import atomic_output, writable_target
+        if self.graph is None:
+            self.status.setText("Nothing to export yet.")
+            return False
+        try:
+            with atomic_output(writable_target(path)) as temporary:
+                if path.lower().endswith(".svg"):
+                    self.export_svg(str(temporary))
+                    written = temporary.stat().st_size > 0
+                else:
+                    written = self.export_png(str(temporary))
+                if not written:
+                    raise CnnViewerError(f"{path}: could not be written")
+        except CnnViewerError as error:
+            self.status.setText(f"Not exported: {error}")
+            return False
+        self.status.setText(f"Saved {path}")
+        return True
 
     def export_svg(self, path: str) -> None:
         """The whole graph as a vector drawing."""

@@ -207,10 +207,26 @@ class GradientsPanel(QWidget):
     def _on_export_clicked(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export gradient view", "gradients.png", "PNG (*.png)")
         if path:
-            image = self.canvas.image_item.image
-            if image is not None:
-                from PIL import Image
-                Image.fromarray(np.ascontiguousarray(image)).save(path)
+            self.export_png(path)
+
+    def export_png(self, path: str) -> bool:
+        """Save the picture shown; a failure is said in the caption, never raised in the slot."""
+        from PIL import Image
+
+        from cnnviewer.engine.errors import CnnViewerError
+        from cnnviewer.engine.media.files import atomic_output, writable_target
+        image = self.canvas.image_item.image
+        if image is None:
+            self.info.setText("Nothing to export yet.")
+            return False
+        try:
+            with atomic_output(writable_target(path)) as temporary:
+                Image.fromarray(np.ascontiguousarray(image)).save(temporary, format="PNG")
+        except (CnnViewerError, OSError) as error:
+            self.info.setText(f"Not exported: {error}")
+            return False
+        self.info.setText(f"Saved {path}")
+        return True
 
 
 def _options(options: dict) -> str:

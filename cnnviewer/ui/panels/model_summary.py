@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
@@ -174,6 +172,14 @@ class ModelSummaryPanel(QWidget):
         if path:
             self.export_csv(path)
 
-    def export_csv(self, path: str) -> None:
-        """Write the table as CSV."""
-        Path(path).write_text(summary_csv(self.summary), encoding="utf-8")
+    def export_csv(self, path: str) -> bool:
+        """Write the table as CSV; a failure is said under the table, never raised in the slot."""
+        from cnnviewer.engine.errors import CnnViewerError
+        from cnnviewer.engine.media.files import atomic_output, writable_target
+        try:
+            with atomic_output(writable_target(path)) as temporary:
+                temporary.write_text(summary_csv(self.summary), encoding="utf-8")
+        except CnnViewerError as error:
+            self.totals.setText(f"Not exported: {error}")
+            return False
+        return True
