@@ -27,6 +27,10 @@ class UntrustedPickleError(WeightsError):
     """The file is a full pickled model: loading it runs code, so it needs explicit trust."""
 
 
+class ViewError(CnnViewerError):
+    """A view cannot be drawn for this selection (a layer without maps, a layer without output)."""
+
+
 class ModelError(CnnViewerError):
     """A model could not be built (unknown name, bad architecture file, ...)."""
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnnviewer.engine.attribution.target import GradientResult, Target
+from cnnviewer.engine.errors import ViewError
 from cnnviewer.engine.media.images import InputImage
 from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.runtime.inference import ActivationCache, top_k
@@ -87,7 +88,7 @@ class Workbench:
         recorded = self.cache.get(model, image)
         activation = recorded.activations.get(layer)
         if activation is None:
-            raise KeyError(f"layer {layer!r} produced no tensor output")
+            raise ViewError(f"layer {layer!r} produced no tensor output")
         return feature_map_view(layer, activation.numpy(), normalisation=options.normalisation,
                                 colormap=options.colormap, sort=options.sort)
 
@@ -130,10 +131,10 @@ class Workbench:
         """
         fields = self.summary(model).fields
         if layer not in fields:
-            raise ValueError(f"{layer}: no receptive field (not part of the traced graph)")
+            raise ViewError(f"{layer}: no receptive field (not part of the traced graph)")
         values = as_channels(self.cache.get(model, image).activations[layer].numpy())
         if values.shape[1:] == (1, 1):
-            raise ValueError(f"{layer} has no spatial map; choose a convolutional layer")
+            raise ViewError(f"{layer} has no spatial map; choose a convolutional layer")
         if neuron is None:
             neuron = (values.shape[1] // 2, values.shape[2] // 2)
         picked = values[channel] if channel is not None and channel < values.shape[0] else values.mean(axis=0)

@@ -86,6 +86,9 @@ def test_export_writes_png(photos, tmp_path, panel):
     (("predict", "{photo}", "--precision", "fp16", "--device", "cpu"), "needs a GPU"),
     (("export", "feature-maps", "{photo}", "-o", "x.png", "--layer", "features.3", "--channel", "500"),
      "out of range"),
+    (("export", "receptive-field", "{photo}", "-o", "x.png", "--layer", "classifier.1"), "no spatial map"),
+    (("detect", "{photo}", "--detector", "ssdlite320_mobilenet_v3_large", "--weights", "{pickle}"),
+     "needs a state dict"),
     (("predict", "{fifo}"), "not a regular file"),                       # a FIFO would block for ever
     (("detect", "{fifo}"), "not a regular file"),
     (("predict", "{photo}", "--labels", "{fifo}"), "not a regular file"),

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cnnviewer.engine.attribution.target import Target
+from cnnviewer.engine.errors import ViewError
 from cnnviewer.engine.media.images import sample_image
 from cnnviewer.engine.models.loading import load_model
 from cnnviewer.engine.runtime.hooks import has_hooks
@@ -43,7 +44,7 @@ def test_forward_feature_maps_and_filters_share_one_pass(mobilenet, chelsea, mon
     assert first.rgb and first.layout.count == 32 and first.stats.shape == (32, 3, 3, 3)
     assert selected.layer == "features.4.conv.2" and selected.output_channel == 3 and selected.matches_layer
     assert calls == []
-    with pytest.raises(KeyError):
+    with pytest.raises(ViewError, match="no tensor output"):
         workbench.feature_maps(mobilenet, chelsea, "no.such.layer")
 
 
@@ -56,7 +57,7 @@ def test_summary_architecture_and_fields_are_computed_once_per_model(mobilenet, 
     field, picture = workbench.neuron_field(mobilenet, chelsea, "features.4", None, 0)
     assert field.neuron == (14, 14) and picture.shape == (28, 28, 3)              # the layer's centre
     assert field.effective.shape == (224, 224) and field.effective.max() == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="no spatial map"):
+    with pytest.raises(ViewError, match="no spatial map"):
         workbench.neuron_field(mobilenet, chelsea, "classifier.1", None, None)
 
 

@@ -164,12 +164,16 @@ def _custom_detector(name: str, path: Path, coco: list[str]) -> tuple[torch.nn.M
     architecture has one (R-CNN's cls_score), else COCO's 91; names from a
     labels.txt beside the file, else COCO's when the count matches.
     """
-    from cnnviewer.engine.errors import WeightsError
+    from cnnviewer.engine.errors import UntrustedPickleError, WeightsError
     from cnnviewer.engine.models.fitting import fit_state_dict
     from cnnviewer.engine.models.loading import labels_beside, prefix_variants
     from cnnviewer.engine.models.weight_files import read_weights
 
-    loaded = read_weights(path)
+    try:
+        loaded = read_weights(path)
+    except UntrustedPickleError:   # detectors take state dicts only: there is nothing to trust here
+        raise WeightsError(f"{path.name} is a full pickled model; a detector needs a state dict or a checkpoint "
+                           "holding one (torch.save(model.state_dict(), ...))") from None
     if loaded.kind != "state_dict":
         raise WeightsError(f"{path.name}: a detector's weights must be a state dict or checkpoint, "
                            f"not {loaded.kind}")
