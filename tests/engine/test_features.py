@@ -323,3 +323,16 @@ def test_layer_statistics() -> None:
     assert stats.mean == pytest.approx(values.mean()) and stats.std == pytest.approx(values.std())
     assert stats.zero_fraction == pytest.approx(7 / 12)
     assert stats.dead_channels == 1
+
+
+def test_side_by_side_tiles_carry_titles_and_colour_keys() -> None:
+    from cnnviewer.engine.views.heatmaps import BAR_HEIGHT, GAP, TITLE_HEIGHT, colour_bar, side_by_side
+
+    tiles = [np.full((32, 40, 3), value, np.uint8) for value in (10, 120, 250, 60)]
+    grid = side_by_side(tiles, ["saliency", "grad-cam", "occlusion", "deconvnet"], "heat", columns=3)
+    cell = TITLE_HEIGHT + 32 + GAP + BAR_HEIGHT
+    assert grid.shape == (2 * (cell + GAP), 3 * (40 + GAP), 3)
+    assert (grid[:TITLE_HEIGHT, :40] > 200).any()                       # the first title is written
+    np.testing.assert_array_equal(grid[TITLE_HEIGHT:TITLE_HEIGHT + 32, 44:84], tiles[1])
+    np.testing.assert_array_equal(grid[cell - BAR_HEIGHT:cell, :40], colour_bar("heat", 40))
+    assert colour_bar("rgb", 40) is None and side_by_side(tiles[:1], ["x"], "rgb").shape[0] == TITLE_HEIGHT + 32 + GAP

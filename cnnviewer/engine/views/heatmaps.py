@@ -38,3 +38,48 @@ def render(attribution: np.ndarray, mode: str, display: np.ndarray, opacity: flo
     if mode != "overlay":
         return np.ascontiguousarray(coloured)
     return blend(display, coloured, np.sqrt(heat)[..., None] * opacity)
+
+
+TITLE_HEIGHT = 18
+BAR_HEIGHT = 8
+GAP = 4
+BACKGROUND = 40
+
+
+def colour_bar(mode: str, width: int) -> np.ndarray | None:
+    """(BAR_HEIGHT, width, 3) uint8 key for `mode`: inferno 0 → max, coolwarm −max → +max; None for rgb."""
+    if mode == "rgb":
+        return None
+    table = colormap_table("coolwarm" if mode == "signed" else "inferno")
+    ramp = table[np.linspace(0, 255, width).astype(np.uint8)]
+    return np.ascontiguousarray(np.repeat(ramp[None], BAR_HEIGHT, axis=0))
+
+
+def side_by_side(pictures: list[np.ndarray], titles: list[str], mode: str, columns: int = 3) -> np.ndarray:
+    """Tiles in a grid, each with its title above and the colour key of `mode` below (attribution tools' layout).
+
+    Args:
+        pictures: (H, W, 3) uint8, all the same size.
+        titles: one per picture, e.g. the method's name.
+    """
+    from PIL import Image, ImageDraw, ImageFont
+
+    height, width = pictures[0].shape[:2]
+    bar = colour_bar(mode, width)
+    cell_height = TITLE_HEIGHT + height + (GAP + BAR_HEIGHT if bar is not None else 0)
+    rows = -(-len(pictures) // columns)
+    grid = np.full((rows * (cell_height + GAP), min(columns, len(pictures)) * (width + GAP), 3), BACKGROUND,
+                   dtype=np.uint8)
+    for index, picture in enumerate(pictures):
+        row, column = divmod(index, columns)
+        y, x = row * (cell_height + GAP), column * (width + GAP)
+        grid[y + TITLE_HEIGHT:y + TITLE_HEIGHT + height, x:x + width] = picture
+        if bar is not None:
+            grid[y + TITLE_HEIGHT + height + GAP:y + cell_height, x:x + width] = bar
+    canvas = Image.fromarray(grid)
+    pen = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default(size=TITLE_HEIGHT - 5)   # Pillow's own scalable font: no system font needed
+    for index, title in enumerate(titles):
+        row, column = divmod(index, columns)
+        pen.text((column * (width + GAP) + 3, row * (cell_height + GAP) + 1), title, fill=(235, 235, 235), font=font)
+    return np.ascontiguousarray(np.asarray(canvas))

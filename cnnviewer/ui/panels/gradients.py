@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from cnnviewer.engine.attribution.target import METHODS, Target
 from cnnviewer.engine.session import Session
-from cnnviewer.engine.views.heatmaps import DISPLAY_MODES, render
+from cnnviewer.engine.views.heatmaps import DISPLAY_MODES, render, side_by_side
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.controls import labelled_row, on_screen
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
@@ -195,14 +195,8 @@ class GradientsPanel(QWidget):
         if len(pictures) == 1:
             self.canvas.show_image(pictures[0], keep_view=True)
             return
-        height, width = pictures[0].shape[:2]
-        columns = 3
-        rows = -(-len(pictures) // columns)
-        grid = np.full((rows * (height + 4), columns * (width + 4), 3), 40, dtype=np.uint8)
-        for index, picture in enumerate(pictures):
-            y, x = divmod(index, columns)
-            grid[y * (height + 4):y * (height + 4) + height, x * (width + 4):x * (width + 4) + width] = picture
-        self.canvas.show_image(np.ascontiguousarray(grid), keep_view=True)
+        grid = side_by_side(pictures, [r.method for r in self.results], mode)
+        self.canvas.show_image(grid, keep_view=True)
 
     def _on_export_clicked(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export gradient view", "gradients.png", "PNG (*.png)")
