@@ -64,9 +64,13 @@ def load_model_and_image(args: argparse.Namespace, need_image: bool = True):
                        allow_download=True, progress=stderr_progress)
     labels = read_labels(args.labels) if args.labels else None
     if args.weights:
+        from cnnviewer.engine.errors import UntrustedPickleError
         named = model
-        model = load_weights(args.weights, model, trust=args.trust, labels=labels,
-                             device=args.device, precision=args.precision)
+        try:
+            model = load_weights(args.weights, model, trust=args.trust, labels=labels,
+                                 device=args.device, precision=args.precision)
+        except UntrustedPickleError as error:
+            raise UsageError(f"{error}. Add --trust only if you trust this file.") from None
         if args.model and model.name != named.name:   # the file fits another architecture than the one named
             raise UsageError(f"{Path(args.weights).name} holds {model.name} weights, not {named.name}: "
                              f"use --model {model.name}, or leave --model out")

@@ -108,8 +108,8 @@ def ask_trust(parent: QWidget, path: str, message: str) -> bool:
     box.setIcon(QMessageBox.Icon.Warning)
     box.setWindowTitle("Trust this file?")
     box.setText(f"{path}\n\n{message}")
-    box.setInformativeText("Only trust files you created or got from someone you trust. "
-                           "Loading runs Python code stored in the file.")
+    box.setInformativeText("Press Yes only for a file you made or got from someone you trust: loading it runs "
+                           "the Python code it names. No keeps the current model.")
     box.setStandardButtons(QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
     box.setDefaultButton(QMessageBox.StandardButton.No)
     return box.exec() == QMessageBox.StandardButton.Yes

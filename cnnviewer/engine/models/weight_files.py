@@ -188,7 +188,7 @@ def _read_exported(path: Path, trust: bool = False) -> WeightsFile:
     except pickle.UnpicklingError as exc:   # pickled constants that need code to rebuild
         raise UntrustedPickleError(
             f"{path.name} is a torch.export archive holding pickled objects; loading them runs "
-            "code from the file. Trust it explicitly (--trust) to load it.") from exc
+            "code from the file") from exc
     except Exception as exc:   # e.g. an AOTInductor package, or ops from an unloaded library
         raise WeightsError(f"{path.name} is a torch.export archive that cannot be loaded "
                            f"({describe(exc)})") from exc
@@ -213,10 +213,7 @@ def _read_pickle(path: Path, head: bytes, trust: bool) -> WeightsFile:
         if needs is None:
             raise WeightsError(f"{name} is not a weights file ({_pickle_reason(head)})") from exc
         if not trust:
-            shown = f" (needs {', '.join(needs[:3])})" if needs else ""
-            raise UntrustedPickleError(
-                f"{name} is a full pickled model{shown}; loading it runs code from the file. "
-                "Trust it explicitly (--trust) to load it.") from exc
+            raise UntrustedPickleError(_untrusted_message(name, needs)) from exc
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)  # explicit trust only
         except Exception as exc2:   # the pickle's own classes may be missing or fail
@@ -310,6 +307,20 @@ def _is_pickle_head(head: bytes) -> bool:
         or head.startswith(b"PK\x03\x04")
 
 
+def _untrusted_message(name: str, needs: list[str]) -> str:
+    """What a refused pickle would run, named: a model's classes, or anything else it imports."""
+    def listed(names: list[str]) -> str:
+        return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+
+    # Classes (a capitalised last name) are rebuilt; anything else is a function the pickle calls.
+    functions = [g for g in needs if not g.rpartition(".")[2][:1].isupper() and not g.startswith("torch.")]
+    if functions:
+        return f"{name} is a pickle that calls {listed(functions)} when it is loaded: loading it runs that code"
+    if needs:
+        return f"{name} is a full pickled model (it rebuilds {listed(needs)}); loading it runs code from the file"
+    return f"{name} is a pickle that builds its objects from code named on the fly: loading it runs code"
+
+
 def _unsafe_globals(path: Path, head: bytes) -> list[str] | None:
     """Name the globals a refused pickle needs, reading it statically.
 
@@ -333,11 +344,16 @@ def _unsafe_globals(path: Path, head: bytes) -> list[str] | None:
         # protocol, sys info, the object, storage keys), then raw bytes.
         for _ in range(5):
             try:
+                strings: list[str] = []   # protocol 4+ names a global by the two strings pushed before it
                 for op, arg, _pos in pickletools.genops(f):
                     any_global = any_global or op.name in _PICKLE_GLOBAL_OPS
                     if op.name in ("GLOBAL", "INST") and isinstance(arg, str):
                         module, _, attr = arg.partition(" ")
                         found.append(f"{_PY2_MODULES.get(module, module)}.{attr}")
+                    elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        found.append(f"{strings[-2]}.{strings[-1]}")
+                    if isinstance(arg, str) and "UNICODE" in op.name:
+                        strings = (strings + [arg])[-2:]
             except ValueError:   # truncated, or the raw storage bytes
                 break
     if not any_global:
