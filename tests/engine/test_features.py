@@ -326,7 +326,13 @@ def test_layer_statistics() -> None:
 
 
 def test_side_by_side_tiles_carry_titles_and_colour_keys() -> None:
-    from cnnviewer.engine.views.heatmaps import BAR_HEIGHT, GAP, TITLE_HEIGHT, colour_bar, side_by_side
+    from cnnviewer.engine.views.heatmaps import (
+        BAR_HEIGHT,
+        GAP,
+        TITLE_HEIGHT,
+        colour_bar,
+        side_by_side,
+    )
 
     tiles = [np.full((32, 40, 3), value, np.uint8) for value in (10, 120, 250, 60)]
     grid = side_by_side(tiles, ["saliency", "grad-cam", "occlusion", "deconvnet"], "heat", columns=3)

@@ -26,6 +26,11 @@ def test_model_summary_panel_sorts_selects_and_exports(window, qtbot, tmp_path):
     assert panel.summary.rows[current].name == "features.5.conv.1.0"
     panel.search.setText("classifier")
     assert panel.proxy.rowCount() == 2
+    panel.search.setText("relu6")                                     # the type column matches too
+    assert panel.proxy.rowCount() == 35 and "35 of" in panel.matches.text()
+    panel.search.setText("no such layer")
+    assert panel.proxy.rowCount() == 0 and "No layer name or type contains" in panel.matches.text()
+    panel.search.setText("classifier")
     out = tmp_path / "summary.csv"
     assert panel.export_csv(str(out))
     lines = out.read_text().splitlines()

@@ -135,3 +135,16 @@ def test_window_fits_the_screen_it_opens_on(qtbot, settings):
         assert again.screen().availableGeometry().contains(again.frameGeometry())
     finally:
         again.jobs.runner.close()
+
+
+def test_clicking_a_prediction_bar_makes_it_the_gradient_target(window, qtbot):
+    from PySide6.QtCore import QPoint, QPointF, Qt
+
+    chart = window.predictions.chart
+    second = window.predictions.predictions[1]
+    scene_point = chart.getViewBox().mapViewToScene(QPointF(0.05, 1.0))   # on the second bar
+    view_point = chart.mapFromScene(scene_point)
+    qtbot.mouseClick(chart.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(int(view_point.x()), int(view_point.y())))
+    qtbot.waitUntil(lambda: window.session.selection.class_index == second.index, timeout=5000)
+    assert window.gradients.target_kind.currentText() == "chosen class"
+    assert window.gradients.class_box.currentIndex() == second.index

@@ -71,6 +71,17 @@ def _table_model(cells: list[tuple[list[Cell], str]], parent: QWidget) -> QStand
     return model
 
 
+class NameOrTypeFilter(QSortFilterProxyModel):
+    """Rows whose layer name or type contains the search text ('conv' finds every Conv2d)."""
+
+    def filterAcceptsRow(self, row: int, parent: QModelIndex) -> bool:  # noqa: N802 - Qt override
+        text = self.filterRegularExpression().pattern().lower()
+        if not text:
+            return True
+        model = self.sourceModel()
+        return any(text in str(model.index(row, column, parent).data()).lower() for column in (0, 1))
+
+
 class ModelSummaryPanel(QWidget):
     """The summary table; clicking a row selects that layer everywhere."""
 
@@ -79,7 +90,7 @@ class ModelSummaryPanel(QWidget):
         self._session, self._jobs, self._workbench = session, jobs, workbench
         self.summary: Summary | None = None
         self._summary_token: int | None = None   # the model the table (or its pending job) is for
-        self.proxy = QSortFilterProxyModel(self)
+        self.proxy = NameOrTypeFilter(self)
         self.proxy.setSourceModel(_table_model([], self))
         self.proxy.setSortRole(SORT_ROLE)
         self.proxy.setFilterKeyColumn(0)
@@ -94,15 +105,17 @@ class ModelSummaryPanel(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 6)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.selectionModel().currentRowChanged.connect(self._on_current_row_changed)
+        self.matches = QLabel("")
         self.search = QLineEdit()
         self.search.setPlaceholderText("Filter layers…")
-        self.search.textChanged.connect(self.proxy.setFilterFixedString)
+        self.search.textChanged.connect(self._on_search_changed)
         self.export_button = QPushButton("Export CSV…")
         self.export_button.clicked.connect(self._on_export_clicked)
         self.totals = QLabel("")
         self.totals.setWordWrap(True)
         top = QHBoxLayout()
         top.addWidget(self.search, 1)
+        top.addWidget(self.matches)
         top.addWidget(self.export_button)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -141,6 +154,16 @@ class ModelSummaryPanel(QWidget):
             f"parameters, {summary.total_macs / 1e9:.3g} G multiply-accumulates. "
             f"Graph from {summary.method}.")
         self._on_selection_changed(self._session.selection)
+
+    def _on_search_changed(self, text: str) -> None:
+        from PySide6.QtCore import QRegularExpression
+        self.proxy.setFilterRegularExpression(QRegularExpression(QRegularExpression.escape(text.strip())))
+        if self.summary is not None:
+            shown = self.proxy.rowCount()
+            self.search.setToolTip("" if shown else f"No layer name or type contains {text.strip()!r}")
+            self.search.setStyleSheet("" if shown or not text.strip() else "QLineEdit { color: #c0392b; }")
+            self.matches.setText("" if not text.strip() else f"{shown} of {len(self.summary.rows)} layers match"
+                                 if shown else f"No layer name or type contains {text.strip()!r}")
 
     def _on_current_row_changed(self, current: QModelIndex, _previous: QModelIndex) -> None:
         if current.isValid():

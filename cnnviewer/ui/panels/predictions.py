@@ -37,6 +37,8 @@ class PredictionsPanel(QWidget):
         for item in self._value_labels:
             self.chart.addItem(item)
         self.chart.setYRange(-0.6, TOP_K - 0.4, padding=0)
+        self.chart.setToolTip("Click a bar to make that class the gradient views' target")
+        self.chart.scene().sigMouseClicked.connect(self._on_chart_clicked)
         splitter = QSplitter(Qt.Orientation.Vertical, self)
         splitter.addWidget(self.canvas)
         splitter.addWidget(self.chart)
@@ -67,6 +69,15 @@ class PredictionsPanel(QWidget):
         for item in self._value_labels:
             item.setText("")
         self.title.setText(text)
+
+    def _on_chart_clicked(self, event) -> None:
+        point = self.chart.getViewBox().mapSceneToView(event.scenePos())
+        self.choose_bar(int(round(point.y())))
+
+    def choose_bar(self, row: int) -> None:
+        """Make the class of bar `row` (0 = the top-1) the target every gradient view explains."""
+        if 0 <= row < len(self.predictions):
+            self._session.select(class_index=self.predictions[row].index)
 
     def show_predictions(self, summary) -> None:
         """Draw the top-5 of a ForwardSummary."""
