@@ -163,6 +163,10 @@ class MainWindow(QMainWindow):
             view_menu.addAction(dock.toggleViewAction())
         view_menu.addSeparator()
         self._action(view_menu, "&Reset layout", self.reset_layout)
+        help_menu = self.menuBar().addMenu("&Help")
+        self._action(help_menu, "&Keyboard shortcuts", lambda: help_menu.show_shortcuts(self),
+                     QKeySequence.StandardKey.HelpContents)
+        self._action(help_menu, "&About cnnviewer", lambda: help_menu.show_about(self))
         self._refresh_recent_menu()
 
     def _action(self, menu, text: str, slot, shortcut=None) -> QAction:

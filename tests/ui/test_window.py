@@ -148,3 +148,12 @@ def test_clicking_a_prediction_bar_makes_it_the_gradient_target(window, qtbot):
     qtbot.waitUntil(lambda: window.session.selection.class_index == second.index, timeout=5000)
     assert window.gradients.target_kind.currentText() == "chosen class"
     assert window.gradients.class_box.currentIndex() == second.index
+
+
+def test_help_lists_shortcuts_and_versions_without_importing_torch_for_it(window):
+    from cnnviewer.ui import help_menu
+
+    shortcuts = dict((what, keys) for keys, what in help_menu.shortcuts(window))
+    assert shortcuts["Choose model…"] and shortcuts["Export current panel as PNG…"]
+    about = help_menu.about_text(window.session.model)
+    assert "torch 2.14.1" in about and "Qt 6." in about and "Device: cpu" in about
