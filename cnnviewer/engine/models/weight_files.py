@@ -312,6 +312,8 @@ def _untrusted_message(name: str, needs: list[str]) -> str:
     def listed(names: list[str]) -> str:
         return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
+    # The file's own names first (torch's come in no fixed order and say less), then torch's.
+    needs = sorted(needs, key=lambda g: (g.startswith(("torch.", "torchvision.")), g))
     # Classes (a capitalised last name) are rebuilt; anything else is a function the pickle calls.
     functions = [g for g in needs if not g.rpartition(".")[2][:1].isupper() and not g.startswith("torch.")]
     if functions:
