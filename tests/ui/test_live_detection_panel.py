@@ -73,7 +73,7 @@ def test_live_detection_video_with_a_two_stage_detector(window, qtbot, astronaut
     panel = window.live_detection
     window.docks["live_detection"].raise_()
     panel.detector.setCurrentText("fasterrcnn_mobilenet_v3_large_320_fpn")
-    assert panel.open_file(astronaut_clip.video)
+    assert panel.open_file(astronaut_clip.video, realtime=False)   # lossless: frames are left to step through
     qtbot.waitUntil(lambda: panel.result is not None
                     and panel.result.detector.name == "fasterrcnn_mobilenet_v3_large_320_fpn", timeout=60000)
     assert "untrained" in panel.status.text() and panel.frame.name.startswith("astronaut.mp4#")

@@ -135,9 +135,7 @@ def load_image(path: str | Path) -> InputImage:
     """
     path = Path(path)
     name = path.name
-    if path.is_dir():
-        raise ImageError(f"{name}: is a folder, not an image")
-    regular_file(path)
+    regular_file(path)   # missing, a folder, a FIFO or a device: refused before Pillow opens it
     too_large = f"{name}: image is too large to open safely (over {MAX_PIXELS:,} pixels)"
     try:
         with Image.open(path) as image:   # reads the header only

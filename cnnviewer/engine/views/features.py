@@ -10,7 +10,7 @@ from PIL import Image
 
 from cnnviewer.engine.types import LayerId
 from cnnviewer.engine.views.colormaps import blend, colormap_table
-from cnnviewer.engine.views.mosaic import MosaicLayout, _arrange, _packed_table, _unpack
+from cnnviewer.engine.views.mosaic import MosaicLayout, arrange, packed_colormap, unpack
 
 Normalisation = Literal["channel", "layer"]
 SortOrder = Literal["index", "mean", "max"]
@@ -105,8 +105,8 @@ def feature_map_view(layer: LayerId, activation: np.ndarray, *,
     else:
         order = np.arange(values.shape[0])
     # Arrange the 1-byte indices first, colour the finished mosaic in one lookup.
-    indices, layout = _arrange(normalise(values, normalisation).astype(np.uint16), order, 1, 256)
-    mosaic = _unpack(_packed_table(colormap).take(indices))
+    indices, layout = arrange(normalise(values, normalisation).astype(np.uint16), order, 1, 256)
+    mosaic = unpack(packed_colormap(colormap).take(indices))
     return FeatureMapView(layer, mosaic, layout, values, channel_mean, channel_max, ActivationStats.of(values))
 
 

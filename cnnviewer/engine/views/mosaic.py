@@ -66,7 +66,7 @@ def grid_shape(count: int, tile_height: int, tile_width: int) -> tuple[int, int]
     return math.ceil(count / cols), cols
 
 
-def _arrange(tiles: np.ndarray, order: np.ndarray, gap: int, background) -> tuple[np.ndarray, MosaicLayout]:
+def arrange(tiles: np.ndarray, order: np.ndarray, gap: int, background) -> tuple[np.ndarray, MosaicLayout]:
     """Lay (N, h, w) scalar tiles (any dtype) out on a grid: (H, W) plus the layout.
 
     Scalars, not RGB triples: moving one 4-byte value per pixel is several
@@ -90,7 +90,7 @@ def _pack(rgb: np.ndarray) -> np.ndarray:
     return rgba.view(np.uint32)[..., 0]
 
 
-def _unpack(packed: np.ndarray) -> np.ndarray:
+def unpack(packed: np.ndarray) -> np.ndarray:
     """(H, W) uint32 from `_pack` -> C-contiguous (H, W, 3) uint8 (Pillow drops alpha in C)."""
     height, width = packed.shape
     rgba = Image.frombuffer("RGBA", (width, height), np.ascontiguousarray(packed), "raw", "RGBA", 0, 1)
@@ -101,11 +101,11 @@ def tile(images: np.ndarray, order: np.ndarray | None = None, gap: int = 1,
          background: np.ndarray = GAP_COLOUR) -> tuple[np.ndarray, MosaicLayout]:
     """Arrange (N, h, w, 3) uint8 tiles into one (H, W, 3) mosaic with gaps."""
     order = np.arange(images.shape[0]) if order is None else np.asarray(order)
-    packed, layout = _arrange(_pack(images), order, gap, _pack(np.asarray(background, np.uint8)))
-    return _unpack(packed), layout
+    packed, layout = arrange(_pack(images), order, gap, _pack(np.asarray(background, np.uint8)))
+    return unpack(packed), layout
 
 
 @functools.cache
-def _packed_table(name: str) -> np.ndarray:
+def packed_colormap(name: str) -> np.ndarray:
     """A colormap as 257 packed colours: 0..255 for values, 256 for the gaps between tiles."""
     return _pack(np.concatenate([colormap_table(name), GAP_COLOUR[None]]))
