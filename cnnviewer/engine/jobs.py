@@ -48,6 +48,7 @@ class _Job:
     on_error: Callable[[str], None] | None
     on_progress: Callable[[float, str], None] | None
     context: JobContext
+    detach_on_cancel: bool = False
 
 
 error_message = describe   # one line for the status bar
@@ -69,8 +70,15 @@ class JobRunner:
     def submit(self, key: str, work: Callable[[JobContext], Any], *,
                on_done: Callable[[Any], None] | None = None,
                on_error: Callable[[str], None] | None = None,
-               on_progress: Callable[[float, str], None] | None = None) -> int:
+               on_progress: Callable[[float, str], None] | None = None,
+               detach_on_cancel: bool = False) -> int:
         """Queue `work(context)`; supersedes any earlier job with the same key.
+
+        `detach_on_cancel` is for work that builds new objects and touches no
+        shared model (loads): it runs on a side thread that the job thread
+        abandons the moment it is cancelled, so a load stuck in a step that
+        cannot check the flag (building a big model, reading a file) never
+        holds the other panels' work up. Its late result is discarded.
 
         Returns:
             The job's generation, for `is_current` checks after a thread hop.
@@ -81,7 +89,8 @@ class JobRunner:
             self._pending.pop(key, None)
             if self._running is not None and self._running.key == key:
                 self._running.context.cancel.set()
-            job = _Job(key, generation, work, on_done, on_error, on_progress, JobContext())
+            job = _Job(key, generation, work, on_done, on_error, on_progress, JobContext(),
+                       detach_on_cancel)
             self._pending[key] = job
             self._lock.notify()
             return generation
@@ -98,6 +107,11 @@ class JobRunner:
             self._pending.pop(key, None)
             if self._running is not None and self._running.key == key:
                 self._running.context.cancel.set()
+
+    def running(self) -> str | None:
+        """The key of the job on the thread now, if any."""
+        with self._lock:
+            return self._running.key if self._running is not None else None
 
     def is_busy(self) -> bool:
         """True while any job is pending or running."""
@@ -144,6 +158,28 @@ class JobRunner:
                     self._lock.notify_all()
 
     @staticmethod
+    def _detached(job: _Job) -> Any:
+        """Run the job's work on a side thread; give up on it as soon as it is cancelled."""
+        finished = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def side() -> None:
+            try:
+                outcome["result"] = job.work(job.context)
+            except BaseException as error:  # noqa: BLE001 - re-raised on the job thread
+                outcome["error"] = error
+            finally:
+                finished.set()
+
+        threading.Thread(target=side, name=f"cnnviewer-{job.key}", daemon=True).start()
+        while not finished.wait(0.02):
+            if job.context.cancel.is_set():
+                raise Cancelled()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["result"]
+
+    @staticmethod
     def _deliver(job: _Job, callback: Callable[..., None] | None, *args: Any) -> None:
         """Call a callback; a bug in one must not kill the worker thread."""
         if callback is None:
@@ -160,7 +196,7 @@ class JobRunner:
 
         job.context.report = report
         try:
-            result = job.work(job.context)
+            result = self._detached(job) if job.detach_on_cancel else job.work(job.context)
         except Cancelled:
             return
         except Exception as error:  # noqa: BLE001 - every failure becomes a message

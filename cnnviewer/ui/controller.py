@@ -95,7 +95,7 @@ class Controller(QObject):
             self.image_opened.emit(path)
 
         self.jobs.submit("image", work, on_done=done, on_error=self.message.emit,
-                         label=f"Opening {Path(path).name}")
+                         label=f"Opening {Path(path).name}", detach_on_cancel=True)
 
     def open_sample(self, name: str = "chelsea") -> None:
         """Load one of the bundled sample photos."""
@@ -158,7 +158,7 @@ class Controller(QObject):
                 self.message.emit(f"Model not changed: {text}")
 
         self.jobs.submit("model", work, on_done=self._on_model_loaded, on_error=failed,
-                         label=f"Loading {spec}")
+                         label=f"Loading {spec}", detach_on_cancel=True)
 
     def load_weights(self, path: str | Path, *, trust: bool = False) -> None:
         """Load a weights file into a model that fits it; on failure keep the current model.
@@ -185,7 +185,7 @@ class Controller(QObject):
 
         self.jobs.submit("model", work, on_done=self._on_model_loaded,
                          on_error=lambda text: self.message.emit(f"Weights not loaded: {text}"),
-                         label=f"Loading weights {Path(path).name}")
+                         label=f"Loading weights {Path(path).name}", detach_on_cancel=True)
 
     def _on_job_cancelled(self, key: str) -> None:
         if key == "model":   # a cancelled load is no longer where dropped weights should go

@@ -32,8 +32,11 @@ class UiJobs(QObject):
     def submit(self, key: str, work: Callable[[JobContext], Any], *,
                on_done: Callable[[Any], None] | None = None,
                on_error: Callable[[str], None] | None = None,
-               label: str = "") -> None:
-        """Run `work` on the job thread; the latest submission per key wins."""
+               label: str = "", detach_on_cancel: bool = False) -> None:
+        """Run `work` on the job thread; the latest submission per key wins.
+
+        `detach_on_cancel`: see JobRunner.submit (loads that must not hold the thread).
+        """
         generation_box: list[int] = []
 
         def current() -> bool:
@@ -60,7 +63,8 @@ class UiJobs(QObject):
             self.busy.emit(key, label)
         wrap = self._dispatcher.wrap
         generation_box.append(self.runner.submit(
-            key, work, on_done=wrap(done), on_error=wrap(error), on_progress=wrap(progress)))
+            key, work, on_done=wrap(done), on_error=wrap(error), on_progress=wrap(progress),
+            detach_on_cancel=detach_on_cancel))
 
     def cancel(self, key: str) -> None:
         """Stop a job; its result will not be delivered."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
@@ -143,6 +143,7 @@ class MainWindow(QMainWindow):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self._on_cancel_clicked)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self._on_cancel_clicked)
         for widget in (self.model_label, self.device_label, self.forward_label, self.busy_label, self.progress,
                        self.cancel_button):
             bar.addPermanentWidget(widget)
@@ -295,6 +296,7 @@ class MainWindow(QMainWindow):
             self.show_message(f"Not loaded: {Path(path).name} was not trusted")
 
     def _on_job_busy(self, key: str, text: str) -> None:
+        self._busy.pop(key, None)   # the latest job goes last: Cancel stops that one
         self._busy[key] = text
         self._show_busy()
         self.progress.setRange(0, 0)
@@ -313,17 +315,28 @@ class MainWindow(QMainWindow):
         self.busy_label.setText(" · ".join(f"{text}…" for text in self._busy.values()))
         self.busy_label.setVisible(bool(self._busy))
         self.progress.setVisible(bool(self._busy))
-        self.cancel_button.setVisible(any(key in CANCELLABLE for key in self._busy))
+        cancellable = self._cancellable()
+        self.cancel_button.setVisible(cancellable is not None)
+        if cancellable is not None:
+            self.cancel_button.setToolTip(f"Stop {self._busy[cancellable].lower()} (Esc); other work goes on")
+
+    def _cancellable(self) -> str | None:
+        """The most recently started job that Cancel stops (one at a time, never all at once)."""
+        keys = [key for key in self._busy if key in CANCELLABLE]
+        return keys[-1] if keys else None
 
     def _on_cancel_clicked(self) -> None:
-        for key in [key for key in self._busy if key in CANCELLABLE]:
-            self.jobs.cancel(key)
-        if self.session.model is None:
+        key = self._cancellable()
+        if key is None:
+            return
+        text = self._busy[key]
+        self.jobs.cancel(key)
+        if self.session.model is None and key == "model":
             self.model_label.setText("model: none")
             self.predictions.clear("No model loaded: choose one with File > Choose model (Ctrl+M).")
             self.show_message("Cancelled. Choose a model with File > Choose model (Ctrl+M).")
         else:
-            self.show_message("Cancelled")
+            self.show_message(f"Cancelled: {text}")
 
     # ---------------------------------------------------------------- settings
     def _remember_recent(self, path: str) -> None:

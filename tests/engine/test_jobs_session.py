@@ -167,6 +167,39 @@ def test_cancel_stops_a_running_job_and_delivers_nothing(runner: JobRunner) -> N
     assert recorder.done == [] and recorder.errors == []
 
 
+def test_a_cancelled_detached_job_frees_the_thread_at_once(runner: JobRunner) -> None:
+    """A load stuck in a step that never checks the flag must not hold the next job up."""
+    started, release, recorder, ran = threading.Event(), threading.Event(), Recorder(), []
+
+    def stuck(context: JobContext) -> str:
+        started.set()
+        release.wait(TIMEOUT)          # e.g. building a big model: no cancel checks in here
+        return "late"
+
+    runner.submit("model", stuck, detach_on_cancel=True, **recorder.callbacks())
+    assert started.wait(TIMEOUT)
+    runner.cancel("model")
+    runner.submit("maps", lambda context: ran.append("maps"))
+
+    assert runner.wait_idle(1.0)       # well before the stuck work ends
+    assert ran == ["maps"]
+    release.set()
+    assert not recorder.event.wait(0.3)
+    assert recorder.done == recorder.errors == []
+
+
+def test_a_detached_job_delivers_its_result_and_errors(runner: JobRunner) -> None:
+    recorder = Recorder()
+    runner.submit("model", lambda context: context.progress(0.5, "half") or "built", detach_on_cancel=True,
+                  **recorder.callbacks())
+    assert recorder.event.wait(TIMEOUT)
+    assert recorder.done == ["built"] and recorder.progress == [(0.5, "half")]
+    failing = Recorder()
+    runner.submit("model", lambda context: 1 / 0, detach_on_cancel=True, **failing.callbacks())
+    assert failing.event.wait(TIMEOUT)
+    assert failing.errors and "division" in failing.errors[0]
+
+
 def test_cancel_drops_a_pending_job(runner: JobRunner) -> None:
     started, release, ran = threading.Event(), threading.Event(), []
     runner.submit("hold", lambda context: (started.set(), release.wait(TIMEOUT)))

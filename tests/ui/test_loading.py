@@ -185,6 +185,35 @@ def test_cancelling_a_model_load_keeps_the_shown_model(window, qtbot, tmp_path):
     assert window.session.model.weights_path == str(path)
 
 
+def test_cancel_stops_the_latest_job_only_and_frees_the_thread(window, qtbot):
+    """Cancel (or Esc) stops one job, the last started; a load stuck in model building lets go at once."""
+    panel = window.gradients
+    window.docks["gradients"].raise_()
+    qtbot.waitUntil(lambda: bool(panel.results), timeout=30000)
+    panel.stride.setValue(1)                                          # slow: thousands of patches
+    panel.method.setCurrentText("occlusion")
+    qtbot.waitUntil(lambda: window.jobs.runner.running() == "gradients", timeout=10000)
+    window.controller.load_model("vgg19")                             # waits behind the occlusion
+    assert "vgg19" in window.cancel_button.toolTip()
+    window._on_cancel_clicked()
+    assert "Cancelled: Loading vgg19" in window.statusBar().currentMessage()
+    assert "Computing occlusion" in panel.info.text()                # the other job goes on
+    assert window.cancel_button.isVisible() and "occlusion" in window.cancel_button.toolTip().lower()
+    assert window.jobs.runner.running() == "gradients"
+    window._on_cancel_clicked()
+    assert "Cancelled: occlusion" in panel.info.text()
+    assert window.jobs.runner.wait_idle(2.0)
+    assert not window.cancel_button.isVisible()
+
+    model = window.session.model
+    window.controller.load_model("vgg19")                             # ~2 s of building, no cancel checks
+    qtbot.waitUntil(lambda: window.jobs.runner.running() == "model", timeout=5000)
+    window._on_cancel_clicked()
+    assert window.jobs.runner.wait_idle(0.5)                          # free before vgg19 is even built
+    qtbot.wait(3000)
+    assert window.session.model is model                              # the late result is dropped
+
+
 def test_weights_that_cannot_run_keep_the_chosen_model(window, qtbot, tmp_path):
     mlp = torch.jit.script(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)))
     path = tmp_path / "mlp.pt"

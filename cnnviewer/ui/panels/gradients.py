@@ -160,7 +160,7 @@ class GradientsPanel(QWidget):
         self._computing = f"{', '.join(methods)} of {target.describe()}"
         self.info.setText(f"Computing {self._computing}…")
         self._jobs.submit("gradients", work, on_done=self._on_results, on_error=self.info.setText,
-                          label="Gradients")
+                          label=f"Computing {', '.join(methods)}")
 
     def _on_job_cancelled(self, key: str) -> None:
         if key == "gradients" and not self.results:
