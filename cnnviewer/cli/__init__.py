@@ -27,9 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnnviewer` command."""
     started = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
-    from cnnviewer.cli.common import UsageError
+    from cnnviewer.cli.common import UsageError, one_line_warnings, stderr_progress
     from cnnviewer.engine.errors import CnnViewerError
 
+    one_line_warnings()
     try:
         for prefix, name in SUBCOMMANDS:
             if tuple(argv[:len(prefix)]) == prefix:
@@ -39,9 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = gui.parser().parse_args(argv)
         gui.check(args)
     except (UsageError, CnnViewerError) as error:
+        stderr_progress.done()
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:   # Ctrl+C: outputs are written atomically, so nothing half-written is left
+        stderr_progress.done()
+        print("cnnviewer: interrupted", file=sys.stderr)
         return 130
     return gui.run(args, started)
 

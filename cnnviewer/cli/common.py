@@ -62,6 +62,7 @@ def load_model_and_image(args: argparse.Namespace, need_image: bool = True):
     image = load_image(args.image) if need_image else None
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
                        allow_download=True, progress=stderr_progress)
+    stderr_progress.done()
     labels = read_labels(args.labels) if args.labels else None
     if args.weights:
         from cnnviewer.engine.errors import UntrustedPickleError
@@ -80,5 +81,42 @@ def load_model_and_image(args: argparse.Namespace, need_image: bool = True):
     return model, image
 
 
-def stderr_progress(fraction: float, text: str) -> None:
-    print(f"\r{text} ({fraction:.0%})", end="", file=sys.stderr, flush=True)
+class TerminalProgress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal.
+
+    Piped or logged stderr stays clean: only real warnings and errors go there.
+    """
+
+    WIDTH = 28
+
+    def __init__(self) -> None:
+        self.drawn = False
+
+    def __call__(self, fraction: float, text: str = "") -> None:
+        if not sys.stderr.isatty():
+            return
+        filled = int(round(max(0.0, min(1.0, fraction)) * self.WIDTH))
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        print(f"\r[{bar}] {fraction:4.0%} {text[:40]:<40}", end="", file=sys.stderr, flush=True)
+        self.drawn = True
+
+    def done(self) -> None:
+        """End the bar's line so what follows starts on its own."""
+        if self.drawn:
+            print(file=sys.stderr, flush=True)
+            self.drawn = False
+
+
+stderr_progress = TerminalProgress()
+
+
+def one_line_warnings() -> None:
+    """Show Python warnings as one line each (`cnnviewer: warning: ...`), never a source excerpt."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings API
+        stderr_progress.done()
+        text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+        print(f"cnnviewer: warning: {text}", file=sys.stderr)
+
+    warnings.showwarning = show

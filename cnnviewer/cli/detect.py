@@ -64,15 +64,24 @@ def run(args: argparse.Namespace) -> int:
         except OSError as error:
             raise UsageError(f"cnnviewer detect: --save-frames {out}: {error.strerror or error}") from None
         writable_target(out / "frame.png")
+    unread: list[str] = []   # bad frames before the first good one: an error if no frame is readable at all
+    read_any = False
     with source:
         while True:
             try:
                 frame = source.read()
             except ImageError as error:
-                print(f"warning: {error}", file=sys.stderr)
+                if read_any:
+                    print(f"warning: {error}", file=sys.stderr)
+                else:
+                    unread.append(str(error))
                 continue
             if frame is None:
                 break
+            if not read_any:
+                read_any = True
+                for text in unread:
+                    print(f"warning: {text}", file=sys.stderr)
             found = apply_thresholds(detector.raw(frame.pixels), args.score, args.iou)
             boxes = ", ".join(f"{d.label} {d.score:.2f} [{', '.join(f'{v:.0f}' for v in d.box)}]" for d in found)
             print(f"{frame.name}: {len(found)} detection{'s' if len(found) != 1 else ''}"
@@ -83,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
                     else Path(frame.name).stem
                 with atomic_output(out / f"{stem}.png") as temporary:
                     Image.fromarray(draw(frame.pixels, found)).save(temporary, format="PNG")
+    if not read_any:
+        more = f" (and {len(unread) - 1} more)" if len(unread) > 1 else ""
+        raise ImageError(f"no readable frame in {Path(args.source).name}: {unread[0] if unread else 'empty'}{more}")
     if args.json:
         with atomic_output(args.json) as temporary:
             temporary.write_text(json.dumps(records, indent=1), encoding="utf-8")

@@ -59,10 +59,15 @@ def run(args: argparse.Namespace) -> int:
     options = {"fill": args.fill} if args.method == "occlusion" else {}
     if args.method == "occlusion" and args.stride:
         options["stride"] = args.stride
-    try:
-        result = Workbench().gradient(model, image, args.method, target, **options)
+    from cnnviewer.cli.common import stderr_progress
+    from cnnviewer.engine.jobs import JobContext
+    try:   # occlusion and integrated gradients report progress: a bar on a terminal
+        result = Workbench().gradient(model, image, args.method, target, JobContext(report=stderr_progress),
+                                      **options)
     except (IndexError, ValueError) as error:
         raise UsageError(f"cnnviewer export gradients: {target.describe()}: {error}") from None
+    finally:
+        stderr_progress.done()
     with atomic_output(args.output) as temporary:
         Image.fromarray(render(result.attribution, args.display, result.display)).save(temporary, format="PNG")
     if args.npy:

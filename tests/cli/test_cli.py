@@ -256,3 +256,47 @@ def test_outputs_are_complete_files_with_the_usual_permissions(photos, tmp_path)
     assert run("export", "architecture", "-o", str(out)).returncode == 0
     assert out.read_text().rstrip().endswith("</svg>") and oct(out.stat().st_mode & 0o777) != oct(0o600)
     assert [p.name for p in tmp_path.iterdir()] == ["arch.svg"]             # no temporary file left
+
+
+def test_long_work_shows_progress_on_a_terminal_and_stops_cleanly_on_ctrl_c(photos, tmp_path):
+    """Occlusion at stride 1: a progress bar on a terminal's stderr; Ctrl+C exits 130 leaving no file."""
+    import pty
+    import select
+    import signal
+    import time
+
+    out = tmp_path / "occlusion.png"
+    leader, follower = pty.openpty()
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CNNVIEWER_OFFLINE="1")
+    process = subprocess.Popen([sys.executable, "-m", "cnnviewer", "export", "gradients", str(photos["chelsea"]),
+                                "--method", "occlusion", "--stride", "1", "-o", str(out)],
+                               stdout=subprocess.PIPE, stderr=follower, env=env)
+    os.close(follower)
+    seen, deadline = b"", time.monotonic() + 120
+    try:
+        while b"occlusion:" not in seen and time.monotonic() < deadline:
+            if select.select([leader], [], [], 1.0)[0]:
+                seen += os.read(leader, 4096)
+        assert b"occlusion:" in seen and b"[#" in seen or b"[-" in seen, seen
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 130
+        while select.select([leader], [], [], 0.5)[0]:
+            try:
+                seen += os.read(leader, 4096)
+            except OSError:
+                break
+    finally:
+        process.kill()
+        os.close(leader)
+    text = seen.decode(errors="replace")
+    assert text.rstrip().endswith("cnnviewer: interrupted") and "Traceback" not in text
+    assert not out.exists() and list(tmp_path.iterdir()) == []      # nothing half-written
+
+
+def test_warnings_are_one_line_and_pillow_bomb_notice_is_not_shown(tmp_path):
+    """A 95-megapixel image (under the app's own limit) predicts without Pillow's warning."""
+    big = tmp_path / "big.png"
+    Image.new("RGB", (10000, 9500), (120, 30, 40)).save(big, compress_level=1)
+    result = run("predict", str(big))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""

@@ -7,6 +7,8 @@ into one shape the rest of the engine can rely on: C-contiguous (H, W, 3) uint8.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,7 +140,11 @@ def load_image(path: str | Path) -> InputImage:
     regular_file(path)   # missing, a folder, a FIFO or a device: refused before Pillow opens it
     too_large = f"{name}: image is too large to open safely (over {MAX_PIXELS:,} pixels)"
     try:
-        with Image.open(path) as image:   # reads the header only
+        with warnings.catch_warnings():
+            # Pillow warns above 89 Mpx; MAX_PIXELS below is this app's own, checked limit.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)   # reads the header only
+        with image:
             if image.width * image.height > MAX_PIXELS:
                 raise ImageError(too_large)
             image.seek(0)  # first frame of GIF / multi-page TIFF
