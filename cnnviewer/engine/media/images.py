@@ -8,7 +8,6 @@ into one shape the rest of the engine can rely on: C-contiguous (H, W, 3) uint8.
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass
 from pathlib import Path
 
