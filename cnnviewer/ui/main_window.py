@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt
+from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
@@ -392,6 +392,30 @@ class MainWindow(QMainWindow):
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override: the frame's size is known now
         super().showEvent(event)
         self.fit_to_screen()
+        QTimer.singleShot(0, self.bring_floating_docks_forward)
+
+    def bring_floating_docks_forward(self) -> None:
+        """Floating panels restored from the last run go on screen and in front of the main window.
+
+        restoreState shows them before the main window is mapped, so a window manager stacks
+        them behind it (or where a since-unplugged screen was); View still says they are open.
+        """
+        screen = self.screen() or QApplication.primaryScreen()
+        if screen is None:
+            return
+        available = screen.availableGeometry()
+        for dock in self.docks.values():
+            if not dock.isFloating() or dock.isHidden():
+                continue
+            box = dock.frameGeometry()
+            if not available.contains(box):
+                border = box.size() - dock.size()
+                width = min(box.width(), available.width())
+                height = min(box.height(), available.height())
+                dock.resize(width - border.width(), height - border.height())
+                dock.move(max(available.left(), min(box.x(), available.right() + 1 - width)),
+                          max(available.top(), min(box.y(), available.bottom() + 1 - height)))   # frame position
+            dock.raise_()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.save_settings()

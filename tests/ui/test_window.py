@@ -96,6 +96,25 @@ def test_settings_round_trip(qtbot, settings, tmp_path):
     second.close()
 
 
+def test_a_floating_panel_comes_back_on_screen_and_open(qtbot, settings):
+    """A dock floated (here: to where a second screen was) reopens visible, inside this screen."""
+    first = make_window(qtbot, settings)
+    dock = first.docks["receptive_field"]
+    dock.setFloating(True)
+    dock.setGeometry(-4000, -3000, 500, 400)
+    first.close()
+    second = make_window(qtbot, settings)
+    dock = second.docks["receptive_field"]
+    qtbot.waitUntil(lambda: dock.isFloating() and dock.isVisible(), timeout=5000)
+    qtbot.waitUntil(lambda: second.screen().availableGeometry().contains(dock.frameGeometry()), timeout=5000)
+    assert dock.toggleViewAction().isChecked()
+    dock.move(-4000, -3000)                      # what restoreState does with a vanished screen's position
+    assert not second.screen().availableGeometry().contains(dock.frameGeometry())
+    second.bring_floating_docks_forward()        # also raises it: checked by eye under Xvfb + openbox
+    assert second.screen().availableGeometry().contains(dock.frameGeometry())
+    second.close()
+
+
 def test_export_current_panel(window, tmp_path):
     out = tmp_path / "panel.png"
     assert window.export_dock(window.docks["feature_maps"], str(out))
