@@ -90,14 +90,14 @@ class Workbench:
         if activation is None:
             raise ViewError(f"layer {layer!r} produced no tensor output")
         return feature_map_view(layer, activation.numpy(), normalisation=options.normalisation,
-                                colormap=options.colormap, sort=options.sort)
+                                colormap=options.colormap, sort=options.sort, aspect=options.aspect)
 
     def display(self, model: LoadedModel, image: InputImage) -> np.ndarray:
         """The preprocessed crop the activations are aligned with."""
         return self.cache.get(model, image).display
 
-    def filters(self, model: LoadedModel, layer: LayerId | None,
-                output_channel: int | None) -> tuple[FilterView | None, FilterView | None]:
+    def filters(self, model: LoadedModel, layer: LayerId | None, output_channel: int | None,
+                aspects: tuple[float, float] = (1.0, 1.0)) -> tuple[FilterView | None, FilterView | None]:
         """(first-layer filters, kernels of the conv behind `layer`) — either None when absent.
 
         The first layer's filters are always shown, as colour images when it
@@ -107,13 +107,13 @@ class Workbench:
         first = first_conv(model.module)
         if first is None:
             return None, None
-        first_view = first_layer_view(first[0], conv_weights(first[1]))
+        first_view = first_layer_view(first[0], conv_weights(first[1]), aspects[0])
         selected = layer_conv(model.module, layer, self._channels(model, layer)) if layer else None
         if selected is None or selected[0] == first[0]:
             return first_view, None
         name, conv = selected
         matches = conv.out_channels == self._channels(model, layer)
-        view = filter_view(name, conv_weights(conv), output_channel if matches else 0)
+        view = filter_view(name, conv_weights(conv), output_channel if matches else 0, aspects[1])
         return first_view, dataclasses.replace(view, matches_layer=matches)
 
     def _channels(self, model: LoadedModel, layer: LayerId | None) -> int | None:

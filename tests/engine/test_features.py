@@ -342,3 +342,20 @@ def test_side_by_side_tiles_carry_titles_and_colour_keys() -> None:
     np.testing.assert_array_equal(grid[TITLE_HEIGHT:TITLE_HEIGHT + 32, 44:84], tiles[1])
     np.testing.assert_array_equal(grid[cell - BAR_HEIGHT:cell, :40], colour_bar("heat", 40))
     assert colour_bar("rgb", 40) is None and side_by_side(tiles[:1], ["x"], "rgb").shape[0] == TITLE_HEIGHT + 32 + GAP
+
+
+@pytest.mark.parametrize("count, tile, aspect", [(32, 3, 4.4), (64, 7, 0.4), (1280, 7, 1.6), (24, 56, 2.0)])
+def test_mosaic_grid_fills_the_view_it_is_drawn_in(count, tile, aspect) -> None:
+    """The chosen grid shows tiles at least as large as any other grid would in that view."""
+    from cnnviewer.engine.views.mosaic import grid_shape
+
+    def scale(rows: int, cols: int) -> float:
+        return min(aspect / (cols * (tile + 1) - 1), 1 / (rows * (tile + 1) - 1))
+
+    rows, cols = grid_shape(count, tile, tile, aspect)
+    assert rows * cols >= count and (rows - 1) * cols < count
+    best = max(scale(-(-count // c), c) for c in range(1, count + 1))
+    assert scale(rows, cols) == pytest.approx(best)
+    square = grid_shape(count, tile, tile)            # what a square view gets
+    if aspect > 1.5:
+        assert cols > square[1] and scale(rows, cols) > 1.1 * scale(*square)

@@ -67,6 +67,7 @@ class FeatureMapOptions:
     normalisation: Normalisation = "channel"
     colormap: str = "viridis"
     sort: SortOrder = "index"
+    aspect: float = 1.0   # width / height of the view the mosaic is fitted into
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,7 +93,7 @@ class FeatureMapView:
 
 def feature_map_view(layer: LayerId, activation: np.ndarray, *,
                      normalisation: Normalisation = "channel", colormap: str = "viridis",
-                     sort: SortOrder = "index") -> FeatureMapView:
+                     sort: SortOrder = "index", aspect: float = 1.0) -> FeatureMapView:
     """Build the mosaic of every channel of one layer."""
     values = as_channels(activation)
     flat = values.reshape(values.shape[0], -1)
@@ -105,7 +106,7 @@ def feature_map_view(layer: LayerId, activation: np.ndarray, *,
     else:
         order = np.arange(values.shape[0])
     # Arrange the 1-byte indices first, colour the finished mosaic in one lookup.
-    indices, layout = arrange(normalise(values, normalisation).astype(np.uint16), order, 1, 256)
+    indices, layout = arrange(normalise(values, normalisation).astype(np.uint16), order, 1, 256, aspect)
     mosaic = unpack(packed_colormap(colormap).take(indices))
     return FeatureMapView(layer, mosaic, layout, values, channel_mean, channel_max, ActivationStats.of(values))
 

@@ -58,7 +58,7 @@ def weight_stats(weight: np.ndarray) -> WeightStats:
     )
 
 
-def first_layer_view(layer: LayerId, weight: np.ndarray) -> FilterView:
+def first_layer_view(layer: LayerId, weight: np.ndarray, aspect: float = 1.0) -> FilterView:
     """Every filter of the first convolution: colour images for RGB input, else gray tiles
     of each filter's kernel on input channel 0.
 
@@ -66,13 +66,14 @@ def first_layer_view(layer: LayerId, weight: np.ndarray) -> FilterView:
         weight: (out, in/groups, kh, kw) float32.
     """
     if weight.shape[1] == 3:
-        return filter_view(layer, weight)
+        return filter_view(layer, weight, aspect=aspect)
     gray = signed_to_uint8(weight[:, 0])                            # (out, kh, kw)
-    mosaic, layout = tile(np.repeat(gray[..., None], 3, axis=3))
+    mosaic, layout = tile(np.repeat(gray[..., None], 3, axis=3), aspect=aspect)
     return FilterView(layer, mosaic, layout, False, None, weight_stats(weight))
 
 
-def filter_view(layer: LayerId, weight: np.ndarray, output_channel: int | None = None) -> FilterView:
+def filter_view(layer: LayerId, weight: np.ndarray, output_channel: int | None = None,
+                aspect: float = 1.0) -> FilterView:
     """First-layer (3-input) filters as RGB images, other convs' kernels as a gray grid.
 
     Args:
@@ -82,11 +83,11 @@ def filter_view(layer: LayerId, weight: np.ndarray, output_channel: int | None =
     stats = weight_stats(weight)
     if weight.shape[1] == 3 and output_channel is None:
         tiles = signed_to_uint8(weight).transpose(0, 2, 3, 1)
-        mosaic, layout = tile(np.ascontiguousarray(tiles))
+        mosaic, layout = tile(np.ascontiguousarray(tiles), aspect=aspect)
         return FilterView(layer, mosaic, layout, True, None, stats)
     channel = int(np.clip(output_channel or 0, 0, weight.shape[0] - 1))
     gray = signed_to_uint8(weight[channel])                          # (in/groups, kh, kw)
     # 1x1 kernels read best as one block of pixels (one per input channel), without gaps.
     gap = 0 if weight.shape[2:] == (1, 1) else 1
-    mosaic, layout = tile(np.repeat(gray[..., None], 3, axis=3), gap=gap)
+    mosaic, layout = tile(np.repeat(gray[..., None], 3, axis=3), gap=gap, aspect=aspect)
     return FilterView(layer, mosaic, layout, False, channel, stats)

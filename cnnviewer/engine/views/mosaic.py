@@ -60,20 +60,29 @@ class MosaicLayout:
         return self.order.index(channel)
 
 
-def grid_shape(count: int, tile_height: int, tile_width: int) -> tuple[int, int]:
-    """(rows, cols) that make the mosaic roughly square on screen."""
-    cols = max(1, math.ceil(math.sqrt(count * tile_height / max(tile_width, 1))))
-    return math.ceil(count / cols), cols
+def grid_shape(count: int, tile_height: int, tile_width: int, aspect: float = 1.0,
+               gap: int = 1) -> tuple[int, int]:
+    """(rows, cols) whose mosaic, fitted into a view `aspect` (width / height) wide, shows the
+    tiles largest: 32 filters in a wide, short panel go 16 x 2, not 6 x 6 in its middle."""
+    aspect = aspect if math.isfinite(aspect) and aspect > 0 else 1.0
+    best, best_scale = (max(1, count), 1), -1.0
+    for cols in range(max(1, count), 0, -1):   # on a tie the wider grid wins (screens are wide)
+        rows = math.ceil(count / cols)
+        scale = min(aspect / (cols * (tile_width + gap) - gap), 1.0 / (rows * (tile_height + gap) - gap))
+        if scale > best_scale * (1 + 1e-9):
+            best, best_scale = (rows, cols), scale
+    return best
 
 
-def arrange(tiles: np.ndarray, order: np.ndarray, gap: int, background) -> tuple[np.ndarray, MosaicLayout]:
+def arrange(tiles: np.ndarray, order: np.ndarray, gap: int, background,
+            aspect: float = 1.0) -> tuple[np.ndarray, MosaicLayout]:
     """Lay (N, h, w) scalar tiles (any dtype) out on a grid: (H, W) plus the layout.
 
     Scalars, not RGB triples: moving one 4-byte value per pixel is several
     times faster in numpy than moving three bytes along a short last axis.
     """
     count, height, width = tiles.shape
-    rows, cols = grid_shape(count, height, width)
+    rows, cols = grid_shape(count, height, width, aspect, gap)
     padded = np.full((rows * cols, height + gap, width + gap), background, dtype=tiles.dtype)
     padded[:count, :height, :width] = tiles[order]
     mosaic = padded.reshape(rows, cols, height + gap, width + gap).transpose(0, 2, 1, 3)
@@ -98,10 +107,10 @@ def unpack(packed: np.ndarray) -> np.ndarray:
 
 
 def tile(images: np.ndarray, order: np.ndarray | None = None, gap: int = 1,
-         background: np.ndarray = GAP_COLOUR) -> tuple[np.ndarray, MosaicLayout]:
-    """Arrange (N, h, w, 3) uint8 tiles into one (H, W, 3) mosaic with gaps."""
+         background: np.ndarray = GAP_COLOUR, aspect: float = 1.0) -> tuple[np.ndarray, MosaicLayout]:
+    """Arrange (N, h, w, 3) uint8 tiles into one (H, W, 3) mosaic with gaps, for a view `aspect` wide."""
     order = np.arange(images.shape[0]) if order is None else np.asarray(order)
-    packed, layout = arrange(_pack(images), order, gap, _pack(np.asarray(background, np.uint8)))
+    packed, layout = arrange(_pack(images), order, gap, _pack(np.asarray(background, np.uint8)), aspect)
     return unpack(packed), layout
 
 

@@ -86,6 +86,7 @@ class FeatureMapsPanel(QWidget):
         self.canvas.hovered.connect(self._on_canvas_hovered)
         self.canvas.clicked.connect(self._on_canvas_clicked)
         self.canvas.left.connect(lambda: self.readout.setText(self._summary_text()))
+        self.canvas.reshaped.connect(self.refresh)   # re-arrange the tiles to fill the new shape
         self.readout = QLabel("")
         self.readout.setWordWrap(True)   # long statistics must not widen the dock
         self.channel_canvas = ImageCanvas(self)
@@ -107,7 +108,7 @@ class FeatureMapsPanel(QWidget):
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addLayout(controls)
-        vertical = QSplitter(Qt.Orientation.Vertical)
+        self._vertical = vertical = QSplitter(Qt.Orientation.Vertical)
         vertical.addWidget(self.canvas)
         self.detail = detail_box = QWidget()
         detail_box.setVisible(False)   # shown once a channel is chosen
@@ -183,7 +184,7 @@ class FeatureMapsPanel(QWidget):
     def options(self):
         """Current display options as the engine's FeatureMapOptions."""
         return FeatureMapOptions(self.normalisation.currentData(), self.colormap.currentData(),
-                                 self.sort.currentData())
+                                 self.sort.currentData(), self.canvas.aspect())
 
     def refresh(self) -> None:
         """Ask the engine for the current layer's mosaic (latest request wins)."""
@@ -227,7 +228,10 @@ class FeatureMapsPanel(QWidget):
         self.channel_canvas.show_image(np.ascontiguousarray(table[normalise(values[None], "channel")[0]]))
         if self._display is not None:
             self.overlay_canvas.show_image(overlay(self._display, values))
-        self.detail.setVisible(True)
+        if not self.detail.isVisible():   # the enlarged channel gets as much room as the mosaic
+            total = sum(self._vertical.sizes()) or self._vertical.height()
+            self.detail.setVisible(True)
+            self._vertical.setSizes([total // 2, total - total // 2])
         self.channel_label.setText(f"{view.layer} — channel {channel}: {values.shape[0]}×{values.shape[1]}, "
                                    f"min {values.min():.3g}, max {values.max():.3g}, mean {values.mean():.3g}")
 

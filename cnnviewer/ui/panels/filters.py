@@ -62,6 +62,8 @@ class FiltersPanel(QWidget):
         self.channel.valueChanged.connect(self._on_channel_spin)
         self.selected.header.addWidget(self.channel)
         self.selected.canvas.hovered.connect(self._on_selected_hovered)
+        for section in (self.first, self.selected):   # re-arrange the kernels to fill a reshaped panel
+            section.canvas.reshaped.connect(self.refresh)
         splitter = QSplitter(Qt.Orientation.Vertical, self)
         splitter.addWidget(self.first)
         splitter.addWidget(self.selected)
@@ -112,9 +114,10 @@ class FiltersPanel(QWidget):
             return
         selection, workbench = self._session.selection, self._workbench
         channel = self._local_channel if self._local_channel is not None else selection.channel
+        aspects = (self.first.canvas.aspect(), self.selected.canvas.aspect())
 
         def work(_context):
-            return workbench().filters(model, selection.layer, channel)
+            return workbench().filters(model, selection.layer, channel, aspects)
 
         self._jobs.submit("filters", work, on_done=self.show_views,
                           on_error=lambda message: self.first.title.setText(message))

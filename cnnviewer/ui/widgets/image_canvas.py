@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtCore import QPointF, Qt, QTimer, Signal
 
 
 class ImageCanvas(pg.GraphicsView):
@@ -17,6 +17,9 @@ class ImageCanvas(pg.GraphicsView):
     hovered = Signal(float, float)
     clicked = Signal(float, float)
     left = Signal()
+    reshaped = Signal()   # the view's width/height ratio changed a lot: a mosaic may re-arrange
+
+    RESHAPE_RATIO = 1.25   # re-arrange a mosaic only when the view's aspect changes by more than this
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent, background=(30, 30, 34))
@@ -29,9 +32,31 @@ class ImageCanvas(pg.GraphicsView):
         self.highlight.setVisible(False)
         self.view.addItem(self.highlight)
         self._shape: tuple[int, ...] | None = None
+        self._arranged_for = 1.0
+        self._reshape_timer = QTimer(self, singleShot=True, interval=150)
+        self._reshape_timer.timeout.connect(self._check_reshaped)
         self.setMouseTracking(True)
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.scene().sigMouseClicked.connect(self._on_mouse_clicked)
+
+    def aspect(self) -> float:
+        """Width / height of the visible area: what a mosaic shown here should be arranged for."""
+        self._arranged_for = max(self.width(), 1) / max(self.height(), 1)
+        return self._arranged_for
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        timer = getattr(self, "_reshape_timer", None)   # pyqtgraph resizes during __init__
+        if timer is not None:
+            timer.start()
+
+    def _check_reshaped(self) -> None:
+        now = max(self.width(), 1) / max(self.height(), 1)
+        change = max(now, self._arranged_for) / min(now, self._arranged_for)
+        if self.has_image() and change > self.RESHAPE_RATIO:
+            self.reshaped.emit()
+        elif self.has_image():
+            self.view.autoRange(padding=0.02)
 
     def has_image(self) -> bool:
         """True once an image is shown."""
