@@ -1,4 +1,5 @@
-"""Command line: open the window, or predict / export / summarise / detect / list models without one.
+"""Command line: open the window, or predict / export / summarise / detect / list models without one
+(and add the window to the desktop's application menu).
 
 One module per subcommand, imported only when that subcommand runs, so
 `cnnviewer --help` and argument errors answer at once and a subcommand loads
@@ -20,6 +21,7 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("summary",), "summary"),
     (("detect",), "detect"),
     (("models",), "models"),
+    (("install-desktop",), "install_desktop"),
 )
 
 

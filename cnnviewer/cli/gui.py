@@ -10,7 +10,8 @@ from cnnviewer.cli.common import Parser, UsageError, model_options
 
 def parser() -> argparse.ArgumentParser:
     parser = Parser(prog="cnnviewer", description="Look inside convolutional neural networks. "
-                     "Subcommands: predict, export, summary, detect, models (cnnviewer SUBCOMMAND --help).")
+                     "Subcommands: predict, export, summary, detect, models, install-desktop "
+                     "(cnnviewer SUBCOMMAND --help).")
     parser.add_argument("image", nargs="?", help="image to open (default: a sample photo)")
     model_options(parser)
     return parser

@@ -37,10 +37,49 @@ def run_app(args: argparse.Namespace, started: float | None = None) -> int:
 
     started = time.perf_counter() if started is None else started
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    app.setApplicationName("cnnviewer")
-    app.setOrganizationName("cnnviewer")
+    set_identity(app)
     start_window(args, QSettings("cnnviewer", "cnnviewer"), started)
     return app.exec()
+
+
+def application_version() -> str:
+    """The installed distribution's version (read from its metadata, so nothing heavy is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cnnviewer")
+    except PackageNotFoundError:   # run from a checkout that was never installed
+        from cnnviewer import __version__
+        return __version__
+
+
+def app_icon():
+    """The application icon: every shipped PNG size in one QIcon, so each place picks a sharp one."""
+    from PySide6.QtCore import QSize
+    from PySide6.QtGui import QIcon
+
+    from cnnviewer.resources import ICON_SIZES, png_icon
+
+    icon = QIcon()
+    for size in ICON_SIZES:
+        icon.addFile(str(png_icon(size)), QSize(size, size))
+    return icon
+
+
+def set_identity(app) -> None:
+    """Name, version, icon and desktop entry of the application, before any window exists.
+
+    The settings stay where they always were: the window reads QSettings("cnnviewer", "cnnviewer"),
+    organisation and application named explicitly, and the organisation name set here is that same
+    one, so a default-constructed QSettings lands in the same file too. No display name is set: on
+    X11 Qt appends it to every window title, and the main window's title already starts with
+    "cnnviewer" (applicationDisplayName() falls back to the application name anyway).
+    """
+    app.setApplicationName("cnnviewer")
+    app.setOrganizationName("cnnviewer")
+    app.setApplicationVersion(application_version())
+    app.setDesktopFileName("cnnviewer")   # Wayland app_id / X11 hints: matches cnnviewer.desktop
+    app.setWindowIcon(app_icon())
 
 
 def start_window(args: argparse.Namespace, settings, started: float):

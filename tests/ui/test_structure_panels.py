@@ -62,6 +62,13 @@ def test_receptive_field_panel_follows_clicks(window, qtbot):
     extent = panel.result.effective_extent
     assert top <= extent[0] and left <= extent[1] and extent[2] <= bottom + 1 and extent[3] <= right + 1
     assert panel.padding_box.isVisible()                          # near the corner: part on padding
+    assert panel.input_canvas.view.viewRect().contains(panel.padding_box.rect())   # dashed part in view
+    window.session.select(layer="features.17")                    # a 7x7 layer: the map is refitted
+    qtbot.waitUntil(lambda: panel.result.layer == "features.17", timeout=10000)
+    visible = panel.layer_canvas.view.viewRect()
+    assert visible.width() < 8 or visible.height() < 8            # 7x7 fills the view, not a corner of it
+    window.session.select(layer="features.3", neuron=(0, 1))
+    qtbot.waitUntil(lambda: panel.result.layer == "features.3", timeout=10000)
     panel.input_canvas.clicked.emit(100.0, 150.0)                 # click the input: nearest neuron
     jump = panel.result.field.jump[0]
     assert window.session.selection.neuron == (round((100 - 0.5) / jump), round((150 - 0.5) / jump))

@@ -140,6 +140,8 @@ class ReceptiveFieldPanel(QWidget):
         whole = field_result.field.whole
         self.box.setVisible(not whole)
         self.padding_box.setVisible(not whole and inside != (top, left, bottom, right))
+        # the dashed part on zero padding stays in view (the input is fitted with it)
+        self.input_canvas.fit_also(self.padding_box.rect() if self.padding_box.isVisible() else None)
         area = (bottom - top) * (right - left)
         on_padding = 1 - (inside[2] - inside[0]) * (inside[3] - inside[1]) / area if area else 0
         extent = field_result.effective_extent

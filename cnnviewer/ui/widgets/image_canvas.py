@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, QTimer, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 
 
 class ImageCanvas(pg.GraphicsView):
@@ -33,6 +33,7 @@ class ImageCanvas(pg.GraphicsView):
         self.view.addItem(self.highlight)
         self._shape: tuple[int, ...] | None = None
         self._arranged_for = 1.0
+        self._fit_extra: QRectF | None = None   # drawn beyond the image (e.g. a field on padding)
         self._reshape_timer = QTimer(self, singleShot=True, interval=150)
         self._reshape_timer.timeout.connect(self._check_reshaped)
         self.setMouseTracking(True)
@@ -51,12 +52,31 @@ class ImageCanvas(pg.GraphicsView):
             timer.start()
 
     def _check_reshaped(self) -> None:
+        """After a resize settles: fit again (a view fitted while hidden is a speck in a corner)."""
+        if not self.has_image():
+            return
+        self.fit()
         now = max(self.width(), 1) / max(self.height(), 1)
-        change = max(now, self._arranged_for) / min(now, self._arranged_for)
-        if self.has_image() and change > self.RESHAPE_RATIO:
+        if max(now, self._arranged_for) / min(now, self._arranged_for) > self.RESHAPE_RATIO:
             self.reshaped.emit()
-        elif self.has_image():
-            self.view.autoRange(padding=0.02)
+
+    def fit_also(self, rect: QRectF | None) -> None:
+        """Keep `rect` (image pixels) in view when fitting, beside the image itself.
+
+        Refits only when the rectangle is not already visible, so a zoom the user chose stays.
+        """
+        previous, self._fit_extra = self._fit_extra, rect
+        if (rect is not None and not self.view.viewRect().contains(rect)) or (rect is None and previous is not None):
+            self.fit()
+
+    def fit(self) -> None:
+        """Show the whole image (and the extra rectangle, if any)."""
+        if self._shape is None:
+            return
+        area = QRectF(0, 0, self._shape[1], self._shape[0])
+        if self._fit_extra is not None:
+            area = area.united(self._fit_extra)
+        self.view.setRange(rect=area, padding=0.02)
 
     def has_image(self) -> bool:
         """True once an image is shown."""
@@ -72,7 +92,7 @@ class ImageCanvas(pg.GraphicsView):
         self.image_item.setImage(pixels, levels=(0, 255), autoLevels=False)
         self._shape = pixels.shape
         if resized or not keep_view:
-            self.view.autoRange(padding=0.02)
+            self.fit()
 
     def clear(self) -> None:
         """Show nothing."""
