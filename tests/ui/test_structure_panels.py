@@ -80,7 +80,17 @@ def test_architecture_panel_selects_folds_and_exports(window, qtbot, tmp_path):
     window.docks["architecture"].raise_()
     qtbot.waitUntil(lambda: panel.layout_result is not None, timeout=30000)
     assert panel.graph.method == "torch.fx" and len(panel.graph.nodes) > 150
-    assert len(panel.items) == len(panel.layout_result.nodes)
+    assert len(panel.items) == len(panel.layout_result.nodes) <= panel.FOLDED_LIMIT   # opens folded
+    window.session.select(layer="features.16.conv.1")          # inside a folded block: the block lights up
+    block = next(item for item in panel.items.values() if item.placed.node.label == "features.16.conv")
+    assert block.pen().width() == 3
+    panel.fit_whole()
+    visible = panel.view.mapToScene(panel.view.viewport().rect()).boundingRect()
+    assert visible.contains(panel.scene.itemsBoundingRect().adjusted(5, 5, -5, -5))   # Fit: all of it
+    panel.search.setText("features.3")
+    panel.expand_all()
+    qtbot.waitUntil(lambda: len(panel.items) > 150, timeout=10000)
+    assert panel.search.text() == "features.3"                 # same model: the search stays
     conv = next(item for item in panel.items.values() if item.placed.node.layer == "features.0.0")
     panel.view.node_clicked.emit(conv)                                   # graph -> session
     assert window.session.selection.layer == "features.0.0"
@@ -100,3 +110,10 @@ def test_architecture_panel_selects_folds_and_exports(window, qtbot, tmp_path):
     assert "Not exported" in panel.status.text()
     assert svg.read_text().lstrip().startswith("<?xml") and "<svg" in svg.read_text()
     assert Image.open(png).size[1] > 1000
+    window.session.select(layer="features.17.conv.2")             # selected elsewhere: scrolled into view
+    target = next(item for item in panel.items.values() if item.placed.node.layer == "features.17.conv.2")
+    assert panel.view.mapToScene(panel.view.viewport().rect()).boundingRect().contains(target.sceneBoundingRect())
+    panel.search.setText("features.3")
+    window.controller.load_model("resnet18")
+    qtbot.waitUntil(lambda: panel.graph is not None and panel.graph.model.startswith("resnet18"), timeout=30000)
+    assert panel.search.text() == ""                               # a new model clears the search

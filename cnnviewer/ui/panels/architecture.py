@@ -48,8 +48,7 @@ class NodeItem(QGraphicsPathItem):
         self.setBrush(QBrush(colour.lighter(135) if node.kind != "block" else colour))
         self.setPen(QPen(colour.darker(150), 1.2))
         self.setPos(placed.x * X_STEP, placed.y * Y_STEP)
-        self.setToolTip(node.tooltip() + ("\n(double-click to open)" if node.kind == "block"
-                                          else "\n(double-click to fold its block)" if node.blocks else ""))
+        self.setToolTip(node.tooltip())   # how to fold/open is said once, in the status line
         self.setAcceptHoverEvents(True)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         # Full dotted names; long ones keep their informative end ('…denselayer1.conv1').
@@ -128,10 +127,16 @@ class ArchitecturePanel(QWidget):
         self.search.setPlaceholderText("Find a layer…")
         self.search.returnPressed.connect(self.find)
         buttons = []
-        for text, slot in (("Fit", self.fit), ("Open all", self.expand_all), ("Fold blocks", self.fold_blocks),
-                           ("SVG…", self._on_export_svg), ("PNG…", self._on_export_png)):
+        self.search.setToolTip("Type part of a layer name and press Enter: it is selected in every panel")
+        for text, slot, tip in (
+                ("Fit", self.fit_whole, "Show the whole graph"),
+                ("Open all", self.expand_all, "Open every folded block"),
+                ("Fold blocks", self.fold_blocks, "Fold the model's blocks into one node each"),
+                ("SVG…", self._on_export_svg, "Save the whole graph as a vector drawing"),
+                ("PNG…", self._on_export_png, "Save the whole graph as a picture")):
             button = QPushButton(text)
             button.clicked.connect(slot)
+            button.setToolTip(tip)
             buttons.append(button)
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -171,9 +176,11 @@ class ArchitecturePanel(QWidget):
 
         def work(_context):
             graph = workbench().architecture(model)
-            return graph, layout(graph, default_collapsed(graph))
+            return graph, layout(graph, default_collapsed(graph, limit=ArchitecturePanel.FOLDED_LIMIT))
 
         self._jobs.submit("architecture", work, on_done=self._on_graph_ready, on_error=self.status.setText)
+
+    FOLDED_LIMIT = 60   # nodes: a bigger graph opens with its blocks folded (MobileNetV2: 155 -> 39)
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override: build only when looked at
         super().showEvent(event)
@@ -212,20 +219,27 @@ class ArchitecturePanel(QWidget):
         self.status.setText(
             f"<b>{graph.model}</b>: {len(graph.nodes)} operations, {len(graph.edges)} connections "
             f"(graph from {graph.method}). Showing {len(placed.nodes)} nodes"
-            + (f", {folded} blocks folded (double-click to open)" if folded else "") + ".")
+            + (f", {folded} blocks folded" if folded else "")
+            + ". Double-click a folded block to open it, a layer to fold its block; hover for details.")
         if new_model:
+            self.search.clear()   # a search for the previous model's layer names
             self._fit_pending = True
             self.fit()
-        self._on_selection_changed(self._session.selection)
+        self._on_selection_changed(self._session.selection, scroll=not new_model)
 
-    def fit(self) -> None:
-        """Show the whole graph; if that would make labels unreadable, fit the width from the input down."""
+    def fit_whole(self) -> None:
+        """The Fit button: the whole graph, however small its labels get."""
+        self.fit(whole_always=True)
+
+    def fit(self, whole_always: bool = False) -> None:
+        """Show the whole graph; on opening, if that would make labels unreadable, fit the width
+        from the input down instead (Fit then shows all of it)."""
         rect = self.scene.itemsBoundingRect()
         viewport = self.view.viewport().size()
         if rect.isEmpty() or viewport.width() < 50 or viewport.height() < 50:
             return
         whole = min(viewport.width() / rect.width(), viewport.height() / rect.height())
-        scale = whole if whole >= 0.45 else min(1.0, max(0.45, viewport.width() / rect.width()))
+        scale = whole if whole >= 0.45 or whole_always else min(1.0, max(0.45, viewport.width() / rect.width()))
         self.view.resetTransform()
         self.view.scale(scale, scale)
         if scale == whole:
@@ -270,7 +284,8 @@ class ArchitecturePanel(QWidget):
         elif node.blocks:
             self.relayout(current | {node.blocks[-1]})
 
-    def _on_selection_changed(self, selection: Selection) -> None:
+    def _on_selection_changed(self, selection: Selection, scroll: bool = True) -> None:
+        """Highlight the selected layer's node (or its folded block) and scroll it into view."""
         target = None
         for node_id, item in self.items.items():
             node = item.placed.node
@@ -280,7 +295,8 @@ class ArchitecturePanel(QWidget):
             item.set_highlighted(hit)
             if hit:
                 target = item
-        if target is not None and not self._fit_pending:
+        if target is not None and scroll:
+            self._fit_pending = False   # the user is looking at this node now: resizes keep it
             self.view.ensureVisible(target, 60, 60)
 
     # ---------------------------------------------------------------- export
