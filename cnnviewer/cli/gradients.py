@@ -14,7 +14,7 @@ from cnnviewer.cli.common import (
 
 
 def parser() -> argparse.ArgumentParser:
-    from cnnviewer.engine.attribution.target import METHODS
+    from cnnviewer.engine.attribution.target import IG_BASELINES, METHODS
     from cnnviewer.engine.views.heatmaps import DISPLAY_MODES
 
     parser = Parser(prog="cnnviewer export gradients", description="A gradient view of an image as PNG.")
@@ -26,7 +26,13 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--neuron", type=int_in(0), nargs=2, metavar=("Y", "X"), help="one neuron of that channel")
     parser.add_argument("--display", choices=DISPLAY_MODES, default="overlay")
     parser.add_argument("--fill", choices=("gray", "zero", "blur"), default="gray", help="occlusion patch")
-    parser.add_argument("--stride", type=int_in(1, 512), help="occlusion stride in pixels")
+    parser.add_argument("--patch", type=int_in(1, 512), help="occlusion patch side in pixels (default: the "
+                        "neuron's receptive field, else 1/7 of the input)")
+    parser.add_argument("--stride", type=int_in(1, 512), help="occlusion stride in pixels (default: half the patch)")
+    parser.add_argument("--steps", type=int_in(2, 1024), default=50, help="integrated-gradients steps (default 50)")
+    parser.add_argument("--baseline", choices=IG_BASELINES, default="mean colour",
+                        help="integrated-gradients start image (default: the mean colour)")
+    parser.add_argument("--cam-layer", help="Grad-CAM's layer (default: the target's layer, else the last with maps)")
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--npy", help="also save the raw attribution (float32, HxWx3 or HxW)")
     model_options(parser)
@@ -56,9 +62,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         target = Target(layer=args.layer, channel=args.channel or 0,
                         neuron=tuple(args.neuron) if args.neuron else None)
-    options = {"fill": args.fill} if args.method == "occlusion" else {}
-    if args.method == "occlusion" and args.stride:
-        options["stride"] = args.stride
+    options: dict = {}
+    if args.method == "occlusion":
+        options = {"fill": args.fill, **({"patch": args.patch} if args.patch else {}),
+                   **({"stride": args.stride} if args.stride else {})}
+    elif args.method == "integrated-gradients":
+        options = {"steps": args.steps, "baseline": args.baseline}
+    elif args.method == "grad-cam" and args.cam_layer:
+        if args.cam_layer not in model.layer_names:
+            raise UsageError(f"cnnviewer export gradients: {model.name} has no layer {args.cam_layer!r}")
+        options = {"layer": args.cam_layer}
     from cnnviewer.cli.common import stderr_progress
     from cnnviewer.engine.jobs import JobContext
     try:   # occlusion and integrated gradients report progress: a bar on a terminal
@@ -75,5 +88,8 @@ def run(args: argparse.Namespace) -> int:
         array = values[0] if values.shape[0] == 1 else values.transpose(1, 2, 0)   # H x W or H x W x 3
         with atomic_output(args.npy) as temporary, open(temporary, "wb") as stream:
             np.save(stream, np.ascontiguousarray(array, dtype=np.float32))
-    print(f"{args.output}: {args.method} of {target.describe()} in {result.milliseconds:.0f} ms")
+    what = target.describe()
+    if target.class_index is not None and target.class_index < len(model.categories):
+        what += f" ({model.categories[target.class_index]})"
+    print(f"{args.output}: {args.method} of {what} in {result.milliseconds:.0f} ms")
     return 0

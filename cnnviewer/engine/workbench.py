@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnviewer.engine.attribution.target import GradientResult, Target
+from cnnviewer.engine.attribution.target import IG_BASELINES, GradientResult, Target
 from cnnviewer.engine.errors import ViewError
 from cnnviewer.engine.media.images import InputImage
 from cnnviewer.engine.models.handle import LoadedModel
@@ -162,6 +162,9 @@ class Workbench:
             options.setdefault("stride", max(1, options["patch"] // 2))
             options.setdefault("mean", model.preprocess.mean)
             options.setdefault("std", model.preprocess.std)
+        baseline_name = options.get("baseline", "mean colour")
+        if method == "integrated-gradients":
+            options["baseline"] = _baseline(options.pop("baseline", "mean colour"), prepared.tensor, model)
         if method in ("occlusion", "integrated-gradients") and context is not None:
             options.setdefault("cancel", context.cancel)
             options.setdefault("progress", lambda f: context.progress(f, f"{method}: {f:.0%}"))
@@ -169,5 +172,27 @@ class Workbench:
         attribution = gradients.attribute(method, model.module, prepared.tensor, target, **options)
         values = attribution.detach()[0].float().cpu().numpy()
         shown = {k: v for k, v in options.items() if k in ("layer", "patch", "stride", "fill", "steps")}
+        if method == "integrated-gradients":
+            shown["baseline"] = baseline_name
         return GradientResult(method, target, np.ascontiguousarray(values), prepared.display, shown,
                               (time.perf_counter() - start) * 1000.0)
+
+
+def _baseline(name: str, inputs, model: LoadedModel):
+    """Integrated gradients' starting image: the dataset's mean colour (zeros after normalising),
+    black pixels, or the input blurred (keeps colours, removes edges; Sturmfels et al. 2020)."""
+    import torch
+
+    if name == "mean colour":
+        return torch.zeros_like(inputs)
+    if name == "black":
+        mean = torch.tensor(model.preprocess.mean, dtype=inputs.dtype, device=inputs.device).view(1, -1, 1, 1)
+        std = torch.tensor(model.preprocess.std, dtype=inputs.dtype, device=inputs.device).view(1, -1, 1, 1)
+        return ((0 - mean) / std).expand_as(inputs).clone() if mean.shape[1] == inputs.shape[1] \
+            else torch.zeros_like(inputs)
+    if name == "blurred":
+        from torchvision.transforms.functional import gaussian_blur
+        side = inputs.shape[-1]
+        kernel = max(3, (side // 7) | 1)
+        return gaussian_blur(inputs, [kernel, kernel], [kernel / 3.0, kernel / 3.0])
+    raise ValueError(f"unknown baseline {name!r}; choose {', '.join(IG_BASELINES)}")

@@ -150,3 +150,25 @@ def test_cancelled_occlusion_leaves_nothing_behind():
     assert len(seen) == 1 and 0 < seen[0] < 1
     assert not model.training and not has_hooks(model)
     assert all(p.requires_grad for p in model.parameters())
+
+
+@pytest.mark.parametrize("baseline", ["black", "blurred"])
+def test_integrated_gradients_baselines_match_captum_and_are_complete(case, baseline):
+    """The panel's baselines: Captum on the same start image agrees, and the attributions sum to
+    f(x) - f(baseline) (completeness, Sundararajan et al. 2017)."""
+    from types import SimpleNamespace
+
+    from cnnviewer.engine.workbench import _baseline
+
+    model, x, target = case
+    handle = SimpleNamespace(preprocess=SimpleNamespace(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+    start = _baseline(baseline, x, handle)
+    assert start.shape == x.shape and not torch.equal(start, torch.zeros_like(x))
+    if baseline == "black":
+        torch.testing.assert_close(start[0, :, 0, 0], torch.tensor([-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225]))
+    ours = gradients.integrated_gradients(model, x, target, baseline=start, steps=64)
+    theirs = IntegratedGradients(model).attribute(x, baselines=start, target=3, n_steps=64, method="gausslegendre")
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        gap = (model(x) - model(start))[0, 3]
+    assert float(ours.sum()) == pytest.approx(float(gap), rel=1e-2, abs=1e-4)

@@ -41,3 +41,35 @@ def test_cancelled_occlusion_leaves_no_stale_picture(window, qtbot):
     assert "Cancelled: occlusion" in panel.info.text() and not panel.canvas.has_image()
     qtbot.wait(300)
     assert panel.results == [] and not panel.canvas.has_image()      # nothing arrives later
+
+
+def test_method_settings_are_choosable_and_captions_name_the_class(window, qtbot):
+    panel = window.gradients
+    window.docks["gradients"].raise_()
+    qtbot.waitUntil(lambda: bool(panel.results), timeout=30000)
+    top = window.predictions.predictions[0]
+    assert f"class {top.index} ({top.label})" in panel.info.text()           # the class by name
+    assert not panel._option_boxes["occlusion"].isVisibleTo(panel)          # saliency has no settings
+    panel.method.setCurrentText("integrated-gradients")
+    assert panel._option_boxes["integrated-gradients"].isVisibleTo(panel)
+    panel.steps.setValue(8)
+    panel.baseline.setCurrentText("blurred")
+    qtbot.waitUntil(lambda: bool(panel.results) and panel.results[0].options.get("steps") == 8
+                    and panel.results[0].options.get("baseline") == "blurred", timeout=30000)
+    panel.method.setCurrentText("grad-cam")
+    index = panel.cam_layer.findData("features.10")
+    assert index > 0 and panel.cam_layer.count() > 15                      # every layer with maps
+    panel.cam_layer.setCurrentIndex(index)
+    qtbot.waitUntil(lambda: bool(panel.results) and panel.results[0].options.get("layer") == "features.10",
+                    timeout=30000)
+    panel.method.setCurrentText("occlusion")
+    panel.patch.setValue(56)
+    panel.stride.setValue(56)
+    qtbot.waitUntil(lambda: bool(panel.results) and panel.results[0].options.get("patch") == 56, timeout=30000)
+    assert panel.results[0].options["stride"] == 56
+    panel.method.setCurrentText("deconvnet")
+    qtbot.waitUntil(lambda: bool(panel.results) and panel.results[0].method == "deconvnet", timeout=30000)
+    assert "no max pooling" in panel.info.text()                           # MobileNetV2 has none
+    assert all(widget.toolTip() for widget in (panel.method, panel.target_kind, panel.display, panel.opacity,
+                                               panel.fill, panel.patch, panel.stride, panel.steps,
+                                               panel.baseline, panel.cam_layer))

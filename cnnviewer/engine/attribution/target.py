@@ -12,6 +12,7 @@ from cnnviewer.engine.types import LayerId
 Method = Literal["saliency", "guided-backprop", "deconvnet", "grad-cam", "integrated-gradients", "occlusion"]
 METHODS: tuple[str, ...] = ("saliency", "guided-backprop", "deconvnet", "grad-cam", "integrated-gradients",
                             "occlusion")
+IG_BASELINES = ("mean colour", "black", "blurred")   # integrated gradients' starting images
 
 
 @dataclass(frozen=True)

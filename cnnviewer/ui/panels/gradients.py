@@ -8,6 +8,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QCompleter,
     QFileDialog,
+    QHBoxLayout,
     QLabel,
     QPushButton,
     QSlider,
@@ -16,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cnnviewer.engine.attribution.target import METHODS, Target
+from cnnviewer.engine.attribution.target import IG_BASELINES, METHODS, Target
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.views.heatmaps import DISPLAY_MODES, render, side_by_side
 from cnnviewer.ui.jobs import UiJobs
@@ -51,30 +52,55 @@ class GradientsPanel(QWidget):
         self.opacity.setValue(60)
         self.opacity.setMaximumWidth(100)
         self.fill = _combo(["gray", "blur", "zero"])
-        self.stride = QSpinBox()
-        self.stride.setRange(0, 112)
-        self.stride.setSpecialValueText("auto")
-        self.stride.setPrefix("stride ")
+        self.patch = _spin(0, 224, "auto", " px")
+        self.stride = _spin(0, 112, "auto", " px")
+        self.steps = _spin(4, 256, "", "")
+        self.steps.setValue(32)
+        self.baseline = _combo(list(IG_BASELINES))
+        self.cam_layer = QComboBox()
+        self.cam_layer.addItem("auto (target's layer, else the last with maps)", None)
+        self.cam_layer.setMinimumWidth(160)
         self.export_button = QPushButton("PNG…")
         self.export_button.clicked.connect(self._on_export_clicked)
         self.canvas = ImageCanvas(self)
         self.info = QLabel("")
         self.info.setWordWrap(True)
+        self.info.setTextFormat(Qt.TextFormat.RichText)
+        self._tooltips()
         row1 = labelled_row([("Method", self.method), ("Target", self.target_kind), ("", self.class_box)])
-        row2 = labelled_row([("Show", self.display), ("Opacity", self.opacity), ("Occlusion", self.fill),
-                             ("", self.stride), ("", self.export_button)])
+        row2 = labelled_row([("Show", self.display), ("Opacity", self.opacity), ("", self.export_button)])
+        self.method_options = {   # each method's own settings, shown only for it
+            "occlusion": labelled_row([("Occlusion fill", self.fill), ("Patch", self.patch),
+                                       ("Stride", self.stride)], stretch=False),
+            "integrated-gradients": labelled_row([("IG steps", self.steps), ("Baseline", self.baseline)],
+                                                 stretch=False),
+            "grad-cam": labelled_row([("Grad-CAM layer", self.cam_layer)], stretch=False),
+        }
+        row3 = QHBoxLayout()
+        self._option_boxes: dict[str, QWidget] = {}
+        for method, row in self.method_options.items():
+            box = QWidget()
+            row.setContentsMargins(0, 0, 12, 0)
+            box.setLayout(row)
+            row3.addWidget(box)
+            self._option_boxes[method] = box
+        row3.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(row1)
         layout.addLayout(row2)
+        layout.addLayout(row3)
         layout.addWidget(self.canvas, 1)
         layout.addWidget(self.info)
+        self.method.currentTextChanged.connect(self._show_method_options)
+        self._show_method_options(self.method.currentText())
         self._debounce = QTimer(self, singleShot=True, interval=80)   # sliders and typing settle first
         self._debounce.timeout.connect(self.refresh)
-        for combo in (self.method, self.target_kind, self.fill):
+        for combo in (self.method, self.target_kind, self.fill, self.baseline, self.cam_layer):
             combo.currentIndexChanged.connect(self._debounce.start)
         self.class_box.activated.connect(lambda _i: self._choose_class())
-        self.stride.valueChanged.connect(self._debounce.start)
+        for spin in (self.patch, self.stride, self.steps):
+            spin.valueChanged.connect(self._debounce.start)
         self.display.currentIndexChanged.connect(self.redraw)
         self.opacity.valueChanged.connect(self.redraw)
         session.model_changed.connect(self._on_model_changed)
@@ -84,7 +110,51 @@ class GradientsPanel(QWidget):
         session.selection_changed.connect(self._on_selection_changed)
 
     # ---------------------------------------------------------------- intent
+    def _tooltips(self) -> None:
+        tips = {
+            self.method: "Saliency |∂score/∂x|; guided backprop and DeconvNet change the ReLU backward rule; "
+                         "Grad-CAM weighs a layer's maps by their gradient; integrated gradients sum gradients "
+                         "along a path from a baseline; occlusion measures the score drop under a sliding patch",
+            self.target_kind: "What the gradient is taken of: a class score, or the selected layer's channel "
+                              "(summed) or single neuron (select them in Feature maps or Receptive field)",
+            self.class_box: "Type to search the class names; a clicked prediction bar chooses its class",
+            self.display: "heat: |attribution| as a heat map; signed: red positive, blue negative; overlay: "
+                          "heat over the input; rgb: the raw 3-channel gradient",
+            self.opacity: "How strongly the overlay covers the input",
+            self.fill: "What hides the input under the occluding patch",
+            self.patch: "Side of the occluding square (auto: the target neuron's receptive field, else 1/7 "
+                        "of the input)",
+            self.stride: "Step between patch positions; 1 is finest and slowest (auto: half the patch)",
+            self.steps: "Points along the path from baseline to input (Gauss-Legendre); more is more exact",
+            self.baseline: "Where the path starts: the dataset's mean colour (zeros after normalising), black, "
+                           "or the input blurred",
+            self.cam_layer: "The layer whose maps Grad-CAM weighs (auto: the target's layer when it has maps, "
+                            "else the last layer with spatial maps)",
+            self.export_button: "Save the picture shown as PNG",
+        }
+        for widget, text in tips.items():
+            widget.setToolTip(text)
+
+    def _show_method_options(self, method: str) -> None:
+        for name, box in self._option_boxes.items():
+            box.setVisible(method in (name, ALL))
+
+    def _fill_cam_layers(self, layers) -> None:
+        """Layers with spatial maps, in depth order, for Grad-CAM's layer box."""
+        current = self.cam_layer.currentData()
+        self.cam_layer.blockSignals(True)
+        while self.cam_layer.count() > 1:
+            self.cam_layer.removeItem(1)
+        for info in layers:
+            shape = info.output_shape
+            if info.name and shape is not None and len(shape) == 3 and shape[1] > 1 and shape[2] > 1:
+                self.cam_layer.addItem(f"{info.name} ({shape[0]}×{shape[1]}×{shape[2]})", info.name)
+        index = self.cam_layer.findData(current)
+        self.cam_layer.setCurrentIndex(max(index, 0))
+        self.cam_layer.blockSignals(False)
+
     def _on_model_changed(self, model) -> None:
+        self._cam_layers_token = None
         self.class_box.blockSignals(True)
         self.class_box.clear()
         self.class_box.addItems([f"{i}: {name}" for i, name in enumerate(model.categories)])
@@ -107,6 +177,9 @@ class GradientsPanel(QWidget):
 
     def show_forward(self, summary) -> None:
         """The model ran on the image: top-1 known, views can be computed."""
+        if getattr(self, "_cam_layers_token", None) != summary.model_token:
+            self._cam_layers_token = summary.model_token
+            self._fill_cam_layers(summary.layers)
         self._top_class = summary.predictions[0].index if summary.predictions else None
         if self._top_class is not None and self.target_kind.currentText() == "top-1 class":
             self.class_box.blockSignals(True)
@@ -140,24 +213,21 @@ class GradientsPanel(QWidget):
             self.info.setText("Choose a target: a class, or select a layer/channel (and a neuron) in another panel.")
             return
         methods = list(METHODS) if self.method.currentText() == ALL else [self.method.currentText()]
-        fill, stride = self.fill.currentText(), self.stride.value()
+        chosen = {"occlusion": {"fill": self.fill.currentText(), "patch": self.patch.value() or None,
+                                "stride": self.stride.value() or None},
+                  "integrated-gradients": {"steps": self.steps.value(), "baseline": self.baseline.currentText()},
+                  "grad-cam": {"layer": self.cam_layer.currentData()}}
 
         def work(context):
             results = []
             for method in methods:
-                options = {}
-                if method == "occlusion":
-                    options["fill"] = fill
-                    if stride:
-                        options["stride"] = stride
-                if method == "integrated-gradients":
-                    options["steps"] = 32
+                options = {k: v for k, v in chosen.get(method, {}).items() if v is not None}   # None: auto
                 results.append(workbench().gradient(model, image, method, target, context, **options))
             return results
 
         self.results = []            # the last view belongs to other settings: never shown as this one
         self.canvas.clear()
-        self._computing = f"{', '.join(methods)} of {target.describe()}"
+        self._computing = f"{', '.join(methods)} of {self.describe(target)}"
         self.info.setText(f"Computing {self._computing}…")
         self._jobs.submit("gradients", work, on_done=self._on_results, on_error=self.info.setText,
                           label=f"Computing {', '.join(methods)}")
@@ -184,7 +254,18 @@ class GradientsPanel(QWidget):
             if others:
                 note = (f" Guided backprop and DeconvNet change only ReLU/ReLU6; {', '.join(others)} "
                         "keep their ordinary gradient.")
-        self.info.setText(f"<b>{results[0].target.describe()}</b>: " + "; ".join(parts) + "." + note)
+        if model is not None and any(r.method == "deconvnet" for r in results) \
+                and not any("MaxPool" in t for t in model.layer_types):
+            note += (" This network has no max pooling: DeconvNet's backward pass depends on the input only "
+                     "through max-pooling switches, so here its map barely changes with the image.")
+        self.info.setText(f"<b>{self.describe(results[0].target)}</b>: " + "; ".join(parts) + "." + note)
+
+    def describe(self, target: Target) -> str:
+        """The target in words: a class by its number and name."""
+        model = self._session.model
+        if target.class_index is not None and model is not None and 0 <= target.class_index < len(model.categories):
+            return f"class {target.class_index} ({model.categories[target.class_index]})"
+        return target.describe()
 
     def redraw(self) -> None:
         """Draw the results with the current display mode (no recomputation)."""
@@ -225,6 +306,16 @@ class GradientsPanel(QWidget):
 
 def _options(options: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in options.items())
+
+
+def _spin(low: int, high: int, special: str, suffix: str) -> QSpinBox:
+    """A spin box whose lowest value reads `special` (e.g. 'auto') when given."""
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    if special:
+        spin.setSpecialValueText(special)
+    spin.setSuffix(suffix)
+    return spin
 
 
 def _combo(items: list[str]) -> QComboBox:
