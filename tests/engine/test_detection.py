@@ -158,3 +158,17 @@ def test_each_detector_starts_at_its_own_score_threshold():
 
     assert default_score("mtcnn") == 0.9                # above the 0.67-0.81 false faces of a photo sequence
     assert default_score("fasterrcnn_resnet50_fpn") == 0.5
+
+
+def test_box_labels_sit_on_a_filled_tab_in_the_box_colour():
+    from cnnviewer.engine.detection.overlay import Detection, colour_of
+
+    frame = np.zeros((480, 640, 3), np.uint8)
+    found = Detection((100.0, 120.0, 300.0, 360.0), 0.93, "person", 1)
+    picture = draw(frame, [found])
+    tab = picture[105:119, 100:160].reshape(-1, 3)                  # above the box's top edge
+    colour = np.array(colour_of(1))
+    assert (np.abs(tab.astype(int) - colour).sum(axis=1) == 0).mean() > 0.6   # mostly the filled tab
+    assert len({tuple(p) for p in tab}) > 2                         # with text on it
+    at_top = draw(frame, [Detection((100.0, 0.0, 300.0, 200.0), 0.93, "person", 1)])
+    assert (np.abs(at_top[2:14, 101:150].astype(int) - colour).sum(axis=2) == 0).mean() > 0.3   # inside

@@ -135,3 +135,53 @@ def test_realtime_play_drops_frames_rather_than_queueing(astronaut_clip):
         assert max(latencies) < 2000
     finally:
         pipeline.close()
+
+
+@pytest.mark.parametrize("kind", ["video", "folder"])
+def test_sources_seek_to_the_exact_frame(astronaut_clip, kind):
+    """Jumping (position slider, replay) lands on that frame, not the nearest key frame."""
+    import numpy as np
+
+    path = astronaut_clip.video if kind == "video" else astronaut_clip.folder
+    with open_source(path) as source:
+        frames = [frame.pixels for frame in source]
+    with open_source(path) as source:
+        assert source.length in (12, None) and (kind == "video" or source.length == 12)
+        for index in (7, 2, 11, 0):
+            source.seek(index)
+            frame = source.read()
+            assert frame.index == index
+            assert np.abs(frame.pixels.astype(int) - frames[index]).mean() < 1.0   # the same picture
+        source.seek(11)
+        source.read()
+        assert source.read() is None
+
+
+def test_pipeline_seeks_while_paused_replays_and_loops(astronaut_clip):
+    results, ended = [], threading.Event()
+    pipeline = LivePipeline(results.append, on_end=ended.set)
+    try:
+        pipeline.set_detector("mtcnn")
+        pipeline.play(open_source(astronaut_clip.folder), realtime=False)
+        assert ended.wait(60)
+        time.sleep(0.3)
+        results.clear()
+        pipeline.pause(True)
+        pipeline.seek(5)                                   # after the end: read again, one frame
+        deadline = time.time() + 20
+        while not results and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert [r.frame.index for r in results] == [5]
+        results.clear()
+        ended.clear()
+        pipeline.loop = True
+        pipeline.pause(False)
+        deadline = time.time() + 60
+        while not (any(r.frame.index == 11 for r in results) and results[-1].frame.index < 11) \
+                and time.time() < deadline:
+            time.sleep(0.05)
+        indices = [r.frame.index for r in results]
+        assert 11 in indices and indices[-1] < 11 and not ended.is_set()   # went round, never ended
+    finally:
+        pipeline.close()

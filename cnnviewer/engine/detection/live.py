@@ -95,6 +95,9 @@ class LivePipeline:
         self._playing = threading.Event()
         self._playing.set()
         self._steps = 0
+        self._seek_to: int | None = None
+        self.loop = False          # a file source starts again at its end
+        self._realtime = True
         self._closed = False
         self._thread = threading.Thread(target=self._detect_loop, name="cnnviewer-detect", daemon=True)
         self._thread.start()
@@ -115,10 +118,10 @@ class LivePipeline:
     def play(self, source: FrameSource, realtime: bool = True) -> None:
         """Read `source` on a reader thread: at its frame rate, or (not realtime) every frame."""
         self.stop_source()
-        self._source, self._stop_reading = source, threading.Event()
-        self._reader = threading.Thread(target=self._read_loop, args=(source, realtime, self._stop_reading),
-                                        name="cnnviewer-frames", daemon=True)
-        self._reader.start()
+        with self._lock:
+            self._seek_to = None
+        self._source = source
+        self._start_reader(source, realtime)
 
     def stop_source(self) -> None:
         """Stop reading the current file source (the last result stays with the caller)."""
@@ -144,6 +147,21 @@ class LivePipeline:
         with self._lock:
             self._steps += 1
 
+    def seek(self, index: int) -> None:
+        """Show frame `index` of the file source next (also when paused); replays an ended source."""
+        with self._lock:
+            self._seek_to = index
+            self._steps += 1
+        source = self._source
+        if source is not None and (self._reader is None or not self._reader.is_alive()):
+            self._start_reader(source, self._realtime)   # the source had ended: read it again
+
+    def _start_reader(self, source: FrameSource, realtime: bool) -> None:
+        self._stop_reading, self._realtime = threading.Event(), realtime
+        self._reader = threading.Thread(target=self._read_loop, args=(source, realtime, self._stop_reading),
+                                        name="cnnviewer-frames", daemon=True)
+        self._reader.start()
+
     def close(self) -> None:
         self._closed = True
         self.stop_source()
@@ -154,6 +172,14 @@ class LivePipeline:
     def _read_loop(self, source: FrameSource, realtime: bool, stop: threading.Event) -> None:
         started, played = time.perf_counter(), 0
         while not stop.is_set():
+            with self._lock:
+                seek_to, self._seek_to = self._seek_to, None
+            if seek_to is not None:
+                try:
+                    source.seek(seek_to)
+                except CnnViewerError as error:
+                    self._on_error(str(error))
+                started, played = time.perf_counter(), 0
             if not self._playing.is_set():
                 with self._lock:
                     stepping = self._steps > 0
@@ -171,6 +197,14 @@ class LivePipeline:
                 self._on_error(f"{source.name}: {describe(error)}")
                 break
             if frame is None:
+                if self.loop and source.length:
+                    try:
+                        source.seek(0)
+                    except CnnViewerError as error:
+                        self._on_error(str(error))
+                        break
+                    started, played = time.perf_counter(), 0
+                    continue
                 break
             if realtime and self._playing.is_set():
                 due = started + played / max(source.fps, 1e-3)

@@ -7,10 +7,11 @@ detectors (detectors.py) produce `Detection`s; this module does the rest.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from cnnviewer.engine.media.sources import Frame
 
@@ -131,18 +132,41 @@ def draw(pixels: np.ndarray, detections: list[Detection], *, highlight: Detectio
                 region[d.mask[:y2 - y1, :x2 - x1]] = tinted[d.mask[:y2 - y1, :x2 - x1]]
     image = Image.fromarray(frame)
     pen = ImageDraw.Draw(image)
+    font = _label_font(frame.shape[0])
     for box in ([] if boxes is None else boxes):
         pen.rectangle(tuple(float(v) for v in box), outline=box_colour, width=1)
     for d in detections:
         colour = colour_of(d.category)
         pen.rectangle(d.box, outline=colour, width=4 if d is highlight else 2)
-        pen.text((d.box[0] + 3, d.box[1] + 2), f"{d.label} {d.score:.2f}", fill=colour)
+        _label(pen, d, colour, font)
         for a, b in d.skeleton:
             if a < len(d.points) and b < len(d.points):
                 pen.line((d.points[a], d.points[b]), fill=(64, 255, 64), width=2)
         for x, y in d.points:
             pen.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(64, 255, 64))
     return np.asarray(image)
+
+
+@functools.lru_cache(maxsize=8)
+def _label_font(frame_height: int):
+    """A label font that stays readable on big frames and small ones (FreeType when Pillow has it)."""
+    size = int(min(28, max(11, frame_height / 36)))
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):   # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _label(pen: ImageDraw.ImageDraw, d: Detection, colour: tuple[int, int, int], font) -> None:
+    """`label score` on a filled tab in the box's colour, above the box (inside it at the frame's top)."""
+    text = f"{d.label} {d.score:.2f}"
+    left, top, right, bottom = pen.textbbox((0, 0), text, font=font)
+    width, height = right - left + 6, bottom - top + 4
+    x = max(0.0, d.box[0] - 1)
+    y = d.box[1] - height if d.box[1] - height >= 0 else d.box[1]
+    pen.rectangle((x, y, x + width, y + height), fill=colour)
+    luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+    pen.text((x + 3 - left, y + 2 - top), text, fill=(0, 0, 0) if luminance > 140 else (255, 255, 255), font=font)
 
 
 def detection_at(detections: list[Detection], x: float, y: float) -> Detection | None:

@@ -47,6 +47,15 @@ class FrameSource(ABC):
     def read(self) -> Frame | None:
         """The next frame, or None when there are no more."""
 
+    @property
+    def length(self) -> int | None:
+        """Number of frames, when the source knows it."""
+        return None
+
+    def seek(self, index: int) -> None:
+        """Make frame `index` the next one read (replay, loop, the position slider)."""
+        raise ImageError(f"{self.name}: cannot jump to a frame in this source")
+
     def close(self) -> None:
         """Release files and decoders."""
 
@@ -70,6 +79,13 @@ class ImageSequence(FrameSource):
     def __len__(self) -> int:
         return len(self._files)
 
+    @property
+    def length(self) -> int:
+        return len(self._files)
+
+    def seek(self, index: int) -> None:
+        self._next = min(max(int(index), 0), len(self._files))
+
     def read(self) -> Frame | None:
         if self._next >= len(self._files):
             return None
@@ -91,14 +107,47 @@ class VideoFile(FrameSource):
         except (av.FFmpegError, IndexError, OSError) as error:
             raise ImageError(f"{path.name}: not a readable video ({first_line(error) or 'no video stream'})") from None
         stream.thread_type = "AUTO"
+        self._stream = stream
         self.fps = float(stream.average_rate or stream.guessed_rate or 25.0)
         self.frame_count = stream.frames or None
         self._frames = self._container.decode(stream)
         self._next, self._ended = 0, False
+        self._pending = None   # the decoded frame a seek landed on, returned by the next read
+
+    @property
+    def length(self) -> int | None:
+        return self.frame_count
+
+    def seek(self, index: int) -> None:
+        """Jump to the key frame before `index`, then decode forward to it (exact, not nearest key)."""
+        import av
+
+        index = max(int(index), 0)
+        stream, base = self._stream, self._stream.time_base
+        start = stream.start_time or 0
+        try:
+            if base is None:
+                raise ValueError("no time base")
+            self._container.seek(start + int(index / self.fps / base), backward=True, any_frame=False,
+                                 stream=stream)
+            self._frames = self._container.decode(stream)
+            self._ended, self._pending = False, None
+            for decoded in self._frames:
+                at = round((decoded.pts - start) * base * self.fps) if decoded.pts is not None else index
+                if at >= index:
+                    self._pending, self._next = decoded, at
+                    return
+            self._ended = True
+        except (av.FFmpegError, OSError, ValueError) as error:
+            raise ImageError(f"{self.name}: cannot jump to frame {index} ({first_line(error)})") from None
 
     def read(self) -> Frame | None:
         import av
 
+        if self._pending is not None:
+            decoded, self._pending = self._pending, None
+            index, self._next = self._next, self._next + 1
+            return Frame(index, f"{self.name}#{index}", decoded.to_ndarray(format="rgb24"), time.perf_counter())
         if self._ended:
             return None
         try:
