@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 )
 
 from cnnviewer.engine.media.images import IMAGE_SUFFIXES, image_files
+from cnnviewer.engine.media.sources import VIDEO_SUFFIXES
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.types import WEIGHT_SUFFIXES
 from cnnviewer.ui.controller import Controller
@@ -51,7 +52,9 @@ class DropFilter(QObject):
         if not mime.hasUrls():
             return False
         if kind == QEvent.Type.Drop:
-            self._window.open_paths([url.toLocalFile() for url in mime.urls()])
+            live = self._window.live_detection
+            on_live = watched is live or live.isAncestorOf(watched)
+            self._window.open_paths([url.toLocalFile() for url in mime.urls()], live=on_live)
         # Always a copy: some file managers delete the source after a drop accepted as a move.
         event.setDropAction(Qt.DropAction.CopyAction)
         event.accept()
@@ -179,11 +182,17 @@ class MainWindow(QMainWindow):
         return action
 
     # ---------------------------------------------------------------- user intent
-    def open_paths(self, paths: list[str]) -> None:
-        """Open dropped or given files: an image (or a folder's first image), or a weights file."""
+    def open_paths(self, paths: list[str], live: bool = False) -> None:
+        """Open dropped or given files: an image (or a folder's first image), a weights file, or a
+        video (played in Live detection; so is a folder or image dropped on that panel)."""
         for raw in paths:
             path = Path(raw)
             suffix = path.suffix.lower()
+            if suffix in VIDEO_SUFFIXES and suffix != ".gif" or (live and (path.is_dir() or suffix in IMAGE_SUFFIXES)):
+                self.docks["live_detection"].show()
+                self.docks["live_detection"].raise_()
+                self.live_detection.open_file(path)
+                return
             if path.is_dir():
                 images = image_files(path)
                 if images:

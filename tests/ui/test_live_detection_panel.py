@@ -63,9 +63,33 @@ def test_live_detection_on_an_image_folder(window, qtbot, tmp_path):
                     and window.predictions.predictions[0].label.endswith("this detection"), timeout=60000)
     assert window.predictions.predictions[0].probability > 0.9       # the same face, consistently scored
 
+    assert "Load a model to go back" in panel.message.text()
     window.controller.load_model("mobilenet_v2")                     # back to a classifier: top-1 again
     qtbot.waitUntil(lambda: window.session.model.name == "mobilenet_v2", timeout=60000)
     assert gradients.target_kind.currentText() == "top-1 class" and window.session.selection.class_index is None
+    assert "Load a model to go back" not in panel.message.text()     # the note went with the explanation
+
+
+def test_playback_position_replay_and_loop(window, qtbot, astronaut_clip):
+    panel = window.live_detection
+    window.docks["live_detection"].raise_()
+    assert panel.score.label.text() == "0.90" and panel.detector.view().minimumWidth() > 200   # value shown
+    assert panel.open_file(astronaut_clip.video, realtime=False)
+    assert panel.playback.isVisibleTo(panel) and panel.playback.position.maximum() == 11
+    qtbot.waitUntil(lambda: "End of the source" in panel.message.text(), timeout=60000)
+    qtbot.waitUntil(lambda: panel.frame is not None and panel.frame.index == 11, timeout=30000)
+    assert panel.playback.label.text() == "frame 12 / 12"
+    panel.toggle_pause()
+    panel.playback.position.setValue(4)                              # drag the position: that frame, paused
+    qtbot.waitUntil(lambda: panel.frame.index == 4, timeout=30000)
+    assert panel.frame.name.endswith("#4") and len(panel.shown) == 1  # one face before frame 6
+    panel.playback.loop.setChecked(True)
+    panel.toggle_pause()
+    qtbot.waitUntil(lambda: panel.frame.index == 11, timeout=60000)
+    qtbot.waitUntil(lambda: panel.frame.index < 11, timeout=60000)     # round again, never ended
+    panel.playback.loop.setChecked(False)
+    panel.playback.replay_button.click()
+    qtbot.waitUntil(lambda: panel.frame.index <= 2, timeout=30000)
 
 
 def test_live_detection_video_with_a_two_stage_detector(window, qtbot, astronaut_clip):
@@ -113,3 +137,17 @@ def test_camera_frames_reach_the_detector(window, qtbot):
     qtbot.waitUntil(lambda: panel.frame is not None and panel.frame.name == "camera", timeout=60000)
     assert np.array_equal(panel.frame.pixels, photo)                # colours and layout kept
     assert len(panel.shown) == 1 and panel.shown[0].label == "face"
+
+
+def test_dropping_a_video_or_a_folder_on_the_panel_plays_it(window, qtbot, astronaut_clip):
+    from tests.ui.conftest import drop_files
+
+    panel = window.live_detection
+    image = window.session.image
+    drop_files(window.predictions, [astronaut_clip.video])          # a video anywhere: Live detection plays it
+    from cnnviewer.ui.widgets.controls import on_screen
+    assert on_screen(panel)                                          # its tab brought to the front
+    qtbot.waitUntil(lambda: panel.frame is not None and "#" in panel.frame.name, timeout=60000)
+    drop_files(panel.canvas.viewport(), [astronaut_clip.folder])      # a folder on the panel: its source
+    qtbot.waitUntil(lambda: panel.frame is not None and panel.frame.name.endswith(".png"), timeout=60000)
+    assert window.session.image is image                              # not taken as the input image

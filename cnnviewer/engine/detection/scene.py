@@ -80,3 +80,23 @@ def save_capture(folder: str | Path, frame: Frame, shown: list[Detection]) -> Pa
     named = Frame(frame.index, f"{stem.name}.png", frame.pixels, frame.captured)
     Path(f"{stem}.json").write_text(json.dumps(coco_records(named, shown), indent=1), encoding="utf-8")
     return Path(f"{stem}.png")
+
+
+def status_line(result, shown: list[Detection], score: float, view: int, fps: float,
+                latency_ms: float | None, anchors_clicked: bool) -> str:
+    """The live panel's one-line report: counts, detector, speed, and what the chosen view shows.
+
+    Args:
+        result: the LiveResult on screen (frame, raw detections, detector, timings, internals).
+    """
+    detector, raw = result.detector, result.raw
+    untrained = "" if detector.trained else " (untrained: no COCO weights offline)"
+    extra = ""
+    if view == 1:
+        extra = f" Left: {sum(d.score >= score for d in raw)} before NMS; right: after."
+    elif view == 2 and "proposals" in result.internals:
+        extra = (f" Top {len(result.internals['proposals'])} RPN proposals (blue)"
+                 + ("; anchors at the clicked point (yellow)." if anchors_clicked else "; click to see the anchors there."))
+    latency = f"{latency_ms:.0f}" if latency_ms is not None else "–"
+    return (f"{result.frame.name}: {len(shown)} shown of {len(raw)} raw, {detector.name}{untrained}. "
+            f"{fps:.1f} frames/s, detector {result.detect_ms:.0f} ms, latency {latency} ms (capture → overlay).{extra}")

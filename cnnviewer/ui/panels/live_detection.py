@@ -17,7 +17,6 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QLabel,
     QPushButton,
@@ -31,14 +30,28 @@ from cnnviewer.engine.types import DEFAULT_MODEL
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.main_thread import Dispatcher
 from cnnviewer.ui.widgets.camera_feed import CameraFeed, cameras
-from cnnviewer.ui.widgets.controls import labelled_row
+from cnnviewer.ui.widgets.controls import fit_names, labelled_row
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
+from cnnviewer.ui.widgets.playback import PlaybackBar, ValueSlider
 
 DETECTORS = ("mtcnn", "ssdlite320_mobilenet_v3_large", "ssd300_vgg16", "fasterrcnn_mobilenet_v3_large_320_fpn",
              "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
              "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn", "maskrcnn_resnet50_fpn",
              "maskrcnn_resnet50_fpn_v2", "keypointrcnn_resnet50_fpn")   # engine.detection.detector_names()
 VIEWS = ("Detections", "Before NMS | after NMS", "RPN proposals + anchors (click)")   # engine.detection.scene.VIEWS
+TOOLTIPS = {
+    "source": "A camera, a video file or a folder of images (or drop one on this panel)",
+    "detector": "MTCNN finds faces offline; the torchvision detectors find the 80 COCO classes "
+                "(with COCO weights when cached, else untrained)",
+    "iou": "Non-maximum suppression: of two boxes of one class overlapping by more than this "
+           "(intersection over union), the lower-scoring one is dropped",
+    "view": "Detections; the boxes before and after NMS side by side; or a two-stage detector's "
+            "RPN proposals and, where you click, its anchors",
+    "pause_button": "Pause or resume the source",
+    "step_button": "One frame forward (paused video or folder)",
+    "capture_button": "Save the annotated frame and its detections, and make the frame every panel's input",
+}
+
 
 
 class LiveDetectionPanel(QWidget):
@@ -73,17 +86,19 @@ class LiveDetectionPanel(QWidget):
         self.weights_button = QPushButton("Weights…")
         self.weights_button.setToolTip("Custom weights for the chosen torchvision detector")
         self._weights: str | None = None
-        self.score = _spin(default_score(DETECTORS[0]))
-        self.iou = _spin(0.5)
+        self.score = ValueSlider(default_score(DETECTORS[0]))
+        self.iou = ValueSlider(0.5)
         self.view = QComboBox()
         self.view.addItems(VIEWS)
-        for combo in (self.source, self.detector, self.view):   # long names must not widen the window
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(10)
         self.pause_button = QPushButton("Pause")
         self.step_button = QPushButton("Step")
         self.capture_button = QPushButton("Capture (Space)")
+        for combo, length in ((self.source, 12), (self.detector, 22), (self.view, 12)):
+            fit_names(combo, length)
         self.canvas = ImageCanvas(self)
+        self.playback = PlaybackBar(self)
+        self.playback.seek_requested.connect(self.seek)
+        self.playback.loop_toggled.connect(lambda on: setattr(self.pipeline, "loop", on))
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.message = QLabel("")
@@ -98,6 +113,7 @@ class LiveDetectionPanel(QWidget):
         layout.addLayout(row2)
         layout.addLayout(row3)
         layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.playback)
         layout.addWidget(self.status)
         layout.addWidget(self.message)
         dispatcher = Dispatcher.shared()
@@ -110,8 +126,11 @@ class LiveDetectionPanel(QWidget):
         self.resolution.activated.connect(lambda _i: self.camera.reopen())
         self.detector.currentTextChanged.connect(self._on_detector_chosen)
         self.weights_button.clicked.connect(self._on_weights_clicked)
-        for spin in (self.score, self.iou):
-            spin.valueChanged.connect(lambda _v: self.redraw())
+        for slider in (self.score, self.iou):
+            slider.valueChanged.connect(lambda _v: self.redraw())
+        for widget, tip in TOOLTIPS.items():
+            getattr(self, widget).setToolTip(tip)
+        session.model_changed.connect(self._on_model_changed)
         self.view.currentIndexChanged.connect(lambda _i: self.redraw())
         self.canvas.clicked.connect(self._on_canvas_clicked)
         self.pause_button.clicked.connect(self.toggle_pause)
@@ -144,6 +163,8 @@ class LiveDetectionPanel(QWidget):
         if result is None:
             return
         self.result, self.frame, self.raw = result, result.frame, result.raw
+        if result.frame.name != "camera":
+            self.playback.show_position(result.frame.index)
         if self.selected is not None and self.selected not in self.raw:
             self.selected = None
         self.redraw()
@@ -163,7 +184,14 @@ class LiveDetectionPanel(QWidget):
         self.note(f"{message}. The last frame and detections stay.")
 
     def _on_end(self) -> None:
-        self.note("End of the source. Choose it again to replay.")
+        self.note("End of the source: press Replay (or tick Loop).")
+
+    def _on_model_changed(self, model) -> None:
+        """Back from explaining a detection: its 'load a model to go back' note goes too."""
+        if self._explanation is not None and model is not self._explanation:
+            self._explanation = None
+            self._notes = [n for n in self._notes if "Load a model to go back" not in n]
+            self.message.setText("\n".join(self._notes))
 
     def shutdown(self) -> None:
         """Stop the camera and the pipeline's threads (the window is closing)."""
@@ -206,13 +234,20 @@ class LiveDetectionPanel(QWidget):
             return False
         self.camera.stop()
         self.pipeline.play(source, realtime=realtime)
+        self.playback.set_length(source.length)
         self.note(f"Playing {source.name} at {source.fps:.0f} frames/s.")
         return True
+
+    def seek(self, index: int) -> None:
+        """Jump to frame `index` of the file source (detected at once, also when paused)."""
+        if self._pipeline is not None:
+            self._pipeline.seek(index)
 
     def open_camera(self, device) -> None:
         """Stream a camera (at the chosen resolution) into the pipeline."""
         if self._pipeline is not None:
             self._pipeline.stop_source()
+        self.playback.set_length(None)
         self.camera.open(device)
 
     def _on_camera_frame(self, pixels: np.ndarray, captured: float) -> None:
@@ -266,21 +301,12 @@ class LiveDetectionPanel(QWidget):
     def _update_status(self) -> None:
         if self.result is None:
             return
+        from cnnviewer.engine.detection.scene import status_line
         seconds = self._shown_times[-1] - self._shown_times[0] if len(self._shown_times) > 1 else 0.0
         fps = (len(self._shown_times) - 1) / seconds if seconds > 0 else 0.0
-        detector = self.result.detector
-        untrained = "" if detector.trained else " (untrained: no COCO weights offline)"
-        extra = ""
-        if self.view.currentIndex() == 1:
-            extra = f" Left: {sum(d.score >= self.score.value() for d in self.raw)} before NMS; right: after."
-        elif self.view.currentIndex() == 2 and "proposals" in self.result.internals:
-            extra = (f" Top {len(self.result.internals['proposals'])} RPN proposals (blue)"
-                     + ("; anchors at the clicked point (yellow)." if self._anchor_point else
-                        "; click to see the anchors there."))
-        latency = f"{np.median(self.latencies):.0f}" if self.latencies else "–"
-        self.status.setText(f"{self.frame.name}: {len(self.shown)} shown of {len(self.raw)} raw, "
-                            f"{detector.name}{untrained}. {fps:.1f} frames/s, detector {self.result.detect_ms:.0f} ms, "
-                            f"latency {latency} ms (capture → overlay).{extra}")
+        latency = float(np.median(self.latencies)) if self.latencies else None
+        self.status.setText(status_line(self.result, self.shown, self.score.value(), self.view.currentIndex(),
+                                        fps, latency, self._anchor_point is not None))
 
     def _on_canvas_clicked(self, row: float, column: float) -> None:
         if self.frame is None:
@@ -367,10 +393,3 @@ class LiveDetectionPanel(QWidget):
             self.note(f"Saved {saved} and .json; the frame is now every panel's input.")
         return saved
 
-
-def _spin(value: float) -> QDoubleSpinBox:
-    spin = QDoubleSpinBox()
-    spin.setRange(0.0, 1.0)
-    spin.setSingleStep(0.05)
-    spin.setValue(value)
-    return spin

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QWidget
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QWidget
 
 
 def labelled_row(pairs: list[tuple[str, QWidget]], stretch: bool = True) -> QHBoxLayout:
@@ -21,3 +21,11 @@ def on_screen(widget: QWidget) -> bool:
     """Whether any of `widget` can be seen: a dock tabbed behind another reports isVisible() but
     has an empty visible region, and must not compute views nobody sees."""
     return widget.isVisible() and not widget.visibleRegion().isEmpty()
+
+
+def fit_names(combo: QComboBox, length: int) -> None:
+    """Long item names must not widen the window (`length` characters shown); the open list shows them whole."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(length)
+    widest = max((combo.fontMetrics().horizontalAdvance(combo.itemText(i)) for i in range(combo.count())), default=0)
+    combo.view().setMinimumWidth(widest + 40)
