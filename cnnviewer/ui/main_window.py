@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt, QTimer
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
     QDockWidget,
-    QFileDialog,
     QLabel,
     QMainWindow,
     QProgressBar,
@@ -21,14 +20,21 @@ from cnnviewer.engine.media.images import IMAGE_SUFFIXES, image_files
 from cnnviewer.engine.media.sources import VIDEO_SUFFIXES
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.types import WEIGHT_SUFFIXES
+from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.controller import Controller
 from cnnviewer.ui.dialogs import ChooseModelDialog, ask_trust
+from cnnviewer.ui.folder_browser import FolderBrowser
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.message_log import MessageLog, MessageLogDialog
 from cnnviewer.ui.panels.registry import build_panel
 from cnnviewer.ui.widgets.controls import on_screen
+from cnnviewer.ui.window_menus import (
+    build_menus,
+    recent_files,
+    remember_recent,
+)
+from cnnviewer.ui.window_state import bring_floating_docks_forward, fit_to_screen
 
-MAX_RECENT = 10
-WINDOW_FRAME = (16, 48)   # title bar and borders to leave room for before the window is shown
 CANCELLABLE = ("model", "image", "gradients")   # loads, downloads, occlusion; a forward pass always finishes
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
 WEIGHTS_FILTER = "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ");;All files (*)"
@@ -104,14 +110,16 @@ class MainWindow(QMainWindow):
         self.resizeDocks([self.docks["predictions"], self.docks["filters"]], [470, 410],
                          Qt.Orientation.Vertical)
         self._default_state = self.saveState()
+        self.messages = MessageLog()
+        self.folder_browser = FolderBrowser(self.open_image, self)
         self._build_status_bar()
-        self._build_menus()
+        build_menus(self)
         self._drop_filter = DropFilter(self)
         QApplication.instance().installEventFilter(self._drop_filter)
 
         session.forward_changed.connect(self._on_forward_changed)
         session.forward_failed.connect(self._on_forward_failed)
-        controller.image_opened.connect(self._remember_recent)
+        controller.image_opened.connect(self._on_image_opened)
         controller.message.connect(self.show_message)
         controller.trust_needed.connect(self._on_trust_needed)
         controller.model_loaded.connect(self._on_model_loaded)
@@ -147,39 +155,9 @@ class MainWindow(QMainWindow):
         self.cancel_button.setVisible(False)
         self.cancel_button.clicked.connect(self._on_cancel_clicked)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, activated=self._on_cancel_clicked)
-        for widget in (self.model_label, self.device_label, self.forward_label, self.busy_label, self.progress,
-                       self.cancel_button):
+        for widget in (self.folder_browser, self.model_label, self.device_label, self.forward_label,
+                       self.busy_label, self.progress, self.cancel_button):
             bar.addPermanentWidget(widget)
-
-    def _build_menus(self) -> None:
-        file_menu = self.menuBar().addMenu("&File")
-        self._action(file_menu, "&Open image…", self.choose_image, QKeySequence.StandardKey.Open)
-        self.recent_menu = file_menu.addMenu("Open &recent")
-        self._action(file_menu, "Load &weights…", self.choose_weights, "Ctrl+W")
-        self._action(file_menu, "Choose &model…", self.choose_model, "Ctrl+M")
-        self._action(file_menu, "Open &architecture file…", self.choose_architecture_file)
-        file_menu.addSeparator()
-        self._action(file_menu, "&Export current panel as PNG…", self.export_current_panel, "Ctrl+E")
-        file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, QKeySequence.StandardKey.Quit)
-        view_menu = self.menuBar().addMenu("&View")
-        for dock in self.docks.values():
-            view_menu.addAction(dock.toggleViewAction())
-        view_menu.addSeparator()
-        self._action(view_menu, "&Reset layout", self.reset_layout)
-        help_menu = self.menuBar().addMenu("&Help")
-        self._action(help_menu, "&Keyboard shortcuts", lambda: help_menu.show_shortcuts(self),
-                     QKeySequence.StandardKey.HelpContents)
-        self._action(help_menu, "&About cnnviewer", lambda: help_menu.show_about(self))
-        self._refresh_recent_menu()
-
-    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-        action.triggered.connect(slot)
-        menu.addAction(action)
-        return action
 
     # ---------------------------------------------------------------- user intent
     def open_paths(self, paths: list[str], live: bool = False) -> None:
@@ -194,12 +172,7 @@ class MainWindow(QMainWindow):
                 self.live_detection.open_file(path)
                 return
             if path.is_dir():
-                images = image_files(path)
-                if images:
-                    self.open_image(images[0])
-                    self.show_message(f"{path.name}: opened {images[0].name} (first of {len(images)} images)")
-                else:
-                    self.show_message(f"{path.name}: no images in this folder")
+                self.open_folder(path)
                 return
             if suffix in IMAGE_SUFFIXES:
                 self.open_image(path)
@@ -214,22 +187,43 @@ class MainWindow(QMainWindow):
         """Make an image file every panel's input, and remember it."""
         self.controller.open_image(path)
 
+    def open_folder(self, folder: str | Path) -> None:
+        """Browse a folder's images (Page Up / Page Down); its first image becomes the input."""
+        folder = Path(folder)
+        images = image_files(folder)
+        if not images:
+            self.show_message(f"{folder.name}: no images in this folder")
+            return
+        remember_recent(self, str(folder))
+        self.folder_browser.open_folder(folder, images)
+        self.show_message(f"{folder.name}: {len(images)} images; Page Down / Page Up (or ◀ ▶) step through them")
+
+    def choose_image_folder(self) -> None:
+        folder = file_dialogs.existing_folder(self, "Open image folder")
+        if folder:
+            self.open_folder(folder)
+
+    def _on_image_opened(self, path: str) -> None:
+        if not self.folder_browser.contains(path):   # an image from elsewhere: browsing ends
+            self.folder_browser.forget()
+            remember_recent(self, path)
+
     def load_weights(self, path: str | Path, trust: bool = False) -> None:
         """Load a weights file; the current model stays if it fails."""
         self.controller.load_weights(path, trust=trust)
 
     def choose_image(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open image", "", IMAGE_FILTER + ";;All files (*)")
+        path = file_dialogs.open_file(self, "Open image", IMAGE_FILTER + ";;All files (*)")
         if path:
             self.open_image(path)
 
     def choose_weights(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load weights", "", WEIGHTS_FILTER)
+        path = file_dialogs.open_file(self, "Load weights", WEIGHTS_FILTER)
         if path:
             self.load_weights(path)
 
     def choose_architecture_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open architecture (Python file)", "", "Python (*.py)")
+        path = file_dialogs.open_file(self, "Open architecture (Python file)", "Python (*.py)")
         if not path:
             return
         from PySide6.QtWidgets import QInputDialog
@@ -253,8 +247,8 @@ class MainWindow(QMainWindow):
 
     def export_current_panel(self) -> None:
         dock = self.current_dock()
-        path, _ = QFileDialog.getSaveFileName(self, "Export panel as PNG",
-                                              f"{dock.objectName().removeprefix('dock_')}.png", "PNG (*.png)")
+        path = file_dialogs.save_file(self, "Export panel as PNG", f"{dock.objectName().removeprefix('dock_')}.png",
+                                      "PNG (*.png)")
         if path:
             self.export_dock(dock, path)
 
@@ -281,7 +275,17 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------- feedback
     def show_message(self, text: str) -> None:
-        self.statusBar().showMessage(text, 10000)
+        """On the status bar for a while, and in View > Messages for the session."""
+        self.messages.add(text)
+        self.statusBar().showMessage(text, 15000)
+
+    def show_message_log(self) -> None:
+        dialog = getattr(self, "_message_dialog", None)
+        if dialog is None:
+            self._message_dialog = dialog = MessageLogDialog(self.messages, self)
+        dialog.refresh()
+        dialog.show()
+        dialog.raise_()
 
     def _on_model_loaded(self, model) -> None:
         self.model_label.setText(f"model: {model.title}")
@@ -290,6 +294,8 @@ class MainWindow(QMainWindow):
                                                                 else f" ({model.dtype_name})"))
         self.settings.setValue("last_model", self.controller.model_spec or "")
         self.settings.setValue("last_weights", model.weights_path or "")
+        if model.weights_path:
+            remember_recent(self, model.weights_path)
         self.setWindowTitle(f"cnnviewer — {model.title}")
 
     def _on_forward_changed(self, summary) -> None:
@@ -348,24 +354,8 @@ class MainWindow(QMainWindow):
             self.show_message(f"Cancelled: {text}")
 
     # ---------------------------------------------------------------- settings
-    def _remember_recent(self, path: str) -> None:
-        recent = [p for p in self.recent_files() if p != path]
-        self.settings.setValue("recent_files", [path] + recent[: MAX_RECENT - 1])
-        self._refresh_recent_menu()
-
     def recent_files(self) -> list[str]:
-        value = self.settings.value("recent_files", [])
-        if isinstance(value, str):
-            value = [value]
-        return [str(v) for v in value or []]
-
-    def _refresh_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        for path in self.recent_files():
-            action = self.recent_menu.addAction(Path(path).name)
-            action.setToolTip(path)
-            action.triggered.connect(lambda _checked=False, p=path: self.open_image(p))
-        self.recent_menu.setEnabled(bool(self.recent_files()))
+        return recent_files(self)
 
     def restore_settings(self) -> None:
         geometry = self.settings.value("geometry")
@@ -374,28 +364,17 @@ class MainWindow(QMainWindow):
         state = self.settings.value("window_state")
         if isinstance(state, QByteArray):
             self.restoreState(state)
+        file_dialogs.set_last_folder(str(self.settings.value("last_folder", "") or ""))
         self.fit_to_screen()
 
     def fit_to_screen(self) -> None:
-        """Keep the whole window, its tab bars and status bar on the screen it opens on
-        (a first launch at 1400×880, or a layout saved on a larger screen, would not fit a laptop)."""
-        screen = self.screen() or QApplication.primaryScreen()
-        if screen is None:
-            return
-        available = screen.availableGeometry()
-        frame = self.frameGeometry().size() - self.geometry().size()   # title bar and borders, once shown
-        frame_width, frame_height = (frame.width(), frame.height()) if self.isVisible() else WINDOW_FRAME
-        width = min(self.width(), available.width() - frame_width)
-        height = min(self.height(), available.height() - frame_height)
-        if (width, height) != (self.width(), self.height()):
-            self.resize(width, height)
-        if not available.contains(self.frameGeometry()):
-            self.move(max(available.left(), min(self.x(), available.right() - self.frameGeometry().width())),
-                      max(available.top(), min(self.y(), available.bottom() - self.frameGeometry().height())))
+        """Keep the whole window on the screen it opens on (see window_state)."""
+        fit_to_screen(self)
 
     def save_settings(self) -> None:
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())
+        self.settings.setValue("last_folder", file_dialogs.last_folder())
         self.settings.sync()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override: the frame's size is known now
@@ -404,27 +383,8 @@ class MainWindow(QMainWindow):
         QTimer.singleShot(0, self.bring_floating_docks_forward)
 
     def bring_floating_docks_forward(self) -> None:
-        """Floating panels restored from the last run go on screen and in front of the main window.
-
-        restoreState shows them before the main window is mapped, so a window manager stacks
-        them behind it (or where a since-unplugged screen was); View still says they are open.
-        """
-        screen = self.screen() or QApplication.primaryScreen()
-        if screen is None:
-            return
-        available = screen.availableGeometry()
-        for dock in self.docks.values():
-            if not dock.isFloating() or dock.isHidden():
-                continue
-            box = dock.frameGeometry()
-            if not available.contains(box):
-                border = box.size() - dock.size()
-                width = min(box.width(), available.width())
-                height = min(box.height(), available.height())
-                dock.resize(width - border.width(), height - border.height())
-                dock.move(max(available.left(), min(box.x(), available.right() + 1 - width)),
-                          max(available.top(), min(box.y(), available.bottom() + 1 - height)))   # frame position
-            dock.raise_()
+        """Restored floating panels on screen and in front (see window_state)."""
+        bring_floating_docks_forward(self, self.docks.values())
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.save_settings()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from cnnviewer.ui.window_menus import refresh_recent_menu
 from tests.bad_files import bad_images, bad_weights
 from tests.ui.conftest import drop_files
 
@@ -55,7 +56,7 @@ def test_bad_images_through_open_drop_and_recent(window, qtbot, tmp_path):
                 drop_files(window, [path])
             else:
                 window.settings.setValue("recent_files", [str(path)])
-                window._refresh_recent_menu()
+                refresh_recent_menu(window)
                 window.recent_menu.actions()[0].trigger()
             message = settle(window, qtbot, f"before {kind} {how}")
             assert path.name in message, f"{kind} via {how}: {message!r}"

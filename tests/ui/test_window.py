@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 from skimage import data
 
+from cnnviewer.ui.window_menus import remember_recent
 from tests.ui.conftest import drop_files, make_window
 
 CAT_INDICES = range(281, 286)   # ImageNet cats
@@ -84,7 +85,7 @@ def test_settings_round_trip(qtbot, settings, tmp_path):
     size = (first.size().width(), first.size().height())
     assert size != (1400, 880)
     first.docks["filters"].hide()
-    first._remember_recent(str(tmp_path / "a.png"))
+    remember_recent(first, str(tmp_path / "a.png"))
     first.close()
     second = make_window(qtbot, settings)
     assert (second.size().width(), second.size().height()) == size
@@ -176,3 +177,54 @@ def test_help_lists_shortcuts_and_versions_without_importing_torch_for_it(window
     assert shortcuts["Choose model…"] and shortcuts["Export current panel as PNG…"]
     about = help_menu.about_text(window.session.model)
     assert "torch 2.14.1" in about and "Qt 6." in about and "Device: cpu" in about
+
+
+def test_image_folder_browsing_recent_entries_messages_and_help(window, qtbot, tmp_path, monkeypatch):
+    import torch
+    import torchvision
+
+    from cnnviewer.ui import file_dialogs
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, picture in (("a_chelsea.png", data.chelsea()), ("b_coffee.png", data.coffee()),
+                          ("c_rocket.png", data.rocket())):
+        Image.fromarray(picture).save(folder / name)
+    drop_files(window, [folder])                                       # a dropped folder: browse it
+    qtbot.waitUntil(lambda: window.session.image.name == "a_chelsea.png", timeout=20000)
+    assert window.folder_browser.isVisibleTo(window) and "1 / 3" in window.folder_browser.label.text()
+    menu = {a.text().replace("&", ""): a for a in window.menuBar().actions()[0].menu().actions()}
+    assert menu["Next image in folder"].shortcut().toString() == "PgDown"
+    menu["Next image in folder"].trigger()
+    qtbot.waitUntil(lambda: window.session.image.name == "b_coffee.png", timeout=20000)
+    window.folder_browser.previous_button.click()
+    window.folder_browser.previous_button.click()                      # wraps round to the last
+    qtbot.waitUntil(lambda: window.session.image.name == "c_rocket.png", timeout=20000)
+    assert window.recent_files()[0] == str(folder)                     # the folder, not each image in it
+    assert window.recent_menu.actions()[0].text() == "folder: photos/"
+
+    torch.manual_seed(0)
+    weights = tmp_path / "mnv2.pth"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), weights)
+    window.load_weights(weights)
+    qtbot.waitUntil(lambda: window.session.model.weights_path == str(weights), timeout=30000)
+    assert window.recent_menu.actions()[0].text() == "weights: mnv2.pth"
+
+    window.show_message("first thing said")
+    window.show_message("second thing said")
+    window.show_message_log()
+    log = window._message_dialog.view.toPlainText()
+    assert log.index("first thing said") < log.index("second thing said") and "3 images" in log
+    window._message_dialog.close()
+
+    shown = []
+    monkeypatch.setattr("cnnviewer.ui.help_menu.QMessageBox.information", lambda *a: shown.append(a[1]))
+    monkeypatch.setattr("cnnviewer.ui.help_menu.QMessageBox.about", lambda *a: shown.append(a[1]), raising=False)
+    help_actions = window.menuBar().actions()[2].menu().actions()
+    for action in help_actions:
+        action.trigger()                                               # both open (they used to raise)
+    assert len(shown) == len(help_actions) == 2
+
+    file_dialogs.set_last_folder(folder / "a_chelsea.png")
+    window.save_settings()
+    assert window.settings.value("last_folder") == str(folder)          # dialogs reopen there next run

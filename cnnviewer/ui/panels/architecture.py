@@ -5,7 +5,6 @@ from __future__ import annotations
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
-    QFileDialog,
     QGraphicsPathItem,
     QGraphicsScene,
     QGraphicsSimpleTextItem,
@@ -26,6 +25,7 @@ from cnnviewer.engine.structure.architecture import (
     default_collapsed,
     layout,
 )
+from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.controls import on_screen
 
@@ -301,12 +301,12 @@ class ArchitecturePanel(QWidget):
 
     # ---------------------------------------------------------------- export
     def _on_export_svg(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export graph as SVG", "architecture.svg", "SVG (*.svg)")
+        path = file_dialogs.save_file(self, "Export graph as SVG", "architecture.svg", "SVG (*.svg)")
         if path:
             self.save_graph(path)
 
     def _on_export_png(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export graph as PNG", "architecture.png", "PNG (*.png)")
+        path = file_dialogs.save_file(self, "Export graph as PNG", "architecture.png", "PNG (*.png)")
         if path:
             self.save_graph(path)
 

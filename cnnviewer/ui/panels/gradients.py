@@ -7,7 +7,6 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QComboBox,
     QCompleter,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -20,6 +19,7 @@ from PySide6.QtWidgets import (
 from cnnviewer.engine.attribution.target import IG_BASELINES, METHODS, Target
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.views.heatmaps import DISPLAY_MODES, render, side_by_side
+from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.controls import labelled_row, on_screen
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
@@ -280,7 +280,7 @@ class GradientsPanel(QWidget):
         self.canvas.show_image(grid, keep_view=True)
 
     def _on_export_clicked(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export gradient view", "gradients.png", "PNG (*.png)")
+        path = file_dialogs.save_file(self, "Export gradient view", "gradients.png", "PNG (*.png)")
         if path:
             self.export_png(path)
 

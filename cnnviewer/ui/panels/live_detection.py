@@ -17,7 +17,6 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QFileDialog,
     QLabel,
     QPushButton,
     QVBoxLayout,
@@ -27,6 +26,7 @@ from PySide6.QtWidgets import (
 from cnnviewer.engine.detection.overlay import default_score
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.types import DEFAULT_MODEL
+from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.main_thread import Dispatcher
 from cnnviewer.ui.widgets.camera_feed import CameraFeed, cameras
@@ -212,12 +212,12 @@ class LiveDetectionPanel(QWidget):
     def _on_source_chosen(self, index: int) -> None:
         kind = self.source.itemData(index)
         if kind == "video":
-            path, _ = QFileDialog.getOpenFileName(self, "Video file", "",
-                                                  "Video (*.mp4 *.avi *.mov *.mkv *.webm *.m4v *.gif);;All files (*)")
+            path = file_dialogs.open_file(self, "Video file",
+                                          "Video (*.mp4 *.avi *.mov *.mkv *.webm *.m4v *.gif);;All files (*)")
             if path:
                 self.open_file(path)
         elif kind == "folder":
-            path = QFileDialog.getExistingDirectory(self, "Folder of images")
+            path = file_dialogs.existing_folder(self, "Folder of images")
             if path:
                 self.open_file(path)
         elif kind is not None:
@@ -265,8 +265,8 @@ class LiveDetectionPanel(QWidget):
             self._redetect()
 
     def _on_weights_clicked(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, f"Weights for {self.detector.currentText()}", "",
-                                              "Weights (*.pth *.pt *.bin *.ckpt *.safetensors);;All files (*)")
+        path = file_dialogs.open_file(self, f"Weights for {self.detector.currentText()}",
+                                      "Weights (*.pth *.pt *.bin *.ckpt *.safetensors);;All files (*)")
         if path:
             self.use_weights(path)
 
@@ -361,7 +361,7 @@ class LiveDetectionPanel(QWidget):
         if self.frame is None:
             self.note("Nothing to capture yet: choose a source.")
             return
-        folder = QFileDialog.getExistingDirectory(self, "Save the capture in")
+        folder = file_dialogs.existing_folder(self, "Save the capture in")
         if folder:
             self.capture(folder)
 

@@ -6,7 +6,6 @@ from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtGui import QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -19,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from cnnviewer.engine.session import Selection, Session
 from cnnviewer.engine.structure.summary import Summary, summary_csv
+from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.controls import on_screen
 
@@ -190,8 +190,7 @@ class ModelSummaryPanel(QWidget):
     def _on_export_clicked(self) -> None:
         if self.summary is None:
             return
-        path, _ = QFileDialog.getSaveFileName(self, "Export summary as CSV", f"{self.summary.model}.csv",
-                                              "CSV (*.csv)")
+        path = file_dialogs.save_file(self, "Export summary as CSV", f"{self.summary.model}.csv", "CSV (*.csv)")
         if path:
             self.export_csv(path)
 

@@ -1,0 +1,85 @@
+"""The main window's menus and its list of recent files (images, weights and folders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PySide6.QtGui import QAction, QKeySequence
+
+from cnnviewer.engine.types import WEIGHT_SUFFIXES
+from cnnviewer.ui import help_menu
+
+if TYPE_CHECKING:
+    from cnnviewer.ui.main_window import MainWindow
+
+MAX_RECENT = 10
+
+
+def add_action(window: MainWindow, menu, text: str, slot, shortcut=None) -> QAction:
+    action = QAction(text, window)
+    if shortcut is not None:
+        action.setShortcut(QKeySequence(shortcut))
+    action.triggered.connect(slot)
+    menu.addAction(action)
+    return action
+
+
+def build_menus(window: MainWindow) -> None:
+    """File, View and Help."""
+    file_menu = window.menuBar().addMenu("&File")
+    add_action(window, file_menu, "&Open image…", window.choose_image, QKeySequence.StandardKey.Open)
+    add_action(window, file_menu, "Open image &folder…", window.choose_image_folder, "Ctrl+Shift+O")
+    add_action(window, file_menu, "&Next image in folder", window.folder_browser.next, "PgDown")
+    add_action(window, file_menu, "&Previous image in folder", window.folder_browser.previous, "PgUp")
+    window.recent_menu = file_menu.addMenu("Open &recent")
+    add_action(window, file_menu, "Load &weights…", window.choose_weights, "Ctrl+W")
+    add_action(window, file_menu, "Choose &model…", window.choose_model, "Ctrl+M")
+    add_action(window, file_menu, "Open &architecture file…", window.choose_architecture_file)
+    file_menu.addSeparator()
+    add_action(window, file_menu, "&Export current panel as PNG…", window.export_current_panel, "Ctrl+E")
+    file_menu.addSeparator()
+    add_action(window, file_menu, "&Quit", window.close, QKeySequence.StandardKey.Quit)
+    view_menu = window.menuBar().addMenu("&View")
+    for dock in window.docks.values():
+        view_menu.addAction(dock.toggleViewAction())
+    view_menu.addSeparator()
+    add_action(window, view_menu, "&Messages…", window.show_message_log, "Ctrl+L")
+    add_action(window, view_menu, "&Reset layout", window.reset_layout)
+    menu = window.menuBar().addMenu("&Help")
+    add_action(window, menu, "&Keyboard shortcuts", lambda: help_menu.show_shortcuts(window),
+               QKeySequence.StandardKey.HelpContents)
+    add_action(window, menu, "&About cnnviewer", lambda: help_menu.show_about(window))
+    refresh_recent_menu(window)
+
+
+def recent_files(window: MainWindow) -> list[str]:
+    value = window.settings.value("recent_files", [])
+    if isinstance(value, str):
+        value = [value]
+    return [str(v) for v in value or []]
+
+
+def remember_recent(window: MainWindow, path: str) -> None:
+    """Put `path` (an image, a weights file or a folder) first in File > Open recent."""
+    recent = [p for p in recent_files(window) if p != path]
+    window.settings.setValue("recent_files", [path] + recent[: MAX_RECENT - 1])
+    refresh_recent_menu(window)
+
+
+def _entry_text(path: str) -> str:
+    item = Path(path)
+    if item.suffix.lower() in WEIGHT_SUFFIXES:
+        return f"weights: {item.name}"
+    if item.suffix == "" and not item.is_file():
+        return f"folder: {item.name}/"
+    return item.name
+
+
+def refresh_recent_menu(window: MainWindow) -> None:
+    window.recent_menu.clear()
+    for path in recent_files(window):
+        action = window.recent_menu.addAction(_entry_text(path))
+        action.setToolTip(path)
+        action.triggered.connect(lambda _checked=False, p=path: window.open_paths([p]))
+    window.recent_menu.setEnabled(bool(recent_files(window)))
