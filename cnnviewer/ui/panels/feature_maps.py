@@ -77,10 +77,16 @@ class FeatureMapsPanel(QWidget):
 
         self.tree = LayerTree(self)
         self.tree.currentItemChanged.connect(self._on_tree_item_changed)
+        self.tree.setToolTip("Choose a layer: every panel follows (blocks show their output)")
         self.normalisation = _combo({"per channel": "channel", "per layer": "layer"})
         self.colormap = _combo({name: name for name in COLORMAPS})
         self.sort = _combo({"index": "index", "mean activation": "mean", "max activation": "max"})
-        for combo in (self.normalisation, self.colormap, self.sort):
+        for combo, tip in ((self.normalisation, "per channel: each channel stretched to its own min..max "
+                                                "(shows every pattern); per layer: one scale for all (shows "
+                                                "which channels fire strongly)"),
+                           (self.colormap, "Colours for low to high activation"),
+                           (self.sort, "Order of the tiles: channel index, or strongest first by mean or max")):
+            combo.setToolTip(tip)
             combo.currentIndexChanged.connect(self.refresh)
         self.canvas = ImageCanvas(self)
         self.canvas.hovered.connect(self._on_canvas_hovered)

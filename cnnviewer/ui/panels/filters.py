@@ -60,6 +60,8 @@ class FiltersPanel(QWidget):
         self.channel = QSpinBox()
         self.channel.setPrefix("output channel ")
         self.channel.valueChanged.connect(self._on_channel_spin)
+        self.channel.setToolTip("Whose kernels to show: one output channel of the selected conv "
+                                "(the same channel as in Feature maps when they match)")
         self.selected.header.addWidget(self.channel)
         self.selected.canvas.hovered.connect(self._on_selected_hovered)
         for section in (self.first, self.selected):   # re-arrange the kernels to fill a reshaped panel
