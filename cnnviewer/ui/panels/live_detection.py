@@ -104,7 +104,7 @@ class LiveDetectionPanel(QWidget):
         self.message = QLabel("")
         self.message.setWordWrap(True)
         row1 = labelled_row([("Source", self.source), ("", self.resolution), ("Detector", self.detector),
-                             ("", self.weights_button)], stretch=False)
+                             ("", self.weights_button)])
         row2 = labelled_row([("Score ≥", self.score), ("NMS IoU", self.iou), ("View", self.view)])
         row3 = labelled_row([("", self.pause_button), ("", self.step_button), ("", self.capture_button)])
         layout = QVBoxLayout(self)
