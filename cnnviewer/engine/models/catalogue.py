@@ -50,16 +50,25 @@ def model_family(name: str) -> str:
     return name
 
 
-def catalogue() -> dict[str, list[str]]:
-    """Classification models grouped by family, families in alphabetical order."""
+def catalogue(include_timm: bool = True) -> dict[str, list[str]]:
+    """Classification models grouped by family, families in alphabetical order: torchvision's,
+    then timm's CNNs (as `timm:NAME`, under 'timm · Family')."""
     groups: dict[str, list[str]] = {}
     for name in classification_models():
         groups.setdefault(model_family(name), []).append(name)
-    return dict(sorted(groups.items()))
+    groups = dict(sorted(groups.items()))
+    if include_timm:
+        from cnnviewer.engine.models import timm_models
+        for family, names in timm_models.cnn_models().items():
+            groups[f"timm · {family}"] = [f"{timm_models.PREFIX}{name}" for name in names]
+    return groups
 
 
 def catalogue_status(name: str) -> str:
     """Where pretrained weights for `name` would come from, for the model chooser."""
+    from cnnviewer.engine.models import timm_models
+    if timm_models.is_timm(name):
+        return timm_models.status(name.removeprefix(timm_models.PREFIX))
     found = find_pretrained(name)
     if found is not None:
         return found[2].value

@@ -64,7 +64,10 @@ def labels_beside(weights_path: Path) -> tuple[str, ...] | None:
 def load_model(spec: str, *, device: str | None = None, precision: str = "fp32",
                allow_download: bool = False, progress: ProgressCallback | None = None,
                cancel: Event | None = None) -> LoadedModel:
-    """Build a model from a torchvision name or a user's `FILE.py:NAME`."""
+    """Build a model from a torchvision name, `timm:NAME`, or a user's `FILE.py:NAME`."""
+    from cnnviewer.engine.models import timm_models
+    if timm_models.is_timm(spec):
+        return timm_models.load_timm_model(spec, device=device, precision=precision, allow_download=allow_download)
     if ".py:" in spec or spec.endswith(".py"):
         module = build_user_model(spec)
         name = f"{Path(spec.rsplit(':', 1)[0]).name}:{spec.rsplit(':', 1)[-1]}"
@@ -128,6 +131,9 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
     if broken:   # a diverged run: everything downstream would be NaN, say so where the weights are named
         label += (f" — warning: {len(broken)} {'tensors hold' if len(broken) != 1 else 'tensor holds'} NaN or inf "
                   f"({', '.join(broken[:2])}); outputs will be meaningless")
+    from cnnviewer.engine.models import effnet_keys
+    if effnet_keys.looks_like_efficientnet_pytorch(loaded.state_dict or {}):
+        return _efficientnet_pytorch(loaded.state_dict, path, current, label, labels, beside, device, precision)
     attempts: list[str] = []
     for state_dict in prefix_variants(loaded.state_dict or {}):
         if current is not None:
@@ -180,3 +186,26 @@ def _fresh_copy(current: LoadedModel) -> torch.nn.Module:
         num_classes = _num_outputs(current.module) or 1000
         return torchvision.models.get_model(current.name, weights=None, num_classes=num_classes)
     return copy.deepcopy(current.module).float().cpu()
+
+
+def _efficientnet_pytorch(state_dict, path: Path, current: LoadedModel | None, label: str,
+                          labels: tuple[str, ...] | None, beside: tuple[str, ...] | None,
+                          device: str | None, precision: str) -> LoadedModel:
+    """An efficientnet_pytorch file: into the current timm EfficientNet if it fits, else the one it fits."""
+    from cnnviewer.engine.models import effnet_keys, timm_models
+    module, name = None, None
+    if current is not None and timm_models.is_timm(current.name):
+        try:
+            module = _fresh_copy(current)
+            effnet_keys.load_efficientnet_pytorch(module, state_dict, path.name)
+            name = current.name
+        except WeightsError:
+            module = None
+    if module is None:
+        module, name = effnet_keys.find_architecture(state_dict, path.name)
+    classes = state_dict["_fc.weight"].shape[0] if "_fc.weight" in state_dict else 1000
+    categories = labels or beside or (timm_models.imagenet_categories() if classes == 1000
+                                      else tuple(f"class {i}" for i in range(classes)))
+    return wrap_module(module, name, categories=categories, weights_label=label, trained=True,
+                       weights_path=str(path), device=device or (str(current.device) if current else None),
+                       precision=precision, preprocess=timm_models.preprocess_of(module))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import operator
 
 import torch
-import torch.fx as fx
 from torch import nn
 
 from cnnviewer.engine.runtime.hooks import leaf_hooks
+from cnnviewer.engine.runtime.tracing import trace
 from cnnviewer.engine.structure.architecture import ArchitectureGraph, GraphNode
 from cnnviewer.engine.structure.summary import Summary, field_text
 
@@ -45,7 +45,7 @@ def build_graph(model: nn.Module, summary: Summary) -> ArchitectureGraph:
 
 
 def _from_fx(model: nn.Module, summary: Summary) -> ArchitectureGraph:
-    graph = fx.symbolic_trace(model).graph
+    graph = trace(model).graph
     modules = dict(model.named_modules())
     rows = {row.name: row for row in summary.rows}
     nodes, edges, ids = [], [], set()

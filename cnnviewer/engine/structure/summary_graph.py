@@ -5,6 +5,7 @@ See `summary` for the method; this module runs on the job thread.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 
@@ -17,6 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from cnnviewer.engine.errors import ModelError
 from cnnviewer.engine.runtime.hooks import leaf_hooks
 from cnnviewer.engine.runtime.modes import eval_mode
+from cnnviewer.engine.runtime.tracing import trace
 from cnnviewer.engine.structure.layers import first_conv
 from cnnviewer.engine.structure.summary import Field, LayerRow, Summary
 from cnnviewer.engine.types import LayerId
@@ -26,14 +28,32 @@ def _pair(value) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
-def _window(module: nn.Module) -> dict | None:
-    """kernel/stride/padding/dilation of a sliding-window module, None for others."""
+SAME_PADDING_TYPES = ("Conv2dSame", "StdConv2dSame", "ScaledStdConv2dSame", "MaxPool2dSame", "AvgPool2dSame")
+
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> int:
+    """The left/top padding of TensorFlow's 'SAME' (timm's pad_same): it depends on the input size,
+    and any odd extra pixel goes to the right/bottom, so only the left part moves the field."""
+    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2
+
+
+def _window(module: nn.Module, in_shape: tuple[int, ...] = ()) -> dict | None:
+    """kernel/stride/padding/dilation of a sliding-window module, None for others.
+
+    `in_shape` (C, H, W) is needed for timm's TF-'SAME' layers, whose padding follows the input.
+    """
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.AvgPool2d)):
         kernel = _pair(module.kernel_size)
         stride = _pair(module.stride if module.stride is not None else module.kernel_size)
-        padding = _pair(module.padding) if not isinstance(module.padding, str) else \
-            tuple(((d * (k - 1)) // 2) for k, d in zip(kernel, _pair(getattr(module, "dilation", 1))))
         dilation = _pair(getattr(module, "dilation", 1))
+        if type(module).__name__ in SAME_PADDING_TYPES and len(in_shape) >= 2:
+            padding = tuple(_same_padding(size, k, s, d)
+                            for size, k, s, d in zip(in_shape[-2:], kernel, stride, dilation))
+        elif isinstance(module.padding, str):
+            padding = tuple(((d * (k - 1)) // 2) for k, d in zip(kernel, dilation))
+        else:
+            padding = _pair(module.padding)
         hyper = {"kernel": kernel, "stride": stride, "padding": padding, "dilation": dilation}
         if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
             hyper["groups"] = module.groups
@@ -98,7 +118,7 @@ _MERGE_FUNCTIONS = {operator.add, torch.add, torch.cat, torch.mul, operator.mul}
 
 def _summarize_graph(model: nn.Module, inputs: torch.Tensor,
                      macs: dict[str, int]) -> tuple[list[LayerRow], dict[LayerId, Field]]:
-    graph_module = fx.symbolic_trace(model)
+    graph_module = trace(model)
     with torch.no_grad():
         ShapeProp(graph_module).propagate(inputs)
     modules = dict(model.named_modules())
@@ -119,7 +139,7 @@ def _summarize_graph(model: nn.Module, inputs: torch.Tensor,
             continue
         if node.op == "call_module":
             module = modules[node.target]
-            hyper = _window(module)
+            hyper = _window(module, in_shape)
             if hyper is None and isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
                 hyper = _adaptive_window(_spatial((1, *in_shape)) or (1, 1), _spatial((1, *shape)) or (1, 1))
                 if shape and _spatial((1, *shape)) == (1, 1):
@@ -161,7 +181,7 @@ def _summarize_hooks(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int
         model(inputs)
     rf, rows, seen = Field(), [], set()
     for name, module, shape, in_shape in order:
-        hyper = _window(module) or {}
+        hyper = _window(module, in_shape) or {}
         if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and shape[-2:] == (1, 1):
             rf = Field(rf.size, rf.jump, rf.start, True)
         elif hyper and not rf.whole:
@@ -172,6 +192,26 @@ def _summarize_hooks(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int
             seen.add(name)
             rows.append(_row(name, module, shape, macs, rf, hyper))
     return rows
+
+
+def _with_parameter_owners(model: nn.Module, rows: list[LayerRow]) -> list[LayerRow]:
+    """Rows for modules that own parameters directly but are not layers themselves (ConvNeXt's
+    layer-scale `gamma`, a class token): placed after their last layer, so totals are complete."""
+    listed = {row.name for row in rows}
+    result = list(rows)
+    for name, module in model.named_modules():
+        if name in listed or not any(True for _ in module.parameters(recurse=False)):
+            continue
+        weights, biases = _params(module)
+        inside = [i for i, row in enumerate(result) if row.name.startswith(f"{name}.") or not name]
+        at = inside[-1] + 1 if inside else len(result)
+        owner = LayerRow(name, type(module).__name__, (), 0, weights, biases, 0, (1.0, 1.0), (1.0, 1.0),
+                         (0.5, 0.5), False)
+        if at:   # shaped and placed like its last layer, whose output it scales or adds to
+            owner = dataclasses.replace(result[at - 1], name=name, type=owner.type, units=0, params=weights,
+                                        bias_params=biases, macs=0, hyper={})
+        result.insert(at, owner)
+    return result
 
 
 def summarize(model: nn.Module, input_size: tuple[int, int] = (224, 224), *, name: str = "",
@@ -198,4 +238,5 @@ def summarize(model: nn.Module, input_size: tuple[int, int] = (224, 224), *, nam
             rows = _summarize_hooks(model, inputs, macs)
             fields = {row.name: Field(row.rf_size, row.rf_jump, row.rf_start, row.rf_whole) for row in rows}
             method = "forward hooks (sequential fields)"
+    rows = _with_parameter_owners(model, rows)
     return Summary(name or type(model).__name__, (channels, *input_size), tuple(rows), method, fields)
