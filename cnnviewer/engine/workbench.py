@@ -132,7 +132,12 @@ class Workbench:
         fields = self.summary(model).fields
         if layer not in fields:
             raise ViewError(f"{layer}: no receptive field (not part of the traced graph)")
-        values = as_channels(self.cache.get(model, image).activations[layer].numpy())
+        activation = self.cache.get(model, image).activations[layer]
+        if activation.dim() == 2:
+            raise ViewError(f"{layer} is a transformer layer ({activation.shape[0]} tokens × {activation.shape[1]}): "
+                            "self-attention lets every token see the whole image, so it has no receptive-field "
+                            "box; choose a convolutional layer (e.g. the patch embedding)")
+        values = as_channels(activation.numpy())
         if values.shape[1:] == (1, 1):
             raise ViewError(f"{layer} has no spatial map; choose a convolutional layer")
         if neuron is None:

@@ -133,3 +133,19 @@ def test_weights_in_the_hugging_face_cache_are_used_offline(tmp_path, monkeypatc
     assert model.trained and "Hugging Face cache" in model.weights_label
     assert torch.equal(model.module.state_dict()["fc.weight"], reference["fc.weight"])
     assert timm_models.status("resnet34") == "untrained (offline)"            # HF_HUB_OFFLINE: no download
+
+
+def test_a_vision_transformer_works_where_maps_make_sense():
+    """Not a CNN: its patch tokens are shown on their 14x14 grid; the receptive-field view says why
+    it has none; predictions, summary, graph and gradient views still work."""
+    from cnnviewer.engine.errors import ViewError
+
+    vit = load_model("timm:vit_tiny_patch16_224")
+    bench, image = Workbench(), sample_image("chelsea")
+    bench.forward(vit, image)
+    maps = bench.feature_maps(vit, image, "blocks.3")
+    assert maps.values.shape == (192, 14, 14)                  # 197 tokens: the class token, then 14x14 patches
+    with pytest.raises(ViewError, match="transformer layer .*197 tokens"):
+        bench.neuron_field(vit, image, "blocks.3", None, None)
+    assert bench.summary(vit).method == "torch.fx"
+    assert bench.gradient(vit, image, "grad-cam", Target(class_index=3)).options["layer"] == "patch_embed.proj"

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cnnviewer.engine.errors import ViewError
 from cnnviewer.engine.media.images import InputImage
 from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.runtime.inference import prepare_input
@@ -102,7 +103,8 @@ class GradientProbe:
         self._forward(model, image, layer)
         output = self._output
         if output.dim() != 4:
-            raise ValueError(f"{layer} has no spatial output (shape {tuple(output.shape[1:])})")
+            raise ViewError(f"{layer} has no spatial output (shape {tuple(output.shape[1:])}): "
+                            "choose a convolutional layer")
         height, width = output.shape[-2:]
         y, x = min(max(neuron[0], 0), height - 1), min(max(neuron[1], 0), width - 1)
         target = output[0, channel, y, x] if channel is not None else output[0, :, y, x].sum()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,7 +24,11 @@ def as_channels(activation: np.ndarray) -> np.ndarray:
         return values
     if values.ndim <= 1:
         return values.reshape(-1, 1, 1)
-    if values.ndim == 2:   # (tokens, features) from transformers: features as channels
+    if values.ndim == 2:   # (tokens, features) from a transformer
+        tokens, side = values.shape[0], math.isqrt(values.shape[0])
+        extra = tokens - side * side      # class / distillation / register tokens come first
+        if side >= 2 and extra <= 8:      # patch tokens back on their grid: one map per feature
+            return np.ascontiguousarray(values[extra:].T.reshape(values.shape[1], side, side))
         return np.ascontiguousarray(values.T[:, :, None])
     return values.reshape(values.shape[0], values.shape[1], -1)
 
