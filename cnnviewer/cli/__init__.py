@@ -21,6 +21,7 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("summary",), "summary"),
     (("detect",), "detect"),
     (("models",), "models"),
+    (("compare",), "compare"),
     (("install-desktop",), "install_desktop"),
 )
 
