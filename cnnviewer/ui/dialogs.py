@@ -102,6 +102,20 @@ class ChooseModelDialog(QDialog):
         return item.data(0, Qt.ItemDataRole.UserRole)
 
 
+def pick_model(parent: QWidget, controller, current: str | None) -> str | None:
+    """File > Choose model (and the compare view's second model): the name chosen, or None."""
+    dialog = ChooseModelDialog(controller.catalogue, current, parent)
+    listing = controller.catalogue is None
+    if listing:   # the catalogue is listed on the job thread and fills the dialog when ready
+        controller.catalogue_ready.connect(dialog.fill)
+        controller.fetch_catalogue()
+    accepted, chosen = dialog.exec(), dialog.chosen()
+    if listing:
+        controller.catalogue_ready.disconnect(dialog.fill)
+    dialog.deleteLater()
+    return chosen if accepted else None
+
+
 def ask_trust(parent: QWidget, path: str, message: str) -> bool:
     """Ask whether to run a pickled model file's code; default answer is No."""
     box = QMessageBox(parent)

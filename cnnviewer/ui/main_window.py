@@ -22,7 +22,7 @@ from cnnviewer.engine.session import Session
 from cnnviewer.engine.types import WEIGHT_SUFFIXES
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.controller import Controller
-from cnnviewer.ui.dialogs import ChooseModelDialog, ask_trust
+from cnnviewer.ui.dialogs import ask_trust, pick_model
 from cnnviewer.ui.folder_browser import FolderBrowser
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.message_log import MessageLog, MessageLogDialog
@@ -35,7 +35,7 @@ from cnnviewer.ui.window_menus import (
 )
 from cnnviewer.ui.window_state import bring_floating_docks_forward, fit_to_screen
 
-CANCELLABLE = ("model", "image", "gradients")   # loads, downloads, occlusion; a forward pass always finishes
+CANCELLABLE = ("model", "image", "gradients", "compare_model")   # loads, downloads, occlusion; not a forward pass
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
 WEIGHTS_FILTER = "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ");;All files (*)"
 
@@ -88,6 +88,7 @@ class MainWindow(QMainWindow):
         self.architecture = build_panel("architecture", session, jobs, controller)
         self.gradients = build_panel("gradients", session, jobs, controller)
         self.live_detection = build_panel("live-detection", session, jobs, controller)
+        self.compare = build_panel("compare", session, jobs, controller)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -103,6 +104,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["gradients"])
         self._add_dock("live_detection", "Live detection", self.live_detection, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["live_detection"])
+        self._add_dock("compare", "Compare models", self.compare, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["compare"])
         self.docks["feature_maps"].raise_()
         self.setCentralWidget(None)
         self.resizeDocks([self.docks["predictions"], self.docks["feature_maps"]], [520, 880],
@@ -232,17 +235,8 @@ class MainWindow(QMainWindow):
             self.controller.load_model(f"{path}:{name.strip()}")
 
     def choose_model(self) -> None:
-        current = self.session.model.name if self.session.model else None
-        dialog = ChooseModelDialog(self.controller.catalogue, current, self)
-        listing = self.controller.catalogue is None
-        if listing:
-            self.controller.catalogue_ready.connect(dialog.fill)
-            self.controller.fetch_catalogue()
-        accepted, chosen = dialog.exec(), dialog.chosen()
-        if listing:
-            self.controller.catalogue_ready.disconnect(dialog.fill)
-        dialog.deleteLater()
-        if accepted and chosen:
+        chosen = pick_model(self, self.controller, self.session.model.name if self.session.model else None)
+        if chosen:
             self.controller.load_model(chosen)
 
     def export_current_panel(self) -> None:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtWidgets import QWidget
 
 from cnnviewer.ui.panels.architecture import ArchitecturePanel
+from cnnviewer.ui.panels.compare import ComparePanel
 from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
 from cnnviewer.ui.panels.filters import FiltersPanel
 from cnnviewer.ui.panels.gradients import GradientsPanel
@@ -33,6 +34,7 @@ PANELS: dict[str, PanelFactory] = {
     "architecture": lambda session, jobs, controller: ArchitecturePanel(session, jobs, controller.workbench),
     "gradients": lambda session, jobs, controller: GradientsPanel(session, jobs, controller.workbench),
     "live-detection": lambda session, jobs, controller: LiveDetectionPanel(session, jobs, controller),
+    "compare": lambda session, jobs, controller: ComparePanel(session, jobs, controller),
 }
 
 

@@ -1,0 +1,254 @@
+"""Compare: the session's model (A) and a second model or weights file (B) on the same input.
+
+Both top-5s side by side with their disagreements, the selected layer's feature maps in each
+(where B has that layer), and, for one architecture with two weight files, how far every layer
+moved, against depth; click a point to select that layer everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cnnviewer.engine.session import Session
+from cnnviewer.engine.types import WEIGHT_SUFFIXES
+from cnnviewer.ui import file_dialogs
+from cnnviewer.ui.controller import LazyWorkbench
+from cnnviewer.ui.dialogs import pick_model
+from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.widgets.controls import on_screen
+from cnnviewer.ui.widgets.image_canvas import ImageCanvas
+
+DIFFERENT = QColor(229, 165, 10, 90)   # a class only one of the two top-5s holds
+
+
+class ComparePanel(QWidget):
+    """A (the session's model) against B (chosen here), on the session's image and layer."""
+
+    def __init__(self, session: Session, jobs: UiJobs, controller, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._session, self._jobs, self._controller = session, jobs, controller
+        self._bench_b = LazyWorkbench()       # B's own activation cache: A's stays the other panels'
+        self.other = None                     # B: a LoadedModel
+        self.result = None                    # the last Comparison
+        self.choose_button = QPushButton("Model B…")
+        self.choose_button.setToolTip("The second model (any torchvision or timm:NAME model)")
+        self.weights_button = QPushButton("Weights for B…")
+        self.weights_button.setToolTip("A weights file for B: for A's own architecture (e.g. your fine-tuned "
+                                       "checkpoint) it also shows how far each layer moved")
+        self.choose_button.clicked.connect(self._on_choose)
+        self.weights_button.clicked.connect(self._on_weights)
+        self.names = QLabel("Choose a second model, or weights for this one, to compare on the same image.")
+        self.names.setWordWrap(True)
+        self.table = QTableWidget(5, 4)
+        self.table.setHorizontalHeaderLabels(["A", "", "B", ""])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setMaximumHeight(self.table.verticalHeader().defaultSectionSize() * 6 + 8)
+        self.verdict = QLabel("")
+        self.verdict.setWordWrap(True)
+        self.maps = (ImageCanvas(self), ImageCanvas(self))
+        self.map_titles = (QLabel(""), QLabel(""))
+        self.drift_plot = pg.PlotWidget(background=(30, 30, 34))
+        self.drift_plot.setLabel("left", "relative change ‖B−A‖/‖A‖")
+        self.drift_plot.setLabel("bottom", "layer (depth order)")
+        self.drift_plot.addLegend(offset=(10, 5))
+        self.weight_curve = self.drift_plot.plot([], [], pen=None, symbol="o", symbolSize=6,
+                                                 symbolBrush=(255, 160, 60), name="weights")
+        self.activation_curve = self.drift_plot.plot([], [], pen=pg.mkPen((86, 156, 214), width=2),
+                                                     name="activations on this image")
+        self.marker = self.drift_plot.plot([], [], pen=None, symbol="o", symbolSize=11, symbolBrush=None,
+                                           symbolPen=pg.mkPen((255, 80, 80), width=2))
+        self.drift_plot.scene().sigMouseClicked.connect(self._on_plot_clicked)
+        self.drift_plot.setToolTip("Click a point to select that layer in every panel")
+        buttons = QHBoxLayout()
+        for widget in (self.choose_button, self.weights_button):
+            buttons.addWidget(widget)
+        buttons.addStretch(1)
+        columns = QSplitter(Qt.Orientation.Horizontal)
+        for title, canvas in zip(self.map_titles, self.maps):
+            box = QWidget()
+            column = QVBoxLayout(box)
+            column.setContentsMargins(0, 0, 0, 0)
+            title.setWordWrap(True)
+            column.addWidget(title)
+            column.addWidget(canvas, 1)
+            columns.addWidget(box)
+        vertical = QSplitter(Qt.Orientation.Vertical)
+        vertical.addWidget(columns)
+        vertical.addWidget(self.drift_plot)
+        vertical.setSizes([400, 200])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(buttons)
+        layout.addWidget(self.names)
+        layout.addWidget(self.table)
+        layout.addWidget(self.verdict)
+        layout.addWidget(vertical, 1)
+        session.forward_changed.connect(lambda _summary: self.refresh())
+        session.selection_changed.connect(lambda _selection: self.refresh_maps())
+
+    # ---------------------------------------------------------------- choosing B
+    def _on_choose(self) -> None:
+        chosen = pick_model(self, self._controller, self.other.name if self.other else None)
+        if chosen:
+            self.load_other(chosen)
+
+    def _on_weights(self) -> None:
+        path = file_dialogs.open_file(self, "Weights for model B",
+                                      "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ")")
+        if path:
+            self.load_other_weights(path)
+
+    def load_other(self, spec: str) -> None:
+        """Make `spec` (a model name) model B."""
+        def work(context):
+            from cnnviewer.engine.models.loading import load_model
+            return load_model(spec, allow_download=True, progress=context.report, cancel=context.cancel)
+
+        self._load(work, f"Loading {spec} as B")
+
+    def load_other_weights(self, path: str | Path) -> None:
+        """Model B from a weights file, fitted to A's architecture when it fits (else the one it fits)."""
+        path, base = str(path), self._session.model
+
+        def work(_context):
+            from cnnviewer.engine.models.loading import load_weights
+            return load_weights(path, base)   # weights_only; a full pickle is refused here
+
+        self._load(work, f"Loading {Path(path).name} as B")
+
+    def _load(self, work, label: str) -> None:
+        self.names.setText(f"{label}…")
+        self._jobs.submit("compare_model", work, on_done=self._on_other_loaded, label=label, detach_on_cancel=True,
+                          on_error=lambda text: self.names.setText(f"B not changed: {text}"))
+
+    def _on_other_loaded(self, model) -> None:
+        self.other = model
+        self.refresh()
+
+    # ---------------------------------------------------------------- engine
+    def refresh(self) -> None:
+        """Compare A and B on the session's image (when both exist and the panel is on screen)."""
+        a, b, image = self._session.model, self.other, self._session.image
+        if a is None or b is None or image is None or not on_screen(self):
+            return
+        bench_a, bench_b = self._controller.workbench, self._bench_b
+
+        def work(_context):
+            from cnnviewer.engine.comparison.compare import compare
+            return compare(a, b, image, caches=(bench_a().cache, bench_b().cache))
+
+        self._jobs.submit("compare", work, on_done=self.show_result, on_error=self.verdict.setText,
+                          label="Comparing A and B")
+
+    def refresh_maps(self) -> None:
+        """The selected layer's mosaic in A and in B."""
+        a, b, image, layer = self._session.model, self.other, self._session.image, self._session.selection.layer
+        if a is None or b is None or image is None or not layer or not on_screen(self):
+            return
+        bench_a, bench_b = self._controller.workbench, self._bench_b
+        aspect = self.maps[0].aspect()
+
+        def work(_context):
+            from cnnviewer.engine.errors import ViewError
+            from cnnviewer.engine.views.features import FeatureMapOptions
+            options = FeatureMapOptions(aspect=aspect)
+            views = []
+            for bench, model in ((bench_a, a), (bench_b, b)):
+                try:
+                    views.append(bench().feature_maps(model, image, layer, options))
+                except (ViewError, KeyError):
+                    views.append(None)
+            return layer, views
+
+        self._jobs.submit("compare_maps", work, on_done=self._show_maps, on_error=self.verdict.setText)
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override: compute only when looked at
+        super().showEvent(event)
+        self.refresh()
+
+    # ---------------------------------------------------------------- drawing
+    def show_result(self, result) -> None:
+        self.result = result
+        a, b = result.names
+        self.names.setText(f"<b>A</b>: {a} (the model every panel shows) &nbsp;&nbsp; <b>B</b>: {b}"
+                           + (" — the same architecture" if result.same_architecture else ""))
+        only_a, only_b = result.disagreements()
+        for row, (left, right) in enumerate(zip(*result.predictions)):
+            for column, (text, different) in enumerate(((left.label, left.label in only_a), (f"{left.probability:.1%}", False),
+                                                        (right.label, right.label in only_b), (f"{right.probability:.1%}", False))):
+                item = QTableWidgetItem(text)
+                if different:
+                    item.setBackground(QBrush(DIFFERENT))
+                    item.setToolTip("Not in the other model's top-5")
+                self.table.setItem(row, column, item)
+        self.table.resizeColumnsToContents()
+        verdict = "Top-1 agrees." if result.top1_agrees else "<b>Top-1 disagrees.</b>"
+        if only_a or only_b:
+            verdict += f" Only in A's top-5: {', '.join(only_a) or '—'}; only in B's: {', '.join(only_b) or '—'}."
+        verdict += f" {len(result.shared_layers)} layers have the same name and shape in both"
+        verdict += ": the drift plot shows how far each moved." if result.drift else \
+            " (a different architecture: no per-layer drift)."
+        self.verdict.setText(verdict)
+        self._show_drift(result)
+        self.refresh_maps()
+
+    def _show_drift(self, result) -> None:
+        self.drift_plot.setVisible(bool(result.drift))
+        depth = np.array([d.depth for d in result.drift], dtype=float)
+        weights = np.array([np.nan if d.weights is None else d.weights for d in result.drift], dtype=float)
+        acts = np.array([np.nan if d.activation is None else d.activation for d in result.drift], dtype=float)
+        has_w = ~np.isnan(weights)
+        self.weight_curve.setData(depth[has_w], weights[has_w])
+        self.activation_curve.setData(depth, acts, connect="finite")
+        self._mark(self._session.selection.layer)
+
+    def _mark(self, layer: str | None) -> None:
+        found = [d for d in (self.result.drift if self.result else ()) if d.name == layer]
+        if found:
+            value = found[0].weights if found[0].weights is not None else found[0].activation
+            self.marker.setData([found[0].depth], [value or 0.0])
+        else:
+            self.marker.setData([], [])
+
+    def _on_plot_clicked(self, event) -> None:
+        if self.result is None or not self.result.drift:
+            return
+        point = self.drift_plot.getViewBox().mapSceneToView(event.scenePos())
+        self.select_depth(int(round(point.x())))
+
+    def select_depth(self, depth: int) -> None:
+        """Select the layer at `depth` on the drift plot, in every panel."""
+        drift = self.result.drift if self.result else ()
+        if drift:
+            nearest = min(drift, key=lambda d: abs(d.depth - depth))
+            self._session.select(layer=nearest.name)
+
+    def _show_maps(self, result) -> None:
+        layer, views = result
+        if layer != self._session.selection.layer:
+            return
+        for side, canvas, title, view in zip("AB", self.maps, self.map_titles, views):
+            if view is None:
+                canvas.clear()
+                title.setText(f"<b>{side}</b> has no layer {layer} with a tensor output")
+            else:
+                canvas.show_image(view.mosaic)
+                title.setText(f"<b>{side}</b> {layer}: {view.values.shape[0]} channels of "
+                              f"{view.values.shape[1]}×{view.values.shape[2]}")
+        self._mark(layer)

@@ -1,0 +1,36 @@
+"""The Compare models panel: a fine-tuned copy (drift by layer) and a second architecture."""
+
+from __future__ import annotations
+
+import torch
+
+
+def test_compare_a_fine_tuned_copy_then_another_architecture(window, qtbot, tmp_path):
+    panel = window.compare
+    window.docks["compare"].raise_()
+    assert "Choose a second model" in panel.names.text()
+    state = {k: v.clone() for k, v in window.session.model.module.state_dict().items()}
+    generator = torch.Generator().manual_seed(0)
+    for key in ("features.18.0.weight", "classifier.1.weight"):
+        state[key] += 0.3 * state[key].std() * torch.randn(state[key].shape, generator=generator)
+    torch.save(state, tmp_path / "tuned.pth")
+    panel.load_other_weights(tmp_path / "tuned.pth")
+    qtbot.waitUntil(lambda: panel.result is not None, timeout=60000)
+    result = panel.result
+    assert result.same_architecture and panel.drift_plot.isVisible()
+    moved = {d.name for d in result.drift if d.weights}
+    assert moved == {"features.18.0", "classifier.1"}
+    assert panel.table.item(0, 0).text() == window.predictions.predictions[0].label      # A's top-1
+    assert panel.weight_curve.xData is not None and len(panel.weight_curve.xData) > 50
+    target = next(d for d in result.drift if d.name == "features.18.0")
+    panel.select_depth(target.depth)                                     # click the plot: select everywhere
+    assert window.session.selection.layer == "features.18.0"
+    qtbot.waitUntil(lambda: all("features.18.0" in t.text() for t in panel.map_titles), timeout=30000)
+    assert all(c.has_image() for c in panel.maps)
+    assert window.feature_maps.tree.currentItem().data(0, 0x0100) == "features.18.0"
+
+    panel.load_other("timm:tf_efficientnet_lite0")                       # another network, real weights
+    qtbot.waitUntil(lambda: panel.result is not None and not panel.result.same_architecture, timeout=60000)
+    assert not panel.drift_plot.isVisible() and "different architecture" in panel.verdict.text()
+    qtbot.waitUntil(lambda: "has no layer features.18.0" in panel.map_titles[1].text(), timeout=30000)
+    assert window.session.model.name == "mobilenet_v2"                   # A, every panel's model, unchanged
