@@ -49,7 +49,9 @@ def test_drift_is_where_the_weights_changed(mobilenet):
     tuned = copy_with(mobilenet, retrain_head)
     result = compare(mobilenet, tuned, sample_image("chelsea"))
     by_name = {d.name: d for d in result.drift}
-    assert all(by_name[name].activation == 0.0 for name in result.shared_layers if name.startswith("features"))
+    assert all(d.activation == 0.0 for d in result.drift if d.name.startswith("features"))
+    assert [d.depth for d in result.drift] == list(range(len(result.drift)))   # leaf layers, in execution order
+    assert result.drift[0].name == "features.0.0" and result.drift[-1].name == "classifier.1"
     assert by_name["classifier.1"].activation > 0.05
     a = torch.cat([p.flatten() for p in mobilenet.module.classifier[1].parameters()])
     b = torch.cat([p.flatten() for p in tuned.module.classifier[1].parameters()])

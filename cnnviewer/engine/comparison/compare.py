@@ -37,7 +37,7 @@ class Comparison:
     predictions: tuple[tuple[Prediction, ...], tuple[Prediction, ...]]
     same_architecture: bool
     shared_layers: tuple[LayerId, ...]   # recorded in both with the same output shape, in depth order
-    drift: tuple[LayerDrift, ...]        # same architecture only
+    drift: tuple[LayerDrift, ...]        # same architecture only: leaf layers in execution order
 
     @property
     def top1_agrees(self) -> bool:
@@ -100,7 +100,11 @@ def compare(left: LoadedModel, right: LoadedModel, image: InputImage,
     same = same_architecture(left, right)
     drift: tuple[LayerDrift, ...] = ()
     if same:
+        # Depth = execution order of the leaf layers (a container's output is its last child's, and
+        # named_modules() lists it before its children, which would put a late value at depth 0).
+        leaves = {name for name, module in left.module.named_modules() if not any(True for _ in module.children())}
+        executed = [name for name in acts_a if name in leaves and name in set(shared)]
         weights = _weight_drift(left, right)
         drift = tuple(LayerDrift(name, depth, _relative(acts_a[name], acts_b[name]), weights.get(name))
-                      for depth, name in enumerate(shared))
+                      for depth, name in enumerate(executed))
     return Comparison((left.title, right.title), predictions, same, shared, drift)

@@ -58,13 +58,14 @@ class ComparePanel(QWidget):
         self.table.setHorizontalHeaderLabels(["A", "", "B", ""])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.setMaximumHeight(self.table.verticalHeader().defaultSectionSize() * 6 + 8)
+        self.table.setFixedHeight(self.table.horizontalHeader().sizeHint().height()
+                                  + 5 * self.table.verticalHeader().defaultSectionSize() + 4)
         self.verdict = QLabel("")
         self.verdict.setWordWrap(True)
         self.maps = (ImageCanvas(self), ImageCanvas(self))
         self.map_titles = (QLabel(""), QLabel(""))
         self.drift_plot = pg.PlotWidget(background=(30, 30, 34))
-        self.drift_plot.setLabel("left", "relative change ‖B−A‖/‖A‖")
+        self.drift_plot.setLabel("left", "‖B−A‖ / ‖A‖")
         self.drift_plot.setLabel("bottom", "layer (depth order)")
         self.drift_plot.addLegend(offset=(10, 5))
         self.weight_curve = self.drift_plot.plot([], [], pen=None, symbol="o", symbolSize=6,
@@ -198,6 +199,7 @@ class ComparePanel(QWidget):
                     item.setToolTip("Not in the other model's top-5")
                 self.table.setItem(row, column, item)
         self.table.resizeColumnsToContents()
+        self.table.setFixedWidth(self.table.horizontalHeader().length() + 4)   # no empty area beside it
         verdict = "Top-1 agrees." if result.top1_agrees else "<b>Top-1 disagrees.</b>"
         if only_a or only_b:
             verdict += f" Only in A's top-5: {', '.join(only_a) or '—'}; only in B's: {', '.join(only_b) or '—'}."
@@ -219,7 +221,8 @@ class ComparePanel(QWidget):
         self._mark(self._session.selection.layer)
 
     def _mark(self, layer: str | None) -> None:
-        found = [d for d in (self.result.drift if self.result else ()) if d.name == layer]
+        drift = self.result.drift if self.result else ()
+        found = [d for d in drift if d.name == layer] or [d for d in drift if layer and d.name.startswith(f"{layer}.")][-1:]
         if found:
             value = found[0].weights if found[0].weights is not None else found[0].activation
             self.marker.setData([found[0].depth], [value or 0.0])
