@@ -149,3 +149,17 @@ def test_a_vision_transformer_works_where_maps_make_sense():
         bench.neuron_field(vit, image, "blocks.3", None, None)
     assert bench.summary(vit).method == "torch.fx"
     assert bench.gradient(vit, image, "grad-cam", Target(class_index=3)).options["layer"] == "patch_embed.proj"
+
+
+def test_a_bare_timm_state_dict_finds_its_architecture(tmp_path):
+    """A fine-tuned timm network saved as a plain state dict (10 classes), dropped on MobileNetV2."""
+    import timm
+
+    torch.manual_seed(0)
+    tuned = timm.create_model("convnext_atto", num_classes=10)
+    torch.save(tuned.state_dict(), tmp_path / "convnext_atto_10.pth")
+    found = load_weights(tmp_path / "convnext_atto_10.pth", load_model("mobilenet_v2"))
+    assert found.name == "timm:convnext_atto" and len(found.categories) == 10
+    assert torch.equal(found.module.state_dict()["head.fc.weight"], tuned.state_dict()["head.fc.weight"])
+    again = load_weights(tmp_path / "convnext_atto_10.pth", load_model("timm:convnext_atto"))   # onto itself:
+    assert again.name == "timm:convnext_atto" and len(again.categories) == 10                  # a new head

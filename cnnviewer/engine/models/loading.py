@@ -135,7 +135,12 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
     if effnet_keys.looks_like_efficientnet_pytorch(loaded.state_dict or {}):
         return _efficientnet_pytorch(loaded.state_dict, path, current, label, labels, beside, device, precision)
     attempts: list[str] = []
-    for state_dict in prefix_variants(loaded.state_dict or {}):
+    from cnnviewer.engine.models import timm_models
+    for variant, state_dict in enumerate(prefix_variants(loaded.state_dict or {})):
+        if current is not None and timm_models.is_timm(current.name):   # same timm net, maybe a new head
+            module = timm_models.fit_to(current.name.removeprefix(timm_models.PREFIX), state_dict)
+            if module is not None:
+                return _wrap_timm(module, current.name, path, current, label, labels, beside, device, precision)
         if current is not None:
             try:
                 module = _fresh_copy(current)
@@ -150,6 +155,15 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
             match = infer_architecture(state_dict, source=path.name)
         except WeightsError as error:
             attempts.append(str(error))
+            if variant:   # timm's names are searched once, on the file's own keys
+                continue
+            try:
+                found = timm_models.infer_architecture(state_dict)
+            except WeightsError as timm_error:   # named like timm's, fits none tried: say how to load it
+                attempts.insert(0, f"{path.name}: {timm_error}")
+                continue
+            if found is not None:   # a bare timm state dict
+                return _wrap_timm(*found, path, current, label, labels, beside, device, precision)
             continue
         module = torchvision.models.get_model(match.name, weights=None, **match.kwargs)
         fit_state_dict(module, state_dict, source=path.name, model_name=match.name)
@@ -203,7 +217,15 @@ def _efficientnet_pytorch(state_dict, path: Path, current: LoadedModel | None, l
             module = None
     if module is None:
         module, name = effnet_keys.find_architecture(state_dict, path.name)
-    classes = state_dict["_fc.weight"].shape[0] if "_fc.weight" in state_dict else 1000
+    return _wrap_timm(module, name, path, current, label, labels, beside, device, precision)
+
+
+def _wrap_timm(module: torch.nn.Module, name: str, path: Path, current: LoadedModel | None, label: str,
+               labels: tuple[str, ...] | None, beside: tuple[str, ...] | None, device: str | None,
+               precision: str) -> LoadedModel:
+    """A timm module loaded from a file: ImageNet names for 1000 classes, timm's preprocessing."""
+    from cnnviewer.engine.models import timm_models
+    classes = getattr(module, "num_classes", 0) or _num_outputs(module)
     categories = labels or beside or (timm_models.imagenet_categories() if classes == 1000
                                       else tuple(f"class {i}" for i in range(classes)))
     return wrap_module(module, name, categories=categories, weights_label=label, trained=True,

@@ -13,6 +13,7 @@ import fnmatch
 import importlib.util
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -179,3 +180,75 @@ def imagenet_categories() -> tuple[str, ...]:
     from torchvision.models import MobileNet_V2_Weights
 
     return tuple(MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+MAX_CANDIDATES = 60   # architectures built (on the meta device, ~0.1 s each) while inferring one
+SEARCH_SECONDS = 5.0
+
+
+def _names(value) -> list[str]:
+    return [value] if isinstance(value, str) else [v for v in (value or ()) if isinstance(v, str)]
+
+
+def infer_architecture(state_dict: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, str] | None:
+    """The timm CNN a bare timm state dict was saved from, built and loaded; None if it is not
+    named like any (WeightsError if it is, but none tried fits).
+
+    Candidates are the CNNs whose pretrained_cfg names this file's first conv and classifier
+    (cheap: no model is built); each is then built on the meta device and every tensor shape
+    compared, smallest names (base models) first.
+    """
+    if not available():
+        return None
+    import timm
+
+    shapes = {key: tuple(tensor.shape) for key, tensor in state_dict.items()}
+    candidates: list[tuple[str, str]] = []
+    for family_names in cnn_models().values():
+        for name in family_names:
+            config = timm.models.get_pretrained_cfg(name)
+            if config is None:
+                continue
+            firsts = [f"{n}.weight" for n in _names(config.first_conv)]
+            heads = [f"{n}.weight" for n in _names(config.classifier)]
+            if firsts and heads and all(k in shapes for k in firsts) and heads[0] in shapes:
+                candidates.append((name, heads[0]))
+    deadline = time.monotonic() + SEARCH_SECONDS
+    for name, head in sorted(candidates, key=lambda c: (len(c[0]), c[0]))[:MAX_CANDIDATES]:
+        if time.monotonic() > deadline:
+            break
+        classes = shapes[head][0]
+        try:
+            with torch.device("meta"):
+                skeleton = timm.create_model(name, pretrained=False, num_classes=classes)
+        except Exception:  # noqa: BLE001 - an architecture that cannot take this head
+            continue
+        if {k: tuple(v.shape) for k, v in skeleton.state_dict().items()} != shapes:
+            continue
+        module = timm.create_model(name, pretrained=False, num_classes=classes)
+        module.load_state_dict(state_dict, strict=True)
+        return module, f"{PREFIX}{name}"
+    if candidates:
+        raise WeightsError(f"named like {len(candidates)} timm models, but none of those tried fits every "
+                           "shape: choose its architecture first (File > Choose model, or --model timm:NAME), "
+                           "then load the weights into it")
+    return None
+
+
+def fit_to(name: str, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module | None:
+    """timm model `name` rebuilt for the file's number of classes and loaded (strict), else None.
+
+    A fine-tuned head has another class count than the model on screen: the architecture is
+    the same, only the classifier is rebuilt.
+    """
+    import timm
+
+    config = timm.models.get_pretrained_cfg(name)
+    heads = [f"{n}.weight" for n in _names(config.classifier)] if config is not None else []
+    classes = state_dict[heads[0]].shape[0] if heads and heads[0] in state_dict else None
+    try:
+        module = timm.create_model(name, pretrained=False, **({"num_classes": classes} if classes else {}))
+        module.load_state_dict(state_dict, strict=True)
+    except Exception:  # noqa: BLE001 - does not fit: the caller tries the next way
+        return None
+    return module
