@@ -16,6 +16,9 @@ from PySide6.QtWidgets import (
 )
 
 
+OFFLINE_STATUSES = ("offline weights pack", "torch hub cache", "Hugging Face cache")
+
+
 class ChooseModelDialog(QDialog):
     """Every torchvision classification model, grouped by family, with its weights' source."""
 
@@ -32,8 +35,9 @@ class ChooseModelDialog(QDialog):
         self.tree.setHeaderLabels(["Model", "Pretrained weights"])
         self.tree.setColumnWidth(0, 240)
         self.tree.itemDoubleClicked.connect(lambda *_: self.accept())
-        note = QLabel("Weights found in the torch hub cache or the offline pack load at once; others are "
-                      "downloaded with a progress bar, or the model loads untrained when offline.")
+        note = QLabel("✓ (bold): real weights are already here (offline pack, torch hub or Hugging Face cache) "
+                      "and load at once; others are downloaded, or the model loads untrained when offline. "
+                      "timm's CNNs are listed as timm:NAME.")
         note.setWordWrap(True)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -59,9 +63,19 @@ class ChooseModelDialog(QDialog):
         for family, entries in catalogue.items():
             family_item = QTreeWidgetItem(self.tree, [family, ""])
             family_item.setFlags(family_item.flags() & ~Qt.ItemFlag.ItemIsSelectable)
+            ready = 0
             for name, status in entries:
-                item = QTreeWidgetItem(family_item, [name, status])
+                offline = status in OFFLINE_STATUSES
+                item = QTreeWidgetItem(family_item, [name, f"✓ {status}" if offline else status])
                 item.setData(0, Qt.ItemDataRole.UserRole, name)
+                if offline:   # real weights without a download: what a new user can try at once
+                    font = item.font(0)
+                    font.setBold(True)
+                    item.setFont(0, font)
+                    item.setFont(1, font)
+                    ready += 1
+            if ready:
+                family_item.setText(1, f"{ready} with weights here")
                 if name == current:
                     family_item.setExpanded(True)
                     self.tree.setCurrentItem(item)

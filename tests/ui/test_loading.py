@@ -84,6 +84,8 @@ def test_choose_model_dialog_lists_and_filters(qtbot):
     dialog = ChooseModelDialog(catalogue, "mobilenet_v2")
     qtbot.addWidget(dialog)
     assert dialog.chosen() == "mobilenet_v2"
+    ready = dialog.tree.currentItem()                  # real weights here: marked, and counted per family
+    assert ready.text(1).startswith("✓") and ready.font(0).bold() and ready.parent().text(1) == "1 with weights here"
     dialog.search.setText("resnet5")
     root = dialog.tree.invisibleRootItem()
     visible = [root.child(i).child(j).text(0) for i in range(root.childCount())
