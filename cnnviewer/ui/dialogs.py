@@ -74,11 +74,11 @@ class ChooseModelDialog(QDialog):
                     item.setFont(0, font)
                     item.setFont(1, font)
                     ready += 1
-            if ready:
-                family_item.setText(1, f"{ready} with weights here")
                 if name == current:
                     family_item.setExpanded(True)
                     self.tree.setCurrentItem(item)
+            if ready:
+                family_item.setText(1, f"{ready} with weights here")
 
     def _on_search_changed(self, text: str) -> None:
         text = text.strip().lower()
