@@ -106,7 +106,8 @@ class ChooseModelDialog(QDialog):
         current = self.tree.currentItem()
         if current in visible:
             return
-        self.tree.setCurrentItem(visible[0] if visible else None)
+        ready = [item for item in visible if item.text(1).startswith("✓")]   # weights here: try those first
+        self.tree.setCurrentItem((ready or visible)[0] if visible else None)
 
     def chosen(self) -> str | None:
         """The selected model name, if the search still shows it."""

@@ -79,7 +79,7 @@ def test_last_model_and_weights_are_remembered(window, qtbot, settings, tmp_path
 def test_choose_model_dialog_lists_and_filters(qtbot):
     from cnnviewer.ui.dialogs import ChooseModelDialog
 
-    catalogue = {"MobileNet": [("mobilenet_v2", "offline weights pack"), ("mobilenet_v3_large", "download")],
+    catalogue = {"MobileNet": [("mobilenet_v3_large", "download"), ("mobilenet_v2", "offline weights pack")],
                  "ResNet": [("resnet18", "download"), ("resnet50", "download")]}
     dialog = ChooseModelDialog(catalogue, "mobilenet_v2")
     qtbot.addWidget(dialog)
@@ -94,6 +94,8 @@ def test_choose_model_dialog_lists_and_filters(qtbot):
     assert dialog.chosen() == "resnet50"           # Enter loads the one match shown, not the hidden selection
     qtbot.keyClick(dialog.search, Qt.Key.Key_Return)
     assert dialog.result() == dialog.DialogCode.Accepted and dialog.chosen() == "resnet50"
+    dialog.search.setText("mobilenet")
+    assert dialog.chosen() == "mobilenet_v2"       # of two matches, the one whose weights are here
     dialog.search.setText("no such model")
     assert dialog.chosen() is None
 
