@@ -1,4 +1,4 @@
-"""Dialogs: choosing a torchvision model, trusting a pickled file."""
+"""Dialogs: choosing a model (torchvision or timm), trusting a pickled file."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
-
 
 OFFLINE_STATUSES = ("offline weights pack", "torch hub cache", "Hugging Face cache")
 
