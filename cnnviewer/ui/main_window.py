@@ -58,9 +58,10 @@ class DropFilter(QObject):
         if not mime.hasUrls():
             return False
         if kind == QEvent.Type.Drop:
-            live = self._window.live_detection
+            live, compare = self._window.live_detection, self._window.compare
             on_live = watched is live or live.isAncestorOf(watched)
-            self._window.open_paths([url.toLocalFile() for url in mime.urls()], live=on_live)
+            on_compare = watched is compare or compare.isAncestorOf(watched)
+            self._window.open_paths([url.toLocalFile() for url in mime.urls()], live=on_live, compare=on_compare)
         # Always a copy: some file managers delete the source after a drop accepted as a move.
         event.setDropAction(Qt.DropAction.CopyAction)
         event.accept()
@@ -163,12 +164,16 @@ class MainWindow(QMainWindow):
             bar.addPermanentWidget(widget)
 
     # ---------------------------------------------------------------- user intent
-    def open_paths(self, paths: list[str], live: bool = False) -> None:
+    def open_paths(self, paths: list[str], live: bool = False, compare: bool = False) -> None:
         """Open dropped or given files: an image (or a folder's first image), a weights file, or a
-        video (played in Live detection; so is a folder or image dropped on that panel)."""
+        video (played in Live detection; so is a folder or image dropped on that panel). Weights
+        dropped on Compare models become its model B."""
         for raw in paths:
             path = Path(raw)
             suffix = path.suffix.lower()
+            if compare and suffix in WEIGHT_SUFFIXES:
+                self.compare.load_other_weights(path)
+                return
             if suffix in VIDEO_SUFFIXES and suffix != ".gif" or (live and (path.is_dir() or suffix in IMAGE_SUFFIXES)):
                 self.docks["live_detection"].show()
                 self.docks["live_detection"].raise_()

@@ -14,12 +14,17 @@ def test_compare_a_fine_tuned_copy_then_another_architecture(window, qtbot, tmp_
     for key in ("features.18.0.weight", "classifier.1.weight"):
         state[key] += 0.3 * state[key].std() * torch.randn(state[key].shape, generator=generator)
     torch.save(state, tmp_path / "tuned.pth")
-    panel.load_other_weights(tmp_path / "tuned.pth")
+    from tests.ui.conftest import drop_files
+    drop_files(panel.drift_plot.viewport(), [tmp_path / "tuned.pth"])   # dropped on the panel: it is B
     qtbot.waitUntil(lambda: panel.result is not None, timeout=60000)
     result = panel.result
+    qtbot.wait(500)
+    assert window.session.model.weights_path is None                  # not loaded as every panel's model
     assert result.same_architecture and panel.drift_plot.isVisible()
     moved = {d.name for d in result.drift if d.weights}
     assert moved == {"features.18.0", "classifier.1"}
+    assert "Weights moved most: features.18.0" in panel.verdict.text() or \
+        "Weights moved most: classifier.1" in panel.verdict.text()
     assert panel.table.item(0, 0).text() == window.predictions.predictions[0].label      # A's top-1
     assert panel.weight_curve.xData is not None and len(panel.weight_curve.xData) > 50
     target = next(d for d in result.drift if d.name == "features.18.0")

@@ -50,6 +50,7 @@ class ComparePanel(QWidget):
         self.weights_button = QPushButton("Weights for B…")
         self.weights_button.setToolTip("A weights file for B: for A's own architecture (e.g. your fine-tuned "
                                        "checkpoint) it also shows how far each layer moved")
+        self.setToolTip("Drop a weights file here to make it model B")
         self.choose_button.clicked.connect(self._on_choose)
         self.weights_button.clicked.connect(self._on_weights)
         self.names = QLabel("Choose a second model, or weights for this one, to compare on the same image.")
@@ -62,6 +63,7 @@ class ComparePanel(QWidget):
                                   + 5 * self.table.verticalHeader().defaultSectionSize() + 4)
         self.verdict = QLabel("")
         self.verdict.setWordWrap(True)
+        self.verdict.setTextFormat(Qt.TextFormat.RichText)
         self.maps = (ImageCanvas(self), ImageCanvas(self))
         self.map_titles = (QLabel(""), QLabel(""))
         self.drift_plot = pg.PlotWidget(background=(30, 30, 34))
@@ -206,6 +208,9 @@ class ComparePanel(QWidget):
         verdict += f" {len(result.shared_layers)} layers have the same name and shape in both"
         verdict += ": the drift plot shows how far each moved." if result.drift else \
             " (a different architecture: no per-layer drift)."
+        moved = [d for d in result.most_changed(5) if d.weights]
+        if moved:
+            verdict += "<br>Weights moved most: " + ", ".join(f"{d.name} ({d.weights:.3g})" for d in moved) + "."
         self.verdict.setText(verdict)
         self._show_drift(result)
         self.refresh_maps()
