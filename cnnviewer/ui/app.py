@@ -121,7 +121,8 @@ def start_window(args: argparse.Namespace, settings, started: float):
             if os.environ.get(LAUNCH_PROBE_ENV):
                 print(f"window_shown_s={shown:.3f} first_predictions_s={ready:.3f} "
                       f"window_shown_epoch={shown_epoch:.3f} ready_epoch={time.time():.3f} "
-                      f"torch_in_gui_thread_at_show={torch_at_show}", flush=True)
+                      f"torch_in_gui_thread_at_show={torch_at_show} timm_loaded={'timm' in sys.modules}",
+                      flush=True)
                 window.close()
 
     session.forward_changed.connect(report_launch)

@@ -300,3 +300,12 @@ def test_warnings_are_one_line_and_pillow_bomb_notice_is_not_shown(tmp_path):
     result = run("predict", str(big))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_a_plain_launch_does_not_import_timm(tmp_path):
+    """timm is imported only when a timm model is asked for or listed, never by a launch."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", CNNVIEWER_OFFLINE="1", CNNVIEWER_LAUNCH_PROBE="1",
+               HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "config"))
+    done = subprocess.run([sys.executable, "-m", "cnnviewer"], capture_output=True, text=True, timeout=120, env=env)
+    probe = next((line for line in done.stdout.splitlines() if "first_predictions_s=" in line), "")
+    assert "timm_loaded=False" in probe and "torch_in_gui_thread_at_show=False" in probe, done.stdout + done.stderr

@@ -93,3 +93,17 @@ def test_compare_command_json(tmp_path):
     same = subprocess.run([sys.executable, "-m", "cnnviewer", "compare", str(photo), "--model", "mobilenet_v2"],
                           capture_output=True, text=True, timeout=60, env=env)
     assert same.returncode == 2 and len(same.stderr.strip().splitlines()) == 1 and "same model" in same.stderr
+
+
+def test_one_perturbed_block_shows_the_change_starting_at_that_block(mobilenet):
+    def perturb(state):
+        generator = torch.Generator().manual_seed(1)
+        for key in [k for k in state if k.startswith("features.10.") and k.endswith("weight")]:
+            state[key] += 0.1 * state[key].std() * torch.randn(state[key].shape, generator=generator)
+    result = compare(mobilenet, copy_with(mobilenet, perturb), sample_image("chelsea"))
+    names = [d.name for d in result.drift]
+    start = next(i for i, name in enumerate(names) if name.startswith("features.10."))
+    assert all(d.activation == 0.0 and d.weights in (None, 0.0) for d in result.drift[:start])   # untouched before
+    assert result.drift[start].activation > 0 and result.drift[start].weights > 0          # the change starts here
+    assert all(d.activation > 0 for d in result.drift[start:])                             # and carries on
+    assert {d.name.rsplit(".", 1)[0].rsplit(".conv", 1)[0] for d in result.drift if d.weights} == {"features.10"}

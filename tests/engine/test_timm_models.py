@@ -94,6 +94,13 @@ def test_every_view_works_on_timm_cnns(name):
     for method in ("saliency", "guided-backprop", "deconvnet", "grad-cam"):
         result = bench.gradient(model, image, method, Target(class_index=forward.predictions[0].index))
         assert result.attribution.shape[-2:] == (model.preprocess.crop_size,) * 2
+    from cnnviewer.engine.types import default_layer
+    layer = default_layer(forward.layers)                       # what the panels open on
+    assert bench.feature_maps(model, image, layer).mosaic.size
+    first, _ = bench.filters(model, layer, 0)
+    assert first is not None and first.mosaic.size
+    field, picture = bench.neuron_field(model, image, layer, None, None)
+    assert picture.size and field.effective_extent is not None
     assert not has_hooks(model.module)
     assert flags == [(p.requires_grad, m.training) for m in model.module.modules() for p in m.parameters(recurse=False)]
 
