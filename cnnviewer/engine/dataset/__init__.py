@@ -1,0 +1,1 @@
+"""The dataset explorer engine: a folder of images indexed per unit, and its queries."""

@@ -1,0 +1,152 @@
+"""Per-image, per-channel statistics of chosen layers over a folder of images, batch by batch.
+
+For every image and every channel of an indexed layer: the maximum activation, where it is
+(the flat position y * w + x), and the mean (which is also the layer's global-average-pooled
+feature, used for nearest neighbours). Computed inside forward hooks, so a batch's full
+activations are never kept; the forward pass stops after the last layer the index needs.
+Decoding and preprocessing run in DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Event
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from cnnviewer.engine.errors import Cancelled, CnnViewerError, describe
+from cnnviewer.engine.models.handle import LoadedModel, Preprocess
+from cnnviewer.engine.types import LayerId
+
+LOGITS = "logits"   # the model's output, indexed like a layer
+
+
+class _Images(Dataset):
+    """Decoded, preprocessed images; an unreadable one becomes its error message."""
+
+    def __init__(self, files: Sequence[Path], preprocess: Preprocess, channels: int) -> None:
+        self.files, self.preprocess, self.channels = list(files), preprocess, channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        from cnnviewer.engine.media.images import load_image
+        from cnnviewer.engine.runtime.inference import prepare_input
+        try:
+            image = load_image(self.files[index])
+            tensor = prepare_input(image, self.preprocess, torch.device("cpu"), torch.float32, self.channels).tensor[0]
+            return index, tensor, "", image.original_size
+        except CnnViewerError as error:
+            return index, None, str(error), (0, 0)
+        except Exception as error:  # noqa: BLE001 - one bad file never stops the index
+            return index, None, f"{self.files[index].name}: {describe(error)}", (0, 0)
+
+
+def _collate(items):
+    good = [item for item in items if item[1] is not None]
+    bad = [(item[0], item[2]) for item in items if item[1] is None]
+    tensors = torch.stack([item[1] for item in good]) if good else None
+    return [item[0] for item in good], tensors, bad, [item[3] for item in good]
+
+
+@dataclass
+class BatchStats:
+    """What one batch adds to the index."""
+
+    indices: list[int]                          # positions in the file list
+    sizes: list[tuple[int, int]]                # original (width, height) of each image
+    maxima: dict[LayerId, np.ndarray]           # (B, C) float32
+    positions: dict[LayerId, np.ndarray]        # (B, C) int32: y * w + x of the maximum
+    means: dict[LayerId, np.ndarray]            # (B, C) float32
+    skipped: list[tuple[int, str]]              # (position, reason)
+
+
+class _StopForward(Exception):
+    """Raised by the last needed hook: the rest of the network is not run."""
+
+
+def _channel_stats(output: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(max, argmax position, mean) per channel of a (B, C, ...) output; vectors are C maps of 1x1."""
+    values = output.detach().float()
+    if values.dim() == 2:
+        values = values[:, :, None]
+    flat = values.flatten(2) if values.dim() > 2 else values
+    maxima, where = flat.max(dim=2)
+    return maxima.cpu().numpy(), where.to(torch.int32).cpu().numpy(), flat.mean(dim=2).cpu().numpy()
+
+
+@contextmanager
+def _stat_hooks(model: nn.Module, layers: Sequence[LayerId], sink: dict, shapes: dict) -> Iterator[None]:
+    """Hooks that reduce each needed layer's output to channel statistics at once."""
+    modules = dict(model.named_modules())
+    remaining = {name for name in layers if name != LOGITS}
+    last_needed = LOGITS in layers
+    handles = []
+
+    def hook_for(name: str):
+        def hook(_module, _inputs, output):
+            tensor = output if isinstance(output, Tensor) else next(
+                (o for o in (output if isinstance(output, (tuple, list)) else ()) if isinstance(o, Tensor)), None)
+            if tensor is None or name in sink:
+                return
+            shapes.setdefault(name, tuple(tensor.shape[1:]))
+            sink[name] = _channel_stats(tensor)
+            if not last_needed and remaining <= set(sink):
+                raise _StopForward()
+        return hook
+
+    try:
+        for name in remaining:
+            handles.append(modules[name].register_forward_hook(hook_for(name)))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def extract(model: LoadedModel, files: Sequence[Path], layers: Sequence[LayerId], *, batch_size: int = 32,
+            workers: int = 0, cancel: Event | None = None,
+            progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[BatchStats, dict]]:
+    """Yield (statistics, layer shapes) batch by batch over `files` (in their order).
+
+    Raises:
+        Cancelled: `cancel` was set (checked before every batch).
+    """
+    loader = DataLoader(_Images(files, model.preprocess, model.input_channels), batch_size=batch_size,
+                        num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
+                        persistent_workers=False)
+    done = 0
+    shapes: dict[LayerId, tuple[int, ...]] = {}
+    was_training = model.module.training
+    model.module.eval()
+    try:
+        for indices, tensors, bad, sizes in loader:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            sink: dict[LayerId, tuple] = {}
+            if tensors is not None:
+                inputs = tensors.to(model.device, dtype=model.dtype, non_blocking=True)
+                with _stat_hooks(model.module, layers, sink, shapes), torch.inference_mode():
+                    try:
+                        output = model.module(inputs)
+                    except _StopForward:
+                        output = None
+                if LOGITS in layers and output is not None:
+                    logits = output if isinstance(output, Tensor) else output[0]
+                    shapes.setdefault(LOGITS, tuple(logits.shape[1:]))
+                    sink[LOGITS] = _channel_stats(logits)
+            stats = BatchStats(indices, sizes, {n: s[0] for n, s in sink.items()},
+                               {n: s[1] for n, s in sink.items()}, {n: s[2] for n, s in sink.items()}, bad)
+            done += len(indices) + len(bad)
+            if progress is not None:
+                progress(done, len(files))
+            yield stats, shapes
+    finally:
+        model.module.train(was_training)

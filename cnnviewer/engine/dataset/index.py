@@ -1,0 +1,194 @@
+"""A folder's activation index on disk, and the queries the Dataset panel and synthesis ask of it.
+
+Layout (a folder anyone can open with numpy and json; never a pickle):
+
+    manifest.json            model, weights, preprocessing, layers and their output shapes,
+                             images (path relative to the folder, size, mtime, original size),
+                             skipped files with the reason
+    <layer>.max.npy          (N, C) float32  maximum activation of each channel in each image
+    <layer>.pos.npy          (N, C) int32    where that maximum is: y * w + x in the layer's map
+    <layer>.mean.npy         (N, C) float32  the channel's mean (= global-average-pooled feature)
+
+Row i is the i-th image file in name order; rows of skipped files are zero and never returned.
+Arrays are read with memory mapping, so a query loads only the layer it asks about.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Event
+
+import numpy as np
+
+from cnnviewer.engine.dataset.extract import LOGITS, extract
+from cnnviewer.engine.errors import CnnViewerError
+from cnnviewer.engine.media.images import IMAGE_SUFFIXES
+from cnnviewer.engine.models.handle import LoadedModel
+from cnnviewer.engine.types import LayerId
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+
+
+class IndexError_(CnnViewerError):
+    """A folder or an index that cannot be used (one line)."""
+
+
+def folder_images(folder: str | Path) -> list[Path]:
+    """Every image file under `folder`, recursively, in name order (hidden folders skipped)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise IndexError_(f"{root}: not a folder")
+    found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])]
+    return sorted(found, key=lambda p: p.relative_to(root).as_posix())
+
+
+def default_layers(model: LoadedModel) -> list[LayerId]:
+    """What the Feature maps tree shows at its top level: the blocks of the model's top-level
+    containers (e.g. features.0 ... features.18), the other top-level modules, and the logits."""
+    layers: list[LayerId] = []
+    for name, module in model.module.named_children():
+        children = [child for child, _ in module.named_children()]
+        if children and type(module).__name__ in ("Sequential", "ModuleList"):
+            layers += [f"{name}.{child}" for child in children]
+        elif any(True for _ in module.parameters()):
+            layers.append(name)
+    return layers + [LOGITS]
+
+
+def _file_name(layer: LayerId) -> str:
+    return (layer or "root").replace("/", "_")
+
+
+def _weights_digest(model: LoadedModel) -> str:
+    """sha256 of the weights file when there is one, else of the parameters themselves."""
+    digest = hashlib.sha256()
+    if model.weights_path and Path(model.weights_path).is_file():
+        with open(model.weights_path, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    for name, tensor in sorted(model.module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One row of a top-k answer."""
+
+    path: Path
+    value: float
+    position: tuple[int, int]     # (y, x) in the layer's map; (0, 0) for vectors
+
+
+class DatasetIndex:
+    """An index on disk: its manifest in memory, its arrays memory-mapped on demand."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        try:
+            self.manifest = json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise IndexError_(f"{self.directory}: no readable index ({error.__class__.__name__})") from None
+        self.folder = Path(self.manifest["folder"])
+        self.rows = {row["row"]: row for row in self.manifest["images"]}
+
+    @property
+    def layers(self) -> list[LayerId]:
+        return list(self.manifest["layers"])
+
+    def array(self, layer: LayerId, kind: str) -> np.ndarray:
+        """(N, C) array `kind` ('max', 'pos' or 'mean') of `layer`, memory-mapped."""
+        if layer not in self.manifest["layers"]:
+            raise IndexError_(f"{layer!r} is not indexed; indexed layers: {', '.join(self.layers[:6])}…")
+        return np.load(self.directory / f"{_file_name(layer)}.{kind}.npy", mmap_mode="r")
+
+    def top(self, layer: LayerId, channel: int, k: int = 9) -> list[Hit]:
+        """The k images where `channel` of `layer` fires most (one entry per image), best first."""
+        maxima = self.array(layer, "max")
+        if not 0 <= channel < maxima.shape[1]:
+            raise IndexError_(f"{layer} has {maxima.shape[1]} channels; {channel} is out of range")
+        values = np.asarray(maxima[:, channel], dtype=np.float32)
+        valid = np.zeros(len(values), dtype=bool)
+        valid[list(self.rows)] = True
+        values = np.where(valid, values, -np.inf)
+        count = min(k, int(valid.sum()))
+        best = np.argpartition(-values, count - 1)[:count] if count else np.array([], dtype=int)
+        best = best[np.lexsort((best, -values[best]))]        # by value, ties by file order
+        positions = self.array(layer, "pos")
+        width = self.manifest["shapes"][layer][-1] if len(self.manifest["shapes"][layer]) == 3 else 1
+        return [Hit(self.folder / self.rows[int(i)]["path"], float(values[i]),
+                    divmod(int(positions[i, channel]), width)) for i in best]
+
+    def neighbours(self, features: np.ndarray, layer: LayerId, k: int = 9) -> list[tuple[Path, float]]:
+        """The k images whose pooled `layer` features are most cosine-similar to `features`."""
+        means = np.asarray(self.array(layer, "mean"), dtype=np.float32)
+        rows = np.array(sorted(self.rows))
+        bank = means[rows]
+        bank = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
+        query = np.asarray(features, dtype=np.float32).ravel()
+        query = query / max(float(np.linalg.norm(query)), 1e-12)
+        similarity = bank @ query
+        order = np.argsort(-similarity, kind="stable")[:k]
+        return [(self.folder / self.rows[int(rows[i])]["path"], float(similarity[i])) for i in order]
+
+
+def build_index(folder: str | Path, model: LoadedModel, directory: str | Path, *,
+                layers: Sequence[LayerId] | None = None, batch_size: int = 32, workers: int = 0,
+                cancel: Event | None = None, progress: Callable[[int, int], None] | None = None) -> DatasetIndex:
+    """Index every image under `folder` for `model` into `directory` (created), and open it."""
+    folder, directory = Path(folder).resolve(), Path(directory)
+    files = folder_images(folder)
+    if not files:
+        raise IndexError_(f"{folder.name}: no images under this folder")
+    layers = list(layers) if layers else default_layers(model)
+    unknown = [name for name in layers if name != LOGITS and name not in model.layer_names]
+    if unknown:
+        raise IndexError_(f"{model.name} has no layer {unknown[0]!r}")
+    directory.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    arrays: dict[tuple[LayerId, str], np.ndarray] = {}
+    images, skipped = [], []
+    for stats, shapes in extract(model, files, layers, batch_size=batch_size, workers=workers, cancel=cancel,
+                                 progress=progress):
+        for name in stats.maxima:
+            if (name, "max") not in arrays:
+                channels = stats.maxima[name].shape[1]
+                for kind, dtype in (("max", np.float32), ("pos", np.int32), ("mean", np.float32)):
+                    arrays[(name, kind)] = np.lib.format.open_memmap(
+                        directory / f"{_file_name(name)}.{kind}.npy", mode="w+", dtype=dtype,
+                        shape=(len(files), channels))
+            arrays[(name, "max")][stats.indices] = stats.maxima[name]
+            arrays[(name, "pos")][stats.indices] = stats.positions[name]
+            arrays[(name, "mean")][stats.indices] = stats.means[name]
+        for row, size in zip(stats.indices, stats.sizes):
+            status = files[row].stat()
+            images.append({"row": row, "path": files[row].relative_to(folder).as_posix(), "bytes": status.st_size,
+                           "mtime": status.st_mtime, "size": list(size)})
+        skipped += [{"path": files[row].relative_to(folder).as_posix(), "reason": reason} for row, reason in stats.skipped]
+    for array in arrays.values():
+        array.flush()
+    recorded = [name for name in layers if (name, "max") in arrays]
+    manifest = {
+        "format": FORMAT_VERSION, "folder": str(folder), "model": model.name, "weights": model.weights_label,
+        "weights_sha256": _weights_digest(model),
+        "preprocess": {"resize": model.preprocess.resize_size, "crop": model.preprocess.crop_size,
+                       "mean": list(model.preprocess.mean), "std": list(model.preprocess.std),
+                       "interpolation": model.preprocess.interpolation},
+        "layers": recorded, "shapes": {name: list(shapes[name]) for name in recorded},
+        "files": len(files), "images": sorted(images, key=lambda row: row["row"]), "skipped": skipped,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    temporary = directory / f".{MANIFEST}.{os.getpid()}"
+    temporary.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    temporary.replace(directory / MANIFEST)   # the manifest appears last: a half-written index has none
+    return DatasetIndex(directory)

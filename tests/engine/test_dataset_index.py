@@ -1,0 +1,119 @@
+"""The dataset index (issue 12, engine first): top-k per unit equals a brute-force loop, neighbours,
+the on-disk format, broken files skipped with reasons, the model left as it was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from cnnviewer.engine.dataset.extract import LOGITS
+from cnnviewer.engine.dataset.index import (
+    DatasetIndex,
+    build_index,
+    default_layers,
+    folder_images,
+)
+from cnnviewer.engine.media.images import load_image
+from cnnviewer.engine.models.loading import load_model
+from cnnviewer.engine.runtime.hooks import has_hooks
+from cnnviewer.engine.runtime.inference import prepare_input
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory) -> Path:
+    """skimage photos, crops, flips, colour shifts, rotations and several sizes, plus broken files."""
+    root = tmp_path_factory.mktemp("photos")
+    (root / "more").mkdir()
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        photo = Image.fromarray(getattr(data, name)())
+        photo.save(root / f"{name}.jpg", quality=92)
+        photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(root / "more" / f"{name}_flip.png")
+        width, height = photo.size
+        photo.crop((width // 6, height // 6, width * 5 // 6, height * 5 // 6)).resize((300, 240)).save(
+            root / "more" / f"{name}_crop.jpg")
+    shifted = np.asarray(Image.open(root / "coffee.jpg")).astype(int)
+    Image.fromarray(np.clip(shifted * [1.2, 0.9, 0.8], 0, 255).astype(np.uint8)).save(root / "coffee_warm.png")
+    Image.open(root / "rocket.jpg").rotate(20, expand=True).save(root / "rocket_turned.png")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.jpg").write_text("not a photo")
+    whole = (root / "chelsea.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(whole[: len(whole) // 3])
+    return root
+
+
+@pytest.fixture(scope="module")
+def indexed(photo_folder, tmp_path_factory):
+    model = load_model("mobilenet_v2")
+    layers = ["features.3", "features.10", "features.18", "classifier.0", LOGITS]
+    index = build_index(photo_folder, model, tmp_path_factory.mktemp("index"), layers=layers, batch_size=4)
+    return model, index
+
+
+def brute_force(model, path: Path, layer: str) -> torch.Tensor:
+    """One image through the model the slow, obvious way: the layer's full output."""
+    captured = {}
+    module = dict(model.module.named_modules())[layer] if layer != LOGITS else None
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.setdefault("out", out)) if module else None
+    try:
+        with torch.no_grad():
+            tensor = prepare_input(load_image(path), model.preprocess, model.device).tensor
+            logits = model.module(tensor)
+    finally:
+        if handle is not None:
+            handle.remove()
+    return (captured["out"] if module else logits)[0]
+
+
+@pytest.mark.parametrize("layer, channel", [("features.3", 7), ("features.10", 40), ("features.18", 1000),
+                                            (LOGITS, 285)])
+def test_top_k_equals_a_brute_force_loop(indexed, photo_folder, layer, channel):
+    model, index = indexed
+    readable = [p for p in folder_images(photo_folder) if p.name not in ("empty.jpg", "notes.jpg", "truncated.jpg")]
+    scores = []
+    for path in readable:
+        output = brute_force(model, path, layer)
+        values = output[channel].flatten() if output.dim() == 3 else output[channel].reshape(1)
+        best = int(values.argmax())
+        width = output.shape[-1] if output.dim() == 3 else 1
+        scores.append((float(values[best]), path, divmod(best, width)))
+    expected = sorted(scores, key=lambda s: -s[0])[:5]
+    found = index.top(layer, channel, 5)
+    assert [hit.path for hit in found] == [path for _, path, _ in expected]
+    assert [hit.value for hit in found] == pytest.approx([value for value, _, _ in expected], rel=1e-4, abs=1e-5)
+    assert [hit.position for hit in found] == [position for _, _, position in expected]
+
+
+def test_broken_files_are_skipped_with_reasons_and_the_format_is_open(indexed):
+    model, index = indexed
+    manifest = json.loads((index.directory / "manifest.json").read_text())
+    assert {row["path"] for row in manifest["skipped"]} == {"empty.jpg", "notes.jpg", "truncated.jpg"}
+    assert all(row["reason"] for row in manifest["skipped"])
+    assert len(manifest["images"]) == 14 and manifest["model"] == "mobilenet_v2"
+    assert manifest["shapes"]["features.10"] == [64, 14, 14] and len(manifest["weights_sha256"]) == 64
+    maxima = np.load(index.directory / "features.10.max.npy", mmap_mode="r")   # plain numpy, memory-mapped
+    assert isinstance(maxima, np.memmap) and maxima.shape == (17, 64) and maxima.dtype == np.float32
+    assert not list(index.directory.glob("*.pkl")) and not has_hooks(model.module)
+    assert not any(p.requires_grad for p in model.module.parameters())
+    reopened = DatasetIndex(index.directory)
+    assert reopened.top("features.10", 3, 2) == index.top("features.10", 3, 2)
+
+
+def test_neighbours_find_the_flipped_copy_first(indexed, photo_folder):
+    _model, index = indexed
+    rows = {row["path"]: row["row"] for row in index.manifest["images"]}
+    for name in ("astronaut", "rocket", "chelsea"):
+        query = index.array("classifier.0", "mean")[rows[f"{name}.jpg"]]
+        found = [path.relative_to(photo_folder).as_posix() for path, _ in index.neighbours(query, "classifier.0", 3)]
+        assert found[0] == f"{name}.jpg" and found[1] == f"more/{name}_flip.png"
+
+
+def test_default_layers_are_the_top_level_blocks_and_the_logits():
+    model = load_model("mobilenet_v2")
+    layers = default_layers(model)
+    assert layers[:2] == ["features.0", "features.1"] and "features.18" in layers and layers[-1] == LOGITS
