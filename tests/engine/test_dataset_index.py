@@ -117,3 +117,37 @@ def test_default_layers_are_the_top_level_blocks_and_the_logits():
     model = load_model("mobilenet_v2")
     layers = default_layers(model)
     assert layers[:2] == ["features.0", "features.1"] and "features.18" in layers and layers[-1] == LOGITS
+
+
+def test_reindexing_reads_only_new_and_changed_files_and_equals_a_fresh_index(photo_folder, tmp_path):
+    import shutil
+
+    folder = tmp_path / "photos"
+    shutil.copytree(photo_folder, folder)
+    model = load_model("mobilenet_v2")
+    layers = ["features.10", LOGITS]
+    build_index(folder, model, tmp_path / "index", layers=layers, batch_size=4)
+    Image.fromarray(data.astronaut()[::2, ::2]).save(folder / "astronaut_small.png")       # added
+    Image.fromarray(data.coffee()[:, ::-1]).save(folder / "coffee.jpg")                      # changed
+    (folder / "more" / "rocket_crop.jpg").unlink()                                           # deleted
+    read: list[str] = []
+    import cnnviewer.engine.dataset.extract as extract_module
+    original = extract_module._Images.__getitem__
+
+    def counting(self, index):
+        read.append(self.files[index].name)
+        return original(self, index)
+
+    extract_module._Images.__getitem__ = counting
+    try:
+        updated = build_index(folder, model, tmp_path / "index", layers=layers, batch_size=4)
+    finally:
+        extract_module._Images.__getitem__ = original
+    assert sorted(read) == ["astronaut_small.png", "coffee.jpg"]                 # not the broken ones either
+    assert updated.manifest["reused"] == 12 and len(updated.manifest["skipped"]) == 3   # 14 - deleted - changed
+    fresh = build_index(folder, model, tmp_path / "fresh", layers=layers, batch_size=4)
+    for layer in layers:
+        for kind in ("max", "pos", "mean"):
+            np.testing.assert_allclose(updated.array(layer, kind), fresh.array(layer, kind), rtol=1e-5, atol=1e-5)
+    assert [row["path"] for row in updated.manifest["images"]] == [row["path"] for row in fresh.manifest["images"]]
+    assert updated.top("features.10", 40, 5) == fresh.top("features.10", 40, 5)

@@ -142,10 +142,31 @@ class DatasetIndex:
         return [(self.folder / self.rows[int(rows[i])]["path"], float(similarity[i])) for i in order]
 
 
+def _reusable(directory: Path, folder: Path, model_key: dict, layers: list[LayerId]) -> DatasetIndex | None:
+    """The index already in `directory`, when it was made for this folder, model, weights,
+    preprocessing and these layers (then its unchanged rows need not be computed again)."""
+    if not (directory / MANIFEST).is_file():
+        return None
+    try:
+        old = DatasetIndex(directory)
+    except IndexError_:
+        return None
+    manifest = old.manifest
+    same = (manifest.get("format") == FORMAT_VERSION and manifest.get("folder") == str(folder)
+            and all(manifest.get(key) == value for key, value in model_key.items())
+            and manifest.get("layers") == layers)
+    return old if same else None
+
+
 def build_index(folder: str | Path, model: LoadedModel, directory: str | Path, *,
                 layers: Sequence[LayerId] | None = None, batch_size: int = 32, workers: int = 0,
                 cancel: Event | None = None, progress: Callable[[int, int], None] | None = None) -> DatasetIndex:
-    """Index every image under `folder` for `model` into `directory` (created), and open it."""
+    """Index every image under `folder` for `model` into `directory` (created), and open it.
+
+    An index already there for the same folder, model, weights, preprocessing and layers is
+    updated: only files that are new or whose size or mtime changed are read again; the rows of
+    the others are copied, and deleted files drop out. The result equals a fresh index.
+    """
     folder, directory = Path(folder).resolve(), Path(directory)
     files = folder_images(folder)
     if not files:
@@ -155,37 +176,82 @@ def build_index(folder: str | Path, model: LoadedModel, directory: str | Path, *
     if unknown:
         raise IndexError_(f"{model.name} has no layer {unknown[0]!r}")
     directory.mkdir(parents=True, exist_ok=True)
+    model_key = {"model": model.name, "weights_sha256": _weights_digest(model),
+                 "preprocess": {"resize": model.preprocess.resize_size, "crop": model.preprocess.crop_size,
+                                "mean": list(model.preprocess.mean), "std": list(model.preprocess.std),
+                                "interpolation": model.preprocess.interpolation}}
+    old = _reusable(directory, folder, model_key, layers)
+    kept: dict[int, dict] = {}      # new row -> the old manifest row it copies
+    skipped: list[dict] = []        # unchanged files that failed before fail again: not read
+    if old is not None:
+        by_path = {row["path"]: row for row in old.manifest["images"]}
+        bad = {row["path"]: row for row in old.manifest["skipped"]}
+        for row, path in enumerate(files):
+            relative, status = path.relative_to(folder).as_posix(), path.stat()
+            for table, target in ((by_path, "kept"), (bad, "skipped")):
+                previous = table.get(relative)
+                if previous is not None and previous["bytes"] == status.st_size \
+                        and previous["mtime"] == status.st_mtime:
+                    if target == "kept":
+                        kept[row] = previous
+                    else:
+                        skipped.append({**previous, "row": row})
     started = time.perf_counter()
+    settled = set(kept) | {row["row"] for row in skipped}
+    work = [path for row, path in enumerate(files) if row not in settled]
+    rows_of_work = [row for row in range(len(files)) if row not in settled]
+    staging = directory / ".building"
+    staging.mkdir(exist_ok=True)
     arrays: dict[tuple[LayerId, str], np.ndarray] = {}
-    images, skipped = [], []
-    for stats, shapes in extract(model, files, layers, batch_size=batch_size, workers=workers, cancel=cancel,
-                                 progress=progress):
-        for name in stats.maxima:
-            if (name, "max") not in arrays:
-                channels = stats.maxima[name].shape[1]
-                for kind, dtype in (("max", np.float32), ("pos", np.int32), ("mean", np.float32)):
-                    arrays[(name, kind)] = np.lib.format.open_memmap(
-                        directory / f"{_file_name(name)}.{kind}.npy", mode="w+", dtype=dtype,
-                        shape=(len(files), channels))
-            arrays[(name, "max")][stats.indices] = stats.maxima[name]
-            arrays[(name, "pos")][stats.indices] = stats.positions[name]
-            arrays[(name, "mean")][stats.indices] = stats.means[name]
-        for row, size in zip(stats.indices, stats.sizes):
-            status = files[row].stat()
-            images.append({"row": row, "path": files[row].relative_to(folder).as_posix(), "bytes": status.st_size,
-                           "mtime": status.st_mtime, "size": list(size)})
-        skipped += [{"path": files[row].relative_to(folder).as_posix(), "reason": reason} for row, reason in stats.skipped]
+
+    def allocate(name: LayerId, channels: int) -> None:
+        for kind, dtype in (("max", np.float32), ("pos", np.int32), ("mean", np.float32)):
+            arrays[(name, kind)] = np.lib.format.open_memmap(staging / f"{_file_name(name)}.{kind}.npy", mode="w+",
+                                                             dtype=dtype, shape=(len(files), channels))
+
+    shapes: dict[LayerId, tuple[int, ...]] = {}
+    if kept:   # copy the unchanged rows from the old arrays, one layer at a time
+        shapes = {name: tuple(shape) for name, shape in old.manifest["shapes"].items()}
+        for name in old.layers:
+            for kind in ("max", "pos", "mean"):
+                source = old.array(name, kind)
+                if (name, kind) not in arrays:
+                    allocate(name, source.shape[1])
+                new_rows = np.fromiter(kept, dtype=np.int64)
+                arrays[(name, kind)][new_rows] = source[[kept[r]["row"] for r in kept]]
+    images = [{**kept[row], "row": row} for row in kept]
+    if work:
+        for stats, found in extract(model, work, layers, batch_size=batch_size, workers=workers, cancel=cancel,
+                                    progress=progress):
+            shapes.update(found)
+            targets = [rows_of_work[i] for i in stats.indices]
+            for name in stats.maxima:
+                if (name, "max") not in arrays:
+                    allocate(name, stats.maxima[name].shape[1])
+                arrays[(name, "max")][targets] = stats.maxima[name]
+                arrays[(name, "pos")][targets] = stats.positions[name]
+                arrays[(name, "mean")][targets] = stats.means[name]
+            for row, size in zip(targets, stats.sizes):
+                status = files[row].stat()
+                images.append({"row": row, "path": files[row].relative_to(folder).as_posix(),
+                               "bytes": status.st_size, "mtime": status.st_mtime, "size": list(size)})
+            for i, reason in stats.skipped:
+                status = work[i].stat()
+                skipped.append({"row": rows_of_work[i], "path": work[i].relative_to(folder).as_posix(),
+                                "reason": reason, "bytes": status.st_size, "mtime": status.st_mtime})
     for array in arrays.values():
         array.flush()
-    recorded = [name for name in layers if (name, "max") in arrays]
+    arrays.clear()
+    recorded = [name for name in layers if name in shapes]
+    for name in recorded:   # the new arrays replace the old ones only now
+        for kind in ("max", "pos", "mean"):
+            (staging / f"{_file_name(name)}.{kind}.npy").replace(directory / f"{_file_name(name)}.{kind}.npy")
+    staging.rmdir()
     manifest = {
-        "format": FORMAT_VERSION, "folder": str(folder), "model": model.name, "weights": model.weights_label,
-        "weights_sha256": _weights_digest(model),
-        "preprocess": {"resize": model.preprocess.resize_size, "crop": model.preprocess.crop_size,
-                       "mean": list(model.preprocess.mean), "std": list(model.preprocess.std),
-                       "interpolation": model.preprocess.interpolation},
+        "format": FORMAT_VERSION, "folder": str(folder), **model_key, "weights": model.weights_label,
         "layers": recorded, "shapes": {name: list(shapes[name]) for name in recorded},
-        "files": len(files), "images": sorted(images, key=lambda row: row["row"]), "skipped": skipped,
+        "files": len(files), "images": sorted(images, key=lambda row: row["row"]),
+        "skipped": sorted(skipped, key=lambda row: row["path"]), "read": len(work), "reused": len(kept),
         "seconds": round(time.perf_counter() - started, 3),
     }
     temporary = directory / f".{MANIFEST}.{os.getpid()}"
