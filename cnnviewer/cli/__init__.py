@@ -22,6 +22,9 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("detect",), "detect"),
     (("models",), "models"),
     (("compare",), "compare"),
+    (("index",), "index"),
+    (("top",), "top"),
+    (("neighbours",), "neighbours"),
     (("install-desktop",), "install_desktop"),
 )
 

@@ -214,7 +214,8 @@ def test_detect_video_file_per_frame(tmp_path, astronaut_clip):
 
 @pytest.mark.parametrize("argv", [["--help"], ["predict", "--help"], ["export", "--help"],
                                   ["export", "gradients", "--help"], ["summary", "--help"], ["detect", "--help"],
-                                  ["models", "--help"], ["install-desktop", "--help"], ["compare", "--help"], ["predict"]])
+                                  ["models", "--help"], ["install-desktop", "--help"], ["compare", "--help"],
+                                  ["index", "--help"], ["top", "--help"], ["neighbours", "--help"], ["predict"]])
 def test_help_and_usage_errors_load_neither_torch_nor_qt(argv):
     """Each subcommand imports what it uses only when it runs: --help and bad arguments answer at once."""
     code = ("import sys\nfrom cnnviewer.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"

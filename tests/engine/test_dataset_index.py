@@ -151,3 +151,25 @@ def test_reindexing_reads_only_new_and_changed_files_and_equals_a_fresh_index(ph
             np.testing.assert_allclose(updated.array(layer, kind), fresh.array(layer, kind), rtol=1e-5, atol=1e-5)
     assert [row["path"] for row in updated.manifest["images"]] == [row["path"] for row in fresh.manifest["images"]]
     assert updated.top("features.10", 40, 5) == fresh.top("features.10", 40, 5)
+
+
+def test_index_top_and_neighbours_commands(photo_folder, tmp_path, capsys, monkeypatch):
+    """The command line, in-process: index (summary, skipped files), top --json, neighbours --json,
+    and one-line errors with exit 2."""
+    from cnnviewer.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("CNNVIEWER_OFFLINE", "1")
+    assert main(["index", str(photo_folder), "--layers", "features.10", "classifier.0", LOGITS]) == 0
+    out, err = capsys.readouterr()
+    assert "14 images indexed (17 read, 0 unchanged), 3 skipped" in out and err.count("skipped:") == 3
+    assert main(["top", str(photo_folder), "--class", "285", "-k", "2", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert [Path(hit["path"]).name for hit in hits][0] in ("chelsea.jpg", "chelsea_flip.png", "chelsea_crop.jpg")
+    assert main(["neighbours", str(photo_folder), str(photo_folder / "rocket.jpg"), "-k", "2", "--json"]) == 0
+    near = json.loads(capsys.readouterr().out)
+    assert [Path(row["path"]).name for row in near] == ["rocket.jpg", "rocket_flip.png"]
+    assert near[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert main(["top", str(photo_folder), "--layer", "features.3"]) == 2        # not indexed: one line
+    assert capsys.readouterr().err.strip().count("\n") == 0
+    assert main(["top", str(tmp_path / "nowhere"), "--class", "1"]) == 2

@@ -258,3 +258,19 @@ def build_index(folder: str | Path, model: LoadedModel, directory: str | Path, *
     temporary.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     temporary.replace(directory / MANIFEST)   # the manifest appears last: a half-written index has none
     return DatasetIndex(directory)
+
+
+def default_directory(folder: str | Path, model: LoadedModel) -> Path:
+    """Where the index of `folder` for `model` lives by default: the user's cache, one folder per
+    (folder, model, weights), so indexes of several models of one folder coexist."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnviewer" / "index"
+    key = f"{Path(folder).resolve()}|{model.name}|{_weights_digest(model)}"
+    return root / hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def retrieval_layer(index: DatasetIndex) -> LayerId:
+    """The default layer for neighbours and maps: the last indexed layer before the logits."""
+    layers = [name for name in index.layers if name != LOGITS]
+    if not layers:
+        raise IndexError_("this index holds only the logits; index a layer for neighbours")
+    return layers[-1]

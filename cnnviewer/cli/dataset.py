@@ -1,0 +1,126 @@
+"""`cnnviewer index FOLDER`, `cnnviewer top FOLDER`, `cnnviewer neighbours FOLDER IMAGE`: the dataset
+explorer without a window. A folder never indexed (for this model) is indexed first."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from cnnviewer.cli.common import Parser, UsageError, int_in, model_options
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="a folder of images (searched recursively)")
+    model_options(parser)
+    parser.add_argument("--batch-size", type=int_in(1, 1024), default=32)
+    parser.add_argument("--workers", type=int_in(0, 64), default=0, help="decoding processes (default 0: in this one)")
+    parser.add_argument("-o", "--index-dir", help="where the index is kept (default: the user's cache)")
+
+
+def index_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="cnnviewer index", description="Index a folder of images: per unit, its maximum "
+                    "activation in every image, where, and its mean.")
+    _common(parser)
+    parser.add_argument("--layers", nargs="+", help="layers to index (default: the top-level blocks and the logits)")
+    return parser
+
+
+def top_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="cnnviewer top", description="The images of a folder where one unit fires most.")
+    _common(parser)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--layer", help="an indexed layer (dotted name)")
+    target.add_argument("--class", dest="class_index", type=int_in(0), help="a class: its logit")
+    parser.add_argument("--channel", type=int_in(0), default=0)
+    parser.add_argument("-k", type=int_in(1, 10000), default=9)
+    parser.add_argument("--json", action="store_true")
+    return parser
+
+
+def neighbours_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="cnnviewer neighbours", description="The images of a folder most like IMAGE in the "
+                    "feature space of a layer (cosine similarity of its pooled features).")
+    _common(parser)
+    parser.add_argument("image")
+    parser.add_argument("--layer", help="default: the last indexed layer before the logits")
+    parser.add_argument("-k", type=int_in(1, 10000), default=9)
+    parser.add_argument("--json", action="store_true")
+    return parser
+
+
+def _open(args: argparse.Namespace, layers=None):
+    """The model and the folder's index (built or updated first, with a progress bar)."""
+    from cnnviewer.cli.common import load_model_and_image, stderr_progress
+    from cnnviewer.engine.dataset.index import (
+        DatasetIndex,
+        build_index,
+        default_directory,
+    )
+
+    side = SimpleNamespace(image=None, model=args.model, weights=args.weights, labels=args.labels,
+                           trust=args.trust, device=args.device, precision=args.precision)
+    model, _ = load_model_and_image(side, need_image=False)
+    directory = Path(args.index_dir) if args.index_dir else default_directory(args.folder, model)
+    if layers is None and (directory / "manifest.json").is_file():
+        layers = DatasetIndex(directory).layers   # keep what was indexed; only refresh changed files
+    try:
+        index = build_index(args.folder, model, directory, layers=layers, batch_size=args.batch_size,
+                            workers=args.workers,
+                            progress=lambda done, total: stderr_progress(done / total, f"{done}/{total} images"))
+    finally:
+        stderr_progress.done()
+    return model, index
+
+
+def run_index(args: argparse.Namespace) -> int:
+    _model, index = _open(args, args.layers)
+    manifest = index.manifest
+    print(f"{index.directory}: {len(manifest['images'])} images indexed ({manifest['read']} read, "
+          f"{manifest['reused']} unchanged), {len(manifest['skipped'])} skipped, {manifest['seconds']:.1f} s; "
+          f"{len(manifest['layers'])} layers")
+    for row in manifest["skipped"]:
+        print(f"  skipped: {row['reason']}", file=sys.stderr)
+    return 0
+
+
+def run_top(args: argparse.Namespace) -> int:
+    from cnnviewer.engine.dataset.extract import LOGITS
+    from cnnviewer.engine.errors import CnnViewerError
+
+    _model, index = _open(args)
+    layer, channel = (LOGITS, args.class_index) if args.class_index is not None else (args.layer, args.channel)
+    try:
+        hits = index.top(layer, channel, args.k)
+    except CnnViewerError as error:
+        raise UsageError(f"cnnviewer top: {error}") from None
+    if args.json:
+        print(json.dumps([{"path": str(h.path), "activation": h.value, "y": h.position[0], "x": h.position[1]}
+                          for h in hits], indent=1))
+        return 0
+    for hit in hits:
+        print(f"{hit.value:10.4f}  (y={hit.position[0]}, x={hit.position[1]})  {hit.path}")
+    return 0
+
+
+def run_neighbours(args: argparse.Namespace) -> int:
+    from cnnviewer.engine.dataset.extract import extract
+    from cnnviewer.engine.dataset.index import retrieval_layer
+    from cnnviewer.engine.media.files import regular_file
+
+    model, index = _open(args)
+    layer = args.layer or retrieval_layer(index)
+    if layer not in index.layers:
+        raise UsageError(f"cnnviewer neighbours: {layer!r} is not indexed; choose one of {', '.join(index.layers)}")
+    stats, _ = next(extract(model, [regular_file(args.image)], [layer]))
+    if not stats.indices:
+        raise UsageError(f"cnnviewer neighbours: {stats.skipped[0][1]}")
+    found = index.neighbours(stats.means[layer][0], layer, args.k)
+    if args.json:
+        print(json.dumps([{"path": str(path), "similarity": value} for path, value in found], indent=1))
+        return 0
+    for path, similarity in found:
+        print(f"{similarity:7.4f}  {path}")
+    return 0
