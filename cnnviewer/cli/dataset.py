@@ -88,20 +88,27 @@ def run_index(args: argparse.Namespace) -> int:
 
 def run_top(args: argparse.Namespace) -> int:
     from cnnviewer.engine.dataset.extract import LOGITS
+    from cnnviewer.engine.dataset.patches import patch_box
     from cnnviewer.engine.errors import CnnViewerError
+    from cnnviewer.engine.structure.summary_graph import summarize
 
-    _model, index = _open(args)
+    model, index = _open(args)
     layer, channel = (LOGITS, args.class_index) if args.class_index is not None else (args.layer, args.channel)
     try:
         hits = index.top(layer, channel, args.k)
     except CnnViewerError as error:
         raise UsageError(f"cnnviewer top: {error}") from None
+    size = model.preprocess.crop_size
+    field = summarize(model.module, (size, size), channels=model.input_channels).fields.get(layer)
+    boxes = [patch_box(field, hit.position, hit.original_size, model.preprocess) if field else None for hit in hits]
     if args.json:
-        print(json.dumps([{"path": str(h.path), "activation": h.value, "y": h.position[0], "x": h.position[1]}
-                          for h in hits], indent=1))
+        print(json.dumps([{"path": str(h.path), "activation": h.value, "y": h.position[0], "x": h.position[1],
+                           "box": [round(v, 2) for v in box] if box else None} for h, box in zip(hits, boxes)],
+                         indent=1))
         return 0
-    for hit in hits:
-        print(f"{hit.value:10.4f}  (y={hit.position[0]}, x={hit.position[1]})  {hit.path}")
+    for hit, box in zip(hits, boxes):
+        where = f"patch x {box[0]:.0f}..{box[2]:.0f}, y {box[1]:.0f}..{box[3]:.0f}" if box else "whole image"
+        print(f"{hit.value:10.4f}  (y={hit.position[0]}, x={hit.position[1]}; {where})  {hit.path}")
     return 0
 
 

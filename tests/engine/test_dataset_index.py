@@ -173,3 +173,46 @@ def test_index_top_and_neighbours_commands(photo_folder, tmp_path, capsys, monke
     assert main(["top", str(photo_folder), "--layer", "features.3"]) == 2        # not indexed: one line
     assert capsys.readouterr().err.strip().count("\n") == 0
     assert main(["top", str(tmp_path / "nowhere"), "--class", "1"]) == 2
+
+
+@pytest.mark.parametrize("size", [(640, 480), (333, 500), (1200, 300)])
+def test_crop_boxes_map_back_onto_the_original_pixels(size):
+    """Independent of the formula: a marker drawn in the original is found in the model's crop
+    (the real preprocessing), and its crop box maps back onto the marker."""
+    from cnnviewer.engine.dataset.patches import crop_to_original
+    from cnnviewer.engine.media.images import from_array
+    from cnnviewer.engine.models.handle import Preprocess
+
+    width, height = size
+    pixels = np.zeros((height, width, 3), np.uint8)
+    marker = (width // 2 + width // 10, height // 2 - height // 12)      # (x, y) inside the centre crop
+    pixels[marker[1] - 3:marker[1] + 3, marker[0] - 3:marker[0] + 3] = 255
+    preprocess = Preprocess(resize_size=256, crop_size=224)
+    display = prepare_input(from_array(pixels, "marker"), preprocess, torch.device("cpu")).display
+    ys, xs = np.nonzero(display[..., 0] > 60)
+    box = (ys.min(), xs.min(), ys.max() + 1, xs.max() + 1)               # (top, left, bottom, right) in the crop
+    x0, y0, x1, y1 = crop_to_original(box, (width, height), preprocess)
+    scale = max(width, height) / 224
+    assert x0 - scale <= marker[0] - 3 and marker[0] + 3 <= x1 + scale
+    assert y0 - scale <= marker[1] - 3 and marker[1] + 3 <= y1 + scale
+    assert (x1 - x0) < 6 + 4 * scale and (y1 - y0) < 6 + 4 * scale    # and not much bigger than it
+
+
+def test_top_reports_patch_boxes_from_the_receptive_field(photo_folder, tmp_path, capsys, monkeypatch):
+    from cnnviewer.cli import main
+    from cnnviewer.engine.dataset.patches import crop_to_original
+    from cnnviewer.engine.structure.summary_graph import summarize
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert main(["index", str(photo_folder), "--layers", "features.10", LOGITS]) == 0
+    capsys.readouterr()
+    assert main(["top", str(photo_folder), "--layer", "features.10", "--channel", "40", "-k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    model = load_model("mobilenet_v2")
+    field = summarize(model.module, (224, 224)).fields["features.10"]
+    for hit in hits:
+        width, height = Image.open(hit["path"]).size
+        expected = crop_to_original(field.box(hit["y"], hit["x"]), (width, height), model.preprocess)
+        assert hit["box"] == pytest.approx([round(v, 2) for v in expected], abs=0.01)
+        assert hit["box"][2] - hit["box"][0] == pytest.approx(field.size[1] * width / (256 * width / min(width, height)),
+                                                             rel=0.02)

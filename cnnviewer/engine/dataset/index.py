@@ -88,6 +88,7 @@ class Hit:
     path: Path
     value: float
     position: tuple[int, int]     # (y, x) in the layer's map; (0, 0) for vectors
+    original_size: tuple[int, int] = (0, 0)   # (width, height) of the image file
 
 
 class DatasetIndex:
@@ -127,7 +128,7 @@ class DatasetIndex:
         positions = self.array(layer, "pos")
         width = self.manifest["shapes"][layer][-1] if len(self.manifest["shapes"][layer]) == 3 else 1
         return [Hit(self.folder / self.rows[int(i)]["path"], float(values[i]),
-                    divmod(int(positions[i, channel]), width)) for i in best]
+                    divmod(int(positions[i, channel]), width), tuple(self.rows[int(i)]["size"])) for i in best]
 
     def neighbours(self, features: np.ndarray, layer: LayerId, k: int = 9) -> list[tuple[Path, float]]:
         """The k images whose pooled `layer` features are most cosine-similar to `features`."""
