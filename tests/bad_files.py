@@ -36,6 +36,15 @@ class _Evil:
         return (os.system, ("echo pwned",))
 
 
+def _add_fifo(files: dict[str, Path], path: Path) -> None:
+    """A named pipe: opening it for reading blocks until a writer comes (the hang to refuse)."""
+    if SKIP_FIFO:
+        return
+    if not path.exists():
+        os.mkfifo(path)
+    files["fifo"] = path
+
+
 def bad_images(folder: Path) -> dict[str, Path]:
     """name -> a file (or path) that is not a readable image."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -56,10 +65,7 @@ def bad_images(folder: Path) -> dict[str, Path]:
     files["bomb"].write_bytes(_png_claiming(200_000, 200_000))
     torch.save({"w": torch.zeros(3)}, files["weights-as-image"])
     files["folder"].mkdir(exist_ok=True)
-    if not SKIP_FIFO:
-        files["fifo"] = folder / "pipe.jpg"
-        if not files["fifo"].exists():
-            os.mkfifo(files["fifo"])
+    _add_fifo(files, folder / "pipe.jpg")
     return files
 
 
@@ -92,10 +98,7 @@ def bad_weights(folder: Path) -> dict[str, Path]:
     files["fits-nothing"].write_bytes(zipped.getvalue())
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(files["image-as-weights"], format="PNG")
     files["folder"].mkdir(exist_ok=True)
-    if not SKIP_FIFO:
-        files["fifo"] = folder / "pipe.pth"
-        if not files["fifo"].exists():
-            os.mkfifo(files["fifo"])
+    _add_fifo(files, folder / "pipe.pth")
     return files
 
 

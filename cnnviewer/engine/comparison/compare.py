@@ -103,7 +103,8 @@ def compare(left: LoadedModel, right: LoadedModel, image: InputImage,
         # Depth = execution order of the leaf layers (a container's output is its last child's, and
         # named_modules() lists it before its children, which would put a late value at depth 0).
         leaves = {name for name, module in left.module.named_modules() if not any(True for _ in module.children())}
-        executed = [name for name in acts_a if name in leaves and name in set(shared)]
+        comparable = leaves & set(shared)
+        executed = [name for name in acts_a if name in comparable]
         weights = _weight_drift(left, right)
         drift = tuple(LayerDrift(name, depth, _relative(acts_a[name], acts_b[name]), weights.get(name))
                       for depth, name in enumerate(executed))

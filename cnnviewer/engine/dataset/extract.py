@@ -120,8 +120,7 @@ def extract(model: LoadedModel, files: Sequence[Path], layers: Sequence[LayerId]
         Cancelled: `cancel` was set (checked before every batch).
     """
     loader = DataLoader(_Images(files, model.preprocess, model.input_channels), batch_size=batch_size,
-                        num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
-                        persistent_workers=False)
+                        num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda")
     done = 0
     shapes: dict[LayerId, tuple[int, ...]] = {}
     was_training = model.module.training

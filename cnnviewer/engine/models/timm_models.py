@@ -23,10 +23,9 @@ from cnnviewer.engine.models.handle import (
     LoadedModel,
     Preprocess,
     WeightsSource,
-    finish_module,
+    wrap_module,
 )
 from cnnviewer.engine.models.pretrained import downloads_allowed
-from cnnviewer.engine.runtime.device import pick_device
 
 PREFIX = "timm:"
 
@@ -147,8 +146,8 @@ def load_timm_model(spec: str, *, device: str | None = None, precision: str = "f
 
     name = spec.removeprefix(PREFIX)
     _check_name(name)
-    torch_device = pick_device(device)
-    pack, cached = pack_file(name), None if pack_file(name) else cached_file(name)
+    pack = pack_file(name)
+    cached = None if pack is not None else cached_file(name)
     try:
         if pack is not None:
             module = timm.create_model(name, pretrained=False)
@@ -167,12 +166,10 @@ def load_timm_model(spec: str, *, device: str | None = None, precision: str = "f
         raise
     except Exception as error:   # a hub or timm failure on one model is a message, not a crash
         raise ModelError(f"timm:{name}: {describe(error)}") from None
-    preprocess = preprocess_of(module)
-    module, dtype = finish_module(module, torch_device, precision)
     classes = getattr(module, "num_classes", 0)
-    return LoadedModel(name=spec, module=module, categories=imagenet_categories() if classes == 1000 else (),
-                       preprocess=preprocess, weights_label=label, trained=trained, device=torch_device,
-                       dtype=dtype)
+    return wrap_module(module, spec, categories=imagenet_categories() if classes == 1000 else (),
+                       weights_label=label, trained=trained, device=device, precision=precision,
+                       preprocess=preprocess_of(module))
 
 
 def imagenet_categories() -> tuple[str, ...]:

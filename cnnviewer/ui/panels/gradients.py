@@ -37,6 +37,7 @@ class GradientsPanel(QWidget):
         self.results: list = []
         self._computing = ""           # what the running job computes, for the caption
         self._top_class: int | None = None
+        self._cam_layers_token: int | None = None   # the model whose layers the Grad-CAM box lists
         self.method = _combo([*METHODS, ALL])
         self.target_kind = _combo(["top-1 class", "chosen class", "selected channel", "selected neuron"])
         self.class_box = QComboBox()
@@ -177,7 +178,7 @@ class GradientsPanel(QWidget):
 
     def show_forward(self, summary) -> None:
         """The model ran on the image: top-1 known, views can be computed."""
-        if getattr(self, "_cam_layers_token", None) != summary.model_token:
+        if self._cam_layers_token != summary.model_token:
             self._cam_layers_token = summary.model_token
             self._fill_cam_layers(summary.layers)
         self._top_class = summary.predictions[0].index if summary.predictions else None
