@@ -97,7 +97,7 @@ class TerminalProgress:
             return
         filled = int(round(max(0.0, min(1.0, fraction)) * self.WIDTH))
         bar = "#" * filled + "-" * (self.WIDTH - filled)
-        print(f"\r[{bar}] {fraction:4.0%} {text[:40]:<40}", end="", file=sys.stderr, flush=True)
+        print(f"\r[{bar}] {fraction:4.0%} {text[:56]:<56}", end="", file=sys.stderr, flush=True)
         self.drawn = True
 
     def done(self) -> None:

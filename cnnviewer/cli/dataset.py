@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,35 +53,49 @@ def neighbours_parser() -> argparse.ArgumentParser:
 
 
 def _open(args: argparse.Namespace, layers=None):
-    """The model and the folder's index (built or updated first, with a progress bar)."""
+    """The model and the folder's index (built or updated first, with a progress bar). Under torchrun
+    every process runs this; each takes its shard, rank 0 merges and alone draws the progress bar."""
     from cnnviewer.cli.common import load_model_and_image, stderr_progress
-    from cnnviewer.engine.dataset.index import (
-        DatasetIndex,
-        build_index,
-        default_directory,
-    )
+    from cnnviewer.engine.dataset.build import RateMeter, build_index
+    from cnnviewer.engine.dataset.index import DatasetIndex, default_directory
+    from cnnviewer.engine.dataset.sharding import distributed_world
 
+    world = distributed_world()
+    device = args.device
+    if world is not None and device is None:
+        import torch
+        if torch.cuda.is_available():   # one GPU per process, as torchrun numbers them
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     side = SimpleNamespace(image=None, model=args.model, weights=args.weights, labels=args.labels,
-                           trust=args.trust, device=args.device, precision=args.precision)
+                           trust=args.trust, device=device, precision=args.precision)
     model, _ = load_model_and_image(side, need_image=False)
     directory = Path(args.index_dir) if args.index_dir else default_directory(args.folder, model)
     if layers is None and (directory / "manifest.json").is_file():
         layers = DatasetIndex(directory).layers   # keep what was indexed; only refresh changed files
+    meter = RateMeter()
+    show = world is None or world[0] == 0
     try:
         index = build_index(args.folder, model, directory, layers=layers, batch_size=args.batch_size,
                             workers=args.workers,
-                            progress=lambda done, total: stderr_progress(done / total, f"{done}/{total} images"))
+                            progress=lambda done, total: show and stderr_progress(done / total, meter(done, total)))
     finally:
         stderr_progress.done()
     return model, index
 
 
 def run_index(args: argparse.Namespace) -> int:
+    from cnnviewer.engine.dataset.sharding import distributed_world
+
     _model, index = _open(args, args.layers)
+    world = distributed_world()
+    if world is not None and world[0] != 0:
+        return 0                      # rank 0 reports for all
     manifest = index.manifest
-    print(f"{index.directory}: {len(manifest['images'])} images indexed ({manifest['read']} read, "
-          f"{manifest['reused']} unchanged), {len(manifest['skipped'])} skipped, {manifest['seconds']:.1f} s; "
-          f"{len(manifest['layers'])} layers")
+    read = manifest["read"]
+    speed = f", {read / manifest['seconds']:.1f} images/s" if read and manifest["seconds"] else ""
+    print(f"{index.directory}: {len(manifest['images'])} images indexed ({read} read, "
+          f"{manifest['reused']} unchanged), {len(manifest['skipped'])} skipped, {manifest['seconds']:.1f} s{speed}; "
+          f"{len(manifest['layers'])} layers" + (f"; {world[1]} processes" if world else ""))
     for row in manifest["skipped"]:
         print(f"  skipped: {row['reason']}", file=sys.stderr)
     return 0

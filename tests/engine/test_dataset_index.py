@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from skimage import data
 
+from cnnviewer.engine.dataset.build import build_index
 from cnnviewer.engine.dataset.extract import LOGITS
 from cnnviewer.engine.dataset.index import (
     DatasetIndex,
-    build_index,
     default_layers,
     folder_images,
 )
@@ -216,3 +216,74 @@ def test_top_reports_patch_boxes_from_the_receptive_field(photo_folder, tmp_path
         assert hit["box"] == pytest.approx([round(v, 2) for v in expected], abs=0.01)
         assert hit["box"][2] - hit["box"][0] == pytest.approx(field.size[1] * width / (256 * width / min(width, height)),
                                                              rel=0.02)
+
+
+def test_a_cancelled_build_resumes_where_it_stopped(photo_folder, tmp_path):
+    """Cancel after the first batches: the checkpoint keeps them, the next build reads only the rest
+    and the result equals a fresh index, value for value."""
+    import threading
+
+    import cnnviewer.engine.dataset.extract as extract_module
+    from cnnviewer.engine.dataset.build import IndexBuild
+    from cnnviewer.engine.errors import Cancelled
+
+    model = load_model("mobilenet_v2")
+    layers = ["features.10", LOGITS]
+    cancel = threading.Event()
+    first = IndexBuild(photo_folder, model, tmp_path / "index", layers=layers, batch_size=4)
+    with pytest.raises(Cancelled):
+        first.run(cancel=cancel, progress=lambda done, total: done >= 8 and cancel.set())
+    assert (tmp_path / "index" / ".building" / "manifest.json").is_file()
+    assert not (tmp_path / "index" / "manifest.json").exists()      # no half index is ever opened
+    read: list[str] = []
+    original = extract_module._Images.__getitem__
+
+    def counting(self, index):
+        read.append(self.files[index].name)
+        return original(self, index)
+
+    extract_module._Images.__getitem__ = counting
+    try:
+        second = IndexBuild(photo_folder, model, tmp_path / "index", layers=layers, batch_size=4)
+        assert second.done == 8 and not second.run(seconds=0.0)      # a slice: one batch, then back
+        while not second.run(seconds=0.0):
+            pass
+        resumed = second.finish()
+    finally:
+        extract_module._Images.__getitem__ = original
+    assert sorted(read) == sorted(path.name for path in folder_images(photo_folder)[8:])   # only the rest
+    fresh = build_index(photo_folder, model, tmp_path / "fresh", layers=layers, batch_size=4)
+    for layer in layers:
+        for kind in ("max", "pos", "mean"):
+            np.testing.assert_array_equal(resumed.array(layer, kind), fresh.array(layer, kind))
+    np.testing.assert_array_equal(resumed.thumbnails(resumed.valid_rows), fresh.thumbnails(fresh.valid_rows))
+    assert resumed.manifest["images"] == fresh.manifest["images"] and resumed.skipped == fresh.skipped
+    assert not (tmp_path / "index" / ".building").exists() and not (tmp_path / "index" / ".resume").exists()
+    assert not has_hooks(model.module) and not model.module.training
+
+
+def test_torchrun_shards_equal_the_single_process_index(photo_folder, tmp_path):
+    """`torchrun --nproc_per_node=2 -m cnnviewer index` on the CPU (gloo): the merged index holds the
+    same files and the same values as one process's."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CNNVIEWER_OFFLINE": "1", "OMP_NUM_THREADS": "1", "XDG_CACHE_HOME": str(tmp_path)}
+    common = ["-m", "cnnviewer", "index", str(photo_folder), "--layers", "features.6", "features.14", LOGITS,
+              "--batch-size", "3"]
+    single = subprocess.run([sys.executable, *common, "-o", str(tmp_path / "one")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    shared = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             *common[:1], *common[1:], "-o", str(tmp_path / "two")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert shared.returncode == 0, shared.stderr[-2000:]
+    assert "2 processes" in shared.stdout and shared.stdout.count("images indexed") == 1
+    one, two = DatasetIndex(tmp_path / "one"), DatasetIndex(tmp_path / "two")
+    assert one.manifest["images"] == two.manifest["images"] and one.manifest["skipped"] == two.manifest["skipped"]
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
+    for layer in one.layers:
+        for kind in ("max", "pos", "mean"):
+            np.testing.assert_array_equal(one.array(layer, kind), two.array(layer, kind))
+    np.testing.assert_array_equal(np.load(tmp_path / "one" / "thumbs.npy"), np.load(tmp_path / "two" / "thumbs.npy"))

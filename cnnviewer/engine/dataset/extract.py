@@ -25,6 +25,7 @@ from cnnviewer.engine.models.handle import LoadedModel, Preprocess
 from cnnviewer.engine.types import LayerId
 
 LOGITS = "logits"   # the model's output, indexed like a layer
+THUMB_SIDE = 64     # the square thumbnail of what the model saw (its centre crop), kept for maps and grids
 
 
 class _Images(Dataset):
@@ -37,23 +38,28 @@ class _Images(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int):
+        from PIL import Image
+
         from cnnviewer.engine.media.images import load_image
         from cnnviewer.engine.runtime.inference import prepare_input
         try:
             image = load_image(self.files[index])
-            tensor = prepare_input(image, self.preprocess, torch.device("cpu"), torch.float32, self.channels).tensor[0]
-            return index, tensor, "", image.original_size
+            prepared = prepare_input(image, self.preprocess, torch.device("cpu"), torch.float32, self.channels)
+            thumb = np.asarray(Image.fromarray(prepared.display).resize((THUMB_SIDE, THUMB_SIDE),
+                                                                        Image.Resampling.BILINEAR))
+            return index, prepared.tensor[0], "", image.original_size, thumb
         except CnnViewerError as error:
-            return index, None, str(error), (0, 0)
+            return index, None, str(error), (0, 0), None
         except Exception as error:  # noqa: BLE001 - one bad file never stops the index
-            return index, None, f"{self.files[index].name}: {describe(error)}", (0, 0)
+            return index, None, f"{self.files[index].name}: {describe(error)}", (0, 0), None
 
 
 def _collate(items):
     good = [item for item in items if item[1] is not None]
     bad = [(item[0], item[2]) for item in items if item[1] is None]
     tensors = torch.stack([item[1] for item in good]) if good else None
-    return [item[0] for item in good], tensors, bad, [item[3] for item in good]
+    thumbs = np.stack([item[4] for item in good]) if good else np.zeros((0, THUMB_SIDE, THUMB_SIDE, 3), np.uint8)
+    return [item[0] for item in good], tensors, bad, [item[3] for item in good], thumbs
 
 
 @dataclass
@@ -66,6 +72,7 @@ class BatchStats:
     positions: dict[LayerId, np.ndarray]        # (B, C) int32: y * w + x of the maximum
     means: dict[LayerId, np.ndarray]            # (B, C) float32
     skipped: list[tuple[int, str]]              # (position, reason)
+    thumbs: np.ndarray                          # (B, THUMB_SIDE, THUMB_SIDE, 3) uint8: the model's crop
 
 
 class _StopForward(Exception):
@@ -112,40 +119,45 @@ def _stat_hooks(model: nn.Module, layers: Sequence[LayerId], sink: dict, shapes:
 
 
 def extract(model: LoadedModel, files: Sequence[Path], layers: Sequence[LayerId], *, batch_size: int = 32,
-            workers: int = 0, cancel: Event | None = None,
-            progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[BatchStats, dict]]:
+            workers: int = 0, cancel: Event | None = None, progress: Callable[[int, int], None] | None = None,
+            mp_context: str | None = None) -> Iterator[tuple[BatchStats, dict]]:
     """Yield (statistics, layer shapes) batch by batch over `files` (in their order).
+
+    The model is switched to eval mode for each batch only and put back after it, so a caller may
+    pause between batches (the app interleaves indexing with its other work) and leave the model
+    as it found it. `mp_context` ('spawn' in the app: no fork of a process running Qt threads).
 
     Raises:
         Cancelled: `cancel` was set (checked before every batch).
     """
     loader = DataLoader(_Images(files, model.preprocess, model.input_channels), batch_size=batch_size,
-                        num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda")
+                        num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
+                        multiprocessing_context=mp_context if workers else None)
     done = 0
     shapes: dict[LayerId, tuple[int, ...]] = {}
-    was_training = model.module.training
-    model.module.eval()
-    try:
-        for indices, tensors, bad, sizes in loader:
-            if cancel is not None and cancel.is_set():
-                raise Cancelled()
-            sink: dict[LayerId, tuple] = {}
-            if tensors is not None:
-                inputs = tensors.to(model.device, dtype=model.dtype, non_blocking=True)
+    for indices, tensors, bad, sizes, thumbs in loader:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        sink: dict[LayerId, tuple] = {}
+        if tensors is not None:
+            inputs = tensors.to(model.device, dtype=model.dtype, non_blocking=True)
+            was_training = model.module.training
+            model.module.eval()
+            try:
                 with _stat_hooks(model.module, layers, sink, shapes), torch.inference_mode():
                     try:
                         output = model.module(inputs)
                     except _StopForward:
                         output = None
-                if LOGITS in layers and output is not None:
-                    logits = output if isinstance(output, Tensor) else output[0]
-                    shapes.setdefault(LOGITS, tuple(logits.shape[1:]))
-                    sink[LOGITS] = _channel_stats(logits)
-            stats = BatchStats(indices, sizes, {n: s[0] for n, s in sink.items()},
-                               {n: s[1] for n, s in sink.items()}, {n: s[2] for n, s in sink.items()}, bad)
-            done += len(indices) + len(bad)
-            if progress is not None:
-                progress(done, len(files))
-            yield stats, shapes
-    finally:
-        model.module.train(was_training)
+            finally:
+                model.module.train(was_training)
+            if LOGITS in layers and output is not None:
+                logits = output if isinstance(output, Tensor) else output[0]
+                shapes.setdefault(LOGITS, tuple(logits.shape[1:]))
+                sink[LOGITS] = _channel_stats(logits)
+        stats = BatchStats(indices, sizes, {n: s[0] for n, s in sink.items()},
+                           {n: s[1] for n, s in sink.items()}, {n: s[2] for n, s in sink.items()}, bad, thumbs)
+        done += len(indices) + len(bad)
+        if progress is not None:
+            progress(done, len(files))
+        yield stats, shapes

@@ -8,6 +8,7 @@ Layout (a folder anyone can open with numpy and json; never a pickle):
     <layer>.max.npy          (N, C) float32  maximum activation of each channel in each image
     <layer>.pos.npy          (N, C) int32    where that maximum is: y * w + x in the layer's map
     <layer>.mean.npy         (N, C) float32  the channel's mean (= global-average-pooled feature)
+    thumbs.npy               (N, 64, 64, 3) uint8  what the model saw (its centre crop), small
 
 Row i is the i-th image file in name order; rows of skipped files are zero and never returned.
 Arrays are read with memory mapping, so a query loads only the layer it asks about.
@@ -18,22 +19,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from threading import Event
 
 import numpy as np
 
-from cnnviewer.engine.dataset.extract import LOGITS, extract
+from cnnviewer.engine.dataset.extract import LOGITS
 from cnnviewer.engine.errors import CnnViewerError
 from cnnviewer.engine.media.images import IMAGE_SUFFIXES
 from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.types import LayerId
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+KINDS = {"max": np.float32, "pos": np.int32, "mean": np.float32}
 
 
 class IndexError_(CnnViewerError):
@@ -63,11 +62,12 @@ def default_layers(model: LoadedModel) -> list[LayerId]:
     return layers + [LOGITS]
 
 
-def _file_name(layer: LayerId) -> str:
-    return (layer or "root").replace("/", "_")
+def array_file(layer: LayerId, kind: str) -> str:
+    """The file name of one of a layer's arrays."""
+    return f"{(layer or 'root').replace('/', '_')}.{kind}.npy"
 
 
-def _weights_digest(model: LoadedModel) -> str:
+def weights_digest(model: LoadedModel) -> str:
     """sha256 of the weights file when there is one, else of the parameters themselves."""
     digest = hashlib.sha256()
     if model.weights_path and Path(model.weights_path).is_file():
@@ -89,6 +89,16 @@ class Hit:
     value: float
     position: tuple[int, int]     # (y, x) in the layer's map; (0, 0) for vectors
     original_size: tuple[int, int] = (0, 0)   # (width, height) of the image file
+    row: int = -1                 # the image's row in the index
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """One row of a nearest-neighbours answer."""
+
+    path: Path
+    similarity: float             # cosine of the pooled features
+    row: int
 
 
 class DatasetIndex:
@@ -102,170 +112,114 @@ class DatasetIndex:
             raise IndexError_(f"{self.directory}: no readable index ({error.__class__.__name__})") from None
         self.folder = Path(self.manifest["folder"])
         self.rows = {row["row"]: row for row in self.manifest["images"]}
+        self.valid_rows = np.array(sorted(self.rows), dtype=np.int64)     # rows holding an image
+        self._valid = np.zeros(int(self.manifest.get("files", 0)) or (max(self.rows, default=-1) + 1), dtype=bool)
+        self._valid[self.valid_rows] = True
+        self._bank: tuple[LayerId, np.ndarray] | None = None              # one layer's normalised features
 
     @property
     def layers(self) -> list[LayerId]:
         return list(self.manifest["layers"])
 
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path relative to the folder, reason) of every file that could not be read."""
+        return [(row["path"], row["reason"]) for row in self.manifest["skipped"]]
+
+    def path(self, row: int) -> Path:
+        return self.folder / self.rows[int(row)]["path"]
+
+    def row_of(self, path: str | Path) -> int | None:
+        """The row of an image file of this folder, if indexed."""
+        try:
+            relative = Path(path).resolve().relative_to(self.folder).as_posix()
+        except ValueError:
+            return None
+        return next((row for row, entry in self.rows.items() if entry["path"] == relative), None)
+
     def array(self, layer: LayerId, kind: str) -> np.ndarray:
         """(N, C) array `kind` ('max', 'pos' or 'mean') of `layer`, memory-mapped."""
         if layer not in self.manifest["layers"]:
             raise IndexError_(f"{layer!r} is not indexed; indexed layers: {', '.join(self.layers[:6])}…")
-        return np.load(self.directory / f"{_file_name(layer)}.{kind}.npy", mmap_mode="r")
+        return np.load(self.directory / array_file(layer, kind), mmap_mode="r")
+
+    def channels(self, layer: LayerId) -> int:
+        return int(self.manifest["shapes"][layer][0])
+
+    def map_width(self, layer: LayerId) -> int:
+        shape = self.manifest["shapes"][layer]
+        return int(shape[-1]) if len(shape) == 3 else 1
+
+    def values(self, layer: LayerId, channel: int) -> np.ndarray:
+        """The channel's maximum in every indexed image (valid rows, in order): its histogram's data."""
+        maxima = self.array(layer, "max")
+        if not 0 <= channel < maxima.shape[1]:
+            raise IndexError_(f"{layer} has {maxima.shape[1]} channels; {channel} is out of range")
+        return np.asarray(maxima[:, channel], dtype=np.float32)[self.valid_rows]
 
     def top(self, layer: LayerId, channel: int, k: int = 9) -> list[Hit]:
         """The k images where `channel` of `layer` fires most (one entry per image), best first."""
         maxima = self.array(layer, "max")
         if not 0 <= channel < maxima.shape[1]:
             raise IndexError_(f"{layer} has {maxima.shape[1]} channels; {channel} is out of range")
-        values = np.asarray(maxima[:, channel], dtype=np.float32)
-        valid = np.zeros(len(values), dtype=bool)
-        valid[list(self.rows)] = True
-        values = np.where(valid, values, -np.inf)
-        count = min(k, int(valid.sum()))
+        values = np.where(self._valid[:len(maxima)], np.asarray(maxima[:, channel], dtype=np.float32), -np.inf)
+        count = min(k, len(self.valid_rows))
         best = np.argpartition(-values, count - 1)[:count] if count else np.array([], dtype=int)
         best = best[np.lexsort((best, -values[best]))]        # by value, ties by file order
         positions = self.array(layer, "pos")
-        width = self.manifest["shapes"][layer][-1] if len(self.manifest["shapes"][layer]) == 3 else 1
-        return [Hit(self.folder / self.rows[int(i)]["path"], float(values[i]),
-                    divmod(int(positions[i, channel]), width), tuple(self.rows[int(i)]["size"])) for i in best]
+        width = self.map_width(layer)
+        return [Hit(self.path(i), float(values[i]), divmod(int(positions[i, channel]), width),
+                    tuple(self.rows[int(i)]["size"]), int(i)) for i in best]
+
+    def features(self, layer: LayerId, rows: np.ndarray | None = None) -> np.ndarray:
+        """(n, C) float32 pooled features of `layer` for `rows` (default: every indexed image)."""
+        means = self.array(layer, "mean")
+        return np.asarray(means[self.valid_rows if rows is None else np.asarray(rows)], dtype=np.float32)
+
+    def _normalised(self, layer: LayerId) -> np.ndarray:
+        if self._bank is None or self._bank[0] != layer:
+            bank = self.features(layer)
+            bank /= np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
+            self._bank = (layer, bank)
+        return self._bank[1]
+
+    def nearest(self, features: np.ndarray, layer: LayerId, k: int = 9) -> list[Neighbour]:
+        """The k images whose pooled `layer` features are most cosine-similar to `features` (exact:
+        one matrix product over normalised features; the layer's bank is kept for the next query)."""
+        bank = self._normalised(layer)
+        query = np.asarray(features, dtype=np.float32).ravel()
+        if query.shape[0] != bank.shape[1]:
+            raise IndexError_(f"{layer} has {bank.shape[1]} channels; the query has {query.shape[0]}")
+        similarity = bank @ (query / max(float(np.linalg.norm(query)), 1e-12))
+        count = min(k, len(similarity))
+        best = np.argpartition(-similarity, count - 1)[:count] if count else np.array([], dtype=int)
+        best = best[np.lexsort((best, -similarity[best]))]
+        return [Neighbour(self.path(self.valid_rows[i]), float(similarity[i]), int(self.valid_rows[i])) for i in best]
 
     def neighbours(self, features: np.ndarray, layer: LayerId, k: int = 9) -> list[tuple[Path, float]]:
-        """The k images whose pooled `layer` features are most cosine-similar to `features`."""
-        means = np.asarray(self.array(layer, "mean"), dtype=np.float32)
-        rows = np.array(sorted(self.rows))
-        bank = means[rows]
-        bank = bank / np.maximum(np.linalg.norm(bank, axis=1, keepdims=True), 1e-12)
-        query = np.asarray(features, dtype=np.float32).ravel()
-        query = query / max(float(np.linalg.norm(query)), 1e-12)
-        similarity = bank @ query
-        order = np.argsort(-similarity, kind="stable")[:k]
-        return [(self.folder / self.rows[int(rows[i])]["path"], float(similarity[i])) for i in order]
+        """`nearest` as (path, similarity) pairs."""
+        return [(hit.path, hit.similarity) for hit in self.nearest(features, layer, k)]
 
+    def thumbnails(self, rows: np.ndarray) -> np.ndarray:
+        """(n, 64, 64, 3) uint8: what the model saw of each of `rows` (zeros in an older index)."""
+        path = self.directory / "thumbs.npy"
+        if not path.is_file():
+            return np.zeros((len(rows), 64, 64, 3), np.uint8)
+        return np.asarray(np.load(path, mmap_mode="r")[np.asarray(rows, dtype=np.int64)])
 
-def _reusable(directory: Path, folder: Path, model_key: dict, layers: list[LayerId]) -> DatasetIndex | None:
-    """The index already in `directory`, when it was made for this folder, model, weights,
-    preprocessing and these layers (then its unchanged rows need not be computed again)."""
-    if not (directory / MANIFEST).is_file():
-        return None
-    try:
-        old = DatasetIndex(directory)
-    except IndexError_:
-        return None
-    manifest = old.manifest
-    same = (manifest.get("format") == FORMAT_VERSION and manifest.get("folder") == str(folder)
-            and all(manifest.get(key) == value for key, value in model_key.items())
-            and manifest.get("layers") == layers)
-    return old if same else None
-
-
-def build_index(folder: str | Path, model: LoadedModel, directory: str | Path, *,
-                layers: Sequence[LayerId] | None = None, batch_size: int = 32, workers: int = 0,
-                cancel: Event | None = None, progress: Callable[[int, int], None] | None = None) -> DatasetIndex:
-    """Index every image under `folder` for `model` into `directory` (created), and open it.
-
-    An index already there for the same folder, model, weights, preprocessing and layers is
-    updated: only files that are new or whose size or mtime changed are read again; the rows of
-    the others are copied, and deleted files drop out. The result equals a fresh index.
-    """
-    folder, directory = Path(folder).resolve(), Path(directory)
-    files = folder_images(folder)
-    if not files:
-        raise IndexError_(f"{folder.name}: no images under this folder")
-    layers = list(layers) if layers else default_layers(model)
-    unknown = [name for name in layers if name != LOGITS and name not in model.layer_names]
-    if unknown:
-        raise IndexError_(f"{model.name} has no layer {unknown[0]!r}")
-    directory.mkdir(parents=True, exist_ok=True)
-    model_key = {"model": model.name, "weights_sha256": _weights_digest(model),
-                 "preprocess": {"resize": model.preprocess.resize_size, "crop": model.preprocess.crop_size,
-                                "mean": list(model.preprocess.mean), "std": list(model.preprocess.std),
-                                "interpolation": model.preprocess.interpolation}}
-    old = _reusable(directory, folder, model_key, layers)
-    kept: dict[int, dict] = {}      # new row -> the old manifest row it copies
-    skipped: list[dict] = []        # unchanged files that failed before fail again: not read
-    if old is not None:
-        by_path = {row["path"]: row for row in old.manifest["images"]}
-        bad = {row["path"]: row for row in old.manifest["skipped"]}
-        for row, path in enumerate(files):
-            relative, status = path.relative_to(folder).as_posix(), path.stat()
-            for table, target in ((by_path, "kept"), (bad, "skipped")):
-                previous = table.get(relative)
-                if previous is not None and previous["bytes"] == status.st_size \
-                        and previous["mtime"] == status.st_mtime:
-                    if target == "kept":
-                        kept[row] = previous
-                    else:
-                        skipped.append({**previous, "row": row})
-    started = time.perf_counter()
-    settled = set(kept) | {row["row"] for row in skipped}
-    work = [path for row, path in enumerate(files) if row not in settled]
-    rows_of_work = [row for row in range(len(files)) if row not in settled]
-    staging = directory / ".building"
-    staging.mkdir(exist_ok=True)
-    arrays: dict[tuple[LayerId, str], np.ndarray] = {}
-
-    def allocate(name: LayerId, channels: int) -> None:
-        for kind, dtype in (("max", np.float32), ("pos", np.int32), ("mean", np.float32)):
-            arrays[(name, kind)] = np.lib.format.open_memmap(staging / f"{_file_name(name)}.{kind}.npy", mode="w+",
-                                                             dtype=dtype, shape=(len(files), channels))
-
-    shapes: dict[LayerId, tuple[int, ...]] = {}
-    if kept:   # copy the unchanged rows from the old arrays, one layer at a time
-        shapes = {name: tuple(shape) for name, shape in old.manifest["shapes"].items()}
-        for name in old.layers:
-            for kind in ("max", "pos", "mean"):
-                source = old.array(name, kind)
-                if (name, kind) not in arrays:
-                    allocate(name, source.shape[1])
-                new_rows = np.fromiter(kept, dtype=np.int64)
-                arrays[(name, kind)][new_rows] = source[[kept[r]["row"] for r in kept]]
-    images = [{**kept[row], "row": row} for row in kept]
-    if work:
-        for stats, found in extract(model, work, layers, batch_size=batch_size, workers=workers, cancel=cancel,
-                                    progress=progress):
-            shapes.update(found)
-            targets = [rows_of_work[i] for i in stats.indices]
-            for name in stats.maxima:
-                if (name, "max") not in arrays:
-                    allocate(name, stats.maxima[name].shape[1])
-                arrays[(name, "max")][targets] = stats.maxima[name]
-                arrays[(name, "pos")][targets] = stats.positions[name]
-                arrays[(name, "mean")][targets] = stats.means[name]
-            for row, size in zip(targets, stats.sizes):
-                status = files[row].stat()
-                images.append({"row": row, "path": files[row].relative_to(folder).as_posix(),
-                               "bytes": status.st_size, "mtime": status.st_mtime, "size": list(size)})
-            for i, reason in stats.skipped:
-                status = work[i].stat()
-                skipped.append({"row": rows_of_work[i], "path": work[i].relative_to(folder).as_posix(),
-                                "reason": reason, "bytes": status.st_size, "mtime": status.st_mtime})
-    for array in arrays.values():
-        array.flush()
-    arrays.clear()
-    recorded = [name for name in layers if name in shapes]
-    for name in recorded:   # the new arrays replace the old ones only now
-        for kind in ("max", "pos", "mean"):
-            (staging / f"{_file_name(name)}.{kind}.npy").replace(directory / f"{_file_name(name)}.{kind}.npy")
-    staging.rmdir()
-    manifest = {
-        "format": FORMAT_VERSION, "folder": str(folder), **model_key, "weights": model.weights_label,
-        "layers": recorded, "shapes": {name: list(shapes[name]) for name in recorded},
-        "files": len(files), "images": sorted(images, key=lambda row: row["row"]),
-        "skipped": sorted(skipped, key=lambda row: row["path"]), "read": len(work), "reused": len(kept),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    temporary = directory / f".{MANIFEST}.{os.getpid()}"
-    temporary.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    temporary.replace(directory / MANIFEST)   # the manifest appears last: a half-written index has none
-    return DatasetIndex(directory)
+    def predicted(self, rows: np.ndarray | None = None) -> np.ndarray | None:
+        """The model's top-1 class of each image (valid rows by default); None without logits."""
+        if LOGITS not in self.layers:
+            return None
+        logits = self.array(LOGITS, "max")
+        return np.asarray(np.argmax(logits[self.valid_rows if rows is None else np.asarray(rows)], axis=1))
 
 
 def default_directory(folder: str | Path, model: LoadedModel) -> Path:
     """Where the index of `folder` for `model` lives by default: the user's cache, one folder per
     (folder, model, weights), so indexes of several models of one folder coexist."""
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnnviewer" / "index"
-    key = f"{Path(folder).resolve()}|{model.name}|{_weights_digest(model)}"
+    key = f"{Path(folder).resolve()}|{model.name}|{weights_digest(model)}"
     return root / hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
