@@ -56,8 +56,9 @@ def _open(args: argparse.Namespace, layers=None):
     """The model and the folder's index (built or updated first, with a progress bar). Under torchrun
     every process runs this; each takes its shard, rank 0 merges and alone draws the progress bar."""
     from cnnviewer.cli.common import load_model_and_image, stderr_progress
-    from cnnviewer.engine.dataset.build import RateMeter, build_index
+    from cnnviewer.engine.dataset.build import build_index
     from cnnviewer.engine.dataset.index import DatasetIndex, default_directory
+    from cnnviewer.engine.dataset.progress import RateMeter
     from cnnviewer.engine.dataset.sharding import distributed_world
 
     world = distributed_world()
@@ -102,7 +103,7 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run_top(args: argparse.Namespace) -> int:
-    from cnnviewer.engine.dataset.extract import LOGITS
+    from cnnviewer.engine.dataset.names import LOGITS
     from cnnviewer.engine.dataset.patches import patch_box
     from cnnviewer.engine.errors import CnnViewerError
     from cnnviewer.engine.structure.summary_graph import summarize

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt, QTimer
+from PySide6.QtCore import QByteArray, QSettings, Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
@@ -23,6 +23,7 @@ from cnnviewer.engine.types import WEIGHT_SUFFIXES
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.controller import Controller
 from cnnviewer.ui.dialogs import ask_trust, pick_model
+from cnnviewer.ui.drops import DropFilter
 from cnnviewer.ui.folder_browser import FolderBrowser
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.message_log import MessageLog, MessageLogDialog
@@ -38,34 +39,6 @@ from cnnviewer.ui.window_state import bring_floating_docks_forward, fit_to_scree
 CANCELLABLE = ("model", "image", "gradients", "compare_model")   # loads, downloads, occlusion; not a forward pass
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
 WEIGHTS_FILTER = "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ");;All files (*)"
-
-
-class DropFilter(QObject):
-    """Application-wide drag and drop: images set the input, weights files load."""
-
-    def __init__(self, window: MainWindow) -> None:
-        super().__init__(window)
-        self._window = window
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
-        kind = event.type()
-        if kind not in (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop):
-            return False
-        if not isinstance(watched, QWidget) or watched.window() is not self._window \
-                and not self._window.isAncestorOf(watched):
-            return False
-        mime = event.mimeData()
-        if not mime.hasUrls():
-            return False
-        if kind == QEvent.Type.Drop:
-            live, compare = self._window.live_detection, self._window.compare
-            on_live = watched is live or live.isAncestorOf(watched)
-            on_compare = watched is compare or compare.isAncestorOf(watched)
-            self._window.open_paths([url.toLocalFile() for url in mime.urls()], live=on_live, compare=on_compare)
-        # Always a copy: some file managers delete the source after a drop accepted as a move.
-        event.setDropAction(Qt.DropAction.CopyAction)
-        event.accept()
-        return True
 
 
 class MainWindow(QMainWindow):
@@ -90,6 +63,7 @@ class MainWindow(QMainWindow):
         self.gradients = build_panel("gradients", session, jobs, controller)
         self.live_detection = build_panel("live-detection", session, jobs, controller)
         self.compare = build_panel("compare", session, jobs, controller)
+        self.dataset = build_panel("dataset", session, jobs, controller)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -107,6 +81,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["live_detection"])
         self._add_dock("compare", "Compare models", self.compare, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["compare"])
+        self._add_dock("dataset", "Dataset", self.dataset, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["dataset"])
         self.docks["feature_maps"].raise_()
         self.setCentralWidget(None)
         self.resizeDocks([self.docks["predictions"], self.docks["feature_maps"]], [520, 880],
@@ -164,13 +140,16 @@ class MainWindow(QMainWindow):
             bar.addPermanentWidget(widget)
 
     # ---------------------------------------------------------------- user intent
-    def open_paths(self, paths: list[str], live: bool = False, compare: bool = False) -> None:
+    def open_paths(self, paths: list[str], live: bool = False, compare: bool = False, dataset: bool = False) -> None:
         """Open dropped or given files: an image (or a folder's first image), a weights file, or a
         video (played in Live detection; so is a folder or image dropped on that panel). Weights
-        dropped on Compare models become its model B."""
+        dropped on Compare models become its model B; a folder dropped on Dataset is indexed."""
         for raw in paths:
             path = Path(raw)
             suffix = path.suffix.lower()
+            if dataset and path.is_dir():
+                self.open_folder(path, index=True)
+                return
             if compare and suffix in WEIGHT_SUFFIXES:
                 self.compare.load_other_weights(path)
                 return
@@ -195,12 +174,18 @@ class MainWindow(QMainWindow):
         """Make an image file every panel's input, and remember it."""
         self.controller.open_image(path)
 
-    def open_folder(self, folder: str | Path) -> None:
-        """Browse a folder's images (Page Up / Page Down); its first image becomes the input."""
+    def open_folder(self, folder: str | Path, index: bool = False) -> None:
+        """Browse a folder's images (Page Up / Page Down); its first image becomes the input. With
+        `index` (File > Open image folder, a drop on Dataset) the Dataset panel indexes it too."""
         folder = Path(folder)
+        if index:
+            self.docks["dataset"].show()
+            self.docks["dataset"].raise_()
+            self.dataset.open_folder(folder)
         images = image_files(folder)
         if not images:
-            self.show_message(f"{folder.name}: no images in this folder")
+            if not index:
+                self.show_message(f"{folder.name}: no images in this folder")
             return
         remember_recent(self, str(folder))
         self.folder_browser.open_folder(folder, images)
@@ -209,7 +194,7 @@ class MainWindow(QMainWindow):
     def choose_image_folder(self) -> None:
         folder = file_dialogs.existing_folder(self, "Open image folder")
         if folder:
-            self.open_folder(folder)
+            self.open_folder(folder, index=True)
 
     def _on_image_opened(self, path: str) -> None:
         if not self.folder_browser.contains(path):   # an image from elsewhere: browsing ends

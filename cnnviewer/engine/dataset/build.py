@@ -19,7 +19,7 @@ from threading import Event
 
 import numpy as np
 
-from cnnviewer.engine.dataset.extract import LOGITS, THUMB_SIDE, extract
+from cnnviewer.engine.dataset.extract import extract
 from cnnviewer.engine.dataset.index import (
     FORMAT_VERSION,
     KINDS,
@@ -31,34 +31,13 @@ from cnnviewer.engine.dataset.index import (
     folder_images,
     weights_digest,
 )
+from cnnviewer.engine.dataset.names import LOGITS, THUMB_SIDE
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.types import LayerId
 
 STAGING, RESUME = ".building", ".resume"
 CHECKPOINT_SECONDS = 10.0
-
-
-class RateMeter:
-    """'120/5,000 images · 48 images/s · 1:42 left' from successive (done, total) reports; the rate
-    counts only what was computed since the first report (rows reused from an old index are free)."""
-
-    def __init__(self) -> None:
-        self._first: tuple[float, int] | None = None
-        self.rate = 0.0
-
-    def __call__(self, done: int, total: int) -> str:
-        now = time.perf_counter()
-        if self._first is None:
-            self._first = (now, done)
-        elapsed, computed = now - self._first[0], done - self._first[1]
-        if elapsed > 0.2 and computed > 0:
-            self.rate = computed / elapsed
-        text = f"{done:,}/{total:,} images"
-        if self.rate > 0:
-            left = int(round((total - done) / self.rate))
-            text += f" · {self.rate:.1f} images/s · {left // 60}:{left % 60:02d} left"
-        return text
 
 
 def model_key(model: LoadedModel) -> dict:
@@ -114,17 +93,24 @@ class IndexBuild:
             old = (_compatible(self.resume, self.folder, self.key, self.layers)
                    or _compatible(self.directory, self.folder, self.key, self.layers))
         self._plan(old)
-        self.staging.mkdir(parents=True, exist_ok=True)
         self.arrays: dict[tuple[LayerId, str], np.ndarray] = {}
         self.shapes: dict[LayerId, tuple[int, ...]] = {}
-        if old is not None and self.kept and self.rank == 0:
-            self._copy_kept(old)
-        elif old is not None:
-            self.shapes = {name: tuple(shape) for name, shape in old.manifest["shapes"].items()}
+        # Nothing added, changed or deleted since the index in place was made: it is opened as it is.
+        self.unchanged = (old is not None and old.directory == self.directory and not self.work
+                          and len(self.files) == old.manifest["files"] and len(self.kept) == len(old.rows)
+                          and len(self.skipped) == len(old.manifest["skipped"])
+                          and all(entry["row"] == row for row, entry in self.kept.items()))
         self._batches = None
         self._last_checkpoint = time.perf_counter()
         self.read = 0              # files read by this build so far (for images/s)
         self.finished = not self.work
+        if self.unchanged:
+            return
+        self.staging.mkdir(parents=True, exist_ok=True)
+        if old is not None and self.kept and self.rank == 0:
+            self._copy_kept(old)
+        elif old is not None:
+            self.shapes = {name: tuple(shape) for name, shape in old.manifest["shapes"].items()}
 
     # ---------------------------------------------------------------- planning
     def _previous(self) -> DatasetIndex | None:
@@ -294,6 +280,8 @@ class IndexBuild:
         """Move the finished arrays into place and write the manifest (last); open the index."""
         if not self.finished:
             raise IndexError_("the index is not finished yet")
+        if self.unchanged:
+            return DatasetIndex(self.directory)
         self.close()
         self._flush()
         self.arrays.clear()

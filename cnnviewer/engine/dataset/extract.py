@@ -20,12 +20,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from cnnviewer.engine.dataset.names import LOGITS, THUMB_SIDE
 from cnnviewer.engine.errors import Cancelled, CnnViewerError, describe
 from cnnviewer.engine.models.handle import LoadedModel, Preprocess
 from cnnviewer.engine.types import LayerId
-
-LOGITS = "logits"   # the model's output, indexed like a layer
-THUMB_SIDE = 64     # the square thumbnail of what the model saw (its centre crop), kept for maps and grids
 
 
 class _Images(Dataset):
@@ -161,3 +159,25 @@ def extract(model: LoadedModel, files: Sequence[Path], layers: Sequence[LayerId]
         if progress is not None:
             progress(done, len(files))
         yield stats, shapes
+
+
+def image_features(model: LoadedModel, image, layer: LayerId) -> np.ndarray:
+    """The pooled features (channel means) of `layer` for one InputImage: a neighbours query."""
+    from cnnviewer.engine.runtime.inference import prepare_input
+    tensor = prepare_input(image, model.preprocess, model.device, model.dtype, model.input_channels).tensor
+    sink: dict[LayerId, tuple] = {}
+    was_training = model.module.training
+    model.module.eval()
+    try:
+        with _stat_hooks(model.module, [layer], sink, {}), torch.inference_mode():
+            try:
+                output = model.module(tensor)
+            except _StopForward:
+                output = None
+    finally:
+        model.module.train(was_training)
+    if layer == LOGITS:
+        sink[LOGITS] = _channel_stats(output if isinstance(output, Tensor) else output[0])
+    if layer not in sink:
+        raise CnnViewerError(f"{layer} gave no tensor output on this image")
+    return sink[layer][2][0]

@@ -21,14 +21,17 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cnnviewer.engine.dataset.extract import LOGITS
+from cnnviewer.engine.dataset.names import LOGITS
 from cnnviewer.engine.errors import CnnViewerError
 from cnnviewer.engine.media.images import IMAGE_SUFFIXES
-from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.types import LayerId
+
+if TYPE_CHECKING:   # torch-free at run time: the GUI thread reads indexes (thumbnails, paths)
+    from cnnviewer.engine.models.handle import LoadedModel
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QWidget
 
 from cnnviewer.ui.panels.architecture import ArchitecturePanel
 from cnnviewer.ui.panels.compare import ComparePanel
+from cnnviewer.ui.panels.dataset import DatasetPanel
 from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
 from cnnviewer.ui.panels.filters import FiltersPanel
 from cnnviewer.ui.panels.gradients import GradientsPanel
@@ -35,6 +36,7 @@ PANELS: dict[str, PanelFactory] = {
     "gradients": lambda session, jobs, controller: GradientsPanel(session, jobs, controller.workbench),
     "live-detection": lambda session, jobs, controller: LiveDetectionPanel(session, jobs, controller),
     "compare": lambda session, jobs, controller: ComparePanel(session, jobs, controller),
+    "dataset": lambda session, jobs, controller: DatasetPanel(session, jobs, controller),
 }
 
 

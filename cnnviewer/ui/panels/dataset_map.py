@@ -1,0 +1,140 @@
+"""The dataset map view: every image a point (and many a thumbnail) at its 2-D embedding.
+
+Zoom and pan as in any plot; hover a point to see the image and its top class; click it to make it
+the input; Shift+drag a box or Ctrl+drag a lasso to see the images inside as a grid.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QPainterPath, QPen, QPolygonF
+from PySide6.QtWidgets import QGraphicsPathItem, QWidget
+
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120), (152, 223, 138)]
+OTHER = (110, 110, 110)
+MAX_THUMBNAILS = 400
+
+
+def colours_for(labels: np.ndarray) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    """A colour per point: the most frequent labels get the palette, the rest grey.
+    Returns the colours and [(label, count)] of the coloured labels, most frequent first."""
+    values, counts = np.unique(labels, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:len(PALETTE)]
+    colour_of = {int(values[i]): PALETTE[rank] for rank, i in enumerate(order)}
+    return [colour_of.get(int(label), OTHER) for label in labels], [(int(values[i]), int(counts[i])) for i in order]
+
+
+class _SelectingViewBox(pg.ViewBox):
+    """A ViewBox that pans and zooms, and draws a box (Shift) or a lasso (Ctrl) to select points."""
+
+    def __init__(self, on_selected) -> None:
+        super().__init__()
+        self._on_selected = on_selected
+        self._path: list[QPointF] = []
+        self._outline = QGraphicsPathItem()
+        self._outline.setPen(QPen(QColor(255, 200, 0), 0, Qt.PenStyle.DashLine))
+        self._outline.setZValue(100)
+        self.addItem(self._outline, ignoreBounds=True)
+
+    def mouseDragEvent(self, event, axis=None) -> None:  # noqa: N802 - pyqtgraph override
+        modifiers = event.modifiers()
+        box = bool(modifiers & Qt.KeyboardModifier.ShiftModifier)
+        lasso = bool(modifiers & Qt.KeyboardModifier.ControlModifier)
+        if event.button() != Qt.MouseButton.LeftButton or not (box or lasso):
+            super().mouseDragEvent(event, axis)
+            return
+        event.accept()
+        here = self.mapSceneToView(event.scenePos())
+        if event.isStart():
+            self._path = [self.mapSceneToView(event.buttonDownScenePos())]
+        if box:
+            start = self._path[0]
+            polygon = QPolygonF([start, QPointF(here.x(), start.y()), here, QPointF(start.x(), here.y())])
+        else:
+            self._path.append(here)
+            polygon = QPolygonF(self._path)
+        outline = QPainterPath()
+        outline.addPolygon(polygon)
+        outline.closeSubpath()
+        self._outline.setPath(outline)
+        if event.isFinish():
+            self._on_selected(polygon)
+            self._outline.setPath(QPainterPath())
+
+
+class MapView(pg.PlotWidget):
+    """Points coloured by label, thumbnails on a spread subset; emits rows."""
+
+    picked = Signal(int)          # a point was clicked
+    hovered = Signal(int)         # the pointer is over a point (-1: none)
+    selected = Signal(object)     # a box or lasso closed: np.ndarray of rows inside
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        self.view_box = _SelectingViewBox(self._select_inside)
+        super().__init__(parent, viewBox=self.view_box, background=(24, 24, 28))
+        self.hideAxis("left")
+        self.hideAxis("bottom")
+        self.setAspectLocked(True)
+        self.scatter = pg.ScatterPlotItem(size=7, pen=None, hoverable=True, hoverSize=12,
+                                          hoverPen=pg.mkPen("w", width=1.5))
+        self.scatter.sigClicked.connect(self._on_clicked)
+        self.scatter.sigHovered.connect(self._on_hovered)
+        self.addItem(self.scatter)
+        self.rows = np.zeros(0, np.int64)
+        self.points = np.zeros((0, 2), np.float32)
+        self._thumbs: list[pg.ImageItem] = []
+        self.setToolTip("Scroll to zoom, drag to pan; Shift+drag a box or Ctrl+drag a lasso to select")
+
+    def show_map(self, rows: np.ndarray, points: np.ndarray, colours: list[tuple[int, int, int]],
+                 thumbnails: np.ndarray | None, thumbnail_rows: np.ndarray | None) -> None:
+        """Draw the points; `thumbnails` (n, h, w, 3) of `thumbnail_rows` go on top of their points."""
+        self.rows, self.points = np.asarray(rows), np.asarray(points, dtype=np.float32)
+        self.scatter.setData(pos=self.points, brush=[pg.mkBrush(*c) for c in colours], data=list(range(len(rows))))
+        for item in self._thumbs:
+            self.removeItem(item)
+        self._thumbs = []
+        if thumbnails is not None and thumbnail_rows is not None and len(self.points):
+            span = float(np.ptp(self.points, axis=0).max()) or 1.0
+            side = span / 28
+            where = {int(row): i for i, row in enumerate(self.rows)}
+            for row, picture in zip(thumbnail_rows, thumbnails):
+                x, y = self.points[where[int(row)]]
+                item = pg.ImageItem(np.ascontiguousarray(picture[::-1].transpose(1, 0, 2)))
+                item.setRect(QRectF(float(x) - side / 2, float(y) - side / 2, side, side))
+                item.setZValue(-1)
+                self.addItem(item)
+                self._thumbs.append(item)
+        self.autoRange()
+
+    def set_thumbnails_visible(self, visible: bool) -> None:
+        for item in self._thumbs:
+            item.setVisible(visible)
+
+    def clear_map(self) -> None:
+        self.show_map(np.zeros(0, np.int64), np.zeros((0, 2)), [], None, None)
+
+    def _on_clicked(self, _item, points, _event=None) -> None:
+        if len(points):
+            self.picked.emit(int(self.rows[points[0].data()]))
+
+    def _on_hovered(self, _item, points, _event=None) -> None:
+        self.hovered.emit(int(self.rows[points[0].data()]) if len(points) else -1)
+
+    def _select_inside(self, polygon: QPolygonF) -> None:
+        inside = [i for i, (x, y) in enumerate(self.points)
+                  if polygon.containsPoint(QPointF(float(x), float(y)), Qt.FillRule.OddEvenFill)]
+        self.selected.emit(self.rows[np.array(inside, dtype=np.int64)] if inside else np.zeros(0, np.int64))
+
+
+def spread_subset(points: np.ndarray, count: int = MAX_THUMBNAILS) -> np.ndarray:
+    """Indices of up to `count` points spread over the map: at most one per cell of a grid."""
+    if len(points) <= count:
+        return np.arange(len(points))
+    cells = int(np.sqrt(count))
+    low, span = points.min(axis=0), np.maximum(np.ptp(points, axis=0), 1e-9)
+    cell = np.minimum(((points - low) / span * cells).astype(int), cells - 1)
+    _, first = np.unique(cell[:, 0] * cells + cell[:, 1], return_index=True)
+    return np.sort(first)[:count]

@@ -1,0 +1,77 @@
+"""The Dataset panel's building blocks: a grid of captioned pictures and a histogram."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem, QWidget
+
+
+def pixmap(pixels: np.ndarray) -> QPixmap:
+    """An (H, W, 3) uint8 array as a QPixmap (copied: the array may go away)."""
+    array = np.ascontiguousarray(pixels[..., :3], dtype=np.uint8)
+    height, width = array.shape[:2]
+    image = QImage(array.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(image.copy())
+
+
+class PictureGrid(QListWidget):
+    """Pictures in a wrapping grid, each with a caption and a tooltip; `picked` (row) on click,
+    where row is whatever the caller attached (an index row)."""
+
+    picked = Signal(int)
+
+    def __init__(self, side: int, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setIconSize(QSize(side, side))
+        self.setGridSize(QSize(side + 14, side + 34))
+        self.setWordWrap(True)
+        self.setUniformItemSizes(True)
+        self.setSelectionMode(QListWidget.SelectionMode.SingleSelection)
+        self.setSpacing(2)
+        self.itemClicked.connect(lambda item: self.picked.emit(int(item.data(Qt.ItemDataRole.UserRole))))
+
+    def show_pictures(self, entries: list[tuple[int, np.ndarray, str, str]]) -> None:
+        """(row, pixels, caption, tooltip) per picture, in order."""
+        self.clear()
+        for row, pixels, caption, tooltip in entries:
+            item = QListWidgetItem(QIcon(pixmap(pixels)), caption)
+            item.setData(Qt.ItemDataRole.UserRole, row)
+            item.setToolTip(tooltip)
+            item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
+            self.addItem(item)
+
+    def rows(self) -> list[int]:
+        return [int(self.item(i).data(Qt.ItemDataRole.UserRole)) for i in range(self.count())]
+
+
+class Histogram(pg.PlotWidget):
+    """A unit's per-image maximum over the folder, with the top-k's threshold marked."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent, background=(30, 30, 34))
+        self.setLabel("bottom", "maximum activation in an image")
+        self.setLabel("left", "images")
+        self.setMouseEnabled(x=False, y=False)
+        self.hideButtons()
+        self.bars = pg.BarGraphItem(x0=[], x1=[], y0=0, height=[], brush=(86, 156, 214))
+        self.addItem(self.bars)
+        self.threshold = pg.InfiniteLine(angle=90, pen=pg.mkPen((255, 200, 0), width=2, style=Qt.PenStyle.DashLine))
+        self.addItem(self.threshold)
+        self.threshold.setVisible(False)
+
+    def show_counts(self, counts: np.ndarray, edges: np.ndarray, threshold: float | None) -> None:
+        self.bars.setOpts(x0=edges[:-1], x1=edges[1:], height=counts)
+        self.threshold.setVisible(threshold is not None)
+        if threshold is not None:
+            self.threshold.setValue(threshold)
+        self.autoRange()
+
+    def clear_counts(self) -> None:
+        self.bars.setOpts(x0=[], x1=[], height=[])
+        self.threshold.setVisible(False)

@@ -1,0 +1,97 @@
+"""The Dataset panel in a real window: drop a folder, wait for the index, select a channel in
+Feature maps, see its top images and patches; click one and it becomes every panel's input, with
+the neuron at its maximum selected. Neighbours of the input, and the map."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+from tests.ui.conftest import drop_files
+
+
+def _folder(root: Path) -> Path:
+    folder = root / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "camera"):
+        photo = Image.fromarray(getattr(data, name)()).convert("RGB")
+        photo.save(folder / f"{name}.jpg", quality=90)
+        photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / "sub" / f"{name}_flip.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    return folder
+
+
+def test_drop_a_folder_select_a_channel_see_its_top_images_and_click_one(window, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = _folder(tmp_path)
+    panel = window.dataset
+    drop_files(panel.tabs, [folder])                                   # dropped on the panel: indexed
+    assert window.docks["dataset"].isVisible()
+    stalls, last = [], time.perf_counter()
+    deadline = time.perf_counter() + 120
+    while panel.index is None and time.perf_counter() < deadline:     # the window stays responsive
+        qtbot.wait(10)
+        now = time.perf_counter()
+        stalls.append(now - last)
+        last = now
+    assert panel.index is not None, panel.folder_label.text()
+    assert len(panel.index.rows) == 10 and panel.skipped_button.isVisible()
+    assert "1 unreadable" in panel.skipped_button.text() and "broken.jpg" in panel.skipped_list.item(0).text()
+    assert "10 images indexed" in panel.folder_label.text()
+    window.session.select(layer="features.14", channel=5)             # as a click in Feature maps does
+    grid = panel.top_tab.images
+    qtbot.waitUntil(lambda: grid.count() == 9, timeout=30000)
+    expected = panel.index.top("features.14", 5, 9)
+    assert grid.rows() == [hit.row for hit in expected]
+    assert panel.top_tab.patches.count() == 9 and "features.14 channel 5" in panel.top_tab.unit.text()
+    assert panel.top_tab.histogram.bars.opts["height"].sum() == 10   # every indexed image counted once
+    best = expected[0]
+    grid.itemClicked.emit(grid.item(0))                               # click the best image
+    qtbot.waitUntil(lambda: window.session.image is not None and Path(window.session.image.source) == best.path,
+                    timeout=30000)
+    assert window.session.selection.layer == "features.14" and window.session.selection.channel == 5
+    assert window.session.selection.neuron == best.position
+    panel.top_tab.k.setValue(3)
+    qtbot.waitUntil(lambda: grid.count() == 3, timeout=30000)
+
+    panel.tabs.setCurrentWidget(panel.neighbours_tab)                 # neighbours of the new input
+    near = panel.neighbours_tab.grid
+    qtbot.waitUntil(lambda: near.count() == 9, timeout=30000)
+    rows = near.rows()
+    names = [panel.index.path(row).name for row in rows[:2]]
+    assert names[0] == best.path.name and names[1] == best.path.stem + "_flip.png"
+
+    panel.tabs.setCurrentWidget(panel.map_tab)
+    panel.map_tab.compute_button.click()
+    qtbot.waitUntil(lambda: panel.map_tab.result is not None, timeout=60000)
+    found = panel.map_tab.result[0]
+    assert found.points.shape == (10, 2) and np.isfinite(found.points).all()
+    assert len(panel.map_tab.view.scatter.data) == 10
+    rows_inside = panel.map_tab.view.rows[:4]
+    panel.map_tab.wants_selection.emit(rows_inside)
+    qtbot.waitUntil(lambda: panel.map_tab.selection.count() == 4, timeout=10000)
+    assert max(stalls) < 0.5, f"the window stalled {max(stalls) * 1000:.0f} ms while indexing"
+
+
+def test_cancel_then_resume_and_reopen_without_reading_again(window, qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("cnnviewer.ui.panels.dataset.SLICE_SECONDS", 0.0)   # one batch per slice
+    folder = _folder(tmp_path)
+    for i in range(30):
+        Image.fromarray(data.coffee()[::2, ::2][:, ::-1] // (1 + i % 3)).save(folder / f"more_{i:02d}.png")
+    panel = window.dataset
+    panel.open_folder(folder)
+    qtbot.waitUntil(lambda: panel.progress.isVisible() and panel.progress.value() > 0, timeout=60000)
+    panel.cancel_button.click()
+    qtbot.waitUntil(lambda: "paused at" in panel.folder_label.text(), timeout=30000)
+    assert panel.index is None and panel.index_button.text() == "Resume"
+    panel.index_button.click()
+    qtbot.waitUntil(lambda: panel.index is not None, timeout=120000)
+    assert 0 < panel.index.manifest["reused"] < 40 and len(panel.index.rows) == 40
+    panel.open_folder(folder)                                          # days later: found, nothing read
+    qtbot.waitUntil(lambda: panel.index is not None, timeout=30000)
+    assert "read in" not in panel.folder_label.text() and len(panel.index.rows) == 40
