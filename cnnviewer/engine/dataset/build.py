@@ -38,6 +38,7 @@ from cnnviewer.engine.types import LayerId
 
 STAGING, RESUME = ".building", ".resume"
 CHECKPOINT_SECONDS = 10.0
+RECYCLE_BYTES = 256 << 20   # written pages of memory-mapped arrays count as resident: remap this often
 
 
 def model_key(model: LoadedModel) -> dict:
@@ -103,6 +104,7 @@ class IndexBuild:
         self._batches = None
         self._last_checkpoint = time.perf_counter()
         self.read = 0              # files read by this build so far (for images/s)
+        self._written = 0          # bytes written to the arrays since they were last remapped
         self.finished = not self.work
         if self.unchanged:
             return
@@ -237,6 +239,22 @@ class IndexBuild:
             self.skipped.append({"row": self.rows_of_work[i], "path": self.work[i].relative_to(self.folder).as_posix(),
                                  "reason": reason, "bytes": status.st_size, "mtime": status.st_mtime})
         self.read += len(stats.indices) + len(stats.skipped)
+        self._written += len(targets) * self._row_bytes()
+        if self._written > RECYCLE_BYTES:
+            self._recycle()
+
+    def _row_bytes(self) -> int:
+        return sum(array.dtype.itemsize * int(np.prod(array.shape[1:])) for array in self.arrays.values())
+
+    def _recycle(self) -> None:
+        """Flush and remap every array: the pages written so far leave this process's resident set,
+        so indexing 10,000 images into gigabytes of arrays stays within a small, flat RSS."""
+        self._flush()
+        for key, array in list(self.arrays.items()):
+            path = Path(array.filename)
+            del array
+            self.arrays[key] = np.load(path, mmap_mode="r+")
+        self._written = 0
 
     def close(self) -> None:
         """Stop the decoding workers (a paused build holds them)."""

@@ -227,8 +227,12 @@ def default_directory(folder: str | Path, model: LoadedModel) -> Path:
 
 
 def retrieval_layer(index: DatasetIndex) -> LayerId:
-    """The default layer for neighbours and maps: the last indexed layer before the logits."""
+    """The default layer for neighbours and maps: the penultimate layer, i.e. the last indexed layer
+    whose output is not the logits themselves (the classifier's Linear is skipped, its input kept)."""
     layers = [name for name in index.layers if name != LOGITS]
     if not layers:
         raise IndexError_("this index holds only the logits; index a layer for neighbours")
-    return layers[-1]
+    shapes = index.manifest["shapes"]
+    logits = shapes.get(LOGITS)
+    before = [name for name in layers if logits is None or shapes[name] != logits]
+    return (before or layers)[-1]

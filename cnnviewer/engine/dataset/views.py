@@ -93,11 +93,17 @@ def cut_patch(picture: Image.Image, box: tuple[float, float, float, float], fill
 def _outlined(picture: Image.Image, box: tuple[float, float, float, float] | None, side: int) -> np.ndarray:
     shown = picture.copy()
     shown.thumbnail((side, side), Image.Resampling.BILINEAR)
-    if box is not None:
-        factor = picture.info.get("scale", 1.0) * shown.width / picture.width
-        x0, y0, x1, y1 = (v * factor for v in box)
-        ImageDraw.Draw(shown).rectangle((x0, y0, x1 - 1, y1 - 1), outline=BOX_COLOUR, width=2)
-    return np.asarray(shown)
+    if box is None:
+        return np.asarray(shown)
+    factor = picture.info.get("scale", 1.0) * shown.width / picture.width
+    x0, y0, x1, y1 = (v * factor for v in box)
+    pixels = np.asarray(shown).copy()
+    inside = np.zeros(pixels.shape[:2], bool)      # outside the field is dimmed: a box reaching past an
+    inside[max(int(y0), 0):max(int(np.ceil(y1)), 0), max(int(x0), 0):max(int(np.ceil(x1)), 0)] = True   # edge reads right
+    pixels[~inside] = (pixels[~inside] * 0.4).astype(np.uint8)
+    outlined = Image.fromarray(pixels)
+    ImageDraw.Draw(outlined).rectangle((x0, y0, x1 - 1, y1 - 1), outline=BOX_COLOUR, width=2)
+    return np.asarray(outlined)
 
 
 def unit_view(index: DatasetIndex, layer: LayerId, channel: int, k: int, preprocess: Preprocess,

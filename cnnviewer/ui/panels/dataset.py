@@ -186,9 +186,10 @@ class DatasetPanel(QWidget):
         self.folder_label.setText(f"<b>{self.folder.name}/</b>: {len(index.rows):,} images indexed for "
                                   f"{manifest['model']}{read}")
         self._show_skipped(index.skipped)
+        from cnnviewer.engine.dataset.index import retrieval_layer
         layers = [name for name in index.layers if name != LOGITS]
         for tab in (self.neighbours_tab, self.map_tab):
-            tab.set_layers(layers, default=layers[-1] if layers else None)
+            tab.set_layers(layers, default=retrieval_layer(index) if layers else None)
         self.map_tab.set_index(index, self._session.model)
         self.refresh()
 

@@ -98,13 +98,18 @@ class MapView(pg.PlotWidget):
         self._thumbs = []
         if thumbnails is not None and thumbnail_rows is not None and len(self.points):
             span = float(np.ptp(self.points, axis=0).max()) or 1.0
-            side = span / 28
+            side = span / max(10.0, 1.6 * np.sqrt(len(thumbnail_rows)))
             where = {int(row): i for i, row in enumerate(self.rows)}
             for row, picture in zip(thumbnail_rows, thumbnails):
-                x, y = self.points[where[int(row)]]
-                item = pg.ImageItem(np.ascontiguousarray(picture[::-1].transpose(1, 0, 2)))
+                i = where[int(row)]
+                framed = np.pad(picture, ((3, 3), (3, 3), (0, 0)), mode="constant")
+                framed[:3], framed[-3:], framed[:, :3], framed[:, -3:] = (colours[i],) * 4   # its label's colour
+                item = pg.ImageItem(np.ascontiguousarray(framed[::-1].transpose(1, 0, 2)))
+                x, y = self.points[i]
                 item.setRect(QRectF(float(x) - side / 2, float(y) - side / 2, side, side))
-                item.setZValue(-1)
+                item.setAcceptHoverEvents(False)
+                item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+                item.setZValue(1)            # over the points: hover and clicks still reach them
                 self.addItem(item)
                 self._thumbs.append(item)
         self.autoRange()

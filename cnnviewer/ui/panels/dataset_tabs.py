@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from cnnviewer.engine.dataset.embedding import available_methods
 from cnnviewer.engine.dataset.names import LOGITS
-from cnnviewer.ui.panels.dataset_map import MapView, colours_for
+from cnnviewer.ui.panels.dataset_map import PALETTE, MapView, colours_for
 from cnnviewer.ui.panels.dataset_widgets import Histogram, PictureGrid, pixmap
 
 
@@ -163,7 +163,10 @@ class MapTab(QWidget):
         self.colour = QComboBox()
         self.colour.addItems(["predicted class", "k-means cluster"])
         self.colour.currentIndexChanged.connect(lambda _i: self._recolour())
-        self.clusters = _spin(10, 2, 50, "k-means clusters")
+        self.clusters = _spin(10, 2, 50, "How many k-means clusters (used when colouring by cluster)")
+        self.legend = QLabel("")
+        self.legend.setWordWrap(True)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.thumbnails = QCheckBox("Thumbnails")
         self.thumbnails.setChecked(True)
         self.compute_button = QPushButton("Compute map")
@@ -191,10 +194,11 @@ class MapTab(QWidget):
         split.setSizes([640, 220])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
-        layout.addLayout(_row("Layer", self.layer, self.methods, "colour", self.colour, self.clusters,
-                              self.thumbnails, self.compute_button, self.cancel_button))
+        layout.addLayout(_row("Layer", self.layer, self.methods, "colour by", self.colour, "clusters", self.clusters,
+                              self.thumbnails, QLabel(""), self.compute_button, self.cancel_button, stretch_after=8))
         layout.addWidget(self.info)
         layout.addWidget(split, 1)
+        layout.addWidget(self.legend)
 
     def method(self) -> str:
         return str(self.methods.currentData())
@@ -238,8 +242,9 @@ class MapTab(QWidget):
         colours, legend = colours_for(labels)
         self.view.show_map(found.rows, found.points, colours, thumbs, shown)
         self.view.set_thumbnails_visible(self.thumbnails.isChecked())
-        names = [self._name(kind, label) for label, _count in legend[:8]]
-        self.preview.setToolTip("Colours, most frequent first: " + ", ".join(names))
+        self.legend.setText(" &nbsp; ".join(
+            f"<span style='color: rgb{tuple(colour)}'>■</span> {self._name(kind, label)} ({count})"
+            for (label, count), colour in zip(legend, PALETTE)) + (" &nbsp; ■ other" if len(legend) == len(PALETTE) else ""))
 
     def _name(self, kind: str, label: int) -> str:
         if kind == "class" and self.model is not None:

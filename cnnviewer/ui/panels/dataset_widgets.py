@@ -25,16 +25,35 @@ class PictureGrid(QListWidget):
 
     def __init__(self, side: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.max_side = side
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setMovement(QListView.Movement.Static)
-        self.setIconSize(QSize(side, side))
-        self.setGridSize(QSize(side + 14, side + 34))
+        self._set_side(side)
         self.setWordWrap(True)
         self.setUniformItemSizes(True)
         self.setSelectionMode(QListWidget.SelectionMode.SingleSelection)
-        self.setSpacing(2)
         self.itemClicked.connect(lambda item: self.picked.emit(int(item.data(Qt.ItemDataRole.UserRole))))
+
+    def _set_side(self, side: int) -> None:
+        self.setIconSize(QSize(side, side))
+        self.setGridSize(QSize(side + 12, side + 32))
+
+    def fit(self) -> None:
+        """The largest pictures (up to max_side) that show every entry without scrolling, when they can
+        be at least 64 px: 9 top images fill the grid 3 by 3 instead of leaving a gap or a scroll bar."""
+        count = self.count()
+        width = self.width() - 2 * self.frameWidth() - self.verticalScrollBar().sizeHint().width() - 4
+        height = self.height() - 2 * self.frameWidth() - 4
+        if not count or width < 50 or height < 50:
+            return
+        best = max(min((width // columns) - 12, (height // -(-count // columns)) - 32)
+                   for columns in range(1, count + 1))
+        self._set_side(int(max(64, min(self.max_side, best))))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self.fit()
 
     def show_pictures(self, entries: list[tuple[int, np.ndarray, str, str]]) -> None:
         """(row, pixels, caption, tooltip) per picture, in order."""
@@ -45,6 +64,7 @@ class PictureGrid(QListWidget):
             item.setToolTip(tooltip)
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
             self.addItem(item)
+        self.fit()
 
     def rows(self) -> list[int]:
         return [int(self.item(i).data(Qt.ItemDataRole.UserRole)) for i in range(self.count())]
@@ -58,6 +78,7 @@ class Histogram(pg.PlotWidget):
         self.setLabel("bottom", "maximum activation in an image")
         self.setLabel("left", "images")
         self.setMouseEnabled(x=False, y=False)
+        self.getAxis("bottom").enableAutoSIPrefix(False)
         self.hideButtons()
         self.bars = pg.BarGraphItem(x0=[], x1=[], y0=0, height=[], brush=(86, 156, 214))
         self.addItem(self.bars)
