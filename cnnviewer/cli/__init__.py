@@ -16,6 +16,8 @@ from collections.abc import Sequence
 # argv prefix -> module under cnnviewer.cli; longest prefix first.
 SUBCOMMANDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("export", "gradients"), "gradients"),
+    (("export", "dataset-map"), "export_map"),
+    (("export", "top-patches"), "export_patches"),
     (("export",), "export"),
     (("predict",), "predict"),
     (("summary",), "summary"),

@@ -13,12 +13,13 @@ from types import SimpleNamespace
 from cnnviewer.cli.common import Parser, UsageError, int_in, model_options
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, short_index_option: bool = True) -> None:
     parser.add_argument("folder", help="a folder of images (searched recursively)")
     model_options(parser)
     parser.add_argument("--batch-size", type=int_in(1, 1024), default=32)
     parser.add_argument("--workers", type=int_in(0, 64), default=0, help="decoding processes (default 0: in this one)")
-    parser.add_argument("-o", "--index-dir", help="where the index is kept (default: the user's cache)")
+    names = ("-o", "--index-dir") if short_index_option else ("--index-dir",)   # export: -o is the picture
+    parser.add_argument(*names, dest="index_dir", help="where the index is kept (default: the user's cache)")
 
 
 def index_parser() -> argparse.ArgumentParser:

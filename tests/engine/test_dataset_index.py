@@ -13,12 +13,12 @@ from PIL import Image
 from skimage import data
 
 from cnnviewer.engine.dataset.build import build_index
-from cnnviewer.engine.dataset.extract import LOGITS
 from cnnviewer.engine.dataset.index import (
     DatasetIndex,
     default_layers,
     folder_images,
 )
+from cnnviewer.engine.dataset.names import LOGITS
 from cnnviewer.engine.media.images import load_image
 from cnnviewer.engine.models.loading import load_model
 from cnnviewer.engine.runtime.hooks import has_hooks
@@ -170,6 +170,13 @@ def test_index_top_and_neighbours_commands(photo_folder, tmp_path, capsys, monke
     near = json.loads(capsys.readouterr().out)
     assert [Path(row["path"]).name for row in near] == ["rocket.jpg", "rocket_flip.png"]
     assert near[0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+    assert main(["export", "top-patches", str(photo_folder), "--layer", "features.10", "--channel", "40", "-k", "4",
+                 "-o", str(tmp_path / "top.png")]) == 0
+    sheet = np.asarray(Image.open(tmp_path / "top.png"))
+    assert sheet.shape[1] > sheet.shape[0] > 150 and sheet.std() > 10          # pictures beside patches
+    assert main(["export", "dataset-map", str(photo_folder), "--side", "400", "-o", str(tmp_path / "map.png")]) == 0
+    assert Image.open(tmp_path / "map.png").size == (400, 400)
+    capsys.readouterr()
     assert main(["top", str(photo_folder), "--layer", "features.3"]) == 2        # not indexed: one line
     assert capsys.readouterr().err.strip().count("\n") == 0
     assert main(["top", str(tmp_path / "nowhere"), "--class", "1"]) == 2
