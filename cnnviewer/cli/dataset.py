@@ -37,6 +37,9 @@ def top_parser() -> argparse.ArgumentParser:
     target.add_argument("--layer", help="an indexed layer (dotted name)")
     target.add_argument("--class", dest="class_index", type=int_in(0), help="a class: its logit")
     parser.add_argument("--channel", type=int_in(0), default=0)
+    parser.add_argument("--neuron", type=int_in(0), nargs=2, metavar=("Y", "X"),
+                        help="rank by the channel's value at this position (reads the images again) instead of "
+                             "its maximum anywhere in the map")
     parser.add_argument("-k", type=int_in(1, 10000), default=9)
     parser.add_argument("--json", action="store_true")
     return parser
@@ -112,7 +115,10 @@ def run_top(args: argparse.Namespace) -> int:
     model, index = _open(args)
     layer, channel = (LOGITS, args.class_index) if args.class_index is not None else (args.layer, args.channel)
     try:
-        hits = index.top(layer, channel, args.k)
+        if args.neuron is not None:
+            hits = _neuron_top(args, model, index, layer, channel)
+        else:
+            hits = index.top(layer, channel, args.k)
     except CnnViewerError as error:
         raise UsageError(f"cnnviewer top: {error}") from None
     size = model.preprocess.crop_size
@@ -127,6 +133,22 @@ def run_top(args: argparse.Namespace) -> int:
         where = f"patch x {box[0]:.0f}..{box[2]:.0f}, y {box[1]:.0f}..{box[3]:.0f}" if box else "whole image"
         print(f"{hit.value:10.4f}  (y={hit.position[0]}, x={hit.position[1]}; {where})  {hit.path}")
     return 0
+
+
+def _neuron_top(args: argparse.Namespace, model, index, layer: str, channel: int):
+    """The exact top-k of one neuron: every indexed image read again, up to `layer` only."""
+    from cnnviewer.cli.common import stderr_progress
+    from cnnviewer.engine.dataset.neuron import NeuronScan
+    from cnnviewer.engine.dataset.progress import RateMeter
+
+    scan = NeuronScan(model, index, layer, channel, tuple(args.neuron), batch_size=args.batch_size,
+                      workers=args.workers)
+    meter = RateMeter()
+    try:
+        scan.run(progress=lambda done, total: stderr_progress(done / total, meter(done, total)))
+    finally:
+        stderr_progress.done()
+    return scan.top(args.k)
 
 
 def run_neighbours(args: argparse.Namespace) -> int:

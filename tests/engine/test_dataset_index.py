@@ -166,6 +166,9 @@ def test_index_top_and_neighbours_commands(photo_folder, tmp_path, capsys, monke
     assert main(["top", str(photo_folder), "--class", "285", "-k", "2", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert [Path(hit["path"]).name for hit in hits][0] in ("chelsea.jpg", "chelsea_flip.png", "chelsea_crop.jpg")
+    assert main(["top", str(photo_folder), "--layer", "features.10", "--channel", "7", "--neuron", "2", "5", "-k", "3",
+                 "--json"]) == 0
+    assert [(hit["y"], hit["x"]) for hit in json.loads(capsys.readouterr().out)] == [(2, 5)] * 3
     assert main(["neighbours", str(photo_folder), str(photo_folder / "rocket.jpg"), "-k", "2", "--json"]) == 0
     near = json.loads(capsys.readouterr().out)
     assert [Path(row["path"]).name for row in near] == ["rocket.jpg", "rocket_flip.png"]
@@ -294,3 +297,24 @@ def test_torchrun_shards_equal_the_single_process_index(photo_folder, tmp_path):
         for kind in ("max", "pos", "mean"):
             np.testing.assert_array_equal(one.array(layer, kind), two.array(layer, kind))
     np.testing.assert_array_equal(np.load(tmp_path / "one" / "thumbs.npy"), np.load(tmp_path / "two" / "thumbs.npy"))
+
+
+def test_a_neurons_top_images_equal_a_brute_force_loop(indexed, photo_folder):
+    """Ranking by one position a(y, x, c) reads the images again, in slices, and finds what a loop finds."""
+    from cnnviewer.engine.dataset.neuron import NeuronScan
+
+    model, index = indexed
+    scan = NeuronScan(model, index, "features.10", 40, (3, 9), batch_size=4)
+    assert not scan.run(seconds=0.0)                                     # one batch per slice
+    while not scan.run(seconds=0.0):
+        pass
+    readable = [p for p in folder_images(photo_folder) if p.name not in ("empty.jpg", "notes.jpg", "truncated.jpg")]
+    expected = sorted(((float(brute_force(model, path, "features.10")[40, 3, 9]), path) for path in readable),
+                      key=lambda pair: -pair[0])[:5]
+    found = scan.top(5)
+    assert [hit.path for hit in found] == [path for _, path in expected]
+    assert [hit.value for hit in found] == pytest.approx([value for value, _ in expected], rel=1e-4, abs=1e-5)
+    assert all(hit.position == (3, 9) for hit in found) and len(scan.finite_values()) == 14
+    assert not has_hooks(model.module) and not model.module.training
+    with pytest.raises(Exception, match="outside"):
+        NeuronScan(model, index, "features.10", 40, (14, 0))

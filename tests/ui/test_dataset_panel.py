@@ -55,6 +55,11 @@ def test_drop_a_folder_select_a_channel_see_its_top_images_and_click_one(window,
                     timeout=30000)
     assert window.session.selection.layer == "features.14" and window.session.selection.channel == 5
     assert window.session.selection.neuron == best.position
+    qtbot.waitUntil(lambda: panel.top_tab.neuron_button.isVisible(), timeout=30000)
+    panel.top_tab.neuron_button.click()                               # rank by that neuron: images read again
+    qtbot.waitUntil(lambda: panel.top_tab.view is not None and panel.top_tab.view.neuron == best.position,
+                    timeout=60000)
+    assert grid.rows()[0] == best.row and "value at (y=" in panel.top_tab.unit.text()
     panel.top_tab.k.setValue(3)
     qtbot.waitUntil(lambda: grid.count() == 3, timeout=30000)
 
@@ -79,7 +84,7 @@ def test_drop_a_folder_select_a_channel_see_its_top_images_and_click_one(window,
 
 def test_cancel_then_resume_and_reopen_without_reading_again(window, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr("cnnviewer.ui.panels.dataset.SLICE_SECONDS", 0.0)   # one batch per slice
+    monkeypatch.setattr("cnnviewer.ui.panels.dataset_indexing.SLICE_SECONDS", 0.0)   # one batch per slice
     folder = _folder(tmp_path)
     for i in range(30):
         Image.fromarray(data.coffee()[::2, ::2][:, ::-1] // (1 + i % 3)).save(folder / f"more_{i:02d}.png")

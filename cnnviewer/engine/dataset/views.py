@@ -51,6 +51,7 @@ class UnitView:
     edges: np.ndarray
     images_indexed: int
     field_size: tuple[float, float] | None
+    neuron: tuple[int, int] | None = None      # ranked by the value at this (y, x), not the channel's max
 
 
 @dataclass(frozen=True)
@@ -107,13 +108,14 @@ def _outlined(picture: Image.Image, box: tuple[float, float, float, float] | Non
 
 
 def unit_view(index: DatasetIndex, layer: LayerId, channel: int, k: int, preprocess: Preprocess,
-              field: Field | None, bins: int = 40) -> UnitView:
-    """`channel` of `layer`: its k top images (one per image), their patches, and its histogram."""
-    values = index.values(layer, channel)
+              field: Field | None, bins: int = 40, scan=None) -> UnitView:
+    """`channel` of `layer`: its k top images (one per image), their patches, and its histogram;
+    with a finished NeuronScan `scan`, those of its one neuron instead."""
+    values = index.values(layer, channel) if scan is None else scan.finite_values()
     counts, edges = np.histogram(values, bins=bins) if len(values) else (np.zeros(0), np.zeros(1))
     fill = tuple(int(round(255 * m)) for m in preprocess.mean)
     images = []
-    for hit in index.top(layer, channel, k):
+    for hit in (index.top(layer, channel, k) if scan is None else scan.top(k)):
         box = patch_box(field, hit.position, hit.original_size, preprocess) if field is not None else None
         picture = _open(hit.path)
         if picture is None:
@@ -124,7 +126,8 @@ def unit_view(index: DatasetIndex, layer: LayerId, channel: int, k: int, preproc
         images.append(TopImage(hit.row, hit.path, hit.value, hit.position, box,
                                _outlined(picture, box, PICTURE_SIDE), patch))
     return UnitView(layer, channel, images, counts, edges, len(values),
-                    None if field is None or field.whole else tuple(field.size))
+                    None if field is None or field.whole else tuple(field.size),
+                    None if scan is None else tuple(scan.position))
 
 
 def neighbour_view(index: DatasetIndex, features: np.ndarray, layer: LayerId, k: int) -> list[NeighbourImage]:

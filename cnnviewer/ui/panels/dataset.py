@@ -9,7 +9,6 @@ input's nearest neighbours; and a map of the folder. Clicking any image makes it
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from PySide6.QtWidgets import (
@@ -24,17 +23,15 @@ from PySide6.QtWidgets import (
 )
 
 from cnnviewer.engine.dataset.names import LOGITS
-from cnnviewer.engine.dataset.progress import RateMeter
 from cnnviewer.engine.session import Selection, Session
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.panels.dataset_indexing import SLICE_SECONDS, IndexingMixin
 from cnnviewer.ui.panels.dataset_tabs import MapTab, NeighboursTab, TopTab
 from cnnviewer.ui.widgets.controls import on_screen
 
-SLICE_SECONDS = 0.25       # indexing holds the job thread this long at a time
 
-
-class DatasetPanel(QWidget):
+class DatasetPanel(IndexingMixin, QWidget):
     """A folder's index and its three views, for the session's model."""
 
     def __init__(self, session: Session, jobs: UiJobs, controller, parent: QWidget | None = None) -> None:
@@ -82,6 +79,7 @@ class DatasetPanel(QWidget):
         layout.addWidget(self.tabs, 1)
         self.top_tab.k.valueChanged.connect(lambda _k: self.refresh_top())
         self.top_tab.add_layer_button.clicked.connect(self._index_selected_layer)
+        self.top_tab.neuron_button.clicked.connect(self.rank_by_neuron)
         self.top_tab.picked.connect(self._on_top_picked)
         self.neighbours_tab.layer.currentTextChanged.connect(lambda _t: self.refresh_neighbours())
         self.neighbours_tab.k.valueChanged.connect(lambda _k: self.refresh_neighbours())
@@ -108,143 +106,6 @@ class DatasetPanel(QWidget):
         self.folder_label.setToolTip(str(self.folder))
         self.top_tab.clear("")
         self.start_indexing(plan_only=not start)
-
-    def start_indexing(self, plan_only: bool = False) -> None:
-        """Plan the build (what is new, what a checkpoint or an old index already holds), then run it."""
-        model, folder = self._session.model, self.folder
-        if model is None or folder is None:
-            return
-        layers = self._layers_for(model)
-        workers = 1 if (os.cpu_count() or 1) >= 2 else 0
-
-        def work(_context):
-            from cnnviewer.engine.dataset.build import IndexBuild
-            from cnnviewer.engine.dataset.index import default_directory
-            return IndexBuild(folder, model, default_directory(folder, model), layers=layers,
-                              workers=workers, mp_context="spawn", batch_size=16)
-
-        def planned(build) -> None:
-            self._build = build
-            if build.unchanged or build.finished:
-                self._finish()
-            elif plan_only:
-                self._show_waiting(build)
-            else:
-                self._run_slice()
-
-        self._jobs.submit("dataset_open", work, on_done=planned, on_error=self._show_failure)
-
-    def _layers_for(self, model) -> list[str] | None:
-        if not self._extra_layers:
-            return None
-        from_index = self.index.layers if self.index is not None else None
-        return list(dict.fromkeys([*(from_index or []), *self._extra_layers]))
-
-    def _run_slice(self) -> None:
-        build = self._build
-        if build is None:
-            return
-        self._show_progress(build)
-
-        def work(context):
-            return build.run(seconds=SLICE_SECONDS, cancel=context.cancel), build.done, build.total
-
-        def sliced(result) -> None:
-            finished, _done, _total = result
-            if self._build is not build:
-                return
-            if finished:
-                self._finish()
-            else:
-                self._run_slice()
-
-        self._jobs.submit("dataset_index", work, on_done=sliced, on_error=self._show_failure)
-
-    def _finish(self) -> None:
-        build = self._build
-        self._jobs.submit("dataset_finish", lambda _context: build.finish(), on_error=self._show_failure,
-                          on_done=lambda index: self._on_indexed(index, build.read))
-
-    def cancel_indexing(self) -> None:
-        """Stop indexing; what was computed is kept and Resume goes on from there."""
-        build, self._build = self._build, None
-        self._jobs.cancel("dataset_index")
-        if build is not None:
-            def pause(_context):
-                build.checkpoint()
-                build.close()
-                return build.done, build.total
-            self._jobs.submit("dataset_pause", pause, on_done=lambda counts: self._show_paused(*counts))
-
-    def _on_indexed(self, index, read: int) -> None:
-        self.index, self._build = index, None
-        manifest = index.manifest
-        self.progress.setVisible(False)
-        self.cancel_button.setVisible(False)
-        self.index_button.setVisible(False)
-        read = f"; {read:,} read in {manifest['seconds']:.0f} s" if read else " (its index was up to date)"
-        self.folder_label.setText(f"<b>{self.folder.name}/</b>: {len(index.rows):,} images indexed for "
-                                  f"{manifest['model']}{read}")
-        self._show_skipped(index.skipped)
-        from cnnviewer.engine.dataset.index import retrieval_layer
-        layers = [name for name in index.layers if name != LOGITS]
-        for tab in (self.neighbours_tab, self.map_tab):
-            tab.set_layers(layers, default=retrieval_layer(index) if layers else None)
-        self.map_tab.set_index(index, self._session.model)
-        self.refresh()
-
-    # ---------------------------------------------------------------- status
-    def _show_progress(self, build) -> None:
-        from_meter = getattr(self, "_meter", None)
-        if from_meter is None or from_meter[0] is not build:
-            self._meter = from_meter = (build, RateMeter())
-        self.progress.setVisible(True)
-        self.cancel_button.setVisible(True)
-        self.index_button.setVisible(False)
-        self.progress.setValue(int(1000 * build.done / max(build.total, 1)))
-        text = from_meter[1](build.done, build.total)
-        self.progress.setFormat(f"{build.done / max(build.total, 1):.0%}")
-        self.folder_label.setText(f"<b>{self.folder.name}/</b>: indexing for {build.model.name} — {text}")
-
-    def _show_waiting(self, build) -> None:
-        self._build = None
-        self.index_button.setText("Resume" if build.done else "Index")
-        self.index_button.setVisible(True)
-        self.folder_label.setText(f"<b>{self.folder.name}/</b>: {build.total - build.done:,} of {build.total:,} "
-                                  f"images still to index for {build.model.name}")
-        build.close()
-
-    def _show_paused(self, done: int, total: int) -> None:
-        self.progress.setVisible(False)
-        self.cancel_button.setVisible(False)
-        self.index_button.setText("Resume")
-        self.index_button.setVisible(True)
-        self.folder_label.setText(f"<b>{self.folder.name}/</b>: paused at {done:,} of {total:,} images; "
-                                  "Resume goes on from there")
-
-    def _show_failure(self, text: str) -> None:
-        self._build = None
-        self.progress.setVisible(False)
-        self.cancel_button.setVisible(False)
-        name = f"<b>{self.folder.name}/</b>: " if self.folder else ""
-        self.folder_label.setText(f"{name}not indexed: {text}")
-
-    def _show_skipped(self, skipped: list[tuple[str, str]]) -> None:
-        self.skipped_list.clear()
-        self.skipped_list.addItems([reason if reason.startswith(Path(path).name) else f"{path}: {reason}"
-                                    for path, reason in skipped])
-        self.skipped_button.setText(f"{len(skipped)} unreadable ▾")
-        self.skipped_button.setToolTip("Files that could not be read (skipped): show the list with the reasons")
-        self.skipped_button.setVisible(bool(skipped))
-        self.skipped_list.setVisible(bool(skipped) and self.skipped_button.isChecked())
-
-    def _on_model_changed(self, _model) -> None:
-        self._jobs.cancel("dataset_index")
-        self.index, self._build = None, None
-        self.progress.setVisible(False)
-        self.cancel_button.setVisible(False)
-        if self.folder is not None:
-            self.start_indexing(plan_only=True)   # reopened when indexed for this model; else a button
 
     # ---------------------------------------------------------------- views
     def refresh(self) -> None:
@@ -282,15 +143,47 @@ class DatasetPanel(QWidget):
         if layer not in index.layers:
             self.top_tab.not_indexed(layer)
             return
+        self._jobs.cancel("dataset_neuron")
+        self._show_unit(index, model, layer, channel, scan=None)
+
+    def _show_unit(self, index, model, layer: str, channel: int, scan) -> None:
         k, bench = self.top_tab.k.value(), self._controller.workbench
+        neuron = self._session.selection.neuron if len(index.manifest["shapes"].get(layer, ())) == 3 else None
 
         def work(_context):
             from cnnviewer.engine.dataset.views import unit_view
             field = None if layer == LOGITS else bench().summary(model).fields.get(layer)
-            return unit_view(index, layer, channel, k, model.preprocess, field)
+            return unit_view(index, layer, channel, k, model.preprocess, field, scan=scan)
 
-        self._jobs.submit("dataset_top", work, on_done=lambda view: self.top_tab.show_view(view, model),
-                          on_error=self.top_tab.clear)
+        def done(view) -> None:
+            self.top_tab.show_view(view, model)
+            self.top_tab.offer_neuron(neuron if scan is None else None)
+
+        self._jobs.submit("dataset_top", work, on_done=done, on_error=self.top_tab.clear)
+
+    def rank_by_neuron(self) -> None:
+        """The selected neuron's exact top images: its value read from every image again, in slices."""
+        index, model, selection = self.index, self._session.model, self._session.selection
+        if index is None or model is None or selection.neuron is None or selection.channel is None:
+            return
+        layer, channel, position = selection.layer, selection.channel, selection.neuron
+        self.top_tab.neuron_button.setEnabled(False)
+
+        def start(_context):
+            from cnnviewer.engine.dataset.neuron import NeuronScan
+            return NeuronScan(model, index, layer, channel, position, batch_size=16)
+
+        def step(scan) -> None:
+            if self._session.selection != selection:
+                return
+            self.top_tab.neuron_button.setText(f"Reading {scan.done:,}/{scan.total:,} images…")
+            if scan.finished:
+                self._show_unit(index, model, layer, channel, scan)
+                return
+            self._jobs.submit("dataset_neuron", lambda context: (scan.run(SLICE_SECONDS, context.cancel), scan)[1],
+                              on_done=step, on_error=self.top_tab.clear)
+
+        self._jobs.submit("dataset_neuron", start, on_done=step, on_error=self.top_tab.clear)
 
     def _index_selected_layer(self) -> None:
         layer = self._session.selection.layer

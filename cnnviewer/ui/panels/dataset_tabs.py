@@ -52,6 +52,10 @@ class TopTab(QWidget):
         self.k = _spin(9, 1, 100, "How many images (at most one entry per image)")
         self.add_layer_button = QPushButton("")
         self.add_layer_button.setVisible(False)
+        self.neuron_button = QPushButton("")
+        self.neuron_button.setToolTip("The index keeps each channel's maximum anywhere in its map: ranking by one "
+                                      "position reads the folder's images again (up to this layer only)")
+        self.neuron_button.setVisible(False)
         self.images = PictureGrid(150)
         self.images.setToolTip("Click an image to make it the input, with this unit's neuron at its maximum selected")
         self.patches = PictureGrid(96)
@@ -69,13 +73,14 @@ class TopTab(QWidget):
         vertical.setSizes([520, 150])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
-        layout.addLayout(_row(self.unit, self.add_layer_button, "k", self.k, stretch_after=0))
+        layout.addLayout(_row(self.unit, self.add_layer_button, self.neuron_button, "k", self.k, stretch_after=0))
         layout.addWidget(vertical, 1)
 
     def clear(self, text: str) -> None:
         self.view = None
         self.unit.setText(text)
         self.add_layer_button.setVisible(False)
+        self.neuron_button.setVisible(False)
         self.images.clear()
         self.patches.clear()
         self.histogram.clear_counts()
@@ -85,6 +90,13 @@ class TopTab(QWidget):
         self.add_layer_button.setText(f"Index {layer} too")
         self.add_layer_button.setVisible(True)
 
+    def offer_neuron(self, position: tuple[int, int] | None) -> None:
+        """Offer to rank by the selected neuron (None: no neuron, or no map to rank in)."""
+        self.neuron_button.setVisible(position is not None)
+        if position is not None:
+            self.neuron_button.setText(f"Rank by neuron (y={position[0]}, x={position[1]})")
+            self.neuron_button.setEnabled(True)
+
     def show_view(self, view, model) -> None:
         self.view = view
         self.add_layer_button.setVisible(False)
@@ -92,8 +104,10 @@ class TopTab(QWidget):
             f"{view.layer} channel {view.channel}"
         field = f"; patches: its {view.field_size[0]:.0f}×{view.field_size[1]:.0f} px receptive field in the " \
                 "model's input, cut from the original" if view.field_size else ""
-        self.unit.setText(f"<b>{name}</b>: top {len(view.images)} of {view.images_indexed:,} images by their "
-                          f"maximum{field}")
+        ranked = f"their value at (y={view.neuron[0]}, x={view.neuron[1]})" if view.neuron else \
+            "their maximum anywhere in the map" if view.field_size else "their value"
+        self.unit.setText(f"<b>{name}</b>: top {len(view.images)} of {view.images_indexed:,} images by "
+                          f"{ranked}{field}")
         entries, patches = [], []
         for hit in view.images:
             tip = f"{hit.path}\nmaximum {hit.value:.4g} at (y={hit.position[0]}, x={hit.position[1]})"
