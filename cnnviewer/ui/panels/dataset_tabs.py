@@ -208,8 +208,10 @@ class MapTab(QWidget):
         split.setSizes([640, 220])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
-        layout.addLayout(_row("Layer", self.layer, self.methods, "colour by", self.colour, "clusters", self.clusters,
-                              self.thumbnails, QLabel(""), self.compute_button, self.cancel_button, stretch_after=8))
+        layout.addLayout(_row("Layer", self.layer, self.methods, QLabel(""), self.compute_button, self.cancel_button,
+                              stretch_after=3))
+        layout.addLayout(_row("Colour by", self.colour, "clusters", self.clusters, self.thumbnails, QLabel(""),
+                              stretch_after=5))
         layout.addWidget(self.info)
         layout.addWidget(split, 1)
         layout.addWidget(self.legend)
