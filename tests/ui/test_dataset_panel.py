@@ -89,6 +89,7 @@ def test_cancel_then_resume_and_reopen_without_reading_again(window, qtbot, tmp_
     for i in range(30):
         Image.fromarray(data.coffee()[::2, ::2][:, ::-1] // (1 + i % 3)).save(folder / f"more_{i:02d}.png")
     panel = window.dataset
+    window.docks["dataset"].raise_()
     panel.open_folder(folder)
     qtbot.waitUntil(lambda: panel.progress.isVisible() and panel.progress.value() > 0, timeout=60000)
     panel.cancel_button.click()
@@ -100,3 +101,12 @@ def test_cancel_then_resume_and_reopen_without_reading_again(window, qtbot, tmp_
     panel.open_folder(folder)                                          # days later: found, nothing read
     qtbot.waitUntil(lambda: panel.index is not None, timeout=30000)
     assert "read in" not in panel.folder_label.text() and len(panel.index.rows) == 40
+    window.session.select(layer="features.10", channel=3)
+    qtbot.waitUntil(lambda: panel.top_tab.images.count() == 9, timeout=30000)
+    window.controller.load_model("resnet18")                           # another model: its own index
+    qtbot.waitUntil(lambda: panel.index_button.isVisible() and panel.index_button.text() == "Index", timeout=60000)
+    assert panel.index is None and panel.top_tab.images.count() == 0    # nothing of mobilenet_v2 left on screen
+    assert "still to index for resnet18" in panel.folder_label.text()
+    window.controller.load_model("mobilenet_v2")                       # back: its index is found again
+    qtbot.waitUntil(lambda: panel.index is not None, timeout=60000)
+    assert "up to date" in panel.folder_label.text()

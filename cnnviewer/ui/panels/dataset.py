@@ -104,8 +104,20 @@ class DatasetPanel(IndexingMixin, QWidget):
         self._extra_layers = []
         self.folder_label.setText(f"<b>{self.folder.name}/</b>: looking for its index…")
         self.folder_label.setToolTip(str(self.folder))
-        self.top_tab.clear("")
+        self.clear_views("")
         self.start_indexing(plan_only=not start)
+
+    def clear_views(self, text: str) -> None:
+        """Nothing of another folder or model stays on screen."""
+        for key in ("dataset_top", "dataset_neighbours", "dataset_map", "dataset_neuron"):
+            self._jobs.cancel(key)
+        self.top_tab.clear(text)
+        self.neighbours_tab.grid.clear()
+        self.neighbours_tab.info.setText("")
+        self.map_tab.set_index(None)
+        self.map_tab.busy(False)
+        self.map_tab.selection.clear()
+        self.map_tab.legend.setText("")
 
     # ---------------------------------------------------------------- views
     def refresh(self) -> None:

@@ -73,6 +73,9 @@ class IndexingMixin:
 
     def cancel_indexing(self) -> None:
         """Stop indexing; what was computed is kept and Resume goes on from there."""
+        self._stop_build(show_paused=True)
+
+    def _stop_build(self, show_paused: bool) -> None:
         build, self._build = self._build, None
         self._jobs.cancel("dataset_index")
         if build is not None:
@@ -80,7 +83,8 @@ class IndexingMixin:
                 build.checkpoint()
                 build.close()
                 return build.done, build.total
-            self._jobs.submit("dataset_pause", pause, on_done=lambda counts: self._show_paused(*counts))
+            self._jobs.submit(f"dataset_pause_{id(build)}", pause,
+                              on_done=lambda counts: show_paused and self._show_paused(*counts))
 
     def _on_indexed(self, index, read: int) -> None:
         self.index, self._build = index, None
@@ -144,11 +148,14 @@ class IndexingMixin:
         self.skipped_button.setVisible(bool(skipped))
         self.skipped_list.setVisible(bool(skipped) and self.skipped_button.isChecked())
 
-    def _on_model_changed(self, _model) -> None:
-        self._jobs.cancel("dataset_index")
-        self.index, self._build = None, None
+    def _on_model_changed(self, model) -> None:
+        """Another model: its own index of the folder (reopened when there is one; else a button).
+        A build running for the old model is checkpointed, so coming back to it resumes."""
+        self._stop_build(show_paused=False)
+        self.index = None
+        self.clear_views(f"The index of this folder for {model.name} is being looked for…")
         self.progress.setVisible(False)
         self.cancel_button.setVisible(False)
         if self.folder is not None:
-            self.start_indexing(plan_only=True)   # reopened when indexed for this model; else a button
+            self.start_indexing(plan_only=True)
 
