@@ -285,11 +285,16 @@ def test_torchrun_shards_equal_the_single_process_index(photo_folder, tmp_path):
     single = subprocess.run([sys.executable, *common, "-o", str(tmp_path / "one")], env=env,
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
-    shared = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             *common[:1], *common[1:], "-o", str(tmp_path / "two")], env=env,
-                            capture_output=True, text=True, timeout=300)
-    assert shared.returncode == 0, shared.stderr[-2000:]
-    assert "2 processes" in shared.stdout and shared.stdout.count("images indexed") == 1
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                 *common, "-o", str(tmp_path / "two")], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = launcher.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(launcher.pid, 9)      # the launcher and both ranks: nothing is left running
+        raise
+    assert launcher.returncode == 0, err[-2000:]
+    assert "2 processes" in out and out.count("images indexed") == 1
     one, two = DatasetIndex(tmp_path / "one"), DatasetIndex(tmp_path / "two")
     assert one.manifest["images"] == two.manifest["images"] and one.manifest["skipped"] == two.manifest["skipped"]
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
