@@ -98,6 +98,7 @@ def test_broken_files_are_skipped_with_reasons_and_the_format_is_open(indexed):
     assert manifest["shapes"]["features.10"] == [64, 14, 14] and len(manifest["weights_sha256"]) == 64
     maxima = np.load(index.directory / "features.10.max.npy", mmap_mode="r")   # plain numpy, memory-mapped
     assert isinstance(maxima, np.memmap) and maxima.shape == (17, 64) and maxima.dtype == np.float32
+    np.testing.assert_array_equal(np.load(index.directory / "features.10.max_by_channel.npy"), maxima.T)
     assert not list(index.directory.glob("*.pkl")) and not has_hooks(model.module)
     assert not any(p.requires_grad for p in model.module.parameters())
     reopened = DatasetIndex(index.directory)

@@ -21,6 +21,7 @@ import numpy as np
 
 from cnnviewer.engine.dataset.extract import extract
 from cnnviewer.engine.dataset.index import (
+    BY_CHANNEL,
     FORMAT_VERSION,
     KINDS,
     MANIFEST,
@@ -39,6 +40,17 @@ from cnnviewer.engine.types import LayerId
 STAGING, RESUME = ".building", ".resume"
 CHECKPOINT_SECONDS = 10.0
 RECYCLE_BYTES = 256 << 20   # written pages of memory-mapped arrays count as resident: remap this often
+
+
+def by_channel(source: Path, target: Path, rows_at_once: int = 4096) -> None:
+    """The (N, C) maxima written again as (C, N): one channel's values over every image are then
+    contiguous, so a top-k query reads 40 KB at 10,000 images, not the whole layer."""
+    values = np.load(source, mmap_mode="r")
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=values.dtype, shape=(values.shape[1], values.shape[0]))
+    for start in range(0, values.shape[0], rows_at_once):
+        out[:, start:start + rows_at_once] = values[start:start + rows_at_once].T
+    out.flush()
+    del out
 
 
 def model_key(model: LoadedModel) -> dict:
@@ -306,7 +318,8 @@ class IndexBuild:
         manifest = self._manifest(complete=True)
         (self.staging / MANIFEST).unlink(missing_ok=True)
         for name in manifest["layers"]:
-            for kind in KINDS:
+            by_channel(self.staging / array_file(name, "max"), self.staging / array_file(name, BY_CHANNEL))
+            for kind in (*KINDS, BY_CHANNEL):
                 (self.staging / array_file(name, kind)).replace(self.directory / array_file(name, kind))
         if (self.staging / "thumbs.npy").is_file():
             (self.staging / "thumbs.npy").replace(self.directory / "thumbs.npy")

@@ -8,6 +8,7 @@ Layout (a folder anyone can open with numpy and json; never a pickle):
     <layer>.max.npy          (N, C) float32  maximum activation of each channel in each image
     <layer>.pos.npy          (N, C) int32    where that maximum is: y * w + x in the layer's map
     <layer>.mean.npy         (N, C) float32  the channel's mean (= global-average-pooled feature)
+    <layer>.max_by_channel.npy  (C, N) float32  <layer>.max transposed: one channel's row is contiguous
     thumbs.npy               (N, 64, 64, 3) uint8  what the model saw (its centre crop), small
 
 Row i is the i-th image file in name order; rows of skipped files are zero and never returned.
@@ -36,6 +37,7 @@ if TYPE_CHECKING:   # torch-free at run time: the GUI thread reads indexes (thum
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
 KINDS = {"max": np.float32, "pos": np.int32, "mean": np.float32}
+BY_CHANNEL = "max_by_channel"     # written when a build finishes, from "max"
 
 
 class IndexError_(CnnViewerError):
@@ -52,17 +54,28 @@ def folder_images(folder: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
+# Identities in eval mode and global pools: their statistics repeat the layer before them.
+REDUNDANT_TYPES = frozenset({"Dropout", "Dropout1d", "Dropout2d", "AlphaDropout", "Identity", "Flatten",
+                             "AdaptiveAvgPool1d", "AdaptiveAvgPool2d"})
+
+
 def default_layers(model: LoadedModel) -> list[LayerId]:
     """What the Feature maps tree shows at its top level: the blocks of the model's top-level
-    containers (e.g. features.0 ... features.18), the other top-level modules, and the logits."""
-    layers: list[LayerId] = []
+    containers (e.g. features.0 ... features.18), the other top-level modules, and the logits.
+    Layers whose statistics would repeat another's are left out: dropout, flatten and global
+    pooling (the block before them holds the same means), and the final Linear (the logits)."""
+    candidates: list[tuple[LayerId, str]] = []
     for name, module in model.module.named_children():
-        children = [child for child, _ in module.named_children()]
+        children = list(module.named_children())
         if children and type(module).__name__ in ("Sequential", "ModuleList"):
-            layers += [f"{name}.{child}" for child in children]
+            candidates += [(f"{name}.{child}", type(sub).__name__) for child, sub in children]
         elif any(True for _ in module.parameters()):
-            layers.append(name)
-    return layers + [LOGITS]
+            candidates.append((name, type(module).__name__))
+    layers = [(name, kind) for name, kind in candidates if kind not in REDUNDANT_TYPES]
+    leaves = [name for name, module in model.module.named_modules() if not any(True for _ in module.children())]
+    if layers and leaves and layers[-1] == (leaves[-1], "Linear"):
+        layers.pop()
+    return [name for name, _ in layers] + [LOGITS]
 
 
 def array_file(layer: LayerId, kind: str) -> str:
@@ -153,19 +166,24 @@ class DatasetIndex:
         shape = self.manifest["shapes"][layer]
         return int(shape[-1]) if len(shape) == 3 else 1
 
+    def _channel_maxima(self, layer: LayerId, channel: int) -> np.ndarray:
+        """(N,) the channel's maximum in every row: one contiguous read from the by-channel copy."""
+        if layer not in self.manifest["layers"]:
+            raise IndexError_(f"{layer!r} is not indexed; indexed layers: {', '.join(self.layers[:6])}…")
+        path = self.directory / array_file(layer, BY_CHANNEL)
+        maxima = np.load(path, mmap_mode="r") if path.is_file() else self.array(layer, "max").T
+        if not 0 <= channel < maxima.shape[0]:
+            raise IndexError_(f"{layer} has {maxima.shape[0]} channels; {channel} is out of range")
+        return np.asarray(maxima[channel], dtype=np.float32)
+
     def values(self, layer: LayerId, channel: int) -> np.ndarray:
         """The channel's maximum in every indexed image (valid rows, in order): its histogram's data."""
-        maxima = self.array(layer, "max")
-        if not 0 <= channel < maxima.shape[1]:
-            raise IndexError_(f"{layer} has {maxima.shape[1]} channels; {channel} is out of range")
-        return np.asarray(maxima[:, channel], dtype=np.float32)[self.valid_rows]
+        return self._channel_maxima(layer, channel)[self.valid_rows]
 
     def top(self, layer: LayerId, channel: int, k: int = 9) -> list[Hit]:
         """The k images where `channel` of `layer` fires most (one entry per image), best first."""
-        maxima = self.array(layer, "max")
-        if not 0 <= channel < maxima.shape[1]:
-            raise IndexError_(f"{layer} has {maxima.shape[1]} channels; {channel} is out of range")
-        values = np.where(self._valid[:len(maxima)], np.asarray(maxima[:, channel], dtype=np.float32), -np.inf)
+        maxima = self._channel_maxima(layer, channel)
+        values = np.where(self._valid[:len(maxima)], maxima, -np.inf)
         count = min(k, len(self.valid_rows))
         best = np.argpartition(-values, count - 1)[:count] if count else np.array([], dtype=int)
         best = best[np.lexsort((best, -values[best]))]        # by value, ties by file order
