@@ -14,7 +14,9 @@ a 0.15 s settle that waits for the other panels' follow-up jobs):
   image     open a PNG (coffee, then chelsea) until new predictions are drawn;
   live      play a folder of two images in the Live detection panel (MTCNN);
   gradients saliency, guided backprop, Grad-CAM (twice) in the Gradients panel;
-  arch      the architecture panel's first view: graph, layout and scene built anew.
+  arch      the architecture panel's first view: graph, layout and scene built anew;
+  dataset   index a folder of 120 photos in the Dataset panel (slices on the job thread, decoding in a
+            worker process), a channel's top images and patches, then the folder's t-SNE map.
 Target: every stall < 50 ms.
 
     .venv/bin/python benchmarks/bench_stalls.py [--repeat 2] [--blame]
@@ -205,6 +207,22 @@ def scenario_arch(window) -> None:
     wait_until(lambda: panel.graph is not None and bool(panel.items) and idle(window), hold_s=0.15)
 
 
+def scenario_dataset(window, folder: Path) -> None:
+    import shutil
+    panel = window.dataset
+    window.docks["dataset"].raise_()
+    shutil.rmtree(Path(os.environ["XDG_CACHE_HOME"]) / "cnnviewer", ignore_errors=True)   # index anew each run
+    panel.open_folder(folder)
+    wait_until(lambda: panel.index is not None)
+    window.session.select(layer="features.14", channel=(window.session.selection.channel or 0) + 1)
+    wait_until(lambda: panel.top_tab.view is not None and panel.top_tab.view.channel == window.session.selection.channel)
+    panel.tabs.setCurrentWidget(panel.map_tab)
+    panel.map_tab.result = None
+    panel.compute_map()
+    wait_until(lambda: panel.map_tab.result is not None and idle(window), hold_s=0.15)
+    panel.tabs.setCurrentWidget(panel.top_tab)
+
+
 def measure(name: str, run: Callable[[], None], meter: StallMeter, blame: Blame | None) -> float:
     """Run one scenario under the meter; print its stall figures. Returns the worst stall (ms)."""
     meter.start()
@@ -240,6 +258,17 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="bench_stalls_"))
     files, folder = [scratch / "coffee.png", scratch / "chelsea.png"], scratch / "frames"
     folder.mkdir()
+    photos = scratch / "photos"
+    photos.mkdir()
+    os.environ["XDG_CACHE_HOME"] = str(scratch / "cache")
+    rng = np.random.default_rng(0)
+    for i in range(120):      # ~500 px JPEGs, each a different crop / flip / tint of a sample photo
+        picture = Image.fromarray(getattr(data, ("astronaut", "chelsea", "coffee", "rocket")[i % 4])())
+        left, top = (int(v) for v in rng.integers(0, 80, 2))
+        crop = picture.crop((left, top, left + int(picture.width * 0.8), top + int(picture.height * 0.8)))
+        crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i % 2 else crop
+        tinted = np.clip(np.asarray(crop.resize((500, 375))) * rng.uniform(0.8, 1.2, 3), 0, 255).astype(np.uint8)
+        Image.fromarray(tinted).save(photos / f"{i:03d}.jpg", quality=90)
     for path, picture in zip([*files, folder / "1.png", folder / "2.png"],
                              (data.coffee(), data.chelsea(), data.astronaut(), data.coffee())):
         Image.fromarray(picture).save(path)
@@ -255,7 +284,7 @@ def main() -> int:
         blame.start()
     scenarios = [("models", lambda: scenario_models(window)), ("image", lambda: scenario_image(window, files)),
                  ("live", lambda: scenario_live(window, folder)), ("gradients", lambda: scenario_gradients(window)),
-                 ("arch", lambda: scenario_arch(window))]
+                 ("arch", lambda: scenario_arch(window)), ("dataset", lambda: scenario_dataset(window, photos))]
     print(f"GUI timer every {INTERVAL_MS} ms, 1 torch thread, {args.repeat} run(s) each; stalls in ms")
     print(f"{'scenario':<12}{'max':>9}{'p99':>9}{'gui cpu@max':>14}{'took s':>9}")
     worst: dict[str, float] = {}

@@ -17,7 +17,9 @@ def _common(parser: argparse.ArgumentParser, short_index_option: bool = True) ->
     parser.add_argument("folder", help="a folder of images (searched recursively)")
     model_options(parser)
     parser.add_argument("--batch-size", type=int_in(1, 1024), default=32)
-    parser.add_argument("--workers", type=int_in(0, 64), default=0, help="decoding processes (default 0: in this one)")
+    parser.add_argument("--workers", type=int_in(0, 64), default=1 if (os.cpu_count() or 1) >= 2 else 0,
+                        help="decoding processes beside this one (default 1 with 2 CPUs or more, else 0): "
+                             "images decode while the model runs")
     names = ("-o", "--index-dir") if short_index_option else ("--index-dir",)   # export: -o is the picture
     parser.add_argument(*names, dest="index_dir", help="where the index is kept (default: the user's cache)")
 
