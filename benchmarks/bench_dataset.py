@@ -220,8 +220,9 @@ def bench_indexing(args: argparse.Namespace, work: Path) -> None:
 # ---------------------------------------------------------------------------- synthetic index
 def synthetic_index(directory: Path, count: int, seed: int = 0) -> Path:
     """An index of `count` fake images in the real format: features.18 (1280x7x7) and logits (1000)."""
-    from cnnviewer.engine.dataset.index import FORMAT_VERSION, MANIFEST, array_file
-    if (directory / MANIFEST).is_file():
+    from cnnviewer.engine.dataset.build import by_channel
+    from cnnviewer.engine.dataset.index import BY_CHANNEL, FORMAT_VERSION, MANIFEST, array_file
+    if (directory / MANIFEST).is_file() and (directory / array_file(LAYER, BY_CHANNEL)).is_file():
         return directory
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -237,6 +238,8 @@ def synthetic_index(directory: Path, count: int, seed: int = 0) -> Path:
               ("logits", "pos"): np.zeros((count, 1000), np.int32)}
     for (layer, kind), array in arrays.items():
         np.save(directory / array_file(layer, kind), array)
+    for layer in (LAYER, "logits"):     # as a finished build writes it: each channel's maxima contiguous
+        by_channel(directory / array_file(layer, "max"), directory / array_file(layer, BY_CHANNEL))
     images = [{"row": i, "path": f"img_{i:05d}.jpg", "bytes": 40000 + i, "mtime": 1.7e9 + i, "size": [500, 375]}
               for i in range(count)]
     manifest = {"format": FORMAT_VERSION, "complete": True, "folder": str(directory / "images"),
