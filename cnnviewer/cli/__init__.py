@@ -27,6 +27,7 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("index",), "index"),
     (("top",), "top"),
     (("neighbours",), "neighbours"),
+    (("synthesize",), "synthesize"),
     (("install-desktop",), "install_desktop"),
 )
 

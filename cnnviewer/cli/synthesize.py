@@ -1,0 +1,132 @@
+"""`cnnviewer synthesize`: an image made by gradient ascent (pixel space with a preset of natural-image
+regularizers, or Fourier space) or by DeepDream, written as PNG with a JSON of everything needed to
+make it again; `--from OUT.json` does (bit-identical on the same CPU)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from cnnviewer.cli.common import Parser, UsageError, int_in, model_options
+
+METHODS = ("ascent", "fourier", "deepdream")
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="cnnviewer synthesize", description="Synthesize an image that maximises a class, "
+                    "a channel or a neuron (gradient ascent), or amplify a layer in a photo (DeepDream).")
+    parser.add_argument("--from", dest="replay", help="a JSON written by an earlier run: make that image again")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--target-class", type=int_in(0), help="a class: its pre-softmax score")
+    target.add_argument("--layer", help="a layer (dotted name): a channel's mean, a neuron, or (DeepDream) all of it")
+    parser.add_argument("--channel", type=int_in(0))
+    parser.add_argument("--neuron", type=int_in(0), nargs=2, metavar=("Y", "X"))
+    parser.add_argument("--method", choices=METHODS, default="ascent")
+    parser.add_argument("--preset", type=int_in(1, 4), default=3,
+                        help="ascent: Yosinski et al. 2015's Table 1 settings (default 3: decay 1e-4, blur 1.0 every 4)")
+    parser.add_argument("--steps", type=int_in(1, 100000), help="default: the preset's (ascent), 512 (fourier), "
+                        "10 per octave (deepdream)")
+    parser.add_argument("--size", type=int_in(32, 1024), help="pixels (default: the model's input size)")
+    parser.add_argument("--seed", type=int_in(0), default=0)
+    parser.add_argument("--image", help="deepdream: the photo to start from")
+    parser.add_argument("-o", "--output", required=True, help="PNG to write (and OUT.json beside it)")
+    model_options(parser)
+    return parser
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _recipe(args: argparse.Namespace) -> dict:
+    """What the run is, from the arguments, or read back from --from."""
+    if args.replay:
+        try:
+            return json.loads(Path(args.replay).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise UsageError(f"cnnviewer synthesize: {args.replay}: not a readable recipe ({error.__class__.__name__})")
+    if args.target_class is None and args.layer is None:
+        raise UsageError("cnnviewer synthesize: give --target-class N or --layer NAME (or --from a JSON)")
+    if args.method != "deepdream" and args.layer is not None and args.channel is None:
+        raise UsageError("cnnviewer synthesize: --layer needs --channel (all of a layer is DeepDream's objective)")
+    if args.method == "deepdream" and not args.image:
+        raise UsageError("cnnviewer synthesize: deepdream needs --image")
+    return {"method": args.method, "target": {"class_index": args.target_class, "layer": args.layer,
+                                              "channel": args.channel, "neuron": args.neuron},
+            "preset": args.preset, "steps": args.steps, "size": args.size, "seed": args.seed,
+            "image": str(Path(args.image).resolve()) if args.image else None,
+            "model": args.model, "weights": args.weights}
+
+
+def _engine(recipe: dict, model):
+    """The synthesis object the recipe describes, and its settings as a dict."""
+    from cnnviewer.engine.attribution.target import Target
+    from cnnviewer.engine.synthesis.deepdream import DeepDream, DreamSettings
+    from cnnviewer.engine.synthesis.fourier import FourierAscent, FourierSettings
+    from cnnviewer.engine.synthesis.pixels import PixelSettings, preset
+
+    wanted = recipe["target"]
+    target = Target(class_index=wanted["class_index"], layer=wanted["layer"], channel=wanted["channel"],
+                    neuron=tuple(wanted["neuron"]) if wanted.get("neuron") else None)
+    size = recipe.get("size") or model.preprocess.crop_size
+    saved = recipe.get("settings")
+    if recipe["method"] == "deepdream":
+        from cnnviewer.engine.media.images import load_image
+        settings = DreamSettings(**saved) if saved else DreamSettings(steps=recipe.get("steps") or 10,
+                                                                       seed=recipe["seed"])
+        return DeepDream(model, target, settings, load_image(recipe["image"]).pixels), settings
+    if recipe["method"] == "fourier":
+        settings = FourierSettings(**saved) if saved else FourierSettings(steps=recipe.get("steps") or 512,
+                                                                           size=size, seed=recipe["seed"])
+        return FourierAscent(model, target, settings), settings
+    if saved:
+        settings = PixelSettings(**{f.name: saved[f.name] for f in fields(PixelSettings) if f.name in saved})
+    else:
+        changes = {"size": size, "seed": recipe["seed"]}
+        if recipe.get("steps"):
+            changes["steps"] = recipe["steps"]
+        settings = preset(recipe.get("preset") or 3, **changes)
+    from cnnviewer.engine.synthesis.pixels import PixelAscent
+    return PixelAscent(model, target, settings), settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from cnnviewer import __version__
+    from cnnviewer.cli.common import load_model_and_image, stderr_progress
+    from cnnviewer.engine.dataset.index import weights_digest
+    from cnnviewer.engine.media.files import writable_target
+
+    writable_target(args.output)
+    recipe = _recipe(args)
+    side = SimpleNamespace(image=None, model=args.model or recipe.get("model"), weights=args.weights or recipe.get(
+        "weights"), labels=args.labels, trust=args.trust, device=args.device, precision=args.precision)
+    model, _ = load_model_and_image(side, need_image=False)
+    digest = weights_digest(model)
+    if recipe.get("weights_sha256") and recipe["weights_sha256"] != digest:
+        print("cnnviewer: warning: these weights differ from the recipe's; the image will differ", file=sys.stderr)
+    engine, settings = _engine(recipe, model)
+    total = getattr(engine, "total_steps", settings.steps)
+    try:
+        while engine.step < total:
+            engine.run(min(10, total - engine.step))
+            stderr_progress(engine.step / total, f"step {engine.step}/{total}  objective {float(engine.objective()[0]):.4g}")
+    finally:
+        stderr_progress.done()
+    pixels = engine.pictures()[0]
+    Image.fromarray(pixels).save(args.output)
+    record = {**{key: value for key, value in recipe.items() if key != "settings"}, "cnnviewer": __version__,
+              "model": model.name, "weights": model.weights_path, "weights_label": model.weights_label,
+              "weights_sha256": digest, "settings": asdict(settings), "objective": float(engine.objective()[0]),
+              "image_sha256": _sha256(recipe["image"]) if recipe.get("image") else None,
+              "output_sha256": hashlib.sha256(pixels.tobytes()).hexdigest()}
+    Path(args.output).with_suffix(".json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    print(f"{args.output}: {record['objective']:.4g} after {engine.step} steps")
+    return 0

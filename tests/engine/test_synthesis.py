@@ -1,0 +1,137 @@
+"""Synthesis (issue 13, engine first): class ascent with the real MobileNetV2 weights, each
+regularizer moving the image its intended way, DeepDream, the Fourier parameterization,
+determinism from a seed, and the model left exactly as it was found."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from skimage import data
+
+from cnnviewer.engine.attribution.target import Target
+from cnnviewer.engine.errors import Cancelled
+from cnnviewer.engine.models.loading import load_model
+from cnnviewer.engine.runtime.hooks import has_hooks
+from cnnviewer.engine.synthesis.deepdream import (
+    DeepDream,
+    DreamSettings,
+    activation_energy,
+)
+from cnnviewer.engine.synthesis.fourier import FourierAscent, FourierSettings
+from cnnviewer.engine.synthesis.pixels import PixelAscent, PixelSettings, preset
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("mobilenet_v2")
+
+
+def top1(model, ascent) -> int:
+    with torch.no_grad():
+        return int(model.module(ascent.model_input()).argmax(dim=1)[0])
+
+
+@pytest.mark.parametrize("class_index", [130, 417])      # flamingo, balloon
+def test_class_ascent_makes_the_class_mobilenets_top1(model, class_index):
+    ascent = PixelAscent(model, Target(class_index=class_index), preset(3, steps=80))
+    ascent.run(80)
+    start, end = float(ascent.history[0][0]), float(ascent.history[-1][0])
+    assert top1(model, ascent) == class_index
+    assert end - start > 10.0 and end > 3 * abs(start)
+    pictures = ascent.pictures()
+    assert pictures.dtype == np.uint8 and pictures.shape == (1, 224, 224, 3) and pictures.std() > 5
+
+
+def _laplacian_energy(x: torch.Tensor) -> float:
+    lap = 4 * x[..., 1:-1, 1:-1] - x[..., :-2, 1:-1] - x[..., 2:, 1:-1] - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]
+    return float(lap.pow(2).mean())
+
+
+def test_each_regularizer_moves_the_image_its_way(model):
+    target = Target(layer="features.10", channel=7)
+    base = PixelSettings(steps=9, lr=100.0, size=128)
+
+    def after(settings: PixelSettings) -> torch.Tensor:
+        ascent = PixelAscent(model, target, settings)
+        ascent.run(settings.steps)
+        return ascent.x
+
+    plain = after(base)
+    blurred = after(PixelSettings(**{**base.__dict__, "blur_radius": 1.0, "blur_every": 4}))
+    assert _laplacian_energy(blurred) < 0.5 * _laplacian_energy(plain)             # blur: less high frequency
+    decayed = after(PixelSettings(**{**base.__dict__, "decay": 0.3}))
+    assert float(decayed.norm()) < 0.7 * float(plain.norm())                       # decay: a smaller norm
+    clipped = after(PixelSettings(**{**base.__dict__, "small_norm_percentile": 50.0}))
+    zero = clipped.norm(dim=1) == 0
+    assert zero.float().mean() >= 0.45                                             # the weakest half of the pixels
+    benefit = after(PixelSettings(**{**base.__dict__, "small_benefit_percentile": 90.0}))
+    assert (benefit.norm(dim=1) == 0).float().mean() >= 0.85                       # all but the top 10 %
+
+
+def test_deepdream_raises_the_layers_energy(model):
+    photo = data.chelsea()[::2, ::2].copy()
+    before = activation_energy(model, photo, "features.10")
+    dream = DeepDream(model, Target(layer="features.10"), DreamSettings(octaves=2, steps=4), photo)
+    dream.run(dream.total_steps)
+    assert dream.step == 8 and dream.pictures().shape[1:3] == photo.shape[:2]
+    assert activation_energy(model, dream.pictures()[0], "features.10") > 1.5 * before
+
+
+def test_fourier_ascent_raises_the_objective(model):
+    ascent = FourierAscent(model, Target(layer="features.10", channel=7), FourierSettings(steps=40, size=128))
+    ascent.run(40)
+    values = np.array([h[0] for h in ascent.history])
+    assert values[-5:].mean() > 3 * max(values[:3].mean(), 1e-3)
+    assert ascent.pictures().shape == (1, 128, 128, 3)
+
+
+def test_a_seed_makes_the_same_image_and_the_model_is_left_as_found(model):
+    module = model.module
+    module.features[3].train()                                  # a mode the run must not change
+    module.classifier[1].weight.requires_grad_(True)
+    flags = [p.requires_grad for p in module.parameters()]
+    try:
+        settings = PixelSettings(steps=6, lr=100.0, jitter=8, blur_radius=0.5, blur_every=2, size=96, seed=3)
+        first, second = (PixelAscent(model, Target(class_index=1), settings) for _ in range(2))
+        first.run(6)
+        second.run(6)
+        assert np.array_equal(first.pictures(), second.pictures())
+        assert not np.array_equal(first.pictures(), _run(model, PixelSettings(**{**settings.__dict__, "seed": 4})))
+        cancel = threading.Event()
+        cancel.set()
+        with pytest.raises(Cancelled):
+            PixelAscent(model, Target(class_index=1), settings).run(3, cancel)         # Stop
+        assert not has_hooks(module) and [p.requires_grad for p in module.parameters()] == flags
+        assert module.features[3].training and not module.features[4].training
+    finally:
+        module.features[3].eval()
+        module.classifier[1].weight.requires_grad_(False)
+
+
+def _run(model, settings: PixelSettings) -> np.ndarray:
+    ascent = PixelAscent(model, Target(class_index=1), settings)
+    ascent.run(settings.steps)
+    return ascent.pictures()
+
+
+def test_synthesize_command_writes_a_recipe_that_reproduces_the_image(tmp_path, capsys, monkeypatch):
+    import json
+
+    from cnnviewer.cli import main
+
+    monkeypatch.setenv("CNNVIEWER_OFFLINE", "1")
+    out = tmp_path / "flamingo.png"
+    assert main(["synthesize", "--target-class", "130", "--steps", "12", "--size", "96", "--seed", "5",
+                 "-o", str(out)]) == 0
+    recipe = json.loads(out.with_suffix(".json").read_text())
+    assert recipe["settings"]["decay"] == 0.0001 and recipe["settings"]["steps"] == 12 and recipe["seed"] == 5
+    assert recipe["model"] == "mobilenet_v2" and len(recipe["weights_sha256"]) == 64 and recipe["cnnviewer"]
+    again = tmp_path / "again.png"
+    assert main(["synthesize", "--from", str(out.with_suffix(".json")), "-o", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()                       # bit-identical on the same CPU
+    capsys.readouterr()
+    assert main(["synthesize", "--layer", "features.3", "-o", str(tmp_path / "x.png")]) == 2   # no channel
+    assert capsys.readouterr().err.count("\n") == 1
