@@ -5,10 +5,8 @@ make it again; `--from OUT.json` does (bit-identical on the same CPU)."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
-from dataclasses import asdict, fields
 from pathlib import Path
 
 from cnnviewer.cli.common import Parser, UsageError, int_in, model_options
@@ -38,10 +36,6 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sha256(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _recipe(args: argparse.Namespace) -> dict:
     """What the run is, from the arguments, or read back from --from."""
     if args.replay:
@@ -63,46 +57,44 @@ def _recipe(args: argparse.Namespace) -> dict:
 
 
 def _engine(recipe: dict, model):
-    """The synthesis object the recipe describes, and its settings as a dict."""
-    from cnnviewer.engine.attribution.target import Target
-    from cnnviewer.engine.synthesis.deepdream import DeepDream, DreamSettings
-    from cnnviewer.engine.synthesis.fourier import FourierAscent, FourierSettings
-    from cnnviewer.engine.synthesis.pixels import PixelSettings, preset
+    """The synthesis run the recipe describes, and its settings."""
+    from dataclasses import replace
 
-    wanted = recipe["target"]
-    target = Target(class_index=wanted["class_index"], layer=wanted["layer"], channel=wanted["channel"],
-                    neuron=tuple(wanted["neuron"]) if wanted.get("neuron") else None)
-    size = recipe.get("size") or model.preprocess.crop_size
-    saved = recipe.get("settings")
-    if recipe["method"] == "deepdream":
-        from cnnviewer.engine.media.images import load_image
-        settings = DreamSettings(**saved) if saved else DreamSettings(steps=recipe.get("steps") or 10,
-                                                                       seed=recipe["seed"])
-        return DeepDream(model, target, settings, load_image(recipe["image"]).pixels), settings
-    if recipe["method"] == "fourier":
-        settings = FourierSettings(**saved) if saved else FourierSettings(steps=recipe.get("steps") or 512,
-                                                                           size=size, seed=recipe["seed"])
-        return FourierAscent(model, target, settings), settings
+    from cnnviewer.engine.synthesis.recipe import (
+        SETTINGS,
+        make_engine,
+        settings_of,
+        target_of,
+    )
+    from cnnviewer.engine.synthesis.settings import preset
+
+    method, saved = recipe["method"], recipe.get("settings")
     if saved:
-        settings = PixelSettings(**{f.name: saved[f.name] for f in fields(PixelSettings) if f.name in saved})
+        settings = settings_of(method, saved)
+    elif method == "ascent":
+        settings = preset(recipe.get("preset") or 3, size=recipe.get("size") or model.preprocess.crop_size,
+                          seed=recipe["seed"])
     else:
-        changes = {"size": size, "seed": recipe["seed"]}
-        if recipe.get("steps"):
-            changes["steps"] = recipe["steps"]
-        settings = preset(recipe.get("preset") or 3, **changes)
-    from cnnviewer.engine.synthesis.pixels import PixelAscent
-    return PixelAscent(model, target, settings), settings
+        settings = SETTINGS[method](seed=recipe["seed"])
+        if method == "fourier":
+            settings = replace(settings, size=recipe.get("size") or model.preprocess.crop_size)
+    if not saved and recipe.get("steps"):
+        settings = replace(settings, steps=recipe["steps"])
+    image = None
+    if method == "deepdream":
+        from cnnviewer.engine.media.images import load_image
+        image = load_image(recipe["image"]).pixels
+    return make_engine(method, model, target_of(recipe), settings, image), settings
 
 
 def run(args: argparse.Namespace) -> int:
     from types import SimpleNamespace
 
-    from PIL import Image
-
-    from cnnviewer import __version__
     from cnnviewer.cli.common import load_model_and_image, stderr_progress
     from cnnviewer.engine.dataset.index import weights_digest
     from cnnviewer.engine.media.files import writable_target
+    from cnnviewer.engine.synthesis.recipe import record as make_record
+    from cnnviewer.engine.synthesis.recipe import save, target_of, total_steps
 
     writable_target(args.output)
     recipe = _recipe(args)
@@ -113,20 +105,14 @@ def run(args: argparse.Namespace) -> int:
     if recipe.get("weights_sha256") and recipe["weights_sha256"] != digest:
         print("cnnviewer: warning: these weights differ from the recipe's; the image will differ", file=sys.stderr)
     engine, settings = _engine(recipe, model)
-    total = getattr(engine, "total_steps", settings.steps)
+    total = total_steps(engine)
     try:
         while engine.step < total:
             engine.run(min(10, total - engine.step))
             stderr_progress(engine.step / total, f"step {engine.step}/{total}  objective {float(engine.objective()[0]):.4g}")
     finally:
         stderr_progress.done()
-    pixels = engine.pictures()[0]
-    Image.fromarray(pixels).save(args.output)
-    record = {**{key: value for key, value in recipe.items() if key != "settings"}, "cnnviewer": __version__,
-              "model": model.name, "weights": model.weights_path, "weights_label": model.weights_label,
-              "weights_sha256": digest, "settings": asdict(settings), "objective": float(engine.objective()[0]),
-              "image_sha256": _sha256(recipe["image"]) if recipe.get("image") else None,
-              "output_sha256": hashlib.sha256(pixels.tobytes()).hexdigest()}
-    Path(args.output).with_suffix(".json").write_text(json.dumps(record, indent=1), encoding="utf-8")
+    record = make_record(recipe["method"], target_of(recipe), settings, model, digest, engine, recipe.get("image"))
+    save(args.output, engine.pictures()[0], record)
     print(f"{args.output}: {record['objective']:.4g} after {engine.step} steps")
     return 0

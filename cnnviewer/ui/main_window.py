@@ -64,6 +64,7 @@ class MainWindow(QMainWindow):
         self.live_detection = build_panel("live-detection", session, jobs, controller)
         self.compare = build_panel("compare", session, jobs, controller)
         self.dataset = build_panel("dataset", session, jobs, controller)
+        self.synthesis = build_panel("synthesis", session, jobs, controller)
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
@@ -83,6 +84,8 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["compare"])
         self._add_dock("dataset", "Dataset", self.dataset, Qt.DockWidgetArea.RightDockWidgetArea)
         self.tabifyDockWidget(self.docks["feature_maps"], self.docks["dataset"])
+        self._add_dock("synthesis", "Synthesis", self.synthesis, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["synthesis"])
         self.docks["feature_maps"].raise_()
         self.setCentralWidget(None)
         self.resizeDocks([self.docks["predictions"], self.docks["feature_maps"]], [520, 880],

@@ -21,7 +21,8 @@ from cnnviewer.engine.synthesis.deepdream import (
     activation_energy,
 )
 from cnnviewer.engine.synthesis.fourier import FourierAscent, FourierSettings
-from cnnviewer.engine.synthesis.pixels import PixelAscent, PixelSettings, preset
+from cnnviewer.engine.synthesis.pixels import PixelAscent
+from cnnviewer.engine.synthesis.settings import PixelSettings, preset
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ The objective is the layer's mean squared activation (or one channel's mean).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from threading import Event
 
 import numpy as np
@@ -21,16 +20,7 @@ from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.synthesis.objective import ready, score
-
-
-@dataclass(frozen=True)
-class DreamSettings:
-    octaves: int = 4
-    octave_scale: float = 1.4
-    steps: int = 10               # per octave
-    step_size: float = 1.5
-    jitter: int = 32
-    seed: int = 0
+from cnnviewer.engine.synthesis.settings import DreamSettings
 
 
 class DeepDream:
@@ -41,7 +31,7 @@ class DeepDream:
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.mean = torch.tensor(model.preprocess.mean, dtype=torch.float32).reshape(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(model.preprocess.std, dtype=torch.float32).reshape(1, 3, 1, 1) * 255.0
-        base = torch.from_numpy(np.ascontiguousarray(image[..., :3])).permute(2, 0, 1)[None].float() - self.mean
+        base = torch.from_numpy(np.array(image[..., :3], dtype=np.uint8)).permute(2, 0, 1)[None].float() - self.mean
         self.levels = [base]
         for _ in range(settings.octaves - 1):
             height, width = self.levels[-1].shape[-2:]

@@ -9,7 +9,6 @@ at random (from this run's own generator) before the model sees it; Adam updates
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from threading import Event
 
 import numpy as np
@@ -22,23 +21,13 @@ from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.synthesis.objective import ready, score
+from cnnviewer.engine.synthesis.settings import FourierSettings
 
 # Lucid's colour_correlation_svd_sqrt (ImageNet), normalised by its largest column norm.
 COLOUR_CORRELATION = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOUR_CORRELATION = COLOUR_CORRELATION / COLOUR_CORRELATION.norm(dim=0).max()
 SCALES = [1 + (i - 5) / 50.0 for i in range(11)]
 ANGLES = list(range(-10, 11)) + 5 * [0]
-
-
-@dataclass(frozen=True)
-class FourierSettings:
-    steps: int = 512
-    lr: float = 0.05
-    size: int = 224
-    spectrum_sd: float = 0.01
-    decay_power: float = 1.0
-    transforms: bool = True       # pad 12, jitter 8, scale ±5 %, rotate ±10°, jitter 4 (Lucid's standard set)
-    seed: int = 0
 
 
 def _frequencies(height: int, width: int) -> Tensor:

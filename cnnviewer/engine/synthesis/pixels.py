@@ -14,7 +14,6 @@ Several images (facets, seeds) run together as one batch; percentiles are taken 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from threading import Event
 
 import numpy as np
@@ -26,42 +25,7 @@ from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.synthesis.objective import ready, score
-
-
-@dataclass(frozen=True)
-class PixelSettings:
-    """One run's hyper-parameters (the names of optimize_image.py's flags)."""
-
-    steps: int = 1000
-    lr_policy: str = "constant"        # or "progress": lr = min(max_lr, desired_progress / ‖g‖²)
-    lr: float = 100.0
-    max_lr: float = 100.0
-    desired_progress: float = 2.0
-    decay: float = 0.0
-    blur_radius: float = 0.0
-    blur_every: int = 0
-    small_norm_percentile: float = 0.0
-    small_benefit_percentile: float = 0.0
-    jitter: int = 0
-    size: int = 224
-    seed: int = 0
-
-
-# Yosinski et al. 2015, Table 1, as doc/running-optimize-image.md of the Toolbox runs them; the
-# third is the one most of the paper's images use.
-PRESETS: dict[int, PixelSettings] = {
-    1: PixelSettings(steps=500, lr_policy="progress", max_lr=100.0, desired_progress=2.0, blur_radius=0.5,
-                     blur_every=4, small_norm_percentile=50.0),
-    2: PixelSettings(steps=750, lr=100.0, decay=0.3, small_norm_percentile=20.0),
-    3: PixelSettings(steps=1000, lr=100.0, decay=0.0001, blur_radius=1.0, blur_every=4),
-    4: PixelSettings(steps=1000, lr_policy="progress", max_lr=1e8, desired_progress=2.0, blur_radius=0.5,
-                     blur_every=4, small_benefit_percentile=90.0),
-}
-UNREGULARIZED = PixelSettings(steps=200, lr=100.0)
-
-
-def preset(number: int, **changes) -> PixelSettings:
-    return replace(PRESETS[number], **changes)
+from cnnviewer.engine.synthesis.settings import PixelSettings
 
 
 def gaussian_blur(images: Tensor, radius: float) -> Tensor:

@@ -17,6 +17,7 @@ from cnnviewer.ui.panels.live_detection import LiveDetectionPanel
 from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
 from cnnviewer.ui.panels.predictions import PredictionsPanel
 from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
+from cnnviewer.ui.panels.synthesis import SynthesisPanel
 
 if TYPE_CHECKING:
     from cnnviewer.engine.session import Session
@@ -37,6 +38,7 @@ PANELS: dict[str, PanelFactory] = {
     "live-detection": lambda session, jobs, controller: LiveDetectionPanel(session, jobs, controller),
     "compare": lambda session, jobs, controller: ComparePanel(session, jobs, controller),
     "dataset": lambda session, jobs, controller: DatasetPanel(session, jobs, controller),
+    "synthesis": lambda session, jobs, controller: SynthesisPanel(session, jobs, controller),
 }
 
 

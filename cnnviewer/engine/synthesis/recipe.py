@@ -1,0 +1,79 @@
+"""A synthesized image's recipe: everything needed to make it again, as JSON beside the PNG.
+
+Written by `cnnviewer synthesize` and the Synthesis panel's Save; `cnnviewer synthesize --from`
+reads it back and, on the same CPU, makes the same image bit for bit (every run has its own seeded
+torch.Generator and no step depends on timing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+
+from cnnviewer.engine.attribution.target import Target
+from cnnviewer.engine.models.handle import LoadedModel
+from cnnviewer.engine.synthesis.settings import (
+    DreamSettings,
+    FourierSettings,
+    PixelSettings,
+)
+
+SETTINGS = {"ascent": PixelSettings, "fourier": FourierSettings, "deepdream": DreamSettings}
+
+
+def target_of(recipe: dict) -> Target:
+    wanted = recipe["target"]
+    return Target(class_index=wanted.get("class_index"), layer=wanted.get("layer"), channel=wanted.get("channel"),
+                  neuron=tuple(wanted["neuron"]) if wanted.get("neuron") else None)
+
+
+def settings_of(method: str, values: dict):
+    kind = SETTINGS[method]
+    return kind(**{f.name: values[f.name] for f in fields(kind) if f.name in values})
+
+
+def make_engine(method: str, model: LoadedModel, target: Target, settings, image: np.ndarray | None = None):
+    """The synthesis run `method` describes (image: DeepDream's start, (H, W, 3) uint8)."""
+    from cnnviewer.engine.synthesis.deepdream import DeepDream
+    from cnnviewer.engine.synthesis.fourier import FourierAscent
+    from cnnviewer.engine.synthesis.pixels import PixelAscent
+    if method == "deepdream":
+        if image is None:
+            raise ValueError("DeepDream starts from an image")
+        return DeepDream(model, target, settings, image)
+    if method == "fourier":
+        return FourierAscent(model, target, settings)
+    return PixelAscent(model, target, settings)
+
+
+def total_steps(engine) -> int:
+    return getattr(engine, "total_steps", None) or engine.settings.steps
+
+
+def record(method: str, target: Target, settings, model: LoadedModel, weights_sha256: str, engine,
+           image_path: str | None = None) -> dict:
+    """The JSON-ready recipe of a finished (or stopped) run."""
+    from cnnviewer import __version__
+    pixels = engine.pictures()[0]
+    return {"cnnviewer": __version__, "method": method,
+            "target": {"class_index": target.class_index, "layer": target.layer, "channel": target.channel,
+                       "neuron": list(target.neuron) if target.neuron else None},
+            "settings": asdict(settings), "seed": settings.seed, "steps_done": engine.step,
+            "model": model.name, "weights": model.weights_path, "weights_label": model.weights_label,
+            "weights_sha256": weights_sha256, "objective": float(engine.objective()[0]),
+            "image": image_path, "image_sha256": hashlib.sha256(Path(image_path).read_bytes()).hexdigest()
+            if image_path else None, "output_sha256": hashlib.sha256(pixels.tobytes()).hexdigest()}
+
+
+def save(path: str | Path, pixels: np.ndarray, recipe: dict) -> Path:
+    """`path` (PNG) and the recipe beside it (same name, .json). Returns the JSON's path."""
+    from PIL import Image
+    path = Path(path)
+    Image.fromarray(pixels).save(path)
+    target = path.with_suffix(".json")
+    target.write_text(json.dumps(recipe, indent=1), encoding="utf-8")
+    return target

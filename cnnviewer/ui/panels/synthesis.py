@@ -1,0 +1,268 @@
+"""Synthesis: make an image that a unit responds to, and watch it form.
+
+The target is the shared selection (a class, a channel, a neuron; a layer alone is DeepDream's
+objective). Run starts; the job thread runs a few steps at a time, so the image and the objective
+plot refresh while the rest of the window keeps working; Stop takes effect within a step; after a
+change of parameters, Continue goes on from the current image and Restart starts over. Save writes
+the PNG and its recipe (JSON) for `cnnviewer synthesize --from`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cnnviewer.engine.attribution.target import Target
+from cnnviewer.engine.session import Session
+from cnnviewer.ui import file_dialogs
+from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.panels.synthesis_settings import METHODS, SettingsForm
+from cnnviewer.ui.widgets.image_canvas import ImageCanvas
+
+SLICE_SECONDS = 0.2
+
+
+class SynthesisPanel(QWidget):
+    """Gradient ascent (pixels or Fourier) and DeepDream for the session's model and selection."""
+
+    def __init__(self, session: Session, jobs: UiJobs, controller, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._session, self._jobs, self._controller = session, jobs, controller
+        self.engine = None            # the run in progress (job thread objects: touched only in jobs)
+        self.run_target: Target | None = None
+        self.method_of_run: str | None = None
+        self.history: list[float] = []
+        self.running = False
+        self.method = QComboBox()
+        for key, text in METHODS:
+            self.method.addItem(text, key)
+        self.method.setToolTip("Pixel space with the natural-image regularizers, Fourier space with transforms, "
+                               "or DeepDream from the current input")
+        self.form = SettingsForm()
+        self.method.currentIndexChanged.connect(lambda _i: self.form.show_method(self.method.currentData()))
+        self.target_label = QLabel("")
+        self.target_label.setWordWrap(True)
+        self.run_button = QPushButton("Run")
+        self.stop_button = QPushButton("Stop")
+        self.restart_button = QPushButton("Restart")
+        self.save_button = QPushButton("Save…")
+        self.run_button.clicked.connect(self.run)
+        self.stop_button.clicked.connect(self.stop)
+        self.restart_button.clicked.connect(self.restart)
+        self.save_button.clicked.connect(self._on_save)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.canvas = ImageCanvas(self)
+        self.plot = pg.PlotWidget(background=(30, 30, 34))
+        self.plot.setLabel("left", "objective")
+        self.plot.setLabel("bottom", "step")
+        self.curve = self.plot.plot([], [], pen=pg.mkPen((255, 160, 60), width=2))
+        buttons = QHBoxLayout()
+        for widget in (QLabel("Method"), self.method, self.run_button, self.stop_button, self.restart_button,
+                       self.save_button):
+            buttons.addWidget(widget)
+        buttons.addStretch(1)
+        side = QWidget()
+        column = QVBoxLayout(side)
+        column.setContentsMargins(0, 0, 0, 0)
+        scroller = QScrollArea()          # the form scrolls: the panel never makes the window taller
+        scroller.setWidget(self.form)
+        scroller.setWidgetResizable(True)
+        scroller.setFrameShape(QScrollArea.Shape.NoFrame)
+        column.addWidget(scroller, 2)
+        column.addWidget(self.plot, 1)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.canvas)
+        split.addWidget(side)
+        split.setSizes([520, 360])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(buttons)
+        layout.addWidget(self.target_label)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(split, 1)
+        session.selection_changed.connect(lambda _s: self._show_target())
+        session.model_changed.connect(lambda _m: self._forget())
+        self.form.show_method(self.method.currentData())
+        self._show_buttons()
+        self._show_target()
+
+    # ---------------------------------------------------------------- target
+    def target(self) -> Target | None:
+        """What the selection asks to maximise (None: nothing usable is selected)."""
+        selection, method = self._session.selection, self.method.currentData()
+        if selection.layer is None:
+            if selection.class_index is not None:
+                return Target(class_index=selection.class_index)
+            forward = self._session.forward
+            top = getattr(forward, "predictions", None) if forward is not None else None
+            return Target(class_index=top[0].index) if top else Target(class_index=0)
+        if selection.channel is None:
+            return Target(layer=selection.layer) if method == "deepdream" else None
+        return Target(layer=selection.layer, channel=selection.channel, neuron=selection.neuron)
+
+    def _describe(self, target: Target) -> str:
+        model = self._session.model
+        if target.layer is None:
+            return f"class {target.class_index}" + (f" ({model.label(target.class_index)})" if model else "")
+        if target.channel is None:
+            return f"all of {target.layer} (its mean squared activation)"
+        return target.describe()
+
+    def _show_target(self) -> None:
+        target = self.target()
+        self.target_label.setText("Target: select a channel of the layer (or choose DeepDream for the whole layer)"
+                                  if target is None else f"Target: <b>{self._describe(target)}</b>")
+
+    # ---------------------------------------------------------------- running
+    def run(self) -> None:
+        """Run, or Continue the current run with the settings as they are now."""
+        if self.engine is not None and self.method_of_run == self.method.currentData():
+            self._continue()
+        else:
+            self.restart()
+
+    def restart(self) -> None:
+        model, target, method = self._session.model, self.target(), self.method.currentData()
+        if model is None or target is None:
+            self.status.setText("Choose a model and a target first.")
+            return
+        image = self._session.image
+        if method == "deepdream" and image is None:
+            self.status.setText("DeepDream starts from the current input: open an image first.")
+            return
+        settings = self.form.settings(method, model.preprocess.crop_size)
+        pixels = None if image is None else np.asarray(image.pixels)
+
+        def start(_context):
+            from cnnviewer.engine.synthesis.recipe import make_engine
+            return make_engine(method, model, target, settings, pixels)
+
+        self._jobs.cancel("synthesis")
+        self.engine, self.run_target, self.method_of_run, self.history = None, target, method, []
+        self.curve.setData([], [])
+        self.status.setText(f"Starting {self.method.currentText().lower()} of {self._describe(target)}…")
+        self.running = True
+        self._show_buttons()
+        self._jobs.submit("synthesis_start", start, on_done=self._started, on_error=self._failed)
+
+    def _started(self, engine) -> None:
+        self.engine = engine
+        self._slice()
+
+    def _continue(self) -> None:
+        from dataclasses import replace
+        settings = self.form.settings(self.method_of_run, self._session.model.preprocess.crop_size)
+        engine = self.engine
+        keep = {"size": engine.settings.size} if hasattr(engine.settings, "size") else {}
+        new = replace(settings, **keep, seed=engine.settings.seed)
+
+        def update(_context):
+            engine.settings = new
+            optimizer = getattr(engine, "optimizer", None)
+            if optimizer is not None:
+                for group in optimizer.param_groups:
+                    group["lr"] = new.lr
+            return engine
+
+        self.running = True
+        self._show_buttons()
+        self._jobs.submit("synthesis_start", update, on_done=self._started, on_error=self._failed)
+
+    def _slice(self) -> None:
+        engine = self.engine
+
+        def work(context):
+            from cnnviewer.engine.synthesis.recipe import total_steps
+            deadline = time.perf_counter() + SLICE_SECONDS
+            total = total_steps(engine)
+            while engine.step < total and time.perf_counter() < deadline:
+                engine.run(1, context.cancel)
+            return engine.step, total, [float(h[0]) for h in engine.history], engine.pictures()[0]
+
+        self._jobs.submit("synthesis", work, on_done=self._on_slice, on_error=self._failed)
+
+    def _on_slice(self, result) -> None:
+        step, total, history, picture = result
+        self.history = history
+        self.canvas.show_image(picture, keep_view=True)
+        self.curve.setData(np.arange(1, len(history) + 1), np.array(history))
+        self.progress.setValue(int(1000 * step / max(total, 1)))
+        value = history[-1] if history else float("nan")
+        self.status.setText(f"Step {step}/{total}: objective {value:.4g}")
+        if step < total and self.running:
+            self._slice()
+        else:
+            self.running = False
+            self._show_buttons()
+            if step >= total:
+                self.status.setText(f"Done: {step} steps, objective {value:.4g}. Change settings and Continue "
+                                    "(more steps), or Restart.")
+
+    def stop(self) -> None:
+        """Stop within a step; the image so far stays, and Continue goes on from it."""
+        self.running = False
+        self._jobs.cancel("synthesis")
+        self._show_buttons()
+        self.status.setText(f"Stopped at step {len(self.history)}. Continue goes on from this image.")
+
+    def _failed(self, text: str) -> None:
+        self.running = False
+        self._show_buttons()
+        self.status.setText(f"Stopped: {text}")
+
+    def _forget(self) -> None:
+        self._jobs.cancel("synthesis")
+        self.engine, self.running, self.history = None, False, []
+        self.canvas.clear()
+        self.curve.setData([], [])
+        self.progress.setValue(0)
+        self.status.setText("")
+        self._show_buttons()
+        self._show_target()
+
+    def _show_buttons(self) -> None:
+        self.run_button.setText("Continue" if self.engine is not None and not self.running else "Run")
+        self.run_button.setEnabled(not self.running)
+        self.stop_button.setEnabled(self.running)
+        self.restart_button.setEnabled(self.engine is not None and not self.running)
+        self.save_button.setEnabled(self.engine is not None and not self.running)
+
+    # ---------------------------------------------------------------- saving
+    def _on_save(self) -> None:
+        path = file_dialogs.save_file(self, "Save synthesized image", "synthesis.png", "PNG (*.png)")
+        if path:
+            self.save(path)
+
+    def save(self, path: str) -> None:
+        """The PNG and its recipe (JSON beside it)."""
+        engine, model, target, method = self.engine, self._session.model, self.run_target, self.method_of_run
+        image = self._session.image
+        source = image.source if method == "deepdream" and image is not None and Path(image.source).is_file() else None
+
+        def work(_context):
+            from cnnviewer.engine.dataset.index import weights_digest
+            from cnnviewer.engine.synthesis.recipe import record, save
+            return str(save(path, engine.pictures()[0], record(method, target, engine.settings, model,
+                                                                weights_digest(model), engine, source)))
+
+        self._jobs.submit("synthesis_save", work, on_done=lambda json_path: self.status.setText(
+            f"Saved {path} and {json_path}"), on_error=self.status.setText)

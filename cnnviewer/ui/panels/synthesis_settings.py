@@ -1,0 +1,109 @@
+"""The Synthesis panel's parameters: one form per method, each field with a tooltip; the pixel
+method's presets fill in Yosinski et al. 2015's Table 1 (the user may then change any field)."""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QSpinBox,
+    QStackedWidget,
+    QWidget,
+)
+
+from cnnviewer.engine.synthesis.settings import PRESETS, DreamSettings, FourierSettings
+
+METHODS = (("ascent", "Gradient ascent (pixels)"), ("fourier", "Gradient ascent (Fourier)"), ("deepdream", "DeepDream"))
+DEFAULTS = {"ascent": PRESETS[3], "fourier": FourierSettings(), "deepdream": DreamSettings()}
+TIPS = {
+    "steps": "How many steps in all (DeepDream: per octave); Continue after raising it goes on",
+    "lr": "Step size (pixels: applied to the gradient w.r.t. the network's input, as in the paper)",
+    "decay": "L2 decay: x ← (1 − decay)·x every step", "blur_radius": "Gaussian blur sigma (pixels)",
+    "blur_every": "Blur every N steps (0: never)",
+    "small_norm_percentile": "Zero the pixels whose colour norm is below this percentile, every step",
+    "small_benefit_percentile": "Zero the pixels whose |contribution| (x · gradient) is below this percentile",
+    "jitter": "Roll the image by up to this many pixels for each step",
+    "size": "Image side in pixels", "seed": "The run's own random generator: the same seed, the same image",
+    "transforms": "Pad, jitter, scale and rotate at random each step (Lucid's standard transforms)",
+    "octaves": "How many scales, smallest first", "octave_scale": "Size ratio between octaves",
+    "step_size": "Step, divided by the mean |gradient|",
+}
+SKIP = {"lr_policy", "max_lr", "desired_progress", "spectrum_sd", "decay_power"}
+
+
+class SettingsForm(QStackedWidget):
+    """Fields for every method's settings; `settings(method)` reads them back as the dataclass."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.editors: dict[str, dict[str, QWidget]] = {}
+        self.pages: dict[str, QWidget] = {}
+        self.preset = QComboBox()
+        for number in PRESETS:
+            self.preset.addItem(f"Yosinski et al. 2015, setting {number}", number)
+        self.preset.setCurrentIndex(2)
+        self.preset.setToolTip("Table 1's four regularizer settings (3: decay 1e-4, blur 1.0 every 4 steps, "
+                               "lr 100, 1000 steps; the one most of the paper's images use)")
+        self.preset.currentIndexChanged.connect(lambda _i: self._fill("ascent", PRESETS[self.preset.currentData()]))
+        for method, _text in METHODS:
+            page = QWidget()
+            form = QFormLayout(page)
+            form.setContentsMargins(0, 0, 0, 0)
+            if method == "ascent":
+                form.addRow("Preset", self.preset)
+            self.editors[method] = {}
+            for field in fields(DEFAULTS[method]):
+                if field.name in SKIP:
+                    continue
+                editor = self._editor(field.name, getattr(DEFAULTS[method], field.name))
+                editor.setToolTip(TIPS.get(field.name, ""))
+                self.editors[method][field.name] = editor
+                form.addRow(field.name.replace("_", " "), editor)
+            self.pages[method] = page
+            self.addWidget(page)
+        self._preset_values = PRESETS[3]
+
+    @staticmethod
+    def _editor(name: str, value) -> QWidget:
+        if isinstance(value, bool):
+            box = QCheckBox()
+            box.setChecked(value)
+            return box
+        if isinstance(value, int):
+            spin = QSpinBox()
+            spin.setRange(0, 100000)
+            spin.setValue(value)
+            return spin
+        spin = QDoubleSpinBox()
+        spin.setDecimals(5 if name == "decay" else 3)
+        spin.setRange(0.0, 1e9)
+        spin.setSingleStep(0.0001 if name == "decay" else 0.1)
+        spin.setValue(value)
+        return spin
+
+    def _fill(self, method: str, values) -> None:
+        self._preset_values = values
+        for name, editor in self.editors[method].items():
+            value = getattr(values, name)
+            if isinstance(editor, QCheckBox):
+                editor.setChecked(bool(value))
+            else:
+                editor.setValue(value)
+
+    def show_method(self, method: str) -> None:
+        self.setCurrentWidget(self.pages[method])
+
+    def settings(self, method: str, size: int):
+        """The dataclass of `method` from the fields (the preset's learning-rate policy kept)."""
+        base = self._preset_values if method == "ascent" else DEFAULTS[method]
+        values = {}
+        for name, editor in self.editors[method].items():
+            values[name] = editor.isChecked() if isinstance(editor, QCheckBox) else editor.value()
+        if "size" in values and not values["size"]:
+            values["size"] = size
+        return replace(base, **values)
+

@@ -1,0 +1,60 @@
+"""The Synthesis panel in a real window: Run on the selected class, watch the image and the objective
+refresh, Stop within a step, Continue from the current image, Save with a recipe that the command
+line reproduces; DeepDream from the current input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+
+def test_run_stop_continue_and_save_a_class_ascent(window, qtbot, tmp_path, monkeypatch):
+    panel = window.synthesis
+    window.docks["synthesis"].raise_()
+    window.session.select(layer=None, class_index=130)                 # flamingo
+    assert "class 130 (flamingo)" in panel.target_label.text()
+    editors = panel.form.editors["ascent"]
+    editors["steps"].setValue(40)
+    editors["size"].setValue(128)
+    panel.run_button.click()
+    qtbot.waitUntil(lambda: len(panel.history) >= 3, timeout=60000)
+    assert panel.canvas.has_image() and panel.curve.xData is not None
+    panel.stop()
+    stopped_at = len(panel.history)
+    qtbot.wait(600)
+    assert len(panel.history) <= stopped_at + 1 and panel.run_button.text() == "Continue"
+    editors["steps"].setValue(60)                                       # more steps, then Continue
+    panel.run_button.click()
+    qtbot.waitUntil(lambda: not panel.running and len(panel.history) == 60, timeout=120000)
+    assert panel.history[-1] > panel.history[0] + 10                   # from noise to a strong flamingo score
+    assert "Done: 60 steps" in panel.status.text()
+    out = tmp_path / "flamingo.png"
+    panel.save(str(out))
+    qtbot.waitUntil(lambda: out.with_suffix(".json").is_file(), timeout=30000)
+    recipe = json.loads(out.with_suffix(".json").read_text())
+    assert recipe["method"] == "ascent" and recipe["target"]["class_index"] == 130
+    assert recipe["settings"]["steps"] == 60 and recipe["steps_done"] == 60
+    assert np.asarray(Image.open(out)).shape == (128, 128, 3)
+    from cnnviewer.cli import main
+    monkeypatch.setenv("CNNVIEWER_OFFLINE", "1")
+    again = tmp_path / "again.png"                                      # the recipe makes the same image
+    assert main(["synthesize", "--from", str(out.with_suffix(".json")), "-o", str(again)]) == 0
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(out)))
+
+
+def test_deepdream_from_the_current_input(window, qtbot):
+    panel = window.synthesis
+    window.docks["synthesis"].raise_()
+    panel.method.setCurrentIndex(2)                                     # DeepDream
+    window.session.select(layer="features.7")
+    assert "all of features.7" in panel.target_label.text()
+    editors = panel.form.editors["deepdream"]
+    editors["octaves"].setValue(2)
+    editors["steps"].setValue(3)
+    panel.run_button.click()
+    qtbot.waitUntil(lambda: not panel.running and len(panel.history) == 6, timeout=60000)
+    assert panel.history[-1] > panel.history[0]
+    image = window.session.image.pixels
+    assert panel.canvas.image().shape[:2] == image.shape[:2]
