@@ -44,10 +44,10 @@ class SettingsForm(QStackedWidget):
         self.pages: dict[str, QWidget] = {}
         self.preset = QComboBox()
         for number in PRESETS:
-            self.preset.addItem(f"Yosinski et al. 2015, setting {number}", number)
+            self.preset.addItem(f"Table 1, setting {number}", number)
         self.preset.setCurrentIndex(2)
-        self.preset.setToolTip("Table 1's four regularizer settings (3: decay 1e-4, blur 1.0 every 4 steps, "
-                               "lr 100, 1000 steps; the one most of the paper's images use)")
+        self.preset.setToolTip("Yosinski et al. 2015, Table 1: four regularizer settings (3: decay 1e-4, "
+                               "blur 1.0 every 4 steps, lr 100, 1000 steps; the one most of the paper's images use)")
         self.preset.currentIndexChanged.connect(lambda _i: self._fill("ascent", PRESETS[self.preset.currentData()]))
         for method, _text in METHODS:
             page = QWidget()
