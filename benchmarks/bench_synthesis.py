@@ -1,0 +1,132 @@
+"""Synthesis (issue 13): how fast, and whether an independent network sees the class too.
+
+1. Steps/s of a channel objective at 224 px (mobilenet_v2 features.10 channel 7, resnet18 layer3
+   channel 7; random weights are enough for speed), one torch thread as the app's job thread:
+   our Fourier ascent (the same parameterization and transforms as Lucent's default render_vis)
+   and our pixel ascent (preset 3), against Lucent's `render_vis` side by side in this run.
+   Target: ours >= 2x Lucent. Lucent is not a dependency: point --lucent at a folder holding it
+   (installed with --no-deps, plus kornia, decorator, tqdm and a stub IPython; it pins an old
+   kornia, which it does not need for these calls), else that column is skipped.
+2. Class ascent on MobileNetV2 (real weights) for --classes ImageNet classes in four modes
+   (pixels unregularized; pixels with preset 3; Fourier with transforms; Fourier without), each
+   result judged by MobileNetV2 itself (top-1) and by the independent EfficientNet-Lite0 (offline
+   weights; is the class in its top-5?). Same-network success proves little (fooling images):
+   the regularized modes must do clearly better than unregularized ascent with Lite0.
+
+    .venv/bin/python benchmarks/bench_synthesis.py [--classes 20] [--steps 200] [--lucent DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("CNNVIEWER_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+
+CLASSES = (1, 9, 22, 76, 99, 130, 144, 207, 291, 309, 323, 340, 388, 409, 417, 430, 466, 511, 547, 574,
+           609, 651, 717, 779, 817, 852, 907, 933, 947, 980)   # goldfish ... volcano: birds, animals, objects
+
+
+def bench_speed(steps: int, lucent_dir: str | None) -> None:
+    from cnnviewer.engine.attribution.target import Target
+    from cnnviewer.engine.models.loading import load_model
+    from cnnviewer.engine.synthesis.fourier import FourierAscent
+    from cnnviewer.engine.synthesis.pixels import PixelAscent
+    from cnnviewer.engine.synthesis.settings import FourierSettings, preset
+
+    render = objectives = None
+    if lucent_dir:
+        sys.path[:0] = [str(Path(lucent_dir) / part) for part in ("pkg", "deps", "stub")]
+        from lucent.optvis import objectives, render
+    print(f"1. steps/s at 224 px, channel objective, {steps} steps, 1 torch thread")
+    print(f"   {'model / layer':<28}{'ours fourier':>14}{'ours pixels':>13}{'lucent':>10}{'fourier/lucent':>16}")
+    for name, layer, lucent_layer in (("mobilenet_v2", "features.10", "features_10"), ("resnet18", "layer3", "layer3")):
+        model = load_model(name)
+        target = Target(layer=layer, channel=7)
+        rates = []
+        for engine in (FourierAscent(model, target, FourierSettings(steps=steps)),
+                       PixelAscent(model, target, preset(3, steps=steps))):
+            engine.run(2)
+            started = time.perf_counter()
+            engine.run(steps - 2)
+            rates.append((steps - 2) / (time.perf_counter() - started))
+        lucent_rate = float("nan")
+        if render is not None:
+            module = model.module
+            render.render_vis(module, objectives.channel(lucent_layer, 7), thresholds=(2,), show_image=False,
+                              progress=False)
+            started = time.perf_counter()
+            render.render_vis(module, objectives.channel(lucent_layer, 7), thresholds=(steps,), show_image=False,
+                              progress=False)
+            lucent_rate = steps / (time.perf_counter() - started)
+            module.eval()
+        print(f"   {name + ' ' + layer:<28}{rates[0]:>14.1f}{rates[1]:>13.1f}{lucent_rate:>10.1f}"
+              f"{rates[0] / lucent_rate:>16.2f}", flush=True)
+
+
+def bench_judge(classes: int, steps: int) -> None:
+    from dataclasses import replace
+
+    from cnnviewer.engine.attribution.target import Target
+    from cnnviewer.engine.media.images import from_array
+    from cnnviewer.engine.models.loading import load_model
+    from cnnviewer.engine.runtime.inference import prepare_input
+    from cnnviewer.engine.synthesis.fourier import FourierAscent
+    from cnnviewer.engine.synthesis.pixels import PixelAscent
+    from cnnviewer.engine.synthesis.settings import UNREGULARIZED, FourierSettings, preset
+
+    model, judge = load_model("mobilenet_v2"), load_model("timm:tf_efficientnet_lite0")
+    modes = {"pixels, unregularized": lambda t: PixelAscent(model, t, replace(UNREGULARIZED, steps=steps)),
+             "pixels, preset 3": lambda t: PixelAscent(model, t, preset(3, steps=steps)),
+             "fourier + transforms": lambda t: FourierAscent(model, t, FourierSettings(steps=steps)),
+             "fourier, no transforms": lambda t: FourierAscent(model, t, FourierSettings(steps=steps, transforms=False))}
+    print(f"\n2. class ascent on mobilenet_v2, {classes} classes, {steps} steps; judged by mobilenet_v2 (top-1) "
+          "and by EfficientNet-Lite0 (class in its top-5)")
+    print(f"   {'mode':<26}{'own top-1':>10}{'Lite0 top-5':>13}{'Lite0 p(class)':>16}{'s/run':>8}")
+    for mode, make in modes.items():
+        own = lite = 0
+        probabilities, took = [], []
+        for class_index in CLASSES[:classes]:
+            started = time.perf_counter()
+            engine = make(Target(class_index=class_index))
+            engine.run(steps)
+            took.append(time.perf_counter() - started)
+            pixels = engine.pictures()[0]
+            with torch.no_grad():
+                own += int(model.module(prepare_input(from_array(pixels, "x"), model.preprocess,
+                                                      model.device).tensor).argmax()) == class_index
+                logits = judge.module(prepare_input(from_array(pixels, "x"), judge.preprocess, judge.device).tensor)
+            probability = logits.softmax(dim=1)[0]
+            lite += int(class_index in probability.topk(5).indices.tolist())
+            probabilities.append(float(probability[class_index]))
+        print(f"   {mode:<26}{own:>6}/{classes:<3}{lite:>9}/{classes:<3}{np.mean(probabilities):>16.3f}"
+              f"{np.mean(took):>8.1f}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classes", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=200, help="steps per class-ascent run")
+    parser.add_argument("--speed-steps", type=int, default=40)
+    parser.add_argument("--lucent", help="folder with Lucent (pkg/, deps/, stub/ as described above)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "judge"])
+    args = parser.parse_args()
+    from cnnviewer.engine.runtime.memory import keep_freed_memory
+    keep_freed_memory()
+    torch.set_num_threads(1)
+    if "speed" not in args.skip:
+        bench_speed(args.speed_steps, args.lucent)
+    if "judge" not in args.skip:
+        bench_judge(min(args.classes, len(CLASSES)), args.steps)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
