@@ -104,8 +104,11 @@ def run(args: argparse.Namespace) -> int:
     digest = weights_digest(model)
     if recipe.get("weights_sha256") and recipe["weights_sha256"] != digest:
         print("cnnviewer: warning: these weights differ from the recipe's; the image will differ", file=sys.stderr)
+    import torch
     engine, settings = _engine(recipe, model)
     total = total_steps(engine)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(recipe.get("torch_threads") or threads))   # as the recipe's run: the same sums
     try:
         while engine.step < total:
             engine.run(min(10, total - engine.step))
@@ -114,5 +117,6 @@ def run(args: argparse.Namespace) -> int:
         stderr_progress.done()
     record = make_record(recipe["method"], target_of(recipe), settings, model, digest, engine, recipe.get("image"))
     save(args.output, engine.pictures()[0], record)
+    torch.set_num_threads(threads)
     print(f"{args.output}: {record['objective']:.4g} after {engine.step} steps")
     return 0

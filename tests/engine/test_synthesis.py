@@ -100,6 +100,10 @@ def test_a_seed_makes_the_same_image_and_the_model_is_left_as_found(model):
         first.run(6)
         second.run(6)
         assert np.array_equal(first.pictures(), second.pictures())
+        from dataclasses import replace
+        first.settings = replace(settings, steps=9)                  # finished, then Continue to 9 steps
+        first.run(3)
+        assert np.array_equal(first.pictures(), _run(model, replace(settings, steps=9)))   # = one 9-step run
         assert not np.array_equal(first.pictures(), _run(model, PixelSettings(**{**settings.__dict__, "seed": 4})))
         cancel = threading.Event()
         cancel.set()

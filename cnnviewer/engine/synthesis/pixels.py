@@ -60,6 +60,7 @@ class PixelAscent:
         self.history: list[np.ndarray] = []       # the objective of each image, per step
         self.best = self.x.clone()
         self.best_value = torch.full((self.x.shape[0],), -float("inf"))
+        self._pending: Tensor | None = None
 
     def _model_input(self, x: Tensor) -> Tensor:
         """Mean-subtracted 0..255 pixels -> the model's normalised input: x / (255 · std)."""
@@ -89,15 +90,24 @@ class PixelAscent:
                 self._one_step()
 
     def _one_step(self) -> None:
-        s = self.settings
+        if self._pending is not None:   # the update held back at the end of an earlier run (Continue)
+            self._update(self._pending)
+            self._pending = None
         self.x = torch.maximum(torch.minimum(self.x, 255.0 - self.mean), -self.mean)   # valid pixels
         values, grad = self._gradient(self.x)
         self.history.append(values.numpy())
         better = values > self.best_value
         self.best[better], self.best_value = self.x[better], torch.maximum(values, self.best_value)
         self.step += 1
-        if self.step >= s.steps:   # as optimize_image.py: no update after the last evaluation
+        if self.step >= self.settings.steps:
+            # As optimize_image.py: no update after the last evaluation, so the image shown is the one
+            # the last objective was measured on; kept, so that Continue makes the same image as one run.
+            self._pending = grad
             return
+        self._update(grad)
+
+    def _update(self, grad: Tensor) -> None:
+        s = self.settings
         if s.lr_policy == "progress":
             norms = grad.flatten(1).pow(2).sum(dim=1).clamp_min(1e-20)
             lr = torch.clamp(s.desired_progress / norms, max=s.max_lr).reshape(-1, 1, 1, 1)

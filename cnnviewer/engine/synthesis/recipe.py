@@ -13,6 +13,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.models.handle import LoadedModel
@@ -63,6 +64,7 @@ def record(method: str, target: Target, settings, model: LoadedModel, weights_sh
             "target": {"class_index": target.class_index, "layer": target.layer, "channel": target.channel,
                        "neuron": list(target.neuron) if target.neuron else None},
             "settings": asdict(settings), "seed": settings.seed, "steps_done": engine.step,
+            "torch_threads": torch.get_num_threads(),   # float sums split over threads: part of "the same CPU"
             "model": model.name, "weights": model.weights_path, "weights_label": model.weights_label,
             "weights_sha256": weights_sha256, "objective": float(engine.objective()[0]),
             "image": image_path, "image_sha256": hashlib.sha256(Path(image_path).read_bytes()).hexdigest()
@@ -73,7 +75,10 @@ def save(path: str | Path, pixels: np.ndarray, recipe: dict) -> Path:
     """`path` (PNG) and the recipe beside it (same name, .json). Returns the JSON's path."""
     from PIL import Image
     path = Path(path)
-    Image.fromarray(pixels).save(path)
     target = path.with_suffix(".json")
-    target.write_text(json.dumps(recipe, indent=1), encoding="utf-8")
+    picture, text = path.with_name(f".{path.name}.part"), target.with_name(f".{target.name}.part")
+    Image.fromarray(pixels).save(picture, format="PNG")     # through temporary files: never half a file
+    text.write_text(json.dumps(recipe, indent=1), encoding="utf-8")
+    picture.replace(path)
+    text.replace(target)
     return target
