@@ -16,7 +16,8 @@ a 0.15 s settle that waits for the other panels' follow-up jobs):
   gradients saliency, guided backprop, Grad-CAM (twice) in the Gradients panel;
   arch      the architecture panel's first view: graph, layout and scene built anew;
   dataset   index a folder of 120 photos in the Dataset panel (slices on the job thread, decoding in a
-            worker process), a channel's top images and patches, then the folder's t-SNE map.
+            worker process), a channel's top images and patches, then the folder's t-SNE map;
+  synthesis 60 steps of class ascent (preset 3) in the Synthesis panel, the image redrawn every 0.2 s.
 Target: every stall < 50 ms.
 
     .venv/bin/python benchmarks/bench_stalls.py [--repeat 2] [--blame]
@@ -223,6 +224,15 @@ def scenario_dataset(window, folder: Path) -> None:
     panel.tabs.setCurrentWidget(panel.top_tab)
 
 
+def scenario_synthesis(window) -> None:
+    panel = window.synthesis
+    window.docks["synthesis"].raise_()
+    window.session.select(layer=None, class_index=130)
+    panel.form.editors["ascent"]["steps"].setValue(60)
+    panel.restart()
+    wait_until(lambda: not panel.running and len(panel.history) == 60 and idle(window), hold_s=0.15)
+
+
 def measure(name: str, run: Callable[[], None], meter: StallMeter, blame: Blame | None) -> float:
     """Run one scenario under the meter; print its stall figures. Returns the worst stall (ms)."""
     meter.start()
@@ -284,7 +294,8 @@ def main() -> int:
         blame.start()
     scenarios = [("models", lambda: scenario_models(window)), ("image", lambda: scenario_image(window, files)),
                  ("live", lambda: scenario_live(window, folder)), ("gradients", lambda: scenario_gradients(window)),
-                 ("arch", lambda: scenario_arch(window)), ("dataset", lambda: scenario_dataset(window, photos))]
+                 ("arch", lambda: scenario_arch(window)), ("dataset", lambda: scenario_dataset(window, photos)),
+                 ("synthesis", lambda: scenario_synthesis(window))]
     print(f"GUI timer every {INTERVAL_MS} ms, 1 torch thread, {args.repeat} run(s) each; stalls in ms")
     print(f"{'scenario':<12}{'max':>9}{'p99':>9}{'gui cpu@max':>14}{'took s':>9}")
     worst: dict[str, float] = {}

@@ -44,6 +44,11 @@ def bench_speed(steps: int, lucent_dir: str | None) -> None:
     render = objectives = None
     if lucent_dir:
         sys.path[:0] = [str(Path(lucent_dir) / part) for part in ("pkg", "deps", "stub")]
+        import kornia
+        import kornia.geometry.transform as geometry
+        for old_name in ("get_rotation_matrix2d", "warp_affine"):   # Lucent calls them by their pre-0.6 names
+            if not hasattr(kornia, old_name):
+                setattr(kornia, old_name, getattr(geometry, old_name))
         from lucent.optvis import objectives, render
     print(f"1. steps/s at 224 px, channel objective, {steps} steps, 1 torch thread")
     print(f"   {'model / layer':<28}{'ours fourier':>14}{'ours pixels':>13}{'lucent':>10}{'fourier/lucent':>16}")
