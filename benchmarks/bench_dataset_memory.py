@@ -64,6 +64,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="16: resnet50's activations for a batch of 32 alone take ~1.2 GiB at their peak")
     args = parser.parse_args()
     import torch
 
@@ -97,14 +99,14 @@ def main() -> int:
             print(f"  {count:>6}/{total}  rss {rss_bytes() / GIB:.2f} GiB  {time.perf_counter() - started:7.0f} s",
                   flush=True)
 
-    index = build_index(folder, model, scratch / "index", layers=layers, batch_size=32, workers=args.workers,
+    index = build_index(folder, model, scratch / "index", layers=layers, batch_size=args.batch_size, workers=args.workers,
                         progress=progress)
     stop.set()
     sampler.join()
     seconds = time.perf_counter() - started
     on_disk = sum(p.stat().st_size for p in (scratch / "index").iterdir() if p.is_file())
     peak = max(rss for _, _, rss in samples) if samples else rss_bytes()
-    print(f"{args.model} (random weights), {len(layers)} layers, "
+    print(f"{args.model} (random weights), batch {args.batch_size}, {len(layers)} layers, "
           f"{sum(index.channels(name) for name in index.layers):,} channels; {len(index.rows):,} images in "
           f"{seconds:.0f} s ({len(index.rows) / seconds:.1f} images/s)")
     print(f"index on disk {on_disk / GIB:.2f} GiB; RSS before indexing {before / GIB:.2f} GiB, peak {peak / GIB:.2f} GiB "
