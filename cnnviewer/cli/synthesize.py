@@ -115,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
             stderr_progress(engine.step / total, f"step {engine.step}/{total}  objective {float(engine.objective()[0]):.4g}")
     finally:
         stderr_progress.done()
+        torch.set_num_threads(threads)
     record = make_record(recipe["method"], target_of(recipe), settings, model, digest, engine, recipe.get("image"))
     save(args.output, engine.pictures()[0], record)
-    torch.set_num_threads(threads)
     print(f"{args.output}: {record['objective']:.4g} after {engine.step} steps")
     return 0
