@@ -192,7 +192,7 @@ def scenario_gradients(window) -> None:
         before = panel.results
         panel.method.setCurrentText(method)
         panel._debounce.start()   # the same method again still recomputes
-        wait_until(lambda before=before, method=method: panel.results is not before
+        wait_until(lambda before=before, method=method: panel.results is not before and bool(panel.results)
                    and panel.results[0].method == method)
     settle(window)
 

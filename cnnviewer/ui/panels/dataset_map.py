@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QPainterPath, QPen, QPolygonF
 from PySide6.QtWidgets import QGraphicsPathItem, QWidget
 
@@ -16,6 +16,7 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
            (227, 119, 194), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120), (152, 223, 138)]
 OTHER = (110, 110, 110)
 MAX_THUMBNAILS = 400
+THUMBNAILS_PER_TURN = 40
 
 
 def colours_for(labels: np.ndarray) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
@@ -86,6 +87,10 @@ class MapView(pg.PlotWidget):
         self.rows = np.zeros(0, np.int64)
         self.points = np.zeros((0, 2), np.float32)
         self._thumbs: list[pg.ImageItem] = []
+        self._pending: list = []          # thumbnails still to be placed
+        self._side = 1.0
+        self._thumbnails_visible = True
+        self._group: pg.ItemGroup | None = None
         self.setToolTip("Scroll to zoom, drag to pan; Shift+drag a box or Ctrl+drag a lasso to select")
 
     def show_map(self, rows: np.ndarray, points: np.ndarray, colours: list[tuple[int, int, int]],
@@ -93,30 +98,44 @@ class MapView(pg.PlotWidget):
         """Draw the points; `thumbnails` (n, h, w, 3) of `thumbnail_rows` go on top of their points."""
         self.rows, self.points = np.asarray(rows), np.asarray(points, dtype=np.float32)
         self.scatter.setData(pos=self.points, brush=[pg.mkBrush(*c) for c in colours], data=list(range(len(rows))))
-        for item in self._thumbs:
-            self.removeItem(item)
+        if self._group is not None:      # one group: dropping 400 thumbnails is one call, not 400
+            self.view_box.removeItem(self._group)
+        self._group = pg.ItemGroup()
+        self._group.setZValue(1)          # over the points: hover and clicks still reach them
+        self._group.setVisible(self._thumbnails_visible)
+        self.view_box.addItem(self._group, ignoreBounds=True)
         self._thumbs = []
+        self._pending = []
         if thumbnails is not None and thumbnail_rows is not None and len(self.points):
             span = float(np.ptp(self.points, axis=0).max()) or 1.0
-            side = span / max(10.0, 1.6 * np.sqrt(len(thumbnail_rows)))
+            self._side = span / max(10.0, 1.6 * np.sqrt(len(thumbnail_rows)))
             where = {int(row): i for i, row in enumerate(self.rows)}
-            for row, picture in zip(thumbnail_rows, thumbnails):
-                i = where[int(row)]
-                framed = np.pad(picture, ((3, 3), (3, 3), (0, 0)), mode="constant")
-                framed[:3], framed[-3:], framed[:, :3], framed[:, -3:] = (colours[i],) * 4   # its label's colour
-                item = pg.ImageItem(np.ascontiguousarray(framed[::-1].transpose(1, 0, 2)))
-                x, y = self.points[i]
-                item.setRect(QRectF(float(x) - side / 2, float(y) - side / 2, side, side))
-                item.setAcceptHoverEvents(False)
-                item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
-                item.setZValue(1)            # over the points: hover and clicks still reach them
-                self.addItem(item)
-                self._thumbs.append(item)
+            self._pending = [(where[int(row)], picture, colours[where[int(row)]])
+                             for row, picture in zip(thumbnail_rows, thumbnails)]
         self.autoRange()
+        self._add_thumbnails()
+
+    def _add_thumbnails(self) -> None:
+        """A few thumbnails per turn of the event loop: 400 at once would hold the GUI thread ~180 ms."""
+        batch, self._pending = self._pending[:THUMBNAILS_PER_TURN], self._pending[THUMBNAILS_PER_TURN:]
+        side = self._side
+        for i, picture, colour in batch:
+            framed = np.pad(picture, ((3, 3), (3, 3), (0, 0)), mode="constant")
+            framed[:3], framed[-3:], framed[:, :3], framed[:, -3:] = (colour,) * 4   # its label's colour
+            item = pg.ImageItem(np.ascontiguousarray(framed[::-1].transpose(1, 0, 2)))
+            x, y = self.points[i]
+            item.setRect(QRectF(float(x) - side / 2, float(y) - side / 2, side, side))
+            item.setAcceptHoverEvents(False)
+            item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+            item.setParentItem(self._group)
+            self._thumbs.append(item)
+        if self._pending:
+            QTimer.singleShot(0, self._add_thumbnails)
 
     def set_thumbnails_visible(self, visible: bool) -> None:
-        for item in self._thumbs:
-            item.setVisible(visible)
+        self._thumbnails_visible = visible
+        if self._group is not None:
+            self._group.setVisible(visible)
 
     def clear_map(self) -> None:
         self.show_map(np.zeros(0, np.int64), np.zeros((0, 2)), [], None, None)
