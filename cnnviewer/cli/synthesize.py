@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cnnviewer.cli.common import Parser, UsageError, int_in, model_options
 
-METHODS = ("ascent", "fourier", "deepdream")
+METHODS = ("ascent", "fourier", "facets", "deepdream")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -31,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int_in(32, 1024), help="pixels (default: the model's input size)")
     parser.add_argument("--seed", type=int_in(0), default=0)
     parser.add_argument("--image", help="deepdream: the photo to start from")
+    parser.add_argument("--folder", help="facets: a folder of images (indexed first when needed)")
+    parser.add_argument("--facets", type=int_in(1, 10), default=4, help="facets: how many (k-means clusters)")
+    parser.add_argument("--top", type=int_in(2, 10000), default=150, help="facets: the unit's top images clustered")
     parser.add_argument("-o", "--output", required=True, help="PNG to write (and OUT.json beside it)")
     model_options(parser)
     return parser
@@ -49,10 +52,14 @@ def _recipe(args: argparse.Namespace) -> dict:
         raise UsageError("cnnviewer synthesize: --layer needs --channel (all of a layer is DeepDream's objective)")
     if args.method == "deepdream" and not args.image:
         raise UsageError("cnnviewer synthesize: deepdream needs --image")
+    if args.method == "facets" and not args.folder:
+        raise UsageError("cnnviewer synthesize: facets needs --folder (the images whose clusters are the facets)")
     return {"method": args.method, "target": {"class_index": args.target_class, "layer": args.layer,
                                               "channel": args.channel, "neuron": args.neuron},
             "preset": args.preset, "steps": args.steps, "size": args.size, "seed": args.seed,
             "image": str(Path(args.image).resolve()) if args.image else None,
+            "folder": str(Path(args.folder).resolve()) if args.folder else None, "facets": args.facets,
+            "top": args.top,
             "model": args.model, "weights": args.weights}
 
 
@@ -71,7 +78,7 @@ def _engine(recipe: dict, model):
     method, saved = recipe["method"], recipe.get("settings")
     if saved:
         settings = settings_of(method, saved)
-    elif method == "ascent":
+    elif method in ("ascent", "facets"):
         settings = preset(recipe.get("preset") or 3, size=recipe.get("size") or model.preprocess.crop_size,
                           seed=recipe["seed"])
     else:
@@ -80,11 +87,36 @@ def _engine(recipe: dict, model):
             settings = replace(settings, size=recipe.get("size") or model.preprocess.crop_size)
     if not saved and recipe.get("steps"):
         settings = replace(settings, steps=recipe["steps"])
+    if method == "facets":
+        return _facets(recipe, model, settings), settings
     image = None
     if method == "deepdream":
         from cnnviewer.engine.media.images import load_image
         image = load_image(recipe["image"]).pixels
     return make_engine(method, model, target_of(recipe), settings, image), settings
+
+
+def _facets(recipe: dict, model, settings):
+    """The folder's index (built first when needed), the unit's facets, all of them in one batch."""
+    from cnnviewer.cli.common import stderr_progress
+    from cnnviewer.engine.dataset.build import build_index
+    from cnnviewer.engine.dataset.index import default_directory
+    from cnnviewer.engine.dataset.progress import RateMeter
+    from cnnviewer.engine.synthesis.facets import facet_ascent, find_facets
+    from cnnviewer.engine.synthesis.recipe import target_of
+
+    meter = RateMeter()
+    try:
+        index = build_index(recipe["folder"], model, default_directory(recipe["folder"], model),
+                            progress=lambda done, total: stderr_progress(done / total, meter(done, total)))
+    finally:
+        stderr_progress.done()
+    target = target_of(recipe)
+    found = find_facets(index, model, target, facets=recipe.get("facets") or 4, top=recipe.get("top") or 150,
+                        seed=settings.seed)
+    for number, members in enumerate(found.members):
+        print(f"facet {number + 1}: {len(members)} images, e.g. {', '.join(index.path(r).name for r in members[:3])}")
+    return facet_ascent(model, target, found, settings)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
         stderr_progress.done()
         torch.set_num_threads(threads)
     record = make_record(recipe["method"], target_of(recipe), settings, model, digest, engine, recipe.get("image"))
-    save(args.output, engine.pictures()[0], record)
+    if recipe["method"] == "facets":
+        record.update(folder=recipe["folder"], facets=recipe.get("facets"), top=recipe.get("top"),
+                      objectives=[float(v) for v in engine.objective()])
+    import numpy as np
+    pictures = engine.pictures()
+    save(args.output, pictures[0] if len(pictures) == 1 else np.concatenate(list(pictures), axis=1), record)
     print(f"{args.output}: {record['objective']:.4g} after {engine.step} steps")
     return 0

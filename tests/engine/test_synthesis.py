@@ -140,3 +140,55 @@ def test_synthesize_command_writes_a_recipe_that_reproduces_the_image(tmp_path, 
     capsys.readouterr()
     assert main(["synthesize", "--layer", "features.3", "-o", str(tmp_path / "x.png")]) == 2   # no channel
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_facets_start_from_each_group_and_all_rise_together(model, tmp_path, monkeypatch, capsys):
+    """Two clearly different groups of photos (crops, flips, tints of two pictures) that both excite a
+    unit give two facets; each starts from its group's mean crop and ends above every real image."""
+    from PIL import Image
+
+    from cnnviewer.engine.dataset.build import build_index
+    from cnnviewer.engine.media.images import load_image
+    from cnnviewer.engine.runtime.inference import prepare_input
+    from cnnviewer.engine.synthesis.facets import facet_ascent, find_facets
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("astronaut", "coffee"):
+        photo = Image.fromarray(getattr(data, name)())
+        for i in range(6):
+            left, top = (int(v) for v in rng.integers(0, 60, 2))
+            crop = photo.crop((left, top, left + 400, top + 380))
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i % 2 else crop
+            tinted = np.clip(np.asarray(crop) * rng.uniform(0.85, 1.15, 3), 0, 255).astype(np.uint8)
+            Image.fromarray(tinted).save(folder / f"{name}_{i}.png")
+    index = build_index(folder, model, tmp_path / "index", layers=["features.18", "logits"], workers=0)
+    maxima = np.asarray(index.array("features.18", "max"))
+    groups = {name: [row for row, entry in index.rows.items() if entry["path"].startswith(name)]
+              for name in ("astronaut", "coffee")}
+    channel = int(np.argmax(np.minimum(maxima[groups["astronaut"]].mean(0), maxima[groups["coffee"]].mean(0))))
+    target = Target(layer="features.18", channel=channel)
+    found = find_facets(index, model, target, facets=2, top=12, nearest=6)
+    assert sorted(sorted(index.path(r).name.split("_")[0] for r in m) for m in found.members) == \
+        [["astronaut"] * 6, ["coffee"] * 6]                              # the clusters are the two groups
+    for facet, members in enumerate(found.members):
+        crops = [prepare_input(load_image(index.path(r)), model.preprocess, torch.device("cpu")).display
+                 for r in members]
+        expected = np.mean(np.stack(crops).astype(np.float32), axis=0) - np.array(model.preprocess.mean) * 255
+        np.testing.assert_allclose(found.starts[facet].permute(1, 2, 0).numpy(), expected, atol=1e-3)
+    ascent = facet_ascent(model, target, found, preset(3, steps=25))
+    ascent.run(25)
+    best_real = float(np.asarray(index.array("features.18", "mean"))[:, channel].max())
+    assert (ascent.objective() > best_real).all() and (ascent.objective() > 2 * ascent.history[0]).all()
+    alone = PixelAscent(model, target, preset(3, steps=25, size=224), start=found.starts[1:2])
+    alone.run(25)              # one facet alone: the same run, up to float sums split by the batch size
+    difference = np.abs(alone.pictures()[0].astype(int) - ascent.pictures()[1].astype(int))
+    assert difference.mean() < 0.5 and float(alone.objective()[0]) == pytest.approx(float(ascent.objective()[1]),
+                                                                                     rel=0.02)
+    from cnnviewer.cli import main
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = tmp_path / "facets.png"
+    assert main(["synthesize", "--method", "facets", "--folder", str(folder), "--layer", "features.18", "--channel",
+                 str(channel), "--facets", "2", "--top", "12", "--steps", "3", "-o", str(out)]) == 0
+    assert Image.open(out).size == (448, 224) and "facet 2: 6 images" in capsys.readouterr().out   # side by side

@@ -23,7 +23,7 @@ from cnnviewer.engine.synthesis.settings import (
     PixelSettings,
 )
 
-SETTINGS = {"ascent": PixelSettings, "fourier": FourierSettings, "deepdream": DreamSettings}
+SETTINGS = {"ascent": PixelSettings, "facets": PixelSettings, "fourier": FourierSettings, "deepdream": DreamSettings}
 
 
 def target_of(recipe: dict) -> Target:
