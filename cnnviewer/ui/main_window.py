@@ -65,6 +65,7 @@ class MainWindow(QMainWindow):
         self.compare = build_panel("compare", session, jobs, controller)
         self.dataset = build_panel("dataset", session, jobs, controller)
         self.synthesis = build_panel("synthesis", session, jobs, controller)
+        self.synthesis.dataset_index = lambda: self.dataset.index   # facets come from the Dataset panel's folder
         self.docks: dict[str, QDockWidget] = {}
         self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)

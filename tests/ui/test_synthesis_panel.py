@@ -47,7 +47,7 @@ def test_run_stop_continue_and_save_a_class_ascent(window, qtbot, tmp_path, monk
 def test_deepdream_from_the_current_input(window, qtbot):
     panel = window.synthesis
     window.docks["synthesis"].raise_()
-    panel.method.setCurrentIndex(2)                                     # DeepDream
+    panel.method.setCurrentIndex(panel.method.findData("deepdream"))
     window.session.select(layer="features.7")
     assert "all of features.7" in panel.target_label.text()
     editors = panel.form.editors["deepdream"]
@@ -58,3 +58,32 @@ def test_deepdream_from_the_current_input(window, qtbot):
     assert panel.history[-1] > panel.history[0]
     image = window.session.image.pixels
     assert panel.canvas.image().shape[:2] == image.shape[:2]
+
+
+def test_facets_from_the_dataset_panels_folder(window, qtbot, tmp_path, monkeypatch):
+    from skimage import data
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in ("astronaut", "coffee"):
+        photo = Image.fromarray(getattr(data, name)())
+        for i in range(4):
+            crop = photo.crop((10 * i, 5 * i, 10 * i + 400, 5 * i + 380))
+            (crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i % 2 else crop).save(folder / f"{name}_{i}.png")
+    panel = window.synthesis
+    panel.method.setCurrentIndex(panel.method.findData("facets"))
+    window.session.select(layer="features.17", channel=5)
+    panel.run_button.click()
+    assert "Dataset panel first" in panel.status.text()                 # no folder indexed yet
+    window.dataset.open_folder(folder)
+    qtbot.waitUntil(lambda: window.dataset.index is not None, timeout=60000)
+    window.docks["synthesis"].raise_()
+    panel.form.editors["facets"]["steps"].setValue(5)
+    for name, value in (("facets", 2), ("top", 8), ("nearest", 4)):
+        panel.form.extras[name].setValue(value)
+    panel.run_button.click()
+    qtbot.waitUntil(lambda: not panel.running and len(panel.history) == 5, timeout=60000)
+    assert panel.canvas.image().shape[:2] == (224, 448)                 # two facets side by side
+    assert panel.examples.isVisible() and panel.examples.count() == 8
+    captions = {panel.examples.item(i).toolTip().split("_")[0] for i in range(4)}
+    assert len(captions) == 1                                           # facet 1's examples: one group

@@ -31,6 +31,7 @@ from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.session import Session
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.panels.dataset_widgets import PictureGrid
 from cnnviewer.ui.panels.synthesis_settings import METHODS, SettingsForm
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
@@ -70,6 +71,11 @@ class SynthesisPanel(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.canvas = ImageCanvas(self)
+        self.examples = PictureGrid(64)        # facets: each cluster's most central images
+        self.examples.setToolTip("Each facet's cluster: the images nearest its centre (its start is their mean)")
+        self.examples.setMaximumHeight(110)
+        self.examples.setVisible(False)
+        self.dataset_index = lambda: None      # the main window points this at the Dataset panel's index
         self.plot = pg.PlotWidget(background=(30, 30, 34))
         self.plot.setLabel("left", "objective")
         self.plot.setLabel("bottom", "step")
@@ -88,8 +94,13 @@ class SynthesisPanel(QWidget):
         scroller.setFrameShape(QScrollArea.Shape.NoFrame)
         column.addWidget(scroller, 2)
         column.addWidget(self.plot, 1)
+        pictures = QWidget()
+        stack = QVBoxLayout(pictures)
+        stack.setContentsMargins(0, 0, 0, 0)
+        stack.addWidget(self.canvas, 1)
+        stack.addWidget(self.examples)
         split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(self.canvas)
+        split.addWidget(pictures)
         split.addWidget(side)
         split.setSizes([520, 360])
         layout = QVBoxLayout(self)
@@ -151,10 +162,23 @@ class SynthesisPanel(QWidget):
             return
         settings = self.form.settings(method, model.preprocess.crop_size)
         pixels = None if image is None else np.asarray(image.pixels)
+        index = self.dataset_index() if method == "facets" else None
+        if method == "facets" and index is None:
+            self.status.setText("Multi-faceted ascent clusters the unit's top images: index a folder in the "
+                                "Dataset panel first.")
+            return
+        extras = {name: spin.value() for name, spin in self.form.extras.items()}
 
         def start(_context):
+            if method == "facets":
+                from cnnviewer.engine.synthesis.facets import facet_ascent, find_facets
+                found = find_facets(index, model, target, facets=extras["facets"], top=extras["top"],
+                                    nearest=extras["nearest"], seed=settings.seed)
+                examples = [(facet, index.thumbnails(members[:4]), [index.path(r).name for r in members[:4]])
+                            for facet, members in enumerate(found.members)]
+                return facet_ascent(model, target, found, settings), examples
             from cnnviewer.engine.synthesis.recipe import make_engine
-            return make_engine(method, model, target, settings, pixels)
+            return make_engine(method, model, target, settings, pixels), []
 
         self._jobs.cancel("synthesis")
         self.engine, self.run_target, self.method_of_run, self.history = None, target, method, []
@@ -164,8 +188,13 @@ class SynthesisPanel(QWidget):
         self._show_buttons()
         self._jobs.submit("synthesis_start", start, on_done=self._started, on_error=self._failed)
 
-    def _started(self, engine) -> None:
-        self.engine = engine
+    def _started(self, result) -> None:
+        self.engine, examples = result
+        if examples is not None:
+            self.examples.show_pictures([(facet * 100 + i, thumb, f"facet {facet + 1}", name)
+                                         for facet, thumbs, names in examples
+                                         for i, (thumb, name) in enumerate(zip(thumbs, names))])
+            self.examples.setVisible(bool(examples))
         self._slice()
 
     def _continue(self) -> None:
@@ -181,7 +210,7 @@ class SynthesisPanel(QWidget):
             if optimizer is not None:
                 for group in optimizer.param_groups:
                     group["lr"] = new.lr
-            return engine
+            return engine, None
 
         self.running = True
         self._show_buttons()
@@ -196,7 +225,8 @@ class SynthesisPanel(QWidget):
             total = total_steps(engine)
             while engine.step < total and time.perf_counter() < deadline:
                 engine.run(1, context.cancel)
-            return engine.step, total, [float(h[0]) for h in engine.history], engine.pictures()[0]
+            pictures = engine.pictures()            # facets side by side, in their order
+            return engine.step, total, [float(h.min()) for h in engine.history], np.concatenate(list(pictures), axis=1)
 
         self._jobs.submit("synthesis", work, on_done=self._on_slice, on_error=self._failed)
 
@@ -258,11 +288,16 @@ class SynthesisPanel(QWidget):
         image = self._session.image
         source = image.source if method == "deepdream" and image is not None and Path(image.source).is_file() else None
 
+        index = self.dataset_index() if method == "facets" else None
+        extras = {name: spin.value() for name, spin in self.form.extras.items()}
+
         def work(_context):
             from cnnviewer.engine.dataset.index import weights_digest
             from cnnviewer.engine.synthesis.recipe import record, save
-            return str(save(path, engine.pictures()[0], record(method, target, engine.settings, model,
-                                                                weights_digest(model), engine, source)))
+            recipe = record(method, target, engine.settings, model, weights_digest(model), engine, source)
+            if index is not None:     # what `cnnviewer synthesize --from` needs to find the same facets
+                recipe.update(folder=str(index.folder), **extras, objectives=[float(v) for v in engine.objective()])
+            return str(save(path, np.concatenate(list(engine.pictures()), axis=1), recipe))
 
         self._jobs.submit("synthesis_save", work, on_done=lambda json_path: self.status.setText(
             f"Saved {path} and {json_path}"), on_error=self.status.setText)

@@ -17,8 +17,13 @@ from PySide6.QtWidgets import (
 
 from cnnviewer.engine.synthesis.settings import PRESETS, DreamSettings, FourierSettings
 
-METHODS = (("ascent", "Gradient ascent (pixels)"), ("fourier", "Gradient ascent (Fourier)"), ("deepdream", "DeepDream"))
-DEFAULTS = {"ascent": PRESETS[3], "fourier": FourierSettings(), "deepdream": DreamSettings()}
+METHODS = (("ascent", "Gradient ascent (pixels)"), ("fourier", "Gradient ascent (Fourier)"),
+           ("facets", "Multi-faceted (Dataset folder)"), ("deepdream", "DeepDream"))
+DEFAULTS = {"ascent": PRESETS[3], "facets": PRESETS[3], "fourier": FourierSettings(), "deepdream": DreamSettings()}
+EXTRAS = {"facets": (("facets", 4, 1, 10, "How many facets: k-means clusters of the unit's top images"),
+                     ("top", 150, 2, 10000, "How many of the unit's top images of the folder are clustered"),
+                     ("nearest", 15, 1, 1000, "Each facet starts from the mean of this many images nearest "
+                                              "its cluster's centre"))}
 TIPS = {
     "steps": "How many steps in all (DeepDream: per octave); Continue after raising it goes on",
     "lr": "Step size (pixels: applied to the gradient w.r.t. the network's input, as in the paper)",
@@ -56,6 +61,14 @@ class SettingsForm(QStackedWidget):
             if method == "ascent":
                 form.addRow("Preset", self.preset)
             self.editors[method] = {}
+            self.extras: dict[str, QSpinBox] = getattr(self, "extras", {})
+            for name, value, low, high, tip in EXTRAS.get(method, ()):
+                spin = QSpinBox()
+                spin.setRange(low, high)
+                spin.setValue(value)
+                spin.setToolTip(tip)
+                self.extras[name] = spin
+                form.addRow(name, spin)
             for field in fields(DEFAULTS[method]):
                 if field.name in SKIP:
                     continue
@@ -99,7 +112,7 @@ class SettingsForm(QStackedWidget):
 
     def settings(self, method: str, size: int):
         """The dataclass of `method` from the fields (the preset's learning-rate policy kept)."""
-        base = self._preset_values if method == "ascent" else DEFAULTS[method]
+        base = self._preset_values if method in ("ascent", "facets") else DEFAULTS[method]
         values = {}
         for name, editor in self.editors[method].items():
             values[name] = editor.isChecked() if isinstance(editor, QCheckBox) else editor.value()
