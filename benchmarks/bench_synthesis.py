@@ -12,6 +12,8 @@
    result judged by MobileNetV2 itself (top-1) and by the independent EfficientNet-Lite0 (offline
    weights; is the class in its top-5?). Same-network success proves little (fooling images):
    the regularized modes must do clearly better than unregularized ascent with Lite0.
+3. Facets: K = 4 facets ascended in one batch against 4 separate runs (preset 3, 224 px, the same
+   starts). Target: batch / separate <= 0.6.
 
     .venv/bin/python benchmarks/bench_synthesis.py [--classes 20] [--steps 200] [--lucent DIR]
 """
@@ -85,7 +87,11 @@ def bench_judge(classes: int, steps: int) -> None:
     from cnnviewer.engine.runtime.inference import prepare_input
     from cnnviewer.engine.synthesis.fourier import FourierAscent
     from cnnviewer.engine.synthesis.pixels import PixelAscent
-    from cnnviewer.engine.synthesis.settings import UNREGULARIZED, FourierSettings, preset
+    from cnnviewer.engine.synthesis.settings import (
+        UNREGULARIZED,
+        FourierSettings,
+        preset,
+    )
 
     model, judge = load_model("mobilenet_v2"), load_model("timm:tf_efficientnet_lite0")
     modes = {"pixels, unregularized": lambda t: PixelAscent(model, t, replace(UNREGULARIZED, steps=steps)),
@@ -115,13 +121,35 @@ def bench_judge(classes: int, steps: int) -> None:
               f"{np.mean(took):>8.1f}", flush=True)
 
 
+def bench_facets(steps: int, count: int = 4) -> None:
+    from cnnviewer.engine.attribution.target import Target
+    from cnnviewer.engine.models.loading import load_model
+    from cnnviewer.engine.synthesis.pixels import PixelAscent
+    from cnnviewer.engine.synthesis.settings import preset
+
+    model = load_model("mobilenet_v2")
+    target = Target(layer="features.14", channel=3)
+    starts = torch.randn((count, 3, 224, 224), generator=torch.Generator().manual_seed(0)) * 10.0
+    settings = preset(3, steps=steps)
+    timings = {}
+    for name, groups in (("one batch", [starts]), ("separate", [starts[i:i + 1] for i in range(count)])):
+        PixelAscent(model, target, settings, start=groups[0]).run(2)    # warm
+        started = time.perf_counter()
+        for group in groups:
+            PixelAscent(model, target, settings, start=group).run(steps)
+        timings[name] = time.perf_counter() - started
+    print(f"\n3. {count} facets, {steps} steps, mobilenet_v2 features.14: one batch {timings['one batch']:.1f} s, "
+          f"separate runs {timings['separate']:.1f} s, ratio {timings['one batch'] / timings['separate']:.2f} "
+          "(target <= 0.6)", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--steps", type=int, default=200, help="steps per class-ascent run")
     parser.add_argument("--speed-steps", type=int, default=40)
     parser.add_argument("--lucent", help="folder with Lucent (pkg/, deps/, stub/ as described above)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "judge"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "judge", "facets"])
     args = parser.parse_args()
     from cnnviewer.engine.runtime.memory import keep_freed_memory
     keep_freed_memory()
@@ -130,6 +158,8 @@ def main() -> int:
         bench_speed(args.speed_steps, args.lucent)
     if "judge" not in args.skip:
         bench_judge(min(args.classes, len(CLASSES)), args.steps)
+    if "facets" not in args.skip:
+        bench_facets(40)
     return 0
 
 

@@ -260,7 +260,8 @@ class SynthesisPanel(QWidget):
         self.status.setText(f"Stopped: {text}")
 
     def _forget(self) -> None:
-        self._jobs.cancel("synthesis")
+        if self.engine is not None or self.running:   # a run for the previous model: stop it
+            self._jobs.cancel("synthesis")
         self.engine, self.running, self.history = None, False, []
         self.canvas.clear()
         self.curve.setData([], [])
