@@ -120,7 +120,21 @@ def test_default_layers_are_the_top_level_blocks_and_the_logits():
     assert layers[:2] == ["features.0", "features.1"] and "features.18" in layers and layers[-1] == LOGITS
 
 
-def test_reindexing_reads_only_new_and_changed_files_and_equals_a_fresh_index(photo_folder, tmp_path):
+def count_reads(monkeypatch) -> list[str]:
+    """The names of the files the index decodes from now on (in-process decoding, workers=0)."""
+    import cnnviewer.engine.dataset.extract as extract_module
+    read: list[str] = []
+    original = extract_module._Images.__getitem__
+
+    def counting(self, index):
+        read.append(self.files[index].name)
+        return original(self, index)
+
+    monkeypatch.setattr(extract_module._Images, "__getitem__", counting)
+    return read
+
+
+def test_reindexing_reads_only_new_and_changed_files_and_equals_a_fresh_index(photo_folder, tmp_path, monkeypatch):
     import shutil
 
     folder = tmp_path / "photos"
@@ -131,19 +145,9 @@ def test_reindexing_reads_only_new_and_changed_files_and_equals_a_fresh_index(ph
     Image.fromarray(data.astronaut()[::2, ::2]).save(folder / "astronaut_small.png")       # added
     Image.fromarray(data.coffee()[:, ::-1]).save(folder / "coffee.jpg")                      # changed
     (folder / "more" / "rocket_crop.jpg").unlink()                                           # deleted
-    read: list[str] = []
-    import cnnviewer.engine.dataset.extract as extract_module
-    original = extract_module._Images.__getitem__
-
-    def counting(self, index):
-        read.append(self.files[index].name)
-        return original(self, index)
-
-    extract_module._Images.__getitem__ = counting
-    try:
-        updated = build_index(folder, model, tmp_path / "index", layers=layers, batch_size=4)
-    finally:
-        extract_module._Images.__getitem__ = original
+    read = count_reads(monkeypatch)
+    updated = build_index(folder, model, tmp_path / "index", layers=layers, batch_size=4)
+    monkeypatch.undo()
     assert sorted(read) == ["astronaut_small.png", "coffee.jpg"]                 # not the broken ones either
     assert updated.manifest["reused"] == 12 and len(updated.manifest["skipped"]) == 3   # 14 - deleted - changed
     fresh = build_index(folder, model, tmp_path / "fresh", layers=layers, batch_size=4)
@@ -229,12 +233,11 @@ def test_top_reports_patch_boxes_from_the_receptive_field(photo_folder, tmp_path
                                                              rel=0.02)
 
 
-def test_a_cancelled_build_resumes_where_it_stopped(photo_folder, tmp_path):
+def test_a_cancelled_build_resumes_where_it_stopped(photo_folder, tmp_path, monkeypatch):
     """Cancel after the first batches: the checkpoint keeps them, the next build reads only the rest
     and the result equals a fresh index, value for value."""
     import threading
 
-    import cnnviewer.engine.dataset.extract as extract_module
     from cnnviewer.engine.dataset.build import IndexBuild
     from cnnviewer.engine.errors import Cancelled
 
@@ -246,22 +249,13 @@ def test_a_cancelled_build_resumes_where_it_stopped(photo_folder, tmp_path):
         first.run(cancel=cancel, progress=lambda done, total: done >= 8 and cancel.set())
     assert (tmp_path / "index" / ".building" / "manifest.json").is_file()
     assert not (tmp_path / "index" / "manifest.json").exists()      # no half index is ever opened
-    read: list[str] = []
-    original = extract_module._Images.__getitem__
-
-    def counting(self, index):
-        read.append(self.files[index].name)
-        return original(self, index)
-
-    extract_module._Images.__getitem__ = counting
-    try:
-        second = IndexBuild(photo_folder, model, tmp_path / "index", layers=layers, batch_size=4)
-        assert second.done == 8 and not second.run(seconds=0.0)      # a slice: one batch, then back
-        while not second.run(seconds=0.0):
-            pass
-        resumed = second.finish()
-    finally:
-        extract_module._Images.__getitem__ = original
+    read = count_reads(monkeypatch)
+    second = IndexBuild(photo_folder, model, tmp_path / "index", layers=layers, batch_size=4)
+    assert second.done == 8 and not second.run(seconds=0.0)      # a slice: one batch, then back
+    while not second.run(seconds=0.0):
+        pass
+    resumed = second.finish()
+    monkeypatch.undo()
     assert sorted(read) == sorted(path.name for path in folder_images(photo_folder)[8:])   # only the rest
     fresh = build_index(photo_folder, model, tmp_path / "fresh", layers=layers, batch_size=4)
     for layer in layers:

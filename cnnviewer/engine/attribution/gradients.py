@@ -40,7 +40,7 @@ from cnnviewer.engine.types import LayerId
 
 
 @contextmanager
-def _gradient_ready(model: nn.Module) -> Iterator[None]:
+def gradient_ready(model: nn.Module) -> Iterator[None]:
     """Eval mode and frozen parameters inside; every flag restored afterwards."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
     with eval_mode(model):
@@ -78,7 +78,7 @@ def _score(model: nn.Module, inputs: Tensor, target: Target) -> Tensor:
 
 def input_gradient(model: nn.Module, inputs: Tensor, target: Target, rule=None) -> Tensor:
     """∂target/∂input for a (N, C, H, W) batch, optionally with a ReLU backward rule."""
-    with _gradient_ready(model):
+    with gradient_ready(model):
         x = inputs.detach().clone().requires_grad_(True)
         if rule is None:
             score = _score(model, x, target)
@@ -112,7 +112,7 @@ def grad_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, u
         captured["a"] = first_tensor(output)
 
     module = dict(model.named_modules())[layer]
-    with _gradient_ready(model), module.register_forward_hook(hook):
+    with gradient_ready(model), module.register_forward_hook(hook):
         x = inputs.detach().clone().requires_grad_(True)
         score = _score(model, x, target)
         activation = captured["a"]

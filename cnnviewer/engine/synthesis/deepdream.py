@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cnnviewer.engine.attribution.gradients import gradient_ready
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.models.handle import LoadedModel
-from cnnviewer.engine.synthesis.objective import ready, score
+from cnnviewer.engine.synthesis.objective import score
 from cnnviewer.engine.synthesis.settings import DreamSettings
 
 
@@ -57,7 +58,7 @@ class DeepDream:
         self.x = base + F.interpolate(detail, size=base.shape[-2:], mode="bilinear", align_corners=False)
 
     def run(self, steps: int, cancel: Event | None = None) -> None:
-        with ready(self.model.module):
+        with gradient_ready(self.model.module):
             for _ in range(steps):
                 if self.step >= self.total_steps:
                     return
@@ -91,6 +92,6 @@ class DeepDream:
 def activation_energy(model: LoadedModel, pixels: np.ndarray, layer: str) -> float:
     """‖a‖² / n of `layer` on an (H, W, 3) uint8 image (as DeepDream measures it), for checks."""
     dream = DeepDream(model, Target(layer=layer), DreamSettings(octaves=1), pixels)
-    with ready(model.module), torch.no_grad():
+    with gradient_ready(model.module), torch.no_grad():
         inputs: Tensor = (dream.x / dream.std).to(model.device, dtype=model.dtype)
         return float(score(model.module, inputs, Target(layer=layer))[0])

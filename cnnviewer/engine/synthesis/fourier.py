@@ -17,10 +17,11 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torch import Tensor
 
+from cnnviewer.engine.attribution.gradients import gradient_ready
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.models.handle import LoadedModel
-from cnnviewer.engine.synthesis.objective import ready, score
+from cnnviewer.engine.synthesis.objective import score
 from cnnviewer.engine.synthesis.settings import FourierSettings
 
 # Lucid's colour_correlation_svd_sqrt (ImageNet), normalised by its largest column norm.
@@ -80,7 +81,7 @@ class FourierAscent:
         return self._jitter(images, 4)
 
     def run(self, steps: int, cancel: Event | None = None) -> None:
-        with ready(self.model.module):
+        with gradient_ready(self.model.module):
             for _ in range(steps):
                 if self.step >= self.settings.steps:
                     return

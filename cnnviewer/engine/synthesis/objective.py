@@ -1,42 +1,21 @@
 """What synthesis maximises: a class score, a channel's mean, one neuron, or a layer's energy.
 
 The network runs only as far as the target needs: a hook on the target module keeps its output
-and stops the forward pass there (a class target runs to the logits). Inside `ready(model)` the
-model is in eval mode with its parameters frozen; every flag is put back afterwards, also when the
-caller stops half-way.
+and stops the forward pass there (a class target runs to the logits). The runs use the gradient
+views' own `gradient_ready(model)` (eval mode, parameters frozen, every flag put back, also on Stop).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import torch
 from torch import Tensor, nn
 
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import ViewError
-from cnnviewer.engine.runtime.modes import eval_mode
 from cnnviewer.engine.runtime.outputs import first_tensor
 
 
 class _Reached(Exception):
     """Raised by the target's hook: the rest of the network is not needed."""
-
-
-@contextmanager
-def ready(model: nn.Module) -> Iterator[None]:
-    """Eval mode, frozen parameters and gradients on inside; every flag restored afterwards."""
-    flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
-    with eval_mode(model):
-        for parameter, _ in flags:
-            parameter.requires_grad_(False)
-        try:
-            with torch.enable_grad():
-                yield
-        finally:
-            for parameter, flag in flags:
-                parameter.requires_grad_(flag)
 
 
 def activation(model: nn.Module, inputs: Tensor, layer: str | None) -> Tensor:

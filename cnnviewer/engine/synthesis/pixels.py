@@ -21,10 +21,11 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor
 
+from cnnviewer.engine.attribution.gradients import gradient_ready
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.models.handle import LoadedModel
-from cnnviewer.engine.synthesis.objective import ready, score
+from cnnviewer.engine.synthesis.objective import score
 from cnnviewer.engine.synthesis.settings import PixelSettings
 
 
@@ -81,7 +82,7 @@ class PixelAscent:
 
     def run(self, steps: int, cancel: Event | None = None) -> None:
         """`steps` more steps (fewer if the settings' total is reached); Stop takes effect within a step."""
-        with ready(self.model.module):
+        with gradient_ready(self.model.module):
             for _ in range(steps):
                 if self.step >= self.settings.steps:
                     return
