@@ -10,13 +10,15 @@ import sys
 from pathlib import Path
 
 from cnnviewer.cli.common import Parser, UsageError, int_in, model_options
+from cnnviewer.engine.synthesis.settings import STYLE_BACKBONES
 
-METHODS = ("ascent", "fourier", "facets", "deepdream")
+METHODS = ("ascent", "fourier", "facets", "deepdream", "style")
 
 
 def parser() -> argparse.ArgumentParser:
     parser = Parser(prog="cnnviewer synthesize", description="Synthesize an image that maximises a class, "
-                    "a channel or a neuron (gradient ascent), or amplify a layer in a photo (DeepDream).")
+                    "a channel or a neuron (gradient ascent), amplify a layer in a photo (DeepDream), or paint a photo "
+                    "in another's style (style transfer).")
     parser.add_argument("--from", dest="replay", help="a JSON written by an earlier run: make that image again")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--target-class", type=int_in(0), help="a class: its pre-softmax score")
@@ -34,6 +36,13 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--folder", help="facets: a folder of images (indexed first when needed)")
     parser.add_argument("--facets", type=int_in(1, 10), default=4, help="facets: how many (k-means clusters)")
     parser.add_argument("--top", type=int_in(2, 10000), default=150, help="facets: the unit's top images clustered")
+    parser.add_argument("--content", help="style: the photo whose content is kept")
+    parser.add_argument("--style", help="style: the image whose style (Gram matrices) is taken")
+    parser.add_argument("--backbone", choices=STYLE_BACKBONES, default="auto", help="style: whose features "
+                        "(auto: a VGG whose weights are on disk, else the current model)")
+    parser.add_argument("--content-layer", default="", help="style: default relu4_2 (VGG) or one the model's")
+    parser.add_argument("--style-layers", default="", help="style: comma-separated (default relu1_1,…,relu5_1)")
+    parser.add_argument("--optimizer", choices=("lbfgs", "adam"), default="lbfgs", help="style (default L-BFGS)")
     parser.add_argument("-o", "--output", required=True, help="PNG to write (and OUT.json beside it)")
     model_options(parser)
     return parser
@@ -46,6 +55,14 @@ def _recipe(args: argparse.Namespace) -> dict:
             return json.loads(Path(args.replay).read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise UsageError(f"cnnviewer synthesize: {args.replay}: not a readable recipe ({error.__class__.__name__})")
+    if args.method == "style":
+        if not (args.content and args.style):
+            raise UsageError("cnnviewer synthesize: style needs --content IMG and --style IMG")
+        return {"method": "style", "target": None, "steps": args.steps, "size": args.size, "seed": args.seed,
+                "image": str(Path(args.content).resolve()), "style_image": str(Path(args.style).resolve()),
+                "style": {"backbone": args.backbone, "content_layer": args.content_layer,
+                          "style_layers": args.style_layers, "optimizer": args.optimizer},
+                "model": args.model, "weights": args.weights}
     if args.target_class is None and args.layer is None:
         raise UsageError("cnnviewer synthesize: give --target-class N or --layer NAME (or --from a JSON)")
     if args.method != "deepdream" and args.layer is not None and args.channel is None:
@@ -82,18 +99,22 @@ def _engine(recipe: dict, model):
         settings = preset(recipe.get("preset") or 3, size=recipe.get("size") or model.preprocess.crop_size,
                           seed=recipe["seed"])
     else:
-        settings = SETTINGS[method](seed=recipe["seed"])
+        settings = SETTINGS[method](seed=recipe["seed"], **recipe.get("style", {}))
+        if method == "style" and recipe.get("size"):
+            settings = replace(settings, size=recipe["size"])
         if method == "fourier":
             settings = replace(settings, size=recipe.get("size") or model.preprocess.crop_size)
     if not saved and recipe.get("steps"):
         settings = replace(settings, steps=recipe["steps"])
     if method == "facets":
         return _facets(recipe, model, settings), settings
-    image = None
-    if method == "deepdream":
+    image = style = None
+    if method in ("deepdream", "style"):
         from cnnviewer.engine.media.images import load_image
         image = load_image(recipe["image"]).pixels
-    return make_engine(method, model, target_of(recipe), settings, image), settings
+        style = load_image(recipe["style_image"]).pixels if method == "style" else None
+    engine = make_engine(method, model, target_of(recipe), settings, image, style)
+    return engine, engine.settings
 
 
 def _facets(recipe: dict, model, settings):
@@ -148,12 +169,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         stderr_progress.done()
         torch.set_num_threads(threads)
-    record = make_record(recipe["method"], target_of(recipe), settings, model, digest, engine, recipe.get("image"))
+    record = make_record(recipe["method"], target_of(recipe), settings, model, digest, engine, recipe.get("image"),
+                         recipe.get("style_image"))
     if recipe["method"] == "facets":
         record.update(folder=recipe["folder"], facets=recipe.get("facets"), top=recipe.get("top"),
                       objectives=[float(v) for v in engine.objective()])
     import numpy as np
     pictures = engine.pictures()
     save(args.output, pictures[0] if len(pictures) == 1 else np.concatenate(list(pictures), axis=1), record)
-    print(f"{args.output}: {record['objective']:.4g} after {engine.step} steps")
+    what = "loss" if recipe["method"] == "style" else "objective"
+    print(f"{args.output}: {what} {record['objective']:.4g} after {engine.step} steps")
     return 0

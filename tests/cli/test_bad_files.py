@@ -57,6 +57,8 @@ IMAGE_COMMANDS = {
     "export receptive-field": ["export", "receptive-field", "{image}", "-o", "{out}/r.png", "--layer", "features.3"],
     "export gradients": ["export", "gradients", "{image}", "--method", "saliency", "-o", "{out}/g.png"],
     "detect": ["detect", "{image}"],
+    "synthesize style": ["synthesize", "--method", "style", "--content", "{image}", "--style", "{image}", "--steps",
+                         "1", "--size", "64", "-o", "{out}/s.png"],
 }
 WEIGHT_COMMANDS = {
     "predict": ["predict", "{photo}", "--weights", "{weights}"],
@@ -130,6 +132,10 @@ def test_bad_labels_are_refused(files, capsys, monkeypatch, command):
     ["export", "gradients", "{photo}", "--method", "grad-cam", "--layer", "no.such", "-o", "{out}/x.png"],
     ["summary", "--model", "not_a_model"],
     ["models", "--family", "nope"],
+    ["synthesize", "--method", "style", "--content", "{photo}", "--style", "{photo}", "--backbone", "model",
+     "--content-layer", "no.such", "--style-layers", "features.2", "--steps", "1", "-o", "{out}/x.png"],
+    ["synthesize", "--method", "style", "--content", "{photo}", "--style", "{photo}", "--backbone", "vgg19",
+     "--steps", "1", "-o", "{out}/x.png"],     # no VGG weights on disk: told where they go
 ])
 def test_bad_arguments_are_refused(files, capsys, monkeypatch, argv):
     monkeypatch.setenv("CNNVIEWER_OFFLINE", "1")

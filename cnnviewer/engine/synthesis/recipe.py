@@ -21,13 +21,17 @@ from cnnviewer.engine.synthesis.settings import (
     DreamSettings,
     FourierSettings,
     PixelSettings,
+    StyleSettings,
 )
 
-SETTINGS = {"ascent": PixelSettings, "facets": PixelSettings, "fourier": FourierSettings, "deepdream": DreamSettings}
+SETTINGS = {"ascent": PixelSettings, "facets": PixelSettings, "fourier": FourierSettings, "deepdream": DreamSettings,
+            "style": StyleSettings}
 
 
-def target_of(recipe: dict) -> Target:
-    wanted = recipe["target"]
+def target_of(recipe: dict) -> Target | None:
+    wanted = recipe.get("target")
+    if not wanted:
+        return None      # style transfer has no unit
     return Target(class_index=wanted.get("class_index"), layer=wanted.get("layer"), channel=wanted.get("channel"),
                   neuron=tuple(wanted["neuron"]) if wanted.get("neuron") else None)
 
@@ -37,8 +41,10 @@ def settings_of(method: str, values: dict):
     return kind(**{f.name: values[f.name] for f in fields(kind) if f.name in values})
 
 
-def make_engine(method: str, model: LoadedModel, target: Target, settings, image: np.ndarray | None = None):
-    """The synthesis run `method` describes (image: DeepDream's start, (H, W, 3) uint8)."""
+def make_engine(method: str, model: LoadedModel, target: Target | None, settings, image: np.ndarray | None = None,
+                style: np.ndarray | None = None):
+    """The synthesis run `method` describes (image: DeepDream's start or style transfer's content;
+    style: the style image; both (H, W, 3) uint8)."""
     from cnnviewer.engine.synthesis.deepdream import DeepDream
     from cnnviewer.engine.synthesis.fourier import FourierAscent
     from cnnviewer.engine.synthesis.pixels import PixelAscent
@@ -46,6 +52,11 @@ def make_engine(method: str, model: LoadedModel, target: Target, settings, image
         if image is None:
             raise ValueError("DeepDream starts from an image")
         return DeepDream(model, target, settings, image)
+    if method == "style":
+        if image is None or style is None:
+            raise ValueError("style transfer needs a content image and a style image")
+        from cnnviewer.engine.synthesis.style_transfer import style_transfer
+        return style_transfer(model, image, style, settings)
     if method == "fourier":
         return FourierAscent(model, target, settings)
     return PixelAscent(model, target, settings)
@@ -55,20 +66,29 @@ def total_steps(engine) -> int:
     return getattr(engine, "total_steps", None) or engine.settings.steps
 
 
-def record(method: str, target: Target, settings, model: LoadedModel, weights_sha256: str, engine,
-           image_path: str | None = None) -> dict:
-    """The JSON-ready recipe of a finished (or stopped) run."""
+def _digest(path: str | None) -> str | None:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+
+
+def record(method: str, target: Target | None, settings, model: LoadedModel, weights_sha256: str, engine,
+           image_path: str | None = None, style_path: str | None = None) -> dict:
+    """The JSON-ready recipe of a finished (or stopped) run (image: DeepDream's start or the content)."""
     from cnnviewer import __version__
     pixels = engine.pictures()[0]
-    return {"cnnviewer": __version__, "method": method,
-            "target": {"class_index": target.class_index, "layer": target.layer, "channel": target.channel,
-                       "neuron": list(target.neuron) if target.neuron else None},
-            "settings": asdict(settings), "seed": settings.seed, "steps_done": engine.step,
-            "torch_threads": torch.get_num_threads(),   # float sums split over threads: part of "the same CPU"
-            "model": model.name, "weights": model.weights_path, "weights_label": model.weights_label,
-            "weights_sha256": weights_sha256, "objective": float(engine.objective()[0]),
-            "image": image_path, "image_sha256": hashlib.sha256(Path(image_path).read_bytes()).hexdigest()
-            if image_path else None, "output_sha256": hashlib.sha256(pixels.tobytes()).hexdigest()}
+    recipe = {"cnnviewer": __version__, "method": method,
+              "target": None if target is None else {
+                  "class_index": target.class_index, "layer": target.layer, "channel": target.channel,
+                  "neuron": list(target.neuron) if target.neuron else None},
+              "settings": asdict(settings), "seed": settings.seed, "steps_done": engine.step,
+              "torch_threads": torch.get_num_threads(),   # float sums split over threads: part of "the same CPU"
+              "model": model.name, "weights": model.weights_path, "weights_label": model.weights_label,
+              "weights_sha256": weights_sha256, "objective": float(engine.objective()[0]),
+              "image": image_path, "image_sha256": _digest(image_path),
+              "output_sha256": hashlib.sha256(pixels.tobytes()).hexdigest()}
+    if method == "style":
+        recipe.update(style_image=style_path, style_image_sha256=_digest(style_path),
+                      losses=asdict(engine.measure()) if hasattr(engine, "measure") else None)
+    return recipe
 
 
 def save(path: str | Path, pixels: np.ndarray, recipe: dict) -> Path:

@@ -61,3 +61,34 @@ class DreamSettings:
     step_size: float = 1.5
     jitter: int = 32
     seed: int = 0
+
+
+# Gatys et al. 2016: content at relu4_2, style at the first ReLU of each of VGG's five blocks.
+PAPER_CONTENT_LAYER = "relu4_2"
+PAPER_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+VGG_BACKBONES = ("vgg19", "vgg16", "vgg13", "vgg11", "vgg19_bn", "vgg16_bn", "vgg13_bn", "vgg11_bn")
+STYLE_BACKBONES = ("auto",) + VGG_BACKBONES + ("model",)   # auto: the first VGG whose weights are present, else model
+
+
+@dataclass(frozen=True)
+class StyleSettings:
+    """Neural style transfer (Gatys et al. 2016): minimise α·L_content + β·L_style (+ TV) over the image.
+
+    Layers are VGG names (relu4_2) for a VGG backbone, module names (features.8) for the model's
+    own; empty means the paper's (VGG) or one per resolution level of the model (see style.py)."""
+
+    steps: int = 300
+    optimizer: str = "lbfgs"           # or "adam"
+    content_weight: float = 1.0        # α
+    style_weight: float = 0.0          # β; 0: the backbone's (VGG: 1e3, α/β = 1e-3 as most of the paper's
+                                       # figures; the model's own layers: 1e7, their activations are smaller)
+    tv_weight: float = 0.0             # total variation (squared neighbour differences), smooths noise
+    lbfgs_lr: float = 1.0
+    adam_lr: float = 0.02              # per step, the image in [0, 1]
+    size: int = 256                    # the content image's longer side, pixels (the style image's too)
+    init: str = "content"              # or "noise" (the paper's white noise)
+    backbone: str = "auto"
+    content_layer: str = ""
+    style_layers: str = ""             # comma-separated
+    average_pooling: bool = True       # VGG only: the paper's average instead of max pooling
+    seed: int = 0
