@@ -30,6 +30,14 @@ class DropFilter(QObject):
             return False
         if kind == QEvent.Type.Drop:
             window = self._window
+            slot = watched          # a widget that takes files itself (style transfer's pictures)
+            while slot is not None and not hasattr(slot, "drop_paths"):
+                slot = slot.parentWidget()
+            if slot is not None:
+                slot.drop_paths([url.toLocalFile() for url in mime.urls()])
+                event.setDropAction(Qt.DropAction.CopyAction)
+                event.accept()
+                return True
             on = {name: watched is panel or panel.isAncestorOf(watched) for name, panel in
                   (("live", window.live_detection), ("compare", window.compare), ("dataset", window.dataset))}
             window.open_paths([url.toLocalFile() for url in mime.urls()], **on)

@@ -87,3 +87,47 @@ def test_facets_from_the_dataset_panels_folder(window, qtbot, tmp_path, monkeypa
     assert panel.examples.isVisible() and panel.examples.count() == 8
     captions = {panel.examples.item(i).toolTip().split("_")[0] for i in range(4)}
     assert len(captions) == 1                                           # facet 1's examples: one group
+
+
+def test_style_transfer_with_pictures_dropped_on_the_panel(window, qtbot, tmp_path, monkeypatch):
+    from skimage import data
+
+    from tests.ui.conftest import drop_files
+    panel = window.synthesis
+    window.docks["synthesis"].raise_()
+    panel.method.setCurrentIndex(panel.method.findData("style"))
+    assert panel.style_images.isVisible() and "Style transfer" in panel.target_label.text()
+    panel.run_button.click()
+    assert "needs a style image" in panel.status.text() and panel.engine is None
+    style_file, broken = tmp_path / "retina.png", tmp_path / "broken.png"
+    Image.fromarray(data.retina()[::3, ::3]).save(style_file)
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    drop_files(panel.style_images.style.picture, [style_file])          # a drop on the Style box sets it
+    qtbot.waitUntil(lambda: panel.style_images.style.pixels is not None, timeout=20000)
+    assert panel.style_images.style.path == str(style_file) and window.session.image.source != str(style_file)
+    drop_files(panel.style_images.style, [broken])                       # a bad file: a message, the picture stays
+    qtbot.waitUntil(lambda: "Not used: broken.png" in panel.status.text(), timeout=20000)
+    assert panel.style_images.style.path == str(style_file)
+    editors = panel.form.editors["style"]
+    editors["steps"].setValue(8)
+    editors["size"].setValue(96)
+    panel.run_button.click()
+    qtbot.waitUntil(lambda: not panel.running and len(panel.history) == 8, timeout=60000)
+    assert panel.history[-1] < 0.5 * panel.history[0]                     # the loss falls
+    assert "Done: 8 steps, loss" in panel.status.text()
+    assert max(panel.canvas.image().shape[:2]) == 96
+    editors["steps"].setValue(12)                                        # Continue keeps the L-BFGS run going
+    panel.run_button.click()
+    qtbot.waitUntil(lambda: not panel.running and len(panel.history) == 12, timeout=60000)
+    out = tmp_path / "styled.png"
+    panel.save(str(out))
+    qtbot.waitUntil(lambda: out.with_suffix(".json").is_file(), timeout=30000)
+    recipe = json.loads(out.with_suffix(".json").read_text())
+    assert recipe["method"] == "style" and recipe["style_image"] == str(style_file)
+    assert recipe["settings"]["backbone"] == "model" and recipe["settings"]["style_weight"] == 1e7
+    assert recipe["image"] == str(out.with_suffix(".start.png"))   # the sample photo is no file: saved beside
+    from cnnviewer.cli import main
+    monkeypatch.setenv("CNNVIEWER_OFFLINE", "1")
+    again = tmp_path / "again.png"
+    assert main(["synthesize", "--from", str(out.with_suffix(".json")), "-o", str(again)]) == 0
+    assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(out)))

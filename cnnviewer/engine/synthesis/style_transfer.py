@@ -101,6 +101,8 @@ class StyleTransfer:
             return torch.optim.Adam([self.image], lr=self.settings.adam_lr)
         if self.settings.optimizer != "lbfgs":
             raise ViewError(f"unknown optimizer {self.settings.optimizer!r} (lbfgs or adam)")
+        # No line search: one evaluation per step, as Johnson's neural-style runs it (strong Wolfe took
+        # 4-5 evaluations per step here); a large TV weight can then overshoot, so it defaults to 0.
         return torch.optim.LBFGS([self.image], lr=self.settings.lbfgs_lr, max_iter=1, history_size=100)
 
     def retune(self, settings: StyleSettings) -> None:

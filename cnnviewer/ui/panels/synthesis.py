@@ -32,6 +32,7 @@ from cnnviewer.engine.session import Session
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.panels.dataset_widgets import PictureGrid
+from cnnviewer.ui.panels.synthesis_images import StyleImages
 from cnnviewer.ui.panels.synthesis_settings import METHODS, SettingsForm
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
@@ -46,6 +47,10 @@ class SynthesisPanel(QWidget):
         self._session, self._jobs, self._controller = session, jobs, controller
         self.engine = None            # the run in progress (job thread objects: touched only in jobs)
         self.run_target: Target | None = None
+        # The run's starting picture (DeepDream's image, style transfer's content) and its file, if
+        # it has one; the style image's file: Save records them so --from can make the image again.
+        self.start_picture: tuple[np.ndarray | None, str | None] = (None, None)
+        self.style_file: str | None = None
         self.method_of_run: str | None = None
         self.history: list[float] = []
         self.running = False
@@ -53,9 +58,13 @@ class SynthesisPanel(QWidget):
         for key, text in METHODS:
             self.method.addItem(text, key)
         self.method.setToolTip("Pixel space with the natural-image regularizers, Fourier space with transforms, "
-                               "or DeepDream from the current input")
+                               "multi-faceted from an indexed folder, DeepDream from the current input, or "
+                               "style transfer of the current input")
         self.form = SettingsForm()
-        self.method.currentIndexChanged.connect(lambda _i: self.form.show_method(self.method.currentData()))
+        self.style_images = StyleImages(jobs)       # style transfer's content and style pictures
+        self.style_images.content.failed.connect(self._not_an_image)
+        self.style_images.style.failed.connect(self._not_an_image)
+        self.method.currentIndexChanged.connect(lambda _i: self._on_method())
         self.target_label = QLabel("")
         self.target_label.setWordWrap(True)
         self.run_button = QPushButton("Run")
@@ -97,6 +106,7 @@ class SynthesisPanel(QWidget):
         pictures = QWidget()
         stack = QVBoxLayout(pictures)
         stack.setContentsMargins(0, 0, 0, 0)
+        stack.addWidget(self.style_images)
         stack.addWidget(self.canvas, 1)
         stack.addWidget(self.examples)
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -112,9 +122,20 @@ class SynthesisPanel(QWidget):
         layout.addWidget(split, 1)
         session.selection_changed.connect(lambda _s: self._show_target())
         session.model_changed.connect(lambda _m: self._forget())
-        self.form.show_method(self.method.currentData())
+        session.image_changed.connect(lambda image: self.style_images.content.show_fallback(
+            None if image is None else np.asarray(image.pixels), f"current input: {image.name}" if image else ""))
+        self._on_method()
         self._show_buttons()
+
+    def _on_method(self) -> None:
+        method = self.method.currentData()
+        self.form.show_method(method)
+        self.style_images.setVisible(method == "style")
+        self.plot.setLabel("left", "loss" if method == "style" else "objective")
         self._show_target()
+
+    def _not_an_image(self, text: str) -> None:
+        self.status.setText(f"Not used: {text}. The previous picture stays.")
 
     # ---------------------------------------------------------------- target
     def target(self) -> Target | None:
@@ -139,6 +160,10 @@ class SynthesisPanel(QWidget):
         return target.describe()
 
     def _show_target(self) -> None:
+        if self.method.currentData() == "style":
+            self.target_label.setText("Style transfer: the content picture (the current input unless another is "
+                                      "dropped) painted with the style picture's textures")
+            return
         target = self.target()
         self.target_label.setText("Target: select a channel of the layer (or choose DeepDream for the whole layer)"
                                   if target is None else f"Target: <b>{self._describe(target)}</b>")
@@ -151,9 +176,28 @@ class SynthesisPanel(QWidget):
         else:
             self.restart()
 
+    def _style_inputs(self) -> tuple[np.ndarray, np.ndarray, str | None, str | None] | None:
+        """Content and style pixels and their files (None, with a message, if one is missing)."""
+        content, style, image = self.style_images.content, self.style_images.style, self._session.image
+        if style.pixels is None:
+            self.status.setText("Style transfer needs a style image: drop one on the Style box, or Choose….")
+            return None
+        if content.pixels is None and image is None:
+            self.status.setText("Style transfer needs a content image: open an image, or drop one on Content.")
+            return None
+        if content.pixels is not None:
+            return content.pixels, style.pixels, content.path, style.path
+        source = image.source if Path(image.source).is_file() else None
+        return np.asarray(image.pixels), style.pixels, source, style.path
+
     def restart(self) -> None:
         model, target, method = self._session.model, self.target(), self.method.currentData()
-        if model is None or target is None:
+        style_inputs = self._style_inputs() if method == "style" and model is not None else None
+        if method == "style":
+            if style_inputs is None:
+                return
+            target = None
+        elif model is None or target is None:
             self.status.setText("Choose a model and a target first.")
             return
         image = self._session.image
@@ -178,12 +222,20 @@ class SynthesisPanel(QWidget):
                             for facet, members in enumerate(found.members)]
                 return facet_ascent(model, target, found, settings), examples
             from cnnviewer.engine.synthesis.recipe import make_engine
+            if method == "style":
+                return make_engine(method, model, None, settings, style_inputs[0], style_inputs[1]), []
             return make_engine(method, model, target, settings, pixels), []
 
         self._jobs.cancel("synthesis")
         self.engine, self.run_target, self.method_of_run, self.history = None, target, method, []
+        if style_inputs:
+            self.start_picture, self.style_file = (style_inputs[0], style_inputs[2]), style_inputs[3]
+        else:
+            source = image.source if image is not None and Path(image.source).is_file() else None
+            self.start_picture, self.style_file = (pixels, source), None
         self.curve.setData([], [])
-        self.status.setText(f"Starting {self.method.currentText().lower()} of {self._describe(target)}…")
+        self.status.setText(f"Starting {self.method.currentText().lower()}" +
+                            (f" of {self._describe(target)}…" if target is not None else "…"))
         self.running = True
         self._show_buttons()
         self._jobs.submit("synthesis_start", start, on_done=self._started, on_error=self._failed)
@@ -205,6 +257,9 @@ class SynthesisPanel(QWidget):
         new = replace(settings, **keep, seed=engine.settings.seed)
 
         def update(_context):
+            if hasattr(engine, "retune"):      # style transfer: keeps its layers, rebuilds its optimizer if asked
+                engine.retune(new)
+                return engine, None
             engine.settings = new
             optimizer = getattr(engine, "optimizer", None)
             if optimizer is not None:
@@ -237,14 +292,15 @@ class SynthesisPanel(QWidget):
         self.curve.setData(np.arange(1, len(history) + 1), np.array(history))
         self.progress.setValue(int(1000 * step / max(total, 1)))
         value = history[-1] if history else float("nan")
-        self.status.setText(f"Step {step}/{total}: objective {value:.4g}")
+        what = "loss" if self.method_of_run == "style" else "objective"
+        self.status.setText(f"Step {step}/{total}: {what} {value:.4g}")
         if step < total and self.running:
             self._slice()
         else:
             self.running = False
             self._show_buttons()
             if step >= total:
-                self.status.setText(f"Done: {step} steps, objective {value:.4g}. Change settings and Continue "
+                self.status.setText(f"Done: {step} steps, {what} {value:.4g}. Change settings and Continue "
                                     "(more steps), or Restart.")
 
     def stop(self) -> None:
@@ -286,8 +342,8 @@ class SynthesisPanel(QWidget):
     def save(self, path: str) -> None:
         """The PNG and its recipe (JSON beside it)."""
         engine, model, target, method = self.engine, self._session.model, self.run_target, self.method_of_run
-        image = self._session.image
-        source = image.source if method == "deepdream" and image is not None and Path(image.source).is_file() else None
+        start, source = self.start_picture if method in ("deepdream", "style") else (None, None)
+        style_path = self.style_file
 
         index = self.dataset_index() if method == "facets" else None
         extras = {name: spin.value() for name, spin in self.form.extras.items()}
@@ -295,7 +351,12 @@ class SynthesisPanel(QWidget):
         def work(_context):
             from cnnviewer.engine.dataset.index import weights_digest
             from cnnviewer.engine.synthesis.recipe import record, save
-            recipe = record(method, target, engine.settings, model, weights_digest(model), engine, source)
+            nonlocal source
+            if start is not None and source is None:    # a sample or camera frame: kept beside the result
+                from PIL import Image
+                source = str(Path(path).with_suffix(".start.png"))
+                Image.fromarray(np.ascontiguousarray(start[..., :3])).save(source)
+            recipe = record(method, target, engine.settings, model, weights_digest(model), engine, source, style_path)
             if index is not None:     # what `cnnviewer synthesize --from` needs to find the same facets
                 recipe.update(folder=str(index.folder), **extras, objectives=[float(v) for v in engine.objective()])
             return str(save(path, np.concatenate(list(engine.pictures()), axis=1), recipe))

@@ -10,16 +10,25 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QLineEdit,
     QSpinBox,
     QStackedWidget,
     QWidget,
 )
 
-from cnnviewer.engine.synthesis.settings import PRESETS, DreamSettings, FourierSettings
+from cnnviewer.engine.synthesis.settings import (
+    PRESETS,
+    STYLE_BACKBONES,
+    DreamSettings,
+    FourierSettings,
+    StyleSettings,
+)
 
 METHODS = (("ascent", "Gradient ascent (pixels)"), ("fourier", "Gradient ascent (Fourier)"),
-           ("facets", "Multi-faceted (Dataset folder)"), ("deepdream", "DeepDream"))
-DEFAULTS = {"ascent": PRESETS[3], "facets": PRESETS[3], "fourier": FourierSettings(), "deepdream": DreamSettings()}
+           ("facets", "Multi-faceted (Dataset folder)"), ("deepdream", "DeepDream"), ("style", "Style transfer"))
+DEFAULTS = {"ascent": PRESETS[3], "facets": PRESETS[3], "fourier": FourierSettings(), "deepdream": DreamSettings(),
+            "style": StyleSettings()}
+CHOICES = {"optimizer": ("lbfgs", "adam"), "init": ("content", "noise"), "backbone": STYLE_BACKBONES}
 EXTRAS = {"facets": (("facets", 4, 1, 10, "How many facets: k-means clusters of the unit's top images"),
                      ("top", 150, 2, 10000, "How many of the unit's top images of the folder are clustered"),
                      ("nearest", 15, 1, 1000, "Each facet starts from the mean of this many images nearest "
@@ -36,6 +45,18 @@ TIPS = {
     "transforms": "Pad, jitter, scale and rotate at random each step (Lucid's standard transforms)",
     "octaves": "How many scales, smallest first", "octave_scale": "Size ratio between octaves",
     "step_size": "Step, divided by the mean |gradient|",
+    "optimizer": "L-BFGS (the paper's; one function evaluation per step) or Adam",
+    "content_weight": "α: weight of the content loss ½Σ(F(x) − F(content))²",
+    "style_weight": "β: weight of the style loss (Gram matrices); auto: 1e3 for VGG (α/β = 1e-3 as the paper), "
+                    "1e7 for the model's own layers",
+    "tv_weight": "Total variation: smooths pixel noise (0: off)", "lbfgs_lr": "L-BFGS step length",
+    "adam_lr": "Adam step (the image is in 0…1)",
+    "init": "Start from the content image, or from white noise (the paper's)",
+    "backbone": "Whose features: auto takes a VGG whose ImageNet weights are on disk, else the current model",
+    "content_layer": "Layer whose maps are kept (empty: relu4_2 for VGG, else chosen from the model)",
+    "style_layers": "Comma-separated layers whose Gram matrices are matched (empty: relu1_1…relu5_1 for VGG, "
+                    "else the first activation at each resolution)",
+    "average_pooling": "VGG: average instead of max pooling, as the paper (the model itself is not changed)",
 }
 SKIP = {"lr_policy", "max_lr", "desired_progress", "spectrum_sd", "decay_power"}
 
@@ -82,6 +103,15 @@ class SettingsForm(QStackedWidget):
 
     @staticmethod
     def _editor(name: str, value) -> QWidget:
+        if name in CHOICES:
+            combo = QComboBox()
+            combo.addItems(list(CHOICES[name]))
+            combo.setCurrentText(value)
+            return combo
+        if isinstance(value, str):
+            line = QLineEdit(value)
+            line.setPlaceholderText("automatic")
+            return line
         if isinstance(value, bool):
             box = QCheckBox()
             box.setChecked(value)
@@ -93,7 +123,9 @@ class SettingsForm(QStackedWidget):
             return spin
         spin = QDoubleSpinBox()
         spin.setDecimals(5 if name == "decay" else 3)
-        spin.setRange(0.0, 1e9)
+        spin.setRange(0.0, 1e12)
+        if name == "style_weight":
+            spin.setSpecialValueText("auto")
         spin.setSingleStep(0.0001 if name == "decay" else 0.1)
         spin.setValue(value)
         return spin
@@ -104,6 +136,10 @@ class SettingsForm(QStackedWidget):
             value = getattr(values, name)
             if isinstance(editor, QCheckBox):
                 editor.setChecked(bool(value))
+            elif isinstance(editor, QComboBox):
+                editor.setCurrentText(value)
+            elif isinstance(editor, QLineEdit):
+                editor.setText(value)
             else:
                 editor.setValue(value)
 
@@ -115,8 +151,18 @@ class SettingsForm(QStackedWidget):
         base = self._preset_values if method in ("ascent", "facets") else DEFAULTS[method]
         values = {}
         for name, editor in self.editors[method].items():
-            values[name] = editor.isChecked() if isinstance(editor, QCheckBox) else editor.value()
+            values[name] = _value(editor)
         if "size" in values and not values["size"]:
             values["size"] = size
         return replace(base, **values)
 
+
+
+def _value(editor: QWidget):
+    if isinstance(editor, QCheckBox):
+        return editor.isChecked()
+    if isinstance(editor, QComboBox):
+        return editor.currentText()
+    if isinstance(editor, QLineEdit):
+        return editor.text().strip()
+    return editor.value()
