@@ -17,10 +17,12 @@ a 0.15 s settle that waits for the other panels' follow-up jobs):
   arch      the architecture panel's first view: graph, layout and scene built anew;
   dataset   index a folder of 120 photos in the Dataset panel (slices on the job thread, decoding in a
             worker process), a channel's top images and patches, then the folder's t-SNE map;
-  synthesis 60 steps of class ascent (preset 3) in the Synthesis panel, the image redrawn every 0.2 s.
+  synthesis 60 steps of class ascent (preset 3) in the Synthesis panel, the image redrawn every 0.2 s;
+  facets    4 facets of a channel from the dataset scenario's folder (found, then 20 steps in one batch);
+  style     40 L-BFGS steps of style transfer at 256 px (chelsea in the style of a PNG of skimage's retina).
 Target: every stall < 50 ms.
 
-    .venv/bin/python benchmarks/bench_stalls.py [--repeat 2] [--blame]
+    .venv/bin/python benchmarks/bench_stalls.py [--repeat 2] [--blame] [--only dataset facets style]
 """
 
 from __future__ import annotations
@@ -233,6 +235,30 @@ def scenario_synthesis(window) -> None:
     wait_until(lambda: not panel.running and len(panel.history) == 60 and idle(window), hold_s=0.15)
 
 
+def scenario_facets(window) -> None:
+    panel = window.synthesis
+    window.docks["synthesis"].raise_()
+    panel.method.setCurrentIndex(panel.method.findData("facets"))
+    window.session.select(layer="features.17", channel=5)
+    panel.form.editors["facets"]["steps"].setValue(20)
+    panel.restart()
+    wait_until(lambda: not panel.running and len(panel.history) == 20 and idle(window), hold_s=0.15)
+    panel.method.setCurrentIndex(panel.method.findData("ascent"))
+
+
+def scenario_style(window, style_file: Path) -> None:
+    panel = window.synthesis
+    window.docks["synthesis"].raise_()
+    panel.method.setCurrentIndex(panel.method.findData("style"))
+    if panel.style_images.style.path != str(style_file):
+        panel.style_images.style.load(style_file)
+        wait_until(lambda: panel.style_images.style.pixels is not None)
+    panel.form.editors["style"]["steps"].setValue(40)
+    panel.restart()
+    wait_until(lambda: not panel.running and len(panel.history) == 40 and idle(window), hold_s=0.15)
+    panel.method.setCurrentIndex(panel.method.findData("ascent"))
+
+
 def measure(name: str, run: Callable[[], None], meter: StallMeter, blame: Blame | None) -> float:
     """Run one scenario under the meter; print its stall figures. Returns the worst stall (ms)."""
     meter.start()
@@ -258,6 +284,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2, help="runs of each scenario")
     parser.add_argument("--blame", action="store_true", help="print what the other threads ran during stalls")
+    parser.add_argument("--only", nargs="*", help="these scenarios only (facets needs dataset before it)")
     args = parser.parse_args()
     from PIL import Image
     from skimage import data
@@ -279,8 +306,9 @@ def main() -> int:
         crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if i % 2 else crop
         tinted = np.clip(np.asarray(crop.resize((500, 375))) * rng.uniform(0.8, 1.2, 3), 0, 255).astype(np.uint8)
         Image.fromarray(tinted).save(photos / f"{i:03d}.jpg", quality=90)
-    for path, picture in zip([*files, folder / "1.png", folder / "2.png"],
-                             (data.coffee(), data.chelsea(), data.astronaut(), data.coffee())):
+    style_file = scratch / "retina.png"
+    for path, picture in zip([*files, folder / "1.png", folder / "2.png", style_file],
+                             (data.coffee(), data.chelsea(), data.astronaut(), data.coffee(), data.retina()[::2, ::2])):
         Image.fromarray(picture).save(path)
     launch = argparse.Namespace(model="mobilenet_v2", weights=None, labels=None, trust=False, device="cpu",
                                 precision="fp32", image=None)
@@ -295,7 +323,10 @@ def main() -> int:
     scenarios = [("models", lambda: scenario_models(window)), ("image", lambda: scenario_image(window, files)),
                  ("live", lambda: scenario_live(window, folder)), ("gradients", lambda: scenario_gradients(window)),
                  ("arch", lambda: scenario_arch(window)), ("dataset", lambda: scenario_dataset(window, photos)),
-                 ("synthesis", lambda: scenario_synthesis(window))]
+                 ("synthesis", lambda: scenario_synthesis(window)), ("facets", lambda: scenario_facets(window)),
+                 ("style", lambda: scenario_style(window, style_file))]
+    if args.only:
+        scenarios = [(name, run) for name, run in scenarios if name in args.only]
     print(f"GUI timer every {INTERVAL_MS} ms, 1 torch thread, {args.repeat} run(s) each; stalls in ms")
     print(f"{'scenario':<12}{'max':>9}{'p99':>9}{'gui cpu@max':>14}{'took s':>9}")
     worst: dict[str, float] = {}
