@@ -87,6 +87,8 @@ def test_facets_from_the_dataset_panels_folder(window, qtbot, tmp_path, monkeypa
     assert panel.examples.isVisible() and panel.examples.count() == 8
     captions = {panel.examples.item(i).toolTip().split("_")[0] for i in range(4)}
     assert len(captions) == 1                                           # facet 1's examples: one group
+    assert "facets left to right: " in panel.status.text() and len(panel.facet_values) == 2
+    assert min(panel.facet_values) == panel.history[-1]                 # each facet's activation reached
 
 
 def test_style_transfer_with_pictures_dropped_on_the_panel(window, qtbot, tmp_path, monkeypatch):

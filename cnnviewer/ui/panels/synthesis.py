@@ -51,6 +51,7 @@ class SynthesisPanel(QWidget):
         # it has one; the style image's file: Save records them so --from can make the image again.
         self.start_picture: tuple[np.ndarray | None, str | None] = (None, None)
         self.style_file: str | None = None
+        self.facet_values: list[float] = []     # each facet's objective, as the last slice left it
         self.method_of_run: str | None = None
         self.history: list[float] = []
         self.running = False
@@ -228,6 +229,7 @@ class SynthesisPanel(QWidget):
 
         self._jobs.cancel("synthesis")
         self.engine, self.run_target, self.method_of_run, self.history = None, target, method, []
+        self.facet_values = []
         if style_inputs:
             self.start_picture, self.style_file = (style_inputs[0], style_inputs[2]), style_inputs[3]
         else:
@@ -281,27 +283,36 @@ class SynthesisPanel(QWidget):
             while engine.step < total and time.perf_counter() < deadline:
                 engine.run(1, context.cancel)
             pictures = engine.pictures()            # facets side by side, in their order
-            return engine.step, total, [float(h.min()) for h in engine.history], np.concatenate(list(pictures), axis=1)
+            return (engine.step, total, [float(h.min()) for h in engine.history],
+                    np.concatenate(list(pictures), axis=1), [float(v) for v in engine.objective()])
 
         self._jobs.submit("synthesis", work, on_done=self._on_slice, on_error=self._failed)
 
     def _on_slice(self, result) -> None:
-        step, total, history, picture = result
+        step, total, history, picture, reached = result
         self.history = history
         self.canvas.show_image(picture, keep_view=True)
         self.curve.setData(np.arange(1, len(history) + 1), np.array(history))
         self.progress.setValue(int(1000 * step / max(total, 1)))
         value = history[-1] if history else float("nan")
         what = "loss" if self.method_of_run == "style" else "objective"
-        self.status.setText(f"Step {step}/{total}: {what} {value:.4g}")
+        if len(reached) > 1:       # facets, left to right: each one's activation reached
+            what, value = "lowest objective", min(reached)
+            self.facet_values = reached
+        self.status.setText(f"Step {step}/{total}: {what} {value:.4g}" + self._facet_text())
         if step < total and self.running:
             self._slice()
         else:
             self.running = False
             self._show_buttons()
             if step >= total:
-                self.status.setText(f"Done: {step} steps, {what} {value:.4g}. Change settings and Continue "
-                                    "(more steps), or Restart.")
+                self.status.setText(f"Done: {step} steps, {what} {value:.4g}{self._facet_text()}. Change "
+                                    "settings and Continue (more steps), or Restart.")
+
+    def _facet_text(self) -> str:
+        if self.method_of_run != "facets" or not self.facet_values:
+            return ""
+        return " (facets left to right: " + ", ".join(f"{v:.3g}" for v in self.facet_values) + ")"
 
     def stop(self) -> None:
         """Stop within a step; the image so far stays, and Continue goes on from it."""
