@@ -25,7 +25,7 @@ from cnnviewer.engine.attribution.gradients import gradient_ready
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.models.handle import LoadedModel
-from cnnviewer.engine.synthesis.objective import score
+from cnnviewer.engine.synthesis.objective import fast_layout, score, synthesis_view
 from cnnviewer.engine.synthesis.settings import PixelSettings
 
 
@@ -62,6 +62,7 @@ class PixelAscent:
         self.best = self.x.clone()
         self.best_value = torch.full((self.x.shape[0],), -float("inf"))
         self._pending: Tensor | None = None
+        self._network: tuple | None = None      # synthesis_view(model), made on the first run
 
     def _model_input(self, x: Tensor) -> Tensor:
         """Mean-subtracted 0..255 pixels -> the model's normalised input: x / (255 · std)."""
@@ -73,7 +74,8 @@ class PixelAscent:
         if shift:
             dy, dx = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=self.generator))
         moved = torch.roll(x, (dy, dx), (2, 3)).requires_grad_(True)
-        values = score(self.model.module, self._model_input(moved), self.target)
+        network, layer = self._network
+        values = score(network, fast_layout(self._model_input(moved)), self.target, layer)
         (grad,) = torch.autograd.grad(values.sum(), moved)
         # ∂f/∂(the network's input), applied in pixel units: what Caffe's ∂f/∂data is, since Caffe nets
         # read mean-subtracted pixels directly; so the paper's learning rates mean the same here.
@@ -83,6 +85,8 @@ class PixelAscent:
     def run(self, steps: int, cancel: Event | None = None) -> None:
         """`steps` more steps (fewer if the settings' total is reached); Stop takes effect within a step."""
         with gradient_ready(self.model.module):
+            if self._network is None:
+                self._network = synthesis_view(self.model.module, self.target.layer, self.model_input())
             for _ in range(steps):
                 if self.step >= self.settings.steps:
                     return
