@@ -14,7 +14,8 @@
    weights; is the class in its top-5?). Same-network success proves little (fooling images):
    the regularized modes must do clearly better than unregularized ascent with Lite0.
 3. Facets: K = 4 facets ascended in one batch against 4 separate runs (preset 3, 224 px, the same
-   starts). Target: batch / separate <= 0.6.
+   starts). Target: batch / separate <= 0.6. Also the batch on every core, against the same
+   separate runs on one thread.
 
     .venv/bin/python benchmarks/bench_synthesis.py [--classes 20] [--steps 200] [--lucent DIR]
 """
@@ -148,9 +149,23 @@ def bench_facets(steps: int, count: int = 4) -> None:
         for group in groups:
             PixelAscent(model, target, settings, start=group).run(steps)
         timings[name] = time.perf_counter() - started
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)     # what a batch could gain on one thread's job: the other cores
+    try:
+        PixelAscent(model, target, settings, start=starts).run(2)
+        started = time.perf_counter()
+        PixelAscent(model, target, settings, start=starts).run(steps)
+        timings["all cores"] = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(1)
     print(f"\n3. {count} facets, {steps} steps, mobilenet_v2 features.14: one batch {timings['one batch']:.1f} s, "
           f"separate runs {timings['separate']:.1f} s, ratio {timings['one batch'] / timings['separate']:.2f} "
-          "(target <= 0.6)", flush=True)
+          f"(target <= 0.6); the batch on {threads} threads {timings['all cores']:.1f} s, "
+          f"{timings['all cores'] / timings['separate']:.2f} of the separate runs on one", flush=True)
+    # On one thread a batch cannot gain: a 224 px image already gives the 1x1 convolutions' GEMMs
+    # 12544 rows (their time grows 4.2-4.5x for 4 images), and the elementwise passes and depthwise
+    # convolutions' backward, memory-bound, grow 7-8x once the batch's activations (19 MB a tensor
+    # at 112 px) leave the cache.
 
 
 def main() -> int:
