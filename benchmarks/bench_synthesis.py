@@ -3,7 +3,8 @@
 1. Steps/s of a channel objective at 224 px (mobilenet_v2 features.10 channel 7, resnet18 layer3
    channel 7; random weights are enough for speed), one torch thread as the app's job thread:
    our Fourier ascent (the same parameterization and transforms as Lucent's default render_vis)
-   and our pixel ascent (preset 3), against Lucent's `render_vis` side by side in this run.
+   and our pixel ascent (preset 3), against Lucent's `render_vis` side by side in this run, at a
+   224 px image as ours (and at its default 128 px, which earlier figures compared against).
    Target: ours >= 2x Lucent. Lucent is not a dependency: point --lucent at a folder holding it
    (installed with --no-deps, plus kornia, decorator, tqdm and a stub IPython; it pins an old
    kornia, which it does not need for these calls), else that column is skipped.
@@ -13,7 +14,8 @@
    weights; is the class in its top-5?). Same-network success proves little (fooling images):
    the regularized modes must do clearly better than unregularized ascent with Lite0.
 3. Facets: K = 4 facets ascended in one batch against 4 separate runs (preset 3, 224 px, the same
-   starts). Target: batch / separate <= 0.6.
+   starts). Target: batch / separate <= 0.6. Also the batch on every core, against the same
+   separate runs on one thread.
 
     .venv/bin/python benchmarks/bench_synthesis.py [--classes 20] [--steps 200] [--lucent DIR]
 """
@@ -36,14 +38,14 @@ CLASSES = (1, 9, 22, 76, 99, 130, 144, 207, 291, 309, 323, 340, 388, 409, 417, 4
            609, 651, 717, 779, 817, 852, 907, 933, 947, 980)   # goldfish ... volcano: birds, animals, objects
 
 
-def bench_speed(steps: int, lucent_dir: str | None) -> None:
+def bench_speed(steps: int, lucent_dir: str | None, warm: int = 10) -> None:
     from cnnviewer.engine.attribution.target import Target
     from cnnviewer.engine.models.loading import load_model
     from cnnviewer.engine.synthesis.fourier import FourierAscent
     from cnnviewer.engine.synthesis.pixels import PixelAscent
     from cnnviewer.engine.synthesis.settings import FourierSettings, preset
 
-    render = objectives = None
+    render = objectives = param = None
     if lucent_dir:
         sys.path[:0] = [str(Path(lucent_dir) / part) for part in ("pkg", "deps", "stub")]
         import kornia
@@ -51,31 +53,40 @@ def bench_speed(steps: int, lucent_dir: str | None) -> None:
         for old_name in ("get_rotation_matrix2d", "warp_affine"):   # Lucent calls them by their pre-0.6 names
             if not hasattr(kornia, old_name):
                 setattr(kornia, old_name, getattr(geometry, old_name))
-        from lucent.optvis import objectives, render
-    print(f"1. steps/s at 224 px, channel objective, {steps} steps, 1 torch thread")
-    print(f"   {'model / layer':<28}{'ours fourier':>14}{'ours pixels':>13}{'lucent':>10}{'fourier/lucent':>16}")
+        from lucent.optvis import objectives, param, render
+    # Every run warms `warm` steps first (the transforms' random scales make about a dozen input sizes,
+    # each first met building its oneDNN kernels), then is timed for `steps`. Lucent's render_vis
+    # parameterizes 128 px unless told (then upsamples the transformed image to 224 for the model);
+    # "lucent 224" gives it a 224 px image as ours is, the equal comparison (its jitter translates
+    # rather than crops, so its model sees ~254 px, ours ~236).
+    print(f"1. steps/s, channel objective, {steps} steps after {warm} warm-up, 1 torch thread")
+    print(f"   {'model / layer':<26}{'ours fourier':>13}{'ours pixels':>12}{'lucent 224':>11}{'lucent 128':>11}"
+          f"{'fourier/lucent224':>18}{'fourier/lucent128':>18}")
     for name, layer, lucent_layer in (("mobilenet_v2", "features.10", "features_10"), ("resnet18", "layer3", "layer3")):
         model = load_model(name)
         target = Target(layer=layer, channel=7)
         rates = []
-        for engine in (FourierAscent(model, target, FourierSettings(steps=steps)),
-                       PixelAscent(model, target, preset(3, steps=steps))):
-            engine.run(2)
+        for engine in (FourierAscent(model, target, FourierSettings(steps=warm + steps)),
+                       PixelAscent(model, target, preset(3, steps=warm + steps))):
+            engine.run(warm)
             started = time.perf_counter()
-            engine.run(steps - 2)
-            rates.append((steps - 2) / (time.perf_counter() - started))
-        lucent_rate = float("nan")
-        if render is not None:
-            module = model.module
-            render.render_vis(module, objectives.channel(lucent_layer, 7), thresholds=(2,), show_image=False,
-                              progress=False)
+            engine.run(steps)
+            rates.append(steps / (time.perf_counter() - started))
+        lucent = {}
+        for size in (224, 128):
+            lucent[size] = float("nan")
+            if render is None:
+                continue
+            module, image = model.module, (lambda size=size: param.image(size))
+            render.render_vis(module, objectives.channel(lucent_layer, 7), param_f=image, thresholds=(warm,),
+                              show_image=False, progress=False)
             started = time.perf_counter()
-            render.render_vis(module, objectives.channel(lucent_layer, 7), thresholds=(steps,), show_image=False,
-                              progress=False)
-            lucent_rate = steps / (time.perf_counter() - started)
+            render.render_vis(module, objectives.channel(lucent_layer, 7), param_f=image, thresholds=(steps,),
+                              show_image=False, progress=False)
+            lucent[size] = steps / (time.perf_counter() - started)
             module.eval()
-        print(f"   {name + ' ' + layer:<28}{rates[0]:>14.1f}{rates[1]:>13.1f}{lucent_rate:>10.1f}"
-              f"{rates[0] / lucent_rate:>16.2f}", flush=True)
+        print(f"   {name + ' ' + layer:<26}{rates[0]:>13.1f}{rates[1]:>12.1f}{lucent[224]:>11.1f}{lucent[128]:>11.1f}"
+              f"{rates[0] / lucent[224]:>18.2f}{rates[0] / lucent[128]:>18.2f}", flush=True)
 
 
 def bench_judge(classes: int, steps: int) -> None:
@@ -138,16 +149,30 @@ def bench_facets(steps: int, count: int = 4) -> None:
         for group in groups:
             PixelAscent(model, target, settings, start=group).run(steps)
         timings[name] = time.perf_counter() - started
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)     # what a batch could gain on one thread's job: the other cores
+    try:
+        PixelAscent(model, target, settings, start=starts).run(2)
+        started = time.perf_counter()
+        PixelAscent(model, target, settings, start=starts).run(steps)
+        timings["all cores"] = time.perf_counter() - started
+    finally:
+        torch.set_num_threads(1)
     print(f"\n3. {count} facets, {steps} steps, mobilenet_v2 features.14: one batch {timings['one batch']:.1f} s, "
           f"separate runs {timings['separate']:.1f} s, ratio {timings['one batch'] / timings['separate']:.2f} "
-          "(target <= 0.6)", flush=True)
+          f"(target <= 0.6); the batch on {threads} threads {timings['all cores']:.1f} s, "
+          f"{timings['all cores'] / timings['separate']:.2f} of the separate runs on one", flush=True)
+    # On one thread a batch cannot gain: a 224 px image already gives the 1x1 convolutions' GEMMs
+    # 12544 rows (their time grows 4.2-4.5x for 4 images), and the elementwise passes and depthwise
+    # convolutions' backward, memory-bound, grow 7-8x once the batch's activations (19 MB a tensor
+    # at 112 px) leave the cache.
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=20)
     parser.add_argument("--steps", type=int, default=200, help="steps per class-ascent run")
-    parser.add_argument("--speed-steps", type=int, default=40)
+    parser.add_argument("--speed-steps", type=int, default=60)
     parser.add_argument("--lucent", help="folder with Lucent (pkg/, deps/, stub/ as described above)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "judge", "facets"])
     args = parser.parse_args()

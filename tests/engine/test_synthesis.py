@@ -21,7 +21,11 @@ from cnnviewer.engine.synthesis.deepdream import (
     activation_energy,
 )
 from cnnviewer.engine.synthesis.fourier import FourierAscent, FourierSettings
-from cnnviewer.engine.synthesis.pixels import PixelAscent
+from cnnviewer.engine.synthesis.pixels import (
+    PixelAscent,
+    total_variation,
+    total_variation_gradient,
+)
 from cnnviewer.engine.synthesis.settings import PixelSettings, preset
 
 
@@ -70,6 +74,20 @@ def test_each_regularizer_moves_the_image_its_way(model):
     assert zero.float().mean() >= 0.45                                             # the weakest half of the pixels
     benefit = after(PixelSettings(**{**base.__dict__, "small_benefit_percentile": 90.0}))
     assert (benefit.norm(dim=1) == 0).float().mean() >= 0.85                       # all but the top 10 %
+
+
+def test_total_variation_smooths_the_image_and_its_gradient_is_exact(model):
+    x = torch.randn(2, 3, 9, 7, dtype=torch.float64, requires_grad=True)
+    (expected,) = torch.autograd.grad(total_variation(x).sum(), x)
+    torch.testing.assert_close(total_variation_gradient(x.detach()), expected)       # the closed form
+    target = Target(layer="features.10", channel=7)
+    base = PixelSettings(steps=9, lr=100.0, size=128)
+    plain, smooth = (PixelAscent(model, target, PixelSettings(**{**base.__dict__, "tv_weight": weight}))
+                     for weight in (0.0, 3e-4))
+    plain.run(9)
+    smooth.run(9)
+    assert float(total_variation(smooth.x)[0]) < 0.25 * float(total_variation(plain.x)[0])
+    assert smooth.history[-1][0] > 0.5 * plain.history[-1][0]                        # still ascends
 
 
 def test_deepdream_raises_the_layers_energy(model):

@@ -21,7 +21,7 @@ from cnnviewer.engine.attribution.gradients import gradient_ready
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.models.handle import LoadedModel
-from cnnviewer.engine.synthesis.objective import score
+from cnnviewer.engine.synthesis.objective import fast_layout, score, synthesis_view
 from cnnviewer.engine.synthesis.settings import FourierSettings
 
 # Lucid's colour_correlation_svd_sqrt (ImageNet), normalised by its largest column norm.
@@ -53,6 +53,7 @@ class FourierAscent:
         self.std = torch.tensor(model.preprocess.std).reshape(1, 3, 1, 1)
         self.step = 0
         self.history: list[np.ndarray] = []
+        self._network: tuple | None = None      # synthesis_view(model), made on the first run
 
     def images(self) -> Tensor:
         """(B, 3, H, W) in [0, 1], differentiable in the spectrum."""
@@ -82,6 +83,11 @@ class FourierAscent:
 
     def run(self, steps: int, cancel: Event | None = None) -> None:
         with gradient_ready(self.model.module):
+            if self._network is None:
+                with torch.no_grad():
+                    probe = self._model_input(self.images())
+                self._network = synthesis_view(self.model.module, self.target.layer, probe)
+            network, layer = self._network
             for _ in range(steps):
                 if self.step >= self.settings.steps:
                     return
@@ -89,8 +95,8 @@ class FourierAscent:
                     raise Cancelled()
                 self.optimizer.zero_grad()
                 seen = self._transform(self.images())
-                values = score(self.model.module, ((seen - self.mean) / self.std).to(
-                    self.model.device, dtype=self.model.dtype), self.target)
+                inputs = fast_layout(self._model_input(seen))
+                values = score(network, inputs, self.target, layer)
                 (-values.sum()).backward()
                 self.optimizer.step()
                 self.history.append(values.detach().float().cpu().numpy())
@@ -103,6 +109,9 @@ class FourierAscent:
         with torch.no_grad():
             return (self.images() * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
+    def _model_input(self, images: Tensor) -> Tensor:
+        return ((images - self.mean) / self.std).to(self.model.device, dtype=self.model.dtype)
+
     def model_input(self) -> Tensor:
         with torch.no_grad():
-            return ((self.images() - self.mean) / self.std).to(self.model.device, dtype=self.model.dtype)
+            return self._model_input(self.images())

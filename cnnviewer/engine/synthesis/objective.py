@@ -3,11 +3,28 @@
 The network runs only as far as the target needs: a hook on the target module keeps its output
 and stops the forward pass there (a class target runs to the logits). The runs use the gradient
 views' own `gradient_ready(model)` (eval mode, parameters frozen, every flag put back, also on Stop).
+
+Speed (benchmarks/bench_synthesis.py; MobileNetV2's CPU step is memory-bound, each elementwise pass
+over an activation and its gradient costing about what a convolution does): `synthesis_view` is the
+model as the runs evaluate it, the same function with fewer passes. Each BatchNorm that directly
+follows a convolution (inside an nn.Sequential, or in torchvision's ResNets) is folded into
+a copy of that convolution, as inference engines do (equal up to float rounding: activations agree
+to about 1e-6 of their range; an ascent's images then drift apart as under any change of float sums);
+in-place Hardtanh/ReLU6 run out of place, which spares autograd the copy of their input that their
+backward would otherwise keep. The original model is not touched. On the CPU the input also goes in
+channels-last, its convolutions' weights too (else each call copies its weight so). Fourier ascent,
+1 thread, 224 px: MobileNetV2 to features.10 21.9 -> 35.4 steps/s, ResNet-18 to layer3 12.8 -> 16.8.
 """
 
 from __future__ import annotations
 
+import copy
+from collections import OrderedDict
+from itertools import pairwise
+
+import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import ViewError
@@ -18,20 +35,119 @@ class _Reached(Exception):
     """Raised by the target's hook: the rest of the network is not needed."""
 
 
-def activation(model: nn.Module, inputs: Tensor, layer: str | None) -> Tensor:
-    """The output of `layer` (None: the logits) for `inputs`, the forward stopped right after it."""
+def layer_module(model: nn.Module, layer: str) -> nn.Module:
+    """The module named `layer`; the engines look it up once per run, not once per step."""
+    module = dict(model.named_modules()).get(layer)
+    if module is None:
+        raise ViewError(f"the model has no layer {layer!r}")
+    return module
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or getattr(module, "_backward_pre_hooks", None))
+
+
+def _pairs(container: nn.Module) -> list[tuple[str, str]]:
+    """Names (conv, batch norm) of the pairs whose norm reads the conv's output and nothing else does."""
+    names = [name for name, child in container._modules.items() if child is not None]
+    if isinstance(container, nn.Sequential) and type(container).forward is nn.Sequential.forward:
+        return list(pairwise(names))
+    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+    if type(container) is ResNet:
+        return [("conv1", "bn1")]
+    if type(container) is BasicBlock:
+        return [("conv1", "bn1"), ("conv2", "bn2")]
+    if type(container) is Bottleneck:
+        return [("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")]
+    return []
+
+
+def _foldable(conv: nn.Module | None, norm: nn.Module | None) -> bool:
+    return (type(conv) is nn.Conv2d and type(norm) is nn.BatchNorm2d and norm.running_mean is not None
+            and conv.weight.dtype in (torch.float32, torch.float64) and not conv.training and not norm.training
+            and not _has_hooks(conv) and not _has_hooks(norm) and norm.num_features == conv.out_channels)
+
+
+def _fast_conv(conv: nn.Conv2d, copied: bool) -> nn.Conv2d:
+    """`conv` with its weight channels-last, as its input is: else every call copies the weight so."""
+    if not copied:
+        conv = copy.copy(conv)
+        conv._parameters = OrderedDict(conv._parameters)
+    conv.weight = nn.Parameter(conv.weight.detach().contiguous(memory_format=torch.channels_last), requires_grad=False)
+    return conv
+
+
+def _view(module: nn.Module, name: str, keep: str | None) -> nn.Module:
+    children = {child_name: child for child_name, child in module._modules.items() if child is not None}
+    changed = {}
+    for child_name, child in children.items():
+        full = f"{name}.{child_name}" if name else child_name
+        new = _view(child, full, keep)
+        if isinstance(new, nn.Hardtanh) and new.inplace and not _has_hooks(new):
+            new = copy.copy(new)
+            new.inplace = False
+        if new is not child:
+            changed[child_name] = new
+    for conv_name, norm_name in _pairs(module):
+        conv, norm = changed.get(conv_name, children.get(conv_name)), children.get(norm_name)
+        if _foldable(conv, norm) and keep != (f"{name}.{conv_name}" if name else conv_name):
+            changed[conv_name], changed[norm_name] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+    for child_name, child in children.items():
+        conv = changed.get(child_name, child)
+        if type(conv) is nn.Conv2d and conv.weight.device.type == "cpu" and not _has_hooks(conv):
+            changed[child_name] = _fast_conv(conv, copied=child_name in changed)
+    if not changed:
+        return module
+    clone = copy.copy(module)
+    clone._modules = OrderedDict(module._modules)
+    clone._modules.update(changed)
+    return clone
+
+
+def synthesis_view(model: nn.Module, layer: str | None, probe: Tensor) -> tuple[nn.Module, nn.Module | None]:
+    """(root, the target layer's module in it): `model` with its BatchNorms folded (see above).
+
+    Call inside `gradient_ready` (eval mode: a norm is folded with its running statistics) and keep
+    the result for the run. Unchanged modules are shared, not copied; the target layer itself is
+    never folded. The view must give the model's own target activation for `probe` (an input):
+    a model whose code reads a folded norm's output some other way, or relies on an in-place
+    activation overwriting its input, fails that check and runs as it is."""
+    with torch.no_grad():
+        root = _view(model, "", layer)
+        if root is not model:
+            try:
+                expected = activation(model, probe, layer).float()
+                got = activation(root, fast_layout(probe), layer, layer_module(root, layer) if layer else None).float()
+                same = got.shape == expected.shape and bool(
+                    (got - expected).abs().max() <= 1e-3 * expected.abs().max() + 1e-6)
+            except Exception:   # noqa: BLE001 - any failure of the view: run the model as it is
+                same = False
+            root = root if same else model
+    return root, layer_module(root, layer) if layer is not None else None
+
+
+def fast_layout(inputs: Tensor) -> Tensor:
+    """`inputs` in the memory layout the convolutions run fastest in (channels-last on the CPU)."""
+    if inputs.device.type == "cpu" and inputs.dim() == 4:
+        return inputs.contiguous(memory_format=torch.channels_last)
+    return inputs
+
+
+def activation(model: nn.Module, inputs: Tensor, layer: str | None, module: nn.Module | None = None) -> Tensor:
+    """The output of `layer` (None: the logits) for `inputs`, the forward stopped right after it.
+
+    `module`: the layer's module when the caller has already looked it up."""
     if layer is None:
         return first_tensor(model(inputs))
-    modules = dict(model.named_modules())
-    if layer not in modules:
-        raise ViewError(f"the model has no layer {layer!r}")
+    module = module if module is not None else layer_module(model, layer)
     captured: list[Tensor] = []
 
     def hook(_module, _inputs, output):
         captured.append(first_tensor(output))
         raise _Reached()
 
-    handle = modules[layer].register_forward_hook(hook)
+    handle = module.register_forward_hook(hook)
     try:
         model(inputs)
     except _Reached:
@@ -43,14 +159,15 @@ def activation(model: nn.Module, inputs: Tensor, layer: str | None) -> Tensor:
     return captured[0]
 
 
-def score(model: nn.Module, inputs: Tensor, target: Target) -> Tensor:
+def score(model: nn.Module, inputs: Tensor, target: Target, module: nn.Module | None = None) -> Tensor:
     """The objective f(x), one value per batch item.
 
     class: its pre-softmax score; channel: the mean of its map (a vector layer: its value); neuron:
-    a(y, x, c); a layer with no channel (DeepDream): the mean of its squared activations."""
+    a(y, x, c); a layer with no channel (DeepDream): the mean of its squared activations.
+    `module`: the target layer's module, when already looked up."""
     if target.layer is None:
         return activation(model, inputs, None).reshape(inputs.shape[0], -1)[:, target.class_index]
-    out = activation(model, inputs, target.layer)
+    out = activation(model, inputs, target.layer, module)
     if target.channel is None:
         return out.float().pow(2).flatten(1).mean(dim=1)
     if out.dim() == 2:

@@ -21,6 +21,7 @@ class PixelSettings:
     small_norm_percentile: float = 0.0
     small_benefit_percentile: float = 0.0
     jitter: int = 0
+    tv_weight: float = 0.0             # total-variation smoothing (Nguyen et al. 2016): see pixels.py
     size: int = 224
     seed: int = 0
 
