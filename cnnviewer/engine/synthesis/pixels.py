@@ -138,8 +138,11 @@ class PixelAscent:
         s = self.settings
         direction = grad - s.tv_weight * total_variation_gradient(self.x) if s.tv_weight else grad
         if s.lr_policy == "progress":
-            norms = direction.flatten(1).pow(2).sum(dim=1).clamp_min(1e-20)
-            lr = torch.clamp(s.desired_progress / norms, max=s.max_lr).reshape(-1, 1, 1, 1)
+            # optimize_image.py: the lr that would raise f by desired_progress were f linear. The step is
+            # lr·g in pixels with g = ∂f/∂u = S·∂f/∂x (u = x / S, the model's input), so the predicted
+            # rise is lr·Σ g·∂f/∂x = lr·Σ g²/S (dividing by Σ g² alone fell short by S ≈ 58: no progress).
+            rise = (direction * grad / self.std).flatten(1).sum(dim=1).clamp_min(1e-20)
+            lr = torch.clamp(s.desired_progress / rise, max=s.max_lr).reshape(-1, 1, 1, 1)
         else:
             lr = s.lr
         x = self.x + lr * direction

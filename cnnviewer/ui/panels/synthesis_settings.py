@@ -49,7 +49,8 @@ TIPS = {
     "content_weight": "α: weight of the content loss ½Σ(F(x) − F(content))²",
     "style_weight": "β: weight of the style loss (Gram matrices); auto: 1e3 for VGG (α/β = 1e-3 as the paper), "
                     "1e7 for the model's own layers",
-    "tv_weight": "Total variation: smooths pixel noise (0: off)", "lbfgs_lr": "L-BFGS step length",
+    "tv_weight": "Total variation (sum of squared neighbour differences): smooths pixel noise; 0: off. Pixel "
+                 "ascent: stable below 1/(16·lr), e.g. 6e-4 at lr 100", "lbfgs_lr": "L-BFGS step length",
     "adam_lr": "Adam step (the image is in 0…1)",
     "init": "Start from the content image, or from white noise (the paper's)",
     "backbone": "Whose features: auto takes a VGG whose ImageNet weights are on disk, else the current model",
@@ -122,11 +123,11 @@ class SettingsForm(QStackedWidget):
             spin.setValue(value)
             return spin
         spin = QDoubleSpinBox()
-        spin.setDecimals(5 if name == "decay" else 3)
+        spin.setDecimals({"decay": 5, "tv_weight": 6}.get(name, 3))
         spin.setRange(0.0, 1e12)
         if name == "style_weight":
             spin.setSpecialValueText("auto")
-        spin.setSingleStep(0.0001 if name == "decay" else 0.1)
+        spin.setSingleStep({"decay": 0.0001, "tv_weight": 0.0001}.get(name, 0.1))
         spin.setValue(value)
         return spin
 
