@@ -157,25 +157,26 @@ def run(args: argparse.Namespace) -> int:
     digest = weights_digest(model)
     if recipe.get("weights_sha256") and recipe["weights_sha256"] != digest:
         print("cnnviewer: warning: these weights differ from the recipe's; the image will differ", file=sys.stderr)
+    import numpy as np
     import torch
-    engine, settings = _engine(recipe, model)
-    total = total_steps(engine)
     threads = torch.get_num_threads()
-    torch.set_num_threads(int(recipe.get("torch_threads") or threads))   # as the recipe's run: the same sums
+    # As the recipe's run, from the first sum on (style targets, facets): float sums split by thread.
+    torch.set_num_threads(int(recipe.get("torch_threads") or threads))
     try:
+        engine, settings = _engine(recipe, model)
+        total = total_steps(engine)
         while engine.step < total:
             engine.run(min(10, total - engine.step))
             stderr_progress(engine.step / total, f"step {engine.step}/{total}  objective {float(engine.objective()[0]):.4g}")
+        record = make_record(recipe["method"], target_of(recipe), settings, model, digest, engine, recipe.get("image"),
+                             recipe.get("style_image"))
+        pictures = engine.pictures()
     finally:
         stderr_progress.done()
         torch.set_num_threads(threads)
-    record = make_record(recipe["method"], target_of(recipe), settings, model, digest, engine, recipe.get("image"),
-                         recipe.get("style_image"))
     if recipe["method"] == "facets":
         record.update(folder=recipe["folder"], facets=recipe.get("facets"), top=recipe.get("top"),
                       objectives=[float(v) for v in engine.objective()])
-    import numpy as np
-    pictures = engine.pictures()
     save(args.output, pictures[0] if len(pictures) == 1 else np.concatenate(list(pictures), axis=1), record)
     what = "loss" if recipe["method"] == "style" else "objective"
     print(f"{args.output}: {what} {record['objective']:.4g} after {engine.step} steps")

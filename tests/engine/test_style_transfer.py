@@ -152,10 +152,19 @@ def test_cli_style_recipe_reproduces_bit_identically(tmp_path):
     Image.fromarray(data.chelsea()).save(content)
     Image.fromarray(data.retina()[::4, ::4]).save(style)
     out, again = tmp_path / "styled.png", tmp_path / "again.png"
-    assert main(["synthesize", "--method", "style", "--content", str(content), "--style", str(style), "--steps",
-                 "8", "--size", "80", "-o", str(out)]) == 0
-    recipe = json.loads(out.with_suffix(".json").read_text())
-    assert recipe["settings"]["backbone"] == "model" and recipe["settings"]["content_layer"] == "features.8.conv.0.2"
-    assert recipe["losses"]["style"] > 0 and recipe["style_image"] == str(style.resolve())
-    assert main(["synthesize", "--from", str(out.with_suffix(".json")), "-o", str(again)]) == 0
+    threads = torch.get_num_threads()
+    try:
+        # Made with one thread (as the app's job thread), replayed from a process at two: the replay
+        # must switch before its first sum (the style targets), not only for the steps.
+        torch.set_num_threads(1)
+        assert main(["synthesize", "--method", "style", "--content", str(content), "--style", str(style), "--steps",
+                     "8", "--size", "80", "-o", str(out)]) == 0
+        recipe = json.loads(out.with_suffix(".json").read_text())
+        assert recipe["settings"]["backbone"] == "model" and recipe["settings"]["content_layer"] == "features.8.conv.0.2"
+        assert recipe["losses"]["style"] > 0 and recipe["style_image"] == str(style.resolve())
+        torch.set_num_threads(2)
+        assert main(["synthesize", "--from", str(out.with_suffix(".json")), "-o", str(again)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(again.with_suffix(".json").read_text())["torch_threads"] == 1
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(again)))
