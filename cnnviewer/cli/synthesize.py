@@ -26,8 +26,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--channel", type=int_in(0))
     parser.add_argument("--neuron", type=int_in(0), nargs=2, metavar=("Y", "X"))
     parser.add_argument("--method", choices=METHODS, default="ascent")
-    parser.add_argument("--preset", type=int_in(1, 4), default=3,
-                        help="ascent: Yosinski et al. 2015's Table 1 settings (default 3: decay 1e-4, blur 1.0 every 4)")
+    parser.add_argument("--preset", type=int_in(1, 4),
+                        help="ascent and facets: Yosinski et al. 2015's Table 1 settings (ascent's default 3: decay 1e-4, "
+                        "blur 1.0 every 4; facets' default: Nguyen et al. 2016's total variation 3e-4 and jitter 8)")
     parser.add_argument("--steps", type=int_in(1, 100000), help="default: the preset's (ascent), 512 (fourier), "
                         "10 per octave (deepdream)")
     parser.add_argument("--size", type=int_in(32, 1024), help="pixels (default: the model's input size)")
@@ -90,14 +91,15 @@ def _engine(recipe: dict, model):
         settings_of,
         target_of,
     )
-    from cnnviewer.engine.synthesis.settings import preset
+    from cnnviewer.engine.synthesis.settings import FACETS, preset
 
     method, saved = recipe["method"], recipe.get("settings")
     if saved:
         settings = settings_of(method, saved)
     elif method in ("ascent", "facets"):
-        settings = preset(recipe.get("preset") or 3, size=recipe.get("size") or model.preprocess.crop_size,
-                          seed=recipe["seed"])
+        size = recipe.get("size") or model.preprocess.crop_size
+        settings = replace(FACETS, size=size, seed=recipe["seed"]) if method == "facets" and not recipe.get(
+            "preset") else preset(recipe.get("preset") or 3, size=size, seed=recipe["seed"])
     else:
         settings = SETTINGS[method](seed=recipe["seed"], **recipe.get("style", {}))
         if method == "style" and recipe.get("size"):

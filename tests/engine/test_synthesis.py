@@ -5,6 +5,7 @@ determinism from a seed, and the model left exactly as it was found."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from cnnviewer.engine.synthesis.pixels import (
     total_variation,
     total_variation_gradient,
 )
-from cnnviewer.engine.synthesis.settings import PixelSettings, preset
+from cnnviewer.engine.synthesis.settings import FACETS, PixelSettings, preset
 
 
 @pytest.fixture(scope="module")
@@ -195,15 +196,20 @@ def test_facets_start_from_each_group_and_all_rise_together(model, tmp_path, mon
                  for r in members]
         expected = np.mean(np.stack(crops).astype(np.float32), axis=0) - np.array(model.preprocess.mean) * 255
         np.testing.assert_allclose(found.starts[facet].permute(1, 2, 0).numpy(), expected, atol=1e-3)
-    ascent = facet_ascent(model, target, found, preset(3, steps=25))
+    their_method = replace(FACETS, steps=25)        # total variation and jitter (Nguyen et al. 2016)
+    ascent = facet_ascent(model, target, found, their_method)
     ascent.run(25)
     best_real = float(np.asarray(index.array("features.18", "mean"))[:, channel].max())
     assert (ascent.objective() > best_real).all() and (ascent.objective() > 2 * ascent.history[0]).all()
-    alone = PixelAscent(model, target, preset(3, steps=25, size=224), start=found.starts[1:2])
-    alone.run(25)              # one facet alone: the same run, up to float sums split by the batch size
-    difference = np.abs(alone.pictures()[0].astype(int) - ascent.pictures()[1].astype(int))
-    assert difference.mean() < 0.5 and float(alone.objective()[0]) == pytest.approx(float(ascent.objective()[1]),
-                                                                                     rel=0.02)
+    # One facet alone computes what the batch does for it: equal up to float sums split by batch size
+    # (compared after 3 steps; jitter and TV then amplify those last bits, 2 % apart by step 25).
+    batch, alone = (facet_ascent(model, target, found, their_method),
+                    PixelAscent(model, target, their_method, start=found.starts[1:2]))
+    batch.run(3)
+    alone.run(3)
+    difference = np.abs(alone.pictures()[0].astype(int) - batch.pictures()[1].astype(int))
+    assert difference.max() <= 1 and difference.mean() < 0.01
+    assert float(alone.objective()[0]) == pytest.approx(float(batch.objective()[1]), rel=1e-4)
     from cnnviewer.cli import main
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     out = tmp_path / "facets.png"

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from cnnviewer.engine.synthesis.settings import (
+    FACETS,
     PRESETS,
     STYLE_BACKBONES,
     DreamSettings,
@@ -26,7 +27,7 @@ from cnnviewer.engine.synthesis.settings import (
 
 METHODS = (("ascent", "Gradient ascent (pixels)"), ("fourier", "Gradient ascent (Fourier)"),
            ("facets", "Multi-faceted (Dataset folder)"), ("deepdream", "DeepDream"), ("style", "Style transfer"))
-DEFAULTS = {"ascent": PRESETS[3], "facets": PRESETS[3], "fourier": FourierSettings(), "deepdream": DreamSettings(),
+DEFAULTS = {"ascent": PRESETS[3], "facets": FACETS, "fourier": FourierSettings(), "deepdream": DreamSettings(),
             "style": StyleSettings()}
 CHOICES = {"optimizer": ("lbfgs", "adam"), "init": ("content", "noise"), "backbone": STYLE_BACKBONES}
 EXTRAS = {"facets": (("facets", 4, 1, 10, "How many facets: k-means clusters of the unit's top images"),
@@ -149,7 +150,7 @@ class SettingsForm(QStackedWidget):
 
     def settings(self, method: str, size: int):
         """The dataclass of `method` from the fields (the preset's learning-rate policy kept)."""
-        base = self._preset_values if method in ("ascent", "facets") else DEFAULTS[method]
+        base = self._preset_values if method == "ascent" else DEFAULTS[method]
         values = {}
         for name, editor in self.editors[method].items():
             values[name] = _value(editor)
