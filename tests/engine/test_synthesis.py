@@ -226,3 +226,35 @@ def test_the_progress_presets_make_progress(model, number):
     ascent.run(60)
     start, end = float(ascent.history[0][0]), float(ascent.history[-1][0])
     assert end > start + 4.0, (start, end)
+
+
+def test_the_image_convs_fast_input_gradient_equals_autograds():
+    """conv1 of ResNet-18 (7×7, stride 2, 3 channels): the product-and-fold gradient is the same."""
+    import torchvision
+
+    from cnnviewer.engine.synthesis.image_conv import ImageConv, image_conv, suits
+    conv = torchvision.models.resnet18().conv1.requires_grad_(False)
+    assert suits(conv) and not suits(torchvision.models.resnet18().layer1[0].conv1)
+    fast = image_conv(conv)
+    assert isinstance(fast, ImageConv) and fast.weight is conv.weight and type(conv) is torch.nn.Conv2d
+    x = torch.randn((2, 3, 61, 64), generator=torch.Generator().manual_seed(0), requires_grad=True)
+    weights = torch.randn((2, 64, 31, 32), generator=torch.Generator().manual_seed(1))
+    (expected,) = torch.autograd.grad((conv(x) * weights).sum(), x)
+    out = fast(x)
+    (got,) = torch.autograd.grad((out * weights).sum(), x)
+    torch.testing.assert_close(out, conv(x))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_scale_and_rotate_is_interpolate_then_rotate():
+    import torchvision.transforms.functional as TF
+
+    from cnnviewer.engine.synthesis.fourier import scale_and_rotate
+    photo = torch.from_numpy(data.chelsea()[:240, :240].astype(np.float32) / 255).permute(2, 0, 1)[None]
+    for degrees in (7.0, -10.0):
+        expected = TF.rotate(photo, degrees, interpolation=TF.InterpolationMode.BILINEAR)
+        torch.testing.assert_close(scale_and_rotate(photo, 1.0, degrees), expected, atol=1e-4, rtol=0)
+    scaled = scale_and_rotate(photo, 1.04, 5.0)
+    two_passes = TF.rotate(torch.nn.functional.interpolate(photo, scale_factor=1.04, mode="bilinear"), 5.0,
+                           interpolation=TF.InterpolationMode.BILINEAR)
+    assert scaled.shape == two_passes.shape and float((scaled - two_passes)[..., 20:-20, 20:-20].abs().mean()) < 0.02

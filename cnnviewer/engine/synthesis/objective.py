@@ -12,7 +12,8 @@ a copy of that convolution, as inference engines do (equal up to float rounding:
 to about 1e-6 of their range; an ascent's images then drift apart as under any change of float sums);
 in-place Hardtanh/ReLU6 run out of place, which spares autograd the copy of their input that their
 backward would otherwise keep. The original model is not touched. On the CPU the input also goes in
-channels-last, its convolutions' weights too (else each call copies its weight so). Fourier ascent,
+channels-last, its convolutions' weights too (else each call copies its weight so). A strided
+convolution on the image's few channels gets a faster input gradient (`image_conv.py`). Fourier ascent,
 1 thread, 224 px: MobileNetV2 to features.10 21.9 -> 35.4 steps/s, ResNet-18 to layer3 12.8 -> 16.8.
 """
 
@@ -29,6 +30,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import ViewError
 from cnnviewer.engine.runtime.outputs import first_tensor
+from cnnviewer.engine.synthesis.image_conv import image_conv, suits
 
 
 class _Reached(Exception):
@@ -96,7 +98,9 @@ def _view(module: nn.Module, name: str, keep: str | None) -> nn.Module:
     for child_name, child in children.items():
         conv = changed.get(child_name, child)
         if type(conv) is nn.Conv2d and conv.weight.device.type == "cpu" and not _has_hooks(conv):
-            changed[child_name] = _fast_conv(conv, copied=child_name in changed)
+            conv = changed[child_name] = _fast_conv(conv, copied=child_name in changed)
+            if suits(conv):
+                changed[child_name] = image_conv(conv)
     if not changed:
         return module
     clone = copy.copy(module)
