@@ -20,6 +20,7 @@ from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.models.handle import LoadedModel, Preprocess
 from cnnviewer.engine.models.loading import load_model
 from cnnviewer.engine.runtime.hooks import has_hooks
+from cnnviewer.engine.synthesis.pixels import total_variation
 from cnnviewer.engine.synthesis.settings import StyleSettings
 from cnnviewer.engine.synthesis.style import (
     ModelBackbone,
@@ -27,7 +28,6 @@ from cnnviewer.engine.synthesis.style import (
     content_loss,
     gram,
     style_loss,
-    total_variation,
     vgg_layer_names,
 )
 from cnnviewer.engine.synthesis.style_transfer import StyleTransfer

@@ -15,6 +15,7 @@ The forward stops after the deepest layer needed. L-BFGS runs one function evalu
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -51,13 +52,6 @@ def style_loss(grams: Sequence[Tensor], targets: Sequence[Tensor]) -> Tensor:
     return total / len(grams)
 
 
-def total_variation(images: Tensor) -> Tensor:
-    """Σ of squared differences between neighbouring pixels (x in [0, 1]), one value per item."""
-    down = (images[..., 1:, :] - images[..., :-1, :]).pow(2).flatten(1).sum(dim=1)
-    across = (images[..., :, 1:] - images[..., :, :-1]).pow(2).flatten(1).sum(dim=1)
-    return down + across
-
-
 def vgg_layer_names(features: nn.Sequential) -> dict[str, int]:
     """The paper's names (conv4_2, relu4_2, pool4) → index in a torchvision VGG's `features`."""
     names, block, conv = {}, 1, 0
@@ -79,7 +73,7 @@ def present_vggs() -> list[str]:
     return [name for name in VGG_BACKBONES if find_pretrained(name) is not None]
 
 
-class Backbone:
+class Backbone(ABC):
     """Feature maps at named layers for images in [0, 1]; the forward stops after the deepest."""
 
     name = "model"
@@ -95,11 +89,13 @@ class Backbone:
     def normalise(self, images: Tensor) -> Tensor:
         return ((images - self.mean) / self.std).to(self.dtype)
 
+    @abstractmethod
     def features(self, images: Tensor, layers: Sequence[str]) -> list[Tensor]:
-        raise NotImplementedError
+        """Each layer's feature map for `images`, in the order asked."""
 
+    @abstractmethod
     def default_layers(self) -> tuple[str, list[str]]:
-        raise NotImplementedError
+        """(content layer, style layers) when the user names none."""
 
 
 class VggBackbone(Backbone):

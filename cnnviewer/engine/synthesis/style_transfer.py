@@ -16,6 +16,7 @@ from PIL import Image
 from cnnviewer.engine.attribution.gradients import gradient_ready
 from cnnviewer.engine.errors import Cancelled, ViewError
 from cnnviewer.engine.models.handle import LoadedModel
+from cnnviewer.engine.synthesis.pixels import total_variation
 from cnnviewer.engine.synthesis.settings import StyleSettings
 from cnnviewer.engine.synthesis.style import (
     Backbone,
@@ -25,7 +26,6 @@ from cnnviewer.engine.synthesis.style import (
     gram,
     present_vggs,
     style_loss,
-    total_variation,
 )
 
 
