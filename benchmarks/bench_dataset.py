@@ -221,7 +221,12 @@ def bench_indexing(args: argparse.Namespace, work: Path) -> None:
 def synthetic_index(directory: Path, count: int, seed: int = 0) -> Path:
     """An index of `count` fake images in the real format: features.18 (1280x7x7) and logits (1000)."""
     from cnnviewer.engine.dataset.build import by_channel
-    from cnnviewer.engine.dataset.index import BY_CHANNEL, FORMAT_VERSION, MANIFEST, array_file
+    from cnnviewer.engine.dataset.index import (
+        BY_CHANNEL,
+        FORMAT_VERSION,
+        MANIFEST,
+        array_file,
+    )
     if (directory / MANIFEST).is_file() and (directory / array_file(LAYER, BY_CHANNEL)).is_file():
         return directory
     directory.mkdir(parents=True, exist_ok=True)

@@ -121,13 +121,14 @@ def _engine(recipe: dict, model):
 
 def _facets(recipe: dict, model, settings):
     """The folder's index (built first when needed), the unit's facets, all of them in one batch."""
+    import torch
+
     from cnnviewer.cli.common import stderr_progress
     from cnnviewer.engine.dataset.build import build_index
     from cnnviewer.engine.dataset.index import default_directory
     from cnnviewer.engine.dataset.progress import RateMeter
     from cnnviewer.engine.synthesis.facets import facet_ascent, find_facets
     from cnnviewer.engine.synthesis.recipe import target_of
-
     meter = RateMeter()
     try:
         index = build_index(recipe["folder"], model, default_directory(recipe["folder"], model),
@@ -139,7 +140,7 @@ def _facets(recipe: dict, model, settings):
                         seed=settings.seed)
     for number, members in enumerate(found.members):
         print(f"facet {number + 1}: {len(members)} images, e.g. {', '.join(index.path(r).name for r in members[:3])}")
-    return facet_ascent(model, target, found, settings)
+    return facet_ascent(model, target, found, settings, threads=torch.get_num_threads())   # the recipe's
 
 
 def run(args: argparse.Namespace) -> int:

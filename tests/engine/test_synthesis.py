@@ -4,6 +4,7 @@ determinism from a seed, and the model left exactly as it was found."""
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import replace
 
@@ -198,6 +199,7 @@ def test_facets_start_from_each_group_and_all_rise_together(model, tmp_path, mon
         np.testing.assert_allclose(found.starts[facet].permute(1, 2, 0).numpy(), expected, atol=1e-3)
     their_method = replace(FACETS, steps=25)        # total variation and jitter (Nguyen et al. 2016)
     ascent = facet_ascent(model, target, found, their_method)
+    assert ascent.threads == min(os.cpu_count() or 1, 2)       # one torch thread per facet, up to the cores
     ascent.run(25)
     best_real = float(np.asarray(index.array("features.18", "mean"))[:, channel].max())
     assert (ascent.objective() > best_real).all() and (ascent.objective() > 2 * ascent.history[0]).all()
@@ -258,3 +260,16 @@ def test_scale_and_rotate_is_interpolate_then_rotate():
     two_passes = TF.rotate(torch.nn.functional.interpolate(photo, scale_factor=1.04, mode="bilinear"), 5.0,
                            interpolation=TF.InterpolationMode.BILINEAR)
     assert scaled.shape == two_passes.shape and float((scaled - two_passes)[..., 20:-20, 20:-20].abs().mean()) < 0.02
+
+
+def test_torch_threads_sets_then_restores_the_count():
+    from cnnviewer.engine.runtime.modes import torch_threads
+    before = torch.get_num_threads()
+    with torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(before + 1):
+        raise RuntimeError("a failed step")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before

@@ -5,6 +5,7 @@ line reproduces; DeepDream from the current input."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 from PIL import Image
@@ -89,6 +90,15 @@ def test_facets_from_the_dataset_panels_folder(window, qtbot, tmp_path, monkeypa
     assert len(captions) == 1                                           # facet 1's examples: one group
     assert "facets left to right: " in panel.status.text() and len(panel.facet_values) == 2
     assert min(panel.facet_values) == panel.history[-1]                 # each facet's activation reached
+    # The batch ran on one torch thread per facet (up to the cores); the recipe says so, and the job
+    # thread is back on its one thread afterwards.
+    out = tmp_path / "facets.png"
+    panel.save(str(out))
+    qtbot.waitUntil(lambda: out.with_suffix(".json").is_file(), timeout=30000)
+    assert json.loads(out.with_suffix(".json").read_text())["torch_threads"] == min(os.cpu_count() or 1, 2)
+    counts = []
+    panel._jobs.submit("probe", lambda _context: __import__("torch").get_num_threads(), on_done=counts.append)
+    qtbot.waitUntil(lambda: counts == [1], timeout=10000)
 
 
 def test_style_transfer_with_pictures_dropped_on_the_panel(window, qtbot, tmp_path, monkeypatch):

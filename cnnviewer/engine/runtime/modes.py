@@ -25,3 +25,21 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module in training:
             module.training = True
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run with `count` intra-op threads (None: leave them), then restore the caller's count.
+
+    A batch job (facets) may use every core for a while; the job thread's
+    default stays at one so single images never crowd the GUI thread.
+    """
+    import torch
+    before = torch.get_num_threads()
+    if count and count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

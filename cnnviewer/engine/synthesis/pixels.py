@@ -86,6 +86,7 @@ class PixelAscent:
         self.best_value = torch.full((self.x.shape[0],), -float("inf"))
         self._pending: Tensor | None = None
         self._network: tuple | None = None      # synthesis_view(model), made on the first run
+        self.threads: int | None = None          # torch threads its runs want (None: the caller's)
 
     def _model_input(self, x: Tensor) -> Tensor:
         """Mean-subtracted 0..255 pixels -> the model's normalised input: x / (255 · std)."""

@@ -80,7 +80,8 @@ def record(method: str, target: Target | None, settings, model: LoadedModel, wei
                   "class_index": target.class_index, "layer": target.layer, "channel": target.channel,
                   "neuron": list(target.neuron) if target.neuron else None},
               "settings": asdict(settings), "seed": settings.seed, "steps_done": engine.step,
-              "torch_threads": torch.get_num_threads(),   # float sums split over threads: part of "the same CPU"
+              # float sums split over threads: part of "the same CPU"
+              "torch_threads": getattr(engine, "threads", None) or torch.get_num_threads(),
               "model": model.name, "weights": model.weights_path, "weights_label": model.weights_label,
               "weights_sha256": weights_sha256, "objective": float(engine.objective()[0]),
               "image": image_path, "image_sha256": _digest(image_path),

@@ -277,11 +277,13 @@ class SynthesisPanel(QWidget):
         engine = self.engine
 
         def work(context):
+            from cnnviewer.engine.runtime.modes import torch_threads
             from cnnviewer.engine.synthesis.recipe import total_steps
             deadline = time.perf_counter() + SLICE_SECONDS
             total = total_steps(engine)
-            while engine.step < total and time.perf_counter() < deadline:
-                engine.run(1, context.cancel)
+            with torch_threads(getattr(engine, "threads", None)):     # facets' batch: every core
+                while engine.step < total and time.perf_counter() < deadline:
+                    engine.run(1, context.cancel)
             pictures = engine.pictures()            # facets side by side, in their order
             return (engine.step, total, [float(h.min()) for h in engine.history],
                     np.concatenate(list(pictures), axis=1), [float(v) for v in engine.objective()])
