@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PySide6.QtGui import QImage
 from skimage import data
 
 from tests.ui.conftest import drop_files
@@ -76,6 +77,18 @@ def test_drop_a_folder_select_a_channel_see_its_top_images_and_click_one(window,
     found = panel.map_tab.result[0]
     assert found.points.shape == (10, 2) and np.isfinite(found.points).all()
     assert len(panel.map_tab.view.scatter.data) == 10
+    view = panel.map_tab.view
+    qtbot.waitUntil(lambda: view.thumbnail_count == 10, timeout=10000)   # one item paints them all
+
+    def painted() -> int:     # pixels off the map's background
+        picture = view.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+        pixels = np.frombuffer(picture.constBits(), np.uint8).reshape(picture.height(), picture.bytesPerLine())
+        pixels = pixels[:, :picture.width() * 3].reshape(picture.height(), picture.width(), 3).astype(int)
+        return int((np.abs(pixels - (24, 24, 28)).sum(axis=2) > 30).sum())
+    with_thumbnails = painted()
+    view.set_thumbnails_visible(False)
+    assert with_thumbnails > 3 * painted()                                # the photos, not only the dots
+    view.set_thumbnails_visible(True)
     rows_inside = panel.map_tab.view.rows[:4]
     panel.map_tab.wants_selection.emit(rows_inside)
     qtbot.waitUntil(lambda: panel.map_tab.selection.count() == 4, timeout=10000)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QPainterPath, QPen, QPolygonF
+from PySide6.QtGui import QColor, QImage, QPainter, QPainterPath, QPen, QPolygonF
 from PySide6.QtWidgets import QGraphicsPathItem, QWidget
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120), (152, 223, 138)]
 OTHER = (110, 110, 110)
 MAX_THUMBNAILS = 400
-THUMBNAILS_PER_TURN = 40
+THUMBNAILS_PER_TURN = 100
 
 
 def colours_for(labels: np.ndarray) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
@@ -66,6 +66,36 @@ class _SelectingViewBox(pg.ViewBox):
             self._outline.setPath(QPainterPath())
 
 
+class ThumbnailLayer(pg.GraphicsObject):
+    """Every thumbnail of the map in one item that paints them all: one pg.ImageItem each cost
+    ~1 ms to place and added its own paint to every repaint (the map's held the window 30-60 ms)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pictures: list[tuple[QImage, QRectF]] = []
+        self._bounds = QRectF()
+        self.setAcceptHoverEvents(False)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+
+    def add(self, pixels: np.ndarray, rect: QRectF) -> None:
+        """`pixels` (h, w, 3) uint8, bottom row first (the view's y axis points up), drawn into `rect`."""
+        height, width = pixels.shape[:2]
+        image = QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+        self.prepareGeometryChange()
+        self.pictures.append((image, rect))
+        self._bounds = self._bounds.united(rect)
+
+    def boundingRect(self) -> QRectF:  # noqa: N802 - Qt override
+        return self._bounds
+
+    def paint(self, painter: QPainter, option, widget=None) -> None:
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        exposed = option.exposedRect if option is not None else self._bounds
+        for image, rect in self.pictures:
+            if rect.intersects(exposed):
+                painter.drawImage(rect, image)
+
+
 class MapView(pg.PlotWidget):
     """Points coloured by label, thumbnails on a spread subset; emits rows."""
 
@@ -86,11 +116,10 @@ class MapView(pg.PlotWidget):
         self.addItem(self.scatter)
         self.rows = np.zeros(0, np.int64)
         self.points = np.zeros((0, 2), np.float32)
-        self._thumbs: list[pg.ImageItem] = []
         self._pending: list = []          # thumbnails still to be placed
         self._side = 1.0
         self._thumbnails_visible = True
-        self._group: pg.ItemGroup | None = None
+        self._layer: ThumbnailLayer | None = None
         self.setToolTip("Scroll to zoom, drag to pan; Shift+drag a box or Ctrl+drag a lasso to select")
 
     def show_map(self, rows: np.ndarray, points: np.ndarray, colours: list[tuple[int, int, int]],
@@ -98,13 +127,12 @@ class MapView(pg.PlotWidget):
         """Draw the points; `thumbnails` (n, h, w, 3) of `thumbnail_rows` go on top of their points."""
         self.rows, self.points = np.asarray(rows), np.asarray(points, dtype=np.float32)
         self.scatter.setData(pos=self.points, brush=[pg.mkBrush(*c) for c in colours], data=list(range(len(rows))))
-        if self._group is not None:      # one group: dropping 400 thumbnails is one call, not 400
-            self.view_box.removeItem(self._group)
-        self._group = pg.ItemGroup()
-        self._group.setZValue(1)          # over the points: hover and clicks still reach them
-        self._group.setVisible(self._thumbnails_visible)
-        self.view_box.addItem(self._group, ignoreBounds=True)
-        self._thumbs = []
+        if self._layer is not None:
+            self.view_box.removeItem(self._layer)
+        self._layer = ThumbnailLayer()
+        self._layer.setZValue(1)          # over the points: hover and clicks still reach them
+        self._layer.setVisible(self._thumbnails_visible)
+        self.view_box.addItem(self._layer, ignoreBounds=True)
         self._pending = []
         if thumbnails is not None and thumbnail_rows is not None and len(self.points):
             span = float(np.ptp(self.points, axis=0).max()) or 1.0
@@ -116,26 +144,26 @@ class MapView(pg.PlotWidget):
         self._add_thumbnails()
 
     def _add_thumbnails(self) -> None:
-        """A few thumbnails per turn of the event loop: 400 at once would hold the GUI thread ~180 ms."""
+        """Some thumbnails per turn of the event loop, so that 400 never hold the GUI thread at once."""
         batch, self._pending = self._pending[:THUMBNAILS_PER_TURN], self._pending[THUMBNAILS_PER_TURN:]
-        side = self._side
+        side, layer = self._side, self._layer
         for i, picture, colour in batch:
             framed = np.pad(picture, ((3, 3), (3, 3), (0, 0)), mode="constant")
             framed[:3], framed[-3:], framed[:, :3], framed[:, -3:] = (colour,) * 4   # its label's colour
-            item = pg.ImageItem(np.ascontiguousarray(framed[::-1].transpose(1, 0, 2)))
             x, y = self.points[i]
-            item.setRect(QRectF(float(x) - side / 2, float(y) - side / 2, side, side))
-            item.setAcceptHoverEvents(False)
-            item.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
-            item.setParentItem(self._group)
-            self._thumbs.append(item)
+            layer.add(np.ascontiguousarray(framed[::-1]), QRectF(float(x) - side / 2, float(y) - side / 2, side, side))
+        layer.update()
         if self._pending:
             QTimer.singleShot(0, self._add_thumbnails)
 
+    @property
+    def thumbnail_count(self) -> int:
+        return 0 if self._layer is None else len(self._layer.pictures)
+
     def set_thumbnails_visible(self, visible: bool) -> None:
         self._thumbnails_visible = visible
-        if self._group is not None:
-            self._group.setVisible(visible)
+        if self._layer is not None:
+            self._layer.setVisible(visible)
 
     def clear_map(self) -> None:
         self.show_map(np.zeros(0, np.int64), np.zeros((0, 2)), [], None, None)
