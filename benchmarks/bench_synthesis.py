@@ -8,8 +8,9 @@
    Target: ours >= 2x Lucent. Lucent is not a dependency: point --lucent at a folder holding it
    (installed with --no-deps, plus kornia, decorator, tqdm and a stub IPython; it pins an old
    kornia, which it does not need for these calls), else that column is skipped.
-2. Class ascent on MobileNetV2 (real weights) for --classes ImageNet classes in four modes
-   (pixels unregularized; pixels with preset 3; Fourier with transforms; Fourier without), each
+2. Class ascent on MobileNetV2 (real weights) for --classes ImageNet classes in six modes
+   (pixels unregularized; pixels with preset 3, alone and with jitter 8; pixels with multi-faceted
+   ascent's total variation and jitter; Fourier with transforms; Fourier without), each
    result judged by MobileNetV2 itself (top-1) and by the independent EfficientNet-Lite0 (offline
    weights; is the class in its top-5?). Same-network success proves little (fooling images):
    the regularized modes must do clearly better than unregularized ascent with Lite0.
@@ -89,7 +90,7 @@ def bench_speed(steps: int, lucent_dir: str | None, warm: int = 10) -> None:
               f"{rates[0] / lucent[224]:>18.2f}{rates[0] / lucent[128]:>18.2f}", flush=True)
 
 
-def bench_judge(classes: int, steps: int) -> None:
+def bench_judge(classes: int, steps: int, only: list[str] | None = None) -> None:
     from dataclasses import replace
 
     from cnnviewer.engine.attribution.target import Target
@@ -99,6 +100,7 @@ def bench_judge(classes: int, steps: int) -> None:
     from cnnviewer.engine.synthesis.fourier import FourierAscent
     from cnnviewer.engine.synthesis.pixels import PixelAscent
     from cnnviewer.engine.synthesis.settings import (
+        FACETS,
         UNREGULARIZED,
         FourierSettings,
         preset,
@@ -107,11 +109,14 @@ def bench_judge(classes: int, steps: int) -> None:
     model, judge = load_model("mobilenet_v2"), load_model("timm:tf_efficientnet_lite0")
     modes = {"pixels, unregularized": lambda t: PixelAscent(model, t, replace(UNREGULARIZED, steps=steps)),
              "pixels, preset 3": lambda t: PixelAscent(model, t, preset(3, steps=steps)),
+             "pixels, preset 3 + jitter 8": lambda t: PixelAscent(model, t, replace(preset(3, steps=steps), jitter=8)),
+             "pixels, TV + jitter (facets')": lambda t: PixelAscent(model, t, replace(FACETS, steps=steps)),
              "fourier + transforms": lambda t: FourierAscent(model, t, FourierSettings(steps=steps)),
              "fourier, no transforms": lambda t: FourierAscent(model, t, FourierSettings(steps=steps, transforms=False))}
+    modes = {mode: make for mode, make in modes.items() if not only or any(word in mode for word in only)}
     print(f"\n2. class ascent on mobilenet_v2, {classes} classes, {steps} steps; judged by mobilenet_v2 (top-1) "
           "and by EfficientNet-Lite0 (class in its top-5)")
-    print(f"   {'mode':<26}{'own top-1':>10}{'Lite0 top-5':>13}{'Lite0 p(class)':>16}{'s/run':>8}")
+    print(f"   {'mode':<30}{'own top-1':>10}{'Lite0 top-5':>13}{'Lite0 p(class)':>16}{'s/run':>8}")
     for mode, make in modes.items():
         own = lite = 0
         probabilities, took = [], []
@@ -128,7 +133,7 @@ def bench_judge(classes: int, steps: int) -> None:
             probability = logits.softmax(dim=1)[0]
             lite += int(class_index in probability.topk(5).indices.tolist())
             probabilities.append(float(probability[class_index]))
-        print(f"   {mode:<26}{own:>6}/{classes:<3}{lite:>9}/{classes:<3}{np.mean(probabilities):>16.3f}"
+        print(f"   {mode:<30}{own:>6}/{classes:<3}{lite:>9}/{classes:<3}{np.mean(probabilities):>16.3f}"
               f"{np.mean(took):>8.1f}", flush=True)
 
 
@@ -176,6 +181,7 @@ def main() -> int:
     parser.add_argument("--speed-steps", type=int, default=60)
     parser.add_argument("--lucent", help="folder with Lucent (pkg/, deps/, stub/ as described above)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "judge", "facets"])
+    parser.add_argument("--modes", nargs="*", help="judge only the modes whose names hold one of these words")
     args = parser.parse_args()
     from cnnviewer.engine.runtime.memory import keep_freed_memory
     keep_freed_memory()
@@ -183,7 +189,7 @@ def main() -> int:
     if "speed" not in args.skip:
         bench_speed(args.speed_steps, args.lucent)
     if "judge" not in args.skip:
-        bench_judge(min(args.classes, len(CLASSES)), args.steps)
+        bench_judge(min(args.classes, len(CLASSES)), args.steps, args.modes)
     if "facets" not in args.skip:
         bench_facets(40)
     return 0

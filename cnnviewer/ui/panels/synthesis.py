@@ -132,7 +132,9 @@ class SynthesisPanel(QWidget):
         method = self.method.currentData()
         self.form.show_method(method)
         self.style_images.setVisible(method == "style")
-        self.plot.setLabel("left", "loss" if method == "style" else "objective")
+        label = "loss" if method == "style" else "objective"
+        if self.plot.getAxis("left").labelText != label:      # a new label lays the plot out again
+            self.plot.setLabel("left", label)
         self._show_target()
 
     def _not_an_image(self, text: str) -> None:
