@@ -16,7 +16,7 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
            (227, 119, 194), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120), (152, 223, 138)]
 OTHER = (110, 110, 110)
 MAX_THUMBNAILS = 400
-THUMBNAILS_PER_TURN = 100
+THUMBNAILS_PER_TURN = 50
 
 
 def colours_for(labels: np.ndarray) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
@@ -77,13 +77,15 @@ class ThumbnailLayer(pg.GraphicsObject):
         self.setAcceptHoverEvents(False)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
 
-    def add(self, pixels: np.ndarray, rect: QRectF) -> None:
-        """`pixels` (h, w, 3) uint8, bottom row first (the view's y axis points up), drawn into `rect`."""
-        height, width = pixels.shape[:2]
-        image = QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
-        self.prepareGeometryChange()
-        self.pictures.append((image, rect))
-        self._bounds = self._bounds.united(rect)
+    def add(self, pictures: list[tuple[np.ndarray, QRectF]]) -> None:
+        """Each (h, w, 3) uint8 picture, bottom row first (the view's y axis points up), into its rect."""
+        self.prepareGeometryChange()          # once per batch: the scene re-indexes the item each time
+        for pixels, rect in pictures:
+            height, width = pixels.shape[:2]
+            image = QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888).copy()
+            self.pictures.append((image, rect))
+            self._bounds = self._bounds.united(rect)
+        self.update()
 
     def boundingRect(self) -> QRectF:  # noqa: N802 - Qt override
         return self._bounds
@@ -126,7 +128,9 @@ class MapView(pg.PlotWidget):
                  thumbnails: np.ndarray | None, thumbnail_rows: np.ndarray | None) -> None:
         """Draw the points; `thumbnails` (n, h, w, 3) of `thumbnail_rows` go on top of their points."""
         self.rows, self.points = np.asarray(rows), np.asarray(points, dtype=np.float32)
-        self.scatter.setData(pos=self.points, brush=[pg.mkBrush(*c) for c in colours], data=list(range(len(rows))))
+        brushes = {colour: pg.mkBrush(*colour) for colour in set(colours)}   # one per colour: the symbol atlas
+        self.scatter.setData(pos=self.points, brush=[brushes[c] for c in colours],   # draws each colour once
+                             data=list(range(len(rows))))
         if self._layer is not None:
             self.view_box.removeItem(self._layer)
         self._layer = ThumbnailLayer()
@@ -146,13 +150,15 @@ class MapView(pg.PlotWidget):
     def _add_thumbnails(self) -> None:
         """Some thumbnails per turn of the event loop, so that 400 never hold the GUI thread at once."""
         batch, self._pending = self._pending[:THUMBNAILS_PER_TURN], self._pending[THUMBNAILS_PER_TURN:]
-        side, layer = self._side, self._layer
+        side, placed = self._side, []
         for i, picture, colour in batch:
-            framed = np.pad(picture, ((3, 3), (3, 3), (0, 0)), mode="constant")
-            framed[:3], framed[-3:], framed[:, :3], framed[:, -3:] = (colour,) * 4   # its label's colour
+            height, width = picture.shape[:2]
+            framed = np.empty((height + 6, width + 6, 3), np.uint8)
+            framed[:] = colour                                   # a frame in its label's colour
+            framed[3:-3, 3:-3] = picture[::-1]
             x, y = self.points[i]
-            layer.add(np.ascontiguousarray(framed[::-1]), QRectF(float(x) - side / 2, float(y) - side / 2, side, side))
-        layer.update()
+            placed.append((framed, QRectF(float(x) - side / 2, float(y) - side / 2, side, side)))
+        self._layer.add(placed)
         if self._pending:
             QTimer.singleShot(0, self._add_thumbnails)
 
