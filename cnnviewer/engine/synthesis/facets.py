@@ -78,6 +78,5 @@ def facet_ascent(model: LoadedModel, target: Target, found: Facets, settings: Pi
     a batch of K costs K single runs (compute-bound convolutions), on K threads about half as much.
     """
     size = found.starts.shape[-1]
-    engine = PixelAscent(model, target, PixelSettings(**{**settings.__dict__, "size": size}), start=found.starts)
-    engine.threads = threads or max(1, min(os.cpu_count() or 1, len(found.starts)))
-    return engine
+    return PixelAscent(model, target, PixelSettings(**{**settings.__dict__, "size": size}), start=found.starts,
+                       threads=threads or max(1, min(os.cpu_count() or 1, len(found.starts))))

@@ -70,7 +70,7 @@ class PixelAscent:
     and run on (Continue), or make a new one (Restart)."""
 
     def __init__(self, model: LoadedModel, target: Target, settings: PixelSettings, *, batch: int = 1,
-                 start: Tensor | None = None) -> None:
+                 start: Tensor | None = None, threads: int | None = None) -> None:
         self.model, self.target, self.settings = model, target, settings
         self.generator = torch.Generator().manual_seed(settings.seed)
         mean = torch.tensor(model.preprocess.mean, dtype=torch.float32).reshape(1, 3, 1, 1) * 255.0
@@ -86,7 +86,7 @@ class PixelAscent:
         self.best_value = torch.full((self.x.shape[0],), -float("inf"))
         self._pending: Tensor | None = None
         self._network: tuple | None = None      # synthesis_view(model), made on the first run
-        self.threads: int | None = None          # torch threads its runs want (None: the caller's)
+        self.threads = threads          # torch threads its runs want (None: the caller's)
 
     def _model_input(self, x: Tensor) -> Tensor:
         """Mean-subtracted 0..255 pixels -> the model's normalised input: x / (255 · std)."""

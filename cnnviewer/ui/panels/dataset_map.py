@@ -10,7 +10,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPainterPath, QPen, QPolygonF
-from PySide6.QtWidgets import QGraphicsPathItem, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QWidget
 
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120), (152, 223, 138)]
@@ -76,6 +76,7 @@ class ThumbnailLayer(pg.GraphicsObject):
         self._bounds = QRectF()
         self.setAcceptHoverEvents(False)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)   # exposedRect: only what shows
 
     def add(self, pictures: list[tuple[np.ndarray, QRectF]]) -> None:
         """Each (h, w, 3) uint8 picture, bottom row first (the view's y axis points up), into its rect."""
@@ -92,7 +93,7 @@ class ThumbnailLayer(pg.GraphicsObject):
 
     def paint(self, painter: QPainter, option, widget=None) -> None:
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
-        exposed = option.exposedRect if option is not None else self._bounds
+        exposed = option.exposedRect       # zoomed in, most thumbnails are off screen
         for image, rect in self.pictures:
             if rect.intersects(exposed):
                 painter.drawImage(rect, image)
