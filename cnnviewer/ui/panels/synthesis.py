@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
@@ -34,6 +33,7 @@ from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.panels.dataset_widgets import PictureGrid
 from cnnviewer.ui.panels.synthesis_images import StyleImages
 from cnnviewer.ui.panels.synthesis_settings import METHODS, SettingsForm
+from cnnviewer.ui.widgets.history_plot import HistoryPlot
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 SLICE_SECONDS = 0.2
@@ -86,10 +86,8 @@ class SynthesisPanel(QWidget):
         self.examples.setMaximumHeight(110)
         self.examples.setVisible(False)
         self.dataset_index = lambda: None      # the main window points this at the Dataset panel's index
-        self.plot = pg.PlotWidget(background=(30, 30, 34))
-        self.plot.setLabel("left", "objective")
-        self.plot.setLabel("bottom", "step")
-        self.curve = self.plot.plot([], [], pen=pg.mkPen((255, 160, 60), width=2))
+        self.plot = HistoryPlot()
+        self.curve = self.plot.curve
         buttons = QHBoxLayout()
         for widget in (QLabel("Method"), self.method, self.run_button, self.stop_button, self.restart_button,
                        self.save_button):
@@ -132,9 +130,7 @@ class SynthesisPanel(QWidget):
         method = self.method.currentData()
         self.form.show_method(method)
         self.style_images.setVisible(method == "style")
-        label = "loss" if method == "style" else "objective"
-        if self.plot.getAxis("left").labelText != label:      # a new label lays the plot out again
-            self.plot.setLabel("left", label)
+        self.plot.set_label("loss" if method == "style" else "objective")
         self._show_target()
 
     def _not_an_image(self, text: str) -> None:
@@ -237,7 +233,7 @@ class SynthesisPanel(QWidget):
         else:
             source = image.source if image is not None and Path(image.source).is_file() else None
             self.start_picture, self.style_file = (pixels, source), None
-        self.curve.setData([], [])
+        self.plot.clear_history()
         self.status.setText(f"Starting {self.method.currentText().lower()}" +
                             (f" of {self._describe(target)}…" if target is not None else "…"))
         self.running = True
@@ -296,7 +292,7 @@ class SynthesisPanel(QWidget):
         step, total, history, picture, reached = result
         self.history = history
         self.canvas.show_image(picture, keep_view=True)
-        self.curve.setData(np.arange(1, len(history) + 1), np.array(history))
+        self.plot.show_history(history, total)
         self.progress.setValue(int(1000 * step / max(total, 1)))
         value = history[-1] if history else float("nan")
         what = "loss" if self.method_of_run == "style" else "objective"
@@ -335,7 +331,7 @@ class SynthesisPanel(QWidget):
             self._jobs.cancel("synthesis")
         self.engine, self.running, self.history = None, False, []
         self.canvas.clear()
-        self.curve.setData([], [])
+        self.plot.clear_history()
         self.progress.setValue(0)
         self.status.setText("")
         self._show_buttons()
