@@ -99,7 +99,6 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         build_menus(self)
         self._drop_filter = DropFilter(self)
-        QApplication.instance().installEventFilter(self._drop_filter)
 
         session.forward_changed.connect(self._on_forward_changed)
         session.forward_failed.connect(self._on_forward_failed)
@@ -368,6 +367,7 @@ class MainWindow(QMainWindow):
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override: the frame's size is known now
         super().showEvent(event)
         self.fit_to_screen()
+        self._drop_filter.watch_windows()
         QTimer.singleShot(0, self.bring_floating_docks_forward)
 
     def bring_floating_docks_forward(self) -> None:
@@ -376,7 +376,6 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.save_settings()
-        QApplication.instance().removeEventFilter(self._drop_filter)
         self.live_detection.shutdown()
         self.jobs.runner.close()
         super().closeEvent(event)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QApplication
 
@@ -23,16 +23,31 @@ def settings(tmp_path):
 
 
 def drop_files(widget, paths: list[Path]) -> None:
-    """Deliver drag-enter then drop with file URLs to `widget`, as a file manager would."""
+    """Drag `paths` (file URLs) onto the middle of `widget` and drop them, as a file manager does:
+    the events go to the widget's window at that point (the panel is raised first, as a user sees it)."""
+    from PySide6.QtWidgets import QDockWidget
+    dock = widget if isinstance(widget, QDockWidget) else None
+    parent = widget.parentWidget()
+    while dock is None and parent is not None:
+        dock = parent if isinstance(parent, QDockWidget) else None
+        parent = parent.parentWidget()
+    if dock is not None:
+        dock.raise_()
+        QApplication.processEvents()
+    top = widget.window()
+    spot = widget.mapTo(top, widget.rect().center())
+    under = top.childAt(spot)
+    assert under is not None and (under is widget or widget.isAncestorOf(under)) or widget is top, \
+        f"{type(widget).__name__} is not on screen where the drop lands"
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
-    enter = QDragEnterEvent(QPoint(10, 10), Qt.DropAction.CopyAction, mime,
+    enter = QDragEnterEvent(spot, Qt.DropAction.CopyAction, mime,
                             Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(widget, enter)
+    QApplication.sendEvent(top.windowHandle(), enter)
     assert enter.isAccepted(), "the window refused the drag"
-    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime,
+    event = QDropEvent(QPointF(spot), Qt.DropAction.CopyAction, mime,
                        Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
-    QApplication.sendEvent(widget, event)
+    QApplication.sendEvent(top.windowHandle(), event)
 
 
 def make_window(qtbot, settings) -> MainWindow:

@@ -36,6 +36,22 @@ def test_dropping_an_image_switches_every_panel(window, qtbot, tmp_path):
     assert str(path) in window.recent_files()
 
 
+def test_a_drop_on_a_floating_panel_is_routed_like_one_on_the_window(window, qtbot, tmp_path):
+    """The drop filter watches each window: a floating panel is a window of its own."""
+    path = tmp_path / "rocket.png"
+    Image.fromarray(data.rocket()).save(path)
+    dock = window.docks["feature_maps"]
+    dock.setFloating(True)
+    qtbot.waitUntil(lambda: dock.isWindow() and dock.windowHandle() is not None, timeout=5000)
+    qtbot.wait(50)                                  # the filter is installed on the next turn
+    try:
+        drop_files(window.feature_maps.canvas.viewport(), [path])
+        qtbot.waitUntil(lambda: window.session.image is not None and window.session.image.name == "rocket.png",
+                        timeout=20000)
+    finally:
+        dock.setFloating(False)
+
+
 def test_layer_and_channel_selection_is_shared(window, qtbot):
     tree = window.feature_maps.tree
     tree.setCurrentItem(tree.items["features.4"])                 # widget -> session

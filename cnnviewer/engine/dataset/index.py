@@ -93,7 +93,8 @@ def weights_digest(model: LoadedModel) -> str:
         return digest.hexdigest()
     for name, tensor in sorted(model.module.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        # The array itself, not a bytes copy: hashlib reads the buffer without holding the GIL.
+        digest.update(np.ascontiguousarray(tensor.detach().float().cpu().numpy()))
     return digest.hexdigest()
 
 
