@@ -19,6 +19,8 @@ a 0.15 s settle that waits for the other panels' follow-up jobs):
             worker process), a channel's top images and patches, then the folder's t-SNE map;
   methods   the Synthesis panel's method switched twice through all five (each lays the panel out anew);
   synthesis 60 steps of class ascent (preset 3) in the Synthesis panel, the image redrawn every 0.2 s;
+  fourier   60 steps of the same class in Fourier space (with its transforms);
+  deepdream DeepDream of features.10 on the current input (chelsea): 4 octaves of 10 steps;
   facets    4 facets of a channel from the dataset scenario's folder (found, then 20 steps in one batch);
   style     40 L-BFGS steps of style transfer at 256 px (chelsea in the style of a PNG of skimage's retina).
 The synthesis runs are measured from Restart to the last step: choosing the method, target and
@@ -233,15 +235,16 @@ def scenario_dataset(window, folder: Path) -> None:
     panel.tabs.setCurrentWidget(panel.top_tab)
 
 
-def prepare_synthesis(window, method: str, layer: str | None, unit: int, steps: int) -> None:
-    """The user's clicks before Run (method, target, steps): the run is what the meter measures."""
+def prepare_synthesis(window, method: str, layer: str | None, unit: int | None, steps: int) -> None:
+    """The user's clicks before Run (method, target, steps): the run is what the meter measures.
+    A layer and no unit: the whole layer (DeepDream's objective)."""
     panel = window.synthesis
     window.docks["synthesis"].raise_()
     panel.method.setCurrentIndex(panel.method.findData(method))
     if layer is None:
         window.session.select(layer=None, class_index=unit)
     else:
-        window.session.select(layer=layer, channel=unit)
+        window.session.select(layer=layer, channel=unit, neuron=None)
     panel.form.editors[method]["steps"].setValue(steps)
     settle(window)
 
@@ -347,6 +350,10 @@ def main() -> int:
                   lambda: prepare_synthesis(window, "ascent", None, 130, 60)),
                  ("facets", lambda: run_synthesis(window, 20),
                   lambda: prepare_synthesis(window, "facets", "features.17", 5, 20)),
+                 ("fourier", lambda: run_synthesis(window, 60),
+                  lambda: prepare_synthesis(window, "fourier", None, 130, 60)),
+                 ("deepdream", lambda: run_synthesis(window, 40),      # 4 octaves of 10 steps
+                  lambda: prepare_synthesis(window, "deepdream", "features.10", None, 10)),
                  ("style", lambda: run_synthesis(window, 40), lambda: prepare_style(window, style_file))]
     if args.only:
         scenarios = [entry for entry in scenarios if entry[0] in args.only]
