@@ -198,8 +198,9 @@ class Controller(QObject):
             self.trust_needed.emit(result.path, result.message)
             return
         model, self.model_spec = result.model, result.spec
-        self.session.set_model(model)
-        self.model_loaded.emit(model)
+        with self.jobs.held():          # every panel's first job starts once all have been told
+            self.session.set_model(model)
+            self.model_loaded.emit(model)
         self.message.emit(result.note or f"Loaded {model.title}: {model.weights_label}")
         if result.needs_trust is not None:
             self.trust_needed.emit(result.needs_trust.path, result.needs_trust.message)
@@ -209,9 +210,10 @@ class Controller(QObject):
 
         The loaded model's spec is kept, so the next launch still opens it.
         """
-        self.session.set_image(image)
-        self.session.set_model(model)
-        self.model_loaded.emit(model)
+        with self.jobs.held():
+            self.session.set_image(image)
+            self.session.set_model(model)
+            self.model_loaded.emit(model)
         self.message.emit(note)
 
     def fetch_catalogue(self) -> None:

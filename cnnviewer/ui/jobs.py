@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
@@ -28,6 +29,31 @@ class UiJobs(QObject):
         super().__init__(parent)
         self.runner = runner
         self._dispatcher = Dispatcher.shared()
+        self._holds = 0
+        self._held: list[tuple[str, Callable[[], None]]] = []
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Jobs submitted inside go to the job thread together when the block ends.
+
+        Why: a handler that makes every panel take up a new model submits a job per panel; the
+        first would start at once and run Python (tracing, building) on the job thread while the
+        GUI thread still runs the handler, and each of the handler's calls back into Python would
+        then wait for the GIL. Held, the handler runs alone and the jobs follow right after it.
+        """
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if not self._holds:
+                held, self._held = self._held, []
+                for _key, start in held:
+                    start()
+
+    def is_holding(self) -> bool:
+        """Jobs are waiting for a `held` block to end."""
+        return bool(self._held)
 
     def submit(self, key: str, work: Callable[[JobContext], Any], *,
                on_done: Callable[[Any], None] | None = None,
@@ -62,12 +88,20 @@ class UiJobs(QObject):
         if label:
             self.busy.emit(key, label)
         wrap = self._dispatcher.wrap
-        generation_box.append(self.runner.submit(
-            key, work, on_done=wrap(done), on_error=wrap(error), on_progress=wrap(progress),
-            detach_on_cancel=detach_on_cancel))
+
+        def start() -> None:
+            generation_box.append(self.runner.submit(
+                key, work, on_done=wrap(done), on_error=wrap(error), on_progress=wrap(progress),
+                detach_on_cancel=detach_on_cancel))
+
+        if self._holds:             # the latest per key wins here too
+            self._held = [(held_key, held) for held_key, held in self._held if held_key != key] + [(key, start)]
+        else:
+            start()
 
     def cancel(self, key: str) -> None:
         """Stop a job; its result will not be delivered."""
+        self._held = [(held_key, start) for held_key, start in self._held if held_key != key]
         self.runner.cancel(key)
         self.finished.emit(key)
         self.cancelled.emit(key)
