@@ -28,16 +28,20 @@ class DropFilter(QObject):
         for dock in window.docks.values():
             dock.topLevelChanged.connect(lambda _floating: QTimer.singleShot(0, self.watch_windows))
 
+    def _windows(self) -> list[QWidget]:
+        """The main window and the panels floating in windows of their own."""
+        return [widget for widget in (self._window, *self._window.docks.values()) if widget.isWindow()]
+
     def watch_windows(self) -> None:
         """Filter the drags of the main window and of every floating panel (their windows come and go)."""
-        for widget in (self._window, *self._window.docks.values()):
-            handle = widget.windowHandle() if widget.isWindow() else None
+        for widget in self._windows():
+            handle = widget.windowHandle()
             if handle is not None:
                 handle.installEventFilter(self)      # once per window: Qt moves a repeated one to the front
 
     def _widget_under(self, handle: QObject, event) -> QWidget | None:
-        for top in (self._window, *self._window.docks.values()):
-            if top.isWindow() and top.windowHandle() == handle:
+        for top in self._windows():
+            if top.windowHandle() == handle:
                 return top.childAt(event.position().toPoint()) or top
         return None
 

@@ -51,6 +51,9 @@ class UiJobs(QObject):
                 for _key, start in held:
                     start()
 
+    def _drop_held(self, key: str) -> None:
+        self._held = [(held_key, start) for held_key, start in self._held if held_key != key]
+
     def is_holding(self) -> bool:
         """Jobs are waiting for a `held` block to end."""
         return bool(self._held)
@@ -95,13 +98,14 @@ class UiJobs(QObject):
                 detach_on_cancel=detach_on_cancel))
 
         if self._holds:             # the latest per key wins here too
-            self._held = [(held_key, held) for held_key, held in self._held if held_key != key] + [(key, start)]
+            self._drop_held(key)
+            self._held.append((key, start))
         else:
             start()
 
     def cancel(self, key: str) -> None:
         """Stop a job; its result will not be delivered."""
-        self._held = [(held_key, start) for held_key, start in self._held if held_key != key]
+        self._drop_held(key)
         self.runner.cancel(key)
         self.finished.emit(key)
         self.cancelled.emit(key)
