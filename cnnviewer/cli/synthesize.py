@@ -143,6 +143,22 @@ def _facets(recipe: dict, model, settings):
     return facet_ascent(model, target, found, settings, threads=torch.get_num_threads())   # the recipe's
 
 
+def _model_of(args: argparse.Namespace, recipe: dict) -> str | None:
+    """The model to build: the command line's, else the recipe's, unless the recipe's runs code.
+
+    A recipe is a file people share: one that names an architecture file (`FILE.py:NAME`) must not
+    import it. The user names that file on this command line to run it (`--trust`, likewise, covers
+    only a weights file named with `--weights`, never one the recipe names)."""
+    from cnnviewer.engine.models.loading import names_code
+    if args.model:
+        return args.model
+    named = recipe.get("model")
+    if isinstance(named, str) and names_code(named):
+        raise UsageError(f"cnnviewer synthesize: {args.replay} names the architecture file {named}, which runs "
+                         "code: nothing was imported; add --model FILE.py:NAME naming that file if you trust it")
+    return named
+
+
 def run(args: argparse.Namespace) -> int:
     from types import SimpleNamespace
 
@@ -154,8 +170,9 @@ def run(args: argparse.Namespace) -> int:
 
     writable_target(args.output)
     recipe = _recipe(args)
-    side = SimpleNamespace(image=None, model=args.model or recipe.get("model"), weights=args.weights or recipe.get(
-        "weights"), labels=args.labels, trust=args.trust, device=args.device, precision=args.precision)
+    side = SimpleNamespace(image=None, model=_model_of(args, recipe), weights=args.weights or recipe.get("weights"),
+                           labels=args.labels, trust=args.trust and bool(args.weights), device=args.device,
+                           precision=args.precision)
     model, _ = load_model_and_image(side, need_image=False)
     digest = weights_digest(model)
     if recipe.get("weights_sha256") and recipe["weights_sha256"] != digest:

@@ -61,6 +61,12 @@ def labels_beside(weights_path: Path) -> tuple[str, ...] | None:
     return None
 
 
+def names_code(spec: str) -> bool:
+    """Whether building `spec` runs code from a file (`FILE.py:NAME`): only ever for a file the user
+    named or confirmed in this very action, never because a saved file (recipe, settings) names it."""
+    return ".py:" in spec or spec.strip().endswith(".py")
+
+
 def load_model(spec: str, *, device: str | None = None, precision: str = "fp32",
                allow_download: bool = False, progress: ProgressCallback | None = None,
                cancel: Event | None = None) -> LoadedModel:
@@ -68,7 +74,7 @@ def load_model(spec: str, *, device: str | None = None, precision: str = "fp32",
     from cnnviewer.engine.models import timm_models
     if timm_models.is_timm(spec):
         return timm_models.load_timm_model(spec, device=device, precision=precision, allow_download=allow_download)
-    if ".py:" in spec or spec.endswith(".py"):
+    if names_code(spec):
         module = build_user_model(spec)
         name = f"{Path(spec.rsplit(':', 1)[0]).name}:{spec.rsplit(':', 1)[-1]}"
         return wrap_module(module, name, device=device, precision=precision)
