@@ -120,3 +120,22 @@ def one_line_warnings() -> None:
         print(f"cnnviewer: warning: {text}", file=sys.stderr)
 
     warnings.showwarning = show
+    _one_line_log_warnings()
+
+
+def _one_line_log_warnings() -> None:
+    """The engine's logged warnings as `cnnviewer: warning: ...` lines too: without a handler,
+    logging's last resort printed the bare message."""
+    import logging
+
+    class OneLine(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            stderr_progress.done()
+            text = record.getMessage().strip().splitlines()
+            print(f"cnnviewer: warning: {text[0] if text else record.levelname.lower()}", file=sys.stderr)
+
+    logger = logging.getLogger("cnnviewer")
+    if not any(getattr(handler, "one_line", False) for handler in logger.handlers):
+        handler = OneLine(logging.WARNING)
+        handler.one_line = True
+        logger.addHandler(handler)

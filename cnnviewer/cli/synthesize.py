@@ -10,9 +10,18 @@ import sys
 from pathlib import Path
 
 from cnnviewer.cli.common import Parser, UsageError, int_in, model_options
+from cnnviewer.engine.synthesis.recipe_check import (
+    FACET_COUNT,
+    METHODS,
+    PRESET,
+    SEED,
+    SIZE,
+    STEPS,
+    TOP,
+    RecipeError,
+    check_recipe,
+)
 from cnnviewer.engine.synthesis.settings import STYLE_BACKBONES
-
-METHODS = ("ascent", "fourier", "facets", "deepdream", "style")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,17 +35,17 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--channel", type=int_in(0))
     parser.add_argument("--neuron", type=int_in(0), nargs=2, metavar=("Y", "X"))
     parser.add_argument("--method", choices=METHODS, default="ascent")
-    parser.add_argument("--preset", type=int_in(1, 4),
+    parser.add_argument("--preset", type=int_in(*PRESET),
                         help="ascent and facets: Yosinski et al. 2015's Table 1 settings (ascent's default 3: decay 1e-4, "
                         "blur 1.0 every 4; facets' default: Nguyen et al. 2016's total variation 3e-4 and jitter 8)")
-    parser.add_argument("--steps", type=int_in(1, 100000), help="default: the preset's (ascent), 512 (fourier), "
+    parser.add_argument("--steps", type=int_in(*STEPS), help="default: the preset's (ascent), 512 (fourier), "
                         "10 per octave (deepdream)")
-    parser.add_argument("--size", type=int_in(32, 1024), help="pixels (default: the model's input size)")
-    parser.add_argument("--seed", type=int_in(0), default=0)
+    parser.add_argument("--size", type=int_in(*SIZE), help="pixels (default: the model's input size)")
+    parser.add_argument("--seed", type=int_in(*SEED), default=0)
     parser.add_argument("--image", help="deepdream: the photo to start from")
     parser.add_argument("--folder", help="facets: a folder of images (indexed first when needed)")
-    parser.add_argument("--facets", type=int_in(1, 10), default=4, help="facets: how many (k-means clusters)")
-    parser.add_argument("--top", type=int_in(2, 10000), default=150, help="facets: the unit's top images clustered")
+    parser.add_argument("--facets", type=int_in(*FACET_COUNT), default=4, help="facets: how many (k-means clusters)")
+    parser.add_argument("--top", type=int_in(*TOP), default=150, help="facets: the unit's top images clustered")
     parser.add_argument("--content", help="style: the photo whose content is kept")
     parser.add_argument("--style", help="style: the image whose style (Gram matrices) is taken")
     parser.add_argument("--backbone", choices=STYLE_BACKBONES, default="auto", help="style: whose features "
@@ -50,12 +59,23 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _recipe(args: argparse.Namespace) -> dict:
-    """What the run is, from the arguments, or read back from --from."""
-    if args.replay:
-        try:
-            return json.loads(Path(args.replay).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise UsageError(f"cnnviewer synthesize: {args.replay}: not a readable recipe ({error.__class__.__name__})")
+    """What the run is, from the arguments, or read back from --from; every field checked with the
+    flags' own bounds before anything runs (a recipe is a file people share)."""
+    recipe = _replayed(args.replay) if args.replay else _from_flags(args)
+    try:
+        return check_recipe(recipe)
+    except RecipeError as error:
+        raise UsageError(f"cnnviewer synthesize: {args.replay or 'the flags'}: {error}") from None
+
+
+def _replayed(path: str) -> object:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as error:   # RecursionError: a JSON nested thousands deep
+        raise UsageError(f"cnnviewer synthesize: {path}: not a readable recipe ({error.__class__.__name__})") from None
+
+
+def _from_flags(args: argparse.Namespace) -> dict:
     if args.method == "style":
         if not (args.content and args.style):
             raise UsageError("cnnviewer synthesize: style needs --content IMG and --style IMG")
@@ -181,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     threads = torch.get_num_threads()
     # As the recipe's run, from the first sum on (style targets, facets): float sums split by thread.
-    torch.set_num_threads(int(recipe.get("torch_threads") or threads))
+    torch.set_num_threads(recipe.get("torch_threads") or threads)    # checked: 1..256
     try:
         engine, settings = _engine(recipe, model)
         total = total_steps(engine)

@@ -170,13 +170,25 @@ def score(model: nn.Module, inputs: Tensor, target: Target, module: nn.Module | 
     a(y, x, c); a layer with no channel (DeepDream): the mean of its squared activations.
     `module`: the target layer's module, when already looked up."""
     if target.layer is None:
-        return activation(model, inputs, None).reshape(inputs.shape[0], -1)[:, target.class_index]
+        logits = activation(model, inputs, None).reshape(inputs.shape[0], -1)
+        _check_index("class", target.class_index, logits.shape[1])
+        return logits[:, target.class_index]
     out = activation(model, inputs, target.layer, module)
     if target.channel is None:
         return out.float().pow(2).flatten(1).mean(dim=1)
+    _check_index(f"{target.layer} channel", target.channel, out.shape[1])
     if out.dim() == 2:
         return out[:, target.channel]
     if target.neuron is not None:
         y, x = target.neuron
+        _check_index(f"{target.layer} neuron y", y, out.shape[-2], f" at a {inputs.shape[-1]} px input")
+        _check_index(f"{target.layer} neuron x", x, out.shape[-1], f" at a {inputs.shape[-1]} px input")
         return out[:, target.channel, y, x]
     return out[:, target.channel].flatten(1).mean(dim=1)
+
+
+def _check_index(what: str, value: int | None, count: int, where: str = "") -> None:
+    """Refuse a unit outside the layer: Python's negative indexing would silently pick another one
+    (class -1 is class 999), and one past the end would end in an IndexError traceback."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < count:
+        raise ViewError(f"{what} {value!r} is out of range: the model has 0..{count - 1}{where}")

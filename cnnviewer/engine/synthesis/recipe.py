@@ -17,15 +17,9 @@ import torch
 
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.models.handle import LoadedModel
-from cnnviewer.engine.synthesis.settings import (
-    DreamSettings,
-    FourierSettings,
-    PixelSettings,
-    StyleSettings,
-)
+from cnnviewer.engine.errors import CnnViewerError
+from cnnviewer.engine.synthesis.recipe_check import SETTINGS
 
-SETTINGS = {"ascent": PixelSettings, "facets": PixelSettings, "fourier": FourierSettings, "deepdream": DreamSettings,
-            "style": StyleSettings}
 
 
 def target_of(recipe: dict) -> Target | None:
@@ -93,13 +87,19 @@ def record(method: str, target: Target | None, settings, model: LoadedModel, wei
 
 
 def save(path: str | Path, pixels: np.ndarray, recipe: dict) -> Path:
-    """`path` (PNG) and the recipe beside it (same name, .json). Returns the JSON's path."""
+    """`path` (PNG) and the recipe beside it (same name, .json). Returns the JSON's path.
+
+    Both are written to temporary files first and renamed only when both are complete: a full disk
+    leaves the earlier pair as it was and no partial file behind (one-line CnnViewerError)."""
     from PIL import Image
+
+    from cnnviewer.engine.media.files import atomic_output
     path = Path(path)
     target = path.with_suffix(".json")
-    picture, text = path.with_name(f".{path.name}.part"), target.with_name(f".{target.name}.part")
-    Image.fromarray(pixels).save(picture, format="PNG")     # through temporary files: never half a file
-    text.write_text(json.dumps(recipe, indent=1), encoding="utf-8")
-    picture.replace(path)
-    text.replace(target)
+    try:
+        with atomic_output(path) as picture, atomic_output(target) as text:
+            Image.fromarray(pixels).save(picture, format="PNG")
+            text.write_text(json.dumps(recipe, indent=1), encoding="utf-8")
+    except OSError as error:    # the temporary file itself could not be made
+        raise CnnViewerError(f"{path}: could not be written ({error.strerror or error})") from None
     return target
