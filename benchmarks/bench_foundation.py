@@ -61,13 +61,14 @@ marks = {}
 import PySide6.QtCore, PySide6.QtGui, PySide6.QtWidgets
 marks['import PySide6'] = time.perf_counter()
 import torch
-from cnnviewer.engine.media import images, models
+from cnnviewer.engine.media import images
+from cnnviewer.engine.models import catalogue
 from cnnviewer.engine.workbench import Workbench
 marks['import engine'] = time.perf_counter()
 threads = int(sys.argv[1])
 if threads:
     torch.set_num_threads(threads)
-model = models.load_torchvision_model('mobilenet_v2', device='cpu')
+model = catalogue.load_torchvision_model('mobilenet_v2', device='cpu')
 marks['load model'] = time.perf_counter()
 image = images.sample_image('chelsea')
 marks['load image'] = time.perf_counter()
