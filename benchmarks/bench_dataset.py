@@ -20,7 +20,7 @@
     .venv/bin/python benchmarks/bench_dataset.py [--quick] [--images 5000] [--map-10k]
 
 --quick (tests/test_benchmarks.py): 24 images indexed in batches of 8 (one build, with the last --workers
-value), queries at 1,000 images, a map of 250 on one thread: every section's code in seconds, figures
+value), queries at 1,000 images, a map of 150 on one thread: every section's code in seconds, figures
 meaningless.
 """
 
@@ -351,7 +351,7 @@ def bench_maps(sizes: list[int], work: Path, threads: list[int]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="24 images indexed, 1k queries, a 250-image map")
+    parser.add_argument("--quick", action="store_true", help="24 images indexed, 1k queries, a 150-image map")
     parser.add_argument("--images", type=int, default=None, help="images to index (default 5000; quick 24)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the forward (the app's job: 1)")
@@ -380,7 +380,7 @@ def main() -> None:
     if "queries" not in args.skip:
         bench_queries([1000] if args.quick else [1000, 5000, 10000], work, args.runs)
     if "maps" not in args.skip:
-        bench_maps([250] if args.quick else [1000, 5000] + ([10000] if args.map_10k else []), work,
+        bench_maps([150] if args.quick else [1000, 5000] + ([10000] if args.map_10k else []), work,
                    args.map_threads)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 

@@ -21,7 +21,7 @@
     .venv/bin/python benchmarks/bench_synthesis.py [--classes 20] [--steps 200] [--lucent DIR] [--quick]
 
 --quick (tests/test_benchmarks.py): 3 steps everywhere, mobilenet_v2 alone for speed, one class judged in
-two modes (unless --modes), facets at 112 px: every section's code in seconds, figures meaningless.
+two modes (unless --modes), facets 2 steps at 64 px: every section's code in seconds, figures meaningless.
 """
 
 from __future__ import annotations
@@ -171,11 +171,11 @@ def bench_facets(steps: int, count: int = 4, size: int = 224) -> None:
     batched = timed(batch.threads, [starts])
     one_thread = timed(1, [starts])
     separate_all = timed(batch.threads, [starts[i:i + 1] for i in range(count)])
-    print(f"\n3. {count} facets, {steps} steps at {size} px, mobilenet_v2 features.14: {count} separate runs on the job thread's "
-          f"1 torch thread {separate:.1f} s; one batch as facets run it ({batch.threads} threads, one per facet up to "
-          f"the cores) {batched:.1f} s, ratio {batched / separate:.2f} (target <= 0.6); the batch on 1 thread "
-          f"{one_thread:.1f} s, {one_thread / separate:.2f}; separate runs on {batch.threads} threads {separate_all:.1f} s "
-          f"(batch / these {batched / separate_all:.2f})", flush=True)
+    print(f"\n3. {count} facets, {steps} steps at {size} px, mobilenet_v2 features.14: {count} separate runs on "
+          f"the job thread's 1 torch thread {separate:.1f} s; one batch as facets run it ({batch.threads} threads, "
+          f"one per facet up to the cores) {batched:.1f} s, ratio {batched / separate:.2f} (target <= 0.6); the "
+          f"batch on 1 thread {one_thread:.1f} s, {one_thread / separate:.2f}; separate runs on {batch.threads} "
+          f"threads {separate_all:.1f} s (batch / these {batched / separate_all:.2f})", flush=True)
     # On one thread a batch cannot gain: a 224 px image already gives the 1x1 convolutions' GEMMs
     # 12544 rows (their time grows 4.2-4.5x for 4 images), and the elementwise passes and depthwise
     # convolutions' backward, memory-bound, grow 7-8x once the batch's activations (19 MB a tensor
@@ -196,8 +196,8 @@ def main() -> int:
     if args.quick:
         args.classes, args.steps, args.speed_steps = 1, 3, 3
         args.modes = args.modes or ["unregularized", "fourier + transforms"]
-        facet_steps, warm, speed_models = 3, 2, ("mobilenet_v2",)
-        facet_size = 112
+        warm, speed_models = 2, ("mobilenet_v2",)
+        facet_steps, facet_size = 2, 64
     from cnnviewer.engine.runtime.memory import keep_freed_memory
     keep_freed_memory()
     torch.set_num_threads(1)
