@@ -5,11 +5,14 @@ summary + torch.fx graph (engine), igraph layout (all blocks open, and as the pa
 opens: big models folded), and drawing the scene items. Target (issue 3): <= 2 s in total
 for densenet121 with every block open.
 
-    .venv/bin/python benchmarks/bench_architecture.py
+    .venv/bin/python benchmarks/bench_architecture.py [--quick]
+
+--quick (tests/test_benchmarks.py): resnet18 alone through the same stages; its figures are "info".
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
@@ -32,13 +35,16 @@ TARGET_S = 2.0
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="resnet18 only: a few seconds, same stages")
+    quick = parser.parse_args().quick
     torch.set_num_threads(1)
     app = QApplication.instance() or QApplication([])
     jobs = UiJobs(JobRunner(torch_threads=None))
     panel = ArchitecturePanel(Session(), jobs, lambda: None)
     panel.resize(900, 700)
     print(f"{'model':<13}{'view':<8}{'nodes':>6}{'edges':>7}{'graph s':>9}{'layout s':>10}{'draw s':>8}{'total s':>9}  verdict")
-    for name in ("resnet50", "densenet121"):
+    for name in ("resnet18",) if quick else ("resnet50", "densenet121"):
         model = torchvision.models.get_model(name, weights=None).eval()
         start = time.perf_counter()
         graph = build_graph(model, summarize(model, (224, 224)))

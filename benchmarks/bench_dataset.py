@@ -18,6 +18,10 @@
    included in both, BLAS/OpenMP limited to the same threads. Target: <= 30 s at 5,000 images.
 
     .venv/bin/python benchmarks/bench_dataset.py [--quick] [--images 5000] [--map-10k]
+
+--quick (tests/test_benchmarks.py): 24 images indexed in batches of 8 (one build, with the last --workers
+value), queries at 1,000 images, a map of 150 on one thread: every section's code in seconds, figures
+meaningless.
 """
 
 from __future__ import annotations
@@ -347,8 +351,8 @@ def bench_maps(sizes: list[int], work: Path, threads: list[int]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="300 images indexed, 1k queries, 1k map")
-    parser.add_argument("--images", type=int, default=None, help="images to index (default 5000; quick 300)")
+    parser.add_argument("--quick", action="store_true", help="24 images indexed, 1k queries, a 150-image map")
+    parser.add_argument("--images", type=int, default=None, help="images to index (default 5000; quick 24)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the forward (the app's job: 1)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="DataLoader workers to compare")
@@ -362,7 +366,9 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=["index", "queries", "maps"])
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (kept; default a new temp one)")
     args = parser.parse_args()
-    args.images = args.images or (300 if args.quick else 5000)
+    args.images = args.images or (24 if args.quick else 5000)
+    if args.quick:
+        args.batch, args.workers, args.map_threads, args.runs = 8, args.workers[-1:], args.map_threads[:1], 3
     if args.keep_heap:
         keep_heap()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_dataset_"))
@@ -374,7 +380,7 @@ def main() -> None:
     if "queries" not in args.skip:
         bench_queries([1000] if args.quick else [1000, 5000, 10000], work, args.runs)
     if "maps" not in args.skip:
-        bench_maps([1000] if args.quick else [1000, 5000] + ([10000] if args.map_10k else []), work,
+        bench_maps([150] if args.quick else [1000, 5000] + ([10000] if args.map_10k else []), work,
                    args.map_threads)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 

@@ -7,7 +7,9 @@ depend on them; its pretrained weights are not offline here), one torch thread, 
 The files are hard links to 200 distinct ~500 px JPEGs (each is decoded like any other file).
 Target (issue 12): peak RSS within 2 GiB; RSS should stay flat as the arrays grow on disk.
 
-    .venv/bin/python benchmarks/bench_dataset_memory.py [--images 10000] [--model resnet50]
+    .venv/bin/python benchmarks/bench_dataset_memory.py [--images 10000] [--model resnet50] [--quick]
+
+--quick (tests/test_benchmarks.py): 48 images (links to 16 JPEGs) into resnet18's blocks, same calls.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ def rss_bytes() -> int:
     return 0
 
 
-def make_folder(root: Path, count: int) -> Path:
-    """`count` files: hard links to 200 distinct ~500 px JPEGs (crops, flips, tints of sample photos)."""
+def make_folder(root: Path, count: int, distinct_count: int = 200) -> Path:
+    """`count` files: hard links to `distinct_count` distinct ~500 px JPEGs (crops, flips, tints of sample photos)."""
     import numpy as np
     from PIL import Image
     from skimage import data
@@ -45,7 +47,7 @@ def make_folder(root: Path, count: int) -> Path:
     folder.mkdir()
     rng = np.random.default_rng(0)
     names = ("astronaut", "chelsea", "coffee", "rocket", "cat", "immunohistochemistry")
-    for i in range(200):
+    for i in range(distinct_count):
         picture = Image.fromarray(getattr(data, names[i % len(names)])()).convert("RGB")
         left, top = (int(v) for v in rng.integers(0, 60, 2))
         crop = picture.crop((left, top, left + int(picture.width * 0.85), top + int(picture.height * 0.85)))
@@ -55,7 +57,7 @@ def make_folder(root: Path, count: int) -> Path:
     for i in range(count):   # 1,000 per subfolder: the index searches folders recursively
         target = folder / f"{i // 1000:02d}" / f"{i:05d}.jpg"
         target.parent.mkdir(exist_ok=True)
-        os.link(distinct / f"{i % 200:03d}.jpg", target)
+        os.link(distinct / f"{i % distinct_count:03d}.jpg", target)
     return folder
 
 
@@ -66,7 +68,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16,
                         help="16: resnet50's activations for a batch of 32 alone take ~1.2 GiB at their peak")
+    parser.add_argument("--quick", action="store_true", help="48 images into resnet18: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        args.images, args.model = 48, "resnet18"
     import torch
 
     from cnnviewer.engine.dataset.build import build_index
@@ -77,7 +82,7 @@ def main() -> int:
     keep_freed_memory()          # as the app and the CLI do: freed memory stays in the process
     torch.set_num_threads(1)
     scratch = Path(tempfile.mkdtemp(prefix="bench_dataset_memory_"))
-    folder = make_folder(scratch, args.images)
+    folder = make_folder(scratch, args.images, 16 if args.quick else 200)
     model = load_model(args.model)
     layers = default_layers(model)
     samples: list[tuple[float, int, int]] = []    # (seconds, images done, rss)

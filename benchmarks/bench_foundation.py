@@ -1,6 +1,9 @@
 """Benchmark the engine's foundations against the project's targets.
 
-Run: python benchmarks/bench_foundation.py [--reps N] [--launch-runs N]
+Run: python benchmarks/bench_foundation.py [--reps N] [--launch-runs N] [--quick]
+
+--quick (tests/test_benchmarks.py): mobilenet_v2 only, one thread, 3 repetitions and one
+launch: every section's code, a few seconds, figures meaningless.
 
 Measured side by side in one run, once with torch.set_num_threads(1) (what the
 app's job thread uses) and once with torch's default thread count:
@@ -61,13 +64,14 @@ marks = {}
 import PySide6.QtCore, PySide6.QtGui, PySide6.QtWidgets
 marks['import PySide6'] = time.perf_counter()
 import torch
-from cnnviewer.engine.media import images, models
+from cnnviewer.engine.media import images
+from cnnviewer.engine.models import catalogue
 from cnnviewer.engine.workbench import Workbench
 marks['import engine'] = time.perf_counter()
 threads = int(sys.argv[1])
 if threads:
     torch.set_num_threads(threads)
-model = models.load_torchvision_model('mobilenet_v2', device='cpu')
+model = catalogue.load_torchvision_model('mobilenet_v2', device='cpu')
 marks['load model'] = time.perf_counter()
 image = images.sample_image('chelsea')
 marks['load image'] = time.perf_counter()
@@ -145,12 +149,14 @@ def largest_layers(activations: dict[str, torch.Tensor]) -> list[str]:
     return list(chosen.values())
 
 
-def bench_mosaics(reps: int) -> list[dict]:
+def bench_mosaics(reps: int, models: tuple[str, ...] = MODELS) -> list[dict]:
     """Median ms to switch to a layer and build its mosaic from a warm cache."""
     image = from_array(np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8),
                        "random")
     rows = []
     for name, extra in (("resnet50", None), ("mobilenet_v2", "features.18")):
+        if name not in models:
+            continue
         loaded = wrap_module(build(name), name, device="cpu")
         workbench = Workbench()
         recorded = workbench.cache.get(loaded, image)
@@ -201,12 +207,17 @@ def main() -> None:
     parser.add_argument("--launch-runs", type=int, default=3)
     parser.add_argument("--default-malloc", action="store_true",
                         help="skip the allocator tuning the app applies (engine.memory), to compare")
+    parser.add_argument("--quick", action="store_true",
+                        help="mobilenet_v2, 1 thread, 3 reps, 1 launch: a smoke run of every section")
     args = parser.parse_args()
+    models = MODELS
+    if args.quick:
+        models, args.reps, args.mosaic_reps, args.launch_runs = ("mobilenet_v2",), 3, 3, 1
     if not args.default_malloc:
         tune_malloc()
 
     default_threads = torch.get_num_threads()
-    configs = [("1 thread", 1), (f"default ({default_threads} threads)", default_threads)]
+    configs = [("1 thread", 1), (f"default ({default_threads} threads)", default_threads)][:1 if args.quick else 2]
     print(f"torch {torch.__version__}, numpy {np.__version__}, python {sys.version.split()[0]}, "
           f"{os.cpu_count()} CPUs, default torch threads {default_threads}")
     print(f"reps: {args.reps} interleaved pairs, {args.mosaic_reps} mosaic builds, "
@@ -215,9 +226,9 @@ def main() -> None:
     capture_rows, mosaic_rows, launch_rows = [], [], []
     for label, threads in configs:
         torch.set_num_threads(threads)
-        for name in MODELS:
+        for name in models:
             capture_rows.append((label, name, bench_capture(name, args.reps)))
-        for row in bench_mosaics(args.mosaic_reps):
+        for row in bench_mosaics(args.mosaic_reps, models):
             mosaic_rows.append((label, row))
         launch_rows.append((label, bench_launch(args.launch_runs, threads)))
     torch.set_num_threads(default_threads)

@@ -6,7 +6,9 @@ were drawn, then quit. Times count from the command (the interpreter's own
 start included); older versions that print only times from main() are read as such. Compares with a bare `import torch, torchvision, PySide6`
 in the same run, since that import is the floor for any launch.
 
-    .venv/bin/python benchmarks/bench_launch.py [--runs 3]
+    .venv/bin/python benchmarks/bench_launch.py [--runs 3] [--quick]
+
+--quick (tests/test_benchmarks.py): one run of each, offscreen.
 """
 
 from __future__ import annotations
@@ -44,9 +46,13 @@ def bare_imports() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    runs = parser.parse_args().runs
+    parser.add_argument("--quick", action="store_true", help="one run of each, offscreen")
+    args = parser.parse_args()
+    runs = 1 if args.quick else args.runs
+    if args.quick:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
     launches, imports = [], []
     for _ in range(runs):            # interleaved, so machine noise hits both alike
         imports.append(bare_imports())

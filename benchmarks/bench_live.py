@@ -10,7 +10,9 @@ COCO weights offline; its cost does not depend on them) and MTCNN (real weights)
 2. longest gap of a 10 ms timer on the UI thread while the pipeline runs; target < 50 ms;
 3. (--frames N) peak RSS after N frames ÷ after 100 frames; target <= 1.05.
 
-    .venv/bin/python benchmarks/bench_live.py [--rounds 3] [--frames 5000]
+    .venv/bin/python benchmarks/bench_live.py [--rounds 3] [--frames 5000] [--quick]
+
+--quick (tests/test_benchmarks.py): 8 frames, one round, both detectors; no long run.
 """
 
 from __future__ import annotations
@@ -122,7 +124,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=40, help="frames per throughput measurement")
     parser.add_argument("--frames", type=int, default=0, help="long run for memory (e.g. 5000); 0 skips it")
     parser.add_argument("--detectors", nargs="*", default=list(DETECTORS))
+    parser.add_argument("--quick", action="store_true", help="8 frames, 1 round, no long run")
     args = parser.parse_args()
+    if args.quick:
+        args.count, args.rounds, args.frames = 8, 1, 0
     torch.set_num_threads(1)
     app = QApplication.instance() or QApplication([])
     from cnnviewer.engine.jobs import JobRunner

@@ -5,7 +5,9 @@ Measures, with one torch thread as the app's job thread uses, the engine part of
 then one backward pass) for layers at four depths: the first click on a layer and further
 clicks on the same layer, interleaved. Target (issue 3): median <= 150 ms from click to map.
 
-    .venv/bin/python benchmarks/bench_receptive_field.py [--clicks 9]
+    .venv/bin/python benchmarks/bench_receptive_field.py [--clicks 9] [--quick]
+
+--quick (tests/test_benchmarks.py): resnet18, one round of 2 clicks per layer: same calls, a few seconds.
 """
 
 from __future__ import annotations
@@ -28,19 +30,21 @@ TARGET_MS = 150.0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clicks", type=int, default=9)
-    clicks = parser.parse_args().clicks
+    parser.add_argument("--quick", action="store_true", help="resnet18, 1 round of 2 clicks per layer")
+    args = parser.parse_args()
+    name, clicks, rounds = ("resnet18", 2, 1) if args.quick else ("resnet50", args.clicks, 3)
     keep_freed_memory()
     torch.set_num_threads(1)
-    model = load_torchvision_model("resnet50", device="cpu")
+    model = load_torchvision_model(name, device="cpu")
     image = sample_image("chelsea")
     fields = summarize(model.module, (224, 224)).fields
-    print(f"resnet50 (random init), 224 px, 1 torch thread, {clicks} clicks per layer")
+    print(f"{name} (random init), 224 px, 1 torch thread, {clicks} clicks per layer")
     print(f"{'layer':<10}{'field':>7}{'first click ms':>16}{'next clicks ms (median)':>25}  verdict")
     for layer in ("layer1", "layer2", "layer3", "layer4"):
         firsts, nexts = [], []
-        for _ in range(3):
+        for _ in range(rounds):
             probe = GradientProbe()
             firsts.append(probe.field(model, image, layer, (2, 2), None, fields[layer]).milliseconds)
             for click in range(clicks):

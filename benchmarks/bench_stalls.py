@@ -27,7 +27,10 @@ The synthesis runs are measured from Restart to the last step: choosing the meth
 steps before it is the methods scenario's business.
 Target: every stall < 50 ms.
 
-    .venv/bin/python benchmarks/bench_stalls.py [--repeat 2] [--blame] [--only dataset facets style]
+    .venv/bin/python benchmarks/bench_stalls.py [--repeat 2] [--blame] [--only dataset facets style] [--quick]
+
+--quick (tests/test_benchmarks.py): one run of the image, gradients and synthesis scenarios (6 steps),
+offscreen: the window, the meter and a scenario of each kind in seconds, figures meaningless.
 """
 
 from __future__ import annotations
@@ -304,7 +307,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=2, help="runs of each scenario")
     parser.add_argument("--blame", action="store_true", help="print what the other threads ran during stalls")
     parser.add_argument("--only", nargs="*", help="these scenarios only (facets needs dataset before it)")
+    parser.add_argument("--quick", action="store_true", help="image, gradients and 6 steps of synthesis, once")
     args = parser.parse_args()
+    steps = 60
+    if args.quick:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+        args.repeat, args.only, steps = 1, ["image", "gradients", "synthesis"], 6
     from PIL import Image
     from skimage import data
 
@@ -318,7 +326,7 @@ def main() -> int:
     photos.mkdir()
     os.environ["XDG_CACHE_HOME"] = str(scratch / "cache")
     rng = np.random.default_rng(0)
-    for i in range(120):      # ~500 px JPEGs, each a different crop / flip / tint of a sample photo
+    for i in range(0 if args.quick else 120):   # ~500 px JPEGs, each a different crop / flip / tint of a photo
         picture = Image.fromarray(getattr(data, ("astronaut", "chelsea", "coffee", "rocket")[i % 4])())
         left, top = (int(v) for v in rng.integers(0, 80, 2))
         crop = picture.crop((left, top, left + int(picture.width * 0.8), top + int(picture.height * 0.8)))
@@ -346,8 +354,8 @@ def main() -> int:
                  ("arch", lambda: scenario_arch(window), None),
                  ("dataset", lambda: scenario_dataset(window, photos), forget_indexes),
                  ("methods", lambda: scenario_methods(window), None),
-                 ("synthesis", lambda: run_synthesis(window, 60),
-                  lambda: prepare_synthesis(window, "ascent", None, 130, 60)),
+                 ("synthesis", lambda: run_synthesis(window, steps),
+                  lambda: prepare_synthesis(window, "ascent", None, 130, steps)),
                  ("facets", lambda: run_synthesis(window, 20),
                   lambda: prepare_synthesis(window, "facets", "features.17", 5, 20)),
                  ("fourier", lambda: run_synthesis(window, 60),

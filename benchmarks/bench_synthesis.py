@@ -18,7 +18,10 @@
    to the cores) against 4 separate runs on the job thread's one thread (preset 3, 224 px, the same
    starts). Target: batch / separate <= 0.6. Also the batch on one thread.
 
-    .venv/bin/python benchmarks/bench_synthesis.py [--classes 20] [--steps 200] [--lucent DIR]
+    .venv/bin/python benchmarks/bench_synthesis.py [--classes 20] [--steps 200] [--lucent DIR] [--quick]
+
+--quick (tests/test_benchmarks.py): 3 steps everywhere, mobilenet_v2 alone for speed, one class judged in
+two modes (unless --modes), facets 2 steps at 64 px: every section's code in seconds, figures meaningless.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ CLASSES = (1, 9, 22, 76, 99, 130, 144, 207, 291, 309, 323, 340, 388, 409, 417, 4
            609, 651, 717, 779, 817, 852, 907, 933, 947, 980)   # goldfish ... volcano: birds, animals, objects
 
 
-def bench_speed(steps: int, lucent_dir: str | None, warm: int = 10) -> None:
+def bench_speed(steps: int, lucent_dir: str | None, warm: int = 10,
+                models: tuple[str, ...] = ("mobilenet_v2", "resnet18")) -> None:
     from cnnviewer.engine.attribution.target import Target
     from cnnviewer.engine.models.loading import load_model
     from cnnviewer.engine.synthesis.fourier import FourierAscent
@@ -55,6 +59,8 @@ def bench_speed(steps: int, lucent_dir: str | None, warm: int = 10) -> None:
             if not hasattr(kornia, old_name):
                 setattr(kornia, old_name, getattr(geometry, old_name))
         from lucent.optvis import objectives, param, render
+    else:
+        print("Lucent not given (--lucent DIR, see above): its columns are skipped (nan)")
     # Every run warms `warm` steps first (the transforms' random scales make about a dozen input sizes,
     # each first met building its oneDNN kernels), then is timed for `steps`. Lucent's render_vis
     # parameterizes 128 px unless told (then upsamples the transformed image to 224 for the model);
@@ -64,6 +70,8 @@ def bench_speed(steps: int, lucent_dir: str | None, warm: int = 10) -> None:
     print(f"   {'model / layer':<26}{'ours fourier':>13}{'ours pixels':>12}{'lucent 224':>11}{'lucent 128':>11}"
           f"{'fourier/lucent224':>18}{'fourier/lucent128':>18}")
     for name, layer, lucent_layer in (("mobilenet_v2", "features.10", "features_10"), ("resnet18", "layer3", "layer3")):
+        if name not in models:
+            continue
         model = load_model(name)
         target = Target(layer=layer, channel=7)
         rates = []
@@ -137,7 +145,7 @@ def bench_judge(classes: int, steps: int, only: list[str] | None = None) -> None
               f"{np.mean(took):>8.1f}", flush=True)
 
 
-def bench_facets(steps: int, count: int = 4) -> None:
+def bench_facets(steps: int, count: int = 4, size: int = 224) -> None:
     from cnnviewer.engine.attribution.target import Target
     from cnnviewer.engine.models.loading import load_model
     from cnnviewer.engine.runtime.modes import torch_threads
@@ -147,7 +155,7 @@ def bench_facets(steps: int, count: int = 4) -> None:
 
     model = load_model("mobilenet_v2")
     target = Target(layer="features.14", channel=3)
-    starts = torch.randn((count, 3, 224, 224), generator=torch.Generator().manual_seed(0)) * 10.0
+    starts = torch.randn((count, 3, size, size), generator=torch.Generator().manual_seed(0)) * 10.0
     settings = preset(3, steps=steps)
     batch = facet_ascent(model, target, Facets([], starts, "features.18"), settings)   # as the panel and CLI run it
 
@@ -163,11 +171,11 @@ def bench_facets(steps: int, count: int = 4) -> None:
     batched = timed(batch.threads, [starts])
     one_thread = timed(1, [starts])
     separate_all = timed(batch.threads, [starts[i:i + 1] for i in range(count)])
-    print(f"\n3. {count} facets, {steps} steps, mobilenet_v2 features.14: {count} separate runs on the job thread's "
-          f"1 torch thread {separate:.1f} s; one batch as facets run it ({batch.threads} threads, one per facet up to "
-          f"the cores) {batched:.1f} s, ratio {batched / separate:.2f} (target <= 0.6); the batch on 1 thread "
-          f"{one_thread:.1f} s, {one_thread / separate:.2f}; separate runs on {batch.threads} threads {separate_all:.1f} s "
-          f"(batch / these {batched / separate_all:.2f})", flush=True)
+    print(f"\n3. {count} facets, {steps} steps at {size} px, mobilenet_v2 features.14: {count} separate runs on "
+          f"the job thread's 1 torch thread {separate:.1f} s; one batch as facets run it ({batch.threads} threads, "
+          f"one per facet up to the cores) {batched:.1f} s, ratio {batched / separate:.2f} (target <= 0.6); the "
+          f"batch on 1 thread {one_thread:.1f} s, {one_thread / separate:.2f}; separate runs on {batch.threads} "
+          f"threads {separate_all:.1f} s (batch / these {batched / separate_all:.2f})", flush=True)
     # On one thread a batch cannot gain: a 224 px image already gives the 1x1 convolutions' GEMMs
     # 12544 rows (their time grows 4.2-4.5x for 4 images), and the elementwise passes and depthwise
     # convolutions' backward, memory-bound, grow 7-8x once the batch's activations (19 MB a tensor
@@ -182,16 +190,23 @@ def main() -> int:
     parser.add_argument("--lucent", help="folder with Lucent (pkg/, deps/, stub/ as described above)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["speed", "judge", "facets"])
     parser.add_argument("--modes", nargs="*", help="judge only the modes whose names hold one of these words")
+    parser.add_argument("--quick", action="store_true", help="3 steps, one class, mobilenet_v2's speed only")
     args = parser.parse_args()
+    facet_steps, facet_size, warm, speed_models = 40, 224, 10, ("mobilenet_v2", "resnet18")
+    if args.quick:
+        args.classes, args.steps, args.speed_steps = 1, 3, 3
+        args.modes = args.modes or ["unregularized", "fourier + transforms"]
+        warm, speed_models = 2, ("mobilenet_v2",)
+        facet_steps, facet_size = 2, 64
     from cnnviewer.engine.runtime.memory import keep_freed_memory
     keep_freed_memory()
     torch.set_num_threads(1)
     if "speed" not in args.skip:
-        bench_speed(args.speed_steps, args.lucent)
+        bench_speed(args.speed_steps, args.lucent, warm, speed_models)
     if "judge" not in args.skip:
         bench_judge(min(args.classes, len(CLASSES)), args.steps, args.modes)
     if "facets" not in args.skip:
-        bench_facets(40)
+        bench_facets(facet_steps, size=facet_size)
     return 0
 
 

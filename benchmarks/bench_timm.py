@@ -9,7 +9,10 @@ loader, build the model, run one prediction on the sample photo. Pairs, measured
 Also checks that a plain launch does not import timm (it is imported only when a timm model is
 asked for or listed). Target from issue 11: timm / torchvision <= 1.2.
 
-    .venv/bin/python benchmarks/bench_timm.py [--runs 3]
+    .venv/bin/python benchmarks/bench_timm.py [--runs 3] [--quick]
+
+--quick (tests/test_benchmarks.py): the Lite0 / MobileNetV2 pair once; no launch check (tests/cli/test_cli.py
+makes it on every test run).
 """
 
 from __future__ import annotations
@@ -55,16 +58,21 @@ def launch_imports_timm() -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one pair, one run")
     args = parser.parse_args()
-    for timm_spec, torchvision_spec in PAIRS:
+    pairs, runs = (PAIRS[1:], 1) if args.quick else (PAIRS, args.runs)
+    for timm_spec, torchvision_spec in pairs:
         timm_times, tv_times = [], []
-        for _ in range(args.runs):   # interleaved, so load on the machine hits both alike
+        for _ in range(runs):   # interleaved, so load on the machine hits both alike
             timm_times.append(open_once(timm_spec))
             tv_times.append(open_once(torchvision_spec))
         ratio = statistics.median(timm_times) / statistics.median(tv_times)
         print(f"{timm_spec:28s} {statistics.median(timm_times):6.2f} s   {torchvision_spec:18s} "
               f"{statistics.median(tv_times):6.2f} s   ratio {ratio:.2f} (target <= 1.2)")
-    print(f"plain launch imports timm: {launch_imports_timm()} (should be False)")
+    if args.quick:
+        print("plain launch imports timm: not checked in --quick (tests/cli/test_cli.py checks it)")
+    else:
+        print(f"plain launch imports timm: {launch_imports_timm()} (should be False)")
 
 
 if __name__ == "__main__":

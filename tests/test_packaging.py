@@ -208,5 +208,7 @@ def test_a_wheel_carries_the_icons_the_desktop_entry_and_the_command(tmp_path):
     shipped = {f"cnnviewer/resources/{p.relative_to(DESKTOP_TEMPLATE.parent).as_posix()}"
                for p, _relative in icon_files()}
     assert shipped | {"cnnviewer/resources/cnnviewer.desktop", "cnnviewer/cli/install_desktop.py"} <= names
+    modules = {path.relative_to(source).as_posix() for path in (source / "cnnviewer").rglob("*.py")}
+    assert not modules - names, f"left out of the wheel: {sorted(modules - names)}"
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "cnnviewer = cnnviewer.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer
-from PySide6.QtWidgets import QWidget
-
-if TYPE_CHECKING:
-    from cnnviewer.ui.main_window import MainWindow
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QWidget
 
 
 class DropFilter(QObject):
@@ -20,17 +17,22 @@ class DropFilter(QObject):
     otherwise take the drag and drop it. An application-wide filter did the same at the cost of a
     Python call for every event of every widget (each paint, each timer), and under load a wait
     for the GIL each time: the window's repaints were measurably slower while indexing.
+
+    The window hands over what the filter needs (its docks, the panels that take folders and
+    videos by name, how to open files), so this module does not import main_window.
     """
 
-    def __init__(self, window: MainWindow) -> None:
+    def __init__(self, window: QMainWindow, docks: dict[str, QDockWidget], targets: dict[str, QWidget],
+                 open_paths: Callable[..., None]) -> None:
+        """`targets`: keyword of `open_paths` -> the panel that a drop on it means (live=, compare=, ...)."""
         super().__init__(window)
-        self._window = window
-        for dock in window.docks.values():
+        self._window, self._docks, self._targets, self._open_paths = window, docks, targets, open_paths
+        for dock in docks.values():
             dock.topLevelChanged.connect(lambda _floating: QTimer.singleShot(0, self.watch_windows))
 
     def _windows(self) -> list[QWidget]:
         """The main window and the panels floating in windows of their own."""
-        return [widget for widget in (self._window, *self._window.docks.values()) if widget.isWindow()]
+        return [widget for widget in (self._window, *self._docks.values()) if widget.isWindow()]
 
     def watch_windows(self) -> None:
         """Filter the drags of the main window and of every floating panel (their windows come and go)."""
@@ -56,7 +58,6 @@ class DropFilter(QObject):
         if not mime.hasUrls():
             return False
         if kind == QEvent.Type.Drop:
-            window = self._window
             slot = watched          # a widget that takes files itself (style transfer's pictures)
             while slot is not None and not hasattr(slot, "drop_paths"):
                 slot = slot.parentWidget()
@@ -65,9 +66,8 @@ class DropFilter(QObject):
                 event.setDropAction(Qt.DropAction.CopyAction)
                 event.accept()
                 return True
-            on = {name: watched is panel or panel.isAncestorOf(watched) for name, panel in
-                  (("live", window.live_detection), ("compare", window.compare), ("dataset", window.dataset))}
-            window.open_paths([url.toLocalFile() for url in mime.urls()], **on)
+            on = {name: watched is panel or panel.isAncestorOf(watched) for name, panel in self._targets.items()}
+            self._open_paths([url.toLocalFile() for url in mime.urls()], **on)
         # Always a copy: some file managers delete the source after a drop accepted as a move.
         event.setDropAction(Qt.DropAction.CopyAction)
         event.accept()

@@ -98,7 +98,8 @@ class MainWindow(QMainWindow):
         self.folder_browser = FolderBrowser(self.open_image, self)
         self._build_status_bar()
         build_menus(self)
-        self._drop_filter = DropFilter(self)
+        self._drop_filter = DropFilter(self, self.docks, {"live": self.live_detection, "compare": self.compare,
+                                                          "dataset": self.dataset}, self.open_paths)
 
         session.forward_changed.connect(self._on_forward_changed)
         session.forward_failed.connect(self._on_forward_failed)

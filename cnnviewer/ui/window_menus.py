@@ -3,20 +3,43 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from PySide6.QtCore import QSettings
 from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QDockWidget, QMenu, QMenuBar
 
 from cnnviewer.engine.types import WEIGHT_SUFFIXES
 from cnnviewer.ui import help_menu
-
-if TYPE_CHECKING:
-    from cnnviewer.ui.main_window import MainWindow
+from cnnviewer.ui.folder_browser import FolderBrowser
 
 MAX_RECENT = 10
 
 
-def add_action(window: MainWindow, menu, text: str, slot, shortcut=None) -> QAction:
+class MenuWindow(Protocol):
+    """What the menus use of the main window (a QMainWindow): typed here so that this module, which
+    main_window imports, does not import main_window back."""
+
+    settings: QSettings
+    docks: dict[str, QDockWidget]
+    folder_browser: FolderBrowser
+    recent_menu: QMenu
+
+    def menuBar(self) -> QMenuBar: ...  # noqa: N802 - Qt's name
+    def close(self) -> bool: ...
+    def choose_image(self) -> None: ...
+    def choose_image_folder(self) -> None: ...
+    def choose_weights(self) -> None: ...
+    def choose_model(self) -> None: ...
+    def choose_architecture_file(self) -> None: ...
+    def export_current_panel(self) -> None: ...
+    def show_message_log(self) -> None: ...
+    def reset_layout(self) -> None: ...
+    def open_paths(self, paths: list[str], live: bool = False, compare: bool = False,
+                   dataset: bool = False) -> None: ...
+
+
+def add_action(window: MenuWindow, menu, text: str, slot, shortcut=None) -> QAction:
     action = QAction(text, window)
     if shortcut is not None:
         action.setShortcut(QKeySequence(shortcut))
@@ -25,7 +48,7 @@ def add_action(window: MainWindow, menu, text: str, slot, shortcut=None) -> QAct
     return action
 
 
-def build_menus(window: MainWindow) -> None:
+def build_menus(window: MenuWindow) -> None:
     """File, View and Help."""
     file_menu = window.menuBar().addMenu("&File")
     add_action(window, file_menu, "&Open image…", window.choose_image, QKeySequence.StandardKey.Open)
@@ -53,14 +76,14 @@ def build_menus(window: MainWindow) -> None:
     refresh_recent_menu(window)
 
 
-def recent_files(window: MainWindow) -> list[str]:
+def recent_files(window: MenuWindow) -> list[str]:
     value = window.settings.value("recent_files", [])
     if isinstance(value, str):
         value = [value]
     return [str(v) for v in value or []]
 
 
-def remember_recent(window: MainWindow, path: str) -> None:
+def remember_recent(window: MenuWindow, path: str) -> None:
     """Put `path` (an image, a weights file or a folder) first in File > Open recent."""
     recent = [p for p in recent_files(window) if p != path]
     window.settings.setValue("recent_files", [path] + recent[: MAX_RECENT - 1])
@@ -76,7 +99,7 @@ def _entry_text(path: str) -> str:
     return item.name
 
 
-def refresh_recent_menu(window: MainWindow) -> None:
+def refresh_recent_menu(window: MenuWindow) -> None:
     window.recent_menu.clear()
     for path in recent_files(window):
         action = window.recent_menu.addAction(_entry_text(path))

@@ -97,7 +97,7 @@ def test_drop_a_folder_select_a_channel_see_its_top_images_and_click_one(window,
 
 def test_cancel_then_resume_and_reopen_without_reading_again(window, qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr("cnnviewer.ui.panels.dataset_indexing.SLICE_SECONDS", 0.0)   # one batch per slice
+    monkeypatch.setattr("cnnviewer.ui.panels.dataset.indexing.SLICE_SECONDS", 0.0)   # one batch per slice
     folder = _folder(tmp_path)
     for i in range(30):
         Image.fromarray(data.coffee()[::2, ::2][:, ::-1] // (1 + i % 3)).save(folder / f"more_{i:02d}.png")

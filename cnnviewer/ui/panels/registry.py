@@ -9,7 +9,7 @@ from PySide6.QtWidgets import QWidget
 
 from cnnviewer.ui.panels.architecture import ArchitecturePanel
 from cnnviewer.ui.panels.compare import ComparePanel
-from cnnviewer.ui.panels.dataset import DatasetPanel
+from cnnviewer.ui.panels.dataset.panel import DatasetPanel
 from cnnviewer.ui.panels.feature_maps import FeatureMapsPanel
 from cnnviewer.ui.panels.filters import FiltersPanel
 from cnnviewer.ui.panels.gradients import GradientsPanel
@@ -17,7 +17,7 @@ from cnnviewer.ui.panels.live_detection import LiveDetectionPanel
 from cnnviewer.ui.panels.model_summary import ModelSummaryPanel
 from cnnviewer.ui.panels.predictions import PredictionsPanel
 from cnnviewer.ui.panels.receptive_field import ReceptiveFieldPanel
-from cnnviewer.ui.panels.synthesis import SynthesisPanel
+from cnnviewer.ui.panels.synthesis.panel import SynthesisPanel
 
 if TYPE_CHECKING:
     from cnnviewer.engine.session import Session

@@ -30,9 +30,9 @@ from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.session import Session
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
-from cnnviewer.ui.panels.dataset_widgets import PictureGrid
-from cnnviewer.ui.panels.synthesis_images import StyleImages
-from cnnviewer.ui.panels.synthesis_settings import METHODS, SettingsForm
+from cnnviewer.ui.panels.dataset.widgets import PictureGrid
+from cnnviewer.ui.panels.synthesis.style_images import StyleImages
+from cnnviewer.ui.panels.synthesis.settings import METHODS, SettingsForm
 from cnnviewer.ui.widgets.history_plot import HistoryPlot
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 

@@ -18,8 +18,8 @@ from PySide6.QtWidgets import (
 
 from cnnviewer.engine.dataset.embedding import available_methods
 from cnnviewer.engine.dataset.names import LOGITS
-from cnnviewer.ui.panels.dataset_map import PALETTE, MapView, colours_for
-from cnnviewer.ui.panels.dataset_widgets import Histogram, PictureGrid, pixmap
+from cnnviewer.ui.panels.dataset.map import PALETTE, MapView, colours_for
+from cnnviewer.ui.panels.dataset.widgets import Histogram, PictureGrid, pixmap
 
 
 def _spin(value: int, low: int, high: int, tip: str) -> QSpinBox:

@@ -26,8 +26,8 @@ from cnnviewer.engine.dataset.names import LOGITS
 from cnnviewer.engine.session import Selection, Session
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
-from cnnviewer.ui.panels.dataset_indexing import SLICE_SECONDS, IndexingMixin
-from cnnviewer.ui.panels.dataset_tabs import MapTab, NeighboursTab, TopTab
+from cnnviewer.ui.panels.dataset.indexing import SLICE_SECONDS, IndexingMixin
+from cnnviewer.ui.panels.dataset.tabs import MapTab, NeighboursTab, TopTab
 from cnnviewer.ui.widgets.controls import on_screen
 
 
@@ -240,7 +240,7 @@ class DatasetPanel(IndexingMixin, QWidget):
 
         def work(context):
             from cnnviewer.engine.dataset.embedding import dataset_map
-            from cnnviewer.ui.panels.dataset_map import spread_subset
+            from cnnviewer.ui.panels.dataset.map import spread_subset
             found = dataset_map(index, layer, method=method, clusters=clusters, cancel=context.cancel,
                                 progress=context.progress)
             shown = found.rows[spread_subset(found.points)]

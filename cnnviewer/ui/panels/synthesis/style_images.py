@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
-from cnnviewer.ui.panels.dataset_widgets import pixmap
+from cnnviewer.ui.panels.dataset.widgets import pixmap
 
 THUMB = 84
 

@@ -1,0 +1,1 @@
+"""The Dataset panel (panel.DatasetPanel): its indexing, tabs, map view and picture widgets."""

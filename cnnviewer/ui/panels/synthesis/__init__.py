@@ -1,0 +1,1 @@
+"""The Synthesis panel (panel.SynthesisPanel): its per-method settings and style transfer's pictures."""

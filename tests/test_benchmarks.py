@@ -1,0 +1,81 @@
+"""Benchmarks rot silently (an import moved, a scenario renamed): run each one's --quick mode.
+
+Every script in benchmarks/ takes --quick: the same code paths at tiny sizes, a few seconds,
+still printing its side-by-side figures. A new benchmark without a quick mode, or without its
+figures listed in FIGURES, fails here. Most of a quick run is one thread importing torch, so the
+selected benchmarks run two at a time (slowest first): the file takes about half as long.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = sorted(path.name for path in (ROOT / "benchmarks").glob("*.py") if not path.name.startswith("_"))
+NUMBER = r"-?\d+(?:\.\d+)?"
+
+# Per benchmark, the lines its quick mode must print (regular expressions, searched line by line).
+FIGURES: dict[str, list[str]] = {
+    "bench_architecture.py": [rf"^resnet18\s+open\s+\d+\s+\d+(\s+{NUMBER}){{4}}",
+                              rf"^resnet18\s+first\s+\d+\s+\d+(\s+{NUMBER}){{4}}"],
+    "bench_dataset.py": [rf"build_index workers=1 .* index/plain {NUMBER}",
+                         rf"^\s+1000(\s+{NUMBER}){{5}}\s+load",
+                         rf"^\s+150(\s+{NUMBER}){{4}}\s+(openTSNE|scikit-learn) \({NUMBER}x\)"],
+    "bench_dataset_memory.py": [rf"48 images in {NUMBER} s", rf"peak {NUMBER} GiB"],
+    "bench_foundation.py": [rf"^1 thread\s+mobilenet_v2(\s+{NUMBER}){{4}}\s+fx",
+                            rf"^1 thread\s+mobilenet_v2\s+features\.18\s.*{NUMBER}\s+{NUMBER}\s+(PASS|FAIL)",
+                            rf"wall s: first {NUMBER}", r"top-1 '[^']+'"],
+    "bench_gradients.py": [rf"^{name}(\s+{NUMBER}){{8}}\s+(PASS|FAIL)" for name in ("resnet18", "mobilenet_v2")],
+    "bench_launch.py": [rf"window shown after the command\s+median\s+{NUMBER} s",
+                        rf"first predictions / bare imports\s+ratio\s+{NUMBER}",
+                        r"torch imported on the GUI thread before show: False"],
+    "bench_live.py": [rf"^{name}: raw {NUMBER} frames/s, pipeline {NUMBER} frames/s, ratio {NUMBER}.*stall {NUMBER} ms"
+                      for name in ("ssdlite320_mobilenet_v3_large", "mtcnn")],
+    "bench_receptive_field.py": [rf"^{layer}(\s+{NUMBER}){{3}}\s+(PASS|FAIL)"
+                                 for layer in ("layer1", "layer2", "layer3", "layer4")],
+    "bench_stalls.py": [rf"^{name}(\s+{NUMBER}){{4}}$" for name in ("image", "gradients", "synthesis")],
+    "bench_synthesis.py": [rf"mobilenet_v2 features\.10\s+{NUMBER}\s+{NUMBER}",
+                           rf"^\s+fourier \+ transforms\s+\d+/1\s+\d+/1\s+{NUMBER}\s+{NUMBER}",
+                           rf"one batch as facets run it .* ratio {NUMBER}"],
+    "bench_timm.py": [rf"timm:tf_efficientnet_lite0\s+{NUMBER} s\s+mobilenet_v2\s+{NUMBER} s\s+ratio {NUMBER}"],
+}
+
+
+SLOW_FIRST = ("bench_dataset.py", "bench_synthesis.py", "bench_foundation.py", "bench_timm.py")
+
+
+def run_quick(name: str, scratch: Path) -> subprocess.CompletedProcess[str]:
+    """One benchmark's quick mode; its scratch files, settings and caches stay under `scratch`."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "QT_QPA_PLATFORM": "offscreen", "CNNVIEWER_OFFLINE": "1",
+           "TMPDIR": str(scratch), "XDG_CONFIG_HOME": str(scratch / "config"), "XDG_CACHE_HOME": str(scratch / "cache")}
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), "--quick"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def quick_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The quick runs of the benchmarks selected in this session, two at a time, slowest first."""
+    selected = {item.callspec.params["name"] for item in request.session.items
+                if getattr(item, "originalname", "") == "test_quick_mode_runs_and_prints_its_figures"}
+    order = sorted(sorted(selected), key=lambda name: SLOW_FIRST.index(name) if name in SLOW_FIRST else len(SLOW_FIRST))
+    pool = ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1))
+    yield {name: pool.submit(run_quick, name, tmp_path_factory.mktemp(name.removesuffix(".py"))) for name in order}
+    pool.shutdown(cancel_futures=True)
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_quick_mode_runs_and_prints_its_figures(name: str, quick_runs: dict[str, Future]) -> None:
+    """Exit 0 and every expected figure printed."""
+    if name not in FIGURES:
+        pytest.fail(f"list in FIGURES what `benchmarks/{name} --quick` must print")
+    result = quick_runs[name].result()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    missing = [pattern for pattern in FIGURES[name] if not re.search(pattern, result.stdout, re.MULTILINE)]
+    assert not missing, f"not printed: {missing}\n{result.stdout[-3000:]}"
