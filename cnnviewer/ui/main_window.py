@@ -182,6 +182,9 @@ class MainWindow(QMainWindow):
         """Browse a folder's images (Page Up / Page Down); its first image becomes the input. With
         `index` (File > Open image folder, a drop on Dataset) the Dataset panel indexes it too."""
         folder = Path(folder)
+        if not folder.is_dir():    # vanished since it was chosen, or a FIFO / file named as a folder
+            self.show_message(f"{folder}: not a folder" + ("" if folder.exists() else " (it no longer exists)"))
+            return
         if index:
             self.docks["dataset"].show()
             self.docks["dataset"].raise_()
