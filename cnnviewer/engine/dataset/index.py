@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cnnviewer.engine.dataset.names import LOGITS
+from cnnviewer.engine.dataset.manifest import ManifestError, validate
+from cnnviewer.engine.dataset.names import LOGITS, MANIFEST, THUMB_SIDE
+from cnnviewer.engine.dataset.store import current_generation
 from cnnviewer.engine.errors import CnnViewerError
 from cnnviewer.engine.media.images import IMAGE_SUFFIXES
 from cnnviewer.engine.types import LayerId
@@ -34,7 +36,6 @@ from cnnviewer.engine.types import LayerId
 if TYPE_CHECKING:   # torch-free at run time: the GUI thread reads indexes (thumbnails, paths)
     from cnnviewer.engine.models.handle import LoadedModel
 
-MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
 KINDS = {"max": np.float32, "pos": np.int32, "mean": np.float32}
 BY_CHANNEL = "max_by_channel"     # written when a build finishes, from "max"
@@ -42,6 +43,10 @@ BY_CHANNEL = "max_by_channel"     # written when a build finishes, from "max"
 
 class IndexError_(CnnViewerError):
     """A folder or an index that cannot be used (one line)."""
+
+
+class DamagedIndexError(IndexError_):
+    """An index is there but damaged (its manifest or an array): a build replaces it."""
 
 
 def folder_images(folder: str | Path) -> list[Path]:
@@ -122,17 +127,49 @@ class DatasetIndex:
     """An index on disk: its manifest in memory, its arrays memory-mapped on demand."""
 
     def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
+        """Open the index in use under `directory` (or the checkpoint or generation `directory` is).
+
+        Raises:
+            IndexError_: there is no index; DamagedIndexError: there is one, but it is damaged.
+        """
+        self.root = Path(directory)
+        found = current_generation(self.root)
+        if found is None:
+            raise IndexError_(f"{self.root}: no index here")
+        self.directory = found
         try:
-            self.manifest = json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise IndexError_(f"{self.directory}: no readable index ({error.__class__.__name__})") from None
+            self.manifest = validate(json.loads((self.directory / MANIFEST).read_text(encoding="utf-8")))
+        except (OSError, ValueError, RecursionError) as error:
+            detail = str(error) if isinstance(error, ManifestError) else error.__class__.__name__
+            raise DamagedIndexError(f"{self.root}: damaged index ({detail})") from None
         self.folder = Path(self.manifest["folder"])
         self.rows = {row["row"]: row for row in self.manifest["images"]}
         self.valid_rows = np.array(sorted(self.rows), dtype=np.int64)     # rows holding an image
-        self._valid = np.zeros(int(self.manifest.get("files", 0)) or (max(self.rows, default=-1) + 1), dtype=bool)
+        self._valid = np.zeros(self.manifest["files"], dtype=bool)
         self._valid[self.valid_rows] = True
         self._bank: tuple[LayerId, np.ndarray] | None = None              # one layer's normalised features
+        self._check_arrays()
+
+    def _check_arrays(self) -> None:
+        """Every array the manifest promises is there, readable, of its dtype and row count: a truncated,
+        emptied or swapped .npy is found on opening (reading its header only), not in a query."""
+        files = self.manifest["files"]
+        expected = [(array_file(layer, kind), dtype, (files, self.channels(layer)), True)
+                    for layer in self.layers for kind, dtype in KINDS.items()]
+        expected += [(array_file(layer, BY_CHANNEL), np.float32, (self.channels(layer), files), False)
+                     for layer in self.layers]
+        expected.append(("thumbs.npy", np.uint8, (files, THUMB_SIDE, THUMB_SIDE, 3), False))
+        for name, dtype, shape, required in expected:
+            path = self.directory / name
+            if not required and not path.is_file():
+                continue
+            try:
+                array = np.load(path, mmap_mode="r")
+            except (OSError, ValueError, EOFError) as error:
+                raise DamagedIndexError(f"{self.root}: damaged index ({name}: {error.__class__.__name__})") from None
+            if array.dtype != dtype or array.shape != shape:
+                raise DamagedIndexError(f"{self.root}: damaged index ({name} is {array.dtype} {array.shape}, "
+                                        f"not {np.dtype(dtype)} {shape})")
 
     @property
     def layers(self) -> list[LayerId]:
