@@ -63,7 +63,7 @@ def _open(args: argparse.Namespace, layers=None, need_images: bool = True):
     every process runs this; each takes its shard, rank 0 merges and alone draws the progress bar."""
     from cnnviewer.cli.common import load_model_and_image, stderr_progress
     from cnnviewer.engine.dataset.build import build_index
-    from cnnviewer.engine.dataset.index import DatasetIndex, IndexError_, default_directory
+    from cnnviewer.engine.dataset.index import default_directory, recorded_layers
     from cnnviewer.engine.dataset.progress import RateMeter
     from cnnviewer.engine.dataset.sharding import distributed_world
 
@@ -78,11 +78,8 @@ def _open(args: argparse.Namespace, layers=None, need_images: bool = True):
     model, _ = load_model_and_image(side, need_image=False)
     _cap_workers(args)
     directory = Path(args.index_dir) if args.index_dir else default_directory(args.folder, model)
-    if layers is None:
-        try:
-            layers = DatasetIndex(directory).layers   # keep what was indexed; only refresh changed files
-        except IndexError_:
-            pass                                      # none yet, or damaged: the build says so and rebuilds
+    if layers is None:     # keep what was indexed (even when an array is damaged); only refresh changed files
+        layers = recorded_layers(directory)
     meter = RateMeter()
     show = world is None or world[0] == 0
     try:

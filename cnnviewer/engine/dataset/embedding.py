@@ -114,7 +114,7 @@ def _cached(index: DatasetIndex, layer: LayerId, method: str, fingerprint: np.nd
     if not cache.is_file():
         return None
     try:
-        with np.load(cache, allow_pickle=False) as saved:
+        with open(cache, "rb") as stream, np.load(stream, allow_pickle=False) as saved:   # closed when damaged too
             if not (np.array_equal(saved["fingerprint"], fingerprint) and int(saved["seed"]) == seed):
                 return None
             rows, points, clusters = saved["rows"], saved["points"], saved["clusters"]

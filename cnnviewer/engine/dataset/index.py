@@ -274,6 +274,18 @@ class DatasetIndex:
         return np.asarray(np.argmax(logits[self.valid_rows if rows is None else np.asarray(rows)], axis=1))
 
 
+def recorded_layers(directory: str | Path) -> list[LayerId] | None:
+    """The layers the index under `directory` was made with, when its manifest is readable, even if an
+    array is damaged: a rebuild then keeps the user's layers. None when there is nothing to go by."""
+    found = current_generation(Path(directory))
+    if found is None:
+        return None
+    try:
+        return list(validate(json.loads((found / MANIFEST).read_text(encoding="utf-8")))["layers"])
+    except (OSError, ValueError, RecursionError):
+        return None
+
+
 def default_directory(folder: str | Path, model: LoadedModel) -> Path:
     """Where the index of `folder` for `model` lives by default: the user's cache, one folder per
     (folder, model, weights), so indexes of several models of one folder coexist."""
