@@ -311,7 +311,9 @@ def test_kill_9_of_index_leaves_no_worker_behind(tmp_path):
     rng = np.random.default_rng(1)
     for i in range(400):
         Image.fromarray(rng.integers(0, 255, (40, 40, 3), np.uint8)).save(folder / f"{i:04d}.png")
-    process = subprocess.Popen(command("index", folder, "--layers", "features.1", "--batch-size", "2", "--workers",
+    # Batches of 32: their thumbnails (384 KiB) do not fit in the result pipe, so a worker whose parent
+    # is gone blocks in its queue's feeder thread at exit: the orphan of the report.
+    process = subprocess.Popen(command("index", folder, "--layers", "features.1", "--batch-size", "32", "--workers",
                                        "1", "-o", tmp_path / "index"), env=environment(tmp_path),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -320,6 +322,7 @@ def test_kill_9_of_index_leaves_no_worker_behind(tmp_path):
             time.sleep(0.2)
             workers = children(process.pid)
         assert workers, "no worker was started"
+        time.sleep(2.0)                                   # batches decoded, waiting for the parent
         process.send_signal(signal.SIGKILL)
         process.wait(30)
         deadline = time.monotonic() + 10
