@@ -296,7 +296,7 @@ def test_torchrun_shards_equal_the_single_process_index(photo_folder, tmp_path):
     for layer in one.layers:
         for kind in ("max", "pos", "mean"):
             np.testing.assert_array_equal(one.array(layer, kind), two.array(layer, kind))
-    np.testing.assert_array_equal(np.load(tmp_path / "one" / "thumbs.npy"), np.load(tmp_path / "two" / "thumbs.npy"))
+    np.testing.assert_array_equal(np.load(one.directory / "thumbs.npy"), np.load(two.directory / "thumbs.npy"))
 
 
 def test_a_neurons_top_images_equal_a_brute_force_loop(indexed, photo_folder):

@@ -1,6 +1,8 @@
 """A folder's activation index on disk, and the queries the Dataset panel and synthesis ask of it.
 
-Layout (a folder anyone can open with numpy and json; never a pickle):
+Layout (a folder anyone can open with numpy and json; never a pickle). The index folder holds
+`current`, a symlink to the generation in use (`gen-<n>/`, switched atomically by a build: store.py),
+and `.lock` (lock.py); the generation holds:
 
     manifest.json            model, weights, preprocessing, layers and their output shapes,
                              images (path relative to the folder, size, mtime, original size),
