@@ -371,7 +371,8 @@ class IndexBuild:
             try:
                 (self.staging / MANIFEST).unlink(missing_ok=True)
                 for name in manifest["layers"]:
-                    store.by_channel(self.staging / array_file(name, "max"), self.staging / array_file(name, BY_CHANNEL))
+                    store.by_channel(self.staging / array_file(name, "max"),
+                                     self.staging / array_file(name, BY_CHANNEL))
                 store.crash_point("by-channel written")
                 store.write_manifest(self.staging, manifest)
                 store.crash_point("manifest written")

@@ -98,10 +98,8 @@ def tidy(root: Path) -> None:
             if old != in_use:
                 remove(old)
                 crash_point("old generation removed")
-        if (root / MANIFEST).is_file():
-            remove(root / MANIFEST)
-            for item in [*root.glob("*.npy"), *root.glob("*.npz")]:
-                remove(item)
+        for item in [root / MANIFEST, *root.glob("*.npy"), *root.glob("*.npz")]:
+            remove(item)                  # the manifest first: a half-removed old layout is never read
     elif in_use is None:
         for old in _generations(root):
             remove(old)
