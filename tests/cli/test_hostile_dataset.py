@@ -169,6 +169,11 @@ def test_queries_on_damaged_arrays_rebuild_and_answer_like_the_good_index(world,
     status, out, lines = cli([*query, "-o", index], capsys)
     assert status == 0 and json.loads(out) == json.loads(good) and len(lines) == 1
     assert_same(DatasetIndex(index), DatasetIndex(world / "good"))
+    query = ["top", world / "photos", "--layer", "features.2", "--channel", "5", "-k", "3", "--json"]
+    status, good, _ = cli([*query, "-o", world / "good"], capsys)
+    _truncate("features.2.max_by_channel.npy", 150)(index)
+    status, out, lines = cli([*query, "-o", index], capsys)
+    assert status == 0 and json.loads(out) == json.loads(good) and len(lines) == 1
     cache = DatasetIndex(index).directory / "features.2.map-tsne.npz"
     cache.write_bytes(b"PK\x03\x04" + bytes(300))                            # a savez cut short
     status, _out, lines = cli(["export", "dataset-map", world / "photos", "--index-dir", index, "--side", "200",

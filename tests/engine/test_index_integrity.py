@@ -254,7 +254,19 @@ def test_a_newer_build_in_the_same_process_takes_the_lock_over(model, tmp_path):
     older = IndexBuild(tmp_path / "photos", model, tmp_path / "index", layers=LAYERS, batch_size=2)
     assert not older.run(seconds=0.0)
     newer = IndexBuild(tmp_path / "photos", model, tmp_path / "index", layers=LAYERS, batch_size=2)
-    with pytest.raises(IndexError_, match="newer build"):
+    with pytest.raises(IndexError_, match="newer one took over"):
         older.run()
     newer.run()
     assert len(newer.finish().manifest["images"]) == 4
+
+
+def test_a_paused_build_does_not_hold_the_lock(model, tmp_path):
+    """The app's Pause (checkpoint, close) frees the folder for another process's build at once."""
+    photos(tmp_path / "photos", "p", 4)
+    paused = IndexBuild(tmp_path / "photos", model, tmp_path / "index", layers=LAYERS, batch_size=2)
+    assert not paused.run(seconds=0.0)
+    paused.checkpoint()
+    paused.close()
+    import fcntl
+    with open(tmp_path / "index" / ".lock", "r+b") as stream:
+        fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)          # BlockingIOError while it is held

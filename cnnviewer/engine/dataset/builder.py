@@ -225,7 +225,7 @@ class IndexBuild:
         if self.finished:
             return True
         if not self._owns():
-            raise IndexError_(f"{self.directory}: a newer build of this index took over")
+            raise IndexError_(f"{self.directory}: this build was closed, or a newer one took over; start another")
         if self._batches is None:
             self._batches = extract(self.model, self.work, self.layers, batch_size=self.batch_size,
                                     workers=self.workers, mp_context=self.mp_context)
@@ -310,10 +310,14 @@ class IndexBuild:
         self._written = 0
 
     def close(self) -> None:
-        """Stop the decoding workers (a paused build holds them)."""
+        """Stop the decoding workers (a paused build holds them). An unfinished build also gives up the
+        folder's lock: a paused one (the app's Pause, a cancel) never blocks another process; it is
+        not run again (the next build resumes from its checkpoint)."""
         if self._batches is not None:
             self._batches.close()
             self._batches = None
+        if not self.finished:
+            self.lock.release()
 
     def _discard(self) -> None:
         """Drop the staging arrays (a full disk is given back) and the lock."""
