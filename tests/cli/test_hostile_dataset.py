@@ -256,7 +256,7 @@ def test_a_newline_in_a_file_name_stays_on_one_output_line(world, tmp_path, caps
 
 def test_a_full_disk_leaves_an_earlier_picture_intact(world, tmp_path, capsys):
     """#27: `export top-patches` onto a full disk: one line, the earlier picture unchanged, no
-    temporary file and no 0-byte file left."""
+    temporary file and no 0-byte file left. #4: `index` there: one line, no staging left."""
     disk = small_tmpfs(tmp_path / "disk", "512k")
     if disk is None:
         pytest.skip("mounting a tmpfs is not allowed here")
@@ -274,6 +274,8 @@ def test_a_full_disk_leaves_an_earlier_picture_intact(world, tmp_path, capsys):
                                                         "-o", earlier])
         assert "could not be written" in line
         assert earlier.read_bytes() == kept and sorted(p.name for p in disk.iterdir()) == ["fill", "top.png"]
+        one_line_error(world, tmp_path, capsys, ["index", world / "photos", *LAYERS, "-o", disk / "idx"])   # #4
+        assert not (disk / "idx" / ".building").exists()
     finally:
         subprocess.run(["umount", str(disk)], timeout=30)
 
