@@ -248,7 +248,7 @@ def test_a_cancelled_build_resumes_where_it_stopped(photo_folder, tmp_path, monk
     with pytest.raises(Cancelled):
         first.run(cancel=cancel, progress=lambda done, total: done >= 8 and cancel.set())
     assert (tmp_path / "index" / ".building" / "manifest.json").is_file()
-    assert not (tmp_path / "index" / "manifest.json").exists()      # no half index is ever opened
+    assert not (tmp_path / "index" / "current").exists()            # no half index is ever opened
     read = count_reads(monkeypatch)
     second = IndexBuild(photo_folder, model, tmp_path / "index", layers=layers, batch_size=4)
     assert second.done == 8 and not second.run(seconds=0.0)      # a slice: one batch, then back

@@ -23,7 +23,7 @@ from threading import Event
 import numpy as np
 
 from cnnviewer.engine.dataset import store
-from cnnviewer.engine.dataset.extract import extract, file_status
+from cnnviewer.engine.dataset.extract import BatchStats, Status, extract, file_status
 from cnnviewer.engine.dataset.index import (
     BY_CHANNEL,
     FORMAT_VERSION,
@@ -258,14 +258,14 @@ class IndexBuild:
         self.finished = True
         return True
 
-    def _unchanged_since(self, path: Path, before) -> dict | None:
+    def _unchanged_since(self, path: Path, before: Status | None) -> dict | None:
         """The file's size and mtime as the worker saw them before decoding, when the file is still
         the same now; None when it changed or vanished meanwhile (it is left for the next build)."""
         if before is None or file_status(path) != before:
             return None
         return {"bytes": before[1], "mtime": before[3]}
 
-    def _store(self, stats, found: dict) -> None:
+    def _store(self, stats: BatchStats, found: dict) -> None:
         self.shapes.update(found)
         targets = [self.rows_of_work[i] for i in stats.indices]
         for name in stats.maxima:
