@@ -89,8 +89,9 @@ def _open(args: argparse.Namespace, layers=None, need_images: bool = True):
     finally:
         stderr_progress.done()
     if need_images and not len(index.valid_rows):
-        raise UsageError(f"no readable image under {args.folder} ({len(index.skipped)} files could not be read; "
-                         "`cnnviewer index` lists why)")
+        count = len(index.skipped)
+        raise UsageError(f"no readable image under {args.folder} ({count} file{'s' * (count != 1)} could not be "
+                         "read; `cnnviewer index` lists why)")
     return model, index
 
 
