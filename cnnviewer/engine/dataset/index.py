@@ -56,8 +56,11 @@ def folder_images(folder: str | Path) -> list[Path]:
     root = Path(folder)
     if not root.is_dir():
         raise IndexError_(f"{root}: not a folder")
-    found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])]
+    try:
+        found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                 and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])]
+    except OSError as error:     # a subfolder removed or renamed while it is listed
+        raise IndexError_(f"{root}: cannot be listed ({error.strerror or error}); try again") from None
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
