@@ -58,12 +58,12 @@ def neighbours_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _open(args: argparse.Namespace, layers=None):
+def _open(args: argparse.Namespace, layers=None, need_images: bool = True):
     """The model and the folder's index (built or updated first, with a progress bar). Under torchrun
     every process runs this; each takes its shard, rank 0 merges and alone draws the progress bar."""
     from cnnviewer.cli.common import load_model_and_image, stderr_progress
     from cnnviewer.engine.dataset.build import build_index
-    from cnnviewer.engine.dataset.index import DatasetIndex, default_directory
+    from cnnviewer.engine.dataset.index import default_directory, recorded_layers
     from cnnviewer.engine.dataset.progress import RateMeter
     from cnnviewer.engine.dataset.sharding import distributed_world
 
@@ -76,9 +76,10 @@ def _open(args: argparse.Namespace, layers=None):
     side = SimpleNamespace(image=None, model=args.model, weights=args.weights, labels=args.labels,
                            trust=args.trust, device=device, precision=args.precision)
     model, _ = load_model_and_image(side, need_image=False)
+    _cap_workers(args)
     directory = Path(args.index_dir) if args.index_dir else default_directory(args.folder, model)
-    if layers is None and (directory / "manifest.json").is_file():
-        layers = DatasetIndex(directory).layers   # keep what was indexed; only refresh changed files
+    if layers is None:     # keep what was indexed (even when an array is damaged); only refresh changed files
+        layers = recorded_layers(directory)
     meter = RateMeter()
     show = world is None or world[0] == 0
     try:
@@ -87,24 +88,42 @@ def _open(args: argparse.Namespace, layers=None):
                             progress=lambda done, total: show and stderr_progress(done / total, meter(done, total)))
     finally:
         stderr_progress.done()
+    if need_images and not len(index.valid_rows):
+        count = len(index.skipped)
+        raise UsageError(f"no readable image under {args.folder} ({count} file{'s' * (count != 1)} could not be "
+                         "read; `cnnviewer index` lists why)")
     return model, index
+
+
+def _cap_workers(args: argparse.Namespace) -> None:
+    """More decoding processes than CPUs only cost memory (~0.5 GB each): capped, with a note."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if args.workers > cpus:
+        print(f"cnnviewer: note: --workers {args.workers} is more than the {cpus} CPUs here; using {cpus}",
+              file=sys.stderr)
+        args.workers = cpus
+
+
+def shown(path) -> str:
+    """A path on one line of text output: control characters (a newline in a file name) escaped."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(path))
 
 
 def run_index(args: argparse.Namespace) -> int:
     from cnnviewer.engine.dataset.sharding import distributed_world
 
-    _model, index = _open(args, args.layers)
+    _model, index = _open(args, args.layers, need_images=False)
     world = distributed_world()
     if world is not None and world[0] != 0:
         return 0                      # rank 0 reports for all
     manifest = index.manifest
     read = manifest["read"]
     speed = f", {read / manifest['seconds']:.1f} images/s" if read and manifest["seconds"] else ""
-    print(f"{index.directory}: {len(manifest['images'])} images indexed ({read} read, "
+    print(f"{index.root}: {len(manifest['images'])} images indexed ({read} read, "
           f"{manifest['reused']} unchanged), {len(manifest['skipped'])} skipped, {manifest['seconds']:.1f} s{speed}; "
           f"{len(manifest['layers'])} layers" + (f"; {world[1]} processes" if world else ""))
     for row in manifest["skipped"]:
-        print(f"  skipped: {row['reason']}", file=sys.stderr)
+        print(f"  skipped: {shown(row['reason'])}", file=sys.stderr)
     return 0
 
 
@@ -133,7 +152,7 @@ def run_top(args: argparse.Namespace) -> int:
         return 0
     for hit, box in zip(hits, boxes):
         where = f"patch x {box[0]:.0f}..{box[2]:.0f}, y {box[1]:.0f}..{box[3]:.0f}" if box else "whole image"
-        print(f"{hit.value:10.4f}  (y={hit.position[0]}, x={hit.position[1]}; {where})  {hit.path}")
+        print(f"{hit.value:10.4f}  (y={hit.position[0]}, x={hit.position[1]}; {where})  {shown(hit.path)}")
     return 0
 
 
@@ -170,5 +189,5 @@ def run_neighbours(args: argparse.Namespace) -> int:
         print(json.dumps([{"path": str(path), "similarity": value} for path, value in found], indent=1))
         return 0
     for path, similarity in found:
-        print(f"{similarity:7.4f}  {path}")
+        print(f"{similarity:7.4f}  {shown(path)}")
     return 0

@@ -36,8 +36,12 @@ def patches_parser() -> argparse.ArgumentParser:
 
 
 def _save(pixels: np.ndarray, path: str) -> None:
+    """Through a temporary file beside `path`: a full disk leaves an earlier picture intact."""
     from PIL import Image
-    Image.fromarray(pixels).save(path)
+
+    from cnnviewer.engine.media.files import atomic_output
+    with atomic_output(path) as temporary:
+        Image.fromarray(pixels).save(temporary)
     print(path)
 
 

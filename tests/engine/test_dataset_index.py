@@ -248,7 +248,7 @@ def test_a_cancelled_build_resumes_where_it_stopped(photo_folder, tmp_path, monk
     with pytest.raises(Cancelled):
         first.run(cancel=cancel, progress=lambda done, total: done >= 8 and cancel.set())
     assert (tmp_path / "index" / ".building" / "manifest.json").is_file()
-    assert not (tmp_path / "index" / "manifest.json").exists()      # no half index is ever opened
+    assert not (tmp_path / "index" / "current").exists()            # no half index is ever opened
     read = count_reads(monkeypatch)
     second = IndexBuild(photo_folder, model, tmp_path / "index", layers=layers, batch_size=4)
     assert second.done == 8 and not second.run(seconds=0.0)      # a slice: one batch, then back
@@ -296,7 +296,7 @@ def test_torchrun_shards_equal_the_single_process_index(photo_folder, tmp_path):
     for layer in one.layers:
         for kind in ("max", "pos", "mean"):
             np.testing.assert_array_equal(one.array(layer, kind), two.array(layer, kind))
-    np.testing.assert_array_equal(np.load(tmp_path / "one" / "thumbs.npy"), np.load(tmp_path / "two" / "thumbs.npy"))
+    np.testing.assert_array_equal(np.load(one.directory / "thumbs.npy"), np.load(two.directory / "thumbs.npy"))
 
 
 def test_a_neurons_top_images_equal_a_brute_force_loop(indexed, photo_folder):

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import time
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from threading import Event
@@ -21,7 +23,8 @@ from threading import Event
 import numpy as np
 
 from cnnviewer.engine.dataset.index import DatasetIndex, IndexError_, array_file
-from cnnviewer.engine.errors import Cancelled
+from cnnviewer.engine.errors import Cancelled, CnnViewerError
+from cnnviewer.engine.media.files import atomic_output
 from cnnviewer.engine.types import LayerId
 
 PCA_DIMENSIONS = 50
@@ -100,7 +103,41 @@ def _cache_path(index: DatasetIndex, layer: LayerId, method: str):
 def _fingerprint(index: DatasetIndex) -> np.ndarray:
     """What the map was made from: the rows and their files' sizes and times."""
     text = "|".join(f"{row['row']}:{row['path']}:{row['bytes']}:{row['mtime']}" for row in index.manifest["images"])
-    return np.frombuffer(hashlib.sha256(text.encode()).digest(), dtype=np.uint8)
+    # surrogateescape: a file name that is not UTF-8 reaches Python as lone surrogates; hashed as its bytes
+    return np.frombuffer(hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest(), dtype=np.uint8)
+
+
+def _cached(index: DatasetIndex, layer: LayerId, method: str, fingerprint: np.ndarray, seed: int) -> DatasetMap | None:
+    """The map kept beside the index when it was made from these very rows with this seed. A damaged
+    file (truncated by a crash, edited by hand) is not used: the map is computed again."""
+    cache = _cache_path(index, layer, method)
+    if not cache.is_file():
+        return None
+    try:
+        with open(cache, "rb") as stream, np.load(stream, allow_pickle=False) as saved:   # closed when damaged too
+            if not (np.array_equal(saved["fingerprint"], fingerprint) and int(saved["seed"]) == seed):
+                return None
+            rows, points, clusters = saved["rows"], saved["points"], saved["clusters"]
+            seconds = float(saved["seconds"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        warnings.warn(f"{cache.name}: damaged map cache ({error.__class__.__name__}); computing the map again",
+                      stacklevel=3)
+        return None
+    if not (np.array_equal(rows, index.valid_rows) and points.shape == (len(rows), 2)
+            and clusters.shape == (len(rows),)):
+        warnings.warn(f"{cache.name}: the map cache does not match the index; computing the map again", stacklevel=3)
+        return None
+    return DatasetMap(layer, method, rows, points, clusters, index.predicted(rows), seconds)
+
+
+def _keep(cache, **arrays) -> None:
+    """Write the map beside the index through a temporary file; a folder that cannot be written
+    (read-only, full) costs the cache only, with a warning: the map itself is still drawn."""
+    try:
+        with atomic_output(cache) as temporary, open(temporary, "wb") as stream:
+            np.savez(stream, **arrays)
+    except CnnViewerError as error:
+        warnings.warn(f"the map is not cached: {error}", stacklevel=3)
 
 
 def dataset_map(index: DatasetIndex, layer: LayerId, *, method: str = "tsne", clusters: int = 10, seed: int = 0,
@@ -111,13 +148,11 @@ def dataset_map(index: DatasetIndex, layer: LayerId, *, method: str = "tsne", cl
         raise IndexError_(f"{method} is not available here; choose one of {', '.join(methods())}")
     if len(index.valid_rows) < 3:
         raise IndexError_("a map needs at least 3 indexed images")
-    cache = _cache_path(index, layer, method)
     fingerprint = _fingerprint(index)
-    if use_cache and cache.is_file():
-        with np.load(cache, allow_pickle=False) as saved:
-            if np.array_equal(saved["fingerprint"], fingerprint) and int(saved["seed"]) == seed:
-                return DatasetMap(layer, method, saved["rows"], saved["points"], saved["clusters"],
-                                  index.predicted(saved["rows"]), float(saved["seconds"]))
+    if use_cache:
+        found = _cached(index, layer, method, fingerprint, seed)
+        if found is not None:
+            return found
     started = time.perf_counter()
     report = progress or (lambda _fraction, _text: None)
     report(0.0, "PCA")
@@ -134,7 +169,8 @@ def dataset_map(index: DatasetIndex, layer: LayerId, *, method: str = "tsne", cl
     groups = kmeans(reduced, clusters, seed)
     seconds = time.perf_counter() - started
     rows = index.valid_rows
-    np.savez(cache, rows=rows, points=points, clusters=groups, fingerprint=fingerprint, seed=seed, seconds=seconds)
+    _keep(_cache_path(index, layer, method), rows=rows, points=points, clusters=groups, fingerprint=fingerprint,
+          seed=seed, seconds=seconds)
     return DatasetMap(layer, method, rows, points, groups, index.predicted(rows), seconds)
 
 

@@ -9,6 +9,13 @@ Decoding and preprocessing run in DataLoader workers.
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,8 +33,49 @@ from cnnviewer.engine.models.handle import LoadedModel, Preprocess
 from cnnviewer.engine.types import LayerId
 
 
+Status = tuple[int, int, int, float]   # (inode, size, mtime in ns, mtime) of a file, taken before decoding
+
+
+def file_status(path: Path) -> Status | None:
+    """What tells whether a file changed: compared before decoding and after storing (None: gone)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_ino, found.st_size, found.st_mtime_ns, found.st_mtime
+
+
+def _watch_parent(parent: int, _worker_id: int) -> None:
+    """A DataLoader worker's init: it dies with the process that started it. Without this a kill -9 of
+    `cnnviewer index` left its workers orphaned for good (each ~480 MB, blocked writing to a pipe no
+    one reads). The kernel's parent-death signal first; a thread watching the parent's pid as well
+    (the signal follows the parent thread, and exists on Linux only)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:          # the parent died before the signal was asked for
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)               # not sys.exit: joining the queue's feeder thread would hang
+
+    threading.Thread(target=watch, name="cnnviewer-parent-watch", daemon=True).start()
+
+
+def worker_init() -> Callable[[int], None]:
+    """The worker_init_fn of every DataLoader that decodes images (picklable for 'spawn')."""
+    return functools.partial(_watch_parent, os.getpid())
+
+
 class _Images(Dataset):
-    """Decoded, preprocessed images; an unreadable one becomes its error message."""
+    """Decoded, preprocessed images; an unreadable one becomes its error message. Each item carries the
+    file's status taken BEFORE decoding: the index records that one, so a file rewritten while it was
+    read never keeps the old content under its new size and time."""
 
     def __init__(self, files: Sequence[Path], preprocess: Preprocess, channels: int) -> None:
         self.files, self.preprocess, self.channels = list(files), preprocess, channels
@@ -40,16 +88,17 @@ class _Images(Dataset):
 
         from cnnviewer.engine.media.images import load_image
         from cnnviewer.engine.runtime.inference import prepare_input
+        status = file_status(self.files[index])
         try:
             image = load_image(self.files[index])
             prepared = prepare_input(image, self.preprocess, torch.device("cpu"), torch.float32, self.channels)
             thumb = np.asarray(Image.fromarray(prepared.display).resize((THUMB_SIDE, THUMB_SIDE),
                                                                         Image.Resampling.BILINEAR))
-            return index, prepared.tensor[0], "", image.original_size, thumb
+            return index, prepared.tensor[0], "", image.original_size, thumb, status
         except CnnViewerError as error:
-            return index, None, str(error), (0, 0), None
+            return index, None, str(error), (0, 0), None, status
         except Exception as error:  # noqa: BLE001 - one bad file never stops the index
-            return index, None, f"{self.files[index].name}: {describe(error)}", (0, 0), None
+            return index, None, f"{self.files[index].name}: {describe(error)}", (0, 0), None, status
 
 
 def _collate(items):
@@ -57,7 +106,8 @@ def _collate(items):
     bad = [(item[0], item[2]) for item in items if item[1] is None]
     tensors = torch.stack([item[1] for item in good]) if good else None
     thumbs = np.stack([item[4] for item in good]) if good else np.zeros((0, THUMB_SIDE, THUMB_SIDE, 3), np.uint8)
-    return [item[0] for item in good], tensors, bad, [item[3] for item in good], thumbs
+    return [item[0] for item in good], tensors, bad, [item[3] for item in good], thumbs, \
+        {item[0]: item[5] for item in items}
 
 
 @dataclass
@@ -71,6 +121,7 @@ class BatchStats:
     means: dict[LayerId, np.ndarray]            # (B, C) float32
     skipped: list[tuple[int, str]]              # (position, reason)
     thumbs: np.ndarray                          # (B, THUMB_SIDE, THUMB_SIDE, 3) uint8: the model's crop
+    status: dict[int, Status | None]            # position -> the file's status before it was decoded
 
 
 class _StopForward(Exception):
@@ -130,10 +181,11 @@ def extract(model: LoadedModel, files: Sequence[Path], layers: Sequence[LayerId]
     """
     loader = DataLoader(_Images(files, model.preprocess, model.input_channels), batch_size=batch_size,
                         num_workers=workers, collate_fn=_collate, pin_memory=model.device.type == "cuda",
-                        multiprocessing_context=mp_context if workers else None)
+                        multiprocessing_context=mp_context if workers else None,
+                        worker_init_fn=worker_init() if workers else None)
     done = 0
     shapes: dict[LayerId, tuple[int, ...]] = {}
-    for indices, tensors, bad, sizes, thumbs in loader:
+    for indices, tensors, bad, sizes, thumbs, status in loader:
         if cancel is not None and cancel.is_set():
             raise Cancelled()
         sink: dict[LayerId, tuple] = {}
@@ -154,7 +206,7 @@ def extract(model: LoadedModel, files: Sequence[Path], layers: Sequence[LayerId]
                 shapes.setdefault(LOGITS, tuple(logits.shape[1:]))
                 sink[LOGITS] = _channel_stats(logits)
         stats = BatchStats(indices, sizes, {n: s[0] for n, s in sink.items()},
-                           {n: s[1] for n, s in sink.items()}, {n: s[2] for n, s in sink.items()}, bad, thumbs)
+                           {n: s[1] for n, s in sink.items()}, {n: s[2] for n, s in sink.items()}, bad, thumbs, status)
         done += len(indices) + len(bad)
         if progress is not None:
             progress(done, len(files))

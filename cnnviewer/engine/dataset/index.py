@@ -1,6 +1,8 @@
 """A folder's activation index on disk, and the queries the Dataset panel and synthesis ask of it.
 
-Layout (a folder anyone can open with numpy and json; never a pickle):
+Layout (a folder anyone can open with numpy and json; never a pickle). The index folder holds
+`current`, a symlink to the generation in use (`gen-<n>/`, switched atomically by a build: store.py),
+and `.lock` (lock.py); the generation holds:
 
     manifest.json            model, weights, preprocessing, layers and their output shapes,
                              images (path relative to the folder, size, mtime, original size),
@@ -26,7 +28,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cnnviewer.engine.dataset.names import LOGITS
+from cnnviewer.engine.dataset.manifest import ManifestError, validate
+from cnnviewer.engine.dataset.names import LOGITS, MANIFEST, THUMB_SIDE
+from cnnviewer.engine.dataset.store import current_generation
 from cnnviewer.engine.errors import CnnViewerError
 from cnnviewer.engine.media.images import IMAGE_SUFFIXES
 from cnnviewer.engine.types import LayerId
@@ -34,7 +38,6 @@ from cnnviewer.engine.types import LayerId
 if TYPE_CHECKING:   # torch-free at run time: the GUI thread reads indexes (thumbnails, paths)
     from cnnviewer.engine.models.handle import LoadedModel
 
-MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
 KINDS = {"max": np.float32, "pos": np.int32, "mean": np.float32}
 BY_CHANNEL = "max_by_channel"     # written when a build finishes, from "max"
@@ -44,13 +47,20 @@ class IndexError_(CnnViewerError):
     """A folder or an index that cannot be used (one line)."""
 
 
+class DamagedIndexError(IndexError_):
+    """An index is there but damaged (its manifest or an array): a build replaces it."""
+
+
 def folder_images(folder: str | Path) -> list[Path]:
     """Every image file under `folder`, recursively, in name order (hidden folders skipped)."""
     root = Path(folder)
     if not root.is_dir():
         raise IndexError_(f"{root}: not a folder")
-    found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-             and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])]
+    try:
+        found = [p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                 and not any(part.startswith(".") for part in p.relative_to(root).parts[:-1])]
+    except OSError as error:     # a subfolder removed or renamed while it is listed
+        raise IndexError_(f"{root}: cannot be listed ({error.strerror or error}); try again") from None
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
@@ -122,17 +132,49 @@ class DatasetIndex:
     """An index on disk: its manifest in memory, its arrays memory-mapped on demand."""
 
     def __init__(self, directory: str | Path) -> None:
-        self.directory = Path(directory)
+        """Open the index in use under `directory` (or the checkpoint or generation `directory` is).
+
+        Raises:
+            IndexError_: there is no index; DamagedIndexError: there is one, but it is damaged.
+        """
+        self.root = Path(directory)
+        found = current_generation(self.root)
+        if found is None:
+            raise IndexError_(f"{self.root}: no index here")
+        self.directory = found
         try:
-            self.manifest = json.loads((self.directory / MANIFEST).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise IndexError_(f"{self.directory}: no readable index ({error.__class__.__name__})") from None
+            self.manifest = validate(json.loads((self.directory / MANIFEST).read_text(encoding="utf-8")))
+        except (OSError, ValueError, RecursionError) as error:
+            detail = str(error) if isinstance(error, ManifestError) else error.__class__.__name__
+            raise DamagedIndexError(f"{self.root}: damaged index ({detail})") from None
         self.folder = Path(self.manifest["folder"])
         self.rows = {row["row"]: row for row in self.manifest["images"]}
         self.valid_rows = np.array(sorted(self.rows), dtype=np.int64)     # rows holding an image
-        self._valid = np.zeros(int(self.manifest.get("files", 0)) or (max(self.rows, default=-1) + 1), dtype=bool)
+        self._valid = np.zeros(self.manifest["files"], dtype=bool)
         self._valid[self.valid_rows] = True
         self._bank: tuple[LayerId, np.ndarray] | None = None              # one layer's normalised features
+        self._check_arrays()
+
+    def _check_arrays(self) -> None:
+        """Every array the manifest promises is there, readable, of its dtype and row count: a truncated,
+        emptied or swapped .npy is found on opening (reading its header only), not in a query."""
+        files = self.manifest["files"]
+        expected = [(array_file(layer, kind), dtype, (files, self.channels(layer)), True)
+                    for layer in self.layers for kind, dtype in KINDS.items()]
+        expected += [(array_file(layer, BY_CHANNEL), np.float32, (self.channels(layer), files), False)
+                     for layer in self.layers]
+        expected.append(("thumbs.npy", np.uint8, (files, THUMB_SIDE, THUMB_SIDE, 3), False))
+        for name, dtype, shape, required in expected:
+            path = self.directory / name
+            if not required and not path.is_file():
+                continue
+            try:
+                array = np.load(path, mmap_mode="r")
+            except (OSError, ValueError, EOFError) as error:
+                raise DamagedIndexError(f"{self.root}: damaged index ({name}: {error.__class__.__name__})") from None
+            if array.dtype != dtype or array.shape != shape:
+                raise DamagedIndexError(f"{self.root}: damaged index ({name} is {array.dtype} {array.shape}, "
+                                        f"not {np.dtype(dtype)} {shape})")
 
     @property
     def layers(self) -> list[LayerId]:
@@ -235,6 +277,18 @@ class DatasetIndex:
             return None
         logits = self.array(LOGITS, "max")
         return np.asarray(np.argmax(logits[self.valid_rows if rows is None else np.asarray(rows)], axis=1))
+
+
+def recorded_layers(directory: str | Path) -> list[LayerId] | None:
+    """The layers the index under `directory` was made with, when its manifest is readable, even if an
+    array is damaged: a rebuild then keeps the user's layers. None when there is nothing to go by."""
+    found = current_generation(Path(directory))
+    if found is None:
+        return None
+    try:
+        return list(validate(json.loads((found / MANIFEST).read_text(encoding="utf-8")))["layers"])
+    except (OSError, ValueError, RecursionError):
+        return None
 
 
 def default_directory(folder: str | Path, model: LoadedModel) -> Path:

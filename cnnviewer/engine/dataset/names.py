@@ -2,3 +2,4 @@
 
 LOGITS = "logits"   # the model's output, indexed like a layer
 THUMB_SIDE = 64     # the square thumbnail of what the model saw (its centre crop), kept for maps and grids
+MANIFEST = "manifest.json"

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from cnnviewer.engine.dataset.extract import _collate, _Images, _StopForward
+from cnnviewer.engine.dataset.extract import _collate, _Images, _StopForward, worker_init
 from cnnviewer.engine.dataset.index import DatasetIndex, Hit, IndexError_
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.models.handle import LoadedModel
@@ -46,7 +46,8 @@ class NeuronScan:
         files = [index.path(row) for row in self.rows]
         self._loader = iter(DataLoader(_Images(files, model.preprocess, model.input_channels), batch_size=batch_size,
                                        num_workers=workers, collate_fn=_collate,
-                                       multiprocessing_context=mp_context if workers else None))
+                                       multiprocessing_context=mp_context if workers else None,
+                                       worker_init_fn=worker_init() if workers else None))
         self.finished = False
 
     @property
@@ -80,7 +81,7 @@ class NeuronScan:
             progress: Callable[[int, int], None] | None = None) -> bool:
         """Read batches until every image is scored (True) or `seconds` have passed (False)."""
         deadline = None if seconds is None else time.perf_counter() + seconds
-        for indices, tensors, bad, _sizes, _thumbs in self._loader:
+        for indices, tensors, bad, *_rest in self._loader:
             if tensors is not None:
                 self.values[indices] = self._batch(tensors)
             self.done += len(indices) + len(bad)

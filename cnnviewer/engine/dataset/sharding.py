@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from cnnviewer.engine.dataset import store
+from cnnviewer.engine.dataset.builder import IndexBuild
 from cnnviewer.engine.dataset.index import KINDS, DatasetIndex, array_file
 from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.types import LayerId
@@ -44,8 +45,6 @@ def build_sharded(folder: str | Path, model: LoadedModel, directory: str | Path,
                   progress: Callable[[int, int], None] | None = None) -> DatasetIndex:
     """This rank's share of `build_index`; every rank returns the merged index."""
     import torch.distributed as dist
-
-    from cnnviewer.engine.dataset.build import IndexBuild
 
     rank, size = world
     started_here = not dist.is_initialized()
@@ -83,7 +82,9 @@ def _write_part(build) -> None:
             "images": [row for row in build.images if row["row"] in mine],
             "skipped": [row for row in build.skipped if row["row"] in mine],
             "read": build.read}
-    (build.staging / PART).write_text(json.dumps(part), encoding="utf-8")
+    temporary = build.staging / f".{PART}"
+    temporary.write_text(json.dumps(part), encoding="utf-8")
+    temporary.replace(build.staging / PART)
 
 
 def _merge_part(build, staging: Path) -> None:
@@ -108,4 +109,4 @@ def _merge_part(build, staging: Path) -> None:
     build.images += part["images"]
     build.skipped += part["skipped"]
     build.read += part["read"]
-    shutil.rmtree(staging, ignore_errors=True)
+    store.remove(staging)

@@ -50,7 +50,10 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         CnnViewerError: the file could not be written (one line).
     """
     path = Path(path)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
+    try:
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
+    except OSError as exc:       # a read-only or immutable folder: refused before anything is written
+        raise CnnViewerError(f"{path}: could not be written ({exc.strerror or exc})") from None
     os.close(handle)
     try:
         yield Path(temp)
