@@ -270,3 +270,15 @@ def test_a_paused_build_does_not_hold_the_lock(model, tmp_path):
     import fcntl
     with open(tmp_path / "index" / ".lock", "r+b") as stream:
         fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)          # BlockingIOError while it is held
+
+
+def test_one_image_reduces_without_a_numpy_warning():
+    """Report, lower-severity row: facets of a one-image folder printed 'invalid value encountered in
+    divide' (PCA of one sample divides by n - 1 = 0)."""
+    import warnings
+
+    from cnnviewer.engine.dataset.embedding import kmeans, reduce
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reduced = reduce(np.random.default_rng(0).random((1, 64), dtype=np.float32))
+        assert reduced.shape == (1, 64) and kmeans(reduced, 4).tolist() == [0]

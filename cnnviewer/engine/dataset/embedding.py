@@ -60,7 +60,7 @@ def reduce(features: np.ndarray, dimensions: int = PCA_DIMENSIONS, seed: int = 0
     from sklearn.decomposition import PCA
     normalised = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     count = min(dimensions, normalised.shape[0], normalised.shape[1])
-    if count >= normalised.shape[1]:
+    if count >= normalised.shape[1] or normalised.shape[0] < 2:    # one image has no variance to project on
         return normalised.astype(np.float32)
     return PCA(n_components=count, random_state=seed).fit_transform(normalised).astype(np.float32)
 
