@@ -1,0 +1,122 @@
+"""Receptive fields of modern CNN blocks (squeeze-and-excitation gates, channel-last ConvNeXt
+blocks, layer scale, stochastic depth) checked against the input gradient of a centre neuron.
+
+torchvision models are built with random initialisation (weights=None): the check needs no
+trained weights, only the wiring. As in test_summary, every weight is made positive and the
+input is all ones, so no ReLU cuts a path and nothing cancels: the non-zero input gradient marks
+exactly the theoretical field, clipped to the image.
+
+Squeeze-and-excitation gates are held fixed (every 1x1 map is detached) while measuring: a gate
+is computed from the whole map, so through it every pixel nudges every later neuron, which the
+field reports as `context` rather than widening to "whole image" (see field_flow).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from cnnviewer.engine.structure.summary_graph import summarize
+from tests.engine.test_summary import positive
+
+os.environ.setdefault("CNNVIEWER_OFFLINE", "1")
+
+
+class _Stop(Exception):
+    """Nothing after the measured layer needs computing."""
+
+
+def gradient_support(model: nn.Module, layer: str, size: int) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """(top, left, bottom, right) of the input pixels whose gradient reaches the centre neuron
+    of `layer`, with every 1x1 map (gates, pooled vectors) held fixed; and that neuron (y, x)."""
+    recorded = {}
+
+    def hold(_module, _inputs, output):
+        if isinstance(output, torch.Tensor) and output.dim() == 4 and output.shape[-2:] == (1, 1):
+            return output.detach()
+        return None
+
+    def grab(_module, _inputs, output):
+        recorded["out"] = output
+        raise _Stop
+
+    handles = [module.register_forward_hook(hold) for module in model.modules()]
+    handles.append(dict(model.named_modules())[layer].register_forward_hook(grab))
+    image = torch.ones(1, 3, size, size, requires_grad=True)
+    try:
+        model(image)
+    except _Stop:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    output = recorded["out"]
+    y, x = output.shape[-2] // 2, output.shape[-1] // 2
+    output[0, :, y, x].sum().backward()
+    reached = image.grad[0].abs().sum(0)
+    rows, cols = reached.sum(1).nonzero().flatten(), reached.sum(0).nonzero().flatten()
+    return (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1), (y, x)
+
+
+# (builder, input side, layers early -> late, and the theoretical sizes the summary must give)
+FAMILIES = {
+    "efficientnet_b0": (160, {"features.2": 19, "features.3.1": 67, "features.4": 147}),
+    "mobilenet_v3_large": (160, {"features.3": 19, "features.6": 99, "features.8": 147}),
+    "regnet_y_400mf": (160, {"trunk_output.block1": 7, "trunk_output.block2": 47,
+                             "trunk_output.block3.block3-2": 127}),
+    "convnext_tiny": (128, {"features.1.0": 28, "features.1": 76, "features.2": 80}),
+}
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_fields_of_modern_families_equal_the_gradient_support(family):
+    size, layers = FAMILIES[family]
+    torch.manual_seed(0)
+    model = positive(getattr(torchvision.models, family)(weights=None))
+    summary = summarize(model, (size, size))
+    for layer, expected in layers.items():
+        field = summary.field(layer)
+        assert not field.whole and field.size == (expected, expected), layer
+        measured, (y, x) = gradient_support(model, layer, size)
+        top, left, bottom, right = field.box(y, x)
+        assert 0 < top and bottom < size, f"{layer}: the field must fit inside the input to be tested"
+        assert measured == (top, left, bottom, right), layer
+    last = summary.final_map
+    assert not summary.field(last).whole and summary.field(last).size[0] > size   # the late maps see it all
+    assert gradient_support(model, last, size)[0] == (0, 0, size, size)
+
+
+def test_a_gate_by_broadcast_keeps_the_field_and_a_spatial_mix_does_not():
+    """Built from plain operations, no library module: a gate computed by a mean over H and W,
+    a channel-last Linear (a 1x1 convolution), and a Linear across W (which mixes positions)."""
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+            self.pointwise = nn.Linear(8, 8)
+            self.norm = nn.LayerNorm(8)
+            self.conv2 = nn.Conv2d(8, 8, 3)
+            self.across = nn.Linear(28, 28)
+            self.scale = nn.Parameter(torch.ones(8, 1, 1))
+
+        def forward(self, x):
+            x = self.conv(x)
+            x = x * torch.sigmoid(x.mean((2, 3), keepdim=True))               # 1x1 gate
+            x = self.norm(self.pointwise(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+            x = x - x.mean(1, keepdim=True)                                    # over channels only
+            y = self.conv2(self.scale * x)
+            return y, self.across(y)
+
+    summary = summarize(Net(), (32, 32))
+    assert summary.row("pointwise").rf_size == (3.0, 3.0) and not summary.row("pointwise").rf_whole
+    assert summary.row("norm").rf_size == (3.0, 3.0) and summary.row("norm").rf_context
+    assert summary.row("conv2").rf_size == (5.0, 5.0) and not summary.row("conv2").rf_whole
+    assert summary.row("across").rf_whole
+    assert {"pointwise", "norm"} <= summary.channels_last and "conv2" not in summary.channels_last
+    plain = summarize(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)), (16, 16))
+    assert not plain.row("1").rf_context                                    # no gate, no context
