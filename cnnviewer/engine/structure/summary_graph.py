@@ -167,6 +167,9 @@ def _summarize_graph(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int
     return _per_module(graph_module, rows, fields, layouts)
 
 
+_PASS_THROUGH = (nn.Identity, nn.Dropout)
+
+
 def _per_module(graph_module: fx.GraphModule, rows: dict[str, LayerRow], fields: dict[fx.Node, Field],
                 layouts: dict) -> tuple[list[LayerRow], dict[LayerId, Field], LayerId | None, frozenset]:
     """Every module's field (a container's is its last node's), and which output is the final map:
@@ -193,6 +196,9 @@ def _per_module(graph_module: fx.GraphModule, rows: dict[str, LayerRow], fields:
         if spatial(node) and any(user.op == "output" or (user in fields and fields[user].whole)
                                  for user in node.users):
             final = node
+    while final is not None and final.op == "call_module" and isinstance(
+            graph_module.get_submodule(final.target), _PASS_THROUGH) and final.all_input_nodes:
+        final = final.all_input_nodes[0]     # a trailing Identity (timm's norm_pre) names no layer
     owners = [name for name, node in last.items() if node is final and name]
     final_map = max(owners, key=lambda name: name.count("."), default=None)
     channels_last = frozenset(name for name, node in last.items()
