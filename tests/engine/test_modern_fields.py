@@ -120,3 +120,45 @@ def test_a_gate_by_broadcast_keeps_the_field_and_a_spatial_mix_does_not():
     assert {"pointwise", "norm"} <= summary.channels_last and "conv2" not in summary.channels_last
     plain = summarize(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3)), (16, 16))
     assert not plain.row("1").rf_context                                    # no gate, no context
+
+
+@pytest.mark.parametrize(("name", "size", "layers"), [
+    ("efficientnet_b0", 160, {"blocks.1": 19, "blocks.2": 67, "blocks.3": 147}),
+    ("convnext_atto", 128, {"stages.0": 52, "stages.1.blocks.0": 104}),
+])
+def test_timm_blocks_keep_their_fields(name, size, layers):
+    """timm's own SqueezeExcite, channel-last ConvNeXt blocks (x.mul(gamma), DropPath), random weights."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = positive(timm.create_model(name, pretrained=False))
+    summary = summarize(model, (size, size))
+    for layer, expected in layers.items():
+        field = summary.field(layer)
+        assert field.size == (expected, expected) and not field.whole, layer
+        measured, (y, x) = gradient_support(model, layer, size)
+        assert measured == field.box(y, x), layer
+
+
+def test_untraceable_gated_models_continue_after_the_gate():
+    """The forward-hook fallback composes fields as a chain: the gate's 1x1 branch must not end it."""
+
+    class Gated(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Conv2d(4, 4, 1)
+            self.conv2 = nn.Conv2d(4, 4, 3)
+
+        def forward(self, x):
+            if x.sum() > 0:          # data-dependent: torch.fx cannot trace this
+                x = -x
+            x = self.conv(x)
+            return self.conv2(x * torch.sigmoid(self.fc(self.pool(x))))
+
+    summary = summarize(Gated(), (16, 16))
+    assert summary.method.startswith("forward hooks")
+    assert summary.row("pool").rf_whole and summary.row("fc").rf_whole
+    conv2 = summary.row("conv2")
+    assert conv2.rf_size == (5.0, 5.0) and not conv2.rf_whole and conv2.rf_context
+    assert summary.field("conv2").context

@@ -207,7 +207,11 @@ def _per_module(graph_module: fx.GraphModule, rows: dict[str, LayerRow], fields:
 
 
 def _summarize_hooks(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int]) -> list[LayerRow]:
-    """Leaf modules in execution order, fields composed as if they formed a chain."""
+    """Leaf modules in execution order, fields composed as if they formed a chain.
+
+    A module that reads a spatial map after a 1x1 branch (a squeeze-and-excitation gate's pool
+    and FCs) continues from the last map's field, marked as context, rather than 'whole image'.
+    """
     order: list[tuple[str, nn.Module, tuple[int, ...], tuple[int, ...]]] = []
     def hook_for(name: str):
         def hook(mod, args, output):
@@ -218,8 +222,10 @@ def _summarize_hooks(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int
 
     with leaf_hooks(model, hook_for), torch.no_grad():
         model(inputs)
-    rf, rows, seen = Field(), [], set()
+    rf, last_map, rows, seen = Field(), Field(), [], set()
     for name, module, shape, in_shape in order:
+        if rf.whole and len(in_shape) == 3 and math.prod(in_shape[-2:]) > 1:
+            rf = Field(last_map.size, last_map.jump, last_map.start, False, True)
         hyper = _window(module, in_shape) or {}
         if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and shape[-2:] == (1, 1):
             rf = Field(rf.size, rf.jump, rf.start, True)
@@ -227,6 +233,8 @@ def _summarize_hooks(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int
             rf = _apply(rf, hyper)
         if isinstance(module, nn.Linear) or len(shape) < 3:
             rf = Field(rf.size, rf.jump, rf.start, True)
+        if len(shape) == 3 and math.prod(shape[-2:]) > 1 and not rf.whole:
+            last_map = rf
         if name not in seen:
             seen.add(name)
             rows.append(_row(name, module, shape, macs, rf, hyper))
@@ -275,7 +283,8 @@ def summarize(model: nn.Module, input_size: tuple[int, int] = (224, 224), *, nam
             method = "torch.fx"
         except Exception:  # noqa: BLE001 - untraceable: fall back to hooks
             rows = _summarize_hooks(model, inputs, macs)
-            fields = {row.name: Field(row.rf_size, row.rf_jump, row.rf_start, row.rf_whole) for row in rows}
+            fields = {row.name: Field(row.rf_size, row.rf_jump, row.rf_start, row.rf_whole, row.rf_context)
+                      for row in rows}
             method = "forward hooks (sequential fields)"
             final_map, channels_last = None, frozenset()
     rows = _with_parameter_owners(model, rows)
