@@ -90,6 +90,33 @@ def test_fields_of_modern_families_equal_the_gradient_support(family):
     assert gradient_support(model, last, size)[0] == (0, 0, size, size)
 
 
+def shift_rows(x: torch.Tensor) -> torch.Tensor:
+    """A function fx keeps whole (wrapped below), like torchvision's swin window attention."""
+    return torch.roll(x, 1, dims=2)
+
+
+torch.fx.wrap("shift_rows")
+
+
+def test_products_over_positions_and_opaque_functions_see_the_whole_image():
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.after_matmul = nn.Conv2d(4, 4, 1)
+            self.after_opaque = nn.Conv2d(4, 4, 1)
+            self.after_gelu = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            x = self.conv(x)
+            mixed = self.after_matmul(x @ x.transpose(2, 3))        # every row meets every column
+            return mixed, self.after_opaque(shift_rows(x)), self.after_gelu(torch.nn.functional.gelu(x))
+
+    summary = summarize(Net(), (16, 16))
+    assert summary.row("after_matmul").rf_whole and summary.row("after_opaque").rf_whole
+    assert summary.row("after_gelu").rf_size == (3.0, 3.0) and not summary.row("after_gelu").rf_whole
+
+
 def test_a_gate_by_broadcast_keeps_the_field_and_a_spatial_mix_does_not():
     """Built from plain operations, no library module: a gate computed by a mean over H and W,
     a channel-last Linear (a 1x1 convolution), and a Linear across W (which mixes positions)."""

@@ -35,12 +35,30 @@ Axes = tuple[int, int]
 
 _PERMUTES = {"permute"}
 _TRANSPOSES = {"transpose", "swapaxes", "swapdims"}
-_REDUCTIONS = {"mean", "sum", "amax", "amin", "std", "var", "logsumexp", "nanmean", "prod", "norm"}
+_REDUCTIONS = {"mean", "sum", "amax", "amin", "std", "var", "logsumexp", "nanmean", "prod"}
 _RESHAPES = {"flatten", "view", "reshape", "unflatten", "unsqueeze", "squeeze", "view_as", "reshape_as"}
 _GLOBAL_POOLS = {torch.nn.functional.adaptive_avg_pool2d, torch.nn.functional.adaptive_max_pool2d}
 _ELEMENTWISE = {operator.add, operator.mul, operator.sub, operator.truediv, torch.add, torch.mul, torch.sub,
                 torch.div, torch.where, torch.addcmul, "add", "mul", "sub", "div", "addcmul", "where", "add_", "mul_",
                 "sub_", "div_", "addcmul_", "expand_as"}
+
+
+# Products that contract over a token or spatial axis (attention): every position meets every other.
+_MIXING = {torch.matmul, operator.matmul, torch.bmm, torch.einsum, torch.nn.functional.scaled_dot_product_attention,
+           "matmul", "bmm", "__matmul__"}
+
+
+def opaque(node: fx.Node) -> bool:
+    """A function fx kept whole that is not torch's own (torchvision's swin window attention and
+    patch merging): what it does to positions is unknown, so it ends the field, or one that mixes
+    positions (matmul, einsum, attention)."""
+    if node.target in _MIXING:
+        return True
+    if node.op != "call_function":
+        return False
+    module = getattr(node.target, "__module__", None) or ""
+    return not (module in ("torch", "_operator", "operator", "builtins", "math")
+                or module.startswith(("torch.", "torchvision.ops")))
 
 
 def shape_of(node: fx.Node) -> tuple[int, ...] | None:
@@ -66,7 +84,8 @@ def _dims(node: fx.Node, varargs: bool) -> list[int] | None:
     if value is None and len(node.args) > 1:
         value = node.args[1:] if varargs and isinstance(node.args[1], int) else node.args[1]
     values = value if isinstance(value, (tuple, list)) else [value]
-    return list(values) if value is not None and all(isinstance(v, int) for v in values) else None
+    plain = value is not None and all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    return list(values) if plain else None
 
 
 def locate(in_shape: tuple[int, ...], axes: Axes, out_shape: tuple[int, ...]) -> Axes | None:
@@ -99,6 +118,11 @@ def merge(node: fx.Node, parents: list[fx.Node], fields: dict, layouts: dict) ->
     out_shape = shape_of(node)
     first = parents[0]
     out_axes = _shifted(layouts.get(first), shape_of(first), out_shape)
+    if opaque(node):
+        rf = fields[first]
+        for other in parents[1:]:
+            rf = rf.union(fields[other])
+        return whole(rf), None
     if node.target not in _ELEMENTWISE:
         spatial, context = parents, []
     else:
@@ -128,6 +152,12 @@ def through_function(node: fx.Node, rf: Field, axes: Axes | None,
                      in_shape: tuple[int, ...] | None) -> tuple[Field, Axes | None]:
     """A call_function / call_method node with one traced input: keep, move or end the field."""
     name, out_shape = name_of(node), shape_of(node)
+    if opaque(node):
+        return whole(rf), None
+    if name == "softmax":
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        if axes is not None and in_shape is not None and isinstance(dim, int) and dim % len(in_shape) in axes:
+            return whole(rf), None
     if axes is None or in_shape is None:
         return (whole(rf) if out_shape is not None and len(out_shape) < 3 else rf), axes
     if name in _PERMUTES:
@@ -138,9 +168,9 @@ def through_function(node: fx.Node, rf: Field, axes: Axes | None,
         a, b = (d % len(in_shape) for d in node.args[1:3])
         swap = {a: b, b: a}
         return rf, (swap.get(axes[0], axes[0]), swap.get(axes[1], axes[1]))
-    if node.target in _GLOBAL_POOLS:
-        sizes = out_shape[-2:] if out_shape is not None else (1, 1)
-        return (whole(rf) if math.prod(sizes) == 1 else rf), axes
+    if node.target in _GLOBAL_POOLS:    # functional adaptive pooling: only the identity keeps the field
+        same = out_shape is not None and out_shape[-2:] == in_shape[-2:]
+        return (rf if same else whole(rf)), axes
     if name in _REDUCTIONS:
         dims = _dims(node, False)
         if dims is None:
@@ -152,7 +182,7 @@ def through_function(node: fx.Node, rf: Field, axes: Axes | None,
         if keep:
             return rf, axes
         return rf, tuple(a - sum(d < a for d in dims) for a in axes)
-    if name in {"linear"}:   # F.linear mixes the last axis only
+    if name == "linear":   # F.linear mixes the last axis only
         return (whole(rf), None) if len(in_shape) - 1 in axes else (rf, axes)
     if out_shape is None:       # a tuple (chunk, split): its items keep the layout
         return rf, axes
