@@ -8,8 +8,10 @@ arithmetic propagated along the graph:
     r_out = r_in + (k_eff - 1) * j_in,   j_out = j_in * stride,
     start_out = start_in + ((k_eff - 1) / 2 - padding) * j_in,   k_eff = d (k - 1) + 1
 
-with merges (add, concat) taking the union of their branches' fields, and
-everything after global pooling or flatten seeing the whole image. Models that
+with merges (add, concat) taking the union of their branches' fields, except
+that an operand broadcast over H and W (a squeeze-and-excitation gate) adds
+context, not extent; and everything after global pooling or flatten seeing the
+whole image. Layouts are followed through permutes (`field_flow`). Models that
 torch.fx cannot trace are summarised from forward hooks in execution order,
 composing fields sequentially (said in `Summary.method`).
 
