@@ -144,10 +144,12 @@ def _summarize_graph(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int
             layouts[node] = (2, 3) if len(shape_of(node) or ()) == 4 else None
             continue
         parents = [arg for arg in node.all_input_nodes if arg in fields]
-        if node.op in ("get_attr", "output") or not parents:
-            continue     # parameters and constants (a layer scale) carry no field
         full = shape_of(node)
         shape = full[1:] if full is not None else ()
+        if node.op == "call_module" and not parents:   # applied to a constant: listed, but no field
+            rows[str(node.target)] = _row(str(node.target), modules[node.target], shape, macs, Field(), {})
+        if node.op in ("get_attr", "output") or not parents:
+            continue     # parameters and constants (a layer scale) carry no field
         in_full = shape_of(parents[0])
         in_shape = in_full[1:] if in_full is not None else ()
         if len(parents) > 1:
