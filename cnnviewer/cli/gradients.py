@@ -32,7 +32,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int_in(2, 1024), default=50, help="integrated-gradients steps (default 50)")
     parser.add_argument("--baseline", choices=IG_BASELINES, default="mean colour",
                         help="integrated-gradients start image (default: the mean colour)")
-    parser.add_argument("--cam-layer", help="Grad-CAM's layer (default: the target's layer, else the last with maps)")
+    parser.add_argument("--cam-layer", help="Grad-CAM's layer (default: the target's layer when it has maps, "
+                        "else the last map before global pooling; the summary line names it)")
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--npy", help="also save the raw attribution (float32, HxWx3 or HxW)")
     model_options(parser)
@@ -91,5 +92,8 @@ def run(args: argparse.Namespace) -> int:
     what = target.describe()
     if target.class_index is not None and target.class_index < len(model.categories):
         what += f" ({model.categories[target.class_index]})"
-    print(f"{args.output}: {args.method} of {what} in {result.milliseconds:.0f} ms")
+    where = ""
+    if args.method == "grad-cam":   # chosen when --cam-layer is left out: say which, it sets the map's detail
+        where = f" at layer {result.options['layer']}" + ("" if args.cam_layer else " (auto)")
+    print(f"{args.output}: {args.method} of {what}{where} in {result.milliseconds:.0f} ms")
     return 0

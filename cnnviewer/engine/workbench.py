@@ -159,6 +159,7 @@ class Workbench:
         summary = self.summary(model)
         if method == "grad-cam":
             options.setdefault("layer", gradients.gradcam_layer(summary, target.layer))
+            options.setdefault("channels_last", options["layer"] in summary.channels_last)
         if method == "occlusion":
             size = prepared.display.shape[0]
             field = summary.fields.get(target.layer) if target.layer and target.neuron else None

@@ -175,9 +175,24 @@ def test_export_gradients_png_and_npy(photos, tmp_path):
                  "--channel", "2", "--neuron", "5", "5", "-o", str(tmp_path / "cam.png"), "--npy", str(cam))
     assert result.returncode == 0, result.stderr
     assert np.load(cam).shape == (224, 224)
+    assert "grad-cam of features.6" in result.stdout and "at layer features.6 (auto)" in result.stdout
     bad = run("export", "gradients", str(photos["chelsea"]), "--method", "saliency", "--layer", "nope",
               "-o", str(out))
     assert bad.returncode == 2 and "no layer" in bad.stderr
+
+
+def test_grad_cam_names_its_layer_the_last_map_before_pooling(photos, tmp_path):
+    """EfficientNet-B0 (random initialisation offline: the layer depends on the wiring only): its
+    squeeze-and-excitation gates used to make Grad-CAM fall back to an early 112x112 layer."""
+    out = tmp_path / "cam.png"
+    result = run("export", "gradients", str(photos["chelsea"]), "--method", "grad-cam", "--model",
+                 "efficientnet_b0", "--target-class", "281", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ms") and "at layer features.8.2 (auto)" in result.stdout
+    chosen = run("export", "gradients", str(photos["chelsea"]), "--method", "grad-cam", "--cam-layer",
+                 "features.10", "-o", str(out))
+    assert chosen.returncode == 0, chosen.stderr
+    assert "at layer features.10 in" in chosen.stdout
 
 
 def test_detect_folder_json_and_frames(tmp_path):

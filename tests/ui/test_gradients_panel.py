@@ -73,3 +73,25 @@ def test_method_settings_are_choosable_and_captions_name_the_class(window, qtbot
     assert all(widget.toolTip() for widget in (panel.method, panel.target_kind, panel.display, panel.opacity,
                                                panel.fill, panel.patch, panel.stride, panel.steps,
                                                panel.baseline, panel.cam_layer))
+
+
+def test_grad_cam_names_the_layer_it_used(window, qtbot):
+    """The automatic layer is the last map before global pooling, named in the caption and in the
+    layer box; EfficientNet-B0 (random initialisation offline: the choice depends on the wiring
+    only) used to get an early 112x112 layer because of its squeeze-and-excitation gates."""
+    panel = window.gradients
+    window.docks["gradients"].raise_()
+    qtbot.waitUntil(lambda: bool(panel.results), timeout=30000)
+    panel.method.setCurrentText("grad-cam")
+    qtbot.waitUntil(lambda: bool(panel.results) and panel.results[0].method == "grad-cam", timeout=30000)
+    assert "grad-cam at layer features.18.2 (auto)" in panel.info.text()
+    assert panel.cam_layer.itemText(0) == "auto: features.18.2" and panel.cam_layer.currentData() is None
+    window.controller.load_model("efficientnet_b0")
+    qtbot.waitUntil(lambda: bool(panel.results) and panel.results[0].options.get("layer") == "features.8.2",
+                    timeout=60000)
+    assert "grad-cam at layer features.8.2 (auto)" in panel.info.text()
+    assert panel.cam_layer.itemText(0) == "auto: features.8.2"
+    panel.cam_layer.setCurrentIndex(panel.cam_layer.findData("features.6"))
+    qtbot.waitUntil(lambda: bool(panel.results) and panel.results[0].options.get("layer") == "features.6",
+                    timeout=30000)
+    assert "grad-cam at layer features.6 " in panel.info.text() and "(auto)" not in panel.info.text()

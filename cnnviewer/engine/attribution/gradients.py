@@ -104,8 +104,13 @@ def deconvnet(model: nn.Module, inputs: Tensor, target: Target) -> Tensor:
     return input_gradient(model, inputs, target, DeconvReLU)
 
 
-def grad_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, upsample: bool = True) -> Tensor:
-    """ReLU(Σ_c mean(∂target/∂A_c) · A_c) at `layer`, upsampled to the input: (N, 1, H, W)."""
+def grad_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, upsample: bool = True,
+             channels_last: bool = False) -> Tensor:
+    """ReLU(Σ_c mean(∂target/∂A_c) · A_c) at `layer`, upsampled to the input: (N, 1, H, W).
+
+    `channels_last`: the layer outputs (N, H, W, C) (ConvNeXt's pointwise Linear), so the
+    channel weights average over axes 1, 2 rather than over W and C.
+    """
     captured: dict[str, Tensor] = {}
 
     def hook(_module, _inputs, output):
@@ -117,6 +122,8 @@ def grad_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, u
         score = _score(model, x, target)
         activation = captured["a"]
         (gradient,) = torch.autograd.grad(score.sum(), activation)
+    if channels_last:
+        activation, gradient = activation.permute(0, 3, 1, 2), gradient.permute(0, 3, 1, 2)
     weights = gradient.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * activation.detach()).sum(dim=1, keepdim=True))
     if not upsample:
@@ -200,7 +207,7 @@ def attribute(method: str, model: nn.Module, inputs: Tensor, target: Target, **o
     if method == "deconvnet":
         return deconvnet(model, inputs, target)
     if method == "grad-cam":
-        return grad_cam(model, inputs, target, options["layer"])
+        return grad_cam(model, inputs, target, options["layer"], channels_last=options.get("channels_last", False))
     if method == "integrated-gradients":
         return integrated_gradients(model, inputs, target, **options)
     if method == "occlusion":
@@ -209,12 +216,19 @@ def attribute(method: str, model: nn.Module, inputs: Tensor, target: Target, **o
 
 
 def gradcam_layer(summary, layer: LayerId | None) -> LayerId:
-    """Grad-CAM's layer: the target's layer when it has spatial maps, else the last such layer."""
+    """Grad-CAM's layer: the target's layer when it has spatial maps, else the last map before
+    global pooling (`Summary.final_map`, from the graph; the last spatial row for hook summaries).
+
+    Not merely the last row with maps: after a squeeze-and-excitation gate or in a ConvNeXt
+    block that row can be a gate's input or a channel-last Linear inside the last block.
+    """
     spatial = [row.name for row in summary.rows if len(row.output_shape) == 3 and not row.rf_whole]
     if layer is not None and layer in summary.fields and not summary.fields[layer].whole:
         rows = [name for name in spatial if name == layer or name.startswith(f"{layer}.")]
         if rows:
             return layer
+    if summary.final_map:
+        return summary.final_map
     if not spatial:
         raise ValueError("Grad-CAM needs a layer with spatial maps; this model has none")
     return spatial[-1]

@@ -8,8 +8,10 @@ arithmetic propagated along the graph:
     r_out = r_in + (k_eff - 1) * j_in,   j_out = j_in * stride,
     start_out = start_in + ((k_eff - 1) / 2 - padding) * j_in,   k_eff = d (k - 1) + 1
 
-with merges (add, concat) taking the union of their branches' fields, and
-everything after global pooling or flatten seeing the whole image. Models that
+with merges (add, concat) taking the union of their branches' fields, except
+that an operand broadcast over H and W (a squeeze-and-excitation gate) adds
+context, not extent; and everything after global pooling or flatten seeing the
+whole image. Layouts are followed through permutes (`field_flow`). Models that
 torch.fx cannot trace are summarised from forward hooks in execution order,
 composing fields sequentially (said in `Summary.method`).
 
@@ -31,12 +33,16 @@ class Field:
     `size` and `jump` are in input pixels; `start` is the centre of the first
     output position's field (0.5 is the centre of the first input pixel).
     `whole` marks layers after global pooling / flatten: they see everything.
+    `context` marks fields that also take per-channel values computed from the whole map
+    (squeeze-and-excitation gates): every pixel nudges them, but their spatial detail,
+    and their input gradient where the gates are held fixed, stays inside `size`.
     """
 
     size: tuple[float, float] = (1.0, 1.0)
     jump: tuple[float, float] = (1.0, 1.0)
     start: tuple[float, float] = (0.5, 0.5)
     whole: bool = False
+    context: bool = False
 
     def through(self, kernel, stride, padding, dilation=(1, 1)) -> Field:
         """The field after a sliding window (conv or pool) on this one."""
@@ -46,7 +52,7 @@ class Field:
             size.append(self.size[axis] + (k_eff - 1) * self.jump[axis])
             start.append(self.start[axis] + ((k_eff - 1) / 2 - padding[axis]) * self.jump[axis])
             jump.append(self.jump[axis] * stride[axis])
-        return Field(tuple(size), tuple(jump), tuple(start), self.whole)
+        return Field(tuple(size), tuple(jump), tuple(start), self.whole, self.context)
 
     def through_transposed(self, kernel, stride, padding, dilation=(1, 1)) -> Field:
         """The field after a transposed convolution: output o reads inputs (o + p - t) / s."""
@@ -57,12 +63,13 @@ class Field:
             size.append(self.size[axis] + (k_eff - 1) * step)
             start.append(self.start[axis] + (padding[axis] - (k_eff - 1) / 2) * step)
             jump.append(step)
-        return Field(tuple(size), tuple(jump), tuple(start), self.whole)
+        return Field(tuple(size), tuple(jump), tuple(start), self.whole, self.context)
 
     def union(self, other: Field) -> Field:
         """The field covering both branches (add, concat)."""
+        context = self.context or other.context
         if self.whole or other.whole:
-            return Field(self.size, self.jump, self.start, True)
+            return Field(self.size, self.jump, self.start, True, context)
         size, start = [], []
         for axis in range(2):
             low = min(self.start[axis] - self.size[axis] / 2, other.start[axis] - other.size[axis] / 2)
@@ -70,7 +77,7 @@ class Field:
             size.append(high - low)
             start.append((low + high) / 2)
         jump = tuple(max(a, b) for a, b in zip(self.jump, other.jump))
-        return Field(tuple(size), jump, tuple(start), False)
+        return Field(tuple(size), jump, tuple(start), False, context)
 
     def box(self, y: int, x: int) -> tuple[float, float, float, float]:
         """(top, left, bottom, right) in input pixel coordinates of neuron (y, x)."""
@@ -95,6 +102,7 @@ class LayerRow:
     rf_start: tuple[float, float]
     rf_whole: bool
     hyper: dict = field(default_factory=dict)   # kernel, stride, padding, dilation, groups
+    rf_context: bool = False               # also gated by whole-map context (see Field.context)
 
     def as_json(self) -> dict:
         """Plain types for JSON/CSV."""
@@ -114,6 +122,8 @@ class Summary:
     rows: tuple[LayerRow, ...]
     method: str                    # 'torch.fx' or 'forward hooks (sequential fields)'
     fields: dict = field(default_factory=dict)   # every module, containers too -> Field
+    final_map: LayerId | None = None       # the last module with spatial maps before global pooling
+    channels_last: frozenset = frozenset()   # modules whose output is (H, W, C), e.g. ConvNeXt's Linear
 
     def field(self, name: LayerId) -> Field:
         """Receptive field of any module's output (a block: that of its last operation)."""
@@ -137,7 +147,7 @@ def _plain(value: float) -> float | int:
 
 
 CSV_COLUMNS = ("name", "type", "output_shape", "units", "params", "bias_params", "macs",
-               "rf_size", "rf_jump", "rf_start", "rf_whole")
+               "rf_size", "rf_jump", "rf_start", "rf_whole", "rf_context")
 
 
 def _cell(value) -> str:
@@ -160,12 +170,12 @@ def summary_csv(summary: Summary) -> str:
 
 
 def field_text(row: LayerRow) -> str:
-    """'35 (jump 4)' or 'whole image'."""
+    """'35 (jump 4)', '35 (jump 4) + gates' (squeeze-and-excitation context) or 'whole image'."""
     if row.rf_whole:
         return "whole image"
     size = _plain(row.rf_size[0]) if row.rf_size[0] == row.rf_size[1] else _cell(row.rf_size)
     jump = _plain(row.rf_jump[0]) if row.rf_jump[0] == row.rf_jump[1] else _cell(row.rf_jump)
-    return f"{size} (jump {jump})"
+    return f"{size} (jump {jump})" + (" + gates" if row.rf_context else "")
 
 
 def summary_table(summary: Summary) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 
 import torch
 import torch.fx as fx
@@ -19,6 +18,7 @@ from cnnviewer.engine.errors import ModelError
 from cnnviewer.engine.runtime.hooks import leaf_hooks
 from cnnviewer.engine.runtime.modes import eval_mode
 from cnnviewer.engine.runtime.tracing import trace
+from cnnviewer.engine.structure.field_flow import merge, shape_of, through_function, whole
 from cnnviewer.engine.structure.layers import first_conv
 from cnnviewer.engine.structure.summary import Field, LayerRow, Summary
 from cnnviewer.engine.types import LayerId
@@ -109,66 +109,111 @@ def _row(name: str, module: nn.Module, shape: tuple[int, ...], macs: dict[str, i
     return LayerRow(name=name, type=type(module).__name__, output_shape=shape,
                     units=math.prod(shape) if shape else 0, params=weights, bias_params=biases,
                     macs=macs.get(name, 0), rf_size=rf.size, rf_jump=rf.jump, rf_start=rf.start,
-                    rf_whole=rf.whole, hyper=hyper)
+                    rf_whole=rf.whole, hyper=hyper, rf_context=rf.context)
 
 
-_GLOBAL_FUNCTIONS = {torch.flatten, torch.mean, torch.nn.functional.adaptive_avg_pool2d}
-_MERGE_FUNCTIONS = {operator.add, torch.add, torch.cat, torch.mul, operator.mul}
+def _through_module(module: nn.Module, rf: Field, axes, in_shape: tuple[int, ...], shape: tuple[int, ...]):
+    """(field, spatial axes, hyper) after a leaf module; `in_shape`/`shape` without batch."""
+    hyper = _window(module, in_shape)
+    if hyper is None and isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        hyper = _adaptive_window(_spatial((1, *in_shape)) or (1, 1), _spatial((1, *shape)) or (1, 1))
+        if shape and _spatial((1, *shape)) == (1, 1):
+            rf, hyper = whole(rf), None
+    if hyper is not None and not rf.whole:
+        rf, axes = _apply(rf, hyper), (len(shape) - 1, len(shape))
+    if isinstance(module, nn.Linear) and axes is not None and len(shape) not in axes:
+        return rf, axes, hyper    # over the channels of a channel-last map: a 1x1 convolution
+    if isinstance(module, (nn.Linear, nn.Flatten)) or len(shape) < 3 or axes is None:
+        return whole(rf), None, hyper
+    return rf, axes, hyper
 
 
-def _summarize_graph(model: nn.Module, inputs: torch.Tensor,
-                     macs: dict[str, int]) -> tuple[list[LayerRow], dict[LayerId, Field]]:
+def _summarize_graph(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int]) -> tuple[
+        list[LayerRow], dict[LayerId, Field], LayerId | None, frozenset]:
+    """Rows, every module's field, the last module with maps before pooling, channel-last modules."""
     graph_module = trace(model)
     with torch.no_grad():
         ShapeProp(graph_module).propagate(inputs)
     modules = dict(model.named_modules())
     fields: dict[fx.Node, Field] = {}
+    layouts: dict[fx.Node, tuple[int, int] | None] = {}   # positions of H and W, batch included
     rows: dict[str, LayerRow] = {}   # a module called twice keeps its first place, its last call's field
     for node in graph_module.graph.nodes:
-        parents = [arg for arg in node.all_input_nodes if arg in fields]
-        incoming = parents[0] if parents else None
-        rf = fields[incoming] if incoming is not None else Field()
-        for other in parents[1:]:
-            rf = rf.union(fields[other])
-        meta = node.meta.get("tensor_meta")
-        shape = tuple(meta.shape)[1:] if hasattr(meta, "shape") else ()
-        in_meta = incoming.meta.get("tensor_meta") if incoming is not None else None
-        in_shape = tuple(in_meta.shape)[1:] if hasattr(in_meta, "shape") else ()
         if node.op == "placeholder":
             fields[node] = Field()
+            layouts[node] = (2, 3) if len(shape_of(node) or ()) == 4 else None
             continue
+        parents = [arg for arg in node.all_input_nodes if arg in fields]
+        full = shape_of(node)
+        shape = full[1:] if full is not None else ()
+        if node.op == "call_module" and not parents:   # applied to a constant: listed, but no field
+            rows[str(node.target)] = _row(str(node.target), modules[node.target], shape, macs, Field(), {})
+        if node.op in ("get_attr", "output") or not parents:
+            continue     # parameters and constants (a layer scale) carry no field
+        in_full = shape_of(parents[0])
+        in_shape = in_full[1:] if in_full is not None else ()
+        if len(parents) > 1:
+            rf, axes = merge(node, parents, fields, layouts)
+            if full is not None and len(full) < 3:
+                rf, axes = whole(rf), None
+        elif node.op == "call_module":
+            rf, axes, hyper = _through_module(modules[node.target], fields[parents[0]], layouts[parents[0]],
+                                              in_shape, shape)
+        else:
+            rf, axes = through_function(node, fields[parents[0]], layouts[parents[0]], in_full)
         if node.op == "call_module":
             module = modules[node.target]
-            hyper = _window(module, in_shape)
-            if hyper is None and isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-                hyper = _adaptive_window(_spatial((1, *in_shape)) or (1, 1), _spatial((1, *shape)) or (1, 1))
-                if shape and _spatial((1, *shape)) == (1, 1):
-                    rf = Field(rf.size, rf.jump, rf.start, True)
-                    hyper = None
-            if hyper is not None and not rf.whole:
-                rf = _apply(rf, hyper)
-            if isinstance(module, (nn.Linear, nn.Flatten)) or len(shape) < 3:
-                rf = Field(rf.size, rf.jump, rf.start, True)
-            fields[node] = rf
+            hyper = _window(module, in_shape) if len(parents) > 1 else hyper
             rows[str(node.target)] = _row(str(node.target), module, shape, macs, rf, hyper or {})
-        else:
-            target = node.target
-            if target in _GLOBAL_FUNCTIONS or str(target) in ("flatten", "mean", "view", "reshape") \
-                    or (shape and len(shape) < 3):
-                rf = Field(rf.size, rf.jump, rf.start, True)
-            fields[node] = rf
-    by_module: dict[LayerId, Field] = {}
-    for node in graph_module.graph.nodes:   # a container's field is its last node's
+        fields[node], layouts[node] = rf, axes
+    return _per_module(graph_module, rows, fields, layouts)
+
+
+_PASS_THROUGH = (nn.Identity, nn.Dropout)
+
+
+def _per_module(graph_module: fx.GraphModule, rows: dict[str, LayerRow], fields: dict[fx.Node, Field],
+                layouts: dict) -> tuple[list[LayerRow], dict[LayerId, Field], LayerId | None, frozenset]:
+    """Every module's field (a container's is its last node's), and which output is the final map:
+    the last node with spatial maps that global pooling, a flatten or the model's output reads."""
+    last: dict[LayerId, fx.Node] = {}
+    for node in graph_module.graph.nodes:
+        if node not in fields:
+            continue
         for path in node.meta.get("nn_module_stack") or {}:
-            if node in fields:
-                by_module[path.split("@")[0]] = fields[node]
-    by_module.update({name: Field(row.rf_size, row.rf_jump, row.rf_start, row.rf_whole)
+            last[path.split("@")[0]] = node
+        if node.op == "call_module":
+            last[str(node.target)] = node
+    by_module = {name: fields[node] for name, node in last.items()}
+    by_module.update({name: Field(row.rf_size, row.rf_jump, row.rf_start, row.rf_whole, row.rf_context)
                       for name, row in rows.items()})
-    return list(rows.values()), by_module
+
+    def spatial(node: fx.Node) -> bool:
+        full, axes = shape_of(node), layouts.get(node)
+        return (node in fields and not fields[node].whole and full is not None and axes is not None
+                and full[axes[0]] * full[axes[1]] > 1)
+
+    final = None
+    for node in graph_module.graph.nodes:
+        if spatial(node) and any(user.op == "output" or (user in fields and fields[user].whole)
+                                 for user in node.users):
+            final = node
+    while final is not None and final.op == "call_module" and isinstance(
+            graph_module.get_submodule(final.target), _PASS_THROUGH) and final.all_input_nodes:
+        final = final.all_input_nodes[0]     # a trailing Identity (timm's norm_pre) names no layer
+    owners = [name for name, node in last.items() if node is final and name]
+    final_map = max(owners, key=lambda name: name.count("."), default=None)
+    channels_last = frozenset(name for name, node in last.items()
+                              if len(shape_of(node) or ()) == 4 and layouts.get(node) == (1, 2))
+    return list(rows.values()), by_module, final_map, channels_last
 
 
 def _summarize_hooks(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int]) -> list[LayerRow]:
-    """Leaf modules in execution order, fields composed as if they formed a chain."""
+    """Leaf modules in execution order, fields composed as if they formed a chain.
+
+    A module that reads a spatial map after a 1x1 branch (a squeeze-and-excitation gate's pool
+    and FCs) continues from the last map's field, marked as context, rather than 'whole image'.
+    """
     order: list[tuple[str, nn.Module, tuple[int, ...], tuple[int, ...]]] = []
     def hook_for(name: str):
         def hook(mod, args, output):
@@ -179,8 +224,10 @@ def _summarize_hooks(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int
 
     with leaf_hooks(model, hook_for), torch.no_grad():
         model(inputs)
-    rf, rows, seen = Field(), [], set()
+    rf, last_map, rows, seen = Field(), Field(), [], set()
     for name, module, shape, in_shape in order:
+        if rf.whole and len(in_shape) == 3 and math.prod(in_shape[-2:]) > 1:
+            rf = Field(last_map.size, last_map.jump, last_map.start, False, True)
         hyper = _window(module, in_shape) or {}
         if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and shape[-2:] == (1, 1):
             rf = Field(rf.size, rf.jump, rf.start, True)
@@ -188,6 +235,8 @@ def _summarize_hooks(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int
             rf = _apply(rf, hyper)
         if isinstance(module, nn.Linear) or len(shape) < 3:
             rf = Field(rf.size, rf.jump, rf.start, True)
+        if len(shape) == 3 and math.prod(shape[-2:]) > 1 and not rf.whole:
+            last_map = rf
         if name not in seen:
             seen.add(name)
             rows.append(_row(name, module, shape, macs, rf, hyper))
@@ -232,11 +281,14 @@ def summarize(model: nn.Module, input_size: tuple[int, int] = (224, 224), *, nam
     with eval_mode(model):
         macs = _module_macs(model, inputs)
         try:
-            rows, fields = _summarize_graph(model, inputs, macs)
+            rows, fields, final_map, channels_last = _summarize_graph(model, inputs, macs)
             method = "torch.fx"
         except Exception:  # noqa: BLE001 - untraceable: fall back to hooks
             rows = _summarize_hooks(model, inputs, macs)
-            fields = {row.name: Field(row.rf_size, row.rf_jump, row.rf_start, row.rf_whole) for row in rows}
+            fields = {row.name: Field(row.rf_size, row.rf_jump, row.rf_start, row.rf_whole, row.rf_context)
+                      for row in rows}
             method = "forward hooks (sequential fields)"
+            final_map, channels_last = None, frozenset()
     rows = _with_parameter_owners(model, rows)
-    return Summary(name or type(model).__name__, (channels, *input_size), tuple(rows), method, fields)
+    return Summary(name or type(model).__name__, (channels, *input_size), tuple(rows), method, fields, final_map,
+                   channels_last)

@@ -59,7 +59,7 @@ class GradientsPanel(QWidget):
         self.steps.setValue(32)
         self.baseline = _combo(list(IG_BASELINES))
         self.cam_layer = QComboBox()
-        self.cam_layer.addItem("auto (target's layer, else the last with maps)", None)
+        self.cam_layer.addItem(AUTO_CAM, None)
         self.cam_layer.setMinimumWidth(160)
         self.export_button = QPushButton("PNG…")
         self.export_button.clicked.connect(self._on_export_clicked)
@@ -130,7 +130,7 @@ class GradientsPanel(QWidget):
             self.baseline: "Where the path starts: the dataset's mean colour (zeros after normalising), black, "
                            "or the input blurred",
             self.cam_layer: "The layer whose maps Grad-CAM weighs (auto: the target's layer when it has maps, "
-                            "else the last layer with spatial maps)",
+                            "else the last layer with spatial maps before global pooling)",
             self.export_button: "Save the picture shown as PNG",
         }
         for widget, text in tips.items():
@@ -146,6 +146,7 @@ class GradientsPanel(QWidget):
         self.cam_layer.blockSignals(True)
         while self.cam_layer.count() > 1:
             self.cam_layer.removeItem(1)
+        self.cam_layer.setItemText(0, AUTO_CAM)      # the last model's resolved layer no longer applies
         for info in layers:
             shape = info.output_shape
             if info.name and shape is not None and len(shape) == 3 and shape[1] > 1 and shape[2] > 1:
@@ -247,8 +248,7 @@ class GradientsPanel(QWidget):
         self.results = results
         self.redraw()
         model = self._session.model
-        parts = [f"{r.method} {r.milliseconds:.0f} ms" + (f" ({_options(r.options)})" if r.options else "")
-                 for r in results]
+        parts = [self._part(r) for r in results]
         note = ""
         if model is not None and any(r.method in ("guided-backprop", "deconvnet") for r in results):
             others = sorted({name for name in RELU_FREE if any(t.endswith(name) for t in model.layer_types)})
@@ -260,6 +260,19 @@ class GradientsPanel(QWidget):
             note += (" This network has no max pooling: DeconvNet's backward pass depends on the input only "
                      "through max-pooling switches, so here its map barely changes with the image.")
         self.info.setText(f"<b>{self.describe(results[0].target)}</b>: " + "; ".join(parts) + "." + note)
+
+    def _part(self, result) -> str:
+        """'saliency 12 ms' or 'grad-cam at layer features.8.2 (auto) 80 ms': Grad-CAM's layer sets the
+        map's detail, so the automatic choice is named here and in the layer box."""
+        options = dict(result.options)
+        where = ""
+        if result.method == "grad-cam" and "layer" in options:
+            layer = options.pop("layer")
+            auto = self.cam_layer.currentData() is None
+            where = f" at layer {layer}" + (" (auto)" if auto else "")
+            if auto:
+                self.cam_layer.setItemText(0, f"auto: {layer}")
+        return f"{result.method}{where} {result.milliseconds:.0f} ms" + (f" ({_options(options)})" if options else "")
 
     def describe(self, target: Target) -> str:
         """The target in words: a class by its number and name."""
@@ -303,6 +316,9 @@ class GradientsPanel(QWidget):
             return False
         self.info.setText(f"Saved {path}")
         return True
+
+
+AUTO_CAM = "auto (target's layer, else the last map before pooling)"
 
 
 def _options(options: dict) -> str:
