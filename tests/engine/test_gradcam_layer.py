@@ -25,13 +25,7 @@ from cnnviewer.engine.workbench import Workbench
 os.environ.setdefault("CNNVIEWER_OFFLINE", "1")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small inputs: one torch thread is faster than two on this shared, loaded machine (5-15x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 LAST_MAPS = {
     "efficientnet_b0": "features.8.2",
