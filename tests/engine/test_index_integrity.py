@@ -282,3 +282,23 @@ def test_one_image_reduces_without_a_numpy_warning():
         warnings.simplefilter("error")
         reduced = reduce(np.random.default_rng(0).random((1, 64), dtype=np.float32))
         assert reduced.shape == (1, 64) and kmeans(reduced, 4).tolist() == [0]
+
+
+def test_waiting_for_another_build_is_reported_and_can_be_cancelled(tmp_path):
+    """The app's job thread is shared by every panel: it hears that another process is indexing
+    (to show it) and stops waiting when the job is cancelled, instead of blocking until that run ends."""
+    from cnnviewer.engine.errors import Cancelled
+
+    holder = IndexLock(tmp_path)
+    assert holder.acquire()
+    heard, cancel = [], threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    started = time.perf_counter()
+    with pytest.raises(Cancelled):
+        IndexLock(tmp_path).acquire(waiting=heard.append, cancel=cancel)
+    assert 0.4 < time.perf_counter() - started < 5
+    assert heard == [f"{tmp_path} is being indexed by process {os.getpid()}; waiting for it to finish"]
+    holder.release()
+    second = IndexLock(tmp_path)
+    assert second.acquire(waiting=heard.append, cancel=threading.Event()) and len(heard) == 1
+    second.release()

@@ -54,7 +54,8 @@ class IndexBuild:
 
     def __init__(self, folder: str | Path, model: LoadedModel, directory: str | Path, *,
                  layers: Sequence[LayerId] | None = None, batch_size: int = 32, workers: int = 0,
-                 mp_context: str | None = None, shard: tuple[int, int] = (0, 1)) -> None:
+                 mp_context: str | None = None, shard: tuple[int, int] = (0, 1),
+                 waiting: Callable[[str], None] | None = None, cancel: Event | None = None) -> None:
         self.folder, self.directory = Path(folder).resolve(), Path(directory)
         self.model, self.batch_size, self.workers, self.mp_context = model, batch_size, workers, mp_context
         self.files = folder_images(self.folder)
@@ -71,7 +72,7 @@ class IndexBuild:
         self.staging = self.directory / (STAGING if self.rank == 0 else f"{STAGING}-rank{self.rank}")
         self.resume = self.directory / RESUME
         self.lock = IndexLock(self.directory)
-        self.writable = self._lock() if self.rank == 0 else True
+        self.writable = self._lock(waiting, cancel) if self.rank == 0 else True
         self.started = time.perf_counter()
         try:
             if self.rank == 0:
@@ -111,9 +112,10 @@ class IndexBuild:
             raise
 
     # ---------------------------------------------------------------- the folder's lock
-    def _lock(self) -> bool:
+    def _lock(self, waiting: Callable[[str], None] | None, cancel: Event | None) -> bool:
         """Take the index folder's lock. A build of this process still holding it (the app started
-        another for the same folder) gives it up first: the newest wins, as with the app's jobs."""
+        another for the same folder) gives it up first: the newest wins, as with the app's jobs.
+        Another process's build is waited for (`waiting` hears of it; `cancel` ends the wait)."""
         key = str(self.directory.resolve())
         older = _HOLDERS.get(key)
         older = older() if older is not None else None
@@ -121,7 +123,7 @@ class IndexBuild:
             older.close()
             older.lock.release()
         try:
-            taken = self.lock.acquire()
+            taken = self.lock.acquire(waiting, cancel)
         except OSError as error:
             raise IndexError_(f"{self.directory}: cannot be locked ({error.strerror or error})") from None
         _HOLDERS[key] = weakref.ref(self)

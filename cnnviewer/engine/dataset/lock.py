@@ -11,9 +11,14 @@ import errno
 import fcntl
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from threading import Event
+
+from cnnviewer.engine.errors import Cancelled
 
 LOCK = ".lock"
+POLL_SECONDS = 0.2
 
 
 class IndexBusyWarning(UserWarning):
@@ -31,9 +36,13 @@ class IndexLock:
     def held(self) -> bool:
         return self._handle is not None
 
-    def acquire(self) -> bool:
+    def acquire(self, waiting: Callable[[str], None] | None = None, cancel: Event | None = None) -> bool:
         """Take the lock, waiting for another build if there is one. False when the folder cannot be
-        written at all (read-only): nothing can be built there, and reading needs no lock."""
+        written at all (read-only): nothing can be built there, and reading needs no lock.
+
+        `waiting` hears (once) that another process holds it (else a warning says so); with `cancel`
+        the wait polls and ends in Cancelled when it is set, so the app's job thread, which every
+        panel shares, is never stuck behind a command-line run."""
         try:
             handle = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
@@ -41,13 +50,19 @@ class IndexLock:
                 return False
             raise
         try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _try_lock(handle):
                 holder = os.pread(handle, 32, 0).decode("ascii", "replace").strip() or "?"
-                warnings.warn(f"{self.root} is being indexed by process {holder}; waiting for it to finish",
-                              IndexBusyWarning, stacklevel=3)
-                fcntl.flock(handle, fcntl.LOCK_EX)
+                message = f"{self.root} is being indexed by process {holder}; waiting for it to finish"
+                if waiting is not None:
+                    waiting(message)
+                else:
+                    warnings.warn(message, IndexBusyWarning, stacklevel=3)
+                if cancel is None:
+                    fcntl.flock(handle, fcntl.LOCK_EX)
+                else:
+                    while not _try_lock(handle):
+                        if cancel.wait(POLL_SECONDS):
+                            raise Cancelled()
             os.ftruncate(handle, 0)
             os.pwrite(handle, f"{os.getpid()}\n".encode(), 0)
         except BaseException:
@@ -63,3 +78,11 @@ class IndexLock:
 
     def __del__(self) -> None:
         self.release()
+
+
+def _try_lock(handle: int) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
