@@ -302,3 +302,20 @@ def test_waiting_for_another_build_is_reported_and_can_be_cancelled(tmp_path):
     second = IndexLock(tmp_path)
     assert second.acquire(waiting=heard.append, cancel=threading.Event()) and len(heard) == 1
     second.release()
+
+
+def test_an_open_index_keeps_answering_after_another_build_replaced_its_generation(model, tmp_path):
+    """The window holds an index open while a command-line run updates it and removes the generation
+    the window reads: the window's answers stay those of the index it opened, never an error or a mix."""
+    folder, directory = tmp_path / "photos", tmp_path / "index"
+    photos(folder)
+    build_index(folder, model, directory, layers=LAYERS)
+    opened = DatasetIndex(directory)
+    before = [(hit.row, hit.value) for hit in opened.top("features.2", 3, 4)]
+    thumbs = opened.thumbnails(opened.valid_rows)
+    photos(folder, prefix="a", count=3)                         # sort before: every row moves
+    build_index(folder, model, directory, layers=LAYERS)
+    assert not opened.directory.exists()                        # its generation is gone from disk
+    assert [(hit.row, hit.value) for hit in opened.top("features.2", 3, 4)] == before
+    np.testing.assert_array_equal(opened.thumbnails(opened.valid_rows), thumbs)
+    assert len(DatasetIndex(directory).valid_rows) == 9

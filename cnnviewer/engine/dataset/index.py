@@ -153,6 +153,9 @@ class DatasetIndex:
         self._valid = np.zeros(self.manifest["files"], dtype=bool)
         self._valid[self.valid_rows] = True
         self._bank: tuple[LayerId, np.ndarray] | None = None              # one layer's normalised features
+        # Every array mapped once, on opening: the mappings stay readable after another process's
+        # update has switched generations and removed this one (an unlinked file lives while mapped).
+        self._maps: dict[str, np.ndarray] = {}
         self._check_arrays()
 
     def _check_arrays(self) -> None:
@@ -175,6 +178,11 @@ class DatasetIndex:
             if array.dtype != dtype or array.shape != shape:
                 raise DamagedIndexError(f"{self.root}: damaged index ({name} is {array.dtype} {array.shape}, "
                                         f"not {np.dtype(dtype)} {shape})")
+            self._maps[name] = array
+
+    def _mapped(self, name: str) -> np.ndarray | None:
+        """The array file `name` as mapped on opening; None when this index has none."""
+        return self._maps.get(name)
 
     @property
     def layers(self) -> list[LayerId]:
@@ -200,7 +208,7 @@ class DatasetIndex:
         """(N, C) array `kind` ('max', 'pos' or 'mean') of `layer`, memory-mapped."""
         if layer not in self.manifest["layers"]:
             raise IndexError_(f"{layer!r} is not indexed; indexed layers: {', '.join(self.layers[:6])}…")
-        return np.load(self.directory / array_file(layer, kind), mmap_mode="r")
+        return self._maps[array_file(layer, kind)]
 
     def channels(self, layer: LayerId) -> int:
         return int(self.manifest["shapes"][layer][0])
@@ -213,8 +221,8 @@ class DatasetIndex:
         """(N,) the channel's maximum in every row: one contiguous read from the by-channel copy."""
         if layer not in self.manifest["layers"]:
             raise IndexError_(f"{layer!r} is not indexed; indexed layers: {', '.join(self.layers[:6])}…")
-        path = self.directory / array_file(layer, BY_CHANNEL)
-        maxima = np.load(path, mmap_mode="r") if path.is_file() else self.array(layer, "max").T
+        maxima = self._mapped(array_file(layer, BY_CHANNEL))
+        maxima = self.array(layer, "max").T if maxima is None else maxima
         if not 0 <= channel < maxima.shape[0]:
             raise IndexError_(f"{layer} has {maxima.shape[0]} channels; {channel} is out of range")
         return np.asarray(maxima[channel], dtype=np.float32)
@@ -266,10 +274,10 @@ class DatasetIndex:
 
     def thumbnails(self, rows: np.ndarray) -> np.ndarray:
         """(n, 64, 64, 3) uint8: what the model saw of each of `rows` (zeros in an older index)."""
-        path = self.directory / "thumbs.npy"
-        if not path.is_file():
+        thumbs = self._mapped("thumbs.npy")
+        if thumbs is None:
             return np.zeros((len(rows), 64, 64, 3), np.uint8)
-        return np.asarray(np.load(path, mmap_mode="r")[np.asarray(rows, dtype=np.int64)])
+        return np.asarray(thumbs[np.asarray(rows, dtype=np.int64)])
 
     def predicted(self, rows: np.ndarray | None = None) -> np.ndarray | None:
         """The model's top-1 class of each image (valid rows by default); None without logits."""
