@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
 
 from cnnviewer.engine.dataset.embedding import available_methods
 from cnnviewer.engine.dataset.names import LOGITS
+from cnnviewer.engine.dataset.display import PICTURE_SIDE, value_format
 from cnnviewer.ui.panels.dataset.map import PALETTE, MapView, colours_for
 from cnnviewer.ui.panels.dataset.widgets import Histogram, PictureGrid, pixmap
 
@@ -56,7 +57,7 @@ class TopTab(QWidget):
         self.neuron_button.setToolTip("The index keeps each channel's maximum anywhere in its map: ranking by one "
                                       "position reads the folder's images again (up to this layer only)")
         self.neuron_button.setVisible(False)
-        self.images = PictureGrid(150)
+        self.images = PictureGrid(PICTURE_SIDE)
         self.images.setToolTip("Click an image to make it the input, with this unit's neuron at its maximum selected")
         self.patches = PictureGrid(96)
         self.patches.setToolTip("The receptive field of the maximum, cut from each image (grey: beyond its edge)")
@@ -109,13 +110,15 @@ class TopTab(QWidget):
         self.unit.setText(f"<b>{name}</b>: top {len(view.images)} of {view.images_indexed:,} images by "
                           f"{ranked}{field}")
         entries, patches = [], []
+        style = value_format([hit.value for hit in view.images])
         for hit in view.images:
             tip = f"{hit.path}\nmaximum {hit.value:.4g} at (y={hit.position[0]}, x={hit.position[1]})"
             if hit.box is not None:
                 tip += "\npatch x {:.0f}..{:.0f}, y {:.0f}..{:.0f} (original pixels)".format(*hit.box)
-            entries.append((hit.row, hit.picture, f"{hit.value:.3g}  {hit.path.name}", tip))
+            value = format(hit.value, style)
+            entries.append((hit.row, hit.picture, f"{value}\n{hit.path.name}", tip))
             if hit.patch is not None:
-                patches.append((hit.row, hit.patch, f"{hit.value:.3g}", tip))
+                patches.append((hit.row, hit.patch, value, tip))
         self.images.show_pictures(entries)
         self.patches.show_pictures(patches)
         self.patches.setVisible(bool(patches))
@@ -140,7 +143,7 @@ class NeighboursTab(QWidget):
         self.k = _spin(9, 1, 100, "How many neighbours")
         self.info = QLabel("")
         self.info.setWordWrap(True)
-        self.grid = PictureGrid(150)
+        self.grid = PictureGrid(PICTURE_SIDE)
         self.grid.setToolTip("Click an image to make it the input")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
@@ -157,7 +160,7 @@ class NeighboursTab(QWidget):
 
     def show_found(self, found, image_name: str, layer: str) -> None:
         self.info.setText(f"Most like <b>{image_name}</b> at {layer} (cosine similarity of pooled features)")
-        self.grid.show_pictures([(hit.row, hit.picture, f"{hit.similarity:.3f}  {hit.path.name}",
+        self.grid.show_pictures([(hit.row, hit.picture, f"{hit.similarity:.3f}\n{hit.path.name}",
                                   f"{hit.path}\ncosine similarity {hit.similarity:.4f}") for hit in found])
 
 
