@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -19,7 +21,7 @@ from PySide6.QtWidgets import (
 from cnnviewer.engine.dataset.embedding import available_methods
 from cnnviewer.engine.dataset.names import LOGITS
 from cnnviewer.engine.dataset.display import PICTURE_SIDE, value_format
-from cnnviewer.ui.panels.dataset.map import PALETTE, MapView, colours_for
+from cnnviewer.ui.panels.dataset.map import OTHER, PALETTE, MapView, colours_for
 from cnnviewer.ui.panels.dataset.widgets import Histogram, PictureGrid, pixmap
 
 
@@ -226,9 +228,17 @@ class MapTab(QWidget):
         NeighboursTab.set_layers(self, layers, default)
 
     def set_index(self, index, model=None) -> None:
+        """Another folder, model or weights: nothing of the old map stays (points, hover preview,
+        selection, legend, the old map's summary line)."""
         self.index, self.model = index, model
         self.view.clear_map()
         self.result = None
+        self.preview.clear()
+        self.preview.setText("Hover a point to see its image.")
+        self.preview.setToolTip("")
+        self.selection.clear()
+        self.legend.setText("")
+        self.info.setText("Compute a map of the folder: PCA to 50 dimensions, then t-SNE.")
 
     def busy(self, running: bool) -> None:
         self.compute_button.setEnabled(not running)
@@ -261,9 +271,24 @@ class MapTab(QWidget):
         colours, legend = colours_for(labels)
         self.view.show_map(found.rows, found.points, colours, thumbs, shown)
         self.view.set_thumbnails_visible(self.thumbnails.isChecked())
+        entries = [(colour, f"{self._name(kind, label)} ({count})") for (label, count), colour in zip(legend, PALETTE)]
+        others = len(labels) - sum(count for _label, count in legend)
+        if others:
+            entries.append((OTHER, f"other ({others})"))
+        # Each swatch and its name are one unbreakable word; the legend wraps only between entries.
         self.legend.setText(" &nbsp; ".join(
-            f"<span style='color: rgb{tuple(colour)}'>■</span> {self._name(kind, label)} ({count})"
-            for (label, count), colour in zip(legend, PALETTE)) + (" &nbsp; ■ other" if len(legend) == len(PALETTE) else ""))
+            f"<span style='white-space: nowrap'><span style='color: rgb{tuple(colour)}'>■</span>&nbsp;"
+            f"{html.escape(name).replace(' ', '&nbsp;')}</span>" for colour, name in entries))
+        self._fit_legend()
+
+    def _fit_legend(self) -> None:
+        """As tall as its wrapped lines need: a second line is never cut off by the panel's bottom."""
+        self.legend.setMinimumHeight(self.legend.heightForWidth(max(self.legend.width(), 100))
+                                     if self.legend.text() else 0)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._fit_legend()
 
     def _name(self, kind: str, label: int) -> str:
         if kind == "class" and self.model is not None:
@@ -282,6 +307,7 @@ class MapTab(QWidget):
         self.info.setText(f"{self.index.path(row).name}: {self._name(kind, int(labels[where]))}")
 
     def show_selection(self, index, rows: np.ndarray, thumbs: np.ndarray) -> None:
+        self.view.highlight(rows)
         self.selection.show_pictures([(int(row), thumb, index.path(row).name, str(index.path(row)))
                                       for row, thumb in zip(rows, thumbs)])
         self.info.setText(f"{len(rows)} images selected (shown on the right); click one to make it the input.")
