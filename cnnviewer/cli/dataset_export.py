@@ -51,12 +51,12 @@ def run_map(args: argparse.Namespace) -> int:
     from cnnviewer.engine.media.files import writable_target
 
     writable_target(args.output)
-    _model, index = _open(args)
+    model, index = _open(args)
     layer = args.layer or retrieval_layer(index)
     if layer not in index.layers:
         raise UsageError(f"cnnviewer export dataset-map: {layer!r} is not indexed; choose one of "
                          f"{', '.join(index.layers)}")
-    _save(render_map(index, dataset_map(index, layer, threads=2), side=args.side), args.output)
+    _save(render_map(index, dataset_map(index, layer, threads=2), side=args.side, name=model.label), args.output)
     return 0
 
 

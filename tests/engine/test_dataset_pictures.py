@@ -67,3 +67,26 @@ def test_export_top_patches_of_28px_images_draws_title_values_and_names(tmp_path
     below = pixels[40 + PICTURE_SIDE + 10:40 + PICTURE_SIDE + 40, 8:8 + PICTURE_SIDE]
     assert (np.abs(below - BACKGROUND).sum(axis=2) > 200).sum() > 50          # value and name under a tile
     capsys.readouterr()
+
+
+def test_the_exported_map_keeps_thumbnails_inside_and_has_a_wrapping_legend():
+    """Trial row 31: points at the very corners still draw whole framed thumbnails inside a margin;
+    the legend names every coloured label (class names) and wraps to a second line."""
+    from cnnviewer.engine.dataset.display import PALETTE
+    from cnnviewer.engine.dataset.sheet import map_sheet
+
+    rng = np.random.default_rng(0)
+    points = np.array([[0, 0], [1, 1], [0, 1], [1, 0]] + rng.random((20, 2)).tolist(), np.float32)
+    thumbs = rng.integers(0, 255, (len(points), 64, 64, 3), dtype=np.uint8)
+    labels = np.arange(len(points)) % 14                  # more labels than the palette: "other" too
+    named = []
+    picture = map_sheet(points, thumbs, labels, lambda label: named.append(label) or f"class name {label}",
+                        side=400, thumb=40)
+    assert picture.shape == (400, 400, 3)
+    edge = np.concatenate([picture[:4].reshape(-1, 3), picture[:, :4].reshape(-1, 3), picture[:, -4:].reshape(-1, 3)])
+    assert (edge == BACKGROUND).all()                      # nothing touches the top, left or right border
+    assert len(set(named)) == len(PALETTE)                 # every swatch has its class's name
+    rows_with_swatch = [y for y in range(300, 400) if (picture[y] == PALETTE[-1]).all(axis=1).sum() >= 5]
+    first_swatch_rows = [y for y in range(300, 400) if (picture[y] == PALETTE[0]).all(axis=1).sum() >= 5]
+    assert rows_with_swatch and first_swatch_rows and min(rows_with_swatch) > max(first_swatch_rows)   # wrapped
+    assert (picture[-4:] == BACKGROUND).all()              # the legend's last line is not cut off

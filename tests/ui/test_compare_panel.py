@@ -27,6 +27,9 @@ def test_compare_a_fine_tuned_copy_then_another_architecture(window, qtbot, tmp_
         "Weights moved most: classifier.1" in panel.verdict.text()
     assert panel.table.item(0, 0).text() == window.predictions.predictions[0].label      # A's top-1
     assert panel.weight_curve.xData is not None and len(panel.weight_curve.xData) > 50
+    plot = panel.drift_plot.getPlotItem()
+    assert plot.legend is None and "weights" in plot.titleLabel.text          # the legend is not over the data
+    assert "(x" not in panel.drift_plot.getAxis("left").labelString()          # no SI prefix lengthening it
     target = next(d for d in result.drift if d.name == "features.18.0")
     panel.select_depth(target.depth)                                     # click the plot: select everywhere
     assert window.session.selection.layer == "features.18.0"

@@ -8,6 +8,18 @@ from PIL import Image
 
 PICTURE_SIDE = 224   # the top images and neighbours, longest side (the panel's grid shrinks them to fit)
 PATCH_SIDE = 96
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120), (152, 223, 138)]
+OTHER = (110, 110, 110)
+
+
+def colours_for(labels: np.ndarray) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+    """A colour per point: the most frequent labels get the palette, the rest grey.
+    Returns the colours and [(label, count)] of the coloured labels, most frequent first."""
+    values, counts = np.unique(labels, return_counts=True)
+    order = np.argsort(-counts, kind="stable")[:len(PALETTE)]
+    colour_of = {int(values[i]): PALETTE[rank] for rank, i in enumerate(order)}
+    return [colour_of.get(int(label), OTHER) for label in labels], [(int(values[i]), int(counts[i])) for i in order]
 
 
 def resampling(size: int, side: int) -> Image.Resampling:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from cnnviewer.engine.dataset.display import value_format
+from cnnviewer.engine.dataset.display import OTHER, PALETTE, colours_for, resampling, value_format
 
 BACKGROUND = (30, 30, 34)
 TEXT = (230, 230, 230)
@@ -74,4 +74,48 @@ def top_sheet(view, title: str) -> np.ndarray:
     for part in parts:
         sheet.paste(part, (x, head))
         x += part.width + GAP
+    return np.asarray(sheet)
+
+
+def _legend(entries: list[tuple[tuple[int, int, int], str]], width: int, font) -> Image.Image:
+    """Swatch + name entries, wrapped between entries (never inside one) to `width` pixels."""
+    line, swatch = int(font.getbbox("Hg")[3]) + 6, int(font.getbbox("Hg")[3])
+    placed, x, y = [], GAP, GAP
+    for colour, text in entries:
+        size = swatch + 4 + int(font.getlength(text)) + 3 * GAP
+        if x > GAP and x + size > width:
+            x, y = GAP, y + line
+        placed.append((x, y, colour, text))
+        x += size
+    legend = Image.new("RGB", (width, y + line + GAP), BACKGROUND)
+    draw = ImageDraw.Draw(legend)
+    for x, y, colour, text in placed:
+        draw.rectangle((x, y + 2, x + swatch - 2, y + swatch), fill=colour)
+        draw.text((x + swatch + 4, y), text, fill=TEXT, font=font)
+    return legend
+
+
+def map_sheet(points: np.ndarray, thumbs: np.ndarray, labels: np.ndarray, name, side: int,
+              thumb: int) -> np.ndarray:
+    """A side x side picture: each thumbnail at its point, framed in its label's colour, all of it
+    inside a margin, and a legend (the palette's labels by frequency, then "other") at the bottom."""
+    colours, counted = colours_for(labels)
+    entries = [(colour, f"{name(label)} ({count})") for (label, count), colour in zip(counted, PALETTE)]
+    others = len(labels) - sum(count for _label, count in counted)
+    if others:
+        entries.append((OTHER, f"other ({others})"))
+    legend = _legend(entries, side, _font(max(11, side // 90)))
+    height = max(side - legend.height, thumb + 2 * GAP)
+    sheet = Image.new("RGB", (side, side), BACKGROUND)
+    margin = GAP + 3                                     # a whole frame inside the picture at every edge
+    low, high = points.min(axis=0), points.max(axis=0)
+    span = np.maximum(high - low, 1e-9)
+    x = margin + (points[:, 0] - low[0]) / span[0] * (side - thumb - 2 * margin)
+    y = margin + (high[1] - points[:, 1]) / span[1] * (height - thumb - 2 * margin)   # y points up
+    draw = ImageDraw.Draw(sheet)
+    for left, top, picture, colour in zip(x.astype(int), y.astype(int), thumbs, colours):
+        draw.rectangle((left - 2, top - 2, left + thumb + 1, top + thumb + 1), fill=colour)
+        small = Image.fromarray(picture).resize((thumb, thumb), resampling(max(picture.shape[:2]), thumb))
+        sheet.paste(small, (left, top))
+    sheet.paste(legend.crop((0, 0, side, min(legend.height, side - height))), (0, height))
     return np.asarray(sheet)

@@ -74,11 +74,15 @@ class ComparePanel(QWidget):
         self.drift_plot = pg.PlotWidget(background=(30, 30, 34))
         self.drift_plot.setLabel("left", "‖B−A‖ / ‖A‖")
         self.drift_plot.setLabel("bottom", "layer (depth order)")
-        self.drift_plot.addLegend(offset=(10, 5))
+        for side in ("left", "bottom"):        # no "(x0.001)" prefix: it made the left label too long to show
+            self.drift_plot.getAxis(side).enableAutoSIPrefix(False)
+        self.drift_plot.getPlotItem().layout.setContentsMargins(4, 4, 12, 4)   # the top tick's text fits
+        # The legend is the title, above the plot: inside it, it sat over the points.
+        self.drift_plot.setTitle("<span style='color: #ffa03c'>●</span> weights &nbsp;&nbsp; "
+                                 "<span style='color: #569cd6'>━</span> activations on this image", size="9pt")
         self.weight_curve = self.drift_plot.plot([], [], pen=None, symbol="o", symbolSize=6,
-                                                 symbolBrush=(255, 160, 60), name="weights")
-        self.activation_curve = self.drift_plot.plot([], [], pen=pg.mkPen((86, 156, 214), width=2),
-                                                     name="activations on this image")
+                                                 symbolBrush=(255, 160, 60))
+        self.activation_curve = self.drift_plot.plot([], [], pen=pg.mkPen((86, 156, 214), width=2))
         self.marker = self.drift_plot.plot([], [], pen=None, symbol="o", symbolSize=11, symbolBrush=None,
                                            symbolPen=pg.mkPen((255, 80, 80), width=2))
         self.drift_plot.scene().sigMouseClicked.connect(self._on_plot_clicked)

@@ -12,20 +12,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPainterPath, QPen, QPolygonF
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QWidget
 
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120), (152, 223, 138)]
-OTHER = (110, 110, 110)
 MAX_THUMBNAILS = 400
 THUMBNAILS_PER_TURN = 50
-
-
-def colours_for(labels: np.ndarray) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
-    """A colour per point: the most frequent labels get the palette, the rest grey.
-    Returns the colours and [(label, count)] of the coloured labels, most frequent first."""
-    values, counts = np.unique(labels, return_counts=True)
-    order = np.argsort(-counts, kind="stable")[:len(PALETTE)]
-    colour_of = {int(values[i]): PALETTE[rank] for rank, i in enumerate(order)}
-    return [colour_of.get(int(label), OTHER) for label in labels], [(int(values[i]), int(counts[i])) for i in order]
 
 
 class _SelectingViewBox(pg.ViewBox):

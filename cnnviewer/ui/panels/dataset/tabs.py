@@ -18,10 +18,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cnnviewer.engine.dataset.display import OTHER, PALETTE, PICTURE_SIDE, colours_for, value_format
 from cnnviewer.engine.dataset.embedding import available_methods
 from cnnviewer.engine.dataset.names import LOGITS
-from cnnviewer.engine.dataset.display import PICTURE_SIDE, value_format
-from cnnviewer.ui.panels.dataset.map import OTHER, PALETTE, MapView, colours_for
+from cnnviewer.ui.panels.dataset.map import MapView
 from cnnviewer.ui.panels.dataset.widgets import Histogram, PictureGrid, pixmap
 
 

@@ -112,6 +112,8 @@ class Histogram(pg.PlotWidget):
         self.setLabel("left", "images")
         self.setMouseEnabled(x=False, y=False)
         self.getAxis("bottom").enableAutoSIPrefix(False)
+        self.getAxis("left").enableAutoSIPrefix(False)
+        self.getPlotItem().layout.setContentsMargins(4, 10, 12, 4)   # the top tick ("1.0") is not cut in half
         self.hideButtons()
         self.bars = pg.BarGraphItem(x0=[], x1=[], y0=0, height=[], brush=(86, 156, 214))
         self.addItem(self.bars)
