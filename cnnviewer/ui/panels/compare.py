@@ -35,6 +35,7 @@ from cnnviewer.ui.widgets.controls import on_screen
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 DIFFERENT = QColor(229, 165, 10, 90)   # a class only one of the two top-5s holds
+SKIPPED_TYPES = {"Dropout", "DropPath", "Identity", "Flatten"}   # never B's first guess: they repeat a neighbour
 
 
 class ComparePanel(QWidget):
@@ -69,6 +70,7 @@ class ComparePanel(QWidget):
         self.map_titles = (QLabel(""), QLabel(""))
         self.b_layer = QComboBox()             # B's own layer, when B is another architecture
         self.b_layer.setToolTip("B is another architecture: the layer of B to show beside A's selected layer")
+        self.b_layer.setPlaceholderText("B's layer: the one at the same depth as A's; pick another")
         self.b_layer.setVisible(False)
         self.b_layer.activated.connect(lambda _i: self.refresh_maps())
         self.drift_plot = pg.PlotWidget(background=(30, 30, 34))
@@ -169,7 +171,7 @@ class ComparePanel(QWidget):
         if layer in b.layer_names:
             return layer
         names_a = [n for n in self._session.model.layer_names if n]
-        names_b = [n for n in b.layer_names if n]
+        names_b = [n for n, kind in zip(b.layer_names, b.layer_types) if n and kind not in SKIPPED_TYPES]
         at = names_a.index(layer) / max(len(names_a) - 1, 1) if layer in names_a else 1.0
         return names_b[round(at * (len(names_b) - 1))] if names_b else layer
 

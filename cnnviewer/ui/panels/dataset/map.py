@@ -111,7 +111,7 @@ class MapView(pg.PlotWidget):
         self.setAspectLocked(True)
         self.scatter = pg.ScatterPlotItem(size=7, pen=None, hoverable=True, hoverSize=12, tip=None,
                                           hoverPen=pg.mkPen("w", width=1.5))   # no raw "x: y: data=" tooltip
-        self.chosen = pg.ScatterPlotItem(size=14, brush=None, pen=pg.mkPen((255, 200, 0), width=2.5))
+        self.chosen = pg.ScatterPlotItem(size=20, brush=None, pen=pg.mkPen((255, 200, 0), width=3))
         self.chosen.setZValue(50)                # the selected points ringed, over their thumbnails
         self.chosen.setAcceptHoverEvents(False)
         self.scatter.sigClicked.connect(self._on_clicked)
