@@ -155,6 +155,8 @@ class ComparePanel(QWidget):
 
     def _on_other_loaded(self, model) -> None:
         self.other = model
+        self.maps[1].clear()                   # the old B's maps never stand beside the new B's name
+        self.map_titles[1].setText("")
         self.b_layer.clear()
         self.b_layer.addItems([name for name in model.layer_names if name])
         self.b_layer.setCurrentIndex(-1)       # follow A's layer until one is picked here
@@ -209,7 +211,7 @@ class ComparePanel(QWidget):
                     views.append((name, bench().feature_maps(model, image, name, options)))
                 except (ViewError, KeyError):
                     views.append((name, None))
-            return layer, views
+            return layer, b, views
 
         self._jobs.submit("compare_maps", work, on_done=self._show_maps, on_error=self.verdict.setText)
 
@@ -293,8 +295,8 @@ class ComparePanel(QWidget):
             self._session.select(layer=nearest.name)
 
     def _show_maps(self, result) -> None:
-        layer, views = result
-        if layer != self._session.selection.layer:
+        layer, b, views = result
+        if layer != self._session.selection.layer or b is not self.other:   # for an older selection or B
             return
         for side, canvas, title, (name, view) in zip("AB", self.maps, self.map_titles, views):
             if view is None:
