@@ -63,7 +63,7 @@ def test_drop_a_folder_select_a_channel_see_its_top_images_and_click_one(window,
     assert grid.rows() == [hit.row for hit in expected]
     assert panel.top_tab.patches.count() == 9 and "features.14 channel 5" in panel.top_tab.unit.text()
     assert panel.top_tab.histogram.bars.opts["height"].sum() == 10   # every indexed image counted once
-    assert panel.top_tab.histogram.getPlotItem().layout.contentsMargins()[1] >= 10   # room for the top tick
+    assert panel.top_tab.histogram.getPlotItem().layout.getContentsMargins()[1] >= 10   # room for the top tick
     width = grid.gridSize().width()
     for caption, hit in zip(grid.captions(), expected):                # value and name under every image
         value, name = caption.split("\n")
