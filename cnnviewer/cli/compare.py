@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from types import SimpleNamespace
 
 from cnnviewer.cli.common import Parser, UsageError, int_in
@@ -53,23 +54,38 @@ def run(args: argparse.Namespace) -> int:
         loaded.append(load_model_and_image(side, need_image=not loaded))
     (left, image), (right, _) = loaded
     result = compare(left, right, image)
+    for warning in result.warnings():
+        print(f"cnnviewer: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(_as_json(result), indent=1))
         return 0
     names = [f"A: {left.title} ({left.weights_label})", f"B: {right.title} ({right.weights_label})"]
     print(f"{image.name}\n  {names[0]}\n  {names[1]}")
-    for rank, (a, b) in enumerate(zip(*result.predictions), start=1):
-        print(f"  {rank}. {a.probability:6.1%} {a.label[:28]:<28}  {b.probability:6.1%} {b.label[:28]}")
+    sides = [list(side) or [None] * 5 for side in result.predictions]
+    for rank, (a, b) in enumerate(zip(*sides), start=1):
+        print(f"  {rank}. {_cell(a, result.broken[0])}  {_cell(b, result.broken[1])}".rstrip())
     only_a, only_b = result.disagreements()
-    verdict = "top-1 agrees" if result.top1_agrees else "top-1 DISAGREES"
+    bad = [f"{side} produces {what}" for side, what in zip("AB", result.broken) if what]
+    verdict = f"top-1 not compared: {' and '.join(bad)}" if bad else \
+        "top-1 agrees" if result.top1_agrees else "top-1 DISAGREES"
     print(f"{verdict}" + (f"; only in A's top-5: {', '.join(only_a)}" if only_a else "")
           + (f"; only in B's top-5: {', '.join(only_b)}" if only_b else ""))
-    print(f"{len(result.shared_layers)} layers recorded in both with the same shape")
+    print(f"{_layers(len(result.shared_layers))} recorded in both with the same shape")
     if result.same_architecture:
         print(f"Same architecture: the {args.layers} layers whose weights moved most (relative change):")
         for drift in result.most_changed(args.layers):
             print(f"  {drift.name:36s} weights {_number(drift.weights)}  activations {_number(drift.activation)}")
     return 0
+
+
+def _layers(count: int) -> str:
+    return f"{count} layer" if count == 1 else f"{count} layers"
+
+
+def _cell(prediction, broken: str | None) -> str:
+    if prediction is None:
+        return f"{'—':>6} {(broken or '')[:28]:<28}"
+    return f"{prediction.probability:6.1%} {prediction.label[:28]:<28}"
 
 
 def _number(value: float | None) -> str:
@@ -81,7 +97,7 @@ def _as_json(result) -> dict:
         return [{"label": p.label, "index": p.index, "probability": p.probability} for p in side]
     only_a, only_b = result.disagreements()
     return {"models": list(result.names), "predictions": [predictions(side) for side in result.predictions],
-            "top1_agrees": result.top1_agrees, "only_in_a": only_a, "only_in_b": only_b,
+            "top1_agrees": result.top1_agrees, "nonfinite": list(result.broken), "only_in_a": only_a, "only_in_b": only_b,
             "same_architecture": result.same_architecture, "shared_layers": list(result.shared_layers),
             "drift": [{"layer": d.name, "depth": d.depth, "activation": d.activation, "weights": d.weights}
                       for d in result.drift]}

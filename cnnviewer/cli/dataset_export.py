@@ -51,18 +51,19 @@ def run_map(args: argparse.Namespace) -> int:
     from cnnviewer.engine.media.files import writable_target
 
     writable_target(args.output)
-    _model, index = _open(args)
+    model, index = _open(args)
     layer = args.layer or retrieval_layer(index)
     if layer not in index.layers:
         raise UsageError(f"cnnviewer export dataset-map: {layer!r} is not indexed; choose one of "
                          f"{', '.join(index.layers)}")
-    _save(render_map(index, dataset_map(index, layer, threads=2), side=args.side), args.output)
+    _save(render_map(index, dataset_map(index, layer, threads=2), side=args.side, name=model.label), args.output)
     return 0
 
 
 def run_patches(args: argparse.Namespace) -> int:
     from cnnviewer.engine.dataset.names import LOGITS
-    from cnnviewer.engine.dataset.views import montage, unit_view
+    from cnnviewer.engine.dataset.sheet import top_sheet
+    from cnnviewer.engine.dataset.views import unit_view
     from cnnviewer.engine.errors import CnnViewerError
     from cnnviewer.engine.media.files import writable_target
     from cnnviewer.engine.structure.summary_graph import summarize
@@ -78,13 +79,11 @@ def run_patches(args: argparse.Namespace) -> int:
         view = unit_view(index, layer, channel, args.k, model.preprocess, field)
     except CnnViewerError as error:
         raise UsageError(f"cnnviewer export top-patches: {error}") from None
-    columns = max(1, int(np.ceil(np.sqrt(len(view.images)))))
-    pictures = montage([hit.picture for hit in view.images], columns)
-    patches = [hit.patch for hit in view.images if hit.patch is not None]
-    if patches:
-        side = montage(patches, columns)
-        height = max(pictures.shape[0], side.shape[0])
-        pad = [np.pad(m, ((0, height - m.shape[0]), (0, 0), (0, 0)), constant_values=30) for m in (pictures, side)]
-        pictures = np.concatenate([pad[0], np.full((height, 12, 3), 30, np.uint8), pad[1]], axis=1)
+    if layer == LOGITS:
+        title = f"class {channel} ({model.label(channel)})"
+    else:
+        title = f"{layer}, channel {channel}"
+    title += f": top {len(view.images)} of {view.images_indexed:,} images"
+    pictures = top_sheet(view, title)
     _save(pictures, args.output)
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 
 from cnnviewer.cli.common import Parser, int_in, load_model_and_image, model_options
 
@@ -22,6 +24,9 @@ def run(args: argparse.Namespace) -> int:
 
     model, image = load_model_and_image(args)
     predictions = predict(model, image, k=max(1, args.top))
+    if any(not math.isfinite(p.probability) for p in predictions):
+        print(f"cnnviewer: warning: {model.title} produces NaN outputs on {image.name}: the classes below "
+              "are not a ranking (broken weights?)", file=sys.stderr)
     if args.json:
         print(json.dumps([{"label": p.label, "index": p.index, "probability": p.probability}
                           for p in predictions], indent=2))

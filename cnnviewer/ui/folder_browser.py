@@ -1,4 +1,10 @@
-"""Stepping through a folder of images: previous / next, with the position in the status bar."""
+"""Stepping through a folder of images: previous / next, with the position in the status bar.
+
+It covers what the Dataset index covers (subfolders too) and steps over files that cannot be read
+(an empty .png, a text file named .webp, a truncated JPEG): a step never lands on an error message
+with the old image still shown. Files are checked lazily, when a step reaches them, cheaply: a
+JPEG is decoded at 1/8 scale, other formats have their structure verified, not decoded.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,23 @@ from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QWidget
+
+from cnnviewer.engine.dataset.index import folder_images
+
+
+def readable(path: Path) -> bool:
+    """Whether Pillow can read `path` through to its end (cheap: see the module docstring)."""
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft("RGB", (max(image.width // 8, 1), max(image.height // 8, 1)))
+                image.load()
+            else:
+                image.verify()
+    except Exception:   # noqa: BLE001 - any failure of a third-party decoder means "cannot be read"
+        return False
+    return True
 
 
 class FolderBrowser(QWidget):
@@ -17,6 +40,8 @@ class FolderBrowser(QWidget):
         self.folder: Path | None = None
         self.images: list[Path] = []
         self.index = -1
+        self.unreadable: set[Path] = set()
+        self._checked: set[Path] = set()
         self.previous_button = QToolButton()
         self.previous_button.setText("◀")
         self.previous_button.setToolTip("Previous image of the folder (Page Up)")
@@ -34,8 +59,14 @@ class FolderBrowser(QWidget):
         self.setVisible(False)
 
     def open_folder(self, folder: Path, images: list[Path], start: int = 0) -> None:
-        """Browse `images` (the folder's, in name order) from `start`."""
-        self.folder, self.images = folder, list(images)
+        """Browse the folder's images from `start`: with its subfolders, as the index lists them
+        (`images`, the caller's top-level list, when the folder cannot be listed so)."""
+        try:
+            listed = folder_images(folder)
+        except Exception:   # noqa: BLE001 - IndexError_ (vanished, unlistable): the caller's list
+            listed = list(images)
+        self.folder, self.images = folder, listed or list(images)
+        self.unreadable, self._checked = set(), set()
         self.setVisible(bool(self.images))
         self.go(start)
 
@@ -46,16 +77,32 @@ class FolderBrowser(QWidget):
         self.go(self.index + 1)
 
     def previous(self) -> None:
-        self.go(self.index - 1)
+        self.go(self.index - 1, step=-1)
 
-    def go(self, index: int) -> None:
-        """Open image `index` (wrapping around the folder)."""
+    def _readable(self, path: Path) -> bool:
+        if path not in self._checked:
+            self._checked.add(path)
+            if not readable(path):
+                self.unreadable.add(path)
+        return path not in self.unreadable
+
+    def go(self, index: int, step: int = 1) -> None:
+        """Open image `index` (wrapping around the folder), or the next readable one in the
+        direction of `step`; none readable: say so and keep the current image."""
         if not self.images:
             return
-        self.index = index % len(self.images)
+        for tried in range(len(self.images)):
+            candidate = (index + step * tried) % len(self.images)
+            if self._readable(self.images[candidate]):
+                break
+        else:
+            self.label.setText(f"{self.folder.name if self.folder else ''}: no readable image")
+            return
+        self.index = candidate
         image = self.images[self.index]
+        skipped = f" ({len(self.unreadable)} unreadable skipped)" if self.unreadable else ""
         self.label.setText(f"{self.folder.name if self.folder else ''}: {self.index + 1} / {len(self.images)} "
-                           f"{image.name}")
+                           f"{image.name}{skipped}")
         self.label.setToolTip(str(image))
         self._open_image(image)
 

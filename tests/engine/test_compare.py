@@ -107,3 +107,41 @@ def test_one_perturbed_block_shows_the_change_starting_at_that_block(mobilenet):
     assert result.drift[start].activation > 0 and result.drift[start].weights > 0          # the change starts here
     assert all(d.activation > 0 for d in result.drift[start:])                             # and carries on
     assert {d.name.rsplit(".", 1)[0].rsplit(".conv", 1)[0] for d in result.drift if d.weights} == {"features.10"}
+
+
+def _negative_variance(state):
+    """A BatchNorm running variance gone negative: sqrt of it is NaN, so is every output."""
+    state["features.1.conv.0.1.running_var"] *= -1
+
+
+def test_nan_outputs_are_flagged_not_ranked(mobilenet):
+    result = compare(mobilenet, copy_with(mobilenet, _negative_variance), sample_image("chelsea"))
+    assert result.broken == (None, "NaN outputs") and result.predictions[1] == ()
+    assert len(result.predictions[0]) == 5 and not result.top1_agrees
+    assert result.warnings() == ["model B (mobilenet_v2) produces NaN outputs: its top-5 is not a ranking"]
+
+
+def test_compare_and_predict_commands_warn_of_nan_outputs(mobilenet, tmp_path, capsys, monkeypatch):
+    """In-process: one warning line on stderr, no 'nan%' ranking on stdout; one layer in grammar."""
+    from PIL import Image
+    from skimage import data
+
+    from cnnviewer.cli import main
+    monkeypatch.setenv("CNNVIEWER_OFFLINE", "1")
+    photo = tmp_path / "chelsea.png"
+    Image.fromarray(data.chelsea()).save(photo)
+    state = {k: v.clone() for k, v in mobilenet.module.state_dict().items()}
+    _negative_variance(state)
+    torch.save(state, tmp_path / "broken.pth")
+    assert main(["compare", str(photo), "--model", "mobilenet_v2", "--weights", str(tmp_path / "broken.pth")]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("cnnviewer: warning: model B") == 1 and "produces NaN outputs" in err
+    assert "nan%" not in out and "top-1 not compared: B produces NaN outputs" in out
+    assert main(["predict", str(photo), "--weights", str(tmp_path / "broken.pth"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "cnnviewer: warning:" in err and "NaN outputs" in err
+
+
+def test_one_shared_layer_is_said_in_the_singular():
+    from cnnviewer.cli.compare import _layers
+    assert _layers(1) == "1 layer" and _layers(3) == "3 layers"

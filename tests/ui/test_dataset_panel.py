@@ -9,10 +9,21 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from PySide6.QtGui import QImage
+import pytest
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
+from PySide6.QtGui import QImage, QMouseEvent
+from PySide6.QtWidgets import QApplication
 from skimage import data
 
 from tests.ui.conftest import drop_files
+
+
+def _mouse(widget, kind, at, button) -> None:
+    """A real mouse event with Shift held and the left button down (a box drag)."""
+    held = Qt.MouseButton.NoButton if kind == QEvent.Type.MouseButtonRelease else Qt.MouseButton.LeftButton
+    event = QMouseEvent(kind, QPointF(at), QPointF(widget.mapToGlobal(at)), button, held,
+                        Qt.KeyboardModifier.ShiftModifier)
+    QApplication.sendEvent(widget, event)
 
 
 def _folder(root: Path) -> Path:
@@ -30,6 +41,8 @@ def test_drop_a_folder_select_a_channel_see_its_top_images_and_click_one(window,
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = _folder(tmp_path)
     panel = window.dataset
+    assert "To start, drop a folder" in panel.top_tab.unit.text()     # before any folder: how to start
+    assert "being looked for" not in panel.top_tab.unit.text()
     drop_files(panel.tabs, [folder])                                   # dropped on the panel: indexed
     assert window.docks["dataset"].isVisible()
     stalls, last = [], time.perf_counter()
@@ -50,6 +63,14 @@ def test_drop_a_folder_select_a_channel_see_its_top_images_and_click_one(window,
     assert grid.rows() == [hit.row for hit in expected]
     assert panel.top_tab.patches.count() == 9 and "features.14 channel 5" in panel.top_tab.unit.text()
     assert panel.top_tab.histogram.bars.opts["height"].sum() == 10   # every indexed image counted once
+    assert panel.top_tab.histogram.getPlotItem().layout.getContentsMargins()[1] >= 10   # room for the top tick
+    width = grid.gridSize().width()
+    for caption, hit in zip(grid.captions(), expected):                # value and name under every image
+        value, name = caption.split("\n")
+        assert float(value) == pytest.approx(hit.value, abs=2e-3) and name.replace("…", "") in hit.path.name
+        assert grid.fontMetrics().horizontalAdvance(name) <= width        # elided to the cell, never cut
+    assert len({len(c.split("\n")[0].split(".")[-1]) for c in grid.captions()}) == 1   # one value format
+    assert all(str(hit.path) in grid.item(i).toolTip() for i, hit in enumerate(expected))
     best = expected[0]
     grid.itemClicked.emit(grid.item(0))                               # click the best image
     qtbot.waitUntil(lambda: window.session.image is not None and Path(window.session.image.source) == best.path,
@@ -89,9 +110,34 @@ def test_drop_a_folder_select_a_channel_see_its_top_images_and_click_one(window,
     view.set_thumbnails_visible(False)
     assert with_thumbnails > 3 * painted()                                # the photos, not only the dots
     view.set_thumbnails_visible(True)
+    assert view.scatter.opts["tip"] is None                               # no raw pyqtgraph tooltip
+    legend = panel.map_tab.legend
+    assert legend.text().count("■") >= 1 and legend.text().count("■</span>&nbsp;") == legend.text().count("■")
+    assert legend.minimumHeight() >= legend.heightForWidth(legend.width())   # wrapped lines all shown
+    port = view.viewport()
+    corner, far = QPoint(3, 3), QPoint(port.width() - 3, port.height() - 3)
+    _mouse(port, QEvent.Type.MouseButtonPress, corner, Qt.MouseButton.LeftButton)
+    for step in range(1, 6):                                             # a Shift+drag over the whole map
+        _mouse(port, QEvent.Type.MouseMove, corner + (far - corner) * (step / 5), Qt.MouseButton.NoButton)
+    qtbot.wait(50)
+    assert not view.view_box.outline.isEmpty()                            # the rubber band, while dragging
+    _mouse(port, QEvent.Type.MouseButtonRelease, far, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: panel.map_tab.selection.count() == 10, timeout=10000)
+    assert view.highlighted == 10 and not view.view_box.outline.isEmpty()  # what was selected stays visible
+    view.view_box.clear_outline()
     rows_inside = panel.map_tab.view.rows[:4]
     panel.map_tab.wants_selection.emit(rows_inside)
     qtbot.waitUntil(lambda: panel.map_tab.selection.count() == 4, timeout=10000)
+    assert view.highlighted == 4
+    panel.map_tab._on_hovered(int(rows_inside[0]))                      # a hover preview shown
+    assert panel.map_tab.preview.pixmap() is not None and not panel.map_tab.preview.pixmap().isNull()
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(data.coffee()).save(other / "coffee.png")
+    panel.open_folder(other)                                             # another folder: no old map left
+    assert panel.map_tab.result is None and len(view.scatter.data) == 0 and view.highlighted == 0
+    assert panel.map_tab.preview.pixmap().isNull() and "Hover a point" in panel.map_tab.preview.text()
+    assert "images at" not in panel.map_tab.info.text() and panel.map_tab.selection.count() == 0
     assert max(stalls) < 0.5, f"the window stalled {max(stalls) * 1000:.0f} ms while indexing"
 
 
@@ -106,8 +152,10 @@ def test_cancel_then_resume_and_reopen_without_reading_again(window, qtbot, tmp_
     panel.open_folder(folder)
     qtbot.waitUntil(lambda: panel.progress.isVisible() and panel.progress.value() > 0, timeout=60000)
     panel.cancel_button.click()
+    assert "cancelling" in panel.folder_label.text() and not panel.cancel_button.isEnabled()   # said at once
     qtbot.waitUntil(lambda: "paused at" in panel.folder_label.text(), timeout=30000)
     assert panel.index is None and panel.index_button.text() == "Resume"
+    assert "Resume finishes it" in panel.top_tab.unit.text()             # why Top images is empty
     panel.index_button.click()
     qtbot.waitUntil(lambda: panel.index is not None, timeout=120000)
     assert 0 < panel.index.manifest["reused"] < 40 and len(panel.index.rows) == 40

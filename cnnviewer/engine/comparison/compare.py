@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from cnnviewer.engine.media.images import InputImage
@@ -38,6 +39,12 @@ class Comparison:
     same_architecture: bool
     shared_layers: tuple[LayerId, ...]   # recorded in both with the same output shape, in depth order
     drift: tuple[LayerDrift, ...]        # same architecture only: leaf layers in execution order
+    broken: tuple[str | None, str | None] = (None, None)   # "NaN outputs" for a side whose output is not finite
+
+    def warnings(self) -> list[str]:
+        """One sentence per side whose outputs are not numbers: its top-5 is not a ranking."""
+        return [f"model {side} ({name}) produces {what}: its top-5 is not a ranking"
+                for side, name, what in zip("AB", self.names, self.broken) if what]
 
     @property
     def top1_agrees(self) -> bool:
@@ -54,6 +61,18 @@ class Comparison:
         """The layers whose weights moved most (then activations), largest first."""
         scored = [d for d in self.drift if d.weights is not None or d.activation is not None]
         return sorted(scored, key=lambda d: (-(d.weights or 0.0), -(d.activation or 0.0)))[:count]
+
+
+def nonfinite(probabilities: np.ndarray) -> str | None:
+    """What is wrong with a model's outputs ("NaN outputs"), or None when every one is a number.
+    Broken weights (a negative BatchNorm variance) give NaN everywhere; argsort would still rank
+    them, and "tench 'nan%'" reads like an answer."""
+    values = np.asarray(probabilities, dtype=float)
+    if np.isnan(values).any():
+        return "NaN outputs"
+    if not np.isfinite(values).all():
+        return "infinite outputs"
+    return None
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float | None:
@@ -93,7 +112,9 @@ def compare(left: LoadedModel, right: LoadedModel, image: InputImage,
     """Run both models on `image` (each with its own preprocessing) and compare them."""
     caches = caches or (ActivationCache(), ActivationCache())
     passes = caches[0].get(left, image), caches[1].get(right, image)
-    predictions = (tuple(top_k(left, passes[0].probabilities, 5)), tuple(top_k(right, passes[1].probabilities, 5)))
+    broken = nonfinite(passes[0].probabilities), nonfinite(passes[1].probabilities)
+    predictions = tuple(() if bad else tuple(top_k(model, run.probabilities, 5))
+                        for model, run, bad in zip((left, right), passes, broken))
     acts_a, acts_b = passes[0].activations, passes[1].activations
     order = [info.name for info in passes[0].layers if info.name and info.name in acts_a]
     shared = tuple(name for name in order if name in acts_b and acts_a.shape(name) == acts_b.shape(name))
@@ -108,4 +129,4 @@ def compare(left: LoadedModel, right: LoadedModel, image: InputImage,
         weights = _weight_drift(left, right)
         drift = tuple(LayerDrift(name, depth, _relative(acts_a[name], acts_b[name]), weights.get(name))
                       for depth, name in enumerate(executed))
-    return Comparison((left.title, right.title), predictions, same, shared, drift)
+    return Comparison((left.title, right.title), predictions, same, shared, drift, broken)

@@ -174,16 +174,13 @@ def dataset_map(index: DatasetIndex, layer: LayerId, *, method: str = "tsne", cl
     return DatasetMap(layer, method, rows, points, groups, index.predicted(rows), seconds)
 
 
-def render_map(index: DatasetIndex, found: DatasetMap, side: int = 1600, thumb: int = 40) -> np.ndarray:
-    """The map as a picture (`cnnviewer export dataset-map`): thumbnails at their points, the later
-    ones over the earlier, on a dark square `side` pixels wide."""
-    sheet = np.full((side, side, 3), 24, np.uint8)
-    low, high = found.points.min(axis=0), found.points.max(axis=0)
-    span = np.maximum(high - low, 1e-9)
-    where = ((found.points - low) / span * (side - thumb - 1)).astype(int)
-    from PIL import Image
-    thumbs = index.thumbnails(found.rows)
-    for (x, y), picture in zip(where, thumbs):
-        small = np.asarray(Image.fromarray(picture).resize((thumb, thumb), Image.Resampling.BILINEAR))
-        sheet[side - thumb - 1 - y:side - 1 - y, x:x + thumb] = small
-    return sheet
+def render_map(index: DatasetIndex, found: DatasetMap, side: int = 1600, thumb: int = 40,
+               name: Callable[[int], str] | None = None) -> np.ndarray:
+    """The map as a picture (`cnnviewer export dataset-map`): thumbnails framed in their predicted
+    class's colour (k-means cluster's without the logits), as the panel colours them, with a margin
+    and a legend (`name`: a class's name)."""
+    from cnnviewer.engine.dataset.sheet import map_sheet
+    labels, kind = (found.classes, "class") if found.classes is not None else (found.clusters, "cluster")
+    def label(value: int) -> str:
+        return name(value) if name is not None and kind == "class" else f"{kind} {value}"
+    return map_sheet(found.points, index.thumbnails(found.rows), labels, label, side, thumb)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cnnviewer.engine.dataset.display import PATCH_SIDE, PICTURE_SIDE, fitted, resampling
 from cnnviewer.engine.dataset.index import DatasetIndex
 from cnnviewer.engine.dataset.patches import patch_box
 from cnnviewer.engine.errors import CnnViewerError
@@ -22,8 +23,6 @@ from cnnviewer.engine.models.handle import Preprocess
 from cnnviewer.engine.structure.summary import Field
 from cnnviewer.engine.types import LayerId
 
-PICTURE_SIDE = 150   # the top images and neighbours, longest side
-PATCH_SIDE = 96
 BOX_COLOUR = (255, 200, 0)
 
 
@@ -88,12 +87,11 @@ def cut_patch(picture: Image.Image, box: tuple[float, float, float, float], fill
     inside = (max(x0, 0), max(y0, 0), min(x1, picture.width), min(y1, picture.height))
     if inside[2] > inside[0] and inside[3] > inside[1]:
         canvas.paste(picture.crop(inside), (inside[0] - x0, inside[1] - y0))
-    return np.asarray(canvas.resize((side, side), Image.Resampling.BILINEAR))
+    return np.asarray(canvas.resize((side, side), resampling(max(width, height), side)))
 
 
 def _outlined(picture: Image.Image, box: tuple[float, float, float, float] | None, side: int) -> np.ndarray:
-    shown = picture.copy()
-    shown.thumbnail((side, side), Image.Resampling.BILINEAR)
+    shown = fitted(picture, side)
     if box is None:
         return np.asarray(shown)
     factor = picture.info.get("scale", 1.0) * shown.width / picture.width
@@ -139,15 +137,3 @@ def neighbour_view(index: DatasetIndex, features: np.ndarray, layer: LayerId, k:
                                     _missing(PICTURE_SIDE) if picture is None else _outlined(picture, None, PICTURE_SIDE)))
     return found
 
-
-def montage(tiles: list[np.ndarray], columns: int, gap: int = 4, background: int = 30) -> np.ndarray:
-    """Tiles (each padded to the largest) on a grid: `cnnviewer export top-patches`."""
-    if not tiles:
-        return np.full((8, 8, 3), background, np.uint8)
-    height, width = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)
-    rows = -(-len(tiles) // columns)
-    sheet = np.full((rows * (height + gap) + gap, columns * (width + gap) + gap, 3), background, np.uint8)
-    for i, tile in enumerate(tiles):
-        y, x = gap + (i // columns) * (height + gap), gap + (i % columns) * (width + gap)
-        sheet[y:y + tile.shape[0], x:x + tile.shape[1]] = tile
-    return sheet

@@ -14,6 +14,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
+    QComboBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -34,6 +35,7 @@ from cnnviewer.ui.widgets.controls import on_screen
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 DIFFERENT = QColor(229, 165, 10, 90)   # a class only one of the two top-5s holds
+SKIPPED_TYPES = {"Dropout", "DropPath", "Identity", "Flatten"}   # never B's first guess: they repeat a neighbour
 
 
 class ComparePanel(QWidget):
@@ -66,14 +68,23 @@ class ComparePanel(QWidget):
         self.verdict.setTextFormat(Qt.TextFormat.RichText)
         self.maps = (ImageCanvas(self), ImageCanvas(self))
         self.map_titles = (QLabel(""), QLabel(""))
+        self.b_layer = QComboBox()             # B's own layer, when B is another architecture
+        self.b_layer.setToolTip("B is another architecture: the layer of B to show beside A's selected layer")
+        self.b_layer.setPlaceholderText("B's layer: the one at the same depth as A's; pick another")
+        self.b_layer.setVisible(False)
+        self.b_layer.activated.connect(lambda _i: self.refresh_maps())
         self.drift_plot = pg.PlotWidget(background=(30, 30, 34))
         self.drift_plot.setLabel("left", "‖B−A‖ / ‖A‖")
         self.drift_plot.setLabel("bottom", "layer (depth order)")
-        self.drift_plot.addLegend(offset=(10, 5))
+        for side in ("left", "bottom"):        # no "(x0.001)" prefix: it made the left label too long to show
+            self.drift_plot.getAxis(side).enableAutoSIPrefix(False)
+        self.drift_plot.getPlotItem().layout.setContentsMargins(4, 4, 12, 4)   # the top tick's text fits
+        # The legend is the title, above the plot: inside it, it sat over the points.
+        self.drift_plot.setTitle("<span style='color: #ffa03c'>●</span> weights &nbsp;&nbsp; "
+                                 "<span style='color: #569cd6'>━</span> activations on this image", size="9pt")
         self.weight_curve = self.drift_plot.plot([], [], pen=None, symbol="o", symbolSize=6,
-                                                 symbolBrush=(255, 160, 60), name="weights")
-        self.activation_curve = self.drift_plot.plot([], [], pen=pg.mkPen((86, 156, 214), width=2),
-                                                     name="activations on this image")
+                                                 symbolBrush=(255, 160, 60))
+        self.activation_curve = self.drift_plot.plot([], [], pen=pg.mkPen((86, 156, 214), width=2))
         self.marker = self.drift_plot.plot([], [], pen=None, symbol="o", symbolSize=11, symbolBrush=None,
                                            symbolPen=pg.mkPen((255, 80, 80), width=2))
         self.drift_plot.scene().sigMouseClicked.connect(self._on_plot_clicked)
@@ -83,12 +94,14 @@ class ComparePanel(QWidget):
             buttons.addWidget(widget)
         buttons.addStretch(1)
         columns = QSplitter(Qt.Orientation.Horizontal)
-        for title, canvas in zip(self.map_titles, self.maps):
+        for title, canvas, picker in zip(self.map_titles, self.maps, (None, self.b_layer)):
             box = QWidget()
             column = QVBoxLayout(box)
             column.setContentsMargins(0, 0, 0, 0)
             title.setWordWrap(True)
             column.addWidget(title)
+            if picker is not None:
+                column.addWidget(picker)
             column.addWidget(canvas, 1)
             columns.addWidget(box)
         vertical = QSplitter(Qt.Orientation.Vertical)
@@ -142,7 +155,27 @@ class ComparePanel(QWidget):
 
     def _on_other_loaded(self, model) -> None:
         self.other = model
+        self.maps[1].clear()                   # the old B's maps never stand beside the new B's name
+        self.map_titles[1].setText("")
+        self.b_layer.clear()
+        self.b_layer.addItems([name for name in model.layer_names if name])
+        self.b_layer.setCurrentIndex(-1)       # follow A's layer until one is picked here
         self.refresh()
+
+    def _b_layer_for(self, layer: str) -> str:
+        """B's layer beside A's `layer`: the one picked here, else the same name, else the layer at
+        the same relative depth (a first guess the picker can change)."""
+        b, picked = self.other, self.b_layer.currentText()
+        if self.result is None or self.result.same_architecture or b is None:
+            return layer
+        if picked:
+            return picked
+        if layer in b.layer_names:
+            return layer
+        names_a = [n for n in self._session.model.layer_names if n]
+        names_b = [n for n, kind in zip(b.layer_names, b.layer_types) if n and kind not in SKIPPED_TYPES]
+        at = names_a.index(layer) / max(len(names_a) - 1, 1) if layer in names_a else 1.0
+        return names_b[round(at * (len(names_b) - 1))] if names_b else layer
 
     # ---------------------------------------------------------------- engine
     def refresh(self) -> None:
@@ -166,18 +199,19 @@ class ComparePanel(QWidget):
             return
         bench_a, bench_b = self._controller.workbench, self._bench_b
         aspect = self.maps[0].aspect()
+        layer_b = self._b_layer_for(layer)
 
         def work(_context):
             from cnnviewer.engine.errors import ViewError
             from cnnviewer.engine.views.features import FeatureMapOptions
             options = FeatureMapOptions(aspect=aspect)
             views = []
-            for bench, model in ((bench_a, a), (bench_b, b)):
+            for bench, model, name in ((bench_a, a, layer), (bench_b, b, layer_b)):
                 try:
-                    views.append(bench().feature_maps(model, image, layer, options))
+                    views.append((name, bench().feature_maps(model, image, name, options)))
                 except (ViewError, KeyError):
-                    views.append(None)
-            return layer, views
+                    views.append((name, None))
+            return layer, b, views
 
         self._jobs.submit("compare_maps", work, on_done=self._show_maps, on_error=self.verdict.setText)
 
@@ -192,22 +226,35 @@ class ComparePanel(QWidget):
         self.names.setText(f"<b>A</b>: {a} (the model every panel shows) &nbsp;&nbsp; <b>B</b>: {b}"
                            + (" — the same architecture" if result.same_architecture else ""))
         only_a, only_b = result.disagreements()
-        for row, (left, right) in enumerate(zip(*result.predictions)):
-            for column, (text, different) in enumerate(((left.label, left.label in only_a), (f"{left.probability:.1%}", False),
-                                                        (right.label, right.label in only_b), (f"{right.probability:.1%}", False))):
-                item = QTableWidgetItem(text)
-                if different:
-                    item.setBackground(QBrush(DIFFERENT))
-                    item.setToolTip("Not in the other model's top-5")
-                self.table.setItem(row, column, item)
+        self.b_layer.setVisible(not result.same_architecture)
+        self.table.clearContents()
+        for side, (predictions, only, broken) in enumerate(zip(result.predictions, (only_a, only_b), result.broken)):
+            for row in range(5):
+                if row < len(predictions):
+                    cells = ((predictions[row].label, predictions[row].label in only),
+                             (f"{predictions[row].probability:.1%}", False))
+                else:
+                    cells = ((broken if broken and row == 0 else "—", False), ("", False))
+                for column, (text, different) in enumerate(cells):
+                    item = QTableWidgetItem(text)
+                    if different:
+                        item.setBackground(QBrush(DIFFERENT))
+                        item.setToolTip("Not in the other model's top-5")
+                    self.table.setItem(row, 2 * side + column, item)
         self.table.resizeColumnsToContents()
         self.table.setFixedWidth(self.table.horizontalHeader().length() + 4)   # no empty area beside it
-        verdict = "Top-1 agrees." if result.top1_agrees else "<b>Top-1 disagrees.</b>"
-        if only_a or only_b:
+        warnings = result.warnings()
+        if warnings:
+            verdict = "<b style='color: #e5a50a'>" + "; ".join(w[0].upper() + w[1:] for w in warnings) + \
+                ".</b> Top-1 not compared."
+        else:
+            verdict = "Top-1 agrees." if result.top1_agrees else "<b>Top-1 disagrees.</b>"
+        if (only_a or only_b) and not warnings:
             verdict += f" Only in A's top-5: {', '.join(only_a) or '—'}; only in B's: {', '.join(only_b) or '—'}."
-        verdict += f" {len(result.shared_layers)} layers have the same name and shape in both"
+        shared = len(result.shared_layers)
+        verdict += f" {shared} {'layer has' if shared == 1 else 'layers have'} the same name and shape in both"
         verdict += ": the drift plot shows how far each moved." if result.drift else \
-            " (a different architecture: no per-layer drift)."
+            " (a different architecture: no per-layer drift; pick B's layer above its maps)."
         moved = [d for d in result.most_changed(5) if d.weights]
         if moved:
             verdict += "<br>Weights moved most: " + ", ".join(f"{d.name} ({d.weights:.3g})" for d in moved) + "."
@@ -248,15 +295,16 @@ class ComparePanel(QWidget):
             self._session.select(layer=nearest.name)
 
     def _show_maps(self, result) -> None:
-        layer, views = result
-        if layer != self._session.selection.layer:
+        layer, b, views = result
+        if layer != self._session.selection.layer or b is not self.other:   # for an older selection or B
             return
-        for side, canvas, title, view in zip("AB", self.maps, self.map_titles, views):
+        for side, canvas, title, (name, view) in zip("AB", self.maps, self.map_titles, views):
             if view is None:
                 canvas.clear()
-                title.setText(f"<b>{side}</b> has no layer {layer} with a tensor output")
+                title.setText(f"<b>{side}</b> has no layer {name} with a tensor output"
+                              + ("; pick another below" if side == "B" and self.b_layer.isVisible() else ""))
             else:
                 canvas.show_image(view.mosaic)
-                title.setText(f"<b>{side}</b> {layer}: {view.values.shape[0]} channels of "
+                title.setText(f"<b>{side}</b> {name}: {view.values.shape[0]} channels of "
                               f"{view.values.shape[1]}×{view.values.shape[2]}")
         self._mark(layer)

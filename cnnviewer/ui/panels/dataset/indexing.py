@@ -10,6 +10,8 @@ from cnnviewer.engine.dataset.names import LOGITS
 from cnnviewer.engine.dataset.progress import RateMeter
 
 SLICE_SECONDS = 0.25       # indexing holds the job thread this long at a time
+START = ("To start, drop a folder of images on this panel or use File > Open image folder: it is indexed for "
+         "the current model, then the images where the selected unit fires most show here.")
 
 
 class IndexingMixin:
@@ -72,7 +74,12 @@ class IndexingMixin:
                           on_done=lambda index: self._on_indexed(index, build.read))
 
     def cancel_indexing(self) -> None:
-        """Stop indexing; what was computed is kept and Resume goes on from there."""
+        """Stop indexing; what was computed is kept and Resume goes on from there. Said at once: the
+        slice running now and the checkpoint take a few seconds on a loaded machine."""
+        if self._build is not None and self.folder is not None:
+            self.cancel_button.setEnabled(False)
+            self.progress.setFormat("Cancelling…")
+            self.folder_label.setText(f"<b>{self.folder.name}/</b>: cancelling… (saving what was indexed)")
         self._stop_build(show_paused=True)
 
     def _stop_build(self, show_paused: bool) -> None:
@@ -105,6 +112,7 @@ class IndexingMixin:
 
     # ---------------------------------------------------------------- status
     def _show_progress(self, build) -> None:
+        self.cancel_button.setEnabled(True)
         from_meter = getattr(self, "_meter", None)
         if from_meter is None or from_meter[0] is not build:
             self._meter = from_meter = (build, RateMeter())
@@ -122,6 +130,9 @@ class IndexingMixin:
         self.index_button.setVisible(True)
         self.folder_label.setText(f"<b>{self.folder.name}/</b>: {build.total - build.done:,} of {build.total:,} "
                                   f"images still to index for {build.model.name}")
+        if self.index is None:
+            self.top_tab.clear(f"{self.index_button.text()} to index the folder for {build.model.name}: the top "
+                               "images, neighbours and map appear once the index is finished.")
         build.close()
 
     def _show_paused(self, done: int, total: int) -> None:
@@ -131,6 +142,9 @@ class IndexingMixin:
         self.index_button.setVisible(True)
         self.folder_label.setText(f"<b>{self.folder.name}/</b>: paused at {done:,} of {total:,} images; "
                                   "Resume goes on from there")
+        if self.index is None:             # (a layer being added keeps the finished index on screen)
+            self.clear_views(f"Indexing is paused at {done:,} of {total:,} images: the top images, neighbours "
+                             "and map appear once the index is finished. Resume finishes it (nothing is read twice).")
 
     def _show_failure(self, text: str) -> None:
         self._build = None
@@ -153,7 +167,7 @@ class IndexingMixin:
         A build running for the old model is checkpointed, so coming back to it resumes."""
         self._stop_build(show_paused=False)
         self.index = None
-        self.clear_views(f"The index of this folder for {model.name} is being looked for…")
+        self.clear_views(f"The index of this folder for {model.name} is being looked for…" if self.folder else START)
         self.progress.setVisible(False)
         self.cancel_button.setVisible(False)
         if self.folder is not None:

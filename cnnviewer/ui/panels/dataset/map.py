@@ -12,20 +12,8 @@ from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QImage, QPainter, QPainterPath, QPen, QPolygonF
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPathItem, QWidget
 
-PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-           (227, 119, 194), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120), (152, 223, 138)]
-OTHER = (110, 110, 110)
 MAX_THUMBNAILS = 400
 THUMBNAILS_PER_TURN = 50
-
-
-def colours_for(labels: np.ndarray) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
-    """A colour per point: the most frequent labels get the palette, the rest grey.
-    Returns the colours and [(label, count)] of the coloured labels, most frequent first."""
-    values, counts = np.unique(labels, return_counts=True)
-    order = np.argsort(-counts, kind="stable")[:len(PALETTE)]
-    colour_of = {int(values[i]): PALETTE[rank] for rank, i in enumerate(order)}
-    return [colour_of.get(int(label), OTHER) for label in labels], [(int(values[i]), int(counts[i])) for i in order]
 
 
 class _SelectingViewBox(pg.ViewBox):
@@ -36,7 +24,10 @@ class _SelectingViewBox(pg.ViewBox):
         self._on_selected = on_selected
         self._path: list[QPointF] = []
         self._outline = QGraphicsPathItem()
-        self._outline.setPen(QPen(QColor(255, 200, 0), 0, Qt.PenStyle.DashLine))
+        pen = QPen(QColor(255, 200, 0), 2, Qt.PenStyle.DashLine)
+        pen.setCosmetic(True)                  # 2 screen pixels at any zoom, over the thumbnails
+        self._outline.setPen(pen)
+        self._outline.setBrush(QColor(255, 200, 0, 40))
         self._outline.setZValue(100)
         self.addItem(self._outline, ignoreBounds=True)
 
@@ -61,9 +52,15 @@ class _SelectingViewBox(pg.ViewBox):
         outline.addPolygon(polygon)
         outline.closeSubpath()
         self._outline.setPath(outline)
-        if event.isFinish():
+        if event.isFinish():               # the outline stays: it shows what was selected
             self._on_selected(polygon)
-            self._outline.setPath(QPainterPath())
+
+    @property
+    def outline(self) -> QPainterPath:
+        return self._outline.path()
+
+    def clear_outline(self) -> None:
+        self._outline.setPath(QPainterPath())
 
 
 class ThumbnailLayer(pg.GraphicsObject):
@@ -112,11 +109,15 @@ class MapView(pg.PlotWidget):
         self.hideAxis("left")
         self.hideAxis("bottom")
         self.setAspectLocked(True)
-        self.scatter = pg.ScatterPlotItem(size=7, pen=None, hoverable=True, hoverSize=12,
-                                          hoverPen=pg.mkPen("w", width=1.5))
+        self.scatter = pg.ScatterPlotItem(size=7, pen=None, hoverable=True, hoverSize=12, tip=None,
+                                          hoverPen=pg.mkPen("w", width=1.5))   # no raw "x: y: data=" tooltip
+        self.chosen = pg.ScatterPlotItem(size=20, brush=None, pen=pg.mkPen((255, 200, 0), width=3))
+        self.chosen.setZValue(50)                # the selected points ringed, over their thumbnails
+        self.chosen.setAcceptHoverEvents(False)
         self.scatter.sigClicked.connect(self._on_clicked)
         self.scatter.sigHovered.connect(self._on_hovered)
         self.addItem(self.scatter)
+        self.addItem(self.chosen)
         self.rows = np.zeros(0, np.int64)
         self.points = np.zeros((0, 2), np.float32)
         self._pending: list = []          # thumbnails still to be placed
@@ -129,6 +130,8 @@ class MapView(pg.PlotWidget):
                  thumbnails: np.ndarray | None, thumbnail_rows: np.ndarray | None) -> None:
         """Draw the points; `thumbnails` (n, h, w, 3) of `thumbnail_rows` go on top of their points."""
         self.rows, self.points = np.asarray(rows), np.asarray(points, dtype=np.float32)
+        self.highlight(np.zeros(0, np.int64))
+        self.view_box.clear_outline()
         brushes = {colour: pg.mkBrush(*colour) for colour in set(colours)}   # one per colour: the symbol atlas
         self.scatter.setData(pos=self.points, brush=[brushes[c] for c in colours],   # draws each colour once
                              data=list(range(len(rows))))
@@ -182,10 +185,21 @@ class MapView(pg.PlotWidget):
     def _on_hovered(self, _item, points, _event=None) -> None:
         self.hovered.emit(int(self.rows[points[0].data()]) if len(points) else -1)
 
+    def highlight(self, rows: np.ndarray) -> None:
+        """Ring the points of `rows` (the box or lasso selection); none: no rings."""
+        where = np.isin(self.rows, np.asarray(rows))
+        self.chosen.setData(pos=self.points[where] if where.any() else np.zeros((0, 2)))
+
+    @property
+    def highlighted(self) -> int:
+        return len(self.chosen.data)
+
     def _select_inside(self, polygon: QPolygonF) -> None:
         inside = [i for i, (x, y) in enumerate(self.points)
                   if polygon.containsPoint(QPointF(float(x), float(y)), Qt.FillRule.OddEvenFill)]
-        self.selected.emit(self.rows[np.array(inside, dtype=np.int64)] if inside else np.zeros(0, np.int64))
+        rows = self.rows[np.array(inside, dtype=np.int64)] if inside else np.zeros(0, np.int64)
+        self.highlight(rows)
+        self.selected.emit(rows)
 
 
 def spread_subset(points: np.ndarray, count: int = MAX_THUMBNAILS) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -16,9 +18,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cnnviewer.engine.dataset.display import OTHER, PALETTE, PICTURE_SIDE, colours_for, value_format
 from cnnviewer.engine.dataset.embedding import available_methods
 from cnnviewer.engine.dataset.names import LOGITS
-from cnnviewer.ui.panels.dataset.map import PALETTE, MapView, colours_for
+from cnnviewer.ui.panels.dataset.map import MapView
 from cnnviewer.ui.panels.dataset.widgets import Histogram, PictureGrid, pixmap
 
 
@@ -56,7 +59,7 @@ class TopTab(QWidget):
         self.neuron_button.setToolTip("The index keeps each channel's maximum anywhere in its map: ranking by one "
                                       "position reads the folder's images again (up to this layer only)")
         self.neuron_button.setVisible(False)
-        self.images = PictureGrid(150)
+        self.images = PictureGrid(PICTURE_SIDE)
         self.images.setToolTip("Click an image to make it the input, with this unit's neuron at its maximum selected")
         self.patches = PictureGrid(96)
         self.patches.setToolTip("The receptive field of the maximum, cut from each image (grey: beyond its edge)")
@@ -109,13 +112,15 @@ class TopTab(QWidget):
         self.unit.setText(f"<b>{name}</b>: top {len(view.images)} of {view.images_indexed:,} images by "
                           f"{ranked}{field}")
         entries, patches = [], []
+        style = value_format([hit.value for hit in view.images])
         for hit in view.images:
             tip = f"{hit.path}\nmaximum {hit.value:.4g} at (y={hit.position[0]}, x={hit.position[1]})"
             if hit.box is not None:
                 tip += "\npatch x {:.0f}..{:.0f}, y {:.0f}..{:.0f} (original pixels)".format(*hit.box)
-            entries.append((hit.row, hit.picture, f"{hit.value:.3g}  {hit.path.name}", tip))
+            value = format(hit.value, style)
+            entries.append((hit.row, hit.picture, f"{value}\n{hit.path.name}", tip))
             if hit.patch is not None:
-                patches.append((hit.row, hit.patch, f"{hit.value:.3g}", tip))
+                patches.append((hit.row, hit.patch, value, tip))
         self.images.show_pictures(entries)
         self.patches.show_pictures(patches)
         self.patches.setVisible(bool(patches))
@@ -140,7 +145,7 @@ class NeighboursTab(QWidget):
         self.k = _spin(9, 1, 100, "How many neighbours")
         self.info = QLabel("")
         self.info.setWordWrap(True)
-        self.grid = PictureGrid(150)
+        self.grid = PictureGrid(PICTURE_SIDE)
         self.grid.setToolTip("Click an image to make it the input")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
@@ -157,7 +162,7 @@ class NeighboursTab(QWidget):
 
     def show_found(self, found, image_name: str, layer: str) -> None:
         self.info.setText(f"Most like <b>{image_name}</b> at {layer} (cosine similarity of pooled features)")
-        self.grid.show_pictures([(hit.row, hit.picture, f"{hit.similarity:.3f}  {hit.path.name}",
+        self.grid.show_pictures([(hit.row, hit.picture, f"{hit.similarity:.3f}\n{hit.path.name}",
                                   f"{hit.path}\ncosine similarity {hit.similarity:.4f}") for hit in found])
 
 
@@ -223,9 +228,17 @@ class MapTab(QWidget):
         NeighboursTab.set_layers(self, layers, default)
 
     def set_index(self, index, model=None) -> None:
+        """Another folder, model or weights: nothing of the old map stays (points, hover preview,
+        selection, legend, the old map's summary line)."""
         self.index, self.model = index, model
         self.view.clear_map()
         self.result = None
+        self.preview.clear()
+        self.preview.setText("Hover a point to see its image.")
+        self.preview.setToolTip("")
+        self.selection.clear()
+        self.legend.setText("")
+        self.info.setText("Compute a map of the folder: PCA to 50 dimensions, then t-SNE.")
 
     def busy(self, running: bool) -> None:
         self.compute_button.setEnabled(not running)
@@ -258,9 +271,24 @@ class MapTab(QWidget):
         colours, legend = colours_for(labels)
         self.view.show_map(found.rows, found.points, colours, thumbs, shown)
         self.view.set_thumbnails_visible(self.thumbnails.isChecked())
+        entries = [(colour, f"{self._name(kind, label)} ({count})") for (label, count), colour in zip(legend, PALETTE)]
+        others = len(labels) - sum(count for _label, count in legend)
+        if others:
+            entries.append((OTHER, f"other ({others})"))
+        # Each swatch and its name are one unbreakable word; the legend wraps only between entries.
         self.legend.setText(" &nbsp; ".join(
-            f"<span style='color: rgb{tuple(colour)}'>■</span> {self._name(kind, label)} ({count})"
-            for (label, count), colour in zip(legend, PALETTE)) + (" &nbsp; ■ other" if len(legend) == len(PALETTE) else ""))
+            f"<span style='white-space: nowrap'><span style='color: rgb{tuple(colour)}'>■</span>&nbsp;"
+            f"{html.escape(name).replace(' ', '&nbsp;')}</span>" for colour, name in entries))
+        self._fit_legend()
+
+    def _fit_legend(self) -> None:
+        """As tall as its wrapped lines need: a second line is never cut off by the panel's bottom."""
+        self.legend.setMinimumHeight(self.legend.heightForWidth(max(self.legend.width(), 100))
+                                     if self.legend.text() else 0)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().resizeEvent(event)
+        self._fit_legend()
 
     def _name(self, kind: str, label: int) -> str:
         if kind == "class" and self.model is not None:
@@ -279,6 +307,7 @@ class MapTab(QWidget):
         self.info.setText(f"{self.index.path(row).name}: {self._name(kind, int(labels[where]))}")
 
     def show_selection(self, index, rows: np.ndarray, thumbs: np.ndarray) -> None:
+        self.view.highlight(rows)
         self.selection.show_pictures([(int(row), thumb, index.path(row).name, str(index.path(row)))
                                       for row, thumb in zip(rows, thumbs)])
         self.info.setText(f"{len(rows)} images selected (shown on the right); click one to make it the input.")

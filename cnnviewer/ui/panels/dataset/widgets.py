@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtGui import QIcon, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem, QWidget
 
 
@@ -17,11 +17,26 @@ def pixmap(pixels: np.ndarray) -> QPixmap:
     return QPixmap.fromImage(image.copy())
 
 
+def square_pixmap(pixels: np.ndarray) -> QPixmap:
+    """The picture centred on a transparent square: every item of a grid is laid out alike, so a
+    portrait image keeps its caption under it like the landscape ones."""
+    picture = pixmap(pixels)
+    side = max(picture.width(), picture.height(), 1)
+    square = QPixmap(side, side)
+    square.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(square)
+    painter.drawPixmap((side - picture.width()) // 2, (side - picture.height()) // 2, picture)
+    painter.end()
+    return square
+
+
 class PictureGrid(QListWidget):
-    """Pictures in a wrapping grid, each with a caption and a tooltip; `picked` (row) on click,
-    where row is whatever the caller attached (an index row)."""
+    """Pictures in a wrapping grid, each with a caption of up to two lines (elided to the cell; the
+    full text is the tooltip) and a tooltip; `picked` (row) on click, where row is whatever the
+    caller attached (an index row)."""
 
     picked = Signal(int)
+    CAPTION = Qt.ItemDataRole.UserRole + 1
 
     def __init__(self, side: int, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -29,15 +44,26 @@ class PictureGrid(QListWidget):
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setMovement(QListView.Movement.Static)
-        self._set_side(side)
-        self.setWordWrap(True)
+        self.setWordWrap(False)            # captions are elided per line here, never cut by the cell
+        self.setTextElideMode(Qt.TextElideMode.ElideNone)
         self.setUniformItemSizes(True)
+        self._set_side(side)
         self.setSelectionMode(QListWidget.SelectionMode.SingleSelection)
         self.itemClicked.connect(lambda item: self.picked.emit(int(item.data(Qt.ItemDataRole.UserRole))))
 
+    def _caption_height(self) -> int:
+        return 2 * self.fontMetrics().lineSpacing() + 8
+
     def _set_side(self, side: int) -> None:
         self.setIconSize(QSize(side, side))
-        self.setGridSize(QSize(side + 12, side + 32))
+        self.setGridSize(QSize(side + 12, side + self._caption_height()))
+        for i in range(self.count()):
+            self._caption(self.item(i))
+
+    def _caption(self, item: QListWidgetItem) -> None:
+        metrics, width = self.fontMetrics(), self.gridSize().width() - 6
+        lines = str(item.data(self.CAPTION) or "").split("\n")
+        item.setText("\n".join(metrics.elidedText(line, Qt.TextElideMode.ElideMiddle, width) for line in lines))
 
     def fit(self) -> None:
         """The largest pictures (up to max_side) that show every entry without scrolling, when they can
@@ -47,7 +73,8 @@ class PictureGrid(QListWidget):
         height = self.height() - 2 * self.frameWidth() - 4
         if not count or width < 50 or height < 50:
             return
-        best = max(min((width // columns) - 12, (height // -(-count // columns)) - 32)
+        caption = self._caption_height()
+        best = max(min((width // columns) - 12, (height // -(-count // columns)) - caption)
                    for columns in range(1, count + 1))
         self._set_side(int(max(64, min(self.max_side, best))))
 
@@ -56,15 +83,21 @@ class PictureGrid(QListWidget):
         self.fit()
 
     def show_pictures(self, entries: list[tuple[int, np.ndarray, str, str]]) -> None:
-        """(row, pixels, caption, tooltip) per picture, in order."""
+        """(row, pixels, caption, tooltip) per picture, in order; a caption's lines split at "\\n"."""
         self.clear()
         for row, pixels, caption, tooltip in entries:
-            item = QListWidgetItem(QIcon(pixmap(pixels)), caption)
+            item = QListWidgetItem(QIcon(square_pixmap(pixels)), "")
             item.setData(Qt.ItemDataRole.UserRole, row)
+            item.setData(self.CAPTION, caption)
             item.setToolTip(tooltip)
             item.setTextAlignment(Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop)
             self.addItem(item)
+            self._caption(item)
         self.fit()
+
+    def captions(self) -> list[str]:
+        """The text each item shows (elided), in order."""
+        return [self.item(i).text() for i in range(self.count())]
 
     def rows(self) -> list[int]:
         return [int(self.item(i).data(Qt.ItemDataRole.UserRole)) for i in range(self.count())]
@@ -79,6 +112,8 @@ class Histogram(pg.PlotWidget):
         self.setLabel("left", "images")
         self.setMouseEnabled(x=False, y=False)
         self.getAxis("bottom").enableAutoSIPrefix(False)
+        self.getAxis("left").enableAutoSIPrefix(False)
+        self.getPlotItem().layout.setContentsMargins(4, 10, 12, 4)   # the top tick ("1.0") is not cut in half
         self.hideButtons()
         self.bars = pg.BarGraphItem(x0=[], x1=[], y0=0, height=[], brush=(86, 156, 214))
         self.addItem(self.bars)
