@@ -171,3 +171,33 @@ def test_cancel_then_resume_and_reopen_without_reading_again(window, qtbot, tmp_
     window.controller.load_model("mobilenet_v2")                       # back: its index is found again
     qtbot.waitUntil(lambda: panel.index is not None, timeout=60000)
     assert "up to date" in panel.folder_label.text()
+
+
+def test_a_folder_another_process_indexes_is_waited_for_visibly_and_cancel_frees_the_job_thread(
+        window, qtbot, tmp_path, monkeypatch):
+    """A command-line `index` holds the folder's lock: the panel says so, the job thread every panel
+    shares is not stuck behind it (Cancel stops the wait), and after the other run the folder indexes."""
+    from cnnviewer.engine.dataset.index import default_directory
+    from cnnviewer.engine.dataset.lock import IndexLock
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = _folder(tmp_path)
+    panel = window.dataset
+    directory = default_directory(folder, window.session.model)
+    directory.mkdir(parents=True)
+    other = IndexLock(directory)                     # another open file: flock conflicts as across processes
+    assert other.acquire()
+    try:
+        window.open_folder(folder, index=True)
+        qtbot.waitUntil(lambda: "waiting for it to finish" in panel.folder_label.text(), timeout=30000)
+        assert panel.cancel_button.isVisible() and panel.index is None
+        qtbot.mouseClick(panel.cancel_button, Qt.MouseButton.LeftButton)
+        assert "stopped waiting" in panel.folder_label.text()
+        done = []
+        window.jobs.submit("probe", lambda _context: 42, on_done=done.append)   # the job thread is free again
+        qtbot.waitUntil(lambda: done == [42], timeout=10000)
+    finally:
+        other.release()
+    window.open_folder(folder, index=True)
+    qtbot.waitUntil(lambda: panel.index is not None, timeout=120000)
+    assert len(panel.index.rows) == 10

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cnnviewer.engine.dataset.names import LOGITS
 from cnnviewer.engine.dataset.progress import RateMeter
+from cnnviewer.ui.main_thread import Dispatcher
 
 SLICE_SECONDS = 0.25       # indexing holds the job thread this long at a time
 START = ("To start, drop a folder of images on this panel or use File > Open image folder: it is indexed for "
@@ -25,11 +26,14 @@ class IndexingMixin:
         layers = self._layers_for(model)
         workers = 1 if (os.cpu_count() or 1) >= 2 else 0
 
-        def work(_context):
+        waiting = Dispatcher.shared().wrap(self._show_busy)   # another process indexes it: say so here
+
+        def work(context):
             from cnnviewer.engine.dataset.build import IndexBuild
             from cnnviewer.engine.dataset.index import default_directory
             return IndexBuild(folder, model, default_directory(folder, model), layers=layers,
-                              workers=workers, mp_context="spawn", batch_size=16)
+                              workers=workers, mp_context="spawn", batch_size=16, waiting=waiting,
+                              cancel=context.cancel)
 
         def planned(build) -> None:
             self._build = build
@@ -80,10 +84,15 @@ class IndexingMixin:
             self.cancel_button.setEnabled(False)
             self.progress.setFormat("Cancelling…")
             self.folder_label.setText(f"<b>{self.folder.name}/</b>: cancelling… (saving what was indexed)")
+        elif self.folder is not None:       # still planning, maybe waiting for another process's build
+            self.cancel_button.setVisible(False)
+            self.folder_label.setText(f"<b>{self.folder.name}/</b>: not indexed (stopped waiting); "
+                                      "open the folder again to index it")
         self._stop_build(show_paused=True)
 
     def _stop_build(self, show_paused: bool) -> None:
         build, self._build = self._build, None
+        self._jobs.cancel("dataset_open")          # a plan waiting for another process's lock stops waiting
         self._jobs.cancel("dataset_index")
         if build is not None:
             def pause(_context):
@@ -145,6 +154,14 @@ class IndexingMixin:
         if self.index is None:             # (a layer being added keeps the finished index on screen)
             self.clear_views(f"Indexing is paused at {done:,} of {total:,} images: the top images, neighbours "
                              "and map appear once the index is finished. Resume finishes it (nothing is read twice).")
+
+    def _show_busy(self, text: str) -> None:
+        """Another process (a command-line `index`) holds the folder's lock: planning waits for it."""
+        if self.folder is not None:
+            self.folder_label.setText(f"<b>{self.folder.name}/</b>: {text.split('; ')[0].split(' is ')[-1]}; "
+                                      "waiting for it to finish (Cancel stops waiting)")
+            self.cancel_button.setVisible(True)
+            self.cancel_button.setEnabled(True)
 
     def _show_failure(self, text: str) -> None:
         self._build = None
