@@ -28,6 +28,7 @@ from cnnviewer.ui.folder_browser import FolderBrowser
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.message_log import MessageLog, MessageLogDialog
 from cnnviewer.ui.panels.registry import build_panel
+from cnnviewer.ui.shutdown import stop_everything
 from cnnviewer.ui.widgets.controls import on_screen
 from cnnviewer.ui.window_menus import (
     build_menus,
@@ -380,6 +381,5 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.save_settings()
-        self.live_detection.shutdown()
-        self.jobs.runner.close()
+        stop_everything(self)
         super().closeEvent(event)
