@@ -361,7 +361,7 @@ class LiveDetectionPanel(QWidget):
         if self.frame is None:
             self.note("Nothing to capture yet: choose a source.")
             return
-        folder = file_dialogs.existing_folder(self, "Save the capture in")
+        folder = file_dialogs.save_folder(self, "Save the capture in")
         if folder:
             self.capture(folder)
 
