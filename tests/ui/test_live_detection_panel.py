@@ -43,6 +43,8 @@ def test_live_detection_on_an_image_folder(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: bool(window.predictions.predictions)
                     and window.predictions.predictions[0].label.endswith("this detection"), timeout=60000)
     assert window.predictions.predictions[0].probability > 0.9       # its score, re-computed
+    title = window.predictions.title.text()
+    assert title.count(" at (") == 1, title                           # the box is named once (row 27)
     gradients = window.gradients
     window.docks["gradients"].raise_()
     assert gradients.target_kind.currentText() == "chosen class" and gradients.class_box.currentIndex() == 0

@@ -93,7 +93,7 @@ class LiveDetectionPanel(QWidget):
         self.pause_button = QPushButton("Pause")
         self.step_button = QPushButton("Step")
         self.capture_button = QPushButton("Capture (Space)")
-        for combo, length in ((self.source, 12), (self.detector, 22), (self.view, 12)):
+        for combo, length in ((self.source, 12), (self.detector, 22), (self.view, 22)):   # view: whole
             fit_names(combo, length)
         self.canvas = ImageCanvas(self)
         self.playback = PlaybackBar(self)
