@@ -29,6 +29,7 @@ from cnnviewer.engine.types import DEFAULT_MODEL
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.main_thread import Dispatcher
+from cnnviewer.ui.panels.detector_marks import mark_detectors
 from cnnviewer.ui.widgets.camera_feed import CameraFeed, cameras
 from cnnviewer.ui.widgets.controls import fit_names, labelled_row
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
@@ -95,6 +96,7 @@ class LiveDetectionPanel(QWidget):
         self.capture_button = QPushButton("Capture (Space)")
         for combo, length in ((self.source, 12), (self.detector, 22), (self.view, 22)):   # view: whole
             fit_names(combo, length)
+        mark_detectors(self.detector, jobs)   # "✓ weights" / "untrained" in the open list
         self.canvas = ImageCanvas(self)
         self.playback = PlaybackBar(self)
         self.playback.seek_requested.connect(self.seek)
