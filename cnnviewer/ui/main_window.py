@@ -30,7 +30,7 @@ from cnnviewer.ui.message_log import MessageLog, MessageLogDialog
 from cnnviewer.ui.panel_messages import log_panel_messages
 from cnnviewer.ui.panels.registry import build_panel
 from cnnviewer.ui.shutdown import stop_everything
-from cnnviewer.ui.widgets.controls import on_screen
+from cnnviewer.ui.widgets.controls import on_screen, set_elided
 from cnnviewer.ui.window_menus import (
     build_menus,
     recent_files,
@@ -45,6 +45,7 @@ from cnnviewer.ui.window_layout import (
 )
 from cnnviewer.ui.window_state import bring_floating_docks_forward, fit_to_screen
 
+BUSY_WIDTH = 260   # px of the busy field: the status message on its left stays readable
 CANCELLABLE = ("model", "image", "gradients", "compare_model")   # loads, downloads, occlusion; not a forward pass
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
 WEIGHTS_FILTER = "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ");;All files (*)"
@@ -310,7 +311,7 @@ class MainWindow(QMainWindow):
     def _on_job_progress(self, fraction: float, text: str) -> None:
         self.progress.setRange(0, 1000)
         self.progress.setValue(int(fraction * 1000))
-        self.busy_label.setText(text)
+        set_elided(self.busy_label, text, BUSY_WIDTH)
 
     def _on_job_finished(self, key: str) -> None:
         self._busy.pop(key, None)
@@ -318,7 +319,7 @@ class MainWindow(QMainWindow):
 
     def _show_busy(self) -> None:
         """The permanent busy label, progress bar and Cancel (only for loads, which can be long)."""
-        self.busy_label.setText(" · ".join(f"{text}…" for text in self._busy.values()))
+        set_elided(self.busy_label, " · ".join(f"{text}…" for text in self._busy.values()), BUSY_WIDTH)
         self.busy_label.setVisible(bool(self._busy))
         self.progress.setVisible(bool(self._busy))
         cancellable = self._cancellable()

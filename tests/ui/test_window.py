@@ -297,6 +297,11 @@ def test_view_messages_keeps_what_the_panels_say(qtbot, settings):
         assert said in log, log
     assert "48/130" not in log and "Step 12/256" not in log
     assert "130 images indexed" in window.dataset.folder_label.text()   # the panel still shows it
+    long = "Computing saliency, guided-backprop, deconvnet, grad-cam, integrated-gradients, occlusion of class 38"
+    window._on_job_busy("gradients", long)   # row 36: the busy field leaves the status message room
+    label = window.busy_label
+    assert label.fontMetrics().horizontalAdvance(label.text()) <= 260 and label.toolTip() == long + "…"
+    window._on_job_finished("gradients")
     window.jobs.runner.close()
 
 

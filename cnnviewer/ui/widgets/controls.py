@@ -74,3 +74,10 @@ class ScrollingRow(QScrollArea):
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt override
         return QSize(0, self.sizeHint().height())
+
+
+def set_elided(label: QLabel, text: str, width: int) -> None:
+    """Show `text` in at most `width` pixels (ending in …), the whole of it as the tooltip: a long
+    permanent status-bar field otherwise pushes the status message out of sight."""
+    label.setText(label.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, width))
+    label.setToolTip(text)
