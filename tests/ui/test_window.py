@@ -151,6 +151,7 @@ def test_busy_work_does_not_hide_messages(window, qtbot):
     qtbot.waitUntil(lambda: not window.jobs.runner.is_busy() and window.session.model.name == "resnet18",
                     timeout=30000)
     qtbot.waitUntil(lambda: not window.busy_label.isVisible(), timeout=10000)
+    assert window.statusBar().currentMessage() == "Loaded resnet18: no weights offline: untrained"   # row 36
 
 
 def test_window_fits_the_screen_it_opens_on(qtbot, settings):

@@ -107,8 +107,9 @@ class LiveDetectionPanel(QWidget):
         self.message.setWordWrap(True)
         row1 = labelled_row([("Source", self.source), ("", self.resolution), ("Detector", self.detector),
                              ("", self.weights_button)])
-        row2 = labelled_row([("Score ≥", self.score), ("NMS IoU", self.iou), ("View", self.view)])
-        row3 = labelled_row([("", self.pause_button), ("", self.step_button), ("", self.capture_button)])
+        row2 = labelled_row([("Score ≥", self.score), ("NMS IoU", self.iou)])
+        row3 = labelled_row([("", self.pause_button), ("", self.step_button), ("", self.capture_button),
+                             ("View", self.view)])   # the row with room for the View's whole text
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(row1)
