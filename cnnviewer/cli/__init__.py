@@ -8,7 +8,9 @@ only what it uses (torch and Qt load inside the commands that need them).
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +34,20 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
+def check_command_word(argv: Sequence[str]) -> None:
+    """A first word that is no subcommand and no file is a mistyped command, not an image to open:
+    `cnnviewer evalute` (or `cnnviewer evaluate --help`) used to start the window."""
+    from cnnviewer.cli.common import UsageError
+
+    word = argv[0] if argv else ""
+    if not word or word.startswith("-") or os.path.exists(word) or any(c in word for c in "./\\"):
+        return   # an option, a file, or a path (a missing image is reported as a missing file)
+    names = sorted({prefix[0] for prefix, _ in SUBCOMMANDS})
+    nearest = difflib.get_close_matches(word, names, n=1, cutoff=0.5)
+    hint = f"did you mean '{nearest[0]}'?" if nearest else f"commands: {', '.join(names)}"
+    raise UsageError(f"unknown command '{word}'; {hint}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnnviewer` command."""
     started = time.perf_counter()
@@ -45,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if tuple(argv[:len(prefix)]) == prefix:
                 command = importlib.import_module(f"cnnviewer.cli.{name}")
                 return command.run(command.parser().parse_args(argv[len(prefix):]))
+        check_command_word(argv)
         from cnnviewer.cli import gui
         args = gui.parser().parse_args(argv)
         gui.check(args)

@@ -78,7 +78,16 @@ def load_model_and_image(args: argparse.Namespace, need_image: bool = True):
     elif labels:
         from dataclasses import replace
         model = replace(model, categories=labels)
+    warn_if_untrained(model.title, model.trained)
     return model, image
+
+
+def warn_if_untrained(title: str, trained: bool) -> None:
+    """One stderr line when a command's outputs come from random weights: a script reading
+    `--json` cannot see the window's orange label, and the numbers look as real as any."""
+    if not trained:
+        print(f"cnnviewer: warning: {title} is untrained (no weights here offline): random weights, "
+              "its outputs mean nothing", file=sys.stderr, flush=True)
 
 
 class TerminalProgress:

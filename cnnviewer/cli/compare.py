@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in result.warnings():
         print(f"cnnviewer: warning: {warning}", file=sys.stderr)
     if args.json:
-        print(json.dumps(_as_json(result), indent=1))
+        print(json.dumps({**_as_json(result), "trained": [left.trained, right.trained]}, indent=1))
         return 0
     names = [f"A: {left.title} ({left.weights_label})", f"B: {right.title} ({right.weights_label})"]
     print(f"{image.name}\n  {names[0]}\n  {names[1]}")

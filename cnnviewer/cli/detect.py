@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     source = open_source(args.source)
     detector = make_detector(args.detector, str(pick_device(args.device)), weights=args.weights)
     if not detector.trained:
-        print(f"note: {detector.name} has no COCO weights in the torch hub cache: random weights",
-              file=sys.stderr)
+        print(f"cnnviewer: warning: {detector.name} is untrained (no COCO weights in the torch hub cache): "
+              "random weights", file=sys.stderr)
     from cnnviewer.engine.media.files import atomic_output, writable_target
 
     records, out = [], Path(args.save_frames) if args.save_frames else None

@@ -14,7 +14,7 @@ def parser() -> argparse.ArgumentParser:
     parser = Parser(prog="cnnviewer predict", description="Print the top-5 classes of an image.")
     parser.add_argument("image")
     model_options(parser)
-    parser.add_argument("--json", action="store_true", help="JSON list of {label, index, probability}")
+    parser.add_argument("--json", action="store_true", help="JSON list of {label, index, probability, trained}")
     parser.add_argument("--top", type=int_in(1), default=5)
     return parser
 
@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"cnnviewer: warning: {model.title} produces NaN outputs on {image.name}: the classes below "
               "are not a ranking (broken weights?)", file=sys.stderr)
     if args.json:
-        print(json.dumps([{"label": p.label, "index": p.index, "probability": p.probability}
-                          for p in predictions], indent=2))
+        print(json.dumps([{"label": p.label, "index": p.index, "probability": p.probability,
+                           "trained": model.trained} for p in predictions], indent=2))
         return 0
     state = "" if model.trained else "  [untrained: random weights]"
     print(f"{image.name} — {model.title}, {model.weights_label}{state}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable
@@ -63,6 +64,8 @@ class JobRunner:
         self._generations: dict[str, int] = {}
         self._running: _Job | None = None
         self._closed = False
+        self._last: Callable[[], None] | None = None
+        self._side_threads: set[threading.Thread] = set()
         self._torch_threads = torch_threads
         self._thread = threading.Thread(target=self._loop, name="cnnviewer-jobs", daemon=True)
         self._thread.start()
@@ -123,9 +126,18 @@ class JobRunner:
         with self._lock:
             return self._lock.wait_for(lambda: not self._pending and self._running is None, timeout)
 
-    def close(self) -> None:
-        """Cancel everything and stop the thread."""
+    def close(self, last: Callable[[], None] | None = None, timeout: float = 10.0) -> bool:
+        """Cancel everything, run `last` on the job thread (e.g. stop a build's decoding workers,
+        which hold torch objects that only that thread touches), then join the job thread and any
+        abandoned load. A thread still inside torch when the interpreter exits can abort the process
+        ("terminate called without an active exception"), so the app waits for all of them here.
+
+        Returns:
+            True if every thread stopped within `timeout` seconds.
+        """
         with self._lock:
+            if not self._closed:
+                self._last = last
             self._closed = True
             for job in self._pending.values():
                 job.context.cancel.set()
@@ -133,7 +145,13 @@ class JobRunner:
             if self._running is not None:
                 self._running.context.cancel.set()
             self._lock.notify_all()
-        self._thread.join(timeout=5)
+            side = list(self._side_threads)
+        deadline = time.monotonic() + timeout
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        for thread in side:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        return not self._thread.is_alive() and not any(thread.is_alive() for thread in side)
 
     def _current(self, job: _Job) -> bool:
         with self._lock:
@@ -147,7 +165,8 @@ class JobRunner:
             with self._lock:
                 self._lock.wait_for(lambda: self._pending or self._closed)
                 if self._closed:
-                    return
+                    last, self._last = self._last, None
+                    break
                 _, job = self._pending.popitem(last=False)
                 self._running = job
             try:
@@ -156,9 +175,13 @@ class JobRunner:
                 with self._lock:
                     self._running = None
                     self._lock.notify_all()
+        if last is not None:
+            try:
+                last()
+            except Exception:  # noqa: BLE001 - closing goes on
+                log.exception("closing work of the job thread failed")
 
-    @staticmethod
-    def _detached(job: _Job) -> Any:
+    def _detached(self, job: _Job) -> Any:
         """Run the job's work on a side thread; give up on it as soon as it is cancelled."""
         finished = threading.Event()
         outcome: dict[str, Any] = {}
@@ -170,8 +193,13 @@ class JobRunner:
                 outcome["error"] = error
             finally:
                 finished.set()
+                with self._lock:
+                    self._side_threads.discard(thread)
 
-        threading.Thread(target=side, name=f"cnnviewer-{job.key}", daemon=True).start()
+        thread = threading.Thread(target=side, name=f"cnnviewer-{job.key}", daemon=True)
+        with self._lock:
+            self._side_threads.add(thread)
+        thread.start()
         while not finished.wait(0.02):
             if job.context.cancel.is_set():
                 raise Cancelled()

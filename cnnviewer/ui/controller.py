@@ -201,7 +201,8 @@ class Controller(QObject):
         with self.jobs.held():          # every panel's first job starts once all have been told
             self.session.set_model(model)
             self.model_loaded.emit(model)
-        self.message.emit(result.note or f"Loaded {model.title}: {model.weights_label}")
+        weights = model.weights_label if model.trained else "no weights offline: untrained"   # short, not the raw error
+        self.message.emit(result.note or f"Loaded {model.name}: {weights}")
         if result.needs_trust is not None:
             self.trust_needed.emit(result.needs_trust.path, result.needs_trust.message)
 

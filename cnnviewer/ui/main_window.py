@@ -27,15 +27,25 @@ from cnnviewer.ui.drops import DropFilter
 from cnnviewer.ui.folder_browser import FolderBrowser
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.message_log import MessageLog, MessageLogDialog
+from cnnviewer.ui.panel_messages import log_panel_messages
 from cnnviewer.ui.panels.registry import build_panel
-from cnnviewer.ui.widgets.controls import on_screen
+from cnnviewer.ui.shutdown import stop_everything
+from cnnviewer.ui.widgets.controls import on_screen, set_elided
 from cnnviewer.ui.window_menus import (
     build_menus,
     recent_files,
     remember_recent,
 )
+from cnnviewer.ui.window_layout import (
+    FullTabTitles,
+    apply_proportions,
+    first_launch_size,
+    tabify,
+    window_model_title,
+)
 from cnnviewer.ui.window_state import bring_floating_docks_forward, fit_to_screen
 
+BUSY_WIDTH = 260   # px of the busy field: the status message on its left stays readable
 CANCELLABLE = ("model", "image", "gradients", "compare_model")   # loads, downloads, occlusion; not a forward pass
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
 WEIGHTS_FILTER = "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ");;All files (*)"
@@ -50,7 +60,7 @@ class MainWindow(QMainWindow):
         self.session, self.jobs, self.controller = session, jobs, controller
         self.settings = settings if settings is not None else QSettings("cnnviewer", "cnnviewer")
         self.setWindowTitle("cnnviewer")
-        self.resize(1400, 880)
+        self.resize(1400, 880)   # until restore_settings: the saved size, or most of the screen
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
 
@@ -70,31 +80,21 @@ class MainWindow(QMainWindow):
         self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
         self._add_dock("filters", "Filters", self.filters, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._add_dock("model_summary", "Model summary", self.model_summary, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._add_dock("receptive_field", "Receptive field", self.receptive_field,
-                       Qt.DockWidgetArea.RightDockWidgetArea)
-        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["model_summary"])
-        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["receptive_field"])
-        self._add_dock("architecture", "Architecture", self.architecture, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["architecture"])
-        self._add_dock("gradients", "Gradients", self.gradients, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["gradients"])
-        self._add_dock("live_detection", "Live detection", self.live_detection, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["live_detection"])
-        self._add_dock("compare", "Compare models", self.compare, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["compare"])
-        self._add_dock("dataset", "Dataset", self.dataset, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["dataset"])
-        self._add_dock("synthesis", "Synthesis", self.synthesis, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.tabifyDockWidget(self.docks["feature_maps"], self.docks["synthesis"])
-        self.docks["feature_maps"].raise_()
+        for key, title, panel in (("model_summary", "Model summary", self.model_summary),
+                                  ("receptive_field", "Receptive field", self.receptive_field),
+                                  ("architecture", "Architecture", self.architecture),
+                                  ("gradients", "Gradients", self.gradients),
+                                  ("live_detection", "Live detection", self.live_detection),
+                                  ("compare", "Compare", self.compare), ("dataset", "Dataset", self.dataset),
+                                  ("synthesis", "Synthesis", self.synthesis)):
+            self._add_dock(key, title, panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        tabify(self, self.docks)
         self.setCentralWidget(None)
-        self.resizeDocks([self.docks["predictions"], self.docks["feature_maps"]], [520, 880],
-                         Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["predictions"], self.docks["filters"]], [470, 410],
-                         Qt.Orientation.Vertical)
+        apply_proportions(self, self.docks)
+        self._full_tab_titles = FullTabTitles(self)
         self._default_state = self.saveState()
         self.messages = MessageLog()
+        log_panel_messages(self, self.messages.add)   # what panels say is kept in View > Messages too
         self.folder_browser = FolderBrowser(self.open_image, self)
         self._build_status_bar()
         build_menus(self)
@@ -263,6 +263,7 @@ class MainWindow(QMainWindow):
             dock.setFloating(False)
             dock.show()
         self.restoreState(self._default_state)
+        QTimer.singleShot(0, lambda: apply_proportions(self, self.docks))   # for the window's size now
 
     # ---------------------------------------------------------------- feedback
     def show_message(self, text: str) -> None:
@@ -279,7 +280,7 @@ class MainWindow(QMainWindow):
         dialog.raise_()
 
     def _on_model_loaded(self, model) -> None:
-        self.model_label.setText(f"model: {model.title}")
+        self.model_label.setText(f"model: {window_model_title(model)}")
         self.model_label.setToolTip(model.weights_label)
         self.device_label.setText(f"device: {model.device}" + ("" if model.dtype_name == "float32"
                                                                 else f" ({model.dtype_name})"))
@@ -287,7 +288,7 @@ class MainWindow(QMainWindow):
         self.settings.setValue("last_weights", model.weights_path or "")
         if model.weights_path:
             remember_recent(self, model.weights_path)
-        self.setWindowTitle(f"cnnviewer — {model.title}")
+        self.setWindowTitle(f"cnnviewer — {window_model_title(model)}")
 
     def _on_forward_changed(self, summary) -> None:
         self.forward_label.setText(f"forward: {summary.forward_ms:.0f} ms")
@@ -310,7 +311,7 @@ class MainWindow(QMainWindow):
     def _on_job_progress(self, fraction: float, text: str) -> None:
         self.progress.setRange(0, 1000)
         self.progress.setValue(int(fraction * 1000))
-        self.busy_label.setText(text)
+        set_elided(self.busy_label, text, BUSY_WIDTH)
 
     def _on_job_finished(self, key: str) -> None:
         self._busy.pop(key, None)
@@ -318,7 +319,7 @@ class MainWindow(QMainWindow):
 
     def _show_busy(self) -> None:
         """The permanent busy label, progress bar and Cancel (only for loads, which can be long)."""
-        self.busy_label.setText(" · ".join(f"{text}…" for text in self._busy.values()))
+        set_elided(self.busy_label, " · ".join(f"{text}…" for text in self._busy.values()), BUSY_WIDTH)
         self.busy_label.setVisible(bool(self._busy))
         self.progress.setVisible(bool(self._busy))
         cancellable = self._cancellable()
@@ -352,10 +353,12 @@ class MainWindow(QMainWindow):
         geometry = self.settings.value("geometry")
         if isinstance(geometry, QByteArray):
             self.restoreGeometry(geometry)
+        self._first_launch = not isinstance(geometry, QByteArray)   # sized to the screen when first shown
         state = self.settings.value("window_state")
         if isinstance(state, QByteArray):
             self.restoreState(state)
         file_dialogs.set_last_folder(str(self.settings.value("last_folder", "") or ""))
+        file_dialogs.set_last_save_folder(str(self.settings.value("last_save_folder", "") or ""))
         self.fit_to_screen()
 
     def fit_to_screen(self) -> None:
@@ -366,10 +369,15 @@ class MainWindow(QMainWindow):
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())
         self.settings.setValue("last_folder", file_dialogs.last_folder())
+        self.settings.setValue("last_save_folder", file_dialogs.last_save_folder())
         self.settings.sync()
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override: the frame's size is known now
         super().showEvent(event)
+        if getattr(self, "_first_launch", False):
+            self._first_launch = False
+            first_launch_size(self)
+            QTimer.singleShot(0, lambda: apply_proportions(self, self.docks))
         self.fit_to_screen()
         self._drop_filter.watch_windows()
         QTimer.singleShot(0, self.bring_floating_docks_forward)
@@ -380,6 +388,5 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
         self.save_settings()
-        self.live_detection.shutdown()
-        self.jobs.runner.close()
+        stop_everything(self)
         super().closeEvent(event)

@@ -43,7 +43,8 @@ def test_predict_json(photos):
     result = run("predict", str(photos["coffee"]), "--json")
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
-    assert [set(row) for row in rows] == [{"label", "index", "probability"}] * 5
+    assert [set(row) for row in rows] == [{"label", "index", "probability", "trained"}] * 5
+    assert all(row["trained"] for row in rows) and "warning" not in result.stderr
     assert rows[0]["label"] == "espresso" and rows[0]["index"] == 967
     assert rows[0]["probability"] > 0.5
     assert [r["probability"] for r in rows] == sorted((r["probability"] for r in rows), reverse=True)
@@ -237,6 +238,35 @@ def test_help_and_usage_errors_load_neither_torch_nor_qt(argv):
             "print(sorted(m for m in ('torch', 'torchvision', 'PySide6') if m in sys.modules), file=sys.stderr)")
     result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
     assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+
+
+@pytest.mark.parametrize("argv, said", [(["evalute"], "unknown command 'evalute'; commands: compare, detect"),
+                                        (["evaluate", "--help"], "unknown command 'evaluate'"),
+                                        (["predit", "cat.png"], "unknown command 'predit'; did you mean 'predict'?"),
+                                        (["exprot"], "did you mean 'export'?")])
+def test_a_mistyped_command_is_named_not_opened_as_an_image(argv, said, capsys, monkeypatch, tmp_path):
+    from cnnviewer.cli import gui, main
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(gui, "run", lambda *_a: pytest.fail("the window was started"))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert said in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_file_named_like_a_command_still_opens(capsys, monkeypatch, tmp_path):
+    from cnnviewer.cli import gui, main
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(data.chelsea()).save(tmp_path / "evalute", format="PNG")
+    monkeypatch.setattr(gui, "run", lambda args, _started: 7 if args.image == "evalute" else 0)
+    assert main(["evalute"]) == 7
+
+
+def test_json_of_an_untrained_model_says_so(photos, capsys):
+    from cnnviewer.cli import main
+    assert main(["predict", str(photos["chelsea"]), "--model", "resnet18", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert all(row["trained"] is False for row in json.loads(out))
+    assert "cnnviewer: warning: resnet18" in err and "untrained" in err
 
 
 def test_weights_of_another_architecture_than_the_named_model_are_refused(photos, tmp_path):

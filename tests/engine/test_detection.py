@@ -172,3 +172,22 @@ def test_box_labels_sit_on_a_filled_tab_in_the_box_colour():
     assert len({tuple(p) for p in tab}) > 2                         # with text on it
     at_top = draw(frame, [Detection((100.0, 0.0, 300.0, 200.0), 0.93, "person", 1)])
     assert (np.abs(at_top[2:14, 101:150].astype(int) - colour).sum(axis=2) == 0).mean() > 0.3   # inside
+
+
+def test_before_after_nms_halves_are_titled_and_their_labels_enlarged():
+    """Trial row 26: each half says what it shows; labels are drawn twice as big (the halves are shown halved)."""
+    from cnnviewer.engine.detection.overlay import Detection as Box
+    from cnnviewer.engine.detection.scene import GAP, compose
+    pixels = np.full((240, 320, 3), 128, np.uint8)
+    raw = [Box((180.0, 100.0, 300.0, 200.0), 0.9, "face"), Box((182.0, 102.0, 302.0, 198.0), 0.8, "face")]
+    both = compose(pixels, raw, score=0.5, iou=0.5, view=1).picture
+    plain = compose(pixels, [], score=0.5, iou=0.5, view=1).picture
+    assert both.shape == (240, 2 * 320 + GAP, 3)
+    corner = both[:10, :40]
+    assert (corner < 40).mean() > 0.3 and (both[:10, 320 + GAP:320 + GAP + 40] < 40).mean() > 0.3   # title tabs
+    assert not np.array_equal(plain[:20, :60], np.full((20, 60, 3), 128, np.uint8))
+    single = compose(pixels, raw, score=0.5, iou=0.5, view=0).picture
+
+    def tab_rows(picture: np.ndarray) -> int:   # the label tab above the box, below the title tab
+        return int((np.abs(picture[40:100, 186].astype(int) - 128).sum(axis=1) > 0).sum())
+    assert tab_rows(both) > 1.5 * tab_rows(single) > 0

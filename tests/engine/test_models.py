@@ -71,6 +71,22 @@ def test_without_weights_the_model_is_untrained(hub_dir):
     assert len(model.categories) == 1000                 # names still come from the metadata
 
 
+def test_an_untrained_model_has_the_same_weights_at_every_launch(hub_dir):
+    """Trial row 36: seeded from the name, so an untrained demo repeats; the caller's RNG is untouched."""
+    from cnnviewer.engine.models.timm_models import load_timm_model
+    torch.manual_seed(1)
+    expected_next = torch.rand(3)
+    torch.manual_seed(1)
+    for load, name in ((load_torchvision_model, "resnet18"), (load_timm_model, "timm:regnetx_002")):
+        first, second = load(name), load(name)
+        assert not first.trained and first.weights_label.startswith("untrained: no weights offline")
+        for (key, a), b in zip(first.module.state_dict().items(), second.module.state_dict().values()):
+            assert torch.equal(a, b), key
+    assert torch.equal(torch.rand(3), expected_next)
+    other = load_torchvision_model("resnet34").module.conv1.weight
+    assert not torch.equal(other, load_torchvision_model("resnet18").module.conv1.weight)
+
+
 def test_download_reports_progress_and_checks_the_hash(tmp_path):
     source = tmp_path / "source.pth"
     source.write_bytes(b"x" * 300_000)

@@ -43,6 +43,8 @@ def test_live_detection_on_an_image_folder(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: bool(window.predictions.predictions)
                     and window.predictions.predictions[0].label.endswith("this detection"), timeout=60000)
     assert window.predictions.predictions[0].probability > 0.9       # its score, re-computed
+    title = window.predictions.title.text()
+    assert title.count(" at (") == 1, title                           # the box is named once (row 27)
     gradients = window.gradients
     window.docks["gradients"].raise_()
     assert gradients.target_kind.currentText() == "chosen class" and gradients.class_box.currentIndex() == 0
@@ -151,3 +153,22 @@ def test_dropping_a_video_or_a_folder_on_the_panel_plays_it(window, qtbot, astro
     drop_files(panel.canvas.viewport(), [astronaut_clip.folder])      # a folder on the panel: its source
     qtbot.waitUntil(lambda: panel.frame is not None and panel.frame.name.endswith(".png"), timeout=60000)
     assert window.session.image is image                              # not taken as the input image
+
+
+def test_the_detector_list_marks_which_detectors_have_weights(qtbot, settings):
+    """Trial row 37: "✓ weights" / "untrained" in the open list; the item texts stay the detector names."""
+    from tests.ui.conftest import make_window
+
+    from cnnviewer.ui.panels.detector_marks import HAS_WEIGHTS, MARK_ROLE, UNTRAINED
+    window = make_window(qtbot, settings)
+    combo = window.live_detection.detector
+    qtbot.waitUntil(lambda: combo.itemData(0, MARK_ROLE) is not None, timeout=30000)
+    marks = {combo.itemText(i): combo.itemData(i, MARK_ROLE) for i in range(combo.count())}
+    assert marks["mtcnn"] == HAS_WEIGHTS                        # shipped offline
+    assert marks["fasterrcnn_resnet50_fpn"] == UNTRAINED        # no COCO file in the tests' private hub cache
+    assert combo.currentText() == "mtcnn"
+    from PySide6.QtWidgets import QStyleOptionViewItem
+    option = QStyleOptionViewItem()
+    combo.itemDelegate().initStyleOption(option, combo.model().index(0, 0))
+    assert option.text == f"mtcnn   {HAS_WEIGHTS}"
+    window.jobs.runner.close()

@@ -58,6 +58,8 @@ def test_custom_weights_change_the_predictions(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: window.predictions.predictions != old, timeout=20000)
     assert window.session.model.name == "mobilenet_v2"
     assert "random.pth" in window.model_label.toolTip()
+    assert window.windowTitle() == "cnnviewer — mobilenet_v2 — custom: random.pth"   # trial row 32
+    assert "custom: random.pth" in window.model_label.text()
 
 
 def test_last_model_and_weights_are_remembered(window, qtbot, settings, tmp_path):

@@ -84,6 +84,10 @@ def test_architecture_panel_selects_folds_and_exports(window, qtbot, tmp_path):
     window.session.select(layer="features.16.conv.1")          # inside a folded block: the block lights up
     block = next(item for item in panel.items.values() if item.placed.node.label == "features.16.conv")
     assert block.pen().width() == 3
+    from PySide6.QtWidgets import QGraphicsSimpleTextItem
+    texts = [child.text() for item in panel.items.values() for child in item.childItems()
+             if isinstance(child, QGraphicsSimpleTextItem)]
+    assert "input" in texts and not [t for t in texts if len(set(t.split("\n"))) < len(t.split("\n"))]  # row 29
     panel.fit_whole()
     visible = panel.view.mapToScene(panel.view.viewport().rect()).boundingRect()
     assert visible.contains(panel.scene.itemsBoundingRect().adjusted(5, 5, -5, -5))   # Fit: all of it

@@ -151,6 +151,7 @@ def test_busy_work_does_not_hide_messages(window, qtbot):
     qtbot.waitUntil(lambda: not window.jobs.runner.is_busy() and window.session.model.name == "resnet18",
                     timeout=30000)
     qtbot.waitUntil(lambda: not window.busy_label.isVisible(), timeout=10000)
+    assert window.statusBar().currentMessage() == "Loaded resnet18: no weights offline: untrained"   # row 36
 
 
 def test_window_fits_the_screen_it_opens_on(qtbot, settings):
@@ -244,3 +245,85 @@ def test_image_folder_browsing_recent_entries_messages_and_help(window, qtbot, t
     file_dialogs.set_last_folder(folder / "a_chelsea.png")
     window.save_settings()
     assert window.settings.value("last_folder") == str(folder)          # dialogs reopen there next run
+
+
+def test_all_side_by_side_does_not_shrink_the_left_column(qtbot, settings):
+    """Trial row 19: the Gradients options row scrolls instead of widening its dock column for good
+    (it asked for 961 px and took the left column from 637 to 313 px)."""
+    window = make_window(qtbot, settings)
+    window.resize(790, 700)   # the offscreen screen is 800 wide
+    qtbot.wait(200)           # the first-launch proportions are applied once shown
+    left = window.docks["predictions"].width()
+    window.docks["gradients"].raise_()
+    window.gradients.method.setCurrentText("all, side by side")
+    qtbot.wait(100)
+    assert abs(window.docks["predictions"].width() - left) <= 4
+    assert window.gradients.minimumSizeHint().width() < 700
+    window.jobs.runner.close()
+
+
+def test_dock_tab_titles_are_whole_and_the_chart_has_room_for_five_rows(qtbot, settings):
+    """Trial rows 23 and 19: tab bars scroll instead of eliding titles; chart rows are a line apart."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QFontMetrics
+    from PySide6.QtWidgets import QTabBar
+    window = make_window(qtbot, settings)
+    bars = window.findChildren(QTabBar)
+    assert bars
+    for bar in bars:
+        assert bar.elideMode() == Qt.TextElideMode.ElideNone and bar.usesScrollButtons()
+    titles = {bar.tabText(i).replace("&&", "&") for bar in bars for i in range(bar.count())}
+    assert {"Gradients", "Synthesis", "Receptive field"} <= titles
+    line = QFontMetrics(window.predictions.font()).lineSpacing()
+    assert window.predictions.chart.minimumHeight() >= 5 * line
+    assert window.predictions._elided("a" * 80).endswith("…")
+    window.jobs.runner.close()
+
+
+def test_view_messages_keeps_what_the_panels_say(qtbot, settings):
+    """Trial row 20: indexing finished, synthesis saved, capture saved, compare results and
+    "Loading … as B" reach View > Messages; progress ticks do not flood it."""
+    window = make_window(qtbot, settings)
+    window.dataset.folder_label.setText("<b>photos/</b>: indexing for mobilenet_v2 — 48/130 images")
+    window.dataset.folder_label.setText("<b>photos/</b>: 130 images indexed for mobilenet_v2; 130 read in 99 s")
+    window.synthesis.status.setText("Step 12/256: objective 3.2")
+    window.synthesis.status.setText("Saved /tmp/out.png and /tmp/out.json")
+    window.live_detection.note("Saved capture-0001.png and .json in /tmp/captures")
+    window.compare.names.setText("Loading mnv2.pth as B…")
+    window.compare.verdict.setText("Top-1 agrees")
+    log = window.messages.text()
+    for said in ("Dataset: photos/: 130 images indexed for mobilenet_v2", "Synthesis: Saved /tmp/out.png",
+                 "Live detection: Saved capture-0001.png", "Compare: Loading mnv2.pth as B…",
+                 "Compare: Top-1 agrees"):
+        assert said in log, log
+    assert "48/130" not in log and "Step 12/256" not in log
+    assert "130 images indexed" in window.dataset.folder_label.text()   # the panel still shows it
+    long = "Computing saliency, guided-backprop, deconvnet, grad-cam, integrated-gradients, occlusion of class 38"
+    window._on_job_busy("gradients", long)   # row 36: the busy field leaves the status message room
+    label = window.busy_label
+    assert label.fontMetrics().horizontalAdvance(label.text()) <= 260 and label.toolTip() == long + "…"
+    window._on_job_finished("gradients")
+    window.jobs.runner.close()
+
+
+def test_save_dialogs_do_not_open_in_the_folder_just_opened(qtbot, settings, tmp_path, monkeypatch):
+    """Trial row 28: opening (or indexing) an image folder must not make it where saves go."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from cnnviewer.ui import file_dialogs
+    window = make_window(qtbot, settings)
+    dataset, saves = tmp_path / "photos", tmp_path / "out"
+    dataset.mkdir()
+    saves.mkdir()
+    monkeypatch.setattr(file_dialogs, "_last_save_folder", [""])
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_a: str(dataset))
+    assert file_dialogs.existing_folder(window, "Open image folder") == str(dataset)
+    asked: list[str] = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda _p, _t, start, _f: (asked.append(start), (str(saves / "x.png"), ""))[1])
+    file_dialogs.save_file(window, "Save", "synthesis.png", "PNG (*.png)")
+    assert not asked[0].startswith(str(dataset)) and asked[0].endswith("synthesis.png")
+    file_dialogs.save_file(window, "Save", "again.png", "PNG (*.png)")
+    assert asked[1] == str(saves / "again.png")            # the last save folder, next time
+    window.close()
+    assert settings.value("last_save_folder") == str(saves)

@@ -192,6 +192,15 @@ def _custom_detector(name: str, path: Path, coco: list[str]) -> tuple[torch.nn.M
     raise WeightsError(failures[0] if failures else f"{path.name}: no weights in the file")
 
 
+def weights_on_disk(name: str) -> bool:
+    """Whether `name` would run with real weights here (MTCNN ships its own; torchvision's detectors
+    need their COCO file in the torch hub cache), without building the model."""
+    if name == FACE_DETECTOR:
+        return True
+    from cnnviewer.engine.models.pretrained import hub_cache_path
+    return hub_cache_path(torchvision.models.get_model_weights(name).DEFAULT).is_file()
+
+
 def make_detector(name: str = FACE_DETECTOR, device: str = "cpu", weights: str | Path | None = None) -> Detector:
     """Build a detector by name (see detector_names), optionally with custom weights.
 

@@ -93,7 +93,8 @@ def explain_detection(detector: Detector, detection: Detection, pixels: np.ndarr
     side = square.shape[0]
     label = f"{detection.label} at ({detection.box[0]:.0f}, {detection.box[1]:.0f})"
     model = wrap_module(module.eval(), f"{detector.name} → {label}",
-                        categories=(f"{label}: this detection", "not this detection"),
+                        # the model's name already says which box: "…→ face at (241, 90): this detection"
+                        categories=("this detection", "not this detection"),
                         weights_label=f"{detector.name} {'weights' if detector.trained else '(untrained)'}",
                         trained=detector.trained, device=str(detector.device),
                         preprocess=Preprocess(resize_size=side, crop_size=side, mean=(0.0, 0.0, 0.0),

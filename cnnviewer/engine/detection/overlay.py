@@ -115,11 +115,14 @@ def colour_of(category: int) -> tuple[int, int, int]:
 
 
 def draw(pixels: np.ndarray, detections: list[Detection], *, highlight: Detection | None = None,
-         boxes: np.ndarray | None = None, box_colour=(255, 255, 255)) -> np.ndarray:
+         boxes: np.ndarray | None = None, box_colour=(255, 255, 255), label_scale: float = 1.0,
+         title: str = "") -> np.ndarray:
     """The frame with masks, boxes, labels with scores, keypoints and skeletons.
 
     `boxes` are extra outlines drawn thin underneath (RPN proposals, anchors);
-    `highlight` is drawn thicker (the box being explained).
+    `highlight` is drawn thicker (the box being explained). `label_scale` enlarges the labels of a
+    frame shown smaller than usual (the before | after view halves it); `title` names the picture
+    on a dark tab at its top-left corner.
     """
     frame = np.asarray(pixels)
     if any(d.mask is not None for d in detections):
@@ -132,7 +135,7 @@ def draw(pixels: np.ndarray, detections: list[Detection], *, highlight: Detectio
                 region[d.mask[:y2 - y1, :x2 - x1]] = tinted[d.mask[:y2 - y1, :x2 - x1]]
     image = Image.fromarray(frame)
     pen = ImageDraw.Draw(image)
-    font = _label_font(frame.shape[0])
+    font = _label_font(frame.shape[0], label_scale)
     for box in ([] if boxes is None else boxes):
         pen.rectangle(tuple(float(v) for v in box), outline=box_colour, width=1)
     for d in detections:
@@ -144,13 +147,18 @@ def draw(pixels: np.ndarray, detections: list[Detection], *, highlight: Detectio
                 pen.line((d.points[a], d.points[b]), fill=(64, 255, 64), width=2)
         for x, y in d.points:
             pen.ellipse((x - 2, y - 2, x + 2, y + 2), fill=(64, 255, 64))
+    if title:
+        left, top, right, bottom = pen.textbbox((0, 0), title, font=font)
+        pen.rectangle((0, 0, right - left + 10, bottom - top + 8), fill=(20, 20, 24))
+        pen.text((5 - left, 4 - top), title, fill=(255, 255, 255), font=font)
     return np.asarray(image)
 
 
 @functools.lru_cache(maxsize=8)
-def _label_font(frame_height: int):
-    """A label font that stays readable on big frames and small ones (FreeType when Pillow has it)."""
-    size = int(min(28, max(11, frame_height / 36)))
+def _label_font(frame_height: int, scale: float = 1.0):
+    """A label font that stays readable on big frames and small ones (FreeType when Pillow has it);
+    `scale` for a frame shown at 1/scale of its size."""
+    size = int(min(28, max(11, frame_height / 36)) * scale)
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError, ImportError):   # Pillow without FreeType: the fixed bitmap font

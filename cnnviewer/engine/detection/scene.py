@@ -46,9 +46,11 @@ def compose(pixels: np.ndarray, raw: list[Detection], score: float, iou: float, 
     internals = internals or {}
     note = ""
     if view == 1:
-        before = draw(pixels, [d for d in raw if d.score >= score])
+        kept = [d for d in raw if d.score >= score]   # each half is shown at half size: labels twice as big
+        before = draw(pixels, kept, label_scale=2.0, title=f"before NMS: {len(kept)}")
         gap = np.full((pixels.shape[0], GAP, 3), 40, np.uint8)
-        picture = np.concatenate([before, gap, draw(pixels, shown)], axis=1)
+        after = draw(pixels, shown, label_scale=2.0, title=f"after NMS: {len(shown)}")
+        picture = np.concatenate([before, gap, after], axis=1)
     elif view == 2 and "proposals" in internals:
         picture = draw(pixels, [], boxes=internals["proposals"], box_colour=PROPOSAL_COLOUR)
         anchors = anchors_at(internals, *anchor_point) if anchor_point else []

@@ -6,6 +6,7 @@ pretrained weights cannot be found or downloaded is built untrained and says so.
 
 from __future__ import annotations
 
+import logging
 from threading import Event
 
 import torch
@@ -19,12 +20,15 @@ from cnnviewer.engine.models.pretrained import (
     download,
     downloads_allowed,
     find_pretrained,
+    seeded_init,
     hub_cache_path,
     preprocess_for,
     verify_hash_prefix,
 )
 from cnnviewer.engine.models.weight_files import forced_weights_only
 from cnnviewer.engine.runtime.device import pick_device
+
+log = logging.getLogger(__name__)
 
 _FAMILY_PATTERNS = (
     ("resnext", "ResNeXt"), ("wide_resnet", "Wide ResNet"), ("resnet", "ResNet"),
@@ -101,11 +105,13 @@ def load_torchvision_model(name: str, *, device: str | None = None, precision: s
         try:
             path = download(weights.url, hub_cache_path(weights), progress, cancel)
             found = (weights, path, WeightsSource.DOWNLOAD)
-        except WeightsError as error:
-            note = f": {error}"
+        except WeightsError as error:   # the raw urlopen error goes to the log, not the status bar
+            log.warning("%s", error)
+            note = ", download failed"
     if found is None:
-        module = torchvision.models.get_model(name, weights=None)
-        label, trained = f"untrained (random initialisation{note})", False
+        with seeded_init(name):
+            module = torchvision.models.get_model(name, weights=None)
+        label, trained = f"untrained: no weights offline{note} (random, seeded by name)", False
     else:
         weights, path, source = found
         if source is WeightsSource.OFFLINE_PACK:

@@ -14,7 +14,8 @@ import re
 import shutil
 import tempfile
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import util as importlib_util
 from pathlib import Path
 from threading import Event
@@ -168,3 +169,18 @@ def find_pretrained(name: str):  # -> tuple[WeightsEnum member, Path, WeightsSou
 def downloads_allowed() -> bool:
     """False when the user or the test suite asked for no network access."""
     return os.environ.get(OFFLINE_ENV, "") in ("", "0")
+
+
+def name_seed(name: str) -> int:
+    """A stable seed from a model's name (Python's hash() changes with every process)."""
+    return int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little") & (2**63 - 1)
+
+
+@contextmanager
+def seeded_init(name: str) -> Iterator[None]:
+    """Build an untrained model with the same random weights at every launch: a teacher's
+    untrained-model demo repeats, predictions and filter statistics included. The caller's own
+    random state is left as it was (fork_rng), so nothing else becomes deterministic."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(name_seed(name))
+        yield

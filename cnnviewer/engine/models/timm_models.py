@@ -25,7 +25,7 @@ from cnnviewer.engine.models.handle import (
     WeightsSource,
     wrap_module,
 )
-from cnnviewer.engine.models.pretrained import downloads_allowed
+from cnnviewer.engine.models.pretrained import downloads_allowed, seeded_init
 
 PREFIX = "timm:"
 
@@ -160,8 +160,9 @@ def load_timm_model(spec: str, *, device: str | None = None, precision: str = "f
             module = timm.create_model(name, pretrained=True)
             label, trained = f"{timm.models.get_pretrained_cfg(name).hf_hub_id} (downloaded)", True
         else:
-            module = timm.create_model(name, pretrained=False)
-            label, trained = "untrained (random initialisation)", False
+            with seeded_init(spec):   # the same random weights at every launch
+                module = timm.create_model(name, pretrained=False)
+            label, trained = "untrained: no weights offline (random, seeded by name)", False
     except WeightsError:
         raise
     except Exception as error:   # a hub or timm failure on one model is a message, not a crash

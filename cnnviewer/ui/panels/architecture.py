@@ -54,7 +54,9 @@ class NodeItem(QGraphicsPathItem):
         # Full dotted names; long ones keep their informative end ('…denselayer1.conv1').
         title = node.label if len(node.label) <= 20 else "…" + node.label[-19:]
         sub = node.type_name if node.kind != "block" else f"{len(placed.members)} ops"
-        text = QGraphicsSimpleTextItem(f"{_short(title, 20)}\n{_short(sub, 22)}", self)
+        redundant = title.lower().rstrip("_0123456789") == sub.lower()   # 'input / input', 'add_1 / add'
+        lines = _short(title, 20) if redundant else f"{_short(title, 20)}\n{_short(sub, 22)}"
+        text = QGraphicsSimpleTextItem(lines, self)
         font = QFont()
         font.setPointSizeF(7.5)
         text.setFont(font)

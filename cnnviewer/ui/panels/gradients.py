@@ -21,7 +21,7 @@ from cnnviewer.engine.session import Session
 from cnnviewer.engine.views.heatmaps import DISPLAY_MODES, render, side_by_side
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
-from cnnviewer.ui.widgets.controls import labelled_row, on_screen
+from cnnviewer.ui.widgets.controls import ScrollingRow, labelled_row, on_screen
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 ALL = "all, side by side"
@@ -90,7 +90,7 @@ class GradientsPanel(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(row1)
         layout.addLayout(row2)
-        layout.addLayout(row3)
+        layout.addWidget(ScrollingRow(row3))   # scrolls sideways: never forces the dock column wider
         layout.addWidget(self.canvas, 1)
         layout.addWidget(self.info)
         self.method.currentTextChanged.connect(self._show_method_options)

@@ -29,6 +29,7 @@ from cnnviewer.engine.types import DEFAULT_MODEL
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.main_thread import Dispatcher
+from cnnviewer.ui.panels.detector_marks import mark_detectors
 from cnnviewer.ui.widgets.camera_feed import CameraFeed, cameras
 from cnnviewer.ui.widgets.controls import fit_names, labelled_row
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
@@ -93,8 +94,9 @@ class LiveDetectionPanel(QWidget):
         self.pause_button = QPushButton("Pause")
         self.step_button = QPushButton("Step")
         self.capture_button = QPushButton("Capture (Space)")
-        for combo, length in ((self.source, 12), (self.detector, 22), (self.view, 12)):
+        for combo, length in ((self.source, 12), (self.detector, 22), (self.view, 22)):   # view: whole
             fit_names(combo, length)
+        mark_detectors(self.detector, jobs)   # "✓ weights" / "untrained" in the open list
         self.canvas = ImageCanvas(self)
         self.playback = PlaybackBar(self)
         self.playback.seek_requested.connect(self.seek)
@@ -105,8 +107,9 @@ class LiveDetectionPanel(QWidget):
         self.message.setWordWrap(True)
         row1 = labelled_row([("Source", self.source), ("", self.resolution), ("Detector", self.detector),
                              ("", self.weights_button)])
-        row2 = labelled_row([("Score ≥", self.score), ("NMS IoU", self.iou), ("View", self.view)])
-        row3 = labelled_row([("", self.pause_button), ("", self.step_button), ("", self.capture_button)])
+        row2 = labelled_row([("Score ≥", self.score), ("NMS IoU", self.iou)])
+        row3 = labelled_row([("", self.pause_button), ("", self.step_button), ("", self.capture_button),
+                             ("View", self.view)])   # the row with room for the View's whole text
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(row1)
@@ -361,7 +364,7 @@ class LiveDetectionPanel(QWidget):
         if self.frame is None:
             self.note("Nothing to capture yet: choose a source.")
             return
-        folder = file_dialogs.existing_folder(self, "Save the capture in")
+        folder = file_dialogs.save_folder(self, "Save the capture in")
         if folder:
             self.capture(folder)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
 from cnnviewer.engine.session import Session
@@ -39,10 +40,13 @@ class PredictionsPanel(QWidget):
         self.chart.setYRange(-0.6, TOP_K - 0.4, padding=0)
         self.chart.setToolTip("Click a bar to make that class the gradient views' target")
         self.chart.scene().sigMouseClicked.connect(self._on_chart_clicked)
+        self._size_chart_by_font()
         splitter = QSplitter(Qt.Orientation.Vertical, self)
         splitter.addWidget(self.canvas)
         splitter.addWidget(self.chart)
-        splitter.setSizes([320, 200])
+        splitter.setCollapsible(1, False)      # the chart keeps room for five readable rows
+        splitter.setStretchFactor(0, 1)        # a narrower dock or a longer title takes from the photo
+        splitter.setSizes([320, self.chart.minimumHeight()])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.title)
@@ -54,6 +58,19 @@ class PredictionsPanel(QWidget):
         session.forward_failed.connect(self.clear)
         if session.image is not None:
             self._on_image_changed(session.image)
+
+    def _size_chart_by_font(self) -> None:
+        """Rows no closer than a line of text, labels in a fixed column: squeezed by a narrow dock or
+        the two-line untrained warning, the five class names were drawn on top of each other."""
+        metrics = QFontMetrics(self.chart.getAxis("left").style.get("tickFont") or self.font())
+        row = metrics.lineSpacing() + 6
+        self._label_width = metrics.horizontalAdvance("x" * 16)
+        self.chart.getAxis("left").setWidth(self._label_width + 10)
+        self._label_metrics = metrics
+        self.chart.setMinimumHeight(TOP_K * row + 2 * metrics.lineSpacing() + 24)   # rows, axis, its label
+
+    def _elided(self, label: str) -> str:
+        return self._label_metrics.elidedText(label, Qt.TextElideMode.ElideRight, self._label_width)
 
     def _on_image_changed(self, image) -> None:
         self.canvas.show_image(image.preview)
@@ -87,7 +104,7 @@ class PredictionsPanel(QWidget):
         values = [p.probability for p in summary.predictions]
         self.bars.setOpts(x0=[0] * len(values), y=list(range(len(values))), width=values, height=0.7)
         axis = self.chart.getAxis("left")
-        axis.setTicks([[(i, _short(label)) for i, label in enumerate(labels)]])
+        axis.setTicks([[(i, self._elided(label)) for i, label in enumerate(labels)]])
         for i, item in enumerate(self._value_labels):
             item.setText(f"{values[i]:.1%}" if i < len(values) else "")
             item.setPos(min(values[i], 0.82) + 0.01 if i < len(values) else 0, i)
@@ -97,7 +114,3 @@ class PredictionsPanel(QWidget):
             " <b style='color:#e5a50a'>untrained: random weights, predictions are meaningless</b>"
         top = f"<b>{labels[0]}</b> {values[0]:.1%}" if labels else "no output"
         self.title.setText(f"{name} — {model_title}: {top}{warning}")
-
-
-def _short(label: str, limit: int = 22) -> str:
-    return label if len(label) <= limit else label[: limit - 1] + "…"
