@@ -16,6 +16,14 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QWidget
 from cnnviewer.engine.dataset.index import folder_images
 
 
+def nested_images(folder: Path) -> list[Path]:
+    """The images under `folder`'s subfolders too, as the index lists them; none when it cannot be listed."""
+    try:
+        return folder_images(folder)
+    except Exception:   # noqa: BLE001 - IndexError_ (vanished, unlistable)
+        return []
+
+
 def readable(path: Path) -> bool:
     """Whether Pillow can read `path` through to its end (cheap: see the module docstring)."""
     from PIL import Image

@@ -24,7 +24,7 @@ from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.controller import Controller
 from cnnviewer.ui.dialogs import ask_trust, pick_model
 from cnnviewer.ui.drops import DropFilter
-from cnnviewer.ui.folder_browser import FolderBrowser
+from cnnviewer.ui.folder_browser import FolderBrowser, nested_images
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.message_log import MessageLog, MessageLogDialog
 from cnnviewer.ui.panel_messages import log_panel_messages
@@ -189,7 +189,7 @@ class MainWindow(QMainWindow):
             self.docks["dataset"].show()
             self.docks["dataset"].raise_()
             self.dataset.open_folder(folder)
-        images = image_files(folder)
+        images = image_files(folder) or nested_images(folder)    # a folder of subfolders browses them
         if not images:
             if not index:
                 self.show_message(f"{folder.name}: no images in this folder")

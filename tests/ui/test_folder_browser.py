@@ -58,3 +58,13 @@ def test_a_folder_of_only_unreadable_files_keeps_the_current_image(qtbot, tmp_pa
     qtbot.addWidget(browser)
     browser.open_folder(tmp_path, [tmp_path / "x.png"])
     assert opened == [] and "no readable image" in browser.label.text()
+
+
+def test_a_folder_whose_images_are_all_in_subfolders_is_browsed(window, qtbot, tmp_path):
+    """The window opened such a folder with 'no images in this folder' while its index held them all."""
+    folder = tmp_path / "classes"
+    for label, name in (("cats", "chelsea"), ("cups", "coffee")):
+        (folder / label).mkdir(parents=True)
+        Image.fromarray(getattr(data, name)()).save(folder / label / f"{name}.png")
+    window.open_folder(folder)
+    assert [p.name for p in window.folder_browser.images] == ["chelsea.png", "coffee.png"]
