@@ -252,7 +252,7 @@ def synthetic_index(directory: Path, count: int, seed: int = 0) -> Path:
     images = [{"row": i, "path": f"img_{i:05d}.jpg", "bytes": 40000 + i, "mtime": 1.7e9 + i, "size": [500, 375]}
               for i in range(count)]
     manifest = {"format": FORMAT_VERSION, "complete": True, "folder": str(directory / "images"),
-                "model": "mobilenet_v2", "layers": [LAYER, "logits"], "shapes": {LAYER: [1280, 7, 7], "logits": [1000]},
+                "model": "mobilenet_v2", "weights_sha256": "synthetic", "layers": [LAYER, "logits"], "shapes": {LAYER: [1280, 7, 7], "logits": [1000]},
                 "files": count, "images": images, "skipped": []}
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return directory
