@@ -319,3 +319,31 @@ def test_an_open_index_keeps_answering_after_another_build_replaced_its_generati
     assert [(hit.row, hit.value) for hit in opened.top("features.2", 3, 4)] == before
     np.testing.assert_array_equal(opened.thumbnails(opened.valid_rows), thumbs)
     assert len(DatasetIndex(directory).valid_rows) == 9
+
+
+def test_a_relative_index_folder_keeps_its_index(model, tmp_path, monkeypatch):
+    """QA re-run of the report: `-o idx/x` (relative) compared the resolved generation in use with the
+    unresolved ones and removed them all, so every query destroyed a good index."""
+    photos(tmp_path / "photos")
+    monkeypatch.chdir(tmp_path)
+    build_index("photos", model, Path("idx"), layers=LAYERS)
+    first = DatasetIndex(Path("idx"))
+    again = build_index("photos", model, Path("idx"), layers=LAYERS)      # unchanged: opened as it is
+    assert again.directory.is_dir() and first.directory.is_dir()
+    photos(tmp_path / "photos", prefix="b", count=2)
+    updated = build_index("photos", model, Path("idx"), layers=LAYERS)
+    assert updated.directory.is_dir() and len(DatasetIndex(Path("idx")).valid_rows) == 8
+    assert [p.name for p in Path("idx").glob("gen-*")] == [updated.directory.name]
+
+
+def test_an_update_where_every_file_became_unreadable_gives_an_empty_index(model, tmp_path):
+    """QA re-run: emptying every file of an indexed folder made the next update fail ('cannot write
+    the index') and left it stuck; it is an index of no image, with every file listed as skipped."""
+    folder = tmp_path / "photos"
+    photos(folder, count=3)
+    build_index(folder, model, tmp_path / "index", layers=LAYERS)
+    for path in folder.iterdir():
+        path.write_bytes(b"")
+    index = build_index(folder, model, tmp_path / "index", layers=LAYERS)
+    assert len(index.valid_rows) == 0 and len(index.skipped) == 3
+    assert len(build_index(folder, model, tmp_path / "index", layers=LAYERS).skipped) == 3

@@ -370,6 +370,9 @@ class IndexBuild:
                 return DatasetIndex(self.directory)
             if not self._owns():
                 raise IndexError_(f"{self.directory}: a newer build of this index took over")
+            for name in self.layers:   # every file unreadable now: the known layers hold no image
+                if name in self.shapes and not (self.staging / array_file(name, "max")).exists():
+                    self._allocate(name, self.shapes[name][0])
             self.close()
             self._flush()
             self.arrays.clear()

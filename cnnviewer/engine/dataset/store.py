@@ -95,7 +95,7 @@ def tidy(root: Path) -> None:
     in_use = current_generation(root)
     if in_use is not None and in_use != root and in_use.is_dir():
         for old in _generations(root):
-            if old != in_use:
+            if Path(os.path.realpath(old)) != in_use:   # both resolved: `root` may be relative (-o idx/x)
                 remove(old)
                 crash_point("old generation removed")
         for item in [root / MANIFEST, *root.glob("*.npy"), *root.glob("*.npz")]:
