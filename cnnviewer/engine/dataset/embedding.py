@@ -77,7 +77,7 @@ def tsne(reduced: np.ndarray, *, seed: int = 0, cancel: Event | None = None,
             progress(min(calls[0] * 10 / TSNE_ITERATIONS, 1.0))
         return bool(cancel is not None and cancel.is_set())
 
-    perplexity = float(min(30.0, max(2.0, (len(reduced) - 1) / 3.0)))
+    perplexity = float(min(30.0, (len(reduced) - 1) / 3.0))    # openTSNE's own bound: never lowered with a printed note
     embedding = TSNE(n_components=2, perplexity=perplexity, random_state=seed, n_jobs=threads, verbose=False,
                      callbacks=callback, callbacks_every_iters=10).fit(reduced)
     if cancel is not None and cancel.is_set():
