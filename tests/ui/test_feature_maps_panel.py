@@ -34,3 +34,14 @@ def test_logit_cells_differ_and_a_click_chooses_that_class(window, qtbot):
     qtbot.waitUntil(lambda: panel.view.layer == "features.14", timeout=20000)
     panel._on_canvas_clicked(*panel.view.layout.tile_origin(panel.view.layout.tile_of_channel(5)))
     assert session.selection.channel == 5 and session.selection.class_index == 130
+
+
+def test_enlarged_channel_and_overlay_use_about_half_the_panel(window, qtbot):
+    panel = window.feature_maps
+    window.docks["feature_maps"].raise_()
+    window.session.select(layer="features.4", channel=0)
+    qtbot.waitUntil(lambda: panel.detail.isVisible() and panel.channel_canvas.has_image(), timeout=20000)
+    qtbot.wait(50)
+    mosaic_and_detail = panel._vertical.height()
+    assert panel.channel_canvas.height() >= 0.35 * mosaic_and_detail   # the pictures, not a band around a caption
+    assert panel.overlay_canvas.height() == panel.channel_canvas.height()

@@ -8,6 +8,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
+    QSizePolicy,
     QSplitter,
     QTreeWidget,
     QTreeWidgetItem,
@@ -101,6 +102,7 @@ class FeatureMapsPanel(QWidget):
         self.overlay_canvas = ImageCanvas(self)
         self.channel_label = QLabel("")
         self.channel_label.setWordWrap(True)
+        self.channel_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
 
         controls = QHBoxLayout()
         for text, widget in (("Normalise", self.normalisation), ("Colormap", self.colormap),
@@ -122,7 +124,7 @@ class FeatureMapsPanel(QWidget):
         detail_layout = QVBoxLayout(detail_box)
         detail_layout.setContentsMargins(0, 0, 0, 0)
         detail_layout.addWidget(self.channel_label)
-        detail_layout.addWidget(detail)
+        detail_layout.addWidget(detail, 1)     # the pictures take the half, not a band around the caption
         vertical.addWidget(detail_box)
         vertical.setSizes([560, 220])
         vertical.setStretchFactor(0, 3)

@@ -23,7 +23,7 @@ class ClassPicker(QComboBox):
         self.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
         self.completer().setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.setMinimumWidth(180)
-        self.lineEdit().setPlaceholderText("type a class name")
+        self.lineEdit().setPlaceholderText("the top-1 (type a class name)")
         self.activated.connect(lambda index: self.chosen.emit(index))
         self.completer().activated[str].connect(self._take)
         self.lineEdit().returnPressed.connect(lambda: self._take(self.currentText()))
@@ -33,13 +33,18 @@ class ClassPicker(QComboBox):
         self.blockSignals(True)
         self.clear()
         self.addItems([f"{i}: {name}" for i, name in enumerate(names)])
+        self.setCurrentIndex(-1)
+        self.setEditText("")
         self.blockSignals(False)
 
     def show_class(self, index: int | None) -> None:
-        """Show `index` as the current class without emitting `chosen`."""
-        if index is not None and 0 <= index < self.count() and index != self.currentIndex():
+        """Show `index` as the current class (None: none, the placeholder) without emitting `chosen`."""
+        index = index if index is not None and 0 <= index < self.count() else -1   # -1: none (the top-1)
+        if index != self.currentIndex() or (index < 0 and self.currentText()):
             self.blockSignals(True)
             self.setCurrentIndex(index)
+            if index < 0:
+                self.setEditText("")
             self.blockSignals(False)
 
     def match(self, text: str) -> int | None:

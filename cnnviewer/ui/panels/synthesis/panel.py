@@ -106,7 +106,8 @@ class SynthesisPanel(QWidget):
             buttons.addWidget(widget)
         buttons.addStretch(1)
         aim = QHBoxLayout()
-        aim.addWidget(QLabel("Class"))
+        self.class_label = QLabel("Class")
+        aim.addWidget(self.class_label)
         aim.addWidget(self.class_picker, 1)
         aim.addWidget(self.target_label, 2)
         side = QWidget()
@@ -149,6 +150,8 @@ class SynthesisPanel(QWidget):
         if self.method_of_run is not None and method != self.method_of_run:
             self._forget()      # another method's image, curve or Continue would mislead
         self.form.show_method(method)
+        self.class_picker.setVisible(method != "style")
+        self.class_label.setVisible(method != "style")
         self.scroller.verticalScrollBar().setValue(0)      # the first fields (preset, steps) in view
         self.style_images.setVisible(method == "style")
         self.plot.set_label("loss" if method == "style" else "objective")
