@@ -99,8 +99,13 @@ class FeatureMapView:
 def feature_map_view(layer: LayerId, activation: np.ndarray, *,
                      normalisation: Normalisation = "channel", colormap: str = "viridis",
                      sort: SortOrder = "index", aspect: float = 1.0) -> FeatureMapView:
-    """Build the mosaic of every channel of one layer."""
+    """Build the mosaic of every channel of one layer.
+
+    A layer of 1x1 maps (a Linear layer, the logits) is always scaled over the whole layer: per
+    channel, each single value is its own min and max, and every cell would be the same colour."""
     values = as_channels(activation)
+    if values.shape[1:] == (1, 1):
+        normalisation = "layer"
     flat = values.reshape(values.shape[0], -1)
     channel_mean = flat.mean(axis=1)
     channel_max = flat.max(axis=1)

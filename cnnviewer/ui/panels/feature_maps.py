@@ -8,6 +8,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
+    QSizePolicy,
     QSplitter,
     QTreeWidget,
     QTreeWidgetItem,
@@ -74,6 +75,7 @@ class FeatureMapsPanel(QWidget):
         self.view: FeatureMapView | None = None
         self._display: np.ndarray | None = None
         self._tree_token: int | None = None   # the model whose layers the tree lists
+        self._logit_layers: set[str] = set()   # layers whose output is the model's (a click picks a class)
 
         self.tree = LayerTree(self)
         self.tree.currentItemChanged.connect(self._on_tree_item_changed)
@@ -100,6 +102,7 @@ class FeatureMapsPanel(QWidget):
         self.overlay_canvas = ImageCanvas(self)
         self.channel_label = QLabel("")
         self.channel_label.setWordWrap(True)
+        self.channel_label.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
 
         controls = QHBoxLayout()
         for text, widget in (("Normalise", self.normalisation), ("Colormap", self.colormap),
@@ -121,7 +124,7 @@ class FeatureMapsPanel(QWidget):
         detail_layout = QVBoxLayout(detail_box)
         detail_layout.setContentsMargins(0, 0, 0, 0)
         detail_layout.addWidget(self.channel_label)
-        detail_layout.addWidget(detail)
+        detail_layout.addWidget(detail, 1)     # the pictures take the half, not a band around the caption
         vertical.addWidget(detail_box)
         vertical.setSizes([560, 220])
         vertical.setStretchFactor(0, 3)
@@ -146,6 +149,7 @@ class FeatureMapsPanel(QWidget):
         if summary.model_token != self._tree_token:
             self.tree.set_layers(summary.layers)
             self._tree_token = summary.model_token
+            self._logit_layers = logit_layers(summary.layers)
         self.tree.select_layer(self._session.selection.layer)
         self.refresh()
 
@@ -170,14 +174,29 @@ class FeatureMapsPanel(QWidget):
     def _on_canvas_clicked(self, y: float, x: float) -> None:
         if self.view is None:
             return
-        hit = self.view.layout.channel_at(y, x)
-        if hit is not None:
+        hit = self._hit(y, x)
+        if hit is None:
+            return
+        model = self._session.model
+        if self.view.layer in self._logit_layers and model is not None and hit[0] < len(model.categories):
+            self._session.select(channel=hit[0], class_index=hit[0])   # a logit: that class, everywhere
+        else:
             self._session.select(channel=hit[0])
+
+    def _hit(self, y: float, x: float):
+        """The tile under (y, x); a click on the gap after a tile takes that tile (1x1 tiles are
+        one pixel wide with a one-pixel gap: most clicks on a logit mosaic landed between cells)."""
+        layout = self.view.layout
+        for dy, dx in ((0, 0), (-layout.gap, 0), (0, -layout.gap), (-layout.gap, -layout.gap)):
+            hit = layout.channel_at(y + dy, x + dx)
+            if hit is not None:
+                return hit
+        return None
 
     def _on_canvas_hovered(self, y: float, x: float) -> None:
         if self.view is None:
             return
-        hit = self.view.layout.channel_at(y, x)
+        hit = self._hit(y, x)
         if hit is None:
             self.readout.setText(self._summary_text())
             return
@@ -251,6 +270,14 @@ class FeatureMapsPanel(QWidget):
             text += (f"; min {stats.minimum:.3g}, max {stats.maximum:.3g}, mean {stats.mean:.3g}, "
                      f"std {stats.std:.3g}, zeros {stats.zero_fraction:.0%}, dead channels {stats.dead_channels}")
         return text + ". Hover for values, click to enlarge."
+
+
+def logit_layers(layers) -> set[str]:
+    """Names of the layers whose output is the whole model's (a vector): their channels are classes."""
+    root = next((info for info in layers if info.name == ""), None)
+    if root is None or root.output_shape is None or len(root.output_shape) != 1:
+        return set()
+    return {info.name for info in layers if info.name and info.output_shape == root.output_shape}
 
 
 def _combo(choices: dict[str, str]) -> QComboBox:

@@ -6,7 +6,6 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
     QComboBox,
-    QCompleter,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -21,6 +20,7 @@ from cnnviewer.engine.session import Session
 from cnnviewer.engine.views.heatmaps import DISPLAY_MODES, render, side_by_side
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.widgets.class_picker import ClassPicker
 from cnnviewer.ui.widgets.controls import ScrollingRow, labelled_row, on_screen
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
@@ -37,15 +37,11 @@ class GradientsPanel(QWidget):
         self.results: list = []
         self._computing = ""           # what the running job computes, for the caption
         self._top_class: int | None = None
+        self._chosen_class: int | None = None      # the session's class as this panel last followed it
         self._cam_layers_token: int | None = None   # the model whose layers the Grad-CAM box lists
         self.method = _combo([*METHODS, ALL])
         self.target_kind = _combo(["top-1 class", "chosen class", "selected channel", "selected neuron"])
-        self.class_box = QComboBox()
-        self.class_box.setEditable(True)
-        self.class_box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.class_box.completer().setFilterMode(Qt.MatchFlag.MatchContains)
-        self.class_box.completer().setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
-        self.class_box.setMinimumWidth(180)
+        self.class_box = ClassPicker()     # Enter takes the first match; the choice is the session's class
         self.display = _combo(list(DISPLAY_MODES))
         self.display.setCurrentText("overlay")
         self.opacity = QSlider(Qt.Orientation.Horizontal)
@@ -99,7 +95,7 @@ class GradientsPanel(QWidget):
         self._debounce.timeout.connect(self.refresh)
         for combo in (self.method, self.target_kind, self.fill, self.baseline, self.cam_layer):
             combo.currentIndexChanged.connect(self._debounce.start)
-        self.class_box.activated.connect(lambda _i: self._choose_class())
+        self.class_box.chosen.connect(self._on_class_chosen)
         for spin in (self.patch, self.stride, self.steps):
             spin.valueChanged.connect(self._debounce.start)
         self.display.currentIndexChanged.connect(self.redraw)
@@ -157,22 +153,26 @@ class GradientsPanel(QWidget):
 
     def _on_model_changed(self, model) -> None:
         self._cam_layers_token = None
-        self.class_box.blockSignals(True)
-        self.class_box.clear()
-        self.class_box.addItems([f"{i}: {name}" for i, name in enumerate(model.categories)])
-        self.class_box.blockSignals(False)
+        self.class_box.set_classes(model.categories)
         if self.target_kind.currentText() == "chosen class":   # a class of the previous model means nothing here
             self.target_kind.blockSignals(True)
             self.target_kind.setCurrentText("top-1 class")
             self.target_kind.blockSignals(False)
+
+    def _on_class_chosen(self, index: int) -> None:
+        """Typed or picked here: it becomes the session's class (Synthesis targets it too)."""
+        self._session.select(class_index=index)
+        self._choose_class()
 
     def _choose_class(self) -> None:
         self.target_kind.setCurrentText("chosen class")
         self._debounce.start()
 
     def _on_selection_changed(self, selection) -> None:
-        if selection.class_index is not None and selection.class_index < self.class_box.count():
-            self.class_box.setCurrentIndex(selection.class_index)    # e.g. a clicked detection's score
+        new_class = selection.class_index != self._chosen_class
+        self._chosen_class = selection.class_index
+        if new_class and selection.class_index is not None and selection.class_index < self.class_box.count():
+            self.class_box.show_class(selection.class_index)    # chosen here, in Synthesis, a bar, a detection
             self._choose_class()
         elif self.target_kind.currentText() in ("selected channel", "selected neuron"):
             self._debounce.start()

@@ -38,7 +38,8 @@ class PredictionsPanel(QWidget):
         for item in self._value_labels:
             self.chart.addItem(item)
         self.chart.setYRange(-0.6, TOP_K - 0.4, padding=0)
-        self.chart.setToolTip("Click a bar to make that class the gradient views' target")
+        self.chart.setToolTip("Click a bar to choose that class everywhere: the gradient views explain it, "
+                                 "Synthesis makes an image of it")
         self.chart.scene().sigMouseClicked.connect(self._on_chart_clicked)
         self._size_chart_by_font()
         splitter = QSplitter(Qt.Orientation.Vertical, self)
@@ -92,7 +93,7 @@ class PredictionsPanel(QWidget):
         self.choose_bar(int(round(point.y())))
 
     def choose_bar(self, row: int) -> None:
-        """Make the class of bar `row` (0 = the top-1) the target every gradient view explains."""
+        """Make the class of bar `row` (0 = the top-1) the session's class: Gradients and Synthesis target it."""
         if 0 <= row < len(self.predictions):
             self._session.select(class_index=self.predictions[row].index)
 

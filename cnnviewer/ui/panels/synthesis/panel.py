@@ -16,6 +16,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -28,15 +29,18 @@ from PySide6.QtWidgets import (
 
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.session import Session
-from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
-from cnnviewer.ui.panels.dataset.widgets import PictureGrid
+from cnnviewer.ui.panels.synthesis.facet_strip import FacetStrip
 from cnnviewer.ui.panels.synthesis.style_images import StyleImages
 from cnnviewer.ui.panels.synthesis.settings import METHODS, SettingsForm
+from cnnviewer.ui.panels.synthesis.runs import save_job, start_job
+from cnnviewer.ui.panels.synthesis.saving import remember, suggested_path
+from cnnviewer.ui.widgets.class_picker import ClassPicker
 from cnnviewer.ui.widgets.history_plot import HistoryPlot
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 SLICE_SECONDS = 0.2
+STRETCHED = ("ascent", "facets")    # pixel-space results: shown with a contrast stretch (see views/stretch.py)
 
 
 class SynthesisPanel(QWidget):
@@ -58,6 +62,7 @@ class SynthesisPanel(QWidget):
         self.method = QComboBox()
         for key, text in METHODS:
             self.method.addItem(text, key)
+        self.method.setCurrentIndex(self.method.findData("fourier"))   # the one that makes recognisable images
         self.method.setToolTip("Pixel space with the natural-image regularizers, Fourier space with transforms, "
                                "multi-faceted from an indexed folder, DeepDream from the current input, or "
                                "style transfer of the current input")
@@ -65,6 +70,15 @@ class SynthesisPanel(QWidget):
         self.style_images = StyleImages(jobs)       # style transfer's content and style pictures
         self.style_images.content.failed.connect(self._not_an_image)
         self.style_images.style.failed.connect(self._not_an_image)
+        self.style_images.style.changed.connect(self._on_style_changed)
+        # Whether Run aims at the session's class or at its selected unit: whichever was chosen last
+        # (a class in Gradients, a prediction bar, a logit cell or the picker here; a channel anywhere).
+        self.aim_class = True
+        self._seen = session.selection
+        self.class_picker = ClassPicker()
+        self.class_picker.setToolTip("The class to make an image of (type to search); chosen in Gradients, "
+                                     "a prediction bar or a logit cell of Feature maps, it shows here too")
+        self.class_picker.chosen.connect(self._on_class_chosen)
         self.method.currentIndexChanged.connect(lambda _i: self._on_method())
         self.target_label = QLabel("")
         self.target_label.setWordWrap(True)
@@ -81,9 +95,7 @@ class SynthesisPanel(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.canvas = ImageCanvas(self)
-        self.examples = PictureGrid(64)        # facets: each cluster's most central images
-        self.examples.setToolTip("Each facet's cluster: the images nearest its centre (its start is their mean)")
-        self.examples.setMaximumHeight(110)
+        self.examples = FacetStrip()           # facets: each cluster's most central images, under its facet
         self.examples.setVisible(False)
         self.dataset_index = lambda: None      # the main window points this at the Dataset panel's index
         self.plot = HistoryPlot()
@@ -93,13 +105,20 @@ class SynthesisPanel(QWidget):
                        self.save_button):
             buttons.addWidget(widget)
         buttons.addStretch(1)
+        aim = QHBoxLayout()
+        self.class_label = QLabel("Class")
+        aim.addWidget(self.class_label)
+        aim.addWidget(self.class_picker, 1)
+        aim.addWidget(self.target_label, 2)
         side = QWidget()
         column = QVBoxLayout(side)
         column.setContentsMargins(0, 0, 0, 0)
-        scroller = QScrollArea()          # the form scrolls: the panel never makes the window taller
+        self.scroller = scroller = QScrollArea()   # the form scrolls: the panel never makes the window taller
         scroller.setWidget(self.form)
         scroller.setWidgetResizable(True)
         scroller.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroller.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)   # labels and values seen together
+        side.setMinimumWidth(self.form.minimumSizeHint().width() + 24)
         column.addWidget(scroller, 2)
         column.addWidget(self.plot, 1)
         pictures = QWidget()
@@ -115,12 +134,12 @@ class SynthesisPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(buttons)
-        layout.addWidget(self.target_label)
+        layout.addLayout(aim)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(split, 1)
-        session.selection_changed.connect(lambda _s: self._show_target())
-        session.model_changed.connect(lambda _m: self._forget())
+        session.selection_changed.connect(self._on_selection_changed)
+        session.model_changed.connect(self._on_model_changed)
         session.image_changed.connect(lambda image: self.style_images.content.show_fallback(
             None if image is None else np.asarray(image.pixels), f"current input: {image.name}" if image else ""))
         self._on_method()
@@ -128,9 +147,36 @@ class SynthesisPanel(QWidget):
 
     def _on_method(self) -> None:
         method = self.method.currentData()
+        if self.method_of_run is not None and method != self.method_of_run:
+            self._forget()      # another method's image, curve or Continue would mislead
         self.form.show_method(method)
+        self.class_picker.setVisible(method != "style")
+        self.class_label.setVisible(method != "style")
+        self.scroller.verticalScrollBar().setValue(0)      # the first fields (preset, steps) in view
         self.style_images.setVisible(method == "style")
         self.plot.set_label("loss" if method == "style" else "objective")
+        self._show_target()
+
+    def _on_style_changed(self) -> None:
+        if "needs a style image" in self.status.text():
+            self.status.setText("Style image ready: Run.")
+
+    def _on_model_changed(self, model) -> None:
+        self.class_picker.set_classes(model.categories)
+        self._forget()
+
+    def _on_class_chosen(self, index: int) -> None:
+        self.aim_class = True
+        self._session.select(class_index=index)
+        self._show_target()
+
+    def _on_selection_changed(self, selection) -> None:
+        seen, self._seen = self._seen, selection
+        if selection.class_index != seen.class_index and selection.class_index is not None:
+            self.aim_class = True
+        elif (selection.channel, selection.neuron) != (seen.channel, seen.neuron) or selection.layer != seen.layer:
+            self.aim_class = selection.channel is None
+        self.class_picker.show_class(selection.class_index)
         self._show_target()
 
     def _not_an_image(self, text: str) -> None:
@@ -140,14 +186,17 @@ class SynthesisPanel(QWidget):
     def target(self) -> Target | None:
         """What the selection asks to maximise (None: nothing usable is selected)."""
         selection, method = self._session.selection, self.method.currentData()
-        if selection.layer is None:
+        if method == "deepdream":
+            if selection.layer is None:
+                return None
+            if selection.channel is None or self.aim_class:
+                return Target(layer=selection.layer)
+        if selection.layer is None or selection.channel is None or self.aim_class:
             if selection.class_index is not None:
                 return Target(class_index=selection.class_index)
             forward = self._session.forward
             top = getattr(forward, "predictions", None) if forward is not None else None
             return Target(class_index=top[0].index) if top else Target(class_index=0)
-        if selection.channel is None:
-            return Target(layer=selection.layer) if method == "deepdream" else None
         return Target(layer=selection.layer, channel=selection.channel, neuron=selection.neuron)
 
     def _describe(self, target: Target) -> str:
@@ -161,11 +210,13 @@ class SynthesisPanel(QWidget):
     def _show_target(self) -> None:
         if self.method.currentData() == "style":
             self.target_label.setText("Style transfer: the content picture (the current input unless another is "
-                                      "dropped) painted with the style picture's textures")
+                                      "dropped) painted with the style picture's textures. " +
+                                      self.style_images.backbone_note(self._show_target))
             return
         target = self.target()
-        self.target_label.setText("Target: select a channel of the layer (or choose DeepDream for the whole layer)"
-                                  if target is None else f"Target: <b>{self._describe(target)}</b>")
+        top = target is not None and target.layer is None and self._session.selection.class_index is None
+        self.target_label.setText("Target: select a layer (DeepDream excites a whole layer)" if target is None
+                                  else f"Target: <b>{self._describe(target)}</b>" + (" (the top-1)" if top else ""))
 
     # ---------------------------------------------------------------- running
     def run(self) -> None:
@@ -177,17 +228,11 @@ class SynthesisPanel(QWidget):
 
     def _style_inputs(self) -> tuple[np.ndarray, np.ndarray, str | None, str | None] | None:
         """Content and style pixels and their files (None, with a message, if one is missing)."""
-        content, style, image = self.style_images.content, self.style_images.style, self._session.image
-        if style.pixels is None:
-            self.status.setText("Style transfer needs a style image: drop one on the Style box, or Choose….")
+        found = self.style_images.inputs(self._session.image)
+        if isinstance(found, str):
+            self.status.setText(found)
             return None
-        if content.pixels is None and image is None:
-            self.status.setText("Style transfer needs a content image: open an image, or drop one on Content.")
-            return None
-        if content.pixels is not None:
-            return content.pixels, style.pixels, content.path, style.path
-        source = image.source if Path(image.source).is_file() else None
-        return np.asarray(image.pixels), style.pixels, source, style.path
+        return found
 
     def restart(self) -> None:
         model, target, method = self._session.model, self.target(), self.method.currentData()
@@ -212,18 +257,7 @@ class SynthesisPanel(QWidget):
             return
         extras = {name: spin.value() for name, spin in self.form.extras.items()}
 
-        def start(_context):
-            if method == "facets":
-                from cnnviewer.engine.synthesis.facets import facet_ascent, find_facets
-                found = find_facets(index, model, target, facets=extras["facets"], top=extras["top"],
-                                    nearest=extras["nearest"], seed=settings.seed)
-                examples = [(facet, index.thumbnails(members[:4]), [index.path(r).name for r in members[:4]])
-                            for facet, members in enumerate(found.members)]
-                return facet_ascent(model, target, found, settings), examples
-            from cnnviewer.engine.synthesis.recipe import make_engine
-            if method == "style":
-                return make_engine(method, model, None, settings, style_inputs[0], style_inputs[1]), []
-            return make_engine(method, model, target, settings, pixels), []
+        start = start_job(method, model, target, settings, pixels, style_inputs, index, extras)
 
         self._jobs.cancel("synthesis")
         self.engine, self.run_target, self.method_of_run, self.history = None, target, method, []
@@ -234,6 +268,8 @@ class SynthesisPanel(QWidget):
             source = image.source if image is not None and Path(image.source).is_file() else None
             self.start_picture, self.style_file = (pixels, source), None
         self.plot.clear_history()
+        self.progress.setValue(0)
+        self.examples.clear()
         self.status.setText(f"Starting {self.method.currentText().lower()}" +
                             (f" of {self._describe(target)}…" if target is not None else "…"))
         self.running = True
@@ -243,10 +279,7 @@ class SynthesisPanel(QWidget):
     def _started(self, result) -> None:
         self.engine, examples = result
         if examples is not None:
-            self.examples.show_pictures([(facet * 100 + i, thumb, f"facet {facet + 1}", name)
-                                         for facet, thumbs, names in examples
-                                         for i, (thumb, name) in enumerate(zip(thumbs, names))])
-            self.examples.setVisible(bool(examples))
+            self.examples.show_facets(examples)
         self._slice()
 
     def _continue(self) -> None:
@@ -272,7 +305,7 @@ class SynthesisPanel(QWidget):
         self._jobs.submit("synthesis_start", update, on_done=self._started, on_error=self._failed)
 
     def _slice(self) -> None:
-        engine = self.engine
+        engine, stretched = self.engine, self.method_of_run in STRETCHED
 
         def work(context):
             from cnnviewer.engine.runtime.modes import torch_threads
@@ -283,6 +316,9 @@ class SynthesisPanel(QWidget):
                 while engine.step < total and time.perf_counter() < deadline:
                     engine.run(1, context.cancel)
             pictures = engine.pictures()            # facets side by side, in their order
+            if stretched:                           # display only: Save writes the run's own pixels
+                from cnnviewer.engine.views.stretch import stretch
+                pictures = [stretch(picture) for picture in pictures]
             return (engine.step, total, [float(h.min()) for h in engine.history],
                     np.concatenate(list(pictures), axis=1), [float(v) for v in engine.objective()])
 
@@ -299,6 +335,7 @@ class SynthesisPanel(QWidget):
         if len(reached) > 1:       # facets, left to right: each one's activation reached
             what, value = "lowest objective", min(reached)
             self.facet_values = reached
+            self.examples.show_values(reached)
         self.status.setText(f"Step {step}/{total}: {what} {value:.4g}" + self._facet_text())
         if step < total and self.running:
             self._slice()
@@ -329,7 +366,8 @@ class SynthesisPanel(QWidget):
     def _forget(self) -> None:
         if self.engine is not None or self.running:   # a run for the previous model: stop it
             self._jobs.cancel("synthesis")
-        self.engine, self.running, self.history = None, False, []
+        self.engine, self.running, self.history, self.method_of_run = None, False, [], None
+        self.examples.clear()
         self.canvas.clear()
         self.plot.clear_history()
         self.progress.setValue(0)
@@ -338,7 +376,8 @@ class SynthesisPanel(QWidget):
         self._show_target()
 
     def _show_buttons(self) -> None:
-        self.run_button.setText("Continue" if self.engine is not None and not self.running else "Run")
+        same = self.engine is not None and self.method_of_run == self.method.currentData()
+        self.run_button.setText("Continue" if same and not self.running else "Run")
         self.run_button.setEnabled(not self.running)
         self.stop_button.setEnabled(self.running)
         self.restart_button.setEnabled(self.engine is not None and not self.running)
@@ -346,31 +385,14 @@ class SynthesisPanel(QWidget):
 
     # ---------------------------------------------------------------- saving
     def _on_save(self) -> None:
-        path = file_dialogs.save_file(self, "Save synthesized image", "synthesis.png", "PNG (*.png)")
+        model = self._session.model
+        start = suggested_path(self.method_of_run, self.run_target, model.label if model is not None else None)
+        path, _ = QFileDialog.getSaveFileName(self, "Save synthesized image", start, "PNG (*.png)")
         if path:
+            remember(path)
             self.save(path)
 
     def save(self, path: str) -> None:
-        """The PNG and its recipe (JSON beside it)."""
-        engine, model, target, method = self.engine, self._session.model, self.run_target, self.method_of_run
-        start, source = self.start_picture if method in ("deepdream", "style") else (None, None)
-        style_path = self.style_file
-
-        index = self.dataset_index() if method == "facets" else None
-        extras = {name: spin.value() for name, spin in self.form.extras.items()}
-
-        def work(_context):
-            from cnnviewer.engine.dataset.index import weights_digest
-            from cnnviewer.engine.synthesis.recipe import record, save
-            nonlocal source
-            if start is not None and source is None:    # a sample or camera frame: kept beside the result
-                from PIL import Image
-                source = str(Path(path).with_suffix(".start.png"))
-                Image.fromarray(np.ascontiguousarray(start[..., :3])).save(source)
-            recipe = record(method, target, engine.settings, model, weights_digest(model), engine, source, style_path)
-            if index is not None:     # what `cnnviewer synthesize --from` needs to find the same facets
-                recipe.update(folder=str(index.folder), **extras, objectives=[float(v) for v in engine.objective()])
-            return str(save(path, np.concatenate(list(engine.pictures()), axis=1), recipe))
-
-        self._jobs.submit("synthesis_save", work, on_done=lambda json_path: self.status.setText(
+        """The PNG (the run's own pixels, not the display stretch) and its recipe (JSON beside it)."""
+        self._jobs.submit("synthesis_save", save_job(path, self), on_done=lambda json_path: self.status.setText(
             f"Saved {path} and {json_path}"), on_error=self.status.setText)

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from dataclasses import fields, replace
 
+from PySide6.QtCore import QEvent, QObject, Qt
 from PySide6.QtWidgets import (
+    QAbstractScrollArea,
+    QAbstractSpinBox,
+    QApplication,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -13,6 +17,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QSpinBox,
     QStackedWidget,
+    QSizePolicy,
     QWidget,
 )
 
@@ -49,7 +54,7 @@ TIPS = {
     "optimizer": "L-BFGS (the paper's; one function evaluation per step) or Adam",
     "content_weight": "α: weight of the content loss ½Σ(F(x) − F(content))²",
     "style_weight": "β: weight of the style loss (Gram matrices); auto: 1e3 for VGG (α/β = 1e-3 as the paper), "
-                    "1e7 for the model's own layers",
+                    "1e6 for the model's own layers",
     "tv_weight": "Total variation (sum of squared neighbour differences): smooths pixel noise; 0: off. Pixel "
                  "ascent: stable below 1/(16·lr), e.g. 6e-4 at lr 100", "lbfgs_lr": "L-BFGS step length",
     "adam_lr": "Adam step (the image is in 0…1)",
@@ -73,10 +78,13 @@ class SettingsForm(QStackedWidget):
         self.preset = QComboBox()
         for number in PRESETS:
             self.preset.addItem(f"Table 1, setting {number}", number)
+        self.preset.addItem("custom", None)     # shown once a field differs from the chosen preset
         self.preset.setCurrentIndex(2)
+        self._wheel_guard = WheelGuard(self)
+        self.preset.installEventFilter(self._wheel_guard)
         self.preset.setToolTip("Yosinski et al. 2015, Table 1: four regularizer settings (3: decay 1e-4, "
                                "blur 1.0 every 4 steps, lr 100, 1000 steps; the one most of the paper's images use)")
-        self.preset.currentIndexChanged.connect(lambda _i: self._fill("ascent", PRESETS[self.preset.currentData()]))
+        self.preset.currentIndexChanged.connect(self._on_preset)
         for method, _text in METHODS:
             page = QWidget()
             form = QFormLayout(page)
@@ -90,6 +98,7 @@ class SettingsForm(QStackedWidget):
                 spin.setRange(low, high)
                 spin.setValue(value)
                 spin.setToolTip(tip)
+                self._guard(spin)
                 self.extras[name] = spin
                 form.addRow(name, spin)
             for field in fields(DEFAULTS[method]):
@@ -97,11 +106,34 @@ class SettingsForm(QStackedWidget):
                     continue
                 editor = self._editor(field.name, getattr(DEFAULTS[method], field.name))
                 editor.setToolTip(TIPS.get(field.name, ""))
+                self._guard(editor)
+                if method == "ascent":
+                    _changed(editor).connect(self._mark_custom)
                 self.editors[method][field.name] = editor
                 form.addRow(field.name.replace("_", " "), editor)
             self.pages[method] = page
             self.addWidget(page)
-        self._preset_values = PRESETS[3]
+        self._preset_values, self._preset_number = PRESETS[3], 3
+
+    def _guard(self, editor: QWidget) -> None:
+        """The wheel scrolls the form, not a field under the pointer, unless that field has focus."""
+        if isinstance(editor, (QAbstractSpinBox, QComboBox)):
+            editor.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+            editor.installEventFilter(self._wheel_guard)
+
+    def _on_preset(self, _index: int) -> None:
+        number = self.preset.currentData()
+        if number is not None:
+            self._fill("ascent", PRESETS[number])
+
+    def _mark_custom(self, *_args) -> None:
+        """A field no longer matches the preset: the Preset box says "custom" (and back, if it matches again)."""
+        number = self.preset.currentData() if self.preset.currentData() is not None else self._preset_number
+        matches = all(_value(editor) == getattr(PRESETS[number], name)
+                      for name, editor in self.editors["ascent"].items())
+        self.preset.blockSignals(True)
+        self.preset.setCurrentIndex(self.preset.findData(number) if matches else self.preset.count() - 1)
+        self.preset.blockSignals(False)
 
     @staticmethod
     def _editor(name: str, value) -> QWidget:
@@ -134,6 +166,7 @@ class SettingsForm(QStackedWidget):
 
     def _fill(self, method: str, values) -> None:
         self._preset_values = values
+        self._preset_number = next(n for n, p in PRESETS.items() if p == values)
         for name, editor in self.editors[method].items():
             value = getattr(values, name)
             if isinstance(editor, QCheckBox):
@@ -146,7 +179,12 @@ class SettingsForm(QStackedWidget):
                 editor.setValue(value)
 
     def show_method(self, method: str) -> None:
+        """Show `method`'s fields; the other pages take no room (the stack is as tall as this page)."""
+        for name, page in self.pages.items():
+            policy = QSizePolicy.Policy.Preferred if name == method else QSizePolicy.Policy.Ignored
+            page.setSizePolicy(policy, policy)
         self.setCurrentWidget(self.pages[method])
+        self.adjustSize()
 
     def settings(self, method: str, size: int):
         """The dataclass of `method` from the fields (the preset's learning-rate policy kept)."""
@@ -158,6 +196,31 @@ class SettingsForm(QStackedWidget):
             values["size"] = size
         return replace(base, **values)
 
+
+
+class WheelGuard(QObject):
+    """Drops wheel events on a spin box or combo that has no focus (the form scrolls instead)."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if event.type() == QEvent.Type.Wheel and isinstance(watched, QWidget) and not watched.hasFocus():
+            area = watched.parentWidget()
+            while area is not None and not isinstance(area, QAbstractScrollArea):
+                area = area.parentWidget()
+            if area is not None:          # the form scrolls as if the pointer were on its background
+                QApplication.sendEvent(area.verticalScrollBar(), event)
+            return True
+        return False
+
+
+def _changed(editor: QWidget):
+    """The signal `editor` emits when the user changes its value."""
+    if isinstance(editor, QCheckBox):
+        return editor.toggled
+    if isinstance(editor, QComboBox):
+        return editor.currentTextChanged
+    if isinstance(editor, QLineEdit):
+        return editor.textChanged
+    return editor.valueChanged
 
 
 def _value(editor: QWidget):

@@ -3,6 +3,7 @@ thread so a large photo never holds the window; a bad file leaves the previous p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +113,44 @@ class StyleImages(QWidget):
         self.use_input = QPushButton("Use input")
         self.use_input.setToolTip("Take the content from the current input again (follows it as it changes)")
         self.use_input.clicked.connect(lambda: self.content.set_picture(None, None))
+        self._jobs = jobs
+        self.vggs: tuple[str, ...] | None = None    # VGGs with weights on disk (None: not looked up yet)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.content, 1)
         layout.addWidget(self.use_input)
         layout.addWidget(self.style, 1)
+
+    def inputs(self, image) -> tuple[np.ndarray, np.ndarray, str | None, str | None] | str:
+        """(content, style, content file, style file); the content is `image` (an InputImage) unless
+        one was dropped. A missing picture: what to do about it, as a sentence."""
+        content, style = self.content, self.style
+        if style.pixels is None:
+            return "Style transfer needs a style image: drop one on the Style box, or Choose…"
+        if content.pixels is None and image is None:
+            return "Style transfer needs a content image: open an image, or drop one on Content."
+        if content.pixels is not None:
+            return content.pixels, style.pixels, content.path, style.path
+        source = image.source if Path(image.source).is_file() else None
+        return np.asarray(image.pixels), style.pixels, source, style.path
+
+    def backbone_note(self, found: Callable[[], None]) -> str:
+        """Which features style transfer's "auto" uses, and why. The first call looks the VGG weights
+        up on the job thread and returns ""; `found` is called when the answer is known."""
+        if self.vggs is None:
+            self.vggs = ()
+
+            def look(_context):
+                from cnnviewer.engine.synthesis.style import present_vggs
+                return tuple(present_vggs())
+
+            def done(names: tuple[str, ...]) -> None:
+                self.vggs = names
+                found()
+
+            self._jobs.submit("synthesis_vggs", look, on_done=done)
+            return ""
+        if self.vggs:
+            return f"Backbone: {self.vggs[0]} (its ImageNet weights are on disk)."
+        return ("<b>No VGG weights on disk: using the current model's layers; results are rougher</b> "
+                "than with VGG.")
