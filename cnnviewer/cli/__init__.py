@@ -52,15 +52,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cnnviewer` command."""
     started = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
-    from cnnviewer.cli.common import UsageError, one_line_warnings, stderr_progress
+    from cnnviewer.cli.common import UsageError, one_line_warnings, pending_warnings, stderr_progress
     from cnnviewer.engine.errors import CnnViewerError
 
     one_line_warnings()
+    pending_warnings.clear()
     try:
         for prefix, name in SUBCOMMANDS:
             if tuple(argv[:len(prefix)]) == prefix:
                 command = importlib.import_module(f"cnnviewer.cli.{name}")
-                return command.run(command.parser().parse_args(argv[len(prefix):]))
+                status = command.run(command.parser().parse_args(argv[len(prefix):]))
+                for line in pending_warnings:       # about outputs made: a failed command says one line only
+                    print(line, file=sys.stderr)
+                return status
         check_command_word(argv)
         from cnnviewer.cli import gui
         args = gui.parser().parse_args(argv)
