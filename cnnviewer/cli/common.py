@@ -78,19 +78,19 @@ def load_model_and_image(args: argparse.Namespace, need_image: bool = True):
     elif labels:
         from dataclasses import replace
         model = replace(model, categories=labels)
-    warn_if_untrained(model.title, model.trained)
+    warn_if_untrained(model.name, model.trained)
     return model, image
 
 
 pending_warnings: list[str] = []    # printed once the command has made its outputs (cli.main)
 
 
-def warn_if_untrained(title: str, trained: bool) -> None:
+def warn_if_untrained(name: str, trained: bool) -> None:
     """One stderr line when a command's outputs come from random weights: a script reading
     `--json` cannot see the window's orange label, and the numbers look as real as any. Said after
     the outputs are made, so a command that fails still says one line only."""
     if not trained:
-        pending_warnings.append(f"cnnviewer: warning: {title} is untrained (no weights here offline): random "
+        pending_warnings.append(f"cnnviewer: warning: {name} is untrained (no weights here offline): random "
                                 "weights, its outputs mean nothing")
 
 
