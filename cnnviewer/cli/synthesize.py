@@ -34,7 +34,8 @@ def parser() -> argparse.ArgumentParser:
     target.add_argument("--layer", help="a layer (dotted name): a channel's mean, a neuron, or (DeepDream) all of it")
     parser.add_argument("--channel", type=int_in(0))
     parser.add_argument("--neuron", type=int_in(0), nargs=2, metavar=("Y", "X"))
-    parser.add_argument("--method", choices=METHODS, default="ascent")
+    parser.add_argument("--method", choices=METHODS, default="fourier",
+                        help="default fourier (Lucid's transforms: recognisable images, as the panel's default)")
     parser.add_argument("--preset", type=int_in(*PRESET),
                         help="ascent and facets: Yosinski et al. 2015's Table 1 settings (ascent's default 3: decay 1e-4, "
                         "blur 1.0 every 4; facets' default: Nguyen et al. 2016's total variation 3e-4 and jitter 8)")

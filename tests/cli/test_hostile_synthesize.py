@@ -28,7 +28,8 @@ def base_recipe(tmp_path_factory) -> dict:
     out = folder / "base.png"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CNNVIEWER_OFFLINE", "1")
-        assert main(["synthesize", "--target-class", "1", "--steps", "2", "--size", "32", "-o", str(out)]) == 0
+        assert main(["synthesize", "--method", "ascent", "--target-class", "1", "--steps", "2", "--size", "32",
+                     "-o", str(out)]) == 0
     return json.loads(out.with_suffix(".json").read_text())
 
 

@@ -149,8 +149,8 @@ def test_synthesize_command_writes_a_recipe_that_reproduces_the_image(tmp_path, 
 
     monkeypatch.setenv("CNNVIEWER_OFFLINE", "1")
     out = tmp_path / "flamingo.png"
-    assert main(["synthesize", "--target-class", "130", "--steps", "12", "--size", "96", "--seed", "5",
-                 "-o", str(out)]) == 0
+    assert main(["synthesize", "--method", "ascent", "--target-class", "130", "--steps", "12", "--size", "96",
+                 "--seed", "5", "-o", str(out)]) == 0
     recipe = json.loads(out.with_suffix(".json").read_text())
     assert recipe["settings"]["decay"] == 0.0001 and recipe["settings"]["steps"] == 12 and recipe["seed"] == 5
     assert recipe["model"] == "mobilenet_v2" and len(recipe["weights_sha256"]) == 64 and recipe["cnnviewer"]
@@ -160,6 +160,18 @@ def test_synthesize_command_writes_a_recipe_that_reproduces_the_image(tmp_path, 
     capsys.readouterr()
     assert main(["synthesize", "--layer", "features.3", "-o", str(tmp_path / "x.png")]) == 2   # no channel
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_synthesize_defaults_to_fourier_as_the_panel_does(tmp_path, monkeypatch):
+    """Trial row 5: the default makes recognisable images (Fourier with transforms), in the CLI too."""
+    import json
+
+    from cnnviewer.cli import main
+    monkeypatch.setenv("CNNVIEWER_OFFLINE", "1")
+    out = tmp_path / "flamingo.png"
+    assert main(["synthesize", "--target-class", "130", "--steps", "2", "--size", "64", "-o", str(out)]) == 0
+    recipe = json.loads(out.with_suffix(".json").read_text())
+    assert recipe["method"] == "fourier" and recipe["settings"]["transforms"] is True
 
 
 def test_facets_start_from_each_group_and_all_rise_together(model, tmp_path, monkeypatch, capsys):
