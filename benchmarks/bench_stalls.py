@@ -159,7 +159,13 @@ def idle(window) -> bool:
 
 def settle(window) -> None:
     """Wait until the follow-up work (other panels' jobs, their drawing) is over too."""
-    wait_until(lambda: idle(window), hold_s=0.15)
+    from cnnviewer.ui.main_thread import Dispatcher
+    try:
+        wait_until(lambda: idle(window), hold_s=0.15)
+    except TimeoutError as error:    # say what kept it busy (seen once under load in CI, not reproduced)
+        runner = window.jobs.runner
+        raise TimeoutError(f"{error}: job running {runner.running()!r}, busy {runner.is_busy()}, "
+                           f"{Dispatcher.shared()._calls.qsize()} GUI calls queued") from None
 
 
 def forward_drawn(window, model: str | None = None) -> Callable[[], bool]:
