@@ -44,8 +44,11 @@ def save_job(path: str, panel):
         nonlocal source
         if start is not None and source is None:    # a sample or camera frame: kept beside the result
             from PIL import Image
+
+            from cnnviewer.engine.media.files import atomic_output
             source = str(Path(path).with_suffix(".start.png"))
-            Image.fromarray(np.ascontiguousarray(start[..., :3])).save(source)
+            with atomic_output(source) as temporary:    # never a truncated start picture the recipe names
+                Image.fromarray(np.ascontiguousarray(start[..., :3])).save(temporary, format="PNG")
         recipe = record(method, target, engine.settings, model, weights_digest(model), engine, source, style_path)
         if index is not None:     # what `cnnviewer synthesize --from` needs to find the same facets
             recipe.update(folder=str(index.folder), **extras, objectives=[float(v) for v in engine.objective()])
