@@ -332,3 +332,14 @@ def test_huge_images_get_a_small_preview(tmp_path) -> None:
     assert image.pixels.shape == (1500, 3000, 3)
     assert image.preview.shape == (PREVIEW_SIDE // 2, PREVIEW_SIDE, 3)
     assert image.preview[0, 0].tolist() == [10, 200, 30]
+
+
+@pytest.mark.parametrize("name", images.SAMPLE_NAMES)
+def test_sample_read_from_the_wheel_equals_skimage_data(name: str) -> None:
+    """The launch decodes the sample straight from scikit-image's data folder (no skimage.io
+    import); it must be exactly the picture `skimage.data` gives."""
+    from skimage import data
+
+    assert images.sample_file(name) is not None
+    expected = images.from_array(getattr(data, name)(), f"sample:{name}")
+    np.testing.assert_array_equal(sample_image(name).pixels, expected.pixels)
