@@ -58,7 +58,11 @@ error_message = describe   # one line for the status bar
 class JobRunner:
     """A single worker thread with keyed, latest-wins, cancellable jobs."""
 
-    def __init__(self, torch_threads: int | None = 1) -> None:
+    def __init__(self, torch_threads: int | None = 1, start: bool = True) -> None:
+        """`start=False`: the thread waits for `start()` before it imports torch. The app starts it
+        once the window's visible panels are built: torch's import and the GUI thread's work share
+        one GIL, and run side by side each was slowed far more than run one after the other."""
+        self._go = threading.Event()
         self._lock = threading.Condition()
         self._pending: OrderedDict[str, _Job] = OrderedDict()
         self._generations: dict[str, int] = {}
@@ -69,12 +73,18 @@ class JobRunner:
         self._torch_threads = torch_threads
         self._thread = threading.Thread(target=self._loop, name="cnnviewer-jobs", daemon=True)
         self._thread.start()
+        if start:
+            self._go.set()
+
+    def start(self) -> None:
+        """Let the thread import torch and run the jobs submitted so far (see __init__)."""
+        self._go.set()
 
     def submit(self, key: str, work: Callable[[JobContext], Any], *,
                on_done: Callable[[Any], None] | None = None,
                on_error: Callable[[str], None] | None = None,
                on_progress: Callable[[float, str], None] | None = None,
-               detach_on_cancel: bool = False) -> int:
+               detach_on_cancel: bool = False, first: bool = False) -> int:
         """Queue `work(context)`; supersedes any earlier job with the same key.
 
         `detach_on_cancel` is for work that builds new objects and touches no
@@ -82,6 +92,9 @@ class JobRunner:
         abandons the moment it is cancelled, so a load stuck in a step that
         cannot check the flag (building a big model, reading a file) never
         holds the other panels' work up. Its late result is discarded.
+
+        `first`: run it before the jobs already waiting (the forward pass every panel draws from:
+        at launch it no longer waits for the Filters panel's grid).
 
         Returns:
             The job's generation, for `is_current` checks after a thread hop.
@@ -95,6 +108,8 @@ class JobRunner:
             job = _Job(key, generation, work, on_done, on_error, on_progress, JobContext(),
                        detach_on_cancel)
             self._pending[key] = job
+            if first:
+                self._pending.move_to_end(key, last=False)
             self._lock.notify()
             return generation
 
@@ -146,6 +161,7 @@ class JobRunner:
                 self._running.context.cancel.set()
             self._lock.notify_all()
             side = list(self._side_threads)
+        self._go.set()   # a thread still held back wakes only to end
         deadline = time.monotonic() + timeout
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
@@ -158,7 +174,8 @@ class JobRunner:
             return self._generations.get(job.key) == job.generation and not self._closed
 
     def _loop(self) -> None:
-        if self._torch_threads:
+        self._go.wait()
+        if self._torch_threads and not self._closed:
             import torch  # the worker imports torch, not the UI thread
             torch.set_num_threads(self._torch_threads)
         while True:

@@ -77,7 +77,7 @@ def set_identity(app) -> None:
     """
     app.setApplicationName("cnnviewer")
     app.setOrganizationName("cnnviewer")
-    app.setApplicationVersion(application_version())
+    # The version is read from the installed metadata once the window shows (importlib.metadata: 30-50 ms).
     app.setDesktopFileName("cnnviewer")   # Wayland app_id / X11 hints: matches cnnviewer.desktop
     app.setWindowIcon(app_icon())
 
@@ -89,7 +89,8 @@ def start_window(args: argparse.Namespace, settings, started: float):
     remembered weights from an earlier run are loaded as untrusted, so a
     pickle among them is only ever loaded after the trust dialog.
     """
-    import pyqtgraph as pg
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
 
     from cnnviewer.engine.jobs import JobRunner
     from cnnviewer.engine.runtime.memory import keep_freed_memory
@@ -100,13 +101,21 @@ def start_window(args: argparse.Namespace, settings, started: float):
 
     torch_at_show = "torch" in sys.modules
     keep_freed_memory()
-    pg.setConfigOptions(imageAxisOrder="row-major", antialias=True)
     session = Session()
-    jobs = UiJobs(JobRunner(torch_threads=1))
+    jobs = UiJobs(JobRunner(torch_threads=1, start=False))   # torch is imported once the panels on screen exist
     controller = Controller(session, jobs, device=args.device, precision=args.precision)
     window = MainWindow(session, jobs, controller, settings)
     window.show()
     shown, shown_epoch = time.perf_counter() - started, time.time()
+
+    def build_then_start() -> None:
+        """The panels on screen are built first, then the job thread imports torch: one after the
+        other they take less time than side by side (they share one GIL; see JobRunner)."""
+        window.panel_docks.build_shown()
+        jobs.runner.start()
+        QApplication.instance().setApplicationVersion(application_version())
+
+    QTimer.singleShot(0, build_then_start)
 
     first = {"done": False}
 

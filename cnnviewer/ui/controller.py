@@ -241,7 +241,7 @@ class Controller(QObject):
             return workbench().forward(model, image)
 
         self.jobs.submit("forward", work, on_done=self._on_forward_ready,
-                         on_error=self._on_forward_failed, label="Running the model")
+                         on_error=self._on_forward_failed, label="Running the model", first=True)
 
     def _on_forward_failed(self, text: str) -> None:
         self.message.emit(text)

@@ -13,12 +13,13 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QToolButton, QWidget
 
-from cnnviewer.engine.dataset.index import folder_images
 
 
 def nested_images(folder: Path) -> list[Path]:
     """The images under `folder`'s subfolders too, as the index lists them; none when it cannot be listed."""
     try:
+        from cnnviewer.engine.dataset.index import folder_images   # numpy: not before the window shows
+
         return folder_images(folder)
     except Exception:   # noqa: BLE001 - IndexError_ (vanished, unlistable)
         return []
@@ -70,6 +71,8 @@ class FolderBrowser(QWidget):
         """Browse the folder's images from `start`: with its subfolders, as the index lists them
         (`images`, the caller's top-level list, when the folder cannot be listed so)."""
         try:
+            from cnnviewer.engine.dataset.index import folder_images
+
             listed = folder_images(folder)
         except Exception:   # noqa: BLE001 - IndexError_ (vanished, unlistable): the caller's list
             listed = list(images)

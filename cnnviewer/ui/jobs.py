@@ -61,10 +61,10 @@ class UiJobs(QObject):
     def submit(self, key: str, work: Callable[[JobContext], Any], *,
                on_done: Callable[[Any], None] | None = None,
                on_error: Callable[[str], None] | None = None,
-               label: str = "", detach_on_cancel: bool = False) -> None:
+               label: str = "", detach_on_cancel: bool = False, first: bool = False) -> None:
         """Run `work` on the job thread; the latest submission per key wins.
 
-        `detach_on_cancel`: see JobRunner.submit (loads that must not hold the thread).
+        `detach_on_cancel`, `first`: see JobRunner.submit.
         """
         generation_box: list[int] = []
 
@@ -95,7 +95,7 @@ class UiJobs(QObject):
         def start() -> None:
             generation_box.append(self.runner.submit(
                 key, work, on_done=wrap(done), on_error=wrap(error), on_progress=wrap(progress),
-                detach_on_cancel=detach_on_cancel))
+                detach_on_cancel=detach_on_cancel, first=first))
 
         if self._holds:             # the latest per key wins here too
             self._drop_held(key)

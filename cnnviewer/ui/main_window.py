@@ -16,8 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cnnviewer.engine.media.images import IMAGE_SUFFIXES, image_files
-from cnnviewer.engine.media.sources import VIDEO_SUFFIXES
+from cnnviewer.engine.media.kinds import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.types import WEIGHT_SUFFIXES
 from cnnviewer.ui import file_dialogs
@@ -27,6 +26,7 @@ from cnnviewer.ui.drops import DropFilter
 from cnnviewer.ui.folder_browser import FolderBrowser, nested_images
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.message_log import MessageLog, MessageLogDialog
+from cnnviewer.ui.panel_docks import PanelDocks
 from cnnviewer.ui.panel_messages import log_panel_messages
 from cnnviewer.ui.panels.registry import build_panel
 from cnnviewer.ui.shutdown import stop_everything
@@ -47,12 +47,27 @@ from cnnviewer.ui.window_state import bring_floating_docks_forward, fit_to_scree
 
 BUSY_WIDTH = 260   # px of the busy field: the status message on its left stays readable
 CANCELLABLE = ("model", "image", "gradients", "compare_model")   # loads, downloads, occlusion; not a forward pass
+LEFT, RIGHT = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
+DOCKS = (("predictions", "Input && predictions", LEFT), ("feature_maps", "Feature maps", RIGHT),
+         ("filters", "Filters", LEFT), ("model_summary", "Model summary", RIGHT),
+         ("receptive_field", "Receptive field", RIGHT), ("architecture", "Architecture", RIGHT),
+         ("gradients", "Gradients", RIGHT), ("live_detection", "Live detection", RIGHT), ("compare", "Compare", RIGHT),
+         ("dataset", "Dataset", RIGHT), ("synthesis", "Synthesis", RIGHT))
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
 WEIGHTS_FILTER = "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ");;All files (*)"
 
 
+def _panel(key: str) -> property:
+    return property(lambda window: window.panel_docks.panel(key), doc=f"The {key} panel (built on first use).")
+
+
 class MainWindow(QMainWindow):
     """Docked panels looking at one session."""
+
+    predictions, feature_maps, filters = _panel("predictions"), _panel("feature_maps"), _panel("filters")
+    model_summary, receptive_field = _panel("model_summary"), _panel("receptive_field")
+    architecture, gradients, live_detection = _panel("architecture"), _panel("gradients"), _panel("live_detection")
+    compare, dataset, synthesis = _panel("compare"), _panel("dataset"), _panel("synthesis")
 
     def __init__(self, session: Session, jobs: UiJobs, controller: Controller,
                  settings: QSettings | None = None) -> None:
@@ -64,42 +79,22 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.setDockNestingEnabled(True)
 
-        self.predictions = build_panel("predictions", session, jobs, controller)
-        self.feature_maps = build_panel("feature-maps", session, jobs, controller)
-        self.filters = build_panel("filters", session, jobs, controller)
-        self.model_summary = build_panel("model-summary", session, jobs, controller)
-        self.receptive_field = build_panel("receptive-field", session, jobs, controller)
-        self.architecture = build_panel("architecture", session, jobs, controller)
-        self.gradients = build_panel("gradients", session, jobs, controller)
-        self.live_detection = build_panel("live-detection", session, jobs, controller)
-        self.compare = build_panel("compare", session, jobs, controller)
-        self.dataset = build_panel("dataset", session, jobs, controller)
-        self.synthesis = build_panel("synthesis", session, jobs, controller)
-        self.synthesis.dataset_index = lambda: self.dataset.index   # facets come from the Dataset panel's folder
-        self.docks: dict[str, QDockWidget] = {}
-        self._add_dock("predictions", "Input && predictions", self.predictions, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._add_dock("feature_maps", "Feature maps", self.feature_maps, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._add_dock("filters", "Filters", self.filters, Qt.DockWidgetArea.LeftDockWidgetArea)
-        for key, title, panel in (("model_summary", "Model summary", self.model_summary),
-                                  ("receptive_field", "Receptive field", self.receptive_field),
-                                  ("architecture", "Architecture", self.architecture),
-                                  ("gradients", "Gradients", self.gradients),
-                                  ("live_detection", "Live detection", self.live_detection),
-                                  ("compare", "Compare", self.compare), ("dataset", "Dataset", self.dataset),
-                                  ("synthesis", "Synthesis", self.synthesis)):
-            self._add_dock(key, title, panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.messages = MessageLog()
+        self.panel_docks = PanelDocks(self, session, lambda key: build_panel(key.replace("_", "-"), session, jobs,
+                                                                             controller), self._on_panel_built)
+        self.docks: dict[str, QDockWidget] = self.panel_docks.docks
+        for key, title, area in DOCKS:
+            self.panel_docks.add(key, title, area)
         tabify(self, self.docks)
         self.setCentralWidget(None)
         apply_proportions(self, self.docks)
         self._full_tab_titles = FullTabTitles(self)
         self._default_state = self.saveState()
-        self.messages = MessageLog()
-        log_panel_messages(self, self.messages.add)   # what panels say is kept in View > Messages too
         self.folder_browser = FolderBrowser(self.open_image, self)
         self._build_status_bar()
         build_menus(self)
-        self._drop_filter = DropFilter(self, self.docks, {"live": self.live_detection, "compare": self.compare,
-                                                          "dataset": self.dataset}, self.open_paths)
+        targets = {"live": self.docks["live_detection"], "compare": self.docks["compare"], "dataset": self.docks["dataset"]}
+        self._drop_filter = DropFilter(self, self.docks, targets, self.open_paths)
 
         session.forward_changed.connect(self._on_forward_changed)
         session.forward_failed.connect(self._on_forward_failed)
@@ -114,16 +109,11 @@ class MainWindow(QMainWindow):
         self.restore_settings()
 
     # ---------------------------------------------------------------- building
-    def _add_dock(self, key: str, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
-        dock = QDockWidget(title, self)
-        dock.setObjectName(f"dock_{key}")
-        dock.setWidget(widget)
-        dock.setAcceptDrops(True)
-        refresh = getattr(widget, "refresh", None)
-        if refresh is not None:   # panels compute only while on screen; catch up when their tab is raised
-            dock.visibilityChanged.connect(lambda visible: visible and refresh())
-        self.addDockWidget(area, dock)
-        self.docks[key] = dock
+    def _on_panel_built(self, key: str, panel: QWidget) -> None:
+        """A panel was just built (first shown or first asked for): wire it to the rest of the window."""
+        log_panel_messages(key, panel, self.messages.add)   # what panels say is kept in View > Messages too
+        if key == "synthesis":   # facets come from the Dataset panel's folder (none until it was opened)
+            panel.dataset_index = lambda: getattr(self.panel_docks.built("dataset"), "index", None)
 
     def _build_status_bar(self) -> None:
         bar = self.statusBar()

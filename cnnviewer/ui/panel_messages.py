@@ -29,15 +29,15 @@ def plain(text: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", "", text)).split())
 
 
-def log_panel_messages(window: Any, log: Callable[[str], None]) -> None:
-    """Send the watched labels' and notes' new texts to `log`, prefixed with the panel's name."""
+def log_panel_messages(name: str, panel: Any, log: Callable[[str], None]) -> None:
+    """Send the watched labels' and notes' new texts of panel `name` (the window's attribute for
+    it) to `log`, prefixed with the panel's title. Called as each panel is built."""
     for panel_name, attribute, title in WATCHED_LABELS:
-        label = getattr(getattr(window, panel_name, None), attribute, None)
+        label = getattr(panel, attribute, None) if panel_name == name else None
         if isinstance(label, QLabel):
             label.setText = _forwarding(label.setText, title, log)
     for panel_name, attribute, title in WATCHED_NOTES:
-        panel = getattr(window, panel_name, None)
-        if callable(getattr(panel, attribute, None)):
+        if panel_name == name and callable(getattr(panel, attribute, None)):
             setattr(panel, attribute, _forwarding(getattr(panel, attribute), title, log))
 
 

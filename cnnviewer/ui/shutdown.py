@@ -18,10 +18,13 @@ log = logging.getLogger(__name__)
 
 def stop_everything(window: Any, timeout: float = 15.0) -> bool:
     """Stop live video, detection, indexing, synthesis and loads; True if all stopped in time."""
-    window.live_detection.shutdown()
-    dataset = window.dataset
+    live = window.panel_docks.built("live_detection")   # a panel never shown has nothing running
+    if live is not None:
+        live.shutdown()
+    dataset = window.panel_docks.built("dataset")
     build = getattr(dataset, "_build", None)   # an index build in progress (the panel's own handle)
-    dataset._build = None
+    if dataset is not None:
+        dataset._build = None
 
     def stop_build() -> None:
         if build is not None:

@@ -252,10 +252,11 @@ def test_all_side_by_side_does_not_shrink_the_left_column(qtbot, settings):
     (it asked for 961 px and took the left column from 637 to 313 px)."""
     window = make_window(qtbot, settings)
     window.resize(790, 700)   # the offscreen screen is 800 wide
+    window.docks["gradients"].raise_()
+    gradients = window.gradients   # built on first show; its own minimum width is met from then on
     qtbot.wait(200)           # the first-launch proportions are applied once shown
     left = window.docks["predictions"].width()
-    window.docks["gradients"].raise_()
-    window.gradients.method.setCurrentText("all, side by side")
+    gradients.method.setCurrentText("all, side by side")
     qtbot.wait(100)
     assert abs(window.docks["predictions"].width() - left) <= 4
     assert window.gradients.minimumSizeHint().width() < 700

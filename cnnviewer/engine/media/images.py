@@ -16,10 +16,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cnnviewer.engine.errors import ImageError, first_line
 from cnnviewer.engine.media.files import regular_file
+from cnnviewer.engine.media.kinds import IMAGE_SUFFIXES, image_files  # noqa: F401 - named here too
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
-)
 # Larger images are shrunk on load: nothing downstream needs more pixels than
 # this, and a 100-megapixel photo would otherwise cost seconds per resize.
 MAX_SIDE = 4096
@@ -30,11 +28,6 @@ PREVIEW_SIDE = 1280
 MAX_PIXELS = 120_000_000
 
 SAMPLE_NAMES = ("chelsea", "astronaut", "coffee", "rocket")
-
-
-def image_files(folder: str | Path) -> list[Path]:
-    """The image files directly inside `folder`, sorted by name (what a folder source plays)."""
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 @dataclass(frozen=True, eq=False)

@@ -19,8 +19,8 @@ import numpy as np
 from cnnviewer.engine.errors import ImageError, first_line
 from cnnviewer.engine.media.files import regular_file
 from cnnviewer.engine.media.images import IMAGE_SUFFIXES, image_files, load_image
+from cnnviewer.engine.media.kinds import VIDEO_SUFFIXES
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".gif")
 
 
 @dataclass(frozen=True, eq=False)
