@@ -176,7 +176,10 @@ class JobRunner:
     def _loop(self) -> None:
         self._go.wait()
         if self._torch_threads and not self._closed:
-            import torch  # the worker imports torch, not the UI thread
+            from cnnviewer.engine.runtime.startup import import_torch
+
+            import_torch()   # the worker imports torch, not the UI thread (and quickly: see startup.py)
+            import torch
             torch.set_num_threads(self._torch_threads)
         while True:
             with self._lock:

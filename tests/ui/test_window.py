@@ -328,3 +328,33 @@ def test_save_dialogs_do_not_open_in_the_folder_just_opened(qtbot, settings, tmp
     assert asked[1] == str(saves / "again.png")            # the last save folder, next time
     window.close()
     assert settings.value("last_save_folder") == str(saves)
+
+
+def test_reset_layout_brings_back_the_first_launch_proportions(qtbot, settings):
+    """Trial row 19: after the columns were dragged (or pushed by a wide panel), View > Reset layout
+    gives the input column its first-launch share of the width and height again, docks back in place."""
+    from PySide6.QtCore import Qt
+
+    from cnnviewer.ui.window_layout import LEFT_SHARE, TOP_LEFT_SHARE
+    window = make_window(qtbot, settings)
+    window.resize(780, 640)
+    qtbot.wait(200)
+    docks = window.docks
+
+    def shares() -> tuple[float, float]:
+        left, right, lower = docks["predictions"], docks["feature_maps"], docks["filters"]
+        return (left.width() / (left.width() + right.width()), left.height() / (left.height() + lower.height()))
+
+    first = shares()   # LEFT_SHARE, TOP_LEFT_SHARE where the panels' minimum widths allow (not at 780 px)
+    assert first[0] <= LEFT_SHARE + 0.02 and abs(first[1] - TOP_LEFT_SHARE) < 0.05
+    window.resizeDocks([docks["predictions"], docks["feature_maps"]], [150, 600], Qt.Orientation.Horizontal)
+    window.resizeDocks([docks["predictions"], docks["filters"]], [450, 100], Qt.Orientation.Vertical)
+    docks["gradients"].setFloating(True)
+    docks["filters"].hide()
+    qtbot.wait(50)
+    assert abs(shares()[0] - first[0]) > 0.03 and abs(shares()[1] - first[1]) > 0.1
+    window.reset_layout()
+    qtbot.waitUntil(lambda: abs(shares()[0] - first[0]) < 0.012 and abs(shares()[1] - first[1]) < 0.03, timeout=3000)
+    assert not docks["gradients"].isFloating() and docks["filters"].isVisible()
+    assert docks["gradients"] in window.tabifiedDockWidgets(docks["feature_maps"])
+    window.close()
