@@ -168,6 +168,10 @@ def test_index_top_and_neighbours_commands(photo_folder, tmp_path, capsys, monke
     assert main(["index", str(photo_folder), "--layers", "features.10", "classifier.0", LOGITS]) == 0
     out, err = capsys.readouterr()
     assert "14 images indexed (17 read, 0 unchanged), 3 skipped" in out and err.count("skipped:") == 3
+    assert main(["index", str(photo_folder)]) == 0                    # again: up to date, no old statistics
+    again = capsys.readouterr().out
+    assert "up to date, nothing read again (14 images indexed, 3 skipped; 3 layers)" in again
+    assert " read," not in again and "images/s" not in again and " s;" not in again
     assert main(["top", str(photo_folder), "--class", "285", "-k", "2", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert [Path(hit["path"]).name for hit in hits][0] in ("chelsea.jpg", "chelsea_flip.png", "chelsea_crop.jpg")
