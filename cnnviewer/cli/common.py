@@ -138,17 +138,29 @@ def one_line_warnings() -> None:
 
 def _one_line_log_warnings() -> None:
     """The engine's logged warnings as `cnnviewer: warning: ...` lines too: without a handler,
-    logging's last resort printed the bare message."""
+    logging's last resort printed the bare message. Each line once per command: `compare` of two
+    models of one architecture logged 'traced copy of MobileNetV2 … using hooks' for each."""
     import logging
 
     class OneLine(logging.Handler):
+        def __init__(self, level: int) -> None:
+            super().__init__(level)
+            self.printed: set[str] = set()
+
         def emit(self, record: logging.LogRecord) -> None:
-            stderr_progress.done()
             text = record.getMessage().strip().splitlines()
-            print(f"cnnviewer: warning: {text[0] if text else record.levelname.lower()}", file=sys.stderr)
+            line = f"cnnviewer: warning: {text[0] if text else record.levelname.lower()}"
+            if line in self.printed:
+                return
+            self.printed.add(line)
+            stderr_progress.done()
+            print(line, file=sys.stderr)
 
     logger = logging.getLogger("cnnviewer")
-    if not any(getattr(handler, "one_line", False) for handler in logger.handlers):
-        handler = OneLine(logging.WARNING)
-        handler.one_line = True
-        logger.addHandler(handler)
+    for handler in logger.handlers:
+        if getattr(handler, "one_line", False):
+            handler.printed.clear()          # a new command (main() run again in one process): say it again
+            return
+    handler = OneLine(logging.WARNING)
+    handler.one_line = True
+    logger.addHandler(handler)

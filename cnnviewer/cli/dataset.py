@@ -61,7 +61,15 @@ def neighbours_parser() -> argparse.ArgumentParser:
 def _open(args: argparse.Namespace, layers=None, need_images: bool = True):
     """The model and the folder's index (built or updated first, with a progress bar). Under torchrun
     every process runs this; each takes its shard, rank 0 merges and alone draws the progress bar."""
+    model, index, _updated = _open_updated(args, layers, need_images)
+    return model, index
+
+
+def _open_updated(args: argparse.Namespace, layers=None, need_images: bool = True):
+    """`_open`, and whether this run changed the index (False: it was up to date, nothing was read,
+    and its manifest's read/seconds are those of the run that built it)."""
     from cnnviewer.cli.common import load_model_and_image, stderr_progress
+    from cnnviewer.engine.dataset.store import current_generation
     from cnnviewer.engine.dataset.build import build_index
     from cnnviewer.engine.dataset.index import default_directory, recorded_layers
     from cnnviewer.engine.dataset.progress import RateMeter
@@ -82,6 +90,7 @@ def _open(args: argparse.Namespace, layers=None, need_images: bool = True):
         layers = recorded_layers(directory)
     meter = RateMeter()
     show = world is None or world[0] == 0
+    before = current_generation(directory)   # a build that changes anything publishes a new generation
     try:
         index = build_index(args.folder, model, directory, layers=layers, batch_size=args.batch_size,
                             workers=args.workers,
@@ -92,7 +101,7 @@ def _open(args: argparse.Namespace, layers=None, need_images: bool = True):
         count = len(index.skipped)
         raise UsageError(f"no readable image under {args.folder} ({count} file{'s' * (count != 1)} could not be "
                          "read; `cnnviewer index` lists why)")
-    return model, index
+    return model, index, before is None or index.directory.resolve() != before.resolve()
 
 
 def _cap_workers(args: argparse.Namespace) -> None:
@@ -112,11 +121,17 @@ def shown(path) -> str:
 def run_index(args: argparse.Namespace) -> int:
     from cnnviewer.engine.dataset.sharding import distributed_world
 
-    _model, index = _open(args, args.layers, need_images=False)
+    _model, index, updated = _open_updated(args, args.layers, need_images=False)
     world = distributed_world()
     if world is not None and world[0] != 0:
         return 0                      # rank 0 reports for all
     manifest = index.manifest
+    if not updated:                   # the manifest's read and seconds are the first build's: not this run's
+        print(f"{index.root}: up to date, nothing read again ({len(manifest['images'])} images indexed, "
+              f"{len(manifest['skipped'])} skipped; {len(manifest['layers'])} layers)")
+        for row in manifest["skipped"]:
+            print(f"  skipped: {shown(row['reason'])}", file=sys.stderr)
+        return 0
     read = manifest["read"]
     speed = f", {read / manifest['seconds']:.1f} images/s" if read and manifest["seconds"] else ""
     print(f"{index.root}: {len(manifest['images'])} images indexed ({read} read, "

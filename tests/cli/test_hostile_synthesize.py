@@ -161,6 +161,31 @@ def test_compare_warnings_are_one_line_each(tmp_path, capsys, monkeypatch):
                                        "using hooks\n")
 
 
+def test_compare_of_two_nan_weight_files_warns_of_the_traced_copy_once(tmp_path, capsys, monkeypatch):
+    """Two weight files of one architecture whose outputs are NaN (a BN running_var negated): both
+    traced copies 'disagree' with their model, and the line was printed once per side. Once now; the
+    next command says it again."""
+    import torch
+
+    from cnnviewer.engine.models.loading import load_model
+    monkeypatch.setenv("CNNVIEWER_OFFLINE", "1")
+    photo = tmp_path / "coffee.png"
+    from PIL import Image
+    Image.fromarray(data.coffee()).save(photo)
+    state = load_model("mobilenet_v2").module.state_dict()
+    state["features.5.conv.1.1.running_var"] = -state["features.5.conv.1.1.running_var"]
+    for name in ("a.pth", "b.pth"):
+        torch.save(state, tmp_path / name)
+    argv = ["compare", str(photo), "--model", "mobilenet_v2", "--weights", str(tmp_path / "a.pth"),
+            "--weights", str(tmp_path / "b.pth")]
+    for _run in range(2):
+        capsys.readouterr()
+        assert main(argv) == 0
+        error = capsys.readouterr().err
+        assert error.count("traced copy of MobileNetV2 computes something else; using hooks") == 1, error
+        assert "model A (mobilenet_v2) produces NaN" in error and "model B (mobilenet_v2) produces NaN" in error
+
+
 def test_compare_refuses_the_same_side_twice_and_an_untrusted_pickle(tmp_path, capsys, monkeypatch):
     import torch
 

@@ -168,6 +168,10 @@ def test_index_top_and_neighbours_commands(photo_folder, tmp_path, capsys, monke
     assert main(["index", str(photo_folder), "--layers", "features.10", "classifier.0", LOGITS]) == 0
     out, err = capsys.readouterr()
     assert "14 images indexed (17 read, 0 unchanged), 3 skipped" in out and err.count("skipped:") == 3
+    assert main(["index", str(photo_folder)]) == 0                    # again: up to date, no old statistics
+    again = capsys.readouterr().out
+    assert "up to date, nothing read again (14 images indexed, 3 skipped; 3 layers)" in again
+    assert " read," not in again and "images/s" not in again and " s;" not in again
     assert main(["top", str(photo_folder), "--class", "285", "-k", "2", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert [Path(hit["path"]).name for hit in hits][0] in ("chelsea.jpg", "chelsea_flip.png", "chelsea_crop.jpg")
@@ -238,7 +242,8 @@ def test_a_cancelled_build_resumes_where_it_stopped(photo_folder, tmp_path, monk
     and the result equals a fresh index, value for value."""
     import threading
 
-    from cnnviewer.engine.dataset.build import IndexBuild
+    from cnnviewer.engine.dataset.build import RESUME, STAGING, IndexBuild
+    from cnnviewer.engine.dataset.partial import CHECKPOINTS, is_partial, open_checkpoint, paused_note
     from cnnviewer.engine.errors import Cancelled
 
     model = load_model("mobilenet_v2")
@@ -249,8 +254,13 @@ def test_a_cancelled_build_resumes_where_it_stopped(photo_folder, tmp_path, monk
         first.run(cancel=cancel, progress=lambda done, total: done >= 8 and cancel.set())
     assert (tmp_path / "index" / ".building" / "manifest.json").is_file()
     assert not (tmp_path / "index" / "current").exists()            # no half index is ever opened
+    paused = open_checkpoint(tmp_path / "index")                     # but the paused rows can be browsed
+    assert paused is not None and paused.directory.name == ".building" and is_partial(paused)
+    assert 0 < len(paused.rows) <= 8 and max(paused.rows) < 8
+    assert paused_note(paused) == f"paused: 8 of {len(folder_images(photo_folder))} indexed; Resume to finish"
     read = count_reads(monkeypatch)
     second = IndexBuild(photo_folder, model, tmp_path / "index", layers=layers, batch_size=4)
+    assert open_checkpoint(tmp_path / "index").directory.name == ".resume"   # planned from: moved, still read
     assert second.done == 8 and not second.run(seconds=0.0)      # a slice: one batch, then back
     while not second.run(seconds=0.0):
         pass
@@ -264,7 +274,13 @@ def test_a_cancelled_build_resumes_where_it_stopped(photo_folder, tmp_path, monk
     np.testing.assert_array_equal(resumed.thumbnails(resumed.valid_rows), fresh.thumbnails(fresh.valid_rows))
     assert resumed.manifest["images"] == fresh.manifest["images"] and resumed.skipped == fresh.skipped
     assert not (tmp_path / "index" / ".building").exists() and not (tmp_path / "index" / ".resume").exists()
+    assert open_checkpoint(tmp_path / "index") is None and not is_partial(resumed) and paused_note(resumed) == ""
+    for channel in (0, 5, 17):           # the paused rows' top images: the finished index's, among those rows
+        best = [hit.row for hit in paused.top("features.10", channel, 3)]
+        among = sorted(paused.rows, key=lambda row: (-fresh.array("features.10", "max")[row, channel], row))[:3]
+        assert best == among
     assert not has_hooks(model.module) and not model.module.training
+    assert CHECKPOINTS == (STAGING, RESUME)                           # the folders builder.py writes
 
 
 def test_torchrun_shards_equal_the_single_process_index(photo_folder, tmp_path):

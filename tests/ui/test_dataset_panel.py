@@ -155,12 +155,38 @@ def test_cancel_then_resume_and_reopen_without_reading_again(window, qtbot, tmp_
     qtbot.waitUntil(lambda: panel.progress.isVisible() and panel.progress.value() > 0, timeout=60000)
     panel.cancel_button.click()
     assert "cancelling" in panel.folder_label.text() and not panel.cancel_button.isEnabled()   # said at once
+    assert "left" not in panel.folder_label.text() and panel.progress.format() == "Cancelling…"  # no stale ETA
     qtbot.waitUntil(lambda: "paused at" in panel.folder_label.text(), timeout=30000)
-    assert panel.index is None and panel.index_button.text() == "Resume"
-    assert "Resume finishes it" in panel.top_tab.unit.text()             # why Top images is empty
+    assert panel.index_button.text() == "Resume"
+    partial = panel.index                                              # Cancel kept what was done: browsable
+    assert partial is not None and partial.manifest["complete"] is False and partial.directory.name == ".building"
+    done = len(partial.rows) + len(partial.skipped)
+    assert 0 < len(partial.rows) < 40 and f"paused at {done} of 41" in panel.folder_label.text()
+    window.session.select(layer="features.10", channel=7)
+    grid = panel.top_tab.images
+    qtbot.waitUntil(lambda: grid.count() == min(9, len(partial.rows)), timeout=30000)
+    assert grid.rows() == [hit.row for hit in partial.top("features.10", 7, 9)]
+    assert set(grid.rows()) <= set(partial.rows)                      # only rows computed before the cancel
+    assert f"paused: {done} of 41 indexed; Resume to finish" in panel.top_tab.unit.text()
+    panel.tabs.setCurrentWidget(panel.neighbours_tab)                 # the input's neighbours among them
+    qtbot.waitUntil(lambda: panel.neighbours_tab.grid.count() == min(9, len(partial.rows)), timeout=30000)
+    assert set(panel.neighbours_tab.grid.rows()) <= set(partial.rows)
+    assert "Resume to finish" in panel.neighbours_tab.info.text()
+    panel.tabs.setCurrentWidget(panel.map_tab)                         # and a map of them
+    panel.map_tab.compute_button.click()
+    qtbot.waitUntil(lambda: panel.map_tab.result is not None, timeout=60000)
+    assert list(panel.map_tab.result[0].rows) == sorted(partial.rows)
+    assert "Resume to finish" in panel.map_tab.info.text()
+    panel.tabs.setCurrentWidget(panel.top_tab)
+    panel.open_folder(folder, start=False)                             # days later, still paused: shown again
+    qtbot.waitUntil(lambda: panel.index is not None, timeout=30000)
+    assert panel.index.directory.name == ".resume" and sorted(panel.index.rows) == sorted(partial.rows)
+    assert panel.index_button.text() == "Resume" and panel.index_button.isVisible()
+    qtbot.waitUntil(lambda: "Resume to finish" in panel.top_tab.unit.text(), timeout=30000)
     panel.index_button.click()
-    qtbot.waitUntil(lambda: panel.index is not None, timeout=120000)
+    qtbot.waitUntil(lambda: panel.index is not None and panel.index.manifest["complete"], timeout=120000)
     assert 0 < panel.index.manifest["reused"] < 40 and len(panel.index.rows) == 40
+    qtbot.waitUntil(lambda: grid.count() == 9 and "paused" not in panel.top_tab.unit.text(), timeout=30000)
     panel.open_folder(folder)                                          # days later: found, nothing read
     qtbot.waitUntil(lambda: panel.index is not None, timeout=30000)
     assert "read in" not in panel.folder_label.text() and len(panel.index.rows) == 40

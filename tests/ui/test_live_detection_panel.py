@@ -33,6 +33,9 @@ def test_live_detection_on_an_image_folder(window, qtbot, tmp_path):
     assert "not a readable video" in panel.message.text() and panel.frame.name == "3.png"
     saved = panel.capture(tmp_path)
     assert saved.exists() and saved.with_suffix(".json").exists()
+    where = f"Saved {saved.name} and {saved.stem}.json in {tmp_path}"     # where they went (trial row 33)
+    assert where in panel.message.text() and where in window.statusBar().currentMessage()
+    assert [text for _at, text in window.messages.entries].count(window.statusBar().currentMessage()) == 1
     assert window.session.image.name == saved.name                   # the frame is every panel's input
 
     face = max(panel.shown, key=lambda d: d.score)                   # click a face: the panels explain it

@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
 
 from cnnviewer.engine.detection.overlay import default_score
 from cnnviewer.engine.session import Session
-from cnnviewer.engine.types import DEFAULT_MODEL
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.main_thread import Dispatcher
@@ -369,30 +368,7 @@ class LiveDetectionPanel(QWidget):
             self.capture(folder)
 
     def capture(self, folder: str | Path) -> Path | None:
-        """Save the annotated frame (PNG) and its detections (COCO-style JSON); the raw frame
-        becomes every panel's input image."""
-        if self.frame is None:
-            return None
-        from cnnviewer.engine.detection.scene import save_capture
-        from cnnviewer.engine.media.images import from_array
-        try:
-            saved = save_capture(folder, self.frame, self.shown)
-        except OSError as error:
-            self.note(f"Could not save the capture: {error}")
-            return None
-        explaining = self._explanation is not None and self._session.model is self._explanation
-        if explaining and self.selected is not None:
-            # The model scores one detection of a letterboxed frame: keep explaining that detection,
-            # on the captured frame, rather than give the wrapper a raw frame it would misread.
-            self.select_detection(self.selected, saved.name)
-            self.note(f"Saved {saved} and .json; the panels keep explaining {self.selected.label} on it.")
-            return saved
-        if explaining:   # the explained box is gone from this frame: back to the classifier, and say so
-            self._controller.load_model(self._controller.model_spec or DEFAULT_MODEL)
-            self.note(f"Saved {saved} and .json; its detection is no longer selected, so the panels go back "
-                      "to the classifier with this frame as their input.")
-        self._session.set_image(from_array(np.ascontiguousarray(self.frame.pixels), saved.name))
-        if not explaining:
-            self.note(f"Saved {saved} and .json; the frame is now every panel's input.")
-        return saved
-
+        """Save the annotated frame (PNG) and its detections (COCO-style JSON) in `folder`, say where;
+        the raw frame becomes every panel's input image (live_capture.py)."""
+        from cnnviewer.ui.panels.live_capture import capture
+        return capture(self, folder)

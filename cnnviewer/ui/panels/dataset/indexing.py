@@ -31,16 +31,20 @@ class IndexingMixin:
         def work(context):
             from cnnviewer.engine.dataset.build import IndexBuild
             from cnnviewer.engine.dataset.index import default_directory
-            return IndexBuild(folder, model, default_directory(folder, model), layers=layers,
-                              workers=workers, mp_context="spawn", batch_size=16, waiting=waiting,
-                              cancel=context.cancel)
+            from cnnviewer.engine.dataset.partial import open_checkpoint
+            build = IndexBuild(folder, model, default_directory(folder, model), layers=layers,
+                               workers=workers, mp_context="spawn", batch_size=16, waiting=waiting,
+                               cancel=context.cancel)
+            # Planning moved a paused build's checkpoint to .resume (kept only when it fits this build).
+            return build, open_checkpoint(build.directory) if plan_only and not build.finished else None
 
-        def planned(build) -> None:
+        def planned(result) -> None:
+            build, partial = result
             self._build = build
             if build.unchanged or build.finished:
                 self._finish()
             elif plan_only:
-                self._show_waiting(build)
+                self._show_waiting(build, partial)
             else:
                 self._run_slice()
 
@@ -98,7 +102,8 @@ class IndexingMixin:
             def pause(_context):
                 build.checkpoint()
                 build.close()
-                return build.done, build.total
+                from cnnviewer.engine.dataset.partial import open_checkpoint
+                return build.done, build.total, open_checkpoint(build.directory) if show_paused else None
             self._jobs.submit(f"dataset_pause_{id(build)}", pause,
                               on_done=lambda counts: show_paused and self._show_paused(*counts))
 
@@ -111,6 +116,21 @@ class IndexingMixin:
         read = f"; {read:,} read in {manifest['seconds']:.0f} s" if read else " (its index was up to date)"
         self.folder_label.setText(f"<b>{self.folder.name}/</b>: {len(index.rows):,} images indexed for "
                                   f"{manifest['model']}{read}")
+        self._show_index(index)
+
+    def _show_partial(self, partial, done: int, total: int) -> None:
+        """A paused build's rows browsable as they are (Cancel keeps what was done), said to be partial.
+        A finished index on screen (a layer being added to it) stays instead."""
+        from cnnviewer.engine.dataset.partial import is_partial
+        if partial is None or not (self.index is None or is_partial(self.index)):
+            return
+        self.index = partial
+        self._show_index(partial)
+
+    def _show_index(self, index) -> None:
+        """Point the three tabs at `index` (finished, or a paused build's rows, said so on each tab)."""
+        from cnnviewer.engine.dataset.partial import paused_note
+        self.top_tab.paused = self.neighbours_tab.paused = self.map_tab.paused = paused_note(index)
         self._show_skipped(index.skipped)
         from cnnviewer.engine.dataset.index import retrieval_layer
         layers = [name for name in index.layers if name != LOGITS]
@@ -133,25 +153,29 @@ class IndexingMixin:
         self.progress.setFormat(f"{build.done / max(build.total, 1):.0%}")
         self.folder_label.setText(f"<b>{self.folder.name}/</b>: indexing for {build.model.name} — {text}")
 
-    def _show_waiting(self, build) -> None:
+    def _show_waiting(self, build, partial=None) -> None:
         self._build = None
         self.index_button.setText("Resume" if build.done else "Index")
         self.index_button.setVisible(True)
         self.folder_label.setText(f"<b>{self.folder.name}/</b>: {build.total - build.done:,} of {build.total:,} "
                                   f"images still to index for {build.model.name}")
-        if self.index is None:
+        if partial is not None:             # a build paused days ago: its rows are browsable meanwhile
+            self._show_partial(partial, build.done, build.total)
+        elif self.index is None:
             self.top_tab.clear(f"{self.index_button.text()} to index the folder for {build.model.name}: the top "
                                "images, neighbours and map appear once the index is finished.")
         build.close()
 
-    def _show_paused(self, done: int, total: int) -> None:
+    def _show_paused(self, done: int, total: int, partial=None) -> None:
         self.progress.setVisible(False)
         self.cancel_button.setVisible(False)
         self.index_button.setText("Resume")
         self.index_button.setVisible(True)
         self.folder_label.setText(f"<b>{self.folder.name}/</b>: paused at {done:,} of {total:,} images; "
                                   "Resume goes on from there")
-        if self.index is None:             # (a layer being added keeps the finished index on screen)
+        if partial is not None:
+            self._show_partial(partial, done, total)
+        elif self.index is None:           # (a layer being added keeps the finished index on screen)
             self.clear_views(f"Indexing is paused at {done:,} of {total:,} images: the top images, neighbours "
                              "and map appear once the index is finished. Resume finishes it (nothing is read twice).")
 

@@ -42,6 +42,11 @@ def _row(*widgets, stretch_after: int | None = None) -> QHBoxLayout:
     return row
 
 
+def _noted(text: str, note: str) -> str:
+    """`text` with the note that the index is a paused build's part of the folder, when it is."""
+    return f"{text} <i>({html.escape(note)})</i>" if note else text
+
+
 class TopTab(QWidget):
     """Top-k images of the selected unit, their patches, and the unit's histogram."""
 
@@ -50,6 +55,7 @@ class TopTab(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.view = None
+        self.paused = ""            # set by the panel: 'paused: 64 of 130 indexed; …' for a checkpoint
         self.unit = QLabel("")
         self.unit.setWordWrap(True)
         self.k = _spin(9, 1, 100, "How many images (at most one entry per image)")
@@ -109,8 +115,8 @@ class TopTab(QWidget):
                 "model's input, cut from the original" if view.field_size else ""
         ranked = f"their value at (y={view.neuron[0]}, x={view.neuron[1]})" if view.neuron else \
             "their maximum anywhere in the map" if view.field_size else "their value"
-        self.unit.setText(f"<b>{name}</b>: top {len(view.images)} of {view.images_indexed:,} images by "
-                          f"{ranked}{field}")
+        self.unit.setText(_noted(f"<b>{name}</b>: top {len(view.images)} of {view.images_indexed:,} images by "
+                                 f"{ranked}{field}", self.paused))
         entries, patches = [], []
         style = value_format([hit.value for hit in view.images])
         for hit in view.images:
@@ -140,6 +146,7 @@ class NeighboursTab(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        self.paused = ""            # as TopTab.paused
         self.layer = QComboBox()
         self.layer.setToolTip("The feature space: pooled activations of this layer (default: the last before the logits)")
         self.k = _spin(9, 1, 100, "How many neighbours")
@@ -161,7 +168,8 @@ class NeighboursTab(QWidget):
         self.layer.blockSignals(False)
 
     def show_found(self, found, image_name: str, layer: str) -> None:
-        self.info.setText(f"Most like <b>{image_name}</b> at {layer} (cosine similarity of pooled features)")
+        self.info.setText(_noted(f"Most like <b>{image_name}</b> at {layer} (cosine similarity of pooled features)",
+                                 self.paused))
         self.grid.show_pictures([(hit.row, hit.picture, f"{hit.similarity:.3f}\n{hit.path.name}",
                                   f"{hit.path}\ncosine similarity {hit.similarity:.4f}") for hit in found])
 
@@ -175,6 +183,7 @@ class MapTab(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.index, self.result, self.model = None, None, None
+        self.paused = ""            # as TopTab.paused
         self.layer = QComboBox()
         self.methods = QComboBox()
         for key, text in available_methods():
@@ -238,7 +247,7 @@ class MapTab(QWidget):
         self.preview.setToolTip("")
         self.selection.clear()
         self.legend.setText("")
-        self.info.setText("Compute a map of the folder: PCA to 50 dimensions, then t-SNE.")
+        self.info.setText(_noted("Compute a map of the folder: PCA to 50 dimensions, then t-SNE.", self.paused))
 
     def busy(self, running: bool) -> None:
         self.compute_button.setEnabled(not running)
@@ -255,8 +264,9 @@ class MapTab(QWidget):
         self.busy(False)
         self.result = (found, shown, thumbs)
         self._recolour()
-        self.info.setText(f"{len(found.rows):,} images at {found.layer} ({found.method}, {found.seconds:.1f} s). "
-                          "Hover: image; click: make it the input; Shift+drag a box or Ctrl+drag a lasso to select.")
+        self.info.setText(_noted(f"{len(found.rows):,} images at {found.layer} ({found.method}, {found.seconds:.1f} s). "
+                                 "Hover: image; click: make it the input; Shift+drag a box or Ctrl+drag a lasso to "
+                                 "select.", self.paused))
 
     def _labels(self, found) -> tuple[np.ndarray, str]:
         if self.colour.currentIndex() == 0 and found.classes is not None:
