@@ -3,7 +3,10 @@
 1. Indexing: images/s of build_index (default layers = top-level blocks + logits, batch 32,
    workers=0 and workers=1) against a plain batched forward of the same model over the same
    images already decoded and preprocessed in memory (same batch, same torch threads,
-   inference_mode). Target: index / plain >= 0.8. Each build runs in a fresh subprocess, which
+   inference_mode). Target: index / plain >= 0.95 for workers=1 (a second core decodes; workers=0
+   is bounded by decode + forward run one after the other). The plain forward is timed before
+   the first build, between builds and after the last; each build is compared with the mean of the
+   plain runs either side of it, so a machine whose load drifts skews the ratio less. Each build runs in a fresh subprocess, which
    reports its peak RSS (ru_maxrss; the decoding worker's separately) so the in-memory tensors
    of the plain forward do not count. The split: decode + preprocess (extract._Images[i], one
    process) against the plain forward. The images are real photos: JPEGs of ~500 px made from
@@ -198,22 +201,25 @@ def bench_indexing(args: argparse.Namespace, work: Path) -> None:
           f"workers' start: {args.mp_context or 'fork'}; load {load()}")
     print(f"  decode+preprocess (_Images[i]) {decode_s:7.1f} s  {decode_s / n * 1000:6.1f} ms/image")
     print(f"  plain forward (in memory)      {forward_s[0]:7.1f} s  {n / forward_s[0]:6.1f} images/s", flush=True)
-    results = {}
+    results, around = {}, {}
     for workers in args.workers:
         results[workers] = build_in_subprocess(files[0].parent, work / f"index-w{workers}", workers, args)
-        print(f"  build_index workers={workers} done  {results[workers]['seconds']:7.1f} s; load {load()}", flush=True)
-    forward_s.append(plain_forward(model, batches))
+        forward_s.append(plain_forward(model, batches))
+        around[workers] = n / statistics.mean(forward_s[-2:])     # the plain runs just before and after
+        print(f"  build_index workers={workers} done  {results[workers]['seconds']:7.1f} s; "
+              f"plain forward after it {forward_s[-1]:7.1f} s  {n / forward_s[-1]:6.1f} images/s; load {load()}",
+              flush=True)
     del batches
     plain = n / statistics.mean(forward_s)
-    print(f"  plain forward again            {forward_s[1]:7.1f} s  {n / forward_s[1]:6.1f} images/s; "
-          f"mean {plain:.1f} images/s")
+    print(f"  plain forward, mean of {len(forward_s)} runs: {plain:.1f} images/s "
+          f"(spread {n / max(forward_s):.1f}-{n / min(forward_s):.1f})")
     print(f"  decode share of decode+forward: {decode_s / (decode_s + n / plain):.0%}; "
           f"serial bound (workers=0): {n / (decode_s + n / plain) / plain:.2f} of plain")
     for workers, result in results.items():
-        rate = result["rows"] / result["seconds"]
+        rate, plain = result["rows"] / result["seconds"], around[workers]
         other = result["seconds"] - n / plain - (decode_s if workers == 0 else 0.0)
         print(f"  build_index workers={workers}  {result['seconds']:7.1f} s  {rate:6.1f} images/s  "
-              f"index/plain {rate / plain:.2f} (target >= 0.8)  rows {result['rows']}; "
+              f"index/plain {rate / plain:.2f} (target >= {0.95 if workers else 0.8})  rows {result['rows']}; "
               f"beyond {'forward' if workers else 'decode + forward'}: {other:+.1f} s")
         print(f"      RSS after model load {result['base_kb'] / 1024:.0f} MiB, peak while indexing "
               f"{result['hwm_kb'] / 1024:.0f} MiB (a plain batch's forward alone: {result['forward_kb'] / 1024:.0f} MiB); "
