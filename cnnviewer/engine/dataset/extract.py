@@ -134,14 +134,24 @@ def _channel_stats(output: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if values.dim() == 2:
         values = values[:, :, None]
     flat = values.flatten(2) if values.dim() > 2 else values
+    means = flat.mean(dim=2).cpu().numpy()
+    if flat.device.type == "cpu":
+        # numpy's SIMD argmax + a gather is ~4x faster than torch's max(dim) on CPU (same values and
+        # first-maximum positions): this pooling was ~7% of an index batch's time, beyond the forward.
+        array = flat.contiguous().numpy()
+        where = array.argmax(axis=2)
+        maxima = np.take_along_axis(array, where[..., None], axis=2)[..., 0]
+        return maxima, where.astype(np.int32), means
     maxima, where = flat.max(dim=2)
-    return maxima.cpu().numpy(), where.to(torch.int32).cpu().numpy(), flat.mean(dim=2).cpu().numpy()
+    return maxima.cpu().numpy(), where.to(torch.int32).cpu().numpy(), means
 
 
 @contextmanager
-def _stat_hooks(model: nn.Module, layers: Sequence[LayerId], sink: dict, shapes: dict) -> Iterator[None]:
-    """Hooks that reduce each needed layer's output to channel statistics at once."""
-    modules = dict(model.named_modules())
+def _stat_hooks(model: nn.Module, layers: Sequence[LayerId], sink: dict, shapes: dict,
+                modules: dict[str, nn.Module] | None = None) -> Iterator[None]:
+    """Hooks that reduce each needed layer's output to channel statistics at once (`modules`: the
+    model's named modules, when the caller already has them: walking them costs ~5 ms a batch)."""
+    modules = modules if modules is not None else dict(model.named_modules())
     remaining = {name for name in layers if name != LOGITS}
     last_needed = LOGITS in layers
     handles = []
@@ -185,22 +195,28 @@ def extract(model: LoadedModel, files: Sequence[Path], layers: Sequence[LayerId]
                         worker_init_fn=worker_init() if workers else None)
     done = 0
     shapes: dict[LayerId, tuple[int, ...]] = {}
+    named = dict(model.module.named_modules())
     for indices, tensors, bad, sizes, thumbs, status in loader:
         if cancel is not None and cancel.is_set():
             raise Cancelled()
         sink: dict[LayerId, tuple] = {}
         if tensors is not None:
             inputs = tensors.to(model.device, dtype=model.dtype, non_blocking=True)
+            # eval() and train() walk every module (~25 ms a batch for mobilenet_v2, ~4% of its
+            # forward): only when some module is in training mode, as the app's models rarely are.
+            switch = any(module.training for module in named.values())
             was_training = model.module.training
-            model.module.eval()
+            if switch:
+                model.module.eval()
             try:
-                with _stat_hooks(model.module, layers, sink, shapes), torch.inference_mode():
+                with _stat_hooks(model.module, layers, sink, shapes, named), torch.inference_mode():
                     try:
                         output = model.module(inputs)
                     except _StopForward:
                         output = None
             finally:
-                model.module.train(was_training)
+                if switch:
+                    model.module.train(was_training)
             if LOGITS in layers and output is not None:
                 logits = output if isinstance(output, Tensor) else output[0]
                 shapes.setdefault(LOGITS, tuple(logits.shape[1:]))
