@@ -41,6 +41,7 @@ FIGURES: dict[str, list[str]] = {
     "bench_receptive_field.py": [rf"^{layer}(\s+{NUMBER}){{3}}\s+(PASS|FAIL)"
                                  for layer in ("layer1", "layer2", "layer3", "layer4")],
     "bench_stalls.py": [rf"^{name}(\s+{NUMBER}){{4}}$" for name in ("image", "gradients", "synthesis")],
+    "bench_style.py": [rf"^coffee/gravel\s+style loss fell\s+{NUMBER}x .* (PASS|FAIL)$", r"^\d/1 pairs pass"],
     "bench_synthesis.py": [rf"mobilenet_v2 features\.10\s+{NUMBER}\s+{NUMBER}",
                            rf"^\s+fourier \+ transforms\s+\d+/1\s+\d+/1\s+{NUMBER}\s+{NUMBER}",
                            rf"one batch as facets run it .* ratio {NUMBER}"],

@@ -86,7 +86,7 @@ class StyleSettings:
     optimizer: str = "lbfgs"           # or "adam"
     content_weight: float = 1.0        # α
     style_weight: float = 0.0          # β; 0: the backbone's (VGG: 1e3, α/β = 1e-3 as most of the paper's
-                                       # figures; the model's own layers: 1e6, their activations are smaller)
+                                       # figures; the model's own layers: 1.5e6, their activations are smaller)
     tv_weight: float = 0.02            # total variation (squared neighbour differences): smooths the
                                        # checkerboard the model's strided layers leave (0 left it all over
                                        # the CLI's results); next to VGG's far larger losses it is negligible

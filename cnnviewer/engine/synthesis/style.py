@@ -8,7 +8,8 @@ x minimises α·L_content + β·L_style (+ an optional total-variation term):
 
 Features come from a torchvision VGG when its weights are on disk (content relu4_2, style relu1_1 …
 relu5_1, max pooling replaced by average pooling as the paper does, without touching any module),
-or from the current model with any layers (by default one per resolution level, see `default_layers`).
+or from the current model with any layers (by default one per resolution level of the first three,
+see `ModelBackbone.default_layers`).
 The forward stops after the deepest layer needed. L-BFGS runs one function evaluation per step
 (max_iter=1, its memory kept between steps), so Stop and Continue work as for every other method.
 """
@@ -31,6 +32,8 @@ from cnnviewer.engine.synthesis.settings import (
     VGG_BACKBONES,
 )
 
+STYLE_WEIGHT = 1.5e6   # β on the model's own layers (Backbone.default_style_weight: measured there)
+STYLE_LEVELS = 3       # the model's own style layers: the first activation at each of this many resolutions
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.ELU, nn.Mish, nn.PReLU)
 
 
@@ -79,11 +82,13 @@ class Backbone(ABC):
     name = "model"
     # The style weight β that balances the content loss at the default layers: the Gram terms grow
     # as activations⁴ and the content term as activations², so it depends on the network's scale.
-    # MobileNetV2's own layers (issue 22, 300 L-BFGS steps at 256 px, total variation 0.02): at 1e7
-    # the style took over (coffee/gravel: EfficientNet-Lite0 saw a coil, not the espresso), at 3e5
-    # the style loss fell only 5-6x; 1e6 keeps the content's class in Lite0's top 5 (coffee/gravel,
-    # chelsea/immunohistochemistry) while the style loss falls 11-17x.
-    default_style_weight = 1e6
+    # MobileNetV2's own layers (trial row 4; 300 L-BFGS steps at 256 px, total variation 0.02,
+    # EfficientNet-Lite0 as judge, three content/style pairs): with five style levels no β did both
+    # (1e6: astronaut/brick's style loss fell 5.2x; 3e6: it lost its class, and coffee/gravel the espresso).
+    # With three (see `default_layers`), STYLE_WEIGHT keeps each content's class in Lite0's top 5 with
+    # the style loss down 10.6-70x; 1e6 left astronaut/brick at 8.5x, 3e6 lost the espresso again.
+    # Thin margins (benchmarks/bench_style.py): the helmet is Lite0's 2nd, and 1.75e6 lost it, 2e6 not.
+    default_style_weight = STYLE_WEIGHT
 
     def __init__(self, module: nn.Module, mean, std, device: torch.device, dtype: torch.dtype, label: str) -> None:
         self.module, self.device, self.dtype, self.label = module, device, dtype, label
@@ -181,9 +186,13 @@ class ModelBackbone(Backbone):
         return [seen[name] for name in layers]
 
     def default_layers(self) -> tuple[str, list[str]]:
-        """VGG's choice carried over: the first activation at each of the first five resolutions
-        (relu1_1 … relu5_1) for style, the second activation at the fourth (relu4_2) for content.
-        A model without activation modules (functional ReLUs) uses its leaf modules instead."""
+        """VGG's choice, shallower: the first activation at each of the first STYLE_LEVELS resolutions
+        for style (VGG takes five, relu1_1 … relu5_1), the second activation at the fourth (relu4_2)
+        for content. A classifier's deepest Gram matrices carry its classes more than a texture: matched
+        to the style image they fought the content (MobileNetV2's 8×8 level fell 2x where the first fell
+        20x) and no style weight kept the content's class while the style loss fell 10x; without them
+        the picture keeps its class and takes the style's colours and strokes. A model without
+        activation modules (functional ReLUs) uses its leaf modules instead."""
         modules = list(self.module.named_modules())
         candidates = [name for name, module in modules if isinstance(module, ACTIVATIONS)] or [
             name for name, module in modules if name and not list(module.children())]
@@ -197,4 +206,4 @@ class ModelBackbone(Backbone):
         if not groups:
             raise ViewError("the model has no layer with feature maps")
         fourth = groups[min(3, len(groups) - 1)]
-        return (fourth[1] if len(fourth) > 1 else fourth[0]), [group[0] for group in groups]
+        return (fourth[1] if len(fourth) > 1 else fourth[0]), [group[0] for group in groups[:STYLE_LEVELS]]

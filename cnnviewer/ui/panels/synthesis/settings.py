@@ -54,7 +54,7 @@ TIPS = {
     "optimizer": "L-BFGS (the paper's; one function evaluation per step) or Adam",
     "content_weight": "α: weight of the content loss ½Σ(F(x) − F(content))²",
     "style_weight": "β: weight of the style loss (Gram matrices); auto: 1e3 for VGG (α/β = 1e-3 as the paper), "
-                    "1e6 for the model's own layers",
+                    "1.5e6 for the model's own layers (its first three resolutions)",
     "tv_weight": "Total variation (sum of squared neighbour differences): smooths pixel noise; 0: off. Pixel "
                  "ascent: stable below 1/(16·lr), e.g. 6e-4 at lr 100", "lbfgs_lr": "L-BFGS step length",
     "adam_lr": "Adam step (the image is in 0…1)",
