@@ -60,7 +60,12 @@ class Comparison:
     def most_changed(self, count: int = 5) -> list[LayerDrift]:
         """The layers whose weights moved most (then activations), largest first."""
         scored = [d for d in self.drift if d.weights is not None or d.activation is not None]
-        return sorted(scored, key=lambda d: (-(d.weights or 0.0), -(d.activation or 0.0)))[:count]
+        return sorted(scored, key=lambda d: (_descending(d.weights), _descending(d.activation)))[:count]
+
+
+def _descending(value: float | None) -> float:
+    """A sort key, largest first; None and NaN (a model with broken weights) last, not at random."""
+    return -value if value is not None and not math.isnan(value) else math.inf
 
 
 def nonfinite(probabilities: np.ndarray) -> str | None:
