@@ -11,14 +11,18 @@ as long as the process anyway.
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 
 _lock = threading.Lock()
 
 
 def import_torch() -> None:
-    """Import torch and torchvision (once; later calls return at once)."""
+    """Import torch and torchvision. Only the import that loads torch pauses and freezes: freezing
+    again later would keep everything alive then (closed windows' garbage among it) for good."""
     with _lock:
+        if "torch" in sys.modules and "torchvision" in sys.modules:
+            return
         enabled = gc.isenabled()
         gc.disable()
         try:
