@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from itertools import pairwise
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +28,9 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import ViewError
+from cnnviewer.engine.runtime.folding import foldable as _foldable
+from cnnviewer.engine.runtime.folding import has_hooks as _has_hooks
+from cnnviewer.engine.runtime.folding import norm_pairs as _pairs
 from cnnviewer.engine.runtime.outputs import first_tensor
 from cnnviewer.engine.synthesis.image_conv import image_conv, suits
 
@@ -43,32 +45,6 @@ def layer_module(model: nn.Module, layer: str) -> nn.Module:
     if module is None:
         raise ViewError(f"the model has no layer {layer!r}")
     return module
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or getattr(module, "_backward_pre_hooks", None))
-
-
-def _pairs(container: nn.Module) -> list[tuple[str, str]]:
-    """Names (conv, batch norm) of the pairs whose norm reads the conv's output and nothing else does."""
-    names = [name for name, child in container._modules.items() if child is not None]
-    if isinstance(container, nn.Sequential) and type(container).forward is nn.Sequential.forward:
-        return list(pairwise(names))
-    from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
-    if type(container) is ResNet:
-        return [("conv1", "bn1")]
-    if type(container) is BasicBlock:
-        return [("conv1", "bn1"), ("conv2", "bn2")]
-    if type(container) is Bottleneck:
-        return [("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")]
-    return []
-
-
-def _foldable(conv: nn.Module | None, norm: nn.Module | None) -> bool:
-    return (type(conv) is nn.Conv2d and type(norm) is nn.BatchNorm2d and norm.running_mean is not None
-            and conv.weight.dtype in (torch.float32, torch.float64) and not conv.training and not norm.training
-            and not _has_hooks(conv) and not _has_hooks(norm) and norm.num_features == conv.out_channels)
 
 
 def _fast_conv(conv: nn.Conv2d, copied: bool) -> nn.Conv2d:
