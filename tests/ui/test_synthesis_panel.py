@@ -238,3 +238,22 @@ def test_style_status_follows_the_style_picture_and_save_name(window, qtbot, tmp
     assert file_name("fourier", Target(class_index=130), label) == "fourier-class130-flamingo.png"
     assert file_name("ascent", Target(layer="features.14", channel=36), label) == "ascent-features.14-ch36.png"
     assert window.dataset.index is None or save_folder() != window.dataset.index.folder
+
+
+def test_many_facets_scroll_instead_of_widening_the_dock_column(qtbot):
+    """At 1280x800 a 4-facet run's clusters took the right column from ~705 px and squeezed
+    Input & predictions to ~355 px: the strip scrolls sideways now, its minimum width stays small."""
+    import numpy as np
+
+    from cnnviewer.ui.panels.synthesis.facet_strip import FacetStrip
+    strip = FacetStrip()
+    qtbot.addWidget(strip)
+    strip.resize(300, 200)
+    strip.show()
+    empty = strip.minimumSizeHint().width()
+    picture = np.full((64, 64, 3), 128, np.uint8)
+    strip.show_facets([(k, [picture] * 4, [f"{k}-{i}.jpg" for i in range(4)]) for k in range(6)])
+    assert strip.isVisible() and len(strip.captions) == 6
+    assert strip.minimumSizeHint().width() <= max(empty, 120)
+    assert strip.widget().sizeHint().width() > 300 and strip.horizontalScrollBar().maximum() > 0
+    assert strip.height() >= strip.widget().sizeHint().height()   # the thumbnails are not cut off

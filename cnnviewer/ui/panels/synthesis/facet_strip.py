@@ -2,28 +2,36 @@
 
 The facets themselves are drawn side by side in the panel's canvas, in the same order, so column k
 here sits under facet k there. Each thumbnail has a frame: a facet of white pictures (all-white
-wallpapers) otherwise vanished into the white background."""
+wallpapers) otherwise vanished into the white background. The strip scrolls sideways when the
+panel is narrower than its columns: their width used to widen the whole dock column, squeezing the
+Input & predictions column at 1280x800 as soon as a multi-faceted run showed its clusters."""
 
 from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 from cnnviewer.ui.panels.dataset.widgets import pixmap
 
 THUMB = 48
 
 
-class FacetStrip(QWidget):
+class FacetStrip(QScrollArea):
     """Each facet's caption (number, objective reached) above its cluster's most central images."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.captions: list[QLabel] = []
         self.thumbs: list[list[QLabel]] = []
-        self._row = QHBoxLayout(self)
+        inner = QWidget()
+        self._row = QHBoxLayout(inner)
         self._row.setContentsMargins(0, 0, 0, 0)
+        self.setWidget(inner)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setToolTip("Each facet's cluster: the images nearest its centre (the facet starts from their mean)")
 
     def clear(self) -> None:
@@ -63,6 +71,7 @@ class FacetStrip(QWidget):
             self.captions.append(caption)
             self.thumbs.append(labels)
         self.setVisible(bool(examples))
+        self.setFixedHeight(self.widget().sizeHint().height() + self.horizontalScrollBar().sizeHint().height())
 
     def show_values(self, values: list[float]) -> None:
         """Each facet's objective as the last slice left it, in its caption."""
