@@ -257,3 +257,18 @@ def test_many_facets_scroll_instead_of_widening_the_dock_column(qtbot):
     assert strip.minimumSizeHint().width() <= max(empty, 120)
     assert strip.widget().sizeHint().width() > 300 and strip.horizontalScrollBar().maximum() > 0
     assert strip.height() >= strip.widget().sizeHint().height()   # the thumbnails are not cut off
+
+
+def test_a_synthesis_panel_on_screen_before_the_model_ran_names_the_real_top_1(qtbot, settings):
+    """Seen under Xvfb: Synthesis in front at launch (a restored layout) said "class 0 (tench) (the
+    top-1)" for the cat, because the first forward pass came after the panel was built."""
+    from tests.ui.conftest import make_window
+    window = make_window(qtbot, settings)
+    window.docks["synthesis"].raise_()
+    panel = window.synthesis                    # built before any model or forward pass
+    window.controller.load_model("mobilenet_v2")
+    window.controller.open_sample("chelsea")
+    qtbot.waitUntil(lambda: window.session.forward is not None, timeout=30000)
+    top = window.session.forward.predictions[0]
+    assert f"class {top.index} ({top.label})" in panel.target_label.text() and "the top-1" in panel.target_label.text()
+    window.jobs.runner.close()

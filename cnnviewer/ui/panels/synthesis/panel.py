@@ -140,6 +140,7 @@ class SynthesisPanel(QWidget):
         layout.addWidget(split, 1)
         session.selection_changed.connect(self._on_selection_changed)
         session.model_changed.connect(self._on_model_changed)
+        session.forward_changed.connect(lambda _summary: self._show_target())   # "the top-1" is known now
         session.image_changed.connect(lambda image: self.style_images.content.show_fallback(
             None if image is None else np.asarray(image.pixels), f"current input: {image.name}" if image else ""))
         self._on_method()
