@@ -34,6 +34,7 @@ FIGURES: dict[str, list[str]] = {
                             rf"wall s: first {NUMBER}", r"top-1 '[^']+'"],
     "bench_gradients.py": [rf"^{name}(\s+{NUMBER}){{8}}\s+(PASS|FAIL)" for name in ("resnet18", "mobilenet_v2")],
     "bench_launch.py": [rf"window shown after the command\s+median\s+{NUMBER} s",
+                        rf"window shown / bare window\s+ratio\s+{NUMBER}",
                         rf"first predictions / bare imports\s+ratio\s+{NUMBER}",
                         r"torch imported on the GUI thread before show: False"],
     "bench_live.py": [rf"^{name}: raw {NUMBER} frames/s, pipeline {NUMBER} frames/s, ratio {NUMBER}.*stall {NUMBER} ms"
