@@ -185,3 +185,26 @@ def test_pipeline_seeks_while_paused_replays_and_loops(astronaut_clip):
         assert 11 in indices and indices[-1] < 11 and not ended.is_set()   # went round, never ended
     finally:
         pipeline.close()
+
+
+def test_a_step_at_the_end_of_a_looping_source_shows_its_first_frame(astronaut_clip):
+    """The step was spent on reading the end (None) and nothing showed until a second Step."""
+    results = []
+    pipeline = LivePipeline(results.append)
+    try:
+        pipeline.loop = True
+        pipeline.set_detector("mtcnn")
+        pipeline.pause(True)
+        pipeline.play(open_source(astronaut_clip.folder), realtime=False)
+        pipeline.seek(11)                                  # the last frame, shown while paused
+        deadline = time.time() + 30
+        while not results and time.time() < deadline:
+            time.sleep(0.05)
+        assert [r.frame.index for r in results] == [11]
+        pipeline.step()                                    # past the end: frame 0 again
+        while len(results) < 2 and time.time() < deadline + 30:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        assert [r.frame.index for r in results] == [11, 0]
+    finally:
+        pipeline.close()

@@ -172,6 +172,7 @@ class LivePipeline:
     def _read_loop(self, source: FrameSource, realtime: bool, stop: threading.Event) -> None:
         started, played = time.perf_counter(), 0
         while not stop.is_set():
+            stepping = False
             with self._lock:
                 seek_to, self._seek_to = self._seek_to, None
             if seek_to is not None:
@@ -203,6 +204,9 @@ class LivePipeline:
                     except CnnViewerError as error:
                         self._on_error(str(error))
                         break
+                    if stepping:   # a Step at the end of a looping video shows its first frame, not nothing
+                        with self._lock:
+                            self._steps += 1
                     started, played = time.perf_counter(), 0
                     continue
                 break
