@@ -43,24 +43,36 @@ def foldable(conv: nn.Module | None, norm: nn.Module | None) -> bool:
             and not has_hooks(conv) and not has_hooks(norm) and norm.num_features == conv.out_channels)
 
 
-def folded_copy(module: nn.Module, keep: Collection[str], name: str = "") -> nn.Module:
-    """`module` with its foldable pairs folded, except pairs with a member named in `keep`; the
-    modules keep their names (a folded norm becomes an Identity). Unchanged modules are shared, not
-    copied: `module` itself is never modified. Call with the model in eval mode, without gradients."""
-    children = {child_name: child for child_name, child in module._modules.items() if child is not None}
-    changed: dict[str, nn.Module] = {}
-    for child_name, child in children.items():
-        new = folded_copy(child, keep, f"{name}.{child_name}" if name else child_name)
-        if new is not child:
-            changed[child_name] = new
+def fold_norms(module: nn.Module, name: str, changed: dict[str, nn.Module], keep: Collection[str]) -> None:
+    """Fold `module`'s own foldable pairs into `changed` (child name -> replacement; children already
+    replaced are folded as replaced), except pairs with a member named in `keep`."""
+    children = module._modules
     for conv_name, norm_name in norm_pairs(module):
         conv, norm = changed.get(conv_name, children.get(conv_name)), children.get(norm_name)
         named = {f"{name}.{part}" if name else part for part in (conv_name, norm_name)}
         if foldable(conv, norm) and not named & set(keep):
             changed[conv_name], changed[norm_name] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+
+
+def with_children(module: nn.Module, changed: dict[str, nn.Module]) -> nn.Module:
+    """A shallow copy of `module` with the children in `changed` replaced (`module` when none is)."""
     if not changed:
         return module
     clone = copy.copy(module)
     clone._modules = OrderedDict(module._modules)
     clone._modules.update(changed)
     return clone
+
+
+def folded_copy(module: nn.Module, keep: Collection[str], name: str = "") -> nn.Module:
+    """`module` with its foldable pairs folded, except pairs with a member named in `keep`; the
+    modules keep their names (a folded norm becomes an Identity). Unchanged modules are shared, not
+    copied: `module` itself is never modified. Call with the model in eval mode, without gradients."""
+    changed: dict[str, nn.Module] = {}
+    for child_name, child in module._modules.items():
+        if child is not None:
+            new = folded_copy(child, keep, f"{name}.{child_name}" if name else child_name)
+            if new is not child:
+                changed[child_name] = new
+    fold_norms(module, name, changed, keep)
+    return with_children(module, changed)

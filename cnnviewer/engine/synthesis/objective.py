@@ -24,13 +24,11 @@ from collections import OrderedDict
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import ViewError
-from cnnviewer.engine.runtime.folding import foldable as _foldable
+from cnnviewer.engine.runtime.folding import fold_norms, with_children
 from cnnviewer.engine.runtime.folding import has_hooks as _has_hooks
-from cnnviewer.engine.runtime.folding import norm_pairs as _pairs
 from cnnviewer.engine.runtime.outputs import first_tensor
 from cnnviewer.engine.synthesis.image_conv import image_conv, suits
 
@@ -67,22 +65,14 @@ def _view(module: nn.Module, name: str, keep: str | None) -> nn.Module:
             new.inplace = False
         if new is not child:
             changed[child_name] = new
-    for conv_name, norm_name in _pairs(module):
-        conv, norm = changed.get(conv_name, children.get(conv_name)), children.get(norm_name)
-        if _foldable(conv, norm) and keep != (f"{name}.{conv_name}" if name else conv_name):
-            changed[conv_name], changed[norm_name] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+    fold_norms(module, name, changed, () if keep is None else (keep,))
     for child_name, child in children.items():
         conv = changed.get(child_name, child)
         if type(conv) is nn.Conv2d and conv.weight.device.type == "cpu" and not _has_hooks(conv):
             conv = changed[child_name] = _fast_conv(conv, copied=child_name in changed)
             if suits(conv):
                 changed[child_name] = image_conv(conv)
-    if not changed:
-        return module
-    clone = copy.copy(module)
-    clone._modules = OrderedDict(module._modules)
-    clone._modules.update(changed)
-    return clone
+    return with_children(module, changed)
 
 
 def synthesis_view(model: nn.Module, layer: str | None, probe: Tensor) -> tuple[nn.Module, nn.Module | None]:
