@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnnviewer.engine.attribution.target import IG_BASELINES, GradientResult, Target
+from cnnviewer.engine.attribution.target import CAM_METHODS, IG_BASELINES, SLOW_METHODS, GradientResult, Target
 from cnnviewer.engine.errors import ViewError
 from cnnviewer.engine.media.images import InputImage
 from cnnviewer.engine.models.handle import LoadedModel
@@ -153,11 +153,28 @@ class Workbench:
                  context=None, **options) -> GradientResult:
         """One gradient view of the current input as a (C, H, W) float32 attribution."""
         from cnnviewer.engine.attribution import gradients
+
+        prepared, options, shown = self.attribution_options(model, image, method, target, context, **options)
+        start = time.perf_counter()
+        attribution = gradients.attribute(method, model.module, prepared.tensor, target, **options)
+        values = attribution.detach()[0].float().cpu().numpy()
+        return GradientResult(method, target, np.ascontiguousarray(values), prepared.display, shown,
+                              (time.perf_counter() - start) * 1000.0)
+
+    def attribution_options(self, model: LoadedModel, image: InputImage, method: str, target: Target,
+                            context=None, **options):
+        """(the prepared input, every option `gradients.attribute` needs, the options worth showing).
+
+        One place resolves the automatic choices (Grad-CAM's layer, occlusion's patch, the IG
+        baseline as a tensor, Cancel and progress), so a view, a faithfulness score and a sanity
+        check of the same method compute the same map.
+        """
+        from cnnviewer.engine.attribution import gradients
         from cnnviewer.engine.runtime.inference import prepare_input
 
         prepared = prepare_input(image, model.preprocess, model.device, model.dtype, model.input_channels)
         summary = self.summary(model)
-        if method == "grad-cam":
+        if method in CAM_METHODS:
             options.setdefault("layer", gradients.gradcam_layer(summary, target.layer))
             options.setdefault("channels_last", options["layer"] in summary.channels_last)
         if method == "occlusion":
@@ -169,19 +186,17 @@ class Workbench:
             options.setdefault("mean", model.preprocess.mean)
             options.setdefault("std", model.preprocess.std)
         baseline_name = options.get("baseline", "mean colour")
-        if method == "integrated-gradients":
+        if method == "integrated-gradients" or (method == "smoothgrad" and options.get("base") ==
+                                                 "integrated-gradients"):
             options["baseline"] = _baseline(options.pop("baseline", "mean colour"), prepared.tensor, model)
-        if method in ("occlusion", "integrated-gradients") and context is not None:
+        if method in SLOW_METHODS and context is not None:
             options.setdefault("cancel", context.cancel)
             options.setdefault("progress", lambda f: context.progress(f, f"{method}: {f:.0%}"))
-        start = time.perf_counter()
-        attribution = gradients.attribute(method, model.module, prepared.tensor, target, **options)
-        values = attribution.detach()[0].float().cpu().numpy()
-        shown = {k: v for k, v in options.items() if k in ("layer", "patch", "stride", "fill", "steps")}
-        if method == "integrated-gradients":
+        shown = {k: v for k, v in options.items()
+                 if k in ("layer", "patch", "stride", "fill", "steps", "base", "noise", "samples")}
+        if "baseline" in options:
             shown["baseline"] = baseline_name
-        return GradientResult(method, target, np.ascontiguousarray(values), prepared.display, shown,
-                              (time.perf_counter() - start) * 1000.0)
+        return prepared, options, shown
 
 
 def _baseline(name: str, inputs, model: LoadedModel):

@@ -9,9 +9,14 @@ import numpy as np
 
 from cnnviewer.engine.types import LayerId
 
-Method = Literal["saliency", "guided-backprop", "deconvnet", "grad-cam", "integrated-gradients", "occlusion"]
+Method = Literal["saliency", "guided-backprop", "deconvnet", "grad-cam", "integrated-gradients", "occlusion",
+                 "input-x-gradient", "smoothgrad", "grad-cam++", "score-cam", "layer-cam", "eigen-cam"]
 METHODS: tuple[str, ...] = ("saliency", "guided-backprop", "deconvnet", "grad-cam", "integrated-gradients",
-                            "occlusion")
+                            "occlusion", "input-x-gradient", "smoothgrad", "grad-cam++", "score-cam", "layer-cam",
+                            "eigen-cam")
+CAM_METHODS: tuple[str, ...] = ("grad-cam", "grad-cam++", "score-cam", "layer-cam", "eigen-cam")   # take a layer
+SMOOTHABLE: tuple[str, ...] = ("saliency", "guided-backprop", "integrated-gradients", "input-x-gradient")
+SLOW_METHODS: tuple[str, ...] = ("occlusion", "integrated-gradients", "smoothgrad", "score-cam")   # progress, Cancel
 IG_BASELINES = ("mean colour", "black", "blurred")   # integrated gradients' starting images
 
 
