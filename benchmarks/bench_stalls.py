@@ -13,7 +13,8 @@ a 0.15 s settle that waits for the other panels' follow-up jobs):
   models    resnet18, then mobilenet_v2 again, each until drawn and idle;
   image     open a PNG (coffee, then chelsea) until new predictions are drawn;
   live      play a folder of two images in the Live detection panel (MTCNN);
-  gradients saliency, guided backprop, Grad-CAM (twice) in the Gradients panel;
+  gradients saliency, guided backprop, Grad-CAM (twice) in the Gradients panel, each map then scored;
+  faithfulness, sanity  three methods' deletion/insertion/ROAD curves; the cascading randomization check;
   arch      the architecture panel's first view: graph, layout and scene built anew;
   dataset   index a folder of 120 photos in the Dataset panel (slices on the job thread, decoding in a
             worker process), a channel's top images and patches, then the folder's t-SNE map;
@@ -48,10 +49,12 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("CNNVIEWER_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
 from PySide6.QtCore import QEventLoop, QSettings, QTimer
 from PySide6.QtWidgets import QApplication
+from stall_attribution import scenario_faithfulness, scenario_sanity
 
 INTERVAL_MS = 5
 TARGET_MS = 50.0
@@ -357,6 +360,8 @@ def main() -> int:
                  ("image", lambda: scenario_image(window, files), None),
                  ("live", lambda: scenario_live(window, folder), None),
                  ("gradients", lambda: scenario_gradients(window), None),
+                 ("faithfulness", lambda: scenario_faithfulness(window, wait_until, settle), None),
+                 ("sanity", lambda: scenario_sanity(window, wait_until, settle), None),
                  ("arch", lambda: scenario_arch(window), None),
                  ("dataset", lambda: scenario_dataset(window, photos), forget_indexes),
                  ("methods", lambda: scenario_methods(window), None),

@@ -39,6 +39,10 @@ class JobContext:
         self.check()
         self.report(fraction, text)
 
+    def part(self, number: int, count: int, text: str) -> JobContext:
+        """A context for the `number`-th of `count` equal parts of this job: its 0..1 is this one's slice."""
+        return JobContext(self.cancel, lambda fraction, _text: self.report((number + fraction) / count, text))
+
 
 @dataclass
 class _Job:

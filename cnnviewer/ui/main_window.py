@@ -46,12 +46,14 @@ from cnnviewer.ui.window_layout import (
 from cnnviewer.ui.window_state import bring_floating_docks_forward, fit_to_screen
 
 BUSY_WIDTH = 260   # px of the busy field: the status message on its left stays readable
-CANCELLABLE = ("model", "image", "gradients", "compare_model")   # loads, downloads, occlusion; not a forward pass
+CANCELLABLE = ("model", "image", "gradients", "gradient-scores", "faithfulness", "sanity",
+               "compare_model")   # loads, downloads, attributions and their scores; not a forward pass
 LEFT, RIGHT = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
 DOCKS = (("predictions", "Input && predictions", LEFT), ("feature_maps", "Feature maps", RIGHT),
          ("filters", "Filters", LEFT), ("model_summary", "Model summary", RIGHT),
          ("receptive_field", "Receptive field", RIGHT), ("architecture", "Architecture", RIGHT),
-         ("gradients", "Gradients", RIGHT), ("live_detection", "Live detection", RIGHT), ("compare", "Compare", RIGHT),
+         ("gradients", "Gradients", RIGHT), ("faithfulness", "Faithfulness", RIGHT),
+         ("live_detection", "Live detection", RIGHT), ("compare", "Compare", RIGHT),
          ("dataset", "Dataset", RIGHT), ("synthesis", "Synthesis", RIGHT))
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
 WEIGHTS_FILTER = "Weights (" + " ".join(f"*{s}" for s in sorted(WEIGHT_SUFFIXES)) + ");;All files (*)"
@@ -68,6 +70,7 @@ class MainWindow(QMainWindow):
     model_summary, receptive_field = _panel("model_summary"), _panel("receptive_field")
     architecture, gradients, live_detection = _panel("architecture"), _panel("gradients"), _panel("live_detection")
     compare, dataset, synthesis = _panel("compare"), _panel("dataset"), _panel("synthesis")
+    faithfulness = _panel("faithfulness")
 
     def __init__(self, session: Session, jobs: UiJobs, controller: Controller,
                  settings: QSettings | None = None) -> None:

@@ -5,26 +5,25 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
-    QComboBox,
+    QCheckBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
     QSlider,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
-from cnnviewer.engine.attribution.target import IG_BASELINES, METHODS, Target
+from cnnviewer.engine.attribution.target import CAM_METHODS, METHODS, Target
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.views.heatmaps import DISPLAY_MODES, render, side_by_side
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.class_picker import ClassPicker
 from cnnviewer.ui.widgets.controls import ScrollingRow, labelled_row, on_screen
+from cnnviewer.ui.panels.gradient_options import ALL, MethodOptions, combo
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
-ALL = "all, side by side"
 RELU_FREE = ("SiLU", "GELU", "Hardswish", "Mish", "ELU")
 
 
@@ -36,27 +35,32 @@ class GradientsPanel(QWidget):
         self._session, self._jobs, self._workbench = session, jobs, workbench
         self.results: list = []
         self._computing = ""           # what the running job computes, for the caption
+        self._debounce = QTimer(self, singleShot=True, interval=80)   # sliders and typing settle first
+        self._debounce.timeout.connect(self.refresh)
         self._top_class: int | None = None
         self._chosen_class: int | None = None      # the session's class as this panel last followed it
         self._cam_layers_token: int | None = None   # the model whose layers the Grad-CAM box lists
-        self.method = _combo([*METHODS, ALL])
-        self.target_kind = _combo(["top-1 class", "chosen class", "selected channel", "selected neuron"])
+        self.method = combo([*METHODS, ALL])
+        self.target_kind = combo(["top-1 class", "chosen class", "selected channel", "selected neuron"])
         self.class_box = ClassPicker()     # Enter takes the first match; the choice is the session's class
-        self.display = _combo(list(DISPLAY_MODES))
+        self.display = combo(list(DISPLAY_MODES))
         self.display.setCurrentText("overlay")
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(60)
         self.opacity.setMaximumWidth(100)
-        self.fill = _combo(["gray", "blur", "zero"])
-        self.patch = _spin(0, 224, "auto", " px")
-        self.stride = _spin(0, 112, "auto", " px")
-        self.steps = _spin(4, 256, "", "")
-        self.steps.setValue(32)
-        self.baseline = _combo(list(IG_BASELINES))
-        self.cam_layer = QComboBox()
-        self.cam_layer.addItem(AUTO_CAM, None)
-        self.cam_layer.setMinimumWidth(160)
+        self.options = MethodOptions()
+        self.options.changed.connect(lambda: self._debounce.start())
+        opt = self.options        # the settings as attributes, for tests and scripts
+        self.fill, self.patch, self.stride, self.steps, self.baseline = opt.fill, opt.patch, opt.stride, opt.steps, \
+            opt.baseline
+        self.cam_layer, self.smooth_base, self.noise, self.samples = opt.cam_layer, opt.smooth_base, opt.noise, \
+            opt.samples
+        self._option_boxes = {**opt.boxes, **{m: opt.boxes["cam"] for m in CAM_METHODS}}
+        self.scores_box = QCheckBox("Faithfulness")
+        self.scores_box.setChecked(True)
+        self.scores_box.toggled.connect(self._on_scores_toggled)
+        self.scores: dict[str, object] = {}     # method -> Faithfulness of the maps shown
         self.export_button = QPushButton("PNG…")
         self.export_button.clicked.connect(self._on_export_clicked)
         self.canvas = ImageCanvas(self)
@@ -65,39 +69,20 @@ class GradientsPanel(QWidget):
         self.info.setTextFormat(Qt.TextFormat.RichText)
         self._tooltips()
         row1 = labelled_row([("Method", self.method), ("Target", self.target_kind), ("", self.class_box)])
-        row2 = labelled_row([("Show", self.display), ("Opacity", self.opacity), ("", self.export_button)])
-        self.method_options = {   # each method's own settings, shown only for it
-            "occlusion": labelled_row([("Occlusion fill", self.fill), ("Patch", self.patch),
-                                       ("Stride", self.stride)], stretch=False),
-            "integrated-gradients": labelled_row([("IG steps", self.steps), ("Baseline", self.baseline)],
-                                                 stretch=False),
-            "grad-cam": labelled_row([("Grad-CAM layer", self.cam_layer)], stretch=False),
-        }
-        row3 = QHBoxLayout()
-        self._option_boxes: dict[str, QWidget] = {}
-        for method, row in self.method_options.items():
-            box = QWidget()
-            row.setContentsMargins(0, 0, 12, 0)
-            box.setLayout(row)
-            row3.addWidget(box)
-            self._option_boxes[method] = box
-        row3.addStretch(1)
+        row2 = labelled_row([("Show", self.display), ("Opacity", self.opacity), ("", self.scores_box),
+                             ("", self.export_button)])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(row1)
         layout.addLayout(row2)
-        layout.addWidget(ScrollingRow(row3))   # scrolls sideways: never forces the dock column wider
+        layout.addWidget(ScrollingRow(wrap(self.options)))   # scrolls sideways: never forces the dock wider
         layout.addWidget(self.canvas, 1)
         layout.addWidget(self.info)
-        self.method.currentTextChanged.connect(self._show_method_options)
-        self._show_method_options(self.method.currentText())
-        self._debounce = QTimer(self, singleShot=True, interval=80)   # sliders and typing settle first
-        self._debounce.timeout.connect(self.refresh)
-        for combo in (self.method, self.target_kind, self.fill, self.baseline, self.cam_layer):
-            combo.currentIndexChanged.connect(self._debounce.start)
+        self.method.currentTextChanged.connect(self.options.show_for)
+        self.options.show_for(self.method.currentText())
+        for box in (self.method, self.target_kind):
+            box.currentIndexChanged.connect(self._debounce.start)
         self.class_box.chosen.connect(self._on_class_chosen)
-        for spin in (self.patch, self.stride, self.steps):
-            spin.valueChanged.connect(self._debounce.start)
         self.display.currentIndexChanged.connect(self.redraw)
         self.opacity.valueChanged.connect(self.redraw)
         session.model_changed.connect(self._on_model_changed)
@@ -110,46 +95,24 @@ class GradientsPanel(QWidget):
     def _tooltips(self) -> None:
         tips = {
             self.method: "Saliency |∂score/∂x|; guided backprop and DeconvNet change the ReLU backward rule; "
-                         "Grad-CAM weighs a layer's maps by their gradient; integrated gradients sum gradients "
-                         "along a path from a baseline; occlusion measures the score drop under a sliding patch",
+                         "Grad-CAM weighs a layer's maps by their gradient (Grad-CAM++ and LayerCAM weigh them "
+                         "per pixel, Score-CAM by the score each map alone keeps, Eigen-CAM is their first "
+                         "principal component, whatever the class); integrated gradients sum gradients along a "
+                         "path from a baseline; input × gradient; SmoothGrad averages a method over noisy copies; "
+                         "occlusion measures the score drop under a sliding patch",
             self.target_kind: "What the gradient is taken of: a class score, or the selected layer's channel "
                               "(summed) or single neuron (select them in Feature maps or Receptive field)",
             self.class_box: "Type to search the class names; a clicked prediction bar chooses its class",
             self.display: "heat: |attribution| as a heat map; signed: red positive, blue negative; overlay: "
                           "heat over the input; rgb: the raw 3-channel gradient",
             self.opacity: "How strongly the overlay covers the input",
-            self.fill: "What hides the input under the occluding patch",
-            self.patch: "Side of the occluding square (auto: the target neuron's receptive field, else 1/7 "
-                        "of the input)",
-            self.stride: "Step between patch positions; 1 is finest and slowest (auto: half the patch)",
-            self.steps: "Points along the path from baseline to input (Gauss-Legendre); more is more exact",
-            self.baseline: "Where the path starts: the dataset's mean colour (zeros after normalising), black, "
-                           "or the input blurred",
-            self.cam_layer: "The layer whose maps Grad-CAM weighs (auto: the target's layer when it has maps, "
-                            "else the last layer with spatial maps before global pooling)",
+            self.scores_box: "Score each map by how much the prediction depends on the pixels it ranks first: "
+                             "deletion AUC (p(class) as those pixels are removed; lower is better) and insertion "
+                             "AUC (as they are restored onto a blurred copy; higher is better), Petsiuk et al. 2018",
             self.export_button: "Save the picture shown as PNG",
         }
         for widget, text in tips.items():
             widget.setToolTip(text)
-
-    def _show_method_options(self, method: str) -> None:
-        for name, box in self._option_boxes.items():
-            box.setVisible(method in (name, ALL))
-
-    def _fill_cam_layers(self, layers) -> None:
-        """Layers with spatial maps, in depth order, for Grad-CAM's layer box."""
-        current = self.cam_layer.currentData()
-        self.cam_layer.blockSignals(True)
-        while self.cam_layer.count() > 1:
-            self.cam_layer.removeItem(1)
-        self.cam_layer.setItemText(0, AUTO_CAM)      # the last model's resolved layer no longer applies
-        for info in layers:
-            shape = info.output_shape
-            if info.name and shape is not None and len(shape) == 3 and shape[1] > 1 and shape[2] > 1:
-                self.cam_layer.addItem(f"{info.name} ({shape[0]}×{shape[1]}×{shape[2]})", info.name)
-        index = self.cam_layer.findData(current)
-        self.cam_layer.setCurrentIndex(max(index, 0))
-        self.cam_layer.blockSignals(False)
 
     def _on_model_changed(self, model) -> None:
         self._cam_layers_token = None
@@ -181,7 +144,7 @@ class GradientsPanel(QWidget):
         """The model ran on the image: top-1 known, views can be computed."""
         if self._cam_layers_token != summary.model_token:
             self._cam_layers_token = summary.model_token
-            self._fill_cam_layers(summary.layers)
+            self.options.fill_cam_layers(summary.layers)
         self._top_class = summary.predictions[0].index if summary.predictions else None
         if self._top_class is not None and self.target_kind.currentText() == "top-1 class":
             self.class_box.blockSignals(True)
@@ -215,10 +178,7 @@ class GradientsPanel(QWidget):
             self.info.setText("Choose a target: a class, or select a layer/channel (and a neuron) in another panel.")
             return
         methods = list(METHODS) if self.method.currentText() == ALL else [self.method.currentText()]
-        chosen = {"occlusion": {"fill": self.fill.currentText(), "patch": self.patch.value() or None,
-                                "stride": self.stride.value() or None},
-                  "integrated-gradients": {"steps": self.steps.value(), "baseline": self.baseline.currentText()},
-                  "grad-cam": {"layer": self.cam_layer.currentData()}}
+        chosen = self.options.chosen()
 
         def work(context):
             results = []
@@ -227,7 +187,8 @@ class GradientsPanel(QWidget):
                 results.append(workbench().gradient(model, image, method, target, context, **options))
             return results
 
-        self.results = []            # the last view belongs to other settings: never shown as this one
+        self.results, self.scores = [], {}   # the last view belongs to other settings: never shown as this one
+        self._jobs.cancel("gradient-scores")
         self.canvas.clear()
         self._computing = f"{', '.join(methods)} of {self.describe(target)}"
         self.info.setText(f"Computing {self._computing}…")
@@ -247,6 +208,7 @@ class GradientsPanel(QWidget):
     def _on_results(self, results) -> None:
         self.results = results
         self.redraw()
+        self._score(results)
         model = self._session.model
         parts = [self._part(r) for r in results]
         note = ""
@@ -259,14 +221,57 @@ class GradientsPanel(QWidget):
                 and not any("MaxPool" in t for t in model.layer_types):
             note += (" This network has no max pooling: DeconvNet's backward pass depends on the input only "
                      "through max-pooling switches, so here its map barely changes with the image.")
-        self.info.setText(f"<b>{self.describe(results[0].target)}</b>: " + "; ".join(parts) + "." + note)
+        self._caption = f"<b>{self.describe(results[0].target)}</b>: " + "; ".join(parts) + "." + note
+        self.info.setText(self._caption + self._scores_caption())
+
+    # ---------------------------------------------------------------- faithfulness
+    def _on_scores_toggled(self, on: bool) -> None:
+        if on:
+            self._score(self.results)
+        else:
+            self._jobs.cancel("gradient-scores")
+            self.scores = {}
+            self.redraw()
+            if self.results:
+                self.info.setText(self._caption)
+
+    def _score(self, results) -> None:
+        """Deletion and insertion AUC of each map shown, on the job thread after the maps (Petsiuk et al.)."""
+        if not results or not self.scores_box.isChecked():
+            return
+        workbench, model, image = self._workbench, self._session.model, self._session.image
+
+        def work(context):
+            from cnnviewer.engine.attribution.faithfulness import evaluate_result
+            scores = {}
+            for number, result in enumerate(results):
+                part = context.part(number, len(results), f"scoring {result.method}")
+                scores[result.method] = evaluate_result(workbench(), model, image, result,
+                                                        metrics=("deletion", "insertion"), context=part)
+            return scores
+
+        def done(scores) -> None:
+            if results is self.results:
+                self.scores = scores
+                self.redraw()
+                self.info.setText(self._caption + self._scores_caption())
+
+        self._jobs.submit("gradient-scores", work, on_done=done, label="Scoring the maps' faithfulness")
+
+    def _scores_caption(self) -> str:
+        if not self.scores:
+            return ""
+        if len(self.scores) == 1:
+            return "<br>" + next(iter(self.scores.values())).caption()
+        return ("<br>Under each map: deletion AUC (lower is better) / insertion AUC (higher is better); "
+                "the Faithfulness panel draws the curves.")
 
     def _part(self, result) -> str:
         """'saliency 12 ms' or 'grad-cam at layer features.8.2 (auto) 80 ms': Grad-CAM's layer sets the
         map's detail, so the automatic choice is named here and in the layer box."""
         options = dict(result.options)
         where = ""
-        if result.method == "grad-cam" and "layer" in options:
+        if result.method in CAM_METHODS and "layer" in options:
             layer = options.pop("layer")
             auto = self.cam_layer.currentData() is None
             where = f" at layer {layer}" + (" (auto)" if auto else "")
@@ -290,7 +295,8 @@ class GradientsPanel(QWidget):
         if len(pictures) == 1:
             self.canvas.show_image(pictures[0], keep_view=True)
             return
-        grid = side_by_side(pictures, [r.method for r in self.results], mode)
+        titles = [_title(r.method, self.scores.get(r.method)) for r in self.results]
+        grid = side_by_side(pictures, titles, mode)
         self.canvas.show_image(grid, keep_view=True)
 
     def _on_export_clicked(self) -> None:
@@ -318,24 +324,18 @@ class GradientsPanel(QWidget):
         return True
 
 
-AUTO_CAM = "auto (target's layer, else the last map before pooling)"
-
-
 def _options(options: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in options.items())
 
 
-def _spin(low: int, high: int, special: str, suffix: str) -> QSpinBox:
-    """A spin box whose lowest value reads `special` (e.g. 'auto') when given."""
-    spin = QSpinBox()
-    spin.setRange(low, high)
-    if special:
-        spin.setSpecialValueText(special)
-    spin.setSuffix(suffix)
-    return spin
+def _title(method: str, scores) -> str:
+    """A tile's title: the method, and its deletion / insertion AUC once scored."""
+    if scores is None or "deletion" not in scores.scores:
+        return method
+    return f"{method}  del {scores.scores['deletion']:.2f} ins {scores.scores['insertion']:.2f}"
 
 
-def _combo(items: list[str]) -> QComboBox:
-    combo = QComboBox()
-    combo.addItems(items)
-    return combo
+def wrap(widget: QWidget) -> QHBoxLayout:
+    row = QHBoxLayout()
+    row.addWidget(widget)
+    return row

@@ -26,6 +26,7 @@ PANELS: dict[str, tuple[str, str, str | None]] = {
     "receptive-field": ("receptive_field", "ReceptiveFieldPanel", "workbench"),
     "architecture": ("architecture", "ArchitecturePanel", "workbench"),
     "gradients": ("gradients", "GradientsPanel", "workbench"),
+    "faithfulness": ("faithfulness.panel", "FaithfulnessPanel", "workbench"),
     "live-detection": ("live_detection", "LiveDetectionPanel", "controller"),
     "compare": ("compare", "ComparePanel", "controller"),
     "dataset": ("dataset.panel", "DatasetPanel", "controller"),

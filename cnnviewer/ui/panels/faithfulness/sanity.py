@@ -1,0 +1,119 @@
+"""The randomization sanity check (Adebayo et al. 2018): every method's map as a copy of the model is
+randomized from the logits down, beside its similarity to the original map.
+
+A map that still looks the same once the weights are random cannot be explaining what the model
+learned; the view flags such methods.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QComboBox, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
+
+from cnnviewer.engine.attribution.target import METHODS
+from cnnviewer.engine.views.heatmaps import render, side_by_side
+from cnnviewer.ui.panels.faithfulness.curves import PALETTE, MethodChecks, _row
+from cnnviewer.ui.widgets.controls import ScrollingRow, labelled_row
+from cnnviewer.ui.widgets.image_canvas import ImageCanvas
+
+DEFAULT_METHODS = ("saliency", "guided-backprop", "grad-cam", "integrated-gradients")
+MAX_COLUMNS = 8     # stages drawn as tiles; the plot shows every stage
+MODES = {"cascading": "cascading: randomize from the logits down, layers accumulate",
+         "independent": "independent: one block randomized at a time"}
+
+
+class SanityView(QWidget):
+    """Controls, the stage-by-method grid of maps, the similarity plot and a verdict per method."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.result = None
+        self.methods = MethodChecks(tuple(m for m in METHODS if m != "occlusion"), DEFAULT_METHODS)
+        self.mode = QComboBox()
+        for name, text in MODES.items():
+            self.mode.addItem(text, name)
+        self.granularity = QComboBox()
+        self.granularity.addItem("blocks", "block")
+        self.granularity.addItem("layers", "layer")
+        self.granularity.setToolTip("What one stage randomizes: a block (e.g. one inverted-residual block) or "
+                                    "every layer with weights, one at a time (many more stages)")
+        self.run_button = QPushButton("Run sanity check")
+        self.run_button.setToolTip("Randomizes a copy of the model (the model itself is never changed) and "
+                                   "recomputes every chosen map at each stage")
+        self.metric = QComboBox()
+        self.metric.addItem("Spearman rank correlation of |map|", "spearman")
+        self.metric.addItem("SSIM", "ssim")
+        self.metric.currentIndexChanged.connect(self._draw_plot)
+        self.canvas = ImageCanvas(self)
+        self.plot = pg.PlotWidget(background=(30, 30, 34))
+        self.plot.setLabel("left", "similarity to the original map")
+        self.plot.setLabel("bottom", "stage (randomized down to)")
+        self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.setYRange(-0.2, 1.0)
+        self.legend = self.plot.addLegend(offset=(-10, 10))
+        self.verdicts = QLabel("Run the check to see whether each method's map depends on the learned weights.")
+        self.verdicts.setWordWrap(True)
+        self.verdicts.setTextFormat(Qt.TextFormat.RichText)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.canvas)
+        split.addWidget(self.plot)
+        split.setSizes([450, 250])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(ScrollingRow(_row(QLabel("Methods"), self.methods)))
+        layout.addLayout(labelled_row([("Mode", self.mode), ("Stages", self.granularity), ("", self.run_button),
+                                       ("Plot", self.metric)]))
+        layout.addWidget(split, 1)
+        layout.addWidget(self.verdicts)
+
+    def settings(self) -> dict:
+        return {"methods": self.methods.chosen(), "mode": self.mode.currentData(),
+                "granularity": self.granularity.currentData()}
+
+    def clear(self, text: str = "") -> None:
+        self.result = None
+        self.canvas.clear()
+        self.plot.clear()
+        self.legend.clear()
+        self.verdicts.setText(text)
+
+    def show_result(self, result) -> None:
+        """A SanityResult: maps per method and stage, similarities, verdicts."""
+        self.result = result
+        stages = list(range(len(result.stages)))
+        if len(stages) > MAX_COLUMNS:   # the original, the last, and evenly spaced ones between
+            picks = np.linspace(0, len(stages) - 1, MAX_COLUMNS).round().astype(int)
+            stages = sorted(set(picks.tolist()))
+        pictures, titles = [], []
+        for method in result.methods:
+            for stage in stages:
+                pictures.append(render(result.maps[method][stage][None], "heat", result.display))
+                where = "original" if stage == 0 else result.stages[stage]
+                titles.append(f"{method[:14]} {where[-14:]}" if stage == 0 else
+                              f"{where[-12:]} ρ{result.spearman[method][stage]:.2f} "
+                              f"S{result.ssim[method][stage]:.2f}")
+        self.canvas.show_image(side_by_side(pictures, titles, "heat", columns=len(stages)))
+        lines = []
+        for method in result.methods:
+            sentence = result.verdict(method)
+            colour = "#e05050" if result.failing[method] else "#50b060"
+            lines.append(f"<span style='color:{colour}'>{'✗' if result.failing[method] else '✓'}</span> {sentence}")
+        self.verdicts.setText("<br>".join(lines))
+        self._draw_plot()
+
+    def _draw_plot(self) -> None:
+        self.plot.clear()
+        self.legend.clear()
+        result = self.result
+        if result is None:
+            return
+        values = result.spearman if self.metric.currentData() == "spearman" else result.ssim
+        for index, method in enumerate(result.methods):
+            pen = pg.mkPen(PALETTE[index % len(PALETTE)], width=2)
+            self.plot.plot(np.arange(len(result.stages)), values[method], pen=pen, symbol="o", symbolSize=5,
+                           symbolBrush=PALETTE[index % len(PALETTE)], name=method)
+        every = max(1, len(result.stages) // 8)
+        ticks = [(i, name) for i, name in enumerate(result.stages) if i % every == 0 or i == len(result.stages) - 1]
+        self.plot.getAxis("bottom").setTicks([ticks])
