@@ -19,6 +19,7 @@ itself is never modified), in inference mode.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,10 +47,23 @@ Progress = Callable[[float], None] | None
 
 @contextmanager
 def scoring_model(model: nn.Module, target: Target, fold: bool = True) -> Iterator[nn.Module]:
-    """The model to score perturbed inputs with: eval mode, no autograd, batch norms folded
-    (about a third fewer ops on MobileNetV2) in a copy that shares every unchanged module."""
+    """The model to score perturbed inputs with: eval mode, no autograd and, with `fold`, a private
+    copy with batch norms folded into their convolutions and weights in channels-last layout.
+
+    Measured on MobileNetV2, one thread, 224 px: a batch through the plain model costs ~2x per
+    image what single images do (contiguous layout); folded and channels-last it costs ~0.7x.
+    The copy is deep (the layout change rewrites weights), so the model itself is never touched.
+    """
     with eval_mode(model), torch.inference_mode():
-        yield folded_copy(model, {target.layer} if target.layer else set()) if fold else model
+        if not fold:
+            yield model
+            return
+        fast = folded_copy(model, {target.layer} if target.layer else set())
+        try:
+            fast = copy.deepcopy(fast).to(memory_format=torch.channels_last)
+        except (RuntimeError, TypeError):   # a module that cannot be copied: fold only, shared weights
+            pass
+        yield fast
 
 
 def _check(cancel: Event | None) -> None:
@@ -152,7 +166,7 @@ def deletion_insertion(model: nn.Module, inputs: Tensor, target: Target, heat, s
             _check(cancel)
             chunk = keys[start:start + batch]
             images = torch.cat([torch.where(rank_t < wanted[key][2], wanted[key][1], wanted[key][0])
-                                for key in chunk])
+                                for key in chunk]).contiguous(memory_format=torch.channels_last)
             _, values = _scores(scorer, images, target)
             raw_values.update(zip(chunk, values.tolist()))
             if progress is not None:
@@ -202,7 +216,8 @@ def road(model: nn.Module, inputs: Tensor, target: Target, heat, percentiles=ROA
     _check(cancel)
     batch = torch.stack(imputed).to(device=inputs.device, dtype=inputs.dtype)
     with scoring_model(model, target, fold) as scorer:
-        raw, probability = _scores(scorer, torch.cat([inputs, batch]), target)
+        raw, probability = _scores(scorer, torch.cat([inputs, batch]).contiguous(memory_format=torch.channels_last),
+                                  target)
     if progress is not None:
         progress(1.0)
     scale = 1.0 if target.layer is None else _safe(float(raw[0]))
