@@ -87,18 +87,21 @@ class CurvesView(QWidget):
         self.plot.setLabel("left", "p(target)")
         self.plot.setLabel("bottom", "fraction of pixels removed")
         self.plot.showGrid(x=True, y=True, alpha=0.2)
-        self.legend = self.plot.addLegend(offset=(-10, 10))
+        self.plot.getAxis("left").enableAutoSIPrefix(False)     # probabilities, not thousandths
+        self.plot.setMinimumWidth(180)
+        self.legend = self.plot.addLegend(offset=(-10, 10), brush=pg.mkBrush(30, 30, 34, 190))   # curves show through
         self.cursor = pg.InfiniteLine(angle=90, pen=pg.mkPen((220, 220, 220), width=1, style=Qt.PenStyle.DashLine))
         self.plot.addItem(self.cursor, ignoreBounds=True)
         self.plot.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.frame = ImageCanvas(self)
+        self.frame.setMinimumWidth(100)
         self.frame_label = QLabel("")
         self.frame_label.setWordWrap(True)
         self.table = ScoreTable()
         right = QWidget()
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
-        right_layout.addLayout(labelled_row([("Image of", self.picked)]))
+        right_layout.addWidget(ScrollingRow(labelled_row([("Image of", self.picked)])))
         right_layout.addWidget(self.frame, 1)
         right_layout.addWidget(self.frame_label)
         split = QSplitter(Qt.Orientation.Horizontal)
@@ -112,8 +115,8 @@ class CurvesView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(ScrollingRow(_row(QLabel("Methods"), self.methods)))
-        layout.addLayout(labelled_row([("Substrate", self.substrate), ("Steps", self.steps), ("", self.road),
-                                       ("Curve", self.curve)]))
+        layout.addWidget(ScrollingRow(labelled_row([("Substrate", self.substrate), ("Steps", self.steps),
+                                                    ("", self.road), ("Curve", self.curve)])))
         layout.addWidget(vertical, 1)
         self._step = 0
         self._redraw = QTimer(self, singleShot=True, interval=0)

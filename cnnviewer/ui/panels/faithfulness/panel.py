@@ -14,7 +14,7 @@ from cnnviewer.engine.session import Session
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.panels.faithfulness.curves import CurvesView
 from cnnviewer.ui.panels.faithfulness.sanity import SanityView
-from cnnviewer.ui.widgets.controls import labelled_row, on_screen
+from cnnviewer.ui.widgets.controls import ScrollingRow, labelled_row, on_screen
 
 SANITY_OPTIONS = {"integrated-gradients": {"steps": 16}, "smoothgrad": {"samples": 10}}   # per stage: keep it quick
 
@@ -41,7 +41,7 @@ class FaithfulnessPanel(QWidget):
         self.info.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(labelled_row([("Target", self.target_kind), ("", self.target_label)]))
+        layout.addWidget(ScrollingRow(labelled_row([("Target", self.target_kind), ("", self.target_label)])))
         layout.addWidget(self.tabs, 1)
         layout.addWidget(self.info)
         self._debounce = QTimer(self, singleShot=True, interval=150)

@@ -51,6 +51,8 @@ class SanityView(QWidget):
         self.plot.setLabel("left", "similarity to the original map")
         self.plot.setLabel("bottom", "stage (randomized down to)")
         self.plot.showGrid(x=True, y=True, alpha=0.2)
+        self.plot.getAxis("left").enableAutoSIPrefix(False)
+        self.plot.setMinimumWidth(180)
         self.plot.setYRange(-0.2, 1.0)
         self.legend = self.plot.addLegend(offset=(-10, 10))
         self.verdicts = QLabel("Run the check to see whether each method's map depends on the learned weights.")
@@ -63,8 +65,8 @@ class SanityView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(ScrollingRow(_row(QLabel("Methods"), self.methods)))
-        layout.addLayout(labelled_row([("Mode", self.mode), ("Stages", self.granularity), ("", self.run_button),
-                                       ("Plot", self.metric)]))
+        layout.addWidget(ScrollingRow(labelled_row([("Mode", self.mode), ("Stages", self.granularity),
+                                                    ("", self.run_button), ("Plot", self.metric)])))
         layout.addWidget(split, 1)
         layout.addWidget(self.verdicts)
 
