@@ -16,12 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# A map still this similar to the original after every layer is randomized fails the check.
-# The paper gives no number; its cascading plots for Inception v3 (Fig. 2 and 4) end, for the
-# methods it says pass (gradient, integrated gradients, Grad-CAM), near 0-0.2 in rank
-# correlation (abs) and SSIM, while guided backprop and guided Grad-CAM stay at about 0.5 or
-# above. 0.5 sits between the two groups: "more like the original than not".
-FAILING_SSIM = 0.5
+# Failing: the map keeps the original's pixel ranking while the network is randomized. The paper
+# gives no number and judges its curves (Fig. 2, 4): methods that pass fall at once, guided
+# backprop stays high until the lowest layers go. So the score is the curve's mean: the rank
+# correlation averaged over the randomized stages (the area under the paper's plot), failing at
+# 0.5 or more - "more like the original than not". Not the last stage alone: once the first conv
+# is random too, every method's map on MobileNetV2 ends below 0.4, guided backprop included
+# (0.21-0.36; saliency -0.01-0.18, Grad-CAM -0.64-0.68 on cat, coffee, astronaut, seeds 0-1),
+# while the mean separates them (guided backprop 0.73-0.77; saliency 0.15-0.27, Grad-CAM
+# -0.23-0.40). SSIM (its curve falls for every method once random textures appear) is reported.
 FAILING_SPEARMAN = 0.5
 
 
@@ -73,7 +76,7 @@ class SanityResult:
     maps: dict[str, list[np.ndarray]]   # method -> per stage (H, W) float32 map; stage 0 is the original model's
     spearman: dict[str, list[float]]    # method -> per stage, rank correlation of |map| with the original's
     ssim: dict[str, list[float]]        # method -> per stage, SSIM with the original's
-    failing: dict[str, bool]            # still similar once everything is randomized (FAILING_SSIM / _SPEARMAN)
+    failing: dict[str, bool]            # the map keeps its ranking while randomized (is_failing)
     display: np.ndarray                 # (H, W, 3) uint8: the input as displayed
     milliseconds: float
     modules: tuple[tuple[str, ...], ...] = ()   # per stage, the module names randomized in it (stage 0: none)
@@ -84,24 +87,32 @@ class SanityResult:
         """One plain sentence on `method`: does its map depend on the weights?"""
         if method not in self.maps:
             raise KeyError(f"{method!r} was not checked; checked: {', '.join(self.methods)}")
-        ssim, spearman = self.ssim[method][-1], self.spearman[method][-1]
         if len(self.stages) < 2:
             return f"{method}: not checked - no layer was randomized"
+        mean = mean_similarity(self.spearman[method])
+        last, ssim = self.spearman[method][-1], self.ssim[method][-1]
         if self.mode == "cascading":
-            after = ("after randomizing every layer" if self.complete
-                     else f"after randomizing down to {self.stages[-1]}")
+            while_ = "while the layers are randomized from the output down"
+            end = "once every layer is random" if self.complete else f"once {self.stages[-1]} is random too"
         else:
-            after = f"with only {self.stages[-1]} randomized"
-        numbers = f"SSIM {_fmt(ssim)}, rank correlation {_fmt(spearman)} with the original"
+            while_, end = "when any one block is randomized", f"with only {self.stages[-1]} random"
+        numbers = (f"a rank correlation of {_fmt(mean)} on average with the original {while_} "
+                   f"({_fmt(last)}, SSIM {_fmt(ssim)} {end})")
         if self.failing[method]:
-            return f"{method}: fails - {after} its map still has {numbers}"
-        return f"{method}: passes - {after} its map has only {numbers}"
+            return f"{method}: fails - its map keeps {numbers}"
+        return f"{method}: passes - its map keeps only {numbers}"
 
 
-def is_failing(ssim: float, spearman: float) -> bool:
-    """Still similar to the original: SSIM or rank correlation at or above the paper-derived line."""
-    return (not math.isnan(ssim) and ssim >= FAILING_SSIM) or \
-        (not math.isnan(spearman) and spearman >= FAILING_SPEARMAN)
+def mean_similarity(per_stage: list[float]) -> float:
+    """The mean over the randomized stages (stage 0, the original, left out); nan counts as 0."""
+    values = [0.0 if math.isnan(v) else v for v in per_stage[1:]]
+    return sum(values) / len(values) if values else math.nan
+
+
+def is_failing(spearman: list[float]) -> bool:
+    """The map keeps its ranking through the randomization: mean rank correlation >= FAILING_SPEARMAN."""
+    mean = mean_similarity(spearman)
+    return not math.isnan(mean) and mean >= FAILING_SPEARMAN
 
 
 def _fmt(value: float) -> str:
