@@ -24,7 +24,12 @@ import torch
 from torch import nn
 
 from cnnviewer.engine.attribution import gradients
-from cnnviewer.engine.attribution.similarity import SanityResult, is_failing, rank_correlation, structural_similarity
+from cnnviewer.engine.attribution.similarity import (
+    SanityResult,
+    is_failing,
+    rank_correlation,
+    structural_similarity,
+)
 from cnnviewer.engine.attribution.target import CAM_METHODS, SLOW_METHODS, Target
 from cnnviewer.engine.errors import Cancelled
 
