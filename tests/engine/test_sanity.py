@@ -173,6 +173,10 @@ def test_stages_of_a_resnet_and_per_layer() -> None:
     assert names == ["fc"] + [f"layer{i}.{j}" for i in (4, 3, 2, 1) for j in (1, 0)] + ["bn1", "conv1"]
     layers = [name for name, _ in sanity.randomization_stages(resnet, "layer")]
     assert layers[0] == "fc" and layers[-1] == "conv1" and "layer4.1.bn2" in layers and len(layers) == 41
+    with torch.device("meta"):                                      # structure only: no 130M weights made
+        vgg = torchvision.models.vgg11(weights=None)                # a Sequential of plain layers is opened
+    assert [n for n, _ in sanity.randomization_stages(vgg)][:4] == ["classifier.6", "classifier.3", "classifier.0",
+                                                                    "features.18"]
     wrapped = nn.Sequential(resnet)                                  # a wrapper is opened
     assert [n for n, _ in sanity.randomization_stages(wrapped)][:2] == ["0.fc", "0.layer4.1"]
 
@@ -210,3 +214,39 @@ def test_similarity_scores() -> None:
     assert structural_similarity(a, rng.random((32, 32))) < 0.2
     with pytest.raises(ValueError):
         structural_similarity(a, a[:8])
+
+
+class Tokened(nn.Module):
+    """A small CNN with a parameter of its own (as a ViT's class token): the own-parameters stage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shift = nn.Parameter(torch.full((1, 8, 1, 1), 0.1))
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU())
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(self.stem(x) + self.shift))
+
+
+def test_own_parameters_and_per_layer_granularity() -> None:
+    from cnnviewer.engine.models.handle import Preprocess, wrap_module
+
+    torch.manual_seed(0)
+    module = Tokened().eval()
+    assert [name for name, _ in sanity.randomization_stages(module)] == ["head", "body", "stem",
+                                                                         "(the model's own parameters)"]
+    layers = sanity.randomization_stages(module, "layer")
+    assert [name for name, _ in layers] == ["head.2", "body.0", "stem.1", "stem.0", "(the model's own parameters)"]
+    own = sanity.randomized_copy(module, [layers[-1][1][0]], seed=0)     # the token only, not the children
+    assert not torch.equal(own.shift, module.shift)
+    assert all(torch.equal(a, b) for (n, a), b in zip(own.state_dict().items(), module.state_dict().values())
+               if n != "shift")
+    model = wrap_module(module, "tokened", preprocess=Preprocess(resize_size=32, crop_size=32))
+    before = snapshot(model.module)
+    result = sanity.sanity_check(Workbench(), model, sample_image("coffee"), Target(class_index=2),
+                                 {"saliency": {}, "grad-cam": {}}, granularity="layer", mode="independent")
+    assert_unchanged(model.module, before)
+    assert len(result.stages) == 6 and result.maps["saliency"][0].shape == (32, 32)
+    assert result.options["grad-cam"]["layer"]

@@ -34,6 +34,15 @@ from cnnviewer.engine.attribution.target import CAM_METHODS, SLOW_METHODS, Targe
 from cnnviewer.engine.errors import Cancelled
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+OWN = ":own"   # suffix: only the module's own parameters (a class token), not its children's
+
+
+def _label(name: str) -> str:
+    """A stage's name as shown: the module's name; its own parameters only when its children stay."""
+    if not name.endswith(OWN):
+        return name
+    module = name.removesuffix(OWN)
+    return module if module else "(the model's own parameters)"
 
 
 def _has_parameters(module: nn.Module, recurse: bool = True) -> bool:
@@ -44,10 +53,10 @@ def _blocks(module: nn.Module, prefix: str) -> list[str]:
     """The natural blocks under `module`, in registration order.
 
     A plain container (exactly Sequential / ModuleList / ModuleDict, not a subclass such as
-    torchvision's Conv2dNormActivation, which is one conv-BN-ReLU block) holding more than one
-    parameterised child is opened up (MobileNetV2's `features`, ResNet's `layer4`); one with a
-    single such child stays whole (MobileNetV2's `classifier`: dropout and linear). Anything
-    else with parameters is a block: `classifier`, `features.18`, `layer4.1`, `conv1`.
+    torchvision's Conv2dNormActivation, itself one conv-BN-ReLU block) is opened up when it holds
+    blocks (MobileNetV2's `features`, ResNet's `layer4`) or more than two parameterised layers
+    (VGG's `features` and `classifier`); a conv with its norm, or dropout and a linear
+    (MobileNetV2's `classifier`), stays one block. Anything else with parameters is a block.
     """
     names = []
     for name, child in module.named_children():
@@ -55,7 +64,8 @@ def _blocks(module: nn.Module, prefix: str) -> list[str]:
             continue
         full = f"{prefix}{name}"
         children = [c for c in child.children() if _has_parameters(c)]
-        if type(child) in _CONTAINERS and len(children) > 1:
+        composite = any(_has_parameters(g) for c in children for g in c.children())
+        if type(child) in _CONTAINERS and len(children) > 1 and (composite or len(children) > 2):
             names.extend(_blocks(child, f"{full}."))
         else:
             names.append(full)
@@ -67,7 +77,8 @@ def randomization_stages(module: nn.Module, granularity: str = "block") -> list[
 
     "block": the natural blocks (`_blocks`; MobileNetV2: classifier, features.18 ... features.0;
     ResNet: fc, layer4.1, ..., layer1.0, bn1, conv1); a model that is one wrapper is opened.
-    "layer": every module holding parameters of its own (each conv, BN and linear).
+    "layer": every module holding parameters of its own (each conv, BN and linear), its own only.
+    A name ending in OWN (":own") means that module's own parameters, not its children's.
     Registration order is the forward order for torchvision and timm classifiers; the check
     needs no input to find its stages.
     """
@@ -81,10 +92,10 @@ def randomization_stages(module: nn.Module, granularity: str = "block") -> list[
             prefix, top = f"{prefix}{children[0][0]}.", children[0][1]
         names = _blocks(top, prefix)
         if _has_parameters(top, recurse=False):
-            names.insert(0, prefix.rstrip("."))   # the model's own tensors (a class token) go first
-        stages = [(name or "(own parameters)", [name]) for name in names]
+            names.insert(0, prefix.rstrip(".") + OWN)   # the model's own tensors (a class token) go first
+        stages = [(_label(name), [name]) for name in names]
     elif granularity == "layer":
-        stages = [(name or "(own parameters)", [name]) for name, m in module.named_modules()
+        stages = [(_label(name + OWN), [name + OWN]) for name, m in module.named_modules()
                   if _has_parameters(m, recurse=False)]
     else:
         raise ValueError(f"unknown granularity {granularity!r}; choose 'block' or 'layer'")
@@ -111,13 +122,15 @@ def _reinitialise(root: nn.Module, name: str, seed: int) -> None:
     convolutions let activations grow ~10x per block (measured: the saliency map's maximum went
     from 0.24 to 2e13), ReLU6 saturates, and every method's map turns to the same blobs.
     """
+    own_only = name.endswith(OWN)
+    name = name.removesuffix(OWN)
     target = root.get_submodule(name) if name else root
     devices = sorted({p.device.index for p in target.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(_seed(seed, name))
         covered: set[int] = set()
         with torch.no_grad():
-            for module in target.modules():
+            for module in [target] if own_only else target.modules():
                 own = list(module.parameters(recurse=False))
                 if not own:
                     continue
@@ -231,9 +244,11 @@ def _restore(work: nn.Module, original: nn.Module, names: Iterable[str]) -> None
     """Copy the original's parameters and buffers back into `work`'s named modules (independent mode)."""
     with torch.no_grad():
         for name in names:
+            recurse = not name.endswith(OWN)
+            name = name.removesuffix(OWN)
             source = original.get_submodule(name) if name else original
             destination = work.get_submodule(name) if name else work
-            for (_, mine), (_, theirs) in zip(destination.named_parameters(), source.named_parameters()):
+            for mine, theirs in zip(destination.parameters(recurse=recurse), source.parameters(recurse=recurse)):
                 mine.copy_(theirs)
-            for (_, mine), (_, theirs) in zip(destination.named_buffers(), source.named_buffers()):
+            for mine, theirs in zip(destination.buffers(recurse=recurse), source.buffers(recurse=recurse)):
                 mine.copy_(theirs)
