@@ -250,3 +250,22 @@ def test_own_parameters_and_per_layer_granularity() -> None:
     assert_unchanged(model.module, before)
     assert len(result.stages) == 6 and result.maps["saliency"][0].shape == (32, 32)
     assert result.options["grad-cam"]["layer"]
+
+
+def test_job_context_progress_reaches_inside_slow_methods(mobilenet, cat) -> None:
+    """Through a JobContext as the UI's job runs it: integrated gradients reports within its stage."""
+    from cnnviewer.engine.jobs import JobContext
+
+    image, target = cat
+    seen: list[tuple[float, str]] = []
+    context = JobContext(report=lambda fraction, text: seen.append((fraction, text)))
+    result = sanity.sanity_check(Workbench(), mobilenet, image, target,
+                                 {"integrated-gradients": {"steps": 4, "batch": 2}, "saliency": {}},
+                                 stages=1, context=context)
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and 0.125 in fractions   # half of IG's 1st of 4
+    assert all(text.startswith("sanity check") for _, text in seen)
+    assert result.options["integrated-gradients"] == {"steps": 4, "baseline": "mean colour"}
+    context.cancel.set()
+    with pytest.raises(Cancelled):
+        sanity.sanity_check(Workbench(), mobilenet, image, target, {"saliency": {}}, stages=1, context=context)
