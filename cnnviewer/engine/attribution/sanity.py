@@ -117,10 +117,11 @@ def _reinitialise(root: nn.Module, name: str, seed: int) -> None:
 
     BatchNorm's running statistics are reset too (mean 0, variance 1: `reset_parameters`), so a
     randomized BN is an identity. Adebayo et al.'s code kept TensorFlow's moving statistics (it
-    re-initialised trainable variables only), harmless for Inception v3's ReLUs, which are
-    indifferent to scale; MobileNetV2's ReLU6 is not: trained statistics applied to random
-    convolutions let activations grow ~10x per block (measured: the saliency map's maximum went
-    from 0.24 to 2e13), ReLU6 saturates, and every method's map turns to the same blobs.
+    re-initialised trainable variables only), nearly harmless for Inception v3's ReLUs, which
+    ignore scale; MobileNetV2's ReLU6 does not: trained statistics applied to random convolutions
+    make activations grow ~5x per block (measured: the saliency map's maximum went from 0.24 to
+    2e13 over the cascade), ReLU6 saturates and passes no gradient, and guided backprop's map
+    turns to blobs that say more about the saturation than about the method.
     """
     own_only = name.endswith(OWN)
     name = name.removesuffix(OWN)
@@ -147,6 +148,7 @@ def randomized_copy(module: nn.Module, names: Iterable[str], seed: int = 0) -> n
     """A deep copy of `module` with the named modules' parameters re-initialised (`_reinitialise`).
 
     The original is untouched: its parameters, buffers, modes, flags and hooks stay as they were.
+    BatchNorm running statistics in the named modules are reset with their weights (why: `_reinitialise`).
     """
     clone = copy.deepcopy(module)
     for name in names:
