@@ -66,7 +66,7 @@ def test_sanity_check_flags_guided_backprop_on_the_real_mobilenet(window, qtbot)
     panel = window.faithfulness
     window.docks["faithfulness"].raise_()
     panel.tabs.setCurrentWidget(panel.sanity)
-    panel.sanity.methods.set_chosen(("saliency", "guided-backprop", "grad-cam"))
+    panel.sanity.methods.set_chosen(("guided-backprop", "grad-cam"))
     parameters = [p.detach().clone() for p in window.session.model.module.parameters()]
     panel.run_sanity()
     qtbot.waitUntil(lambda: panel.sanity.result is not None, timeout=180000)

@@ -77,7 +77,8 @@ class FaithfulnessPanel(QWidget):
             self._on_target_changed()
 
     def _on_target_changed(self) -> None:
-        self.sanity.clear("The target changed: run the check again.")
+        if self.sanity.result is not None:
+            self.sanity.clear("The target changed: run the check again.")
         self._debounce.start()
 
     def _forget(self) -> None:
@@ -85,7 +86,8 @@ class FaithfulnessPanel(QWidget):
         self._jobs.cancel("faithfulness")
         self._jobs.cancel("sanity")
         self.curves.clear()
-        self.sanity.clear("A new image or model: run the check again.")
+        if self.sanity.result is not None:
+            self.sanity.clear("A new image or model: run the check again.")
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override: compute only when looked at
         super().showEvent(event)

@@ -20,8 +20,8 @@ from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 DEFAULT_METHODS = ("saliency", "guided-backprop", "grad-cam", "integrated-gradients")
 MAX_COLUMNS = 8     # stages drawn as tiles; the plot shows every stage
-MODES = {"cascading": "cascading: randomize from the logits down, layers accumulate",
-         "independent": "independent: one block randomized at a time"}
+TILE = 128          # px per map in the grid: the whole check fits a dock, titles stay readable
+MODES = {"cascading": "cascading", "independent": "independent"}
 
 
 class SanityView(QWidget):
@@ -34,6 +34,8 @@ class SanityView(QWidget):
         self.mode = QComboBox()
         for name, text in MODES.items():
             self.mode.addItem(text, name)
+        self.mode.setToolTip("cascading: randomize from the logits down, the randomized layers accumulate (the "
+                             "paper's main test); independent: one block randomized at a time, the rest trained")
         self.granularity = QComboBox()
         self.granularity.addItem("blocks", "block")
         self.granularity.addItem("layers", "layer")
@@ -48,13 +50,13 @@ class SanityView(QWidget):
         self.metric.currentIndexChanged.connect(self._draw_plot)
         self.canvas = ImageCanvas(self)
         self.plot = pg.PlotWidget(background=(30, 30, 34))
-        self.plot.setLabel("left", "similarity to the original map")
+        self.plot.setLabel("left", "similarity")
         self.plot.setLabel("bottom", "stage (randomized down to)")
         self.plot.showGrid(x=True, y=True, alpha=0.2)
         self.plot.getAxis("left").enableAutoSIPrefix(False)
         self.plot.setMinimumWidth(180)
         self.plot.setYRange(-0.2, 1.0)
-        self.legend = self.plot.addLegend(offset=(-10, 10))
+        self.legend = self.plot.addLegend(offset=(-10, 10), brush=pg.mkBrush(30, 30, 34, 190))
         self.verdicts = QLabel("Run the check to see whether each method's map depends on the learned weights.")
         self.verdicts.setWordWrap(True)
         self.verdicts.setTextFormat(Qt.TextFormat.RichText)
@@ -91,11 +93,10 @@ class SanityView(QWidget):
         pictures, titles = [], []
         for method in result.methods:
             for stage in stages:
-                pictures.append(render(result.maps[method][stage][None], "heat", result.display))
+                pictures.append(_small(render(result.maps[method][stage][None], "heat", result.display)))
                 where = "original" if stage == 0 else result.stages[stage]
-                titles.append(f"{method[:14]} {where[-14:]}" if stage == 0 else
-                              f"{where[-12:]} ρ{result.spearman[method][stage]:.2f} "
-                              f"S{result.ssim[method][stage]:.2f}")
+                titles.append(method[:18] if stage == 0 else
+                              f"{where[-11:]} ρ{result.spearman[method][stage]:.2f}")
         self.canvas.show_image(side_by_side(pictures, titles, "heat", columns=len(stages)))
         lines = []
         for method in result.methods:
@@ -116,6 +117,13 @@ class SanityView(QWidget):
             pen = pg.mkPen(PALETTE[index % len(PALETTE)], width=2)
             self.plot.plot(np.arange(len(result.stages)), values[method], pen=pen, symbol="o", symbolSize=5,
                            symbolBrush=PALETTE[index % len(PALETTE)], name=method)
-        every = max(1, len(result.stages) // 8)
-        ticks = [(i, name) for i, name in enumerate(result.stages) if i % every == 0 or i == len(result.stages) - 1]
+        every = max(1, -(-len(result.stages) // 5))     # about five names fit under the plot
+        ticks = [(i, name) for i, name in enumerate(result.stages) if i % every == 0]
         self.plot.getAxis("bottom").setTicks([ticks])
+
+
+def _small(picture: np.ndarray) -> np.ndarray:
+    """A map tile at TILE px: the check has up to 8 columns and 12 rows."""
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(picture).resize((TILE, TILE), Image.Resampling.BILINEAR))
