@@ -33,7 +33,14 @@ from torch import Tensor, nn
 from cnnviewer.engine.attribution.gradients import _score
 from cnnviewer.engine.attribution.imputation import impute
 from cnnviewer.engine.attribution.scores import (
-    SUBSTRATES, Curve, Faithfulness, pixel_order, ranking, step_counts, trapezoid)
+    SUBSTRATES,
+    Curve,
+    Faithfulness,
+    pixel_order,
+    ranking,
+    step_counts,
+    trapezoid,
+)
 from cnnviewer.engine.attribution.target import CAM_METHODS, Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.runtime.folding import folded_copy
@@ -90,9 +97,9 @@ def substrate_tensors(substrate: str, inputs: Tensor, mean=IMAGENET_MEAN, std=IM
     """
     if substrate not in SUBSTRATES:
         raise ValueError(f"unknown substrate {substrate!r}; choose {', '.join(SUBSTRATES)}")
-    channels, side = inputs.shape[1], inputs.shape[-1]
-    mean_t = torch.tensor(list(mean)[:channels], dtype=inputs.dtype, device=inputs.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(list(std)[:channels], dtype=inputs.dtype, device=inputs.device).view(1, -1, 1, 1)
+    side = inputs.shape[-1]
+    mean_t, std_t = (torch.tensor(values, dtype=inputs.dtype, device=inputs.device).view(1, -1, 1, 1)
+                     for values in _statistics(mean, std, inputs.shape[1]))
 
     def make(name: str) -> Tensor:
         if name == "black":
@@ -110,12 +117,19 @@ def substrate_tensors(substrate: str, inputs: Tensor, mean=IMAGENET_MEAN, std=IM
     return {"deletion": same, "insertion": same}
 
 
+def _statistics(mean, std, channels: int) -> tuple[list[float], list[float]]:
+    """The normalisation of a `channels`-channel input: a one-channel model reads luma normalised
+    with the mean of the per-channel values (as `prepare_input`)."""
+    if channels == 1 and len(mean) == 3:
+        return [sum(mean) / 3], [sum(std) / 3]
+    return list(mean)[:channels], list(std)[:channels]
+
+
 def to_display(tensor: Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
     """(N, C, H, W) or (C, H, W) normalised tensor -> (…, H, W, 3) uint8 as displayed."""
     values = tensor.detach().float().cpu()
     channels = values.shape[-3]
-    mean_t = torch.tensor(list(mean)[:channels]).view(-1, 1, 1)
-    std_t = torch.tensor(list(std)[:channels]).view(-1, 1, 1)
+    mean_t, std_t = (torch.tensor(v).view(-1, 1, 1) for v in _statistics(mean, std, channels))
     pixels = ((values * std_t + mean_t) * 255.0).round().clamp(0, 255).to(torch.uint8)
     if channels == 1:
         pixels = pixels.expand(*pixels.shape[:-3], 3, *pixels.shape[-2:])
