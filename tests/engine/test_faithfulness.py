@@ -13,13 +13,19 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
+import torchvision
 from skimage import data
 from torchvision.transforms.functional import gaussian_blur
 
 from cnnviewer.engine.attribution import faithfulness, gradients
 from cnnviewer.engine.attribution.imputation import impute
-from cnnviewer.engine.attribution.scores import composite, pixel_order, ranking, step_counts, trapezoid
+from cnnviewer.engine.attribution.scores import (
+    composite,
+    pixel_order,
+    ranking,
+    step_counts,
+    trapezoid,
+)
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.media.images import from_array
@@ -69,9 +75,16 @@ def test_imputation_equals_noisy_linear_imputer():
 
 def test_road_equals_pytorch_grad_cam(cat):
     from pytorch_grad_cam.metrics.perturbation_confidence import (
-        PerturbationConfidenceMetric, RemoveLeastRelevantFirst, RemoveMostRelevantFirst)
+        PerturbationConfidenceMetric,
+        RemoveLeastRelevantFirst,
+        RemoveMostRelevantFirst,
+    )
     from pytorch_grad_cam.metrics.road import (
-        NoisyLinearImputer, ROADCombined, ROADLeastRelevantFirst, ROADMostRelevantFirst)
+        NoisyLinearImputer,
+        ROADCombined,
+        ROADLeastRelevantFirst,
+        ROADMostRelevantFirst,
+    )
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     model, _, x, target, cam = cat
     percentiles = [20, 50, 80]
@@ -245,3 +258,28 @@ def test_ranking_composite_and_steps():
     fill = np.zeros_like(display)
     assert composite(display, fill, np.array([1, 0]), 1, "deletion")[0, :, 0].tolist() == [200, 0]
     assert composite(display, fill, np.array([1, 0]), 1, "insertion")[0, :, 0].tolist() == [0, 200]
+
+
+def test_a_random_resnet_and_a_one_channel_model():
+    """Other architectures, random weights (costs and plumbing do not depend on them): a ResNet's
+    in-place ReLUs and residual adds through the folded copy, and a luma model's black substrate."""
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    relevance = torch.rand(64, 64).numpy()
+    black = ((0 - torch.tensor(MEAN)) / torch.tensor(STD)).view(1, 3, 1, 1).expand_as(x)
+    for target in (Target(class_index=7), Target(layer="layer3", channel=2)):
+        curves = faithfulness.deletion_insertion(resnet, x, target, relevance, steps=4, substrate="black")
+        deletion, insertion = straightforward(resnet, x, target, relevance, 4, black, black)
+        np.testing.assert_allclose(curves["deletion"].values, deletion, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(curves["insertion"].values, insertion, rtol=1e-4, atol=1e-5)
+    luma = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).eval()
+    fills = faithfulness.substrate_tensors("black", torch.zeros(1, 1, 8, 8), MEAN, STD)
+    assert faithfulness.to_display(fills["deletion"][0], MEAN, STD).max() == 0
+    curves = faithfulness.deletion_insertion(luma, torch.randn(1, 1, 8, 8), Target(class_index=1), np.eye(8),
+                                             steps=2, substrate="black", mean=MEAN, std=STD)
+    black_luma = torch.full((1, 1, 8, 8), -sum(MEAN) / sum(STD))   # 0 normalised as prepare_input does
+    with torch.no_grad():
+        expected = torch.softmax(luma(black_luma), 1)[0, 1].item()
+    assert curves["deletion"].values[-1] == pytest.approx(expected, rel=1e-5)
+    assert curves["insertion"].values[0] == pytest.approx(expected, rel=1e-5)

@@ -72,7 +72,7 @@ class Faithfulness:
             return found.frames[step]
         if curve not in ("deletion", "insertion"):
             raise KeyError(f"{curve!r} keeps no frames")
-        count = int(round(found.fractions[step] * self.order.size))
+        count = round(float(found.fractions[step]) * self.order.size)
         return composite(self.display, self.substrates[curve], self.order, count, curve)
 
 
