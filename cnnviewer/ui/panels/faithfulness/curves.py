@@ -26,6 +26,7 @@ from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 CHEAP = ("saliency", "guided-backprop", "input-x-gradient", "grad-cam", "grad-cam++", "layer-cam", "eigen-cam")
 CURVE_NAMES = {"deletion": "Deletion", "insertion": "Insertion", "road-morf": "ROAD, most relevant removed first",
                "road-lerf": "ROAD, least relevant removed first"}
+SHORT_NAMES = {"deletion": "Deletion", "insertion": "Insertion", "road-morf": "ROAD MoRF", "road-lerf": "ROAD LeRF"}
 PALETTE = [(86, 156, 214), (255, 160, 60), (106, 200, 120), (230, 90, 90), (180, 130, 230), (150, 110, 90),
            (230, 130, 200), (160, 160, 160), (200, 200, 80), (80, 200, 210), (255, 220, 140), (120, 120, 255)]
 
@@ -167,8 +168,8 @@ class CurvesView(QWidget):
         self.plot.addItem(self.cursor, ignoreBounds=True)
         self.plot.setLabel("bottom", "fraction of pixels inserted" if name == "insertion"
                            else "fraction of pixels removed")
-        direction = BETTER.get(name, "")
-        self.plot.setTitle(f"{CURVE_NAMES[name]}: area under the curve, {direction} is better" if direction else "")
+        number = "AUC" if name in ("deletion", "insertion") else "score change"
+        self.plot.setTitle(f"{SHORT_NAMES[name]} {number} in the legend, {BETTER[name]} is better", size="9pt")
         for index, (method, result) in enumerate(self.results.items()):
             curve = result.curves.get(name)
             if curve is None:

@@ -11,8 +11,8 @@ COLUMNS = (("deletion", "Deletion AUC", "p(class) as the map's most relevant pix
             "the steps (Petsiuk et al. 2018)"),
            ("insertion", "Insertion AUC", "p(class) as the map's most relevant pixels are restored onto the "
             "substrate, averaged over the steps (Petsiuk et al. 2018)"),
-           ("road-morf", "ROAD MoRF", "p(class) with the most relevant pixels imputed from their neighbours, "
-            "averaged over 10-90 % removed (Rong et al. 2022)"),
+           ("road-morf", "ROAD MoRF", "the change of the class score (logit) with the most relevant pixels "
+            "imputed from their neighbours, averaged over 10-90 % removed (Rong et al. 2022)"),
            ("road-lerf", "ROAD LeRF", "the same with the least relevant pixels imputed first"),
            ("road", "ROAD", "(LeRF − MoRF) / 2 of the change in the class score, as pytorch-grad-cam's "
             "ROADCombined: a faithful map keeps the score when its unimportant pixels go and loses it when "
