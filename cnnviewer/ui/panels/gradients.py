@@ -296,7 +296,7 @@ class GradientsPanel(QWidget):
             self.canvas.show_image(pictures[0], keep_view=True)
             return
         titles = [_title(r.method, self.scores.get(r.method)) for r in self.results]
-        grid = side_by_side(pictures, titles, mode)
+        grid = side_by_side(pictures, titles, mode, columns=4 if len(pictures) > 9 else 3)   # docks are wide
         self.canvas.show_image(grid, keep_view=True)
 
     def _on_export_clicked(self) -> None:
