@@ -33,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS))
     parser.add_argument("--target-class", type=int_in(0), help="score this class in every image "
                         "(default: each image's top-1)")
-    parser.add_argument("--limit", type=int_in(1), help="only the first N images, in name order")
+    parser.add_argument("--limit", type=int_in(1), help="only the first N readable images, in name order")
     parser.add_argument("--steps", type=int_in(2, 1000), default=50, help="steps of each deletion/insertion "
                         "curve (default 50)")
     parser.add_argument("--json", action="store_true", help="a JSON object: per method and score, mean, sd, n")
@@ -55,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.folder}: cannot be listed ({error.strerror or error})") from None
     if not paths:
         raise UsageError(f"{args.folder}: no image files in this folder")
-    paths = paths[:args.limit] if args.limit else paths
     side = SimpleNamespace(image=None, model=args.model, weights=args.weights, labels=args.labels,
                            trust=args.trust, device=args.device, precision=args.precision)
     model, _ = load_model_and_image(side, need_image=False)
     try:
         result = evaluate_images(Workbench(), model, paths, methods=args.methods or DEFAULT_METHODS,
                                  metrics=args.metrics, target_class=args.target_class, steps=args.steps,
-                                 root=folder, progress=lambda f: stderr_progress(f, f"{len(paths)} images"))
+                                 root=folder, limit=args.limit,
+                                 progress=lambda f: stderr_progress(f, f"{args.limit or len(paths)} images"))
     finally:
         stderr_progress.done()
     if result.skipped:

@@ -169,14 +169,15 @@ def _name(path: Path, root: Path | None) -> str:
 def evaluate_images(workbench: Workbench, model: LoadedModel, paths: Sequence[Path], *,
                     methods: Sequence[str] = DEFAULT_METHODS, metrics: Sequence[str] = METRICS,
                     target_class: int | None = None, steps: int = DEFAULT_STEPS, substrate: str = "paper",
-                    root: Path | None = None, batch: int = BATCH, cancel: Event | None = None,
-                    progress: Callable[[float], None] | None = None) -> FolderEvaluation:
+                    root: Path | None = None, limit: int | None = None, batch: int = BATCH,
+                    cancel: Event | None = None, progress: Callable[[float], None] | None = None) -> FolderEvaluation:
     """Score every method on every readable image of `paths`.
 
     Args:
         paths: image files; one that cannot be read is skipped and listed in `skipped`.
         target_class: the class scored in every image; None: each image's top-1.
         root: the folder that names in the result are relative to.
+        limit: stop after this many readable images (None: all).
         cancel: set it to stop (Cancelled is raised; nothing is returned or kept).
         progress: called with the fraction done, 0..1.
 
@@ -193,7 +194,8 @@ def evaluate_images(workbench: Workbench, model: LoadedModel, paths: Sequence[Pa
     started = time.perf_counter()
     cancel = cancel if cancel is not None else Event()
     report = progress or (lambda _fraction: None)
-    total = max(1, len(paths) * len(methods))
+    wanted = len(paths) if limit is None else min(limit, len(paths))
+    total = max(1, wanted * len(methods))
     done = [0]
 
     def inner(fraction: float, _text: str = "") -> None:   # a map's or a curve's own progress, within its step
@@ -204,15 +206,17 @@ def evaluate_images(workbench: Workbench, model: LoadedModel, paths: Sequence[Pa
     skipped: list[tuple[str, str]] = []
     values: dict[str, list[dict[str, float | None]]] = {m: [] for m in methods}
     seconds = dict.fromkeys(methods, 0.0)
-    for start in range(0, len(paths), max(1, batch)):
+    queue = list(paths)
+    while queue and len(names) < wanted:
         context.check()
         images = []
-        for path in paths[start:start + batch]:
+        while queue and len(images) < min(max(1, batch), wanted - len(names)):
+            path = queue.pop(0)
             try:
                 images.append((path, load_image(path)))
             except ImageError as error:
                 skipped.append((_name(Path(path), root), str(error)))
-                done[0] += len(methods)
+                done[0] += len(methods) if limit is None else 0
         if not images:
             continue
         classes = top_classes(model, [image for _path, image in images], target_class)
