@@ -13,8 +13,22 @@ from cnnviewer.cli.common import (
 )
 
 
+def _noise(text: str) -> float:
+    """An argparse type: SmoothGrad's σ as a fraction of the input range, in (0, 10]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 10:   # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{value} is out of range: use a fraction above 0, e.g. 0.15")
+    return value
+
+
+_noise.__name__ = "fraction"
+
+
 def parser() -> argparse.ArgumentParser:
-    from cnnviewer.engine.attribution.target import IG_BASELINES, METHODS
+    from cnnviewer.engine.attribution.target import IG_BASELINES, METHODS, SMOOTHABLE
     from cnnviewer.engine.views.heatmaps import DISPLAY_MODES
 
     parser = Parser(prog="cnnviewer export gradients", description="A gradient view of an image as PNG.")
@@ -29,11 +43,18 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--patch", type=int_in(1, 512), help="occlusion patch side in pixels (default: the "
                         "neuron's receptive field, else 1/7 of the input)")
     parser.add_argument("--stride", type=int_in(1, 512), help="occlusion stride in pixels (default: half the patch)")
-    parser.add_argument("--steps", type=int_in(2, 1024), default=50, help="integrated-gradients steps (default 50)")
+    parser.add_argument("--steps", type=int_in(2, 1024), default=50, help="integrated-gradients steps (default 50; "
+                        "also SmoothGrad's with --smooth-base integrated-gradients)")
     parser.add_argument("--baseline", choices=IG_BASELINES, default="mean colour",
                         help="integrated-gradients start image (default: the mean colour)")
-    parser.add_argument("--cam-layer", help="Grad-CAM's layer (default: the target's layer when it has maps, "
-                        "else the last map before global pooling; the summary line names it)")
+    parser.add_argument("--smooth-base", choices=SMOOTHABLE, default="saliency",
+                        help="the attribution SmoothGrad averages over noisy copies (default saliency)")
+    parser.add_argument("--noise", type=_noise, default=0.15,
+                        help="SmoothGrad's noise σ as a fraction of the input's range (default 0.15)")
+    parser.add_argument("--samples", type=int_in(1, 1000), default=25, help="SmoothGrad's noisy copies (default 25)")
+    parser.add_argument("--cam-layer", help="the CAM methods' layer (grad-cam, grad-cam++, score-cam, layer-cam, "
+                        "eigen-cam; default: the target's layer when it has maps, else the last map before global "
+                        "pooling; the summary line names it)")
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--npy", help="also save the raw attribution (float32, HxWx3 or HxW)")
     model_options(parser)
@@ -45,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from cnnviewer.engine.attribution.target import Target
+    from cnnviewer.engine.attribution.target import CAM_METHODS, Target
     from cnnviewer.engine.media.files import atomic_output, writable_target
     from cnnviewer.engine.views.heatmaps import render
     from cnnviewer.engine.workbench import Workbench
@@ -69,13 +90,17 @@ def run(args: argparse.Namespace) -> int:
                    **({"stride": args.stride} if args.stride else {})}
     elif args.method == "integrated-gradients":
         options = {"steps": args.steps, "baseline": args.baseline}
-    elif args.method == "grad-cam" and args.cam_layer:
+    elif args.method == "smoothgrad":
+        options = {"base": args.smooth_base, "noise": args.noise, "samples": args.samples}
+        if args.smooth_base == "integrated-gradients":
+            options.update(steps=args.steps, baseline=args.baseline)
+    elif args.method in CAM_METHODS and args.cam_layer:
         if args.cam_layer not in model.layer_names:
             raise UsageError(f"cnnviewer export gradients: {model.name} has no layer {args.cam_layer!r}")
         options = {"layer": args.cam_layer}
     from cnnviewer.cli.common import stderr_progress
     from cnnviewer.engine.jobs import JobContext
-    try:   # occlusion and integrated gradients report progress: a bar on a terminal
+    try:   # the slow methods (occlusion, integrated gradients, SmoothGrad, Score-CAM) report progress
         result = Workbench().gradient(model, image, args.method, target, JobContext(report=stderr_progress),
                                       **options)
     except (IndexError, ValueError) as error:
@@ -93,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
     if target.class_index is not None and target.class_index < len(model.categories):
         what += f" ({model.categories[target.class_index]})"
     where = ""
-    if args.method == "grad-cam":   # chosen when --cam-layer is left out: say which, it sets the map's detail
+    if args.method in CAM_METHODS:   # chosen when --cam-layer is left out: say which, it sets the map's detail
         where = f" at layer {result.options['layer']}" + ("" if args.cam_layer else " (auto)")
+    if args.method == "smoothgrad":
+        where = f" ({args.smooth_base}, noise {args.noise:g}, {args.samples} samples)"
     print(f"{args.output}: {args.method} of {what}{where} in {result.milliseconds:.0f} ms")
     return 0

@@ -1,4 +1,6 @@
-"""Gradient views: saliency, guided backprop, DeconvNet, Grad-CAM, integrated gradients, occlusion.
+"""Gradient views: saliency, guided backprop, DeconvNet, input × gradient, Grad-CAM, integrated gradients,
+occlusion; `attribute` also dispatches to cams.py (Grad-CAM++, LayerCAM, Eigen-CAM, Score-CAM) and
+smoothing.py (SmoothGrad).
 
 Definitions follow the lecture notes and their papers:
 
@@ -104,6 +106,12 @@ def deconvnet(model: nn.Module, inputs: Tensor, target: Target) -> Tensor:
     return input_gradient(model, inputs, target, DeconvReLU)
 
 
+def input_x_gradient(model: nn.Module, inputs: Tensor, target: Target) -> Tensor:
+    """x ⊙ ∂target/∂x (Shrikumar et al.; Captum's InputXGradient): the gradient weighted by the
+    input, a first-order estimate of each pixel's contribution to the score."""
+    return inputs * input_gradient(model, inputs, target)
+
+
 def grad_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, upsample: bool = True,
              channels_last: bool = False) -> Tensor:
     """ReLU(Σ_c mean(∂target/∂A_c) · A_c) at `layer`, upsampled to the input: (N, 1, H, W).
@@ -199,15 +207,25 @@ def to_map(attribution: Tensor) -> np.ndarray:
 
 
 def attribute(method: str, model: nn.Module, inputs: Tensor, target: Target, **options: Any) -> Tensor:
-    """Dispatch by method name (see METHODS)."""
+    """Dispatch by method name (see METHODS); CAM methods take `layer` and `channels_last`."""
+    from cnnviewer.engine.attribution import cams, smoothing
+
     if method == "saliency":
         return saliency(model, inputs, target)
     if method == "guided-backprop":
         return guided_backprop(model, inputs, target)
     if method == "deconvnet":
         return deconvnet(model, inputs, target)
-    if method == "grad-cam":
-        return grad_cam(model, inputs, target, options["layer"], channels_last=options.get("channels_last", False))
+    if method == "input-x-gradient":
+        return input_x_gradient(model, inputs, target)
+    cam = {"grad-cam": grad_cam, "grad-cam++": cams.grad_cam_plus_plus, "layer-cam": cams.layer_cam,
+           "eigen-cam": cams.eigen_cam}.get(method)
+    if cam is not None:
+        return cam(model, inputs, target, options["layer"], channels_last=options.get("channels_last", False))
+    if method == "score-cam":
+        return cams.score_cam(model, inputs, target, **options)
+    if method == "smoothgrad":
+        return smoothing.smoothgrad(model, inputs, target, **options)
     if method == "integrated-gradients":
         return integrated_gradients(model, inputs, target, **options)
     if method == "occlusion":
