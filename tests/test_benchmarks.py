@@ -29,6 +29,7 @@ FIGURES: dict[str, list[str]] = {
                          rf"^\s+1000(\s+{NUMBER}){{5}}\s+load",
                          rf"^\s+150(\s+{NUMBER}){{4}}\s+(openTSNE|scikit-learn) \({NUMBER}x\)"],
     "bench_dataset_memory.py": [rf"48 images in {NUMBER} s", rf"peak {NUMBER} GiB"],
+    "bench_faithfulness.py": [rf"^deletion\+insertion \d+ steps .* ratio {NUMBER} .*(PASS|FAIL)$", rf"^ROAD \d+ percentiles .* ratio ({NUMBER}|nan) .*(PASS|FAIL|n/a)$"],
     "bench_foundation.py": [rf"^1 thread\s+mobilenet_v2(\s+{NUMBER}){{4}}\s+fx",
                             rf"^1 thread\s+mobilenet_v2\s+features\.18\s.*{NUMBER}\s+{NUMBER}\s+(PASS|FAIL)",
                             rf"wall s: first {NUMBER}", r"top-1 '[^']+'"],
