@@ -36,7 +36,7 @@ def test_evaluate_fills_a_sortable_table_reuses_it_and_cancels_cleanly(window, q
     table, found = tab.table, tab.result
     assert not found.cached and table.rowCount() == 2 and not tab.cancel_button.isVisible()
     headers = [table.horizontalHeaderItem(i).text() for i in range(table.columnCount())]
-    assert headers == ["method", "deletion AUC", "insertion AUC", "Average Drop", "Increase in Confidence",
+    assert headers == ["method", "deletion AUC ↓", "insertion AUC ↑", "Average Drop ↓", "Increase in Confidence ↑",
                        "n images", "seconds"]
     assert "lower is better" in table.horizontalHeaderItem(1).toolTip()
     assert "higher is better" in table.horizontalHeaderItem(2).toolTip()

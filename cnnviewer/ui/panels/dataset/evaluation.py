@@ -237,7 +237,8 @@ class EvaluationTab(QWidget):
         self._shown_at = time.perf_counter()
         self.result = found
         scores = found.scores()
-        headers = ["method", *[label(s) for s in scores], "n images", "seconds"]
+        arrows = {"lower": " ↓", "higher": " ↑"}        # the direction at a glance; the tooltip says it in words
+        headers = ["method", *[label(s) + arrows.get(better(s), "") for s in scores], "n images", "seconds"]
         self.table.setSortingEnabled(False)
         self.table.clear()
         self.table.setColumnCount(len(headers))
