@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -122,7 +123,7 @@ def main() -> None:
                         times[column].append(timed(call))
             mine, pgc_ms, tc_ms = (statistics.median(t) * 1000 if t else float("nan") for t in times)
             ratios = (mine / pgc_ms, mine / tc_ms)
-            verdicts = ["n/a" if r != r else "PASS" if r <= 1.0 else "FAIL" for r in ratios]
+            verdicts = ["n/a" if math.isnan(r) else "PASS" if r <= 1.0 else "FAIL" for r in ratios]
             failures += verdicts.count("FAIL")
             print(f"{name:<20}{method:<12}{mine:>10.1f}{pgc_ms:>10.1f}{ratios[0]:>7.2f}{tc_ms:>13.1f}"
                   f"{ratios[1]:>7.2f}  {' '.join(verdicts)}")

@@ -22,12 +22,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from torchvision.models.feature_extraction import create_feature_extractor
-from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
+from captum.attr import (
+    GuidedBackprop,
+    InputXGradient,
+    IntegratedGradients,
+    NoiseTunnel,
+    Saliency,
+)
 from pytorch_grad_cam import EigenCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from skimage import data
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from cnnviewer.engine.attribution import cams, gradients, smoothing
 from cnnviewer.engine.attribution.target import Target

@@ -119,7 +119,8 @@ def grad_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, u
     `channels_last`: the layer outputs (N, H, W, C) (ConvNeXt's pointwise Linear), so the
     channel weights average over axes 1, 2 rather than over W and C.
     """
-    from cnnviewer.engine.attribution.cams import activation_and_gradient   # cams imports this module
+    # cams.py imports this module, so its shared helper is imported here, at call time
+    from cnnviewer.engine.attribution.cams import activation_and_gradient
 
     activation, gradient = activation_and_gradient(model, inputs, target, layer, channels_last)
     weights = gradient.mean(dim=(2, 3), keepdim=True)
