@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 os.environ.setdefault("CNNVIEWER_OFFLINE", "1")   # before the engine reads it
 
@@ -132,7 +133,7 @@ def test_a_damaged_cache_is_ignored_recomputed_and_written_over(model, index, ev
 
 
 @pytest.mark.parametrize("forge", ["string score", "short column", "other images", "infinite", "identity",
-                                   "not a dict", "negative seconds"])
+                                   "not a dict", "negative seconds", "an image hidden"])
 def test_a_forged_entry_is_not_used(model, index, evaluated, forge):
     wanted = evaluate_cache.identity(model, index, METHODS, METRICS, None, STEPS, "paper")
     evaluate_cache.store(index, wanted, evaluated)
@@ -153,6 +154,12 @@ def test_a_forged_entry_is_not_used(model, index, evaluated, forge):
         entry["identity"]["steps"] = 11                         # a table of other steps under this key
     elif forge == "not a dict":
         kept["entries"][evaluate_cache.key_of(wanted)] = [1, 2]
+    elif forge == "an image hidden":                           # listed as skipped twice, one image missing
+        result = entry["result"]
+        result["skipped"] = [[result["images"][0], "unreadable"]]
+        result["images"] = result["images"][:-1]
+        for row in result["methods"]:
+            row["values"] = {score: column[:-1] for score, column in row["values"].items()}
     elif forge == "negative seconds":
         entry["result"]["methods"][0]["seconds"] = -5
     if forge != "infinite":
@@ -187,6 +194,18 @@ def test_a_crash_while_writing_leaves_the_old_file_or_none(model, index, evaluat
         assert path.read_bytes() == old and evaluate_cache.lookup(index, wanted) is not None
     else:
         assert not path.exists()
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(model, index, evaluated):
+    path = evaluate_cache.path_of(index)
+    left, fresh = path.parent / ".evaluation-k1ll3d.json", path.parent / ".evaluation-wr1t1ng.json"
+    left.write_text('{"format": 1, "entr')                      # what os._exit in the middle of a write leaves
+    fresh.write_text("{")                                        # another writer's, still being written
+    os.utime(left, (time.time() - 3600, time.time() - 3600))
+    wanted = evaluate_cache.identity(model, index, METHODS, METRICS, None, STEPS, "paper")
+    evaluate_cache.store(index, wanted, evaluated)
+    assert not left.exists() and fresh.exists()
+    fresh.unlink()
 
 
 def test_cancel_raises_and_keeps_nothing(model, index, monkeypatch):

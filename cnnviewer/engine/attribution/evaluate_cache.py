@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -168,8 +169,8 @@ def parse(entry: Any, wanted: dict, index: DatasetIndex) -> FolderEvaluation:
     skipped = tuple((_text(_list(pair, "a skipped file", 2)[0], "a skipped file"),
                      _text(pair[1], "a reason")) for pair in _list(result.get("skipped"), "skipped"))
     indexed = {index.rows[int(row)]["path"] for row in index.valid_rows}
-    if not images or len(set(images)) != len(images) or not set(images) <= indexed \
-            or len(images) + len(skipped) != len(indexed) or not {name for name, _ in skipped} <= indexed:
+    names = [*images, *(name for name, _ in skipped)]
+    if not images or len(set(names)) != len(names) or set(names) != indexed:
         raise CacheError("its images are not the index's")
     methods = []
     for row, method in zip(_list(result.get("methods"), "methods", len(wanted["methods"])), wanted["methods"]):
@@ -198,6 +199,18 @@ def _serialise(result: FolderEvaluation) -> dict:
                         for row in result.methods]}
 
 
+def _tidy(path: Path, age: float = 600.0) -> None:
+    """Remove the temporaries a killed writer left (atomic_output's `.evaluation-*.json`), once they are
+    old enough that no writer can still be using them."""
+    now = time.time()
+    for left in path.parent.glob(f".{path.stem}-*{path.suffix}"):
+        try:
+            if now - left.stat().st_mtime > age:
+                left.unlink()
+        except OSError:
+            continue
+
+
 def store(index: DatasetIndex, wanted: dict, result: FolderEvaluation) -> None:
     """Keep `result` under `wanted` beside the index (the other entries kept, the oldest dropped beyond
     MAX_ENTRIES). A folder that cannot be written costs the cache only, with a warning."""
@@ -207,6 +220,7 @@ def store(index: DatasetIndex, wanted: dict, result: FolderEvaluation) -> None:
     entries[key_of(wanted)] = {"identity": wanted, "result": _serialise(result)}
     entries = dict(list(entries.items())[-MAX_ENTRIES:])
     text = json.dumps({"format": FORMAT, "entries": entries}, indent=1)
+    _tidy(path)
     try:
         with atomic_output(path) as temporary:
             with open(temporary, "w", encoding="utf-8", errors="surrogateescape") as stream:

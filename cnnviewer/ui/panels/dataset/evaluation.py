@@ -68,7 +68,7 @@ class EvaluationTab(QWidget):
         super().__init__(parent)
         self._session, self._jobs, self._workbench, self._index_source = session, jobs, workbench, index_source
         self._run = 0                 # which evaluation the progress and results belong to
-        self._shown_at = 0.0
+        self._started = 0.0
         self.result = None            # the FolderEvaluation on screen (None: none, or cancelled)
         self.methods: dict[str, QCheckBox] = {}
         methods = QGridLayout()
@@ -181,6 +181,7 @@ class EvaluationTab(QWidget):
         self.result = None
         self.table.setRowCount(0)
         self._busy(True)
+        self._started = time.perf_counter()
         images = len(index.valid_rows)
         self.info.setText(f"Evaluating {len(methods)} method{'s' * (len(methods) != 1)} on {images:,} "
                           f"image{'s' * (images != 1)}… (a table already made for these choices shows at once)")
@@ -216,8 +217,14 @@ class EvaluationTab(QWidget):
         self.progress.setFormat("%p%")
 
     def _show_progress(self, run: int, fraction: float) -> None:
-        if run == self._run and self.cancel_button.isVisible():
-            self.progress.setValue(int(1000 * max(0.0, min(1.0, fraction))))
+        if run != self._run or not self.cancel_button.isVisible():
+            return
+        fraction = max(0.0, min(1.0, fraction))
+        self.progress.setValue(int(1000 * fraction))
+        elapsed = time.perf_counter() - self._started
+        if fraction >= 0.02 and elapsed > 5:             # a folder at 50 steps takes minutes: say how many
+            left = elapsed * (1 - fraction) / fraction
+            self.progress.setFormat(f"%p% · {left / 60:.0f} min left" if left >= 90 else f"%p% · {left:.0f} s left")
 
     def _failed(self, run: int, text: str) -> None:
         if run != self._run:
@@ -234,7 +241,6 @@ class EvaluationTab(QWidget):
     # ---------------------------------------------------------------- the table
     def show_result(self, found) -> None:
         """Fill the table: a row per method, a column per score (mean ± sd), n images and seconds."""
-        self._shown_at = time.perf_counter()
         self.result = found
         scores = found.scores()
         arrows = {"lower": " ↓", "higher": " ↑"}        # the direction at a glance; the tooltip says it in words
