@@ -117,6 +117,25 @@ def test_a_second_call_reads_the_cache_and_runs_no_model(model, index, evaluated
     assert evaluate_cache.lookup(index, other) is None
 
 
+def test_a_run_in_slices_gives_the_same_table_one_pair_per_slice(model, index, evaluated):
+    run = evaluate_cache.start_index(Workbench(), model, index, methods=METHODS, metrics=METRICS, steps=STEPS,
+                                     use_cache=False)
+    slices = 0
+    while not run.finished:
+        before = run.done
+        run.run(seconds=0)                                       # the app's slices: the job thread is free between
+        slices += 1
+        assert run.done == before + 1
+    assert slices == 3 * len(METHODS) and run.fraction == 1.0
+    found = evaluate_cache.finish(index, run)
+    assert found.images == evaluated.images
+    for mine, theirs in zip(found.methods, evaluated.methods):
+        assert mine.values.keys() == theirs.values.keys()
+        for score in mine.values:
+            assert mine.values[score] == pytest.approx(theirs.values[score], rel=1e-5, abs=1e-6)
+    assert evaluate_cache.lookup(index, run.identity) is not None
+
+
 def test_a_damaged_cache_is_ignored_recomputed_and_written_over(model, index, evaluated, monkeypatch):
     path = evaluate_cache.path_of(index)
     good = path.read_bytes()

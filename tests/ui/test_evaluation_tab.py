@@ -61,6 +61,10 @@ def test_evaluate_fills_a_sortable_table_reuses_it_and_cancels_cleanly(window, q
     tab.steps.setValue(7)                                           # not computed yet: runs, then Cancel
     tab.evaluate_button.click()
     qtbot.waitUntil(lambda: tab.progress.value() > 0, timeout=60000)
+    answered = []                                                   # another panel's job is not held up for minutes:
+    window.jobs.submit("probe", lambda _context: "ok", on_done=answered.append)   # it runs between two slices
+    qtbot.waitUntil(lambda: answered == ["ok"], timeout=60000)
+    assert tab.cancel_button.isVisible() and tab.result is None     # while the evaluation still runs
     tab.cancel_button.click()
     assert "cancelled" in tab.info.text() and "no half table" in tab.info.text()
     assert tab.table.rowCount() == 0 and tab.result is None and tab.evaluate_button.isEnabled()

@@ -166,18 +166,139 @@ def _name(path: Path, root: Path | None) -> str:
         return str(path)
 
 
+class FolderRun:
+    """An evaluation in progress, run in slices: the app's one job thread does the other panels' work
+    between them (a folder at 50 steps takes minutes), as an index build does.
+
+    `run(seconds)` scores (image, method) pairs until `seconds` have passed, then returns; `result()`
+    gives the table once `finished`. A Cancel raises Cancelled inside `run`; nothing of the run is
+    kept anywhere but in this object.
+    """
+
+    def __init__(self, workbench: Workbench, model: LoadedModel, paths: Sequence[Path], *,
+                 methods: Sequence[str] = DEFAULT_METHODS, metrics: Sequence[str] = METRICS,
+                 target_class: int | None = None, steps: int = DEFAULT_STEPS, substrate: str = "paper",
+                 root: Path | None = None, limit: int | None = None, batch: int = BATCH) -> None:
+        self.methods, self.metrics = check_request(methods, metrics, steps)
+        self.workbench, self.model, self.paths, self.root = workbench, model, list(paths), root
+        self.target_class, self.steps, self.substrate, self.batch = target_class, steps, substrate, max(1, batch)
+        self.wanted = len(self.paths) if limit is None else min(limit, len(self.paths))
+        self.limited = limit is not None
+        self.identity: dict | None = None          # set by evaluate_cache.start_index: the cache key
+        self.names: list[str] = []                 # images taken, in order (their scores may be pending)
+        self.skipped: list[tuple[str, str]] = []
+        self.values: dict[str, list[dict[str, float | None]]] = {m: [] for m in self.methods}
+        self.seconds = dict.fromkeys(self.methods, 0.0)
+        self.elapsed = 0.0                         # time spent inside `run` (not between slices)
+        self.done = 0                              # (image, method) pairs scored, or skipped
+        self._queue = list(self.paths)
+        self._pending: list = []                   # (image, class) loaded, awaiting their methods
+        self._method = 0                           # the next method of the first pending image
+
+    @property
+    def total(self) -> int:
+        return max(1, self.wanted * len(self.methods))
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.done / self.total)
+
+    @property
+    def finished(self) -> bool:
+        return not self._pending and (not self._queue or len(self.names) >= self.wanted)
+
+    def run(self, seconds: float = math.inf, cancel: Event | None = None,
+            progress: Callable[[float], None] | None = None) -> bool:
+        """Score pairs for about `seconds` (at least one); whether the run is finished.
+
+        Raises:
+            EvaluationError: a class beyond the model's outputs. Cancelled: `cancel` was set.
+        """
+        from cnnviewer.engine.attribution.faithfulness import evaluate_result
+        from cnnviewer.engine.attribution.target import Target
+        from cnnviewer.engine.jobs import JobContext
+
+        began = time.perf_counter()
+        report = progress or (lambda _fraction: None)
+
+        def inner(fraction: float, _text: str = "") -> None:   # a map's or a curve's own progress, within its pair
+            report(min(1.0, (self.done + max(0.0, min(1.0, fraction))) / self.total))
+
+        context = JobContext(cancel=cancel if cancel is not None else Event(), report=inner)
+        try:
+            while not self.finished:
+                context.check()
+                if not self._pending:
+                    self._load()
+                    continue
+                image, class_index = self._pending[0]
+                method = self.methods[self._method]
+                context.progress(0.0, method)
+                start = time.perf_counter()
+                result = self.workbench.gradient(self.model, image, method, Target(class_index=class_index), context)
+                found = evaluate_result(self.workbench, self.model, image, result, metrics=self.metrics,
+                                        steps=self.steps, substrate=self.substrate, context=context)
+                self.seconds[method] += time.perf_counter() - start
+                self.values[method].append({score: _finite(value) for score, value in found.scores.items()})
+                self.done += 1
+                self._method += 1
+                if self._method == len(self.methods):
+                    self._pending.pop(0)
+                    self._method = 0
+                report(self.fraction)
+                if time.perf_counter() - began >= seconds:
+                    break
+        finally:
+            self.elapsed += time.perf_counter() - began
+        return self.finished
+
+    def _load(self) -> None:
+        """Read the next batch of images (unreadable ones skipped) and find their classes in one forward."""
+        from cnnviewer.engine.media.images import load_image
+
+        images = []
+        while self._queue and len(images) < min(self.batch, self.wanted - len(self.names)):
+            path = self._queue.pop(0)
+            try:
+                images.append((path, load_image(path)))
+            except ImageError as error:
+                self.skipped.append((_name(Path(path), self.root), str(error)))
+                self.done += 0 if self.limited else len(self.methods)
+        if images:
+            classes = top_classes(self.model, [image for _path, image in images], self.target_class)
+            self.names += [_name(Path(path), self.root) for path, _image in images]
+            self._pending += [(image, class_index) for (_path, image), class_index in zip(images, classes)]
+
+    def result(self) -> FolderEvaluation:
+        """The table of a finished run.
+
+        Raises:
+            EvaluationError: no image could be read.
+        """
+        if not self.finished:
+            raise EvaluationError("the evaluation is not finished")
+        if not self.names:
+            count = len(self.paths)
+            raise EvaluationError(f"no readable image among {count} file{'s' * (count != 1)}"
+                                  + (f" ({self.skipped[0][1]})" if self.skipped else ""))
+        rows = tuple(MethodScores(m, _columns(self.values[m]), self.seconds[m]) for m in self.methods)
+        return FolderEvaluation(rows, self.metrics, self.target_class, self.steps, self.substrate,
+                                tuple(self.names), tuple(self.skipped), self.elapsed, model=self.model.name)
+
+
 def evaluate_images(workbench: Workbench, model: LoadedModel, paths: Sequence[Path], *,
                     methods: Sequence[str] = DEFAULT_METHODS, metrics: Sequence[str] = METRICS,
                     target_class: int | None = None, steps: int = DEFAULT_STEPS, substrate: str = "paper",
                     root: Path | None = None, limit: int | None = None, batch: int = BATCH,
                     cancel: Event | None = None, progress: Callable[[float], None] | None = None) -> FolderEvaluation:
-    """Score every method on every readable image of `paths`.
+    """Score every method on every readable image of `paths`, in one go (a FolderRun run to its end).
 
     Args:
         paths: image files; one that cannot be read is skipped and listed in `skipped`.
         target_class: the class scored in every image; None: each image's top-1.
         root: the folder that names in the result are relative to.
         limit: stop after this many readable images (None: all).
+        batch: images per top-1 forward.
         cancel: set it to stop (Cancelled is raised; nothing is returned or kept).
         progress: called with the fraction done, 0..1.
 
@@ -185,60 +306,10 @@ def evaluate_images(workbench: Workbench, model: LoadedModel, paths: Sequence[Pa
         EvaluationError: an unknown method or metric, no readable image, a class beyond the outputs.
         Cancelled: `cancel` was set.
     """
-    from cnnviewer.engine.attribution.faithfulness import evaluate_result
-    from cnnviewer.engine.attribution.target import Target
-    from cnnviewer.engine.jobs import JobContext
-    from cnnviewer.engine.media.images import load_image
-
-    methods, metrics = check_request(methods, metrics, steps)
-    started = time.perf_counter()
-    cancel = cancel if cancel is not None else Event()
-    report = progress or (lambda _fraction: None)
-    wanted = len(paths) if limit is None else min(limit, len(paths))
-    total = max(1, wanted * len(methods))
-    done = [0]
-
-    def inner(fraction: float, _text: str = "") -> None:   # a map's or a curve's own progress, within its step
-        report(min(1.0, (done[0] + max(0.0, min(1.0, fraction))) / total))
-
-    context = JobContext(cancel=cancel, report=inner)
-    names: list[str] = []
-    skipped: list[tuple[str, str]] = []
-    values: dict[str, list[dict[str, float | None]]] = {m: [] for m in methods}
-    seconds = dict.fromkeys(methods, 0.0)
-    queue = list(paths)
-    while queue and len(names) < wanted:
-        context.check()
-        images = []
-        while queue and len(images) < min(max(1, batch), wanted - len(names)):
-            path = queue.pop(0)
-            try:
-                images.append((path, load_image(path)))
-            except ImageError as error:
-                skipped.append((_name(Path(path), root), str(error)))
-                done[0] += len(methods) if limit is None else 0
-        if not images:
-            continue
-        classes = top_classes(model, [image for _path, image in images], target_class)
-        for (path, image), class_index in zip(images, classes):
-            names.append(_name(Path(path), root))
-            target = Target(class_index=class_index)
-            for method in methods:
-                context.progress(0.0, method)
-                begun = time.perf_counter()
-                result = workbench.gradient(model, image, method, target, context)
-                found = evaluate_result(workbench, model, image, result, metrics=metrics, steps=steps,
-                                        substrate=substrate, context=context)
-                seconds[method] += time.perf_counter() - begun
-                values[method].append({score: _finite(value) for score, value in found.scores.items()})
-                done[0] += 1
-                report(done[0] / total)
-    if not names:
-        raise EvaluationError(f"no readable image among {len(paths)} file{'s' * (len(paths) != 1)}"
-                              + (f" ({skipped[0][1]})" if skipped else ""))
-    rows = tuple(MethodScores(m, _columns(values[m]), seconds[m]) for m in methods)
-    return FolderEvaluation(rows, metrics, target_class, steps, substrate, tuple(names), tuple(skipped),
-                            time.perf_counter() - started, model=model.name)
+    run = FolderRun(workbench, model, paths, methods=methods, metrics=metrics, target_class=target_class,
+                    steps=steps, substrate=substrate, root=root, limit=limit, batch=batch)
+    run.run(cancel=cancel, progress=progress)
+    return run.result()
 
 
 def _finite(value) -> float | None:

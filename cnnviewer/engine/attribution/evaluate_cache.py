@@ -32,9 +32,9 @@ from cnnviewer.engine.attribution.evaluate import (
     METRICS,
     EvaluationError,
     FolderEvaluation,
+    FolderRun,
     MethodScores,
     check_request,
-    evaluate_images,
 )
 from cnnviewer.engine.attribution.target import METHODS
 from cnnviewer.engine.errors import Cancelled, CnnViewerError
@@ -234,14 +234,12 @@ def store(index: DatasetIndex, wanted: dict, result: FolderEvaluation) -> None:
         warnings.warn(f"the evaluation is not cached: {error}", stacklevel=3)
 
 
-def evaluate_index(workbench: Workbench, model: LoadedModel, index: DatasetIndex, *,
-                   methods: Sequence[str] = DEFAULT_METHODS, metrics: Sequence[str] = METRICS,
-                   target_class: int | None = None, steps: int = DEFAULT_STEPS, substrate: str = "paper",
-                   use_cache: bool = True, cancel: Event | None = None,
-                   progress: Callable[[float], None] | None = None) -> FolderEvaluation:
-    """`evaluate_images` over an index's images, read from the cache beside the index when this very
-    evaluation (model, weights, methods, metrics, target, steps, the index's files) was made before,
-    and kept there when it finishes. A Cancel keeps nothing: the cache only ever holds whole tables."""
+def start_index(workbench: Workbench, model: LoadedModel, index: DatasetIndex, *,
+                methods: Sequence[str] = DEFAULT_METHODS, metrics: Sequence[str] = METRICS,
+                target_class: int | None = None, steps: int = DEFAULT_STEPS, substrate: str = "paper",
+                use_cache: bool = True) -> FolderEvaluation | FolderRun:
+    """The table kept beside the index for this very evaluation (model, weights, methods, metrics, target,
+    steps, the index's files), or a FolderRun over the index's images to run (in slices) and `finish`."""
     methods, metrics = check_request(methods, metrics, steps)
     if not len(index.valid_rows):
         raise EvaluationError(f"{index.folder}: the index holds no readable image")
@@ -250,10 +248,32 @@ def evaluate_index(workbench: Workbench, model: LoadedModel, index: DatasetIndex
         found = lookup(index, wanted)
         if found is not None:
             return found
-    paths = [index.path(row) for row in index.valid_rows]
-    result = evaluate_images(workbench, model, paths, methods=methods, metrics=metrics, target_class=target_class,
-                             steps=steps, substrate=substrate, root=index.folder, cancel=cancel, progress=progress)
+    run = FolderRun(workbench, model, [index.path(row) for row in index.valid_rows], methods=methods,
+                    metrics=metrics, target_class=target_class, steps=steps, substrate=substrate, root=index.folder)
+    run.identity = wanted
+    return run
+
+
+def finish(index: DatasetIndex, run: FolderRun) -> FolderEvaluation:
+    """The finished run's table, kept beside the index (only a whole table is ever written)."""
+    result = run.result()
+    if run.identity is not None:
+        store(index, run.identity, result)
+    return result
+
+
+def evaluate_index(workbench: Workbench, model: LoadedModel, index: DatasetIndex, *,
+                   methods: Sequence[str] = DEFAULT_METHODS, metrics: Sequence[str] = METRICS,
+                   target_class: int | None = None, steps: int = DEFAULT_STEPS, substrate: str = "paper",
+                   use_cache: bool = True, cancel: Event | None = None,
+                   progress: Callable[[float], None] | None = None) -> FolderEvaluation:
+    """`start_index`, run to its end and `finish`ed: the cached table, or a new one, then kept.
+    A Cancel (Cancelled raised) keeps nothing: the cache only ever holds whole tables."""
+    found = start_index(workbench, model, index, methods=methods, metrics=metrics, target_class=target_class,
+                        steps=steps, substrate=substrate, use_cache=use_cache)
+    if isinstance(found, FolderEvaluation):
+        return found
+    found.run(cancel=cancel, progress=progress)
     if cancel is not None and cancel.is_set():
         raise Cancelled()
-    store(index, wanted, result)
-    return result
+    return finish(index, found)

@@ -3,8 +3,9 @@
 For the ticked methods and metrics, each method's mean ± sd over the indexed images, as a sortable
 table (click a header; its tooltip says which way is better). The work runs on the job thread
 (engine/attribution/evaluate_cache.evaluate_index) with progress and Cancel; a finished table is
-kept beside the index, so asking again shows it at once. Cancel keeps nothing: a half table is
-never shown or cached as if it were finished.
+kept beside the index, so asking again shows it at once. The run goes in slices of one (image,
+method) pair, so the other panels' work goes on between them. Cancel keeps nothing: a half table
+is never shown or cached as if it were finished.
 """
 
 from __future__ import annotations
@@ -31,17 +32,31 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cnnviewer.engine.attribution.evaluate import DEFAULT_METHODS, DEFAULT_STEPS, METRICS, better, label
+from cnnviewer.engine.attribution.evaluate import (
+    DEFAULT_METHODS,
+    DEFAULT_STEPS,
+    METRICS,
+    FolderEvaluation,
+    better,
+    label,
+)
 from cnnviewer.engine.attribution.target import METHODS
 from cnnviewer.engine.session import Session
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.main_thread import Dispatcher
 
 KEY = "dataset_evaluate"
+SLICE_SECONDS = 0.25      # as indexing: the job thread is free between (image, method) pairs for other panels
 INTRO = ("Evaluate scores each ticked method's map on every indexed image: deletion AUC (the target's "
          "probability as the top-ranked pixels are removed: lower is better), insertion AUC (as they are put "
          "back: higher is better) and ROAD (removed pixels filled by noisy linear imputation: higher is better); "
          "CAM methods also get Average Drop and Increase in Confidence.")
+
+
+def _finish(index, run):
+    """On the job thread: the finished run's table, kept beside the index."""
+    from cnnviewer.engine.attribution.evaluate_cache import finish
+    return finish(index, run)
 
 
 class SortItem(QTableWidgetItem):
@@ -165,18 +180,29 @@ class EvaluationTab(QWidget):
         report = Dispatcher.shared().wrap(lambda fraction: self._show_progress(run, fraction))
         last = [-1.0]
 
-        def work(context):
-            from cnnviewer.engine.attribution.evaluate_cache import evaluate_index
+        def progress(context, fraction: float) -> None:
+            context.check()
+            if fraction - last[0] >= 0.002 or fraction >= 1.0:     # a few hundred updates, not thousands
+                last[0] = fraction
+                report(fraction)
+                context.progress(fraction, f"Evaluating attribution: {fraction:.0%}")   # the status bar
 
-            def progress(fraction: float) -> None:
-                context.check()
-                if fraction - last[0] >= 0.002 or fraction >= 1.0:     # a few hundred updates, not thousands
-                    last[0] = fraction
-                    report(fraction)
-                    context.progress(fraction, f"Evaluating attribution: {fraction:.0%}")   # the status bar
+        def start(_context):
+            from cnnviewer.engine.attribution.evaluate_cache import start_index
+            return start_index(bench(), model, index, methods=methods, metrics=metrics, target_class=target,
+                               steps=steps)
 
-            return evaluate_index(bench(), model, index, methods=methods, metrics=metrics, target_class=target,
-                                  steps=steps, cancel=context.cancel, progress=progress)
+        def step(found) -> None:
+            """A table (cached, or finished and kept) is shown; a run goes on for one more slice."""
+            if run != self._run:
+                return
+            if isinstance(found, FolderEvaluation):
+                self._done(run, found)
+            elif found.finished:
+                self._submit(run, lambda _context: _finish(index, found), step)
+            else:
+                self._submit(run, lambda context: (found.run(SLICE_SECONDS, context.cancel,
+                                                             lambda f: progress(context, f)), found)[1], step)
 
         self.result = None
         self.table.setRowCount(0)
@@ -184,9 +210,12 @@ class EvaluationTab(QWidget):
         self._started = time.perf_counter()
         images = len(index.valid_rows)
         self.info.setText(f"Evaluating {len(methods)} method{'s' * (len(methods) != 1)} on {images:,} "
-                          f"image{'s' * (images != 1)}… (a table already made for these choices shows at once)")
-        self._jobs.submit(KEY, work, label="Evaluating attribution", on_done=lambda found: self._done(run, found),
-                          on_error=lambda text: self._failed(run, text))
+                          f"image{'s' * (images != 1)}… (a table already made for these choices shows at once; "
+                          "the other panels keep working between images)")
+        self._submit(run, start, step, label="Evaluating attribution")
+
+    def _submit(self, run: int, work, then, label: str = "") -> None:
+        self._jobs.submit(KEY, work, label=label, on_done=then, on_error=lambda text: self._failed(run, text))
 
     def cancel(self) -> None:
         """Stop the evaluation; nothing of it is shown or kept."""
