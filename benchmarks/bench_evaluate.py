@@ -3,8 +3,9 @@
 One torch thread (the app's job thread), the real MobileNetV2 at 224 px, photos from skimage.data in an
 indexed folder. Side by side in one run:
 1. the folder evaluation (6 methods x 3 metrics: deletion, insertion, ROAD; 50 steps) in images/s;
-2. plain single-image forwards of the same images (median of 5 rounds), and the ratio
-   evaluation time / plain-forward time: what one folder evaluation costs in forward passes;
+2. plain single-image forwards of the same images (3 after each (image, method) pair, interleaved;
+   median), and the ratio evaluation time / plain-forward time of the images: what one folder
+   evaluation costs in forward passes;
 3. per method, seconds per image (its map and its scores);
 4. the second click: the same evaluation read back from the cache beside the index, in ms.
 
@@ -29,7 +30,7 @@ from PIL import Image
 from skimage import data
 
 from cnnviewer.engine.attribution.evaluate import DEFAULT_METHODS, METRICS
-from cnnviewer.engine.attribution.evaluate_cache import evaluate_index
+from cnnviewer.engine.attribution.evaluate_cache import evaluate_index, finish, start_index
 from cnnviewer.engine.dataset.build import build_index
 from cnnviewer.engine.media.images import load_image
 from cnnviewer.engine.models.loading import load_model
@@ -40,18 +41,12 @@ from cnnviewer.engine.workbench import Workbench
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "immunohistochemistry", "hubble_deep_field", "colorwheel", "retina")
 
 
-def plain_forwards(model, paths: list[Path]) -> float:
-    """Seconds for one plain forward of each image, one at a time, as prepared for the model (median of 5)."""
-    inputs = [prepare_input(load_image(p), model.preprocess, model.device, model.dtype).tensor for p in paths]
-    rounds = []
+def plain_forward(model, x) -> float:
+    """Seconds for one plain forward of one prepared image."""
     with torch.inference_mode():
-        model.module(inputs[0])
-        for _ in range(5):
-            start = time.perf_counter()
-            for x in inputs:
-                model.module(x)
-            rounds.append(time.perf_counter() - start)
-    return statistics.median(rounds)
+        start = time.perf_counter()
+        model.module(x)
+        return time.perf_counter() - start
 
 
 def main() -> None:
@@ -72,15 +67,20 @@ def main() -> None:
             Image.fromarray(getattr(data, name)()).convert("RGB").save(folder / f"{name}.jpg", quality=92)
         index = build_index(folder, model, Path(scratch) / "index", layers=["logits"], batch_size=8)
         paths = [index.path(row) for row in index.valid_rows]
-        before = plain_forwards(model, paths)
-        start = time.perf_counter()
-        found = evaluate_index(Workbench(), model, index, methods=methods, metrics=METRICS, steps=steps)
-        evaluation = time.perf_counter() - start
-        after = plain_forwards(model, paths)
+        inputs = [prepare_input(load_image(p), model.preprocess, model.device, model.dtype).tensor for p in paths]
+        plain_forward(model, inputs[0])
+        run = start_index(Workbench(), model, index, methods=methods, metrics=METRICS, steps=steps, use_cache=False)
+        evaluation, forwards = 0.0, []
+        while not run.finished:      # one (image, method) pair, then plain forwards: interleaved, so a load
+            start = time.perf_counter()   # that comes and goes on a shared machine weighs on both alike
+            run.run(seconds=0)
+            evaluation += time.perf_counter() - start
+            forwards += [plain_forward(model, inputs[(run.done - 1) // len(methods) % len(inputs)]) for _ in range(3)]
+        found = finish(index, run)
         start = time.perf_counter()
         again = evaluate_index(Workbench(), model, index, methods=methods, metrics=METRICS, steps=steps)
         cached_ms = (time.perf_counter() - start) * 1000
-    forward = statistics.mean([before, after])
+    forward = statistics.median(forwards) * count
     print(f"mobilenet_v2 (real weights), 1 torch thread, 224 px, {count} images, {len(methods)} methods x "
           f"{len(METRICS)} metrics ({', '.join(METRICS)}), {steps} steps")
     print(f"folder  {count} images  {count / evaluation:.4f} images/s  forward {1000 * forward / count:.1f} ms/image"
