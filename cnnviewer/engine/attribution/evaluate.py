@@ -7,9 +7,11 @@ Gradients view draws it (`Workbench.gradient` with its default options), scored 
 method's mean ± sd of every score over the images. The target is each image's top-1 class (one
 batched forward per batch of images) or one class for all.
 
-Torch-free at import: the GUI thread reads `FolderEvaluation` and the defaults; torch, the
-workbench and the faithfulness engine load inside `evaluate_images`, on the job thread. The cache
-beside an index is evaluate_cache.py.
+A `FolderRun` does the work in slices of one (image, method) pair, so the app's one job thread does
+the other panels' work between them; `evaluate_images` runs one to its end (the CLI). Torch-free at
+import: the GUI thread reads `FolderEvaluation` and the defaults; torch, the workbench and the
+faithfulness engine load inside `FolderRun.run`, on the job thread. The cache beside an index is
+evaluate_cache.py.
 """
 
 from __future__ import annotations
