@@ -15,9 +15,11 @@ overwrite what is weighed; the hook lives only inside a `with` and the model's m
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from threading import Event
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +34,7 @@ from cnnviewer.engine.types import LayerId
 
 _EPS_PLUS_PLUS = 1e-6   # pytorch-grad-cam's eps in Grad-CAM++'s alpha denominator
 _EPS_SCORE = 1e-8       # and in Score-CAM's mask min-max normalisation
+_T = TypeVar("_T")
 
 
 @contextmanager
@@ -54,6 +57,23 @@ def _keep_output(model: nn.Module, layer: LayerId, leaf: bool = False) -> Iterat
         yield captured
 
 
+_NEEDS_CONTIGUOUS: weakref.WeakSet[nn.Module] = weakref.WeakSet()   # models that failed on channels-last
+
+
+def _fast(model: nn.Module, call: Callable[[Tensor], _T], inputs: Tensor) -> _T:
+    """`call(inputs)` with the input channels-last on the CPU: oneDNN's convolutions run ~1.2-2x faster
+    on it (resnet18, mobilenet_v3_large, one thread; benchmarks/bench_cams.py). A model that needs a
+    contiguous input (`x.view(n, -1)` after a convolution) fails with a RuntimeError: it is rerun
+    contiguous, and remembered."""
+    if model in _NEEDS_CONTIGUOUS or inputs.dim() != 4 or inputs.device.type != "cpu":
+        return call(inputs)
+    try:
+        return call(inputs.contiguous(memory_format=torch.channels_last))
+    except RuntimeError:
+        _NEEDS_CONTIGUOUS.add(model)
+        return call(inputs.contiguous())
+
+
 def _channels_first(tensor: Tensor, channels_last: bool) -> Tensor:
     return tensor.permute(0, 3, 1, 2) if channels_last else tensor
 
@@ -65,20 +85,28 @@ def activation_and_gradient(model: nn.Module, inputs: Tensor, target: Target, la
     The layer's output becomes a leaf: autograd records only what follows the layer (the weights
     are frozen and the input needs no gradient), so the forward up to it costs what inference
     does. A layer that returns a tuple cannot be made a leaf: then the input carries the graph.
+    The input runs channels-last on the CPU (see `_fast`).
     """
-    with gradient_ready(model), _keep_output(model, layer, leaf=True) as captured:
-        score = _score(model, inputs.detach(), target)
-        if not captured["a"].requires_grad:
-            score = _score(model, inputs.detach().requires_grad_(True), target)
-        (gradient,) = torch.autograd.grad(score.sum(), captured["a"])
-    return (_channels_first(captured["a"].detach(), channels_last), _channels_first(gradient, channels_last))
+    def run(x: Tensor) -> tuple[Tensor, Tensor]:
+        with gradient_ready(model), _keep_output(model, layer, leaf=True) as captured:
+            score = _score(model, x, target)
+            if not captured["a"].requires_grad:
+                score = _score(model, x.clone().requires_grad_(True), target)
+            (gradient,) = torch.autograd.grad(score.sum(), captured["a"])
+        return captured["a"].detach(), gradient
+
+    activation, gradient = _fast(model, run, inputs.detach())
+    return _channels_first(activation, channels_last), _channels_first(gradient, channels_last)
 
 
 def _activation(model: nn.Module, inputs: Tensor, layer: LayerId, channels_last: bool) -> Tensor:
     """The layer's (N, C, h, w) activation from one forward pass without autograd."""
-    with torch.inference_mode(), eval_mode(model), _keep_output(model, layer) as captured:
-        model(inputs)
-    return _channels_first(captured["a"], channels_last)
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode(), eval_mode(model), _keep_output(model, layer) as captured:
+            model(x)
+        return captured["a"]
+
+    return _channels_first(_fast(model, run, inputs), channels_last)
 
 
 def _finish(cam: Tensor, inputs: Tensor, upsample: bool) -> Tensor:
@@ -87,12 +115,6 @@ def _finish(cam: Tensor, inputs: Tensor, upsample: bool) -> Tensor:
     if not upsample:
         return cam
     return F.interpolate(cam, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def _memory_format(image: Tensor) -> torch.memory_format:
-    """Channels-last for CPU image batches: oneDNN's convolutions run ~1.1-2x faster on it (measured on
-    resnet18 and mobilenet_v3_large, one thread, batches of 8-32; benchmarks/bench_cams.py)."""
-    return torch.channels_last if image.dim() == 4 and image.device.type == "cpu" else torch.contiguous_format
 
 
 def grad_cam_plus_plus(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, upsample: bool = True,
@@ -182,8 +204,7 @@ def score_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, 
                 lo = masks.flatten(1).amin(dim=1).view(-1, 1, 1)
                 hi = masks.flatten(1).amax(dim=1).view(-1, 1, 1)
                 masks = (masks - lo) / (hi - lo + _EPS_SCORE)
-                masked = (image * masks.unsqueeze(1)).contiguous(memory_format=_memory_format(image))
-                scores[chosen] = _score(model, masked, target).float()
+                scores[chosen] = _fast(model, lambda x: _score(model, x, target), image * masks.unsqueeze(1)).float()
                 done += len(chosen)
                 if progress is not None:
                     progress(done / work)

@@ -198,7 +198,8 @@ def to_map(attribution: Tensor) -> np.ndarray:
 
 
 def attribute(method: str, model: nn.Module, inputs: Tensor, target: Target, **options: Any) -> Tensor:
-    """Dispatch by method name (see METHODS); CAM methods take `layer` and `channels_last`."""
+    """Dispatch by method name (see METHODS); CAM methods take `layer`, `channels_last` and `upsample`
+    (False: the layer-resolution map)."""
     from cnnviewer.engine.attribution import cams, smoothing
 
     if method == "saliency":
@@ -212,7 +213,8 @@ def attribute(method: str, model: nn.Module, inputs: Tensor, target: Target, **o
     cam = {"grad-cam": grad_cam, "grad-cam++": cams.grad_cam_plus_plus, "layer-cam": cams.layer_cam,
            "eigen-cam": cams.eigen_cam}.get(method)
     if cam is not None:
-        return cam(model, inputs, target, options["layer"], channels_last=options.get("channels_last", False))
+        return cam(model, inputs, target, options["layer"], upsample=options.get("upsample", True),
+                   channels_last=options.get("channels_last", False))
     if method == "score-cam":
         return cams.score_cam(model, inputs, target, **options)
     if method == "smoothgrad":
