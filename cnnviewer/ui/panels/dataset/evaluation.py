@@ -115,6 +115,7 @@ class EvaluationTab(QWidget):
         self.cancel_button.setVisible(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
+        self.progress.setMinimumWidth(self.progress.fontMetrics().horizontalAdvance("100% · 59 min left") + 24)
         self.progress.setVisible(False)
         for widget in (self.target, QLabel("steps"), self.steps):
             metrics.addWidget(widget)
