@@ -97,3 +97,12 @@ def test_errors_are_one_line_and_exit_2(argv, said, folder, tmp_path, capsys, on
     assert main([part.format(**names) for part in argv]) == 2
     err = capsys.readouterr().err
     assert said in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "--help"], ["evaluate", ".", "--methods", "magic"]])
+def test_help_and_usage_errors_load_no_torch(argv):
+    code = ("import sys\nfrom cnnviewer.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'PySide6') if m in sys.modules), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert result.stderr.strip().splitlines()[-1] == "[]", result.stderr
+    assert "--target-class" in result.stdout if "--help" in argv else "invalid choice: 'magic'" in result.stderr
