@@ -7,11 +7,11 @@ Each call is what a user waits for: the forward pass, the backward pass where th
 one, and the map (theirs also min-max scale and resize it; ours upsamples it). Each library's
 extractor is built inside the call in a `with` (their READMEs' pattern; it only registers hooks),
 so no library's hooks run during another's timing. Repetitions are interleaved
-(ours, theirs, torchcam, ours, ...), medians reported; Score-CAM (one forward per channel:
+(the order rotates, so each goes first as often), medians reported; Score-CAM (one forward per channel:
 512 and 960 here) runs fewer repetitions. torchcam 0.5 has no Eigen-CAM: its column reads n/a.
 Goal: every ratio <= 1.0 (torchcam's README publishes 6.8 s CPU for resnet18 Score-CAM).
 
-    .venv/bin/python benchmarks/bench_cams.py [--reps 5] [--score-reps 2] [--quick]
+    .venv/bin/python benchmarks/bench_cams.py [--reps 15] [--score-reps 2] [--quick]
 
 --quick (tests/test_benchmarks.py): 112 px, 1 repetition, resnet18 only; the same calls and ratios.
 """
@@ -88,9 +88,13 @@ def theirs_torchcam(model: torch.nn.Module, method: str, layer: str, x: torch.Te
     return call
 
 
+def _rotated(rep: int) -> list[int]:
+    return [(rep + k) % 3 for k in range(3)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--score-reps", type=int, default=2, help="repetitions for Score-CAM (minutes each)")
     parser.add_argument("--quick", action="store_true", help="112 px, 1 repetition, resnet18: a few seconds")
     args = parser.parse_args()
@@ -117,10 +121,10 @@ def main() -> None:
             for call in calls:           # warm-up (allocator, one-time graph/hook set-up)
                 if call is not None and method != "score-cam":
                     timed(call)
-            for _ in range(score_reps if method == "score-cam" else reps):
-                for column, call in enumerate(calls):
-                    if call is not None:
-                        times[column].append(timed(call))
+            for rep in range(score_reps if method == "score-cam" else reps):
+                for column in _rotated(rep):       # each library goes first as often: load drifts cancel
+                    if calls[column] is not None:
+                        times[column].append(timed(calls[column]))
             mine, pgc_ms, tc_ms = (statistics.median(t) * 1000 if t else float("nan") for t in times)
             ratios = (mine / pgc_ms, mine / tc_ms)
             verdicts = ["n/a" if math.isnan(r) else "PASS" if r <= 1.0 else "FAIL" for r in ratios]

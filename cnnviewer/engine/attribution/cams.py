@@ -61,7 +61,7 @@ _NEEDS_CONTIGUOUS: weakref.WeakSet[nn.Module] = weakref.WeakSet()   # models tha
 
 
 def _fast(model: nn.Module, call: Callable[[Tensor], _T], inputs: Tensor) -> _T:
-    """`call(inputs)` with the input channels-last on the CPU: oneDNN's convolutions run ~1.2-2x faster
+    """`call(inputs)` with the input channels-last on the CPU: oneDNN's convolutions ran ~1.1-2x faster
     on it (resnet18, mobilenet_v3_large, one thread; benchmarks/bench_cams.py). A model that needs a
     contiguous input (`x.view(n, -1)` after a convolution) fails with a RuntimeError: it is rerun
     contiguous, and remembered."""
@@ -176,7 +176,7 @@ def score_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, 
     to [0, 1], multiplied into the input; the weights are the softmax over channels of the raw
     target scores. Masked inputs run `batch` at a time in inference mode, built per batch (never
     all C copies at once). A constant channel's mask is all zeros, so every such channel shares
-    one forward of the zero image instead of one each (ReLU layers have many dead channels).
+    one forward of the zero image instead of one each (a ReLU layer can have dead channels).
     """
     activation = _activation(model, inputs, layer, channels_last)
     count, channels = activation.shape[:2]
