@@ -30,6 +30,10 @@ def test_evaluate_fills_a_sortable_table_reuses_it_and_cancels_cleanly(window, q
         box.setChecked(method in ("saliency", "grad-cam"))
     tab.metrics["road"].setChecked(False)                          # ROAD is ~4x the cost of both curves
     tab.steps.setValue(5)
+    assert [tab.target.itemText(i) for i in range(tab.target.count())] == ["each image's top-1"]
+    window.session.select(class_index=285)                          # a class chosen elsewhere is offered
+    assert tab.target.itemText(1) == "class 285 (Egyptian cat), selected" and tab.target.itemData(1) == 285
+    assert tab.target.currentIndex() == 0                           # the top-1 stays the choice
     tab.evaluate_button.click()
     assert tab.cancel_button.isVisible() and not tab.evaluate_button.isEnabled()
     qtbot.waitUntil(lambda: tab.result is not None, timeout=120000)
