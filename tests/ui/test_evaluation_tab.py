@@ -69,10 +69,13 @@ def test_evaluate_fills_a_sortable_table_reuses_it_and_cancels_cleanly(window, q
     window.jobs.submit("probe", lambda _context: "ok", on_done=answered.append)   # it runs between two slices
     qtbot.waitUntil(lambda: answered == ["ok"], timeout=60000)
     assert tab.cancel_button.isVisible() and tab.result is None     # while the evaluation still runs
+    qtbot.waitUntil(lambda: window.busy_label.isVisible() and "Evaluating attribution" in window.busy_label.text(),
+                    timeout=30000)                                  # the status bar says it too, slice after slice
     tab.cancel_button.click()
     assert "cancelled" in tab.info.text() and "no half table" in tab.info.text()
     assert tab.table.rowCount() == 0 and tab.result is None and tab.evaluate_button.isEnabled()
     assert not tab.cancel_button.isVisible() and not tab.progress.isVisible()
+    assert "Evaluating attribution" not in window.busy_label.text()
     qtbot.waitUntil(lambda: not window.jobs.runner.is_busy(), timeout=60000)
     qtbot.wait(200)                                                 # nothing late arrives
     assert tab.result is None and tab.table.rowCount() == 0

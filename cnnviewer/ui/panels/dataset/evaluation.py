@@ -213,10 +213,12 @@ class EvaluationTab(QWidget):
         self.info.setText(f"Evaluating {len(methods)} method{'s' * (len(methods) != 1)} on {images:,} "
                           f"image{'s' * (images != 1)}… (a table already made for these choices shows at once; "
                           "the other panels keep working between images)")
-        self._submit(run, start, step, label="Evaluating attribution")
+        self._submit(run, start, step)
 
-    def _submit(self, run: int, work, then, label: str = "") -> None:
-        self._jobs.submit(KEY, work, label=label, on_done=then, on_error=lambda text: self._failed(run, text))
+    def _submit(self, run: int, work, then) -> None:
+        """One more job of the run; labelled each time, so the status bar shows it from slice to slice."""
+        self._jobs.submit(KEY, work, label="Evaluating attribution", on_done=then,
+                          on_error=lambda text: self._failed(run, text))
 
     def cancel(self) -> None:
         """Stop the evaluation; nothing of it is shown or kept."""
