@@ -25,6 +25,7 @@ NUMBER = r"-?\d+(?:\.\d+)?"
 FIGURES: dict[str, list[str]] = {
     "bench_architecture.py": [rf"^resnet18\s+open\s+\d+\s+\d+(\s+{NUMBER}){{4}}",
                               rf"^resnet18\s+first\s+\d+\s+\d+(\s+{NUMBER}){{4}}"],
+    "bench_cams.py": [rf"^resnet18\s+{m}(\s+{NUMBER}){{3}}\s+({NUMBER}\s+{NUMBER}|nan\s+nan)\s+(PASS|FAIL) (PASS|FAIL|n/a)" for m in ("grad-cam", r"grad-cam\+\+", "score-cam", "layer-cam", "eigen-cam")],
     "bench_dataset.py": [rf"build_index workers=1 .* index/plain {NUMBER}",
                          rf"^\s+1000(\s+{NUMBER}){{5}}\s+load",
                          rf"^\s+150(\s+{NUMBER}){{4}}\s+(openTSNE|scikit-learn) \({NUMBER}x\)"],

@@ -29,6 +29,7 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("index",), "index"),
     (("top",), "top"),
     (("neighbours",), "neighbours"),
+    (("evaluate",), "evaluate"),
     (("synthesize",), "synthesize"),
     (("install-desktop",), "install_desktop"),
 )
@@ -36,7 +37,7 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], str], ...] = (
 
 def check_command_word(argv: Sequence[str]) -> None:
     """A first word that is no subcommand and no file is a mistyped command, not an image to open:
-    `cnnviewer evalute` (or `cnnviewer evaluate --help`) used to start the window."""
+    `cnnviewer evalute` used to start the window."""
     from cnnviewer.cli.common import UsageError
 
     word = argv[0] if argv else ""

@@ -22,12 +22,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from torchvision.models.feature_extraction import create_feature_extractor
-from captum.attr import GuidedBackprop, InputXGradient, IntegratedGradients, NoiseTunnel, Saliency
+from captum.attr import (
+    GuidedBackprop,
+    InputXGradient,
+    IntegratedGradients,
+    NoiseTunnel,
+    Saliency,
+)
 from pytorch_grad_cam import EigenCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from skimage import data
 from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from cnnviewer.engine.attribution import cams, gradients, smoothing
 from cnnviewer.engine.attribution.target import Target
@@ -269,3 +275,30 @@ def test_unknown_smoothing_base_is_refused(resnet):
     model, x, cls = resnet
     with pytest.raises(ValueError, match="cannot smooth"):
         smoothing.smoothgrad(model, x, Target(class_index=cls), base="occlusion")
+
+
+def test_a_model_that_views_its_maps_works_and_is_left_as_found():
+    """CAM forwards run channels-last on the CPU (faster convolutions); a LeNet-style `x.view(n, -1)`
+    cannot view such maps, so that model is rerun contiguous and gets the same maps."""
+    class Viewing(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+            self.fc = nn.Linear(4 * 6 * 6, 3)
+
+        def forward(self, x):
+            return self.fc(torch.relu(self.conv(x)).view(x.shape[0], -1))
+
+    torch.manual_seed(0)
+    model, x = Viewing().eval(), torch.randn(1, 3, 8, 8)
+    with pytest.raises(RuntimeError):
+        model(x.contiguous(memory_format=torch.channels_last))
+    for method in ("grad-cam", "grad-cam++", "layer-cam", "eigen-cam", "score-cam"):
+        out = gradients.attribute(method, model, x, Target(class_index=1), layer="conv", upsample=False)
+        assert out.shape == (1, 1, 6, 6) and torch.isfinite(out).all()
+    activation = model.conv(x)
+    activation.retain_grad()
+    model.fc(torch.relu(activation).view(1, -1))[0, 1].backward()
+    close(cams.layer_cam(model, x, Target(class_index=1), "conv", upsample=False)[0, 0],
+          (activation.grad.clamp(min=0) * activation).sum(1)[0].clamp(min=0))
+    assert not has_hooks(model)

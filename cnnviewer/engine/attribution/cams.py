@@ -15,9 +15,11 @@ overwrite what is weighed; the hook lives only inside a `with` and the model's m
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from threading import Event
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +34,7 @@ from cnnviewer.engine.types import LayerId
 
 _EPS_PLUS_PLUS = 1e-6   # pytorch-grad-cam's eps in Grad-CAM++'s alpha denominator
 _EPS_SCORE = 1e-8       # and in Score-CAM's mask min-max normalisation
+_T = TypeVar("_T")
 
 
 @contextmanager
@@ -54,25 +57,56 @@ def _keep_output(model: nn.Module, layer: LayerId, leaf: bool = False) -> Iterat
         yield captured
 
 
+_NEEDS_CONTIGUOUS: weakref.WeakSet[nn.Module] = weakref.WeakSet()   # models that failed on channels-last
+
+
+def _fast(model: nn.Module, call: Callable[[Tensor], _T], inputs: Tensor) -> _T:
+    """`call(inputs)` with the input channels-last on the CPU: oneDNN's convolutions ran ~1.1-2x faster
+    on it (resnet18, mobilenet_v3_large, one thread; benchmarks/bench_cams.py). A model that needs a
+    contiguous input (`x.view(n, -1)` after a convolution) fails with a RuntimeError: it is rerun
+    contiguous, and remembered."""
+    if model in _NEEDS_CONTIGUOUS or inputs.dim() != 4 or inputs.device.type != "cpu":
+        return call(inputs)
+    try:
+        return call(inputs.contiguous(memory_format=torch.channels_last))
+    except RuntimeError:
+        _NEEDS_CONTIGUOUS.add(model)
+        return call(inputs.contiguous())
+
+
 def _channels_first(tensor: Tensor, channels_last: bool) -> Tensor:
     return tensor.permute(0, 3, 1, 2) if channels_last else tensor
 
 
-def _activation_and_gradient(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId,
+def activation_and_gradient(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId,
                              channels_last: bool) -> tuple[Tensor, Tensor]:
-    """The layer's (N, C, h, w) activation and ∂target/∂activation, both detached."""
-    with gradient_ready(model), _keep_output(model, layer, leaf=True) as captured:
-        score = _score(model, inputs.detach().requires_grad_(True), target)   # (tuple outputs: no leaf)
-        activation = captured["a"]
-        (gradient,) = torch.autograd.grad(score.sum(), activation)
-    return (_channels_first(activation.detach(), channels_last), _channels_first(gradient, channels_last))
+    """The layer's (N, C, h, w) activation and ∂target/∂activation, both detached.
+
+    The layer's output becomes a leaf: autograd records only what follows the layer (the weights
+    are frozen and the input needs no gradient), so the forward up to it costs what inference
+    does. A layer that returns a tuple cannot be made a leaf: then the input carries the graph.
+    The input runs channels-last on the CPU (see `_fast`).
+    """
+    def run(x: Tensor) -> tuple[Tensor, Tensor]:
+        with gradient_ready(model), _keep_output(model, layer, leaf=True) as captured:
+            score = _score(model, x, target)
+            if not captured["a"].requires_grad:
+                score = _score(model, x.clone().requires_grad_(True), target)
+            (gradient,) = torch.autograd.grad(score.sum(), captured["a"])
+        return captured["a"].detach(), gradient
+
+    activation, gradient = _fast(model, run, inputs.detach())
+    return _channels_first(activation, channels_last), _channels_first(gradient, channels_last)
 
 
 def _activation(model: nn.Module, inputs: Tensor, layer: LayerId, channels_last: bool) -> Tensor:
     """The layer's (N, C, h, w) activation from one forward pass without autograd."""
-    with torch.inference_mode(), eval_mode(model), _keep_output(model, layer) as captured:
-        model(inputs)
-    return _channels_first(captured["a"], channels_last)
+    def run(x: Tensor) -> Tensor:
+        with torch.inference_mode(), eval_mode(model), _keep_output(model, layer) as captured:
+            model(x)
+        return captured["a"]
+
+    return _channels_first(_fast(model, run, inputs), channels_last)
 
 
 def _finish(cam: Tensor, inputs: Tensor, upsample: bool) -> Tensor:
@@ -90,7 +124,7 @@ def grad_cam_plus_plus(model: nn.Module, inputs: Tensor, target: Target, layer: 
     α = g² / (2g² + Σ_ij A · g³), zero where the gradient is zero; weighs every positive gradient
     location instead of the plain mean, so several instances of a class all show.
     """
-    activation, gradient = _activation_and_gradient(model, inputs, target, layer, channels_last)
+    activation, gradient = activation_and_gradient(model, inputs, target, layer, channels_last)
     squared = gradient.pow(2)
     total = activation.sum(dim=(2, 3), keepdim=True)
     alpha = squared / (2 * squared + total * squared * gradient + _EPS_PLUS_PLUS)
@@ -102,7 +136,7 @@ def grad_cam_plus_plus(model: nn.Module, inputs: Tensor, target: Target, layer: 
 def layer_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, upsample: bool = True,
               channels_last: bool = False) -> Tensor:
     """LayerCAM: Σ_c ReLU(∂target/∂A_c) ⊙ A_c, a weight per location, so shallow layers give detail."""
-    activation, gradient = _activation_and_gradient(model, inputs, target, layer, channels_last)
+    activation, gradient = activation_and_gradient(model, inputs, target, layer, channels_last)
     return _finish((F.relu(gradient) * activation).sum(dim=1), inputs, upsample)
 
 
@@ -142,7 +176,7 @@ def score_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, 
     to [0, 1], multiplied into the input; the weights are the softmax over channels of the raw
     target scores. Masked inputs run `batch` at a time in inference mode, built per batch (never
     all C copies at once). A constant channel's mask is all zeros, so every such channel shares
-    one forward of the zero image instead of one each (ReLU layers have many dead channels).
+    one forward of the zero image instead of one each (a ReLU layer can have dead channels).
     """
     activation = _activation(model, inputs, layer, channels_last)
     count, channels = activation.shape[:2]
@@ -170,7 +204,7 @@ def score_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, 
                 lo = masks.flatten(1).amin(dim=1).view(-1, 1, 1)
                 hi = masks.flatten(1).amax(dim=1).view(-1, 1, 1)
                 masks = (masks - lo) / (hi - lo + _EPS_SCORE)
-                scores[chosen] = _score(model, image * masks.unsqueeze(1), target).float()
+                scores[chosen] = _fast(model, lambda x: _score(model, x, target), image * masks.unsqueeze(1)).float()
                 done += len(chosen)
                 if progress is not None:
                     progress(done / work)

@@ -119,21 +119,12 @@ def grad_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, u
     `channels_last`: the layer outputs (N, H, W, C) (ConvNeXt's pointwise Linear), so the
     channel weights average over axes 1, 2 rather than over W and C.
     """
-    captured: dict[str, Tensor] = {}
+    # cams.py imports this module, so its shared helper is imported here, at call time
+    from cnnviewer.engine.attribution.cams import activation_and_gradient
 
-    def hook(_module, _inputs, output):
-        captured["a"] = first_tensor(output)
-
-    module = dict(model.named_modules())[layer]
-    with gradient_ready(model), module.register_forward_hook(hook):
-        x = inputs.detach().clone().requires_grad_(True)
-        score = _score(model, x, target)
-        activation = captured["a"]
-        (gradient,) = torch.autograd.grad(score.sum(), activation)
-    if channels_last:
-        activation, gradient = activation.permute(0, 3, 1, 2), gradient.permute(0, 3, 1, 2)
+    activation, gradient = activation_and_gradient(model, inputs, target, layer, channels_last)
     weights = gradient.mean(dim=(2, 3), keepdim=True)
-    cam = F.relu((weights * activation.detach()).sum(dim=1, keepdim=True))
+    cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
     if not upsample:
         return cam
     return F.interpolate(cam, size=inputs.shape[-2:], mode="bilinear", align_corners=False)
@@ -207,7 +198,8 @@ def to_map(attribution: Tensor) -> np.ndarray:
 
 
 def attribute(method: str, model: nn.Module, inputs: Tensor, target: Target, **options: Any) -> Tensor:
-    """Dispatch by method name (see METHODS); CAM methods take `layer` and `channels_last`."""
+    """Dispatch by method name (see METHODS); CAM methods take `layer`, `channels_last` and `upsample`
+    (False: the layer-resolution map)."""
     from cnnviewer.engine.attribution import cams, smoothing
 
     if method == "saliency":
@@ -221,7 +213,8 @@ def attribute(method: str, model: nn.Module, inputs: Tensor, target: Target, **o
     cam = {"grad-cam": grad_cam, "grad-cam++": cams.grad_cam_plus_plus, "layer-cam": cams.layer_cam,
            "eigen-cam": cams.eigen_cam}.get(method)
     if cam is not None:
-        return cam(model, inputs, target, options["layer"], channels_last=options.get("channels_last", False))
+        return cam(model, inputs, target, options["layer"], upsample=options.get("upsample", True),
+                   channels_last=options.get("channels_last", False))
     if method == "score-cam":
         return cams.score_cam(model, inputs, target, **options)
     if method == "smoothgrad":

@@ -26,6 +26,7 @@ from cnnviewer.engine.dataset.names import LOGITS
 from cnnviewer.engine.session import Selection, Session
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.panels.dataset.evaluation import EvaluationTab
 from cnnviewer.ui.panels.dataset.indexing import SLICE_SECONDS, START, IndexingMixin
 from cnnviewer.ui.panels.dataset.tabs import MapTab, NeighboursTab, TopTab
 from cnnviewer.ui.widgets.controls import on_screen
@@ -67,6 +68,8 @@ class DatasetPanel(IndexingMixin, QWidget):
         self.tabs.addTab(self.top_tab, "Top images")
         self.tabs.addTab(self.neighbours_tab, "Neighbours")
         self.tabs.addTab(self.map_tab, "Map")
+        self.evaluation_tab = EvaluationTab(session, jobs, controller.workbench, lambda: self.index)
+        self.tabs.addTab(self.evaluation_tab, "Evaluate attribution")
         self.top_tab.clear(START)          # before any folder: how to start, not "being looked for"
         self.tabs.currentChanged.connect(lambda _i: self.refresh())
         header = QHBoxLayout()
@@ -119,6 +122,7 @@ class DatasetPanel(IndexingMixin, QWidget):
         self.map_tab.busy(False)
         self.map_tab.selection.clear()
         self.map_tab.legend.setText("")
+        self.evaluation_tab.clear()
 
     # ---------------------------------------------------------------- views
     def refresh(self) -> None:
