@@ -32,6 +32,8 @@ FIGURES: dict[str, list[str]] = {
     "bench_dataset_memory.py": [rf"48 images in {NUMBER} s", rf"peak {NUMBER} GiB"],
     "bench_faithfulness.py": [rf"^deletion\+insertion \d+ steps .* ratio {NUMBER} .*(PASS|FAIL)$", rf"^ROAD \d+ percentiles .* ratio ({NUMBER}|nan) .*(PASS|FAIL|n/a)$"],
     "bench_sanity.py": [rf"^4 methods(\s+{NUMBER}){{3}}\s+(PASS|FAIL)", rf"^\d+ stages(\s+{NUMBER}){{3}}\s+(PASS|FAIL)"],
+    "bench_evaluate.py": [rf"^folder\s+\d+ images\s+{NUMBER} images/s\s+forward {NUMBER} ms/image\s+ratio {NUMBER}",
+                          rf"^cached second call\s+{NUMBER} ms"],
     "bench_foundation.py": [rf"^1 thread\s+mobilenet_v2(\s+{NUMBER}){{4}}\s+fx",
                             rf"^1 thread\s+mobilenet_v2\s+features\.18\s.*{NUMBER}\s+{NUMBER}\s+(PASS|FAIL)",
                             rf"wall s: first {NUMBER}", r"top-1 '[^']+'"],
