@@ -84,6 +84,7 @@ class CurvesView(QWidget):
             self.curve.addItem(text, name)
         self.picked = QComboBox()
         self.picked.setToolTip("Whose perturbed image is shown (or click its curve)")
+        self.picked.setMinimumContentsLength(16)
         self.plot = pg.PlotWidget(background=(30, 30, 34))
         self.plot.setLabel("left", "p(target)")
         self.plot.setLabel("bottom", "fraction of pixels removed")

@@ -27,6 +27,7 @@ class FaithfulnessPanel(QWidget):
         self._session, self._jobs, self._workbench = session, jobs, workbench
         self._top_class: int | None = None
         self._computing = ""
+        self._running: set[str] = set()       # job keys submitted and not yet ended: only those can be cancelled
         self.target_kind = QComboBox()
         self.target_kind.addItems(["top-1 class", "chosen class"])
         self.target_kind.setToolTip("The class whose probability the curves follow: the prediction, or the class "
@@ -127,10 +128,16 @@ class FaithfulnessPanel(QWidget):
         self.curves.clear()
         self._computing = f"faithfulness of {', '.join(methods)} for {self.describe(target)}"
         self.info.setText(f"Computing {self._computing}…")
-        self._jobs.submit("faithfulness", work, on_done=self._on_curves, on_error=self.info.setText,
+        self._running.add("faithfulness")
+        self._jobs.submit("faithfulness", work, on_done=self._on_curves, on_error=self._on_curves_failed,
                           label="Measuring faithfulness")
 
+    def _on_curves_failed(self, message: str) -> None:
+        self._running.discard("faithfulness")
+        self.info.setText(message)
+
     def _on_curves(self, results: dict) -> None:
+        self._running.discard("faithfulness")
         self.curves.show_results(results)
         best = min(results.values(), key=lambda r: r.scores.get("deletion", float("inf")))
         self.info.setText(f"{len(results)} methods for {self.target_label.text()}. Lowest deletion AUC: "
@@ -157,18 +164,28 @@ class FaithfulnessPanel(QWidget):
 
         self.sanity.clear(f"Randomizing a copy of {model.name} ({settings['mode']})…")
         self._computing = f"the sanity check of {', '.join(methods)}"
-        self._jobs.submit("sanity", work, on_done=self._on_sanity, on_error=self.sanity.clear,
+        self._running.add("sanity")
+        self._jobs.submit("sanity", work, on_done=self._on_sanity, on_error=self._on_sanity_failed,
                           label="Sanity check: randomizing the model")
 
+    def _on_sanity_failed(self, message: str) -> None:
+        self._running.discard("sanity")
+        self.sanity.clear(message)
+
     def _on_sanity(self, result) -> None:
+        self._running.discard("sanity")
         self.sanity.show_result(result)
         failing = [m for m in result.methods if result.failing[m]]
         self.info.setText(f"Sanity check, {result.mode}, {len(result.stages) - 1} stages in "
                           f"{result.milliseconds / 1000:.0f} s: " +
-                          (f"{', '.join(failing)} barely change when the weights are random." if failing
+                          (f"{', '.join(failing)} barely change{'s' if len(failing) == 1 else ''} when the "
+                           "weights are random." if failing
                            else "every method's map changes when the weights are random."))
 
     def _on_cancelled(self, key: str) -> None:
+        if key not in self._running:
+            return            # nothing of this panel's was running (a new image cancels just in case)
+        self._running.discard(key)
         if key == "faithfulness" and not self.curves.results:
             self.info.setText(f"Cancelled: {self._computing}. Change a setting to compute again.")
         elif key == "sanity" and self.sanity.result is None:

@@ -117,6 +117,8 @@ class SanityView(QWidget):
             pen = pg.mkPen(PALETTE[index % len(PALETTE)], width=2)
             self.plot.plot(np.arange(len(result.stages)), values[method], pen=pen, symbol="o", symbolSize=5,
                            symbolBrush=PALETTE[index % len(PALETTE)], name=method)
+        lowest = min(min(v) for v in values.values())
+        self.plot.setYRange(min(-0.2, lowest - 0.05), 1.05)     # rank correlations can turn negative
         every = max(1, -(-len(result.stages) // 5))     # about five names fit under the plot
         ticks = [(i, name) for i, name in enumerate(result.stages) if i % every == 0]
         self.plot.getAxis("bottom").setTicks([ticks])
