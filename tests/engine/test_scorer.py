@@ -16,6 +16,7 @@ from torch import nn
 
 from cnnviewer.engine.attribution import faithfulness, gradients
 from cnnviewer.engine.attribution.scorer import Scorer
+from cnnviewer.engine.attribution.scores import ranking
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.media.images import from_array
 from cnnviewer.engine.models.loading import load_model
@@ -70,7 +71,7 @@ def test_traced_scorer_equals_the_model_and_leaves_it_alone(cat):
 
 
 class Branchy(nn.Module):
-    """Control flow on the data: the trace (on noise) takes one branch, the real inputs the other."""
+    """Control flow on the data: an `if` on a tensor (the tracer warns; a trace holds one branch)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -80,6 +81,13 @@ class Branchy(nn.Module):
     def forward(self, x):
         features = self.conv(x).mean(dim=(2, 3))
         return self.head(features) if x.mean() > 5 else -self.head(features)
+
+
+class Numbery(Branchy):
+    """A number read from the data: traced (on noise) as a constant, wrong on the real inputs."""
+
+    def forward(self, x):
+        return self.head(self.conv(x).mean(dim=(2, 3))) * (1.0 + float(x.mean()))
 
 
 class Locked(Branchy):
@@ -93,8 +101,9 @@ class Locked(Branchy):
         return self.head(self.conv(x).mean(dim=(2, 3)))
 
 
-@pytest.mark.parametrize("kind", [Branchy, Locked])
-def test_falls_back_when_the_trace_fails_or_disagrees(kind, one_torch_thread):
+@pytest.mark.parametrize("kind, reason", [(Branchy, "tracing failed: control flow on the data"),
+                                          (Numbery, "the traced copy disagrees"), (Locked, "tracing failed")])
+def test_falls_back_when_the_trace_fails_or_disagrees(kind, reason, one_torch_thread):
     torch.manual_seed(0)
     module = kind().eval()
     x = torch.randn(1, 3, 16, 16) + 10.0
@@ -108,7 +117,7 @@ def test_falls_back_when_the_trace_fails_or_disagrees(kind, one_torch_thread):
                                             scorer=scorer)
     same_curves(found, expected, atol=1e-6)
     assert scorer.kind == "folded"
-    assert scorer.fallback.startswith("tracing failed" if kind is Locked else "the traced copy disagrees")
+    assert scorer.fallback.startswith(reason), scorer.fallback
     same_curves(faithfulness.deletion_insertion(module, x, target, relevance, steps=6, substrate="mean colour",
                                                 scorer=scorer), expected, atol=1e-6)
 
@@ -128,6 +137,7 @@ def test_timm_and_resnet_and_changed_weights(one_torch_thread):
                                                 scorer=scorer)
         same_curves(found, faithfulness.deletion_insertion(module, x, target, relevance, steps=4,
                                                            substrate="black", fold=False), atol=1e-5)
+        assert scorer.kind == ("traced" if module is lite else "folded"), scorer.fallback
     assert scorer.prepare_ms.keys() == {"folded layer3"}
     with torch.no_grad():
         resnet.layer3[0].conv1.weight.mul_(3.0)   # a change in place: the cached copies are stale
@@ -157,3 +167,28 @@ def test_workbench_reuses_the_scorer_across_maps_and_drops_it_for_another_model(
     other = load_model("mobilenet_v2")   # a new load: a new token
     assert workbench.scorer(other) is not scorer and workbench.scorer(other).module is other.module
     assert workbench._scorer is not scorer
+
+
+def test_a_detection_wrapper_is_not_traced(one_torch_thread):
+    """DetectionScore asks "is the box still there?" (an `if` on a tensor): the folded copy scores it."""
+    from PIL import Image
+
+    from cnnviewer.engine.detection.detectors import make_detector
+    from cnnviewer.engine.detection.explain import explain_detection
+
+    frame = np.asarray(Image.fromarray(data.astronaut()).resize((320, 240)))
+    detector = make_detector("mtcnn")
+    face = max(detector.raw(frame), key=lambda d: d.score)
+    model, image = explain_detection(detector, face, frame, "frame.png")
+    workbench = Workbench()
+    result = workbench.gradient(model, image, "saliency", Target(class_index=0))
+    first, second = (faithfulness.evaluate_result(workbench, model, image, result, metrics=("deletion",), steps=8)
+                     for _ in range(2))
+    scorer = workbench.scorer(model)
+    assert scorer.maps == 2 and scorer.kind == "folded" and scorer.fallback.startswith("tracing failed: control flow")
+    x = prepare_input(image, model.preprocess, model.device).tensor
+    plain = faithfulness.deletion_insertion(model.module, x, Target(class_index=0),
+                                            ranking(result.method, result.attribution, result.options), steps=8,
+                                            fold=False, mean=model.preprocess.mean, std=model.preprocess.std)
+    np.testing.assert_allclose(second.curves["deletion"].values, plain["deletion"].values, atol=1e-5)
+    assert second.scores["deletion"] == pytest.approx(first.scores["deletion"], abs=1e-6)

@@ -9,8 +9,9 @@ shown, thousands in a folder evaluation). Preparing a fast copy for each map was
   + `torch.jit.optimize_for_inference`: batch norms folded, convolutions prepacked), prepared from
   the `trace_from`-th map on (it costs ~2 s, more than it saves on one map: see
   benchmarks/bench_faithfulness.py). It is traced on noise and verified against the model itself on
-  the first real batch of each shape (softmax within 1e-4), so a model whose control flow depends on
-  the data or the shape fails verification; it is also dropped when it turns out no faster than the
+  the first real batch of each shape (softmax within 1e-4), and not used for a model that branches on
+  a tensor's value (the tracer's "Python boolean" warning: a trace holds one branch, e.g. a detection
+  wrapper's "is the box still detected"); it is also dropped when it turns out no faster than the
   folded copy. Any failure falls back to:
 - the folded channels-last copy (`folding.folded_copy` + deep copy), for layer targets with the
   target layer left unfolded (its activations are what is scored).
@@ -173,8 +174,10 @@ class Scorer:
         """Trace a private copy on noise shaped like `batch`; any failure turns tracing off."""
         start = time.perf_counter()
         try:
-            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")     # TracerWarnings: verification decides
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(record=True):
+                warnings.simplefilter("always")
+                # an `if` on a tensor: a trace holds one branch (a detection wrapper); stop there
+                warnings.filterwarnings("error", message=".*Python boolean", category=torch.jit.TracerWarning)
                 with eval_mode(self.module):
                     private = copy.deepcopy(self.module)
                 private.eval().requires_grad_(False)
@@ -186,7 +189,10 @@ class Scorer:
                     traced(example)
             self._traced, self._trace_state = traced, "on"
         except Exception as error:  # noqa: BLE001 - any model the tracer cannot handle: the folded copy
-            self._off(f"tracing failed: {type(error).__name__}: {str(error)[:200]}")
+            warned = next((e for e in (error, error.__context__, error.__cause__)
+                           if isinstance(e, torch.jit.TracerWarning)), None)   # raised through C: SystemError
+            self._off("tracing failed: control flow on the data" if warned is not None
+                      else f"tracing failed: {type(error).__name__}: {str(error)[:200]}")
         self.prepare_ms["traced"] = (time.perf_counter() - start) * 1e3
 
     def _traced_scores(self, batch: Tensor, target: Target) -> tuple[np.ndarray, np.ndarray] | None:
