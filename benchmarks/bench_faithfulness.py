@@ -102,9 +102,8 @@ def main() -> None:
         copy_single.append(timed(lambda: single_forwards(fast, single, 2 * steps)))
         curves.append(timed(ours_curves))
         scorer = Scorer(model, token=loaded.token)   # as Workbench.scorer makes it for a new model
-        first.append(timed(lambda: ours_curves(scorer)))
-        second.append(timed(lambda: ours_curves(scorer)))
-        later.append(timed(lambda: ours_curves(scorer)))
+        for times in (first, second, later):
+            times.append(timed(lambda s=scorer: ours_curves(s)))
         scorers.append(scorer)
         road.append(timed(ours_road))
         if ROADCombined is not None:
@@ -150,7 +149,7 @@ def preparation(images: int, batches: int = 6) -> None:
         for _ in range(2):       # map 1: the folded copy; map 2: the traced one (prepared, then verified)
             scorer.begin_map()
             scorer.scores(batch, target)
-            per_image.append(statistics.median(timed(lambda: scorer.scores(batch, target)) for _ in range(batches))
+            per_image.append(statistics.median(timed(lambda s=scorer: s.scores(batch, target)) for _ in range(batches))
                              * 1000 / len(batch))
         saved = (per_image[0] - per_image[1]) * images
         traced = scorer.prepare_ms.get("traced", float("nan"))

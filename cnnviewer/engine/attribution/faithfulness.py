@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cnnviewer.engine.attribution.imputation import impute
+from cnnviewer.engine.attribution.scorer import Scorer, fast_copy, model_scores
 from cnnviewer.engine.attribution.scores import (
     SUBSTRATES,
     Curve,
@@ -39,7 +40,6 @@ from cnnviewer.engine.attribution.scores import (
     step_counts,
     trapezoid,
 )
-from cnnviewer.engine.attribution.scorer import Scorer, fast_copy, model_scores
 from cnnviewer.engine.attribution.target import CAM_METHODS, Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.runtime.modes import eval_mode
