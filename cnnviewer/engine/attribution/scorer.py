@@ -106,10 +106,10 @@ class Scorer:
         self.dtype = first.dtype if first is not None else torch.float32
         self.maps = 0
         self.prepare_ms: dict[str, float] = {}     # "folded" (class target), "folded <layer>", "traced"
-        self.fallback: str | None = None           # why the traced copy is not used, once it was tried
         self._reset()
 
     def _reset(self) -> None:
+        self.fallback: str | None = None           # why the traced copy is not used, once it was tried
         self._fingerprint = _fingerprint(self.module)
         self._folded: dict[str | None, tuple[nn.Module, bool]] = {}
         self._traced: torch.jit.ScriptModule | None = None
