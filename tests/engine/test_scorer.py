@@ -90,15 +90,19 @@ class Numbery(Branchy):
         return self.head(self.conv(x).mean(dim=(2, 3))) * (1.0 + float(x.mean()))
 
 
-class Locked(Branchy):
+class Plain(Branchy):
+    """Traceable."""
+
+    def forward(self, x):
+        return self.head(self.conv(x).mean(dim=(2, 3)))
+
+
+class Locked(Plain):
     """Cannot be deep copied (a lock): no trace, and the folded copy shares its modules."""
 
     def __init__(self) -> None:
         super().__init__()
         self.lock = threading.Lock()
-
-    def forward(self, x):
-        return self.head(self.conv(x).mean(dim=(2, 3)))
 
 
 @pytest.mark.parametrize("kind, reason", [(Branchy, "tracing failed: control flow on the data"),
@@ -192,3 +196,29 @@ def test_a_detection_wrapper_is_not_traced(one_torch_thread):
                                             fold=False, mean=model.preprocess.mean, std=model.preprocess.std)
     np.testing.assert_allclose(second.curves["deletion"].values, plain["deletion"].values, atol=1e-5)
     assert second.scores["deletion"] == pytest.approx(first.scores["deletion"], abs=1e-6)
+
+
+def test_a_trace_no_faster_than_the_folded_copy_is_dropped(monkeypatch, one_torch_thread):
+    """With a clock on which every batch takes as long, the traced copy is not kept (nor is it
+    before it was verified): the folded copy scores from then on, with the same results."""
+    import itertools
+    from types import SimpleNamespace
+
+    from cnnviewer.engine.attribution import scorer as scorer_module
+
+    ticks = itertools.count()
+    monkeypatch.setattr(scorer_module, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    torch.manual_seed(0)
+    module = Plain().eval()
+    batch, target = torch.randn(4, 3, 16, 16), Target(class_index=1)
+    scorer = Scorer(module)
+    scorer.begin_map()
+    expected = [scorer.scores(batch, target) for _ in range(3)]   # the folded copy, timed
+    scorer.begin_map()
+    scorer.scores(batch, target)                                    # traced, verified
+    assert scorer.kind == "traced", scorer.fallback
+    found = [scorer.scores(batch, target) for _ in range(3)]        # traced, timed: no faster
+    assert scorer.kind == "folded" and scorer.fallback.startswith("the traced copy is no faster")
+    for (raw, p), (raw_e, p_e) in zip(found + [scorer.scores(batch, target)], expected + expected[:1]):
+        np.testing.assert_allclose(p, p_e, atol=1e-6)
+        np.testing.assert_allclose(raw, raw_e, atol=1e-5)
