@@ -55,6 +55,7 @@ class Workbench:
         self.probe = GradientProbe()
         self._summaries: dict[int, Summary] = {}   # by model token; the last few models
         self._graphs: dict[int, ArchitectureGraph] = {}
+        self._scorer = None     # the faithfulness Scorer of the model scored last (holds copies of it)
 
     def architecture(self, model: LoadedModel) -> ArchitectureGraph:
         """The model's graph annotated from its summary (built once per model)."""
@@ -64,6 +65,16 @@ class Workbench:
             found = build_graph(model.module, self.summary(model))
             self._graphs = {model.token: found}
         return found
+
+    def scorer(self, model: LoadedModel):
+        """The faithfulness scores' prepared copies of `model` (attribution.scorer.Scorer), kept while
+        the same model is scored: one at a time, the previous model's dropped."""
+        from cnnviewer.engine.attribution.scorer import Scorer
+
+        if self._scorer is None or not self._scorer.matches(model.module, model.token):
+            self._scorer = None     # free the old copies before making new ones
+            self._scorer = Scorer(model.module, token=model.token)
+        return self._scorer
 
     def summary(self, model: LoadedModel) -> Summary:
         """The per-layer table of `model` at its input size (computed once per model)."""

@@ -19,7 +19,6 @@ itself is never modified), in inference mode.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnnviewer.engine.attribution.gradients import _score
 from cnnviewer.engine.attribution.imputation import impute
+from cnnviewer.engine.attribution.scorer import Scorer, fast_copy, model_scores
 from cnnviewer.engine.attribution.scores import (
     SUBSTRATES,
     Curve,
@@ -43,9 +42,7 @@ from cnnviewer.engine.attribution.scores import (
 )
 from cnnviewer.engine.attribution.target import CAM_METHODS, Target
 from cnnviewer.engine.errors import Cancelled
-from cnnviewer.engine.runtime.folding import folded_copy
 from cnnviewer.engine.runtime.modes import eval_mode
-from cnnviewer.engine.runtime.outputs import first_tensor
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,17 +58,22 @@ def scoring_model(model: nn.Module, target: Target, fold: bool = True) -> Iterat
     Measured on MobileNetV2, one thread, 224 px: a batch of 8 through the plain model costs 1.5x per
     image what single images do (contiguous layout); folded and channels-last, 0.7x.
     The copy is deep (the layout change rewrites weights), so the model itself is never touched.
+    A `Scorer` (scorer.py) keeps such copies, and a faster traced one, across maps.
     """
     with eval_mode(model), torch.inference_mode():
-        if not fold:
-            yield model
-            return
-        fast = folded_copy(model, {target.layer} if target.layer else set())
-        try:
-            fast = copy.deepcopy(fast).to(memory_format=torch.channels_last)
-        except (RuntimeError, TypeError):   # a module that cannot be copied: fold only, shared weights
-            pass
-        yield fast
+        yield fast_copy(model, {target.layer} if target.layer else set())[0] if fold else model
+
+
+@contextmanager
+def _runner(model: nn.Module, target: Target, fold: bool, scorer: Scorer | None):
+    """batch -> (raw, p) scores: through the cached `scorer` when given, else a copy made for this call."""
+    if scorer is not None:
+        if not scorer.matches(model, scorer.token):
+            raise ValueError("the scorer was prepared for another model")
+        yield lambda batch: scorer.scores(batch, target)
+        return
+    with scoring_model(model, target, fold) as fast:
+        yield lambda batch: _scores(fast, batch, target)
 
 
 def _check(cancel: Event | None) -> None:
@@ -81,12 +83,7 @@ def _check(cancel: Event | None) -> None:
 
 def _scores(model: nn.Module, batch: Tensor, target: Target) -> tuple[np.ndarray, np.ndarray]:
     """(raw target score, p(target) before normalising a layer target) for each image of `batch`."""
-    if target.layer is None:
-        output = first_tensor(model(batch)).reshape(batch.shape[0], -1).float()
-        raw = output[:, target.class_index]
-        return raw.cpu().numpy(), torch.softmax(output, dim=1)[:, target.class_index].cpu().numpy()
-    raw = _score(model, batch, target).float().cpu().numpy()
-    return raw, raw
+    return model_scores(model, batch, target)
 
 
 def substrate_tensors(substrate: str, inputs: Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict[str, Tensor]:
@@ -151,11 +148,12 @@ def default_batch(inputs: Tensor) -> int:
 def deletion_insertion(model: nn.Module, inputs: Tensor, target: Target, heat, steps: int = 50,
                        substrate: str = "paper", batch: int | None = None, cancel: Event | None = None,
                        progress: Progress = None, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                       fold: bool = True) -> dict[str, Curve]:
+                       fold: bool = True, scorer: Scorer | None = None) -> dict[str, Curve]:
     """Deletion and insertion curves of the (H, W) relevance `heat` (most relevant pixels first).
 
     Images shared by both curves (the input itself; the substrate when both use the same) are
     scored once. Returns {"deletion": Curve, "insertion": Curve}, S = steps + 1 points each.
+    `scorer`: the model's cached Scorer (else a folded copy is made for this call; `fold` False: none).
     """
     relevance = _as_map(heat)
     height, width = relevance.shape
@@ -183,13 +181,13 @@ def deletion_insertion(model: nn.Module, inputs: Tensor, target: Target, heat, s
     keys = list(wanted)
     batch = batch or default_batch(inputs)
     raw_values: dict[tuple, float] = {}
-    with scoring_model(model, target, fold) as scorer:
+    with _runner(model, target, fold, scorer) as run:
         for start in range(0, len(keys), batch):
             _check(cancel)
             chunk = keys[start:start + batch]
             images = torch.cat([torch.where(rank_t < wanted[key][2], wanted[key][1], wanted[key][0])
                                 for key in chunk]).contiguous(memory_format=torch.channels_last)
-            _, values = _scores(scorer, images, target)
+            _, values = run(images)
             raw_values.update(zip(chunk, values.tolist()))
             if progress is not None:
                 progress(min(1.0, (start + len(chunk)) / len(keys)))
@@ -219,7 +217,8 @@ def road_masks(heat, percentiles=ROAD_PERCENTILES) -> dict[str, list[np.ndarray]
 
 def road(model: nn.Module, inputs: Tensor, target: Target, heat, percentiles=ROAD_PERCENTILES,
          noise: float = 0.01, seed: int = 0, cancel: Event | None = None, progress: Progress = None,
-         mean=IMAGENET_MEAN, std=IMAGENET_STD, fold: bool = True) -> tuple[dict[str, Curve], dict[str, float]]:
+         mean=IMAGENET_MEAN, std=IMAGENET_STD, fold: bool = True,
+         scorer: Scorer | None = None) -> tuple[dict[str, Curve], dict[str, float]]:
     """ROAD MoRF and LeRF curves (p(target) against the fraction removed, 0 first) and scores.
 
     Scores: "road-morf", "road-lerf" = mean change of the target's logit (raw score for a layer
@@ -239,8 +238,8 @@ def road(model: nn.Module, inputs: Tensor, target: Target, heat, percentiles=ROA
     batch = torch.stack(imputed).to(device=inputs.device, dtype=inputs.dtype)
     images = torch.cat([inputs, batch]).contiguous(memory_format=torch.channels_last)
     step = default_batch(inputs)
-    with scoring_model(model, target, fold) as scorer:
-        found = [_scores(scorer, images[i:i + step], target) for i in range(0, len(images), step)]
+    with _runner(model, target, fold, scorer) as run:
+        found = [run(images[i:i + step]) for i in range(0, len(images), step)]
     raw, probability = np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
     if progress is not None:
         progress(1.0)
@@ -284,7 +283,8 @@ def evaluate_result(workbench, model, image, result, metrics=("deletion", "inser
                     noise: float = 0.01, seed: int = 0) -> Faithfulness:
     """Every requested score of one GradientResult, on the same prepared input the view used.
 
-    `model` is a LoadedModel; CAM methods also get Average Drop and Increase in Confidence.
+    `model` is a LoadedModel; CAM methods also get Average Drop and Increase in Confidence. The
+    perturbed images run through the workbench's Scorer of the model, kept across maps.
     """
     start = time.perf_counter()
     prepared, _, _ = workbench.attribution_options(model, image, result.method, result.target, None,
@@ -293,6 +293,8 @@ def evaluate_result(workbench, model, image, result, metrics=("deletion", "inser
     mean, std = model.preprocess.mean, model.preprocess.std
     relevance = ranking(result.method, result.attribution, result.options)
     cancel = context.cancel if context is not None else None
+    scorer = workbench.scorer(model)
+    scorer.begin_map()
     parts = [m for m in ("deletion", "road") if m in metrics or (m == "deletion" and "insertion" in metrics)]
 
     def stage(index: int, name: str) -> Progress:
@@ -306,7 +308,7 @@ def evaluate_result(workbench, model, image, result, metrics=("deletion", "inser
     if "deletion" in parts:
         found = deletion_insertion(module, inputs, target, relevance, steps, substrate, cancel=cancel,
                                    progress=stage(parts.index("deletion"), "deletion / insertion"),
-                                   mean=mean, std=std)
+                                   mean=mean, std=std, scorer=scorer)
         fills = substrate_tensors(substrate, inputs, mean, std)
         for name in ("deletion", "insertion"):
             if name in metrics:
@@ -317,7 +319,8 @@ def evaluate_result(workbench, model, image, result, metrics=("deletion", "inser
         low, high = float(relevance.min()), float(relevance.max())
         normalised = (relevance - low) / (high - low) if high > low else np.zeros_like(relevance)
         road_curves, road_scores = road(module, inputs, target, normalised, percentiles, noise, seed, cancel,
-                                        stage(parts.index("road"), "ROAD"), mean=mean, std=std)
+                                        stage(parts.index("road"), "ROAD"), mean=mean, std=std,
+                                        scorer=scorer)
         curves.update(road_curves)
         scores.update(road_scores)
     if result.method in CAM_METHODS:
