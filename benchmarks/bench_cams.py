@@ -6,9 +6,10 @@ Score-CAM, LayerCAM, Eigen-CAM on resnet18 (layer4) and mobilenet_v3_large (feat
 Each call is what a user waits for: the forward pass, the backward pass where the method needs
 one, and the map (theirs also min-max scale and resize it; ours upsamples it). Each library's
 extractor is built inside the call in a `with` (their READMEs' pattern; it only registers hooks),
-so no library's hooks run during another's timing. Repetitions are interleaved
-(the order rotates, so each goes first as often), medians reported; Score-CAM (one forward per channel:
-512 and 960 here) runs fewer repetitions. torchcam 0.5 has no Eigen-CAM: its column reads n/a.
+so no library's hooks run during another's timing. Repetitions are interleaved (the order
+rotates, so each goes first as often); times are medians, and each ratio is the median of the
+ratios within a round (calls of one round share the machine's load, which drifts here).
+Score-CAM (one forward per channel: 512 and 960 here) runs fewer repetitions. torchcam 0.5 has no Eigen-CAM: its column reads n/a.
 Goal: every ratio <= 1.0 (torchcam's README publishes 6.8 s CPU for resnet18 Score-CAM).
 
     .venv/bin/python benchmarks/bench_cams.py [--reps 15] [--score-reps 2] [--quick]
@@ -126,7 +127,8 @@ def main() -> None:
                     if calls[column] is not None:
                         times[column].append(timed(calls[column]))
             mine, pgc_ms, tc_ms = (statistics.median(t) * 1000 if t else float("nan") for t in times)
-            ratios = (mine / pgc_ms, mine / tc_ms)
+            ratios = tuple(statistics.median(a / b for a, b in zip(times[0], other)) if other else float("nan")
+                           for other in times[1:])
             verdicts = ["n/a" if math.isnan(r) else "PASS" if r <= 1.0 else "FAIL" for r in ratios]
             failures += verdicts.count("FAIL")
             print(f"{name:<20}{method:<12}{mine:>10.1f}{pgc_ms:>10.1f}{ratios[0]:>7.2f}{tc_ms:>13.1f}"

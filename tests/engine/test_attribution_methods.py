@@ -278,8 +278,8 @@ def test_unknown_smoothing_base_is_refused(resnet):
 
 
 def test_a_model_that_views_its_maps_works_and_is_left_as_found():
-    """CAM forwards run channels-last on the CPU (faster convolutions); a LeNet-style `x.view(n, -1)`
-    cannot view such maps, so that model is rerun contiguous and gets the same maps."""
+    """Score-CAM's batches run channels-last on the CPU (faster convolutions); a LeNet-style
+    `x.view(n, -1)` cannot view such maps, so that model is rerun contiguous and gets the same maps."""
     class Viewing(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -296,6 +296,7 @@ def test_a_model_that_views_its_maps_works_and_is_left_as_found():
     for method in ("grad-cam", "grad-cam++", "layer-cam", "eigen-cam", "score-cam"):
         out = gradients.attribute(method, model, x, Target(class_index=1), layer="conv", upsample=False)
         assert out.shape == (1, 1, 6, 6) and torch.isfinite(out).all()
+    assert model in cams._NEEDS_CONTIGUOUS                  # Score-CAM's batch of 4 masks fell back
     activation = model.conv(x)
     activation.retain_grad()
     model.fc(torch.relu(activation).view(1, -1))[0, 1].backward()
