@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 import torchvision
 
-from cnnviewer.engine.attribution import gradients
+from cnnviewer.engine.attribution import methods
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.runtime.memory import keep_freed_memory
 
@@ -60,7 +60,7 @@ def timed(function: Callable[[], object]) -> float:
 
 
 def ours(model: torch.nn.Module, method: str, layer: str, x: torch.Tensor) -> Callable[[], object]:
-    return lambda: gradients.attribute(method, model, x, Target(class_index=CLASS), layer=layer)
+    return lambda: methods.attribute(method, model, x, Target(class_index=CLASS), layer=layer)
 
 
 def theirs_pgc(model: torch.nn.Module, method: str, layer: str, x: torch.Tensor) -> Callable[[], object] | None:

@@ -163,18 +163,18 @@ class Workbench:
     def gradient(self, model: LoadedModel, image: InputImage, method: str, target: Target,
                  context=None, **options) -> GradientResult:
         """One gradient view of the current input as a (C, H, W) float32 attribution."""
-        from cnnviewer.engine.attribution import gradients
+        from cnnviewer.engine.attribution import methods
 
         prepared, options, shown = self.attribution_options(model, image, method, target, context, **options)
         start = time.perf_counter()
-        attribution = gradients.attribute(method, model.module, prepared.tensor, target, **options)
+        attribution = methods.attribute(method, model.module, prepared.tensor, target, **options)
         values = attribution.detach()[0].float().cpu().numpy()
         return GradientResult(method, target, np.ascontiguousarray(values), prepared.display, shown,
                               (time.perf_counter() - start) * 1000.0)
 
     def attribution_options(self, model: LoadedModel, image: InputImage, method: str, target: Target,
                             context=None, **options):
-        """(the prepared input, every option `gradients.attribute` needs, the options worth showing).
+        """(the prepared input, every option `methods.attribute` needs, the options worth showing).
 
         One place resolves the automatic choices (Grad-CAM's layer, occlusion's patch, the IG
         baseline as a tensor, Cancel and progress), so a view, a faithfulness score and a sanity

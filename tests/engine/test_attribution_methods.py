@@ -35,7 +35,7 @@ from skimage import data
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from cnnviewer.engine.attribution import cams, gradients, smoothing
+from cnnviewer.engine.attribution import cams, gradients, methods, smoothing
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.media.images import from_array
@@ -136,7 +136,7 @@ def test_cams_match_pytorch_grad_cam_on_random_resnet18(resnet, method):
     model, x, cls = resnet
     before = state(model)
     layer = RESNET_LAYERS[method]
-    ours = gradients.attribute(method, model, x, Target(class_index=cls), layer=layer, upsample=False) \
+    ours = methods.attribute(method, model, x, Target(class_index=cls), layer=layer, upsample=False) \
         if method == "score-cam" else getattr(cams, {"grad-cam++": "grad_cam_plus_plus", "layer-cam": "layer_cam",
                                                       "eigen-cam": "eigen_cam"}[method])(
             model, x, Target(class_index=cls), layer, upsample=False)
@@ -164,7 +164,7 @@ def test_layer_targets_follow_score_channel_and_neuron(resnet):
     for method in ("score-cam", "eigen-cam", "grad-cam++", "input-x-gradient", "smoothgrad"):
         for target in (whole, neuron, Target(layer="layer2", channel=1, neuron=live)):
             options = {"layer": "layer1"} if method in ORACLES else {"samples": 2} if method == "smoothgrad" else {}
-            out = gradients.attribute(method, model, x, target, **options)
+            out = methods.attribute(method, model, x, target, **options)
             assert out.shape[-2:] == (96, 96) and torch.isfinite(out).all() and out.abs().max() > 0
     assert not has_hooks(model)
 
@@ -191,14 +191,14 @@ def test_channels_last_layer_equals_its_channels_first_twin():
                           nn.Flatten()).eval()
     x = torch.randn(1, 3, 20, 20)
     for method in ("grad-cam++", "layer-cam", "eigen-cam", "score-cam"):
-        last = gradients.attribute(method, model, x, Target(class_index=2), layer="3", channels_last=True)
-        first = gradients.attribute(method, model, x, Target(class_index=2), layer="1")
+        last = methods.attribute(method, model, x, Target(class_index=2), layer="3", channels_last=True)
+        first = methods.attribute(method, model, x, Target(class_index=2), layer="1")
         torch.testing.assert_close(last, first)
 
 
 def test_input_x_gradient_matches_captum(mobilenet, resnet):
     model, _, x, top, _ = mobilenet
-    close(gradients.attribute("input-x-gradient", model.module, x, Target(class_index=top)),
+    close(methods.attribute("input-x-gradient", model.module, x, Target(class_index=top)),
           InputXGradient(model.module).attribute(x, target=top))
     net, y, cls = resnet
     close(gradients.input_x_gradient(net, y, Target(class_index=cls)),
@@ -242,7 +242,7 @@ def test_smoothgrad_matches_captum_on_random_resnet18_and_is_reproducible(resnet
     before = state(model)
     ours = smoothing.smoothgrad(model, x, Target(class_index=cls), base=base, noise=0.1, samples=5, seed=3, batch=2)
     close(ours, their_smoothgrad(model, x, cls, base, 0.1 * float(x.max() - x.min()), 5, 3))
-    again = gradients.attribute("smoothgrad", model, x, Target(class_index=cls), base=base, noise=0.1, samples=5,
+    again = methods.attribute("smoothgrad", model, x, Target(class_index=cls), base=base, noise=0.1, samples=5,
                                 seed=3, batch=5)
     torch.testing.assert_close(again, ours, rtol=1e-5, atol=1e-7)      # same seed: same map, any batch size
     other = smoothing.smoothgrad(model, x, Target(class_index=cls), base=base, noise=0.1, samples=5, seed=4)
@@ -255,8 +255,8 @@ def test_slow_methods_report_progress_and_cancel_cleanly(resnet, method):
     model, x, cls = resnet
     before = state(model)
     seen: list[float] = []
-    gradients.attribute(method, model, x, Target(class_index=cls), layer="layer1", batch=16, progress=seen.append) \
-        if method == "score-cam" else gradients.attribute(method, model, x, Target(class_index=cls), samples=6,
+    methods.attribute(method, model, x, Target(class_index=cls), layer="layer1", batch=16, progress=seen.append) \
+        if method == "score-cam" else methods.attribute(method, model, x, Target(class_index=cls), samples=6,
                                                           batch=2, progress=seen.append)
     assert len(seen) >= 3 and seen == sorted(seen) and seen[-1] == pytest.approx(1.0)
     cancel, calls = Event(), []
@@ -267,7 +267,7 @@ def test_slow_methods_report_progress_and_cancel_cleanly(resnet, method):
 
     options = {"layer": "layer1", "batch": 16} if method == "score-cam" else {"samples": 6, "batch": 2}
     with pytest.raises(Cancelled):
-        gradients.attribute(method, model, x, Target(class_index=cls), cancel=cancel, progress=press, **options)
+        methods.attribute(method, model, x, Target(class_index=cls), cancel=cancel, progress=press, **options)
     assert len(calls) == 1 and 0 < calls[0] < 1 and state(model) == before
 
 
@@ -294,7 +294,7 @@ def test_a_model_that_views_its_maps_works_and_is_left_as_found():
     with pytest.raises(RuntimeError):
         model(x.contiguous(memory_format=torch.channels_last))
     for method in ("grad-cam", "grad-cam++", "layer-cam", "eigen-cam", "score-cam"):
-        out = gradients.attribute(method, model, x, Target(class_index=1), layer="conv", upsample=False)
+        out = methods.attribute(method, model, x, Target(class_index=1), layer="conv", upsample=False)
         assert out.shape == (1, 1, 6, 6) and torch.isfinite(out).all()
     assert model in cams._NEEDS_CONTIGUOUS                  # Score-CAM's batch of 4 masks fell back
     activation = model.conv(x)

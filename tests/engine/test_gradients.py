@@ -15,7 +15,7 @@ from captum.attr import (
 )
 from torch import nn
 
-from cnnviewer.engine.attribution import gradients
+from cnnviewer.engine.attribution import gradients, methods
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.runtime.hooks import has_hooks
@@ -121,7 +121,7 @@ def test_no_state_left_behind(name):
         before = model(x)
     flags = [p.requires_grad for p in model.parameters()]
     for method in ("saliency", "guided-backprop", "deconvnet"):
-        gradients.attribute(method, model, x, Target(class_index=1))
+        methods.attribute(method, model, x, Target(class_index=1))
     with pytest.raises(IndexError):                             # a failing target: nothing left either
         gradients.guided_backprop(model, x, Target(class_index=5000))
     with torch.inference_mode():

@@ -10,7 +10,7 @@ input as `gradients.grad_cam` does (`upsample=False`: the layer's (N, 1, h, w)),
 The layer's output is kept through a forward hook that hands the rest of the network a copy,
 so an in-place operation after the layer (ResNet's `out += identity`, an in-place ReLU) cannot
 overwrite what is weighed; the hook lives only inside a `with` and the model's modes and
-`requires_grad` flags are restored (see `gradients.gradient_ready`).
+`requires_grad` flags are restored (see `base.gradient_ready`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cnnviewer.engine.attribution.gradients import _score, gradient_ready
+from cnnviewer.engine.attribution.base import _score, gradient_ready
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.runtime.modes import eval_mode

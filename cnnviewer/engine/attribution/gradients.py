@@ -23,59 +23,22 @@ calls are caught too. The model is left exactly as it was: no hooks stay,
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from threading import Event
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cnnviewer.engine.attribution.base import _score, gradient_ready
+from cnnviewer.engine.attribution.cams import activation_and_gradient
 from cnnviewer.engine.attribution.relu_rules import DeconvReLU, GuidedReLU, ReluRule
-from cnnviewer.engine.attribution.target import METHODS, Target
+from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.runtime.modes import eval_mode
-from cnnviewer.engine.runtime.outputs import first_tensor
 from cnnviewer.engine.types import LayerId
-
-
-@contextmanager
-def gradient_ready(model: nn.Module) -> Iterator[None]:
-    """Eval mode and frozen parameters inside; every flag restored afterwards."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    with eval_mode(model):
-        for parameter, _ in flags:
-            parameter.requires_grad_(False)
-        try:
-            with torch.enable_grad():
-                yield
-        finally:
-            for parameter, flag in flags:
-                parameter.requires_grad_(flag)
-
-
-def _score(model: nn.Module, inputs: Tensor, target: Target) -> Tensor:
-    """Run the model and return the target, one value per batch item."""
-    if target.layer is None:
-        output = first_tensor(model(inputs))
-        return output.reshape(output.shape[0], -1)[:, target.class_index]
-    captured: dict[str, Tensor] = {}
-    module = dict(model.named_modules())[target.layer]
-
-    def hook(_module, _inputs, output):
-        captured["out"] = first_tensor(output)
-
-    with module.register_forward_hook(hook):
-        model(inputs)
-    out = captured["out"]
-    if out.dim() == 2:
-        return out[:, target.channel]
-    if target.neuron is None:
-        return out[:, target.channel].flatten(1).sum(dim=1)
-    y, x = target.neuron
-    return out[:, target.channel, y, x]
 
 
 def input_gradient(model: nn.Module, inputs: Tensor, target: Target, rule=None) -> Tensor:
@@ -119,9 +82,6 @@ def grad_cam(model: nn.Module, inputs: Tensor, target: Target, layer: LayerId, u
     `channels_last`: the layer outputs (N, H, W, C) (ConvNeXt's pointwise Linear), so the
     channel weights average over axes 1, 2 rather than over W and C.
     """
-    # cams.py imports this module, so its shared helper is imported here, at call time
-    from cnnviewer.engine.attribution.cams import activation_and_gradient
-
     activation, gradient = activation_and_gradient(model, inputs, target, layer, channels_last)
     weights = gradient.mean(dim=(2, 3), keepdim=True)
     cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
@@ -195,35 +155,6 @@ def occlusion(model: nn.Module, inputs: Tensor, target: Target, patch: int, stri
 def to_map(attribution: Tensor) -> np.ndarray:
     """(1, C, H, W) -> (H, W) float32: max of |a| over channels (the notes' saliency reduction)."""
     return attribution.detach()[0].abs().amax(dim=0).float().cpu().numpy()
-
-
-def attribute(method: str, model: nn.Module, inputs: Tensor, target: Target, **options: Any) -> Tensor:
-    """Dispatch by method name (see METHODS); CAM methods take `layer`, `channels_last` and `upsample`
-    (False: the layer-resolution map)."""
-    from cnnviewer.engine.attribution import cams, smoothing
-
-    if method == "saliency":
-        return saliency(model, inputs, target)
-    if method == "guided-backprop":
-        return guided_backprop(model, inputs, target)
-    if method == "deconvnet":
-        return deconvnet(model, inputs, target)
-    if method == "input-x-gradient":
-        return input_x_gradient(model, inputs, target)
-    cam = {"grad-cam": grad_cam, "grad-cam++": cams.grad_cam_plus_plus, "layer-cam": cams.layer_cam,
-           "eigen-cam": cams.eigen_cam}.get(method)
-    if cam is not None:
-        return cam(model, inputs, target, options["layer"], upsample=options.get("upsample", True),
-                   channels_last=options.get("channels_last", False))
-    if method == "score-cam":
-        return cams.score_cam(model, inputs, target, **options)
-    if method == "smoothgrad":
-        return smoothing.smoothgrad(model, inputs, target, **options)
-    if method == "integrated-gradients":
-        return integrated_gradients(model, inputs, target, **options)
-    if method == "occlusion":
-        return occlusion(model, inputs, target, **options)
-    raise ValueError(f"unknown method {method!r}; choose {', '.join(METHODS)}")
 
 
 def gradcam_layer(summary, layer: LayerId | None) -> LayerId:

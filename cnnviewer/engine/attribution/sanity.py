@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from cnnviewer.engine.attribution import gradients
+from cnnviewer.engine.attribution.methods import attribute
 from cnnviewer.engine.attribution.similarity import (
     SanityResult,
     is_failing,
@@ -217,7 +218,7 @@ def sanity_check(workbench, model, image, target: Target, methods: dict[str, dic
                 base = done
                 options["cancel"] = cancel
                 options["progress"] = lambda f, base=base: report((base + f) / total)
-            maps[method] = _stage_map(method, gradients.attribute(method, network, prepared.tensor, target,
+            maps[method] = _stage_map(method, attribute(method, network, prepared.tensor, target,
                                                                   **options))
             done += 1
         return maps

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cnnviewer.engine.attribution.gradients import _score
+from cnnviewer.engine.attribution.base import _score
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.runtime.folding import folded_copy
 from cnnviewer.engine.runtime.modes import eval_mode
