@@ -44,6 +44,7 @@ from cnnviewer.engine.attribution.target import METHODS
 from cnnviewer.engine.session import Session
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.main_thread import Dispatcher
+from cnnviewer.ui.widgets.controls import ScrollingRow
 
 KEY = "dataset_evaluate"
 SLICE_SECONDS = 0.25      # as indexing: the job thread is free between (image, method) pairs for other panels
@@ -132,8 +133,8 @@ class EvaluationTab(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 4, 0, 0)
-        layout.addLayout(methods)
-        layout.addLayout(metrics)
+        layout.addWidget(ScrollingRow(methods))    # scroll sideways: never widen the dock column
+        layout.addWidget(ScrollingRow(metrics))
         layout.addWidget(self.info)
         layout.addWidget(self.table, 1)
         self._update_target()
