@@ -52,9 +52,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
+from _stall_attribution import scenario_faithfulness, scenario_sanity
 from PySide6.QtCore import QEventLoop, QSettings, QTimer
 from PySide6.QtWidgets import QApplication
-from stall_attribution import scenario_faithfulness, scenario_sanity
 
 INTERVAL_MS = 5
 TARGET_MS = 50.0
@@ -321,7 +321,7 @@ def main() -> int:
     steps = 60
     if args.quick:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
-        args.repeat, args.only, steps = 1, ["image", "gradients", "synthesis"], 6
+        args.repeat, args.only, steps = 1, ["image", "gradients", "faithfulness", "synthesis"], 6
     from PIL import Image
     from skimage import data
 
