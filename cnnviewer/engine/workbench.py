@@ -66,14 +66,21 @@ class Workbench:
             self._graphs = {model.token: found}
         return found
 
-    def scorer(self, model: LoadedModel):
+    def scorer(self, model: LoadedModel, trace: bool = False):
         """The faithfulness scores' prepared copies of `model` (attribution.scorer.Scorer), kept while
-        the same model is scored: one at a time, the previous model's dropped."""
+        the same model is scored: one at a time, the previous model's dropped.
+
+        `trace`: also allow the traced copy (~1.5x faster scoring). Off unless asked for, by the CLI:
+        preparing it holds the GIL in torch's C++ passes for ~0.1-0.7 s, a stall of the window's
+        thread (bench_stalls measured 105 ms); once asked for, it stays allowed for this model.
+        """
         from cnnviewer.engine.attribution.scorer import Scorer
 
         if self._scorer is None or not self._scorer.matches(model.module, model.token):
             self._scorer = None     # free the old copies before making new ones
-            self._scorer = Scorer(model.module, token=model.token)
+            self._scorer = Scorer(model.module, token=model.token, trace=trace)
+        elif trace:
+            self._scorer.allow_trace()
         return self._scorer
 
     def summary(self, model: LoadedModel) -> Summary:

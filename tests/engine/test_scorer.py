@@ -159,7 +159,8 @@ def test_workbench_reuses_the_scorer_across_maps_and_drops_it_for_another_model(
     second = workbench.gradient(model, image, "saliency", target)
     a = faithfulness.evaluate_result(workbench, model, image, first, steps=6, percentiles=(30, 70))
     scorer = workbench.scorer(model)
-    assert scorer.maps == 1 and scorer.kind == "folded"
+    assert scorer.maps == 1 and scorer.kind == "folded" and not scorer.trace   # the window's: never traced
+    assert workbench.scorer(model, trace=True) is scorer and scorer.trace       # the CLI's: traced from map 2
     b = faithfulness.evaluate_result(workbench, model, image, second, steps=6, percentiles=(30, 70))
     c = faithfulness.evaluate_result(workbench, model, image, first, steps=6, percentiles=(30, 70))
     assert workbench.scorer(model) is scorer and scorer.maps == 3
@@ -185,6 +186,7 @@ def test_a_detection_wrapper_is_not_traced(one_torch_thread):
     face = max(detector.raw(frame), key=lambda d: d.score)
     model, image = explain_detection(detector, face, frame, "frame.png")
     workbench = Workbench()
+    workbench.scorer(model, trace=True)
     result = workbench.gradient(model, image, "saliency", Target(class_index=0))
     first, second = (faithfulness.evaluate_result(workbench, model, image, result, metrics=("deletion",), steps=8)
                      for _ in range(2))

@@ -42,7 +42,8 @@ def test_curves_of_the_chosen_methods_and_the_image_under_the_mouse(window, qtbo
     qtbot.waitUntil(lambda: set(curves.results) == {"saliency", "grad-cam"}, timeout=90000)
     top = window.predictions.predictions[0]
     assert panel.target_label.text() == f"class {top.index} ({top.label})"
-    lines = [item for item in curves.plot.getPlotItem().listDataItems()]
+    qtbot.waitUntil(lambda: len(curves.plot.getPlotItem().listDataItems()) == 2, timeout=5000)
+    lines = curves.plot.getPlotItem().listDataItems()
     assert len(lines) == 2 and len(lines[0].xData) == 21                   # steps + the unperturbed image
     assert curves.table.rowCount() == 2 and curves.table.horizontalHeaderItem(1).text() == "Deletion AUC"
     assert "lower is better" in curves.table.horizontalHeaderItem(1).toolTip().lower()

@@ -118,6 +118,13 @@ class Scorer:
         self._times: dict[str, list[float]] = {"folded": [], "traced": []}
         self._timed_size = 0
 
+    def allow_trace(self) -> None:
+        """Let the traced copy be prepared from now on (it is tried once: a fallback stays)."""
+        if not self.trace:
+            self.trace = True
+            if self._trace_state == "off" and self.fallback is None:
+                self._trace_state = "waiting"
+
     def matches(self, module: nn.Module, token: int | None = None) -> bool:
         """Whether this Scorer scores `module` (same object, token, device and dtype)."""
         first = next(iter((*module.parameters(), *module.buffers())), None)

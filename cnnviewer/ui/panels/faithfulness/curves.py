@@ -159,7 +159,7 @@ class CurvesView(QWidget):
         self.picked.setCurrentIndex(max(0, self.picked.findText(current)))
         self.picked.blockSignals(False)
         self.table.show_scores(results)
-        self.draw()
+        QTimer.singleShot(0, self.draw)   # the table, then the curves: two short GUI turns, not one long one
 
     def draw(self) -> None:
         """One line per method for the chosen curve, its AUC in the legend."""
@@ -182,7 +182,7 @@ class CurvesView(QWidget):
             item.curve.setClickable(True, width=8)
             item.sigClicked.connect(lambda _item, method=method: self.picked.setCurrentText(method))
         self.plot.enableAutoRange()
-        self._draw_frame()
+        self._redraw.start()
 
     def _on_mouse_moved(self, position) -> None:
         if not self.results or not self.plot.sceneBoundingRect().contains(position):

@@ -13,7 +13,7 @@ from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.session import Session
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.panels.faithfulness.curves import CurvesView
-from cnnviewer.ui.panels.faithfulness.sanity import SanityView
+from cnnviewer.ui.panels.faithfulness.sanity import SanityView, sanity_grid
 from cnnviewer.ui.widgets.controls import ScrollingRow, labelled_row, on_screen
 
 SANITY_OPTIONS = {"integrated-gradients": {"steps": 16}, "smoothgrad": {"samples": 10}}   # per stage: keep it quick
@@ -34,10 +34,10 @@ class FaithfulnessPanel(QWidget):
                                     "chosen in Gradients, Synthesis or by clicking a prediction bar")
         self.target_label = QLabel("")
         self.curves = CurvesView()
-        self.sanity = SanityView()
+        self._sanity: SanityView | None = None    # built when its tab is first shown: two plots cost ~40 ms
         self.tabs = QTabWidget()
         self.tabs.addTab(self.curves, "Curves")
-        self.tabs.addTab(self.sanity, "Sanity check")
+        self.tabs.addTab(QWidget(), "Sanity check")
         self.info = QLabel("")
         self.info.setWordWrap(True)
         layout = QVBoxLayout(self)
@@ -49,13 +49,32 @@ class FaithfulnessPanel(QWidget):
         self._debounce.timeout.connect(self.refresh)
         self.curves.settings_changed.connect(self._debounce.start)
         self.target_kind.currentIndexChanged.connect(self._on_target_changed)
-        self.tabs.currentChanged.connect(lambda _i: self._debounce.start())
-        self.sanity.run_button.clicked.connect(self.run_sanity)
+        self.tabs.currentChanged.connect(self._on_tab_changed)
         session.forward_changed.connect(self._on_forward)
         session.image_changed.connect(lambda _image: self._forget())
         session.model_changed.connect(lambda _model: self._forget())
         session.selection_changed.connect(self._on_selection_changed)
         jobs.cancelled.connect(self._on_cancelled)
+
+    @property
+    def sanity(self) -> SanityView:
+        """The sanity check's view, built on first use."""
+        if self._sanity is None:
+            self._sanity = SanityView()
+            self._sanity.run_button.clicked.connect(self.run_sanity)
+            current, placeholder = self.tabs.currentIndex(), self.tabs.widget(1)
+            self.tabs.blockSignals(True)
+            self.tabs.removeTab(1)
+            self.tabs.insertTab(1, self._sanity, "Sanity check")
+            self.tabs.setCurrentIndex(current)
+            self.tabs.blockSignals(False)
+            placeholder.deleteLater()
+        return self._sanity
+
+    def _on_tab_changed(self, index: int) -> None:
+        if index == 1:
+            self.sanity
+        self._debounce.start()
 
     # ---------------------------------------------------------------- target
     def target(self) -> Target | None:
@@ -78,8 +97,8 @@ class FaithfulnessPanel(QWidget):
             self._on_target_changed()
 
     def _on_target_changed(self) -> None:
-        if self.sanity.result is not None:
-            self.sanity.clear("The target changed: run the check again.")
+        if self._sanity is not None and self._sanity.result is not None:
+            self._sanity.clear("The target changed: run the check again.")
         self._debounce.start()
 
     def _forget(self) -> None:
@@ -87,8 +106,8 @@ class FaithfulnessPanel(QWidget):
         self._jobs.cancel("faithfulness")
         self._jobs.cancel("sanity")
         self.curves.clear()
-        if self.sanity.result is not None:
-            self.sanity.clear("A new image or model: run the check again.")
+        if self._sanity is not None and self._sanity.result is not None:
+            self._sanity.clear("A new image or model: run the check again.")
 
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override: compute only when looked at
         super().showEvent(event)
@@ -159,8 +178,9 @@ class FaithfulnessPanel(QWidget):
 
         def work(context):
             from cnnviewer.engine.attribution.sanity import sanity_check
-            return sanity_check(workbench(), model, image, target, methods, mode=settings["mode"],
-                                granularity=settings["granularity"], context=context)
+            result = sanity_check(workbench(), model, image, target, methods, mode=settings["mode"],
+                                  granularity=settings["granularity"], context=context)
+            return result, sanity_grid(result)     # the picture drawn here, not on the GUI thread
 
         self.sanity.clear(f"Randomizing a copy of {model.name} ({settings['mode']})…")
         self._computing = f"the sanity check of {', '.join(methods)}"
@@ -172,9 +192,10 @@ class FaithfulnessPanel(QWidget):
         self._running.discard("sanity")
         self.sanity.clear(message)
 
-    def _on_sanity(self, result) -> None:
+    def _on_sanity(self, found) -> None:
         self._running.discard("sanity")
-        self.sanity.show_result(result)
+        result, grid = found
+        self.sanity.show_result(result, grid)
         failing = [m for m in result.methods if result.failing[m]]
         self.info.setText(f"Sanity check, {result.mode}, {len(result.stages) - 1} stages in "
                           f"{result.milliseconds / 1000:.0f} s: " +
@@ -188,5 +209,5 @@ class FaithfulnessPanel(QWidget):
         self._running.discard(key)
         if key == "faithfulness" and not self.curves.results:
             self.info.setText(f"Cancelled: {self._computing}. Change a setting to compute again.")
-        elif key == "sanity" and self.sanity.result is None:
+        elif key == "sanity" and self._sanity is not None and self._sanity.result is None:
             self.sanity.clear("Cancelled: run the check again when you are ready.")

@@ -83,21 +83,10 @@ class SanityView(QWidget):
         self.legend.clear()
         self.verdicts.setText(text)
 
-    def show_result(self, result) -> None:
-        """A SanityResult: maps per method and stage, similarities, verdicts."""
+    def show_result(self, result, grid: np.ndarray | None = None) -> None:
+        """A SanityResult (maps per method and stage, similarities, verdicts) and its `sanity_grid`."""
         self.result = result
-        stages = list(range(len(result.stages)))
-        if len(stages) > MAX_COLUMNS:   # the original, the last, and evenly spaced ones between
-            picks = np.linspace(0, len(stages) - 1, MAX_COLUMNS).round().astype(int)
-            stages = sorted(set(picks.tolist()))
-        pictures, titles = [], []
-        for method in result.methods:
-            for stage in stages:
-                pictures.append(_small(render(result.maps[method][stage][None], "heat", result.display)))
-                where = "original" if stage == 0 else result.stages[stage]
-                titles.append(method[:18] if stage == 0 else
-                              f"{where[-11:]} ρ{result.spearman[method][stage]:.2f}")
-        self.canvas.show_image(side_by_side(pictures, titles, "heat", columns=len(stages)))
+        self.canvas.show_image(grid if grid is not None else sanity_grid(result))
         lines = []
         for method in result.methods:
             sentence = result.verdict(method)
@@ -122,6 +111,23 @@ class SanityView(QWidget):
         every = max(1, -(-len(result.stages) // 5))     # about five names fit under the plot
         ticks = [(i, name) for i, name in enumerate(result.stages) if i % every == 0]
         self.plot.getAxis("bottom").setTicks([ticks])
+
+
+def sanity_grid(result) -> np.ndarray:
+    """Every method's map (rows) at up to MAX_COLUMNS stages (columns), titled: numpy and Pillow only,
+    so the job thread draws it (on the GUI thread it took 60-90 ms)."""
+    stages = list(range(len(result.stages)))
+    if len(stages) > MAX_COLUMNS:   # the original, the last, and evenly spaced ones between
+        picks = np.linspace(0, len(stages) - 1, MAX_COLUMNS).round().astype(int)
+        stages = sorted(set(picks.tolist()))
+    pictures, titles = [], []
+    for method in result.methods:
+        for stage in stages:
+            pictures.append(_small(render(result.maps[method][stage][None], "heat", result.display)))
+            where = "original" if stage == 0 else result.stages[stage]
+            titles.append(method[:18] if stage == 0 else
+                          f"{where[-11:]} ρ{result.spearman[method][stage]:.2f}")
+    return side_by_side(pictures, titles, "heat", columns=len(stages))
 
 
 def _small(picture: np.ndarray) -> np.ndarray:
