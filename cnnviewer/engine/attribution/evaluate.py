@@ -331,6 +331,8 @@ def _columns(per_image: list[dict[str, float | None]]) -> dict[str, tuple[float 
 def top_classes(model: LoadedModel, images: list, target_class: int | None) -> list[int]:
     """Each image's top-1 class (one batched forward), or `target_class` for all, checked against the
     model's outputs."""
+    if target_class is not None and target_class < len(model.categories):
+        return [target_class] * len(images)     # a named class: no forward needed to check it
     import torch
 
     from cnnviewer.engine.runtime.inference import prepare_input

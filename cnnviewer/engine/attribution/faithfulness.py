@@ -42,10 +42,10 @@ from cnnviewer.engine.attribution.scores import (
 )
 from cnnviewer.engine.attribution.target import CAM_METHODS, Target
 from cnnviewer.engine.errors import Cancelled
+from cnnviewer.engine.models.handle import IMAGENET_MEAN, IMAGENET_STD
+from cnnviewer.engine.runtime.inference import input_statistics
 from cnnviewer.engine.runtime.modes import eval_mode
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 ROAD_PERCENTILES = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 Progress = Callable[[float], None] | None
 
@@ -73,17 +73,12 @@ def _runner(model: nn.Module, target: Target, fold: bool, scorer: Scorer | None)
         yield lambda batch: scorer.scores(batch, target)
         return
     with scoring_model(model, target, fold) as fast:
-        yield lambda batch: _scores(fast, batch, target)
+        yield lambda batch: model_scores(fast, batch, target)
 
 
 def _check(cancel: Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled()
-
-
-def _scores(model: nn.Module, batch: Tensor, target: Target) -> tuple[np.ndarray, np.ndarray]:
-    """(raw target score, p(target) before normalising a layer target) for each image of `batch`."""
-    return model_scores(model, batch, target)
 
 
 def substrate_tensors(substrate: str, inputs: Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict[str, Tensor]:
@@ -96,7 +91,7 @@ def substrate_tensors(substrate: str, inputs: Tensor, mean=IMAGENET_MEAN, std=IM
         raise ValueError(f"unknown substrate {substrate!r}; choose {', '.join(SUBSTRATES)}")
     side = inputs.shape[-1]
     mean_t, std_t = (torch.tensor(values, dtype=inputs.dtype, device=inputs.device).view(1, -1, 1, 1)
-                     for values in _statistics(mean, std, inputs.shape[1]))
+                     for values in input_statistics(mean, std, inputs.shape[1]))
 
     def make(name: str) -> Tensor:
         if name == "black":
@@ -114,19 +109,11 @@ def substrate_tensors(substrate: str, inputs: Tensor, mean=IMAGENET_MEAN, std=IM
     return {"deletion": same, "insertion": same}
 
 
-def _statistics(mean, std, channels: int) -> tuple[list[float], list[float]]:
-    """The normalisation of a `channels`-channel input: a one-channel model reads luma normalised
-    with the mean of the per-channel values (as `prepare_input`)."""
-    if channels == 1 and len(mean) == 3:
-        return [sum(mean) / 3], [sum(std) / 3]
-    return list(mean)[:channels], list(std)[:channels]
-
-
 def to_display(tensor: Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
     """(N, C, H, W) or (C, H, W) normalised tensor -> (…, H, W, 3) uint8 as displayed."""
     values = tensor.detach().float().cpu()
     channels = values.shape[-3]
-    mean_t, std_t = (torch.tensor(v).view(-1, 1, 1) for v in _statistics(mean, std, channels))
+    mean_t, std_t = (torch.tensor(v).view(-1, 1, 1) for v in input_statistics(mean, std, channels))
     pixels = ((values * std_t + mean_t) * 255.0).round().clamp(0, 255).to(torch.uint8)
     if channels == 1:
         pixels = pixels.expand(*pixels.shape[:-3], 3, *pixels.shape[-2:])
@@ -273,7 +260,7 @@ def average_drop_increase(model: nn.Module, inputs: Tensor, target: Target, cam)
     if tuple(heat.shape) != tuple(inputs.shape[-2:]):
         heat = F.interpolate(heat[None, None], size=inputs.shape[-2:], mode="bilinear", align_corners=False)[0, 0]
     with scoring_model(model, target, fold=False) as scorer:
-        _, values = _scores(scorer, torch.cat([inputs, heat.to(inputs.dtype) * inputs]), target)
+        _, values = model_scores(scorer, torch.cat([inputs, heat.to(inputs.dtype) * inputs]), target)
     before, after = float(values[0]), float(values[1])
     return max(0.0, before - after) / (before + 1e-7), float(before < after)
 

@@ -19,7 +19,6 @@ import numpy as np
 from cnnviewer.engine.errors import ImageError, first_line
 from cnnviewer.engine.media.files import regular_file
 from cnnviewer.engine.media.images import IMAGE_SUFFIXES, image_files, load_image
-from cnnviewer.engine.media.kinds import VIDEO_SUFFIXES
 
 
 

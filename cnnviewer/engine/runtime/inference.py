@@ -60,12 +60,18 @@ def prepare_input(image: InputImage, preprocess: Preprocess, device: torch.devic
     pixels = TF.center_crop(pixels, [preprocess.crop_size, preprocess.crop_size])
     display = np.ascontiguousarray(pixels.permute(1, 2, 0).numpy())
     tensor = pixels.to(torch.float32).div_(255.0)
-    mean, std = list(preprocess.mean), list(preprocess.std)
     if channels == 1:
         tensor = TF.rgb_to_grayscale(tensor)
-        mean, std = [sum(mean) / 3], [sum(std) / 3]
-    tensor = TF.normalize(tensor, mean, std)
+    tensor = TF.normalize(tensor, *input_statistics(preprocess.mean, preprocess.std, channels))
     return PreparedInput(tensor=tensor.unsqueeze(0).to(device=device, dtype=dtype), display=display)
+
+
+def input_statistics(mean, std, channels: int) -> tuple[list[float], list[float]]:
+    """The normalisation of a `channels`-channel input: a one-channel model reads luma, normalised
+    with the mean of the per-channel values."""
+    if channels == 1 and len(mean) == 3:
+        return [sum(mean) / 3], [sum(std) / 3]
+    return list(mean)[:channels], list(std)[:channels]
 
 
 def _prepare(model: LoadedModel, image: InputImage) -> PreparedInput:

@@ -35,6 +35,7 @@ class GradientsPanel(QWidget):
         self._session, self._jobs, self._workbench = session, jobs, workbench
         self.results: list = []
         self._computing = ""           # what the running job computes, for the caption
+        self._caption = ""             # the maps' caption, before their scores
         self._debounce = QTimer(self, singleShot=True, interval=80)   # sliders and typing settle first
         self._debounce.timeout.connect(self.refresh)
         self._top_class: int | None = None
