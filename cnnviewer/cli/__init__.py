@@ -30,6 +30,9 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("top",), "top"),
     (("neighbours",), "neighbours"),
     (("evaluate",), "evaluate"),
+    (("lesion",), "lesion"),
+    (("probe",), "probe"),
+    (("ablate-rank",), "ablate_rank"),
     (("synthesize",), "synthesize"),
     (("install-desktop",), "install_desktop"),
 )

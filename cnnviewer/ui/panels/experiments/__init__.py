@@ -1,0 +1,1 @@
+"""The Experiments panel: which channels matter, residual-block lesions, the equivariance probe."""
