@@ -47,12 +47,13 @@ from cnnviewer.ui.window_state import bring_floating_docks_forward, fit_to_scree
 
 BUSY_WIDTH = 260   # px of the busy field: the status message on its left stays readable
 CANCELLABLE = ("model", "image", "gradients", "gradient-scores", "faithfulness", "sanity",
-               "compare_model")   # loads, downloads, attributions and their scores; not a forward pass
+               "experiment-channels", "experiment-lesion", "experiment-probe", "compare_model")   # loads, downloads, attributions and their scores; not a forward pass
 LEFT, RIGHT = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
 DOCKS = (("predictions", "Input && predictions", LEFT), ("feature_maps", "Feature maps", RIGHT),
          ("filters", "Filters", LEFT), ("model_summary", "Model summary", RIGHT),
          ("receptive_field", "Receptive field", RIGHT), ("architecture", "Architecture", RIGHT),
          ("gradients", "Gradients", RIGHT), ("faithfulness", "Faithfulness", RIGHT),
+         ("experiments", "Experiments", RIGHT),
          ("live_detection", "Live detection", RIGHT), ("compare", "Compare", RIGHT),
          ("dataset", "Dataset", RIGHT), ("synthesis", "Synthesis", RIGHT))
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES)) + ")"
@@ -70,7 +71,7 @@ class MainWindow(QMainWindow):
     model_summary, receptive_field = _panel("model_summary"), _panel("receptive_field")
     architecture, gradients, live_detection = _panel("architecture"), _panel("gradients"), _panel("live_detection")
     compare, dataset, synthesis = _panel("compare"), _panel("dataset"), _panel("synthesis")
-    faithfulness = _panel("faithfulness")
+    faithfulness, experiments = _panel("faithfulness"), _panel("experiments")
 
     def __init__(self, session: Session, jobs: UiJobs, controller: Controller,
                  settings: QSettings | None = None) -> None:

@@ -13,7 +13,7 @@ TOP_LEFT_SHARE = 0.54      # of that column's height: input & predictions above 
 FIRST_SCREEN_SHARE = 0.9   # a first window takes this much of the screen's free area (each way)
 LEFT_TABS = ("filters",)   # under the input (a second tab group there did not survive a saved state)
 RIGHT_TABS = ("feature_maps", "model_summary", "receptive_field", "architecture", "gradients", "faithfulness",
-              "live_detection", "compare", "dataset", "synthesis")
+              "experiments", "live_detection", "compare", "dataset", "synthesis")
 
 
 def tabify(window: QMainWindow, docks: dict[str, QDockWidget]) -> None:

@@ -10,7 +10,8 @@ from cnnviewer.engine.session import Session
 from cnnviewer.ui.panel_docks import catch_up, recorded_slots
 from tests.ui.conftest import make_window
 
-BEHIND_TABS = ("model_summary", "receptive_field", "architecture", "gradients", "faithfulness", "live_detection",
+BEHIND_TABS = ("model_summary", "receptive_field", "architecture", "gradients", "faithfulness", "experiments",
+               "live_detection",
                "compare", "dataset", "synthesis")
 
 

@@ -27,6 +27,7 @@ PANELS: dict[str, tuple[str, str, str | None]] = {
     "architecture": ("architecture", "ArchitecturePanel", "workbench"),
     "gradients": ("gradients", "GradientsPanel", "workbench"),
     "faithfulness": ("faithfulness.panel", "FaithfulnessPanel", "workbench"),
+    "experiments": ("experiments.panel", "ExperimentsPanel", "controller"),
     "live-detection": ("live_detection", "LiveDetectionPanel", "controller"),
     "compare": ("compare", "ComparePanel", "controller"),
     "dataset": ("dataset.panel", "DatasetPanel", "controller"),
