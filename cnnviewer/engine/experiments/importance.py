@@ -71,6 +71,13 @@ class ChannelImportance:
                 "seconds": round(self.seconds, 4), "strategy": self.strategy}
 
 
+def channels_last(workbench, model: LoadedModel, layer: LayerId) -> bool:
+    """Whether `layer` outputs (N, H, W, C) (ConvNeXt's pointwise Linear after a permute), from the
+    workbench's summary; only a Linear or LayerNorm can, so other layers cost no summary."""
+    kind = dict(zip(model.layer_names, model.layer_types)).get(layer)
+    return kind in ("Linear", "LayerNorm", "LayerNorm2d") and layer in workbench.summary(model).channels_last
+
+
 class _Unbatchable(Exception):
     """This strategy does not fit the model; try the next one."""
 
