@@ -86,8 +86,9 @@ class ChannelsTab(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
-        self.progress.setMaximumWidth(120)
+        self.progress.setMaximumHeight(6)
         self.progress.setTextVisible(False)
+        self.progress.hide()         # shown while ranking
         self.knock_button = QPushButton("Knock out")
         self.knock_button.setEnabled(False)
         self.table = QTableWidget(0, 3)
@@ -109,7 +110,8 @@ class ChannelsTab(QWidget):
         layout.addWidget(ScrollingRow(labelled_row([("Target", self.target_kind), ("", self.pin_button)])))
         layout.addWidget(self.target_label)
         layout.addWidget(ScrollingRow(labelled_row([("Knock-out", self.mode), ("", self.run_button),
-                                                    ("", self.cancel_button), ("", self.progress)])))
+                                                    ("", self.cancel_button)])))
+        layout.addWidget(self.progress)
         layout.addWidget(self.results, 1)
         layout.addWidget(ScrollingRow(labelled_row([("", self.knock_button)])))
         layout.addWidget(self.info)
@@ -251,6 +253,7 @@ class ChannelsTab(QWidget):
         self.run_button.setEnabled(not running and bool(self._session.selection.layer))
         self.cancel_button.setEnabled(running)
         self.progress.setValue(0)
+        self.progress.setVisible(running)
 
     def _on_progressed(self, fraction: float, text: str) -> None:
         if self._running and text.startswith(PROGRESS):
@@ -274,9 +277,11 @@ class ChannelsTab(QWidget):
         best = result.top(1)
         lead = (f" Channel {best[0][0]} matters most: without it {self._described} falls by {best[0][1]:.3g}."
                 if best else "")
+        rises = int((result.drops < 0).sum())
+        rising = (f" Without {rises} of them it rises (negative drops): they argued against it." if rises else "")
         self.info.setText(f"{result.channels} channels of {result.layer}, {result.mode} knock-out, "
                           f"{self._described} = {result.intact:.4g} intact; {result.forwards} forward passes in "
-                          f"{result.seconds:.1f} s.{lead} Click a channel to select it everywhere.")
+                          f"{result.seconds:.1f} s.{lead}{rising} Click a channel to select it everywhere.")
         self._highlight(self._session.selection.channel if self._session.selection.layer == result.layer else None)
 
     # ------------------------------------------------------------------ the views
