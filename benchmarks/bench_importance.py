@@ -1,14 +1,18 @@
 """Channel importance: knocking out each of a layer's C channels, batched, against C plain forwards.
 
 One torch thread (the app's job thread), real MobileNetV2 weights (offline package), the cat photo.
-For each layer, side by side in one run: `channel_importance` (batch 32: the network before the
-layer at batch 1 once per batch, the rest on 32 knocked-out copies) ÷ C × the median plain forward
-pass (interleaved repetitions); goal <= 0.6. Without --quick also Captum's LayerFeatureAblation
-(32 perturbations per evaluation, whole inputs batched, as AblationCAM) on the same layer.
+For each layer, side by side in one run, batch 32:
+- graph: `channel_importance` as the app runs it (the network traced and cut at the layer: the part
+  before it runs once, the rest on batches of 32 knocked-out copies) ÷ C × the median plain forward
+  pass (interleaved repetitions); goal <= 0.6;
+- hook: the fallback for untraceable models (a forward hook returns the batch of copies; the part
+  before the layer runs once per batch);
+- without --quick also "inputs" (32 whole inputs per pass, as AblationCAM batches) and Captum's
+  LayerFeatureAblation (32 perturbations per evaluation) on the same layer.
 
     .venv/bin/python benchmarks/bench_importance.py [--reps 3] [--quick]
 
---quick (tests/test_benchmarks.py): 112 px input, one repetition, no Captum; the same calls and ratios.
+--quick (tests/test_benchmarks.py): 112 px input, one repetition, no inputs/Captum columns.
 """
 
 from __future__ import annotations
@@ -62,27 +66,31 @@ def main() -> None:
     use_captum = LayerFeatureAblation is not None and not args.quick
     print(f"mobilenet_v2 (real weights), {size} px, class {top}, 1 torch thread, {reps} interleaved repetitions, "
           "medians")
-    print(f"{'model':<13}{'layer':<13}{'C':>5}{'importance s':>14}{'forward ms':>12}{'C fwd s':>9}{'ratio':>7}"
-          f"{'forwards':>9}{'captum s':>10}  verdict (goal <= 0.6)")
+    print(f"{'model':<13}{'layer':<13}{'C':>5}{'graph s':>9}{'hook s':>8}{'forward ms':>11}{'C fwd s':>9}"
+          f"{'ratio':>7}{'forwards':>9}{'inputs s':>9}{'captum s':>9}  verdict (graph ÷ C fwd, goal <= 0.6)")
     modules = dict(model.module.named_modules())
     for layer in LAYERS:
-        channel_importance(model, x, layer, target, batch=32)        # warm-up
-        ours, plain = [], []
+        for strategy in ("graph", "suffix"):    # warm-up (and the graph's trace, kept per model)
+            channel_importance(model, x, layer, target, batch=32, strategy=strategy)
+        ours, hooked, plain = [], [], []
         for _ in range(reps):
             with torch.inference_mode():
                 plain.extend(timed(lambda: model.module(x)) for _ in range(5))
             ours.append(timed(lambda: channel_importance(model, x, layer, target, batch=32)))
+            hooked.append(timed(lambda: channel_importance(model, x, layer, target, batch=32, strategy="suffix")))
         result = channel_importance(model, x, layer, target, batch=32)
+        assert result.strategy == "graph"
         forward = statistics.median(plain)
-        importance = statistics.median(ours)
+        importance, hook = statistics.median(ours), statistics.median(hooked)
         ratio = importance / (result.channels * forward)
-        captum = float("nan")
+        inputs = captum = float("nan")
         if use_captum:
+            inputs = timed(lambda: channel_importance(model, x, layer, target, batch=32, strategy="inputs"))
             mask = torch.arange(result.channels).view(1, -1, 1, 1)
             ablation = LayerFeatureAblation(model.module, modules[layer])
             captum = timed(lambda: ablation.attribute(x, target=top, layer_mask=mask, perturbations_per_eval=32))
-        print(f"{'mobilenet_v2':<13}{layer:<13}{result.channels:>5}{importance:>14.3f}{forward * 1000:>12.2f}"
-              f"{result.channels * forward:>9.3f}{ratio:>7.2f}{result.forwards:>9}{captum:>10.2f}  "
+        print(f"{'mobilenet_v2':<13}{layer:<13}{result.channels:>5}{importance:>9.3f}{hook:>8.3f}{forward * 1000:>11.2f}"
+              f"{result.channels * forward:>9.3f}{ratio:>7.2f}{result.forwards:>9}{inputs:>9.2f}{captum:>9.2f}  "
               f"{'PASS' if ratio <= 0.6 else 'FAIL'}")
 
 

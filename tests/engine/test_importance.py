@@ -63,19 +63,28 @@ def close(ours: np.ndarray, theirs: np.ndarray) -> None:
 
 def test_mobilenet_class_target_matches_captum(mobilenet):
     model, x, top = mobilenet
-    result = channel_importance(model, x, "features.16.conv.2", Target(class_index=top), batch=32)
-    assert top == 285 and result.channels == 160 and result.strategy == "suffix"
+    first = dict(model.module.named_modules())["features.0"]
+    runs = []
+    with first.register_forward_hook(lambda *_: runs.append(1)):
+        result = channel_importance(model, x, "features.16.conv.2", Target(class_index=top), batch=32)
+    assert top == 285 and result.channels == 160 and result.strategy == "graph"
+    assert len(runs) == 3     # the part before the layer: once for all 5 batches (+ the intact pass and the check)
     close(result.drops, captum_drops(model.module, "features.16.conv.2", x, target=top))
     with torch.no_grad():
         assert result.intact == pytest.approx(float(model.module(x)[0, top]), rel=1e-6)
     assert list(result.order[:3]) == list(np.argsort(-result.drops)[:3]) and result.drops[result.order[0]] > 1.0
-    assert result.forwards == 1 + 5 + 1          # intact, ceil(160 / 32) batches, the one-channel check
+    assert result.forwards == 1 + 1 + 5 + 1      # intact, the part before the layer, 160 / 32 batches, the check
     assert not has_hooks(model.module)
 
 
 def test_channel_target_and_mean_mode_match_captum(mobilenet):
-    model, x, _ = mobilenet
-    module = model.module
+    from skimage import data
+
+    from cnnviewer.engine.media.images import from_array
+    model, _, _ = mobilenet
+    module = model.module       # a 128 px crop of the cat: Captum runs the whole network 2 x 160 times
+    x = prepare_input(from_array(data.chelsea(), "chelsea"), Preprocess(resize_size=146, crop_size=128),
+                      model.device, model.dtype, 3).tensor
     later = dict(module.named_modules())["features.16"]
 
     def channel_sum(inputs: torch.Tensor) -> torch.Tensor:   # independent of engine's _score
@@ -104,7 +113,7 @@ def test_random_resnet18_in_place_skip_add_matches_captum(one_torch_thread):
     module.layer1.train()                                   # flags the run must give back
     module.fc.weight.requires_grad_(True)
     result = channel_importance(model, x, "layer2.0.conv2", Target(class_index=3), batch=48)
-    assert result.strategy == "suffix"        # `out += identity`: the batch adds a batch-1 skip in place
+    assert result.strategy == "graph"         # `out += identity`: the batch adds a batch-1 skip in place
     module.layer1.eval()
     close(result.drops, captum_drops(module, "layer2.0.conv2", x, target=3, per_eval=64))
     module.layer1.train()
@@ -139,7 +148,24 @@ class Mixing(Concat):
         return self.head(torch.cat([s, b - b.mean(dim=0, keepdim=True) + b.detach()[:1]], dim=1).mean(dim=(2, 3)))
 
 
-@pytest.mark.parametrize("kind, strategy", [(Concat, "inputs"), (Mixing, "single")])
+class Untraceable(nn.Module):
+    """A data-dependent branch: torch.fx cannot trace it, so the hook hands the rest the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.body = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        s = self.stem(x)
+        b = self.body(s) + s          # the batch-1 skip broadcasts against the batch
+        if b.mean() > -1e9:
+            b = b.relu()
+        return self.head(b.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("kind, strategy", [(Untraceable, "suffix"), (Concat, "inputs"), (Mixing, "single")])
 def test_models_that_cannot_take_the_batch_fall_back(kind, strategy, one_torch_thread):
     torch.manual_seed(0)
     model = wrap_module(kind(), kind.__name__, device="cpu")
@@ -148,6 +174,9 @@ def test_models_that_cannot_take_the_batch_fall_back(kind, strategy, one_torch_t
     assert result.strategy == strategy
     close(result.drops, captum_drops(model.module, "body", x, target=1, per_eval=1))
     assert np.abs(result.drops).max() > 1e-3 and not has_hooks(model.module)
+    if kind is Untraceable:
+        with pytest.raises(ValueError, match="cannot trace"):
+            channel_importance(model, x, "body", Target(class_index=1), strategy="graph")
 
 
 def test_cancel_progress_and_refusals(mobilenet):
@@ -156,6 +185,9 @@ def test_cancel_progress_and_refusals(mobilenet):
     result = channel_importance(model, x, "features.17.conv.2", Target(class_index=top), batch=100,
                                 progress=seen.append)
     assert seen == [100 / 320, 200 / 320, 300 / 320, 1.0] and result.to_json()["channels"] == 320
+    hooked = channel_importance(model, x, "features.17.conv.2", Target(class_index=top), batch=100, strategy="suffix")
+    assert hooked.strategy == "suffix" and hooked.forwards == 1 + 4 + 1 and result.forwards == 1 + 1 + 4 + 1
+    close(hooked.drops, result.drops)
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Cancelled):
