@@ -76,8 +76,9 @@ def main() -> None:
         for _ in range(reps):
             with torch.inference_mode():
                 plain.extend(timed(lambda: model.module(x)) for _ in range(5))
-            ours.append(timed(lambda: channel_importance(model, x, layer, target, batch=32)))
-            hooked.append(timed(lambda: channel_importance(model, x, layer, target, batch=32, strategy="suffix")))
+            ours.append(timed(lambda layer=layer: channel_importance(model, x, layer, target, batch=32)))
+            hooked.append(timed(lambda layer=layer: channel_importance(model, x, layer, target, batch=32,
+                                                                       strategy="suffix")))
         result = channel_importance(model, x, layer, target, batch=32)
         assert result.strategy == "graph"
         forward = statistics.median(plain)
@@ -85,10 +86,11 @@ def main() -> None:
         ratio = importance / (result.channels * forward)
         inputs = captum = float("nan")
         if use_captum:
-            inputs = timed(lambda: channel_importance(model, x, layer, target, batch=32, strategy="inputs"))
+            inputs = timed(lambda layer=layer: channel_importance(model, x, layer, target, batch=32, strategy="inputs"))
             mask = torch.arange(result.channels).view(1, -1, 1, 1)
             ablation = LayerFeatureAblation(model.module, modules[layer])
-            captum = timed(lambda: ablation.attribute(x, target=top, layer_mask=mask, perturbations_per_eval=32))
+            captum = timed(lambda ablation=ablation, mask=mask: ablation.attribute(
+                x, target=top, layer_mask=mask, perturbations_per_eval=32))
         print(f"{'mobilenet_v2':<13}{layer:<13}{result.channels:>5}{importance:>9.3f}{hook:>8.3f}{forward * 1000:>11.2f}"
               f"{result.channels * forward:>9.3f}{ratio:>7.2f}{result.forwards:>9}{inputs:>9.2f}{captum:>9.2f}  "
               f"{'PASS' if ratio <= 0.6 else 'FAIL'}")

@@ -86,8 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
 def table(result, model_name: str, what: str, top: int) -> list[str]:
     """A header and the `top` channels with the largest drops, as aligned text lines."""
-    lines = [f"{model_name}: {result.layer} ({result.channels} channels, {result.mode} knock-out), target {what} = "
-             f"{result.intact:.4g}; {result.forwards} forward passes in {result.seconds:.2f} s",
+    lines = [(f"{model_name}: {result.layer} ({result.channels} channels, {result.mode} knock-out), target {what} = "
+              f"{result.intact:.4g}; {result.forwards} forward passes in {result.seconds:.2f} s"),
              f"{'rank':>4}  {'channel':>7}  {'drop':>10}  {'% of intact':>11}"]
     for rank, (channel, drop) in enumerate(result.top(top), start=1):
         share = result.percent(channel)

@@ -164,7 +164,7 @@ def _intact(net: nn.Module, modules: dict[str, nn.Module], inputs: Tensor, layer
                 value = _score(net, inputs, target)
         else:
             value = _score(net, inputs, target)
-    if not seen:
+    if "layer" not in seen:
         raise ValueError(f"{layer} does not run in this model's forward pass")
     if seen.count("layer") > 1:
         raise ValueError(f"{layer} runs {seen.count('layer')} times in one forward pass (a shared module, "

@@ -334,7 +334,7 @@ class ChannelsTab(QWidget):
         if self.result is None or self.plot is None:
             return
         point = self.plot.getViewBox().mapSceneToView(event.scenePos())
-        channel = int(round(point.x()))
+        channel = round(point.x())
         if 0 <= channel < self.result.channels:
             self.select_channel(channel)
 
