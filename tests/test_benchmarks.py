@@ -42,6 +42,8 @@ FIGURES: dict[str, list[str]] = {
                         rf"window shown / bare window\s+ratio\s+{NUMBER}",
                         rf"first predictions / bare imports\s+ratio\s+{NUMBER}",
                         r"torch imported on the GUI thread before show: False"],
+    "bench_importance.py": [rf"^mobilenet_v2\s+{layer}\s+\d+(\s+{NUMBER}){{5}}\s+\d+(\s+({NUMBER}|nan)){{2}}\s+(PASS|FAIL)"
+                            for layer in (r"features\.4", r"features\.14", r"features\.17")],
     "bench_live.py": [rf"^{name}: raw {NUMBER} frames/s, pipeline {NUMBER} frames/s, ratio {NUMBER}.*stall {NUMBER} ms"
                       for name in ("ssdlite320_mobilenet_v3_large", "mtcnn")],
     "bench_receptive_field.py": [rf"^{layer}(\s+{NUMBER}){{3}}\s+(PASS|FAIL)"
