@@ -112,7 +112,7 @@ def lesion_study(model: LoadedModel, images: Sequence[str | Path | InputImage], 
         repeats: random draws per count (the same draws for every image).
 
     Raises:
-        Cancelled: `cancel` was set. ValueError: labels do not match the images, or no image is readable.
+        Cancelled: `cancel` was set. ValueError: labels do not match the images. ImageError: no image is readable.
     """
     start = time.perf_counter()
     if labels is not None and len(labels) != len(images):
@@ -169,7 +169,7 @@ def lesion_study(model: LoadedModel, images: Sequence[str | Path | InputImage], 
                 agree[number] += int((guesses == top).sum())
                 right[number] += int((guesses == truth).sum())
     if not used:
-        raise ValueError("no readable image" + (f" (first: {skipped[0][1]})" if skipped else ""))
+        raise ImageError("no readable image" + (f" (first: {skipped[0][1]})" if skipped else ""))
     n = len(used)
     labelled = labels is not None
     per_single = {name: (agree[i] / n, right[i] / n) for i, name in enumerate(singles)}
