@@ -78,10 +78,10 @@ class LesionTab(QWidget):
         self.container = QVBoxLayout()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(ScrollingRow(labelled_row([("", self.folder_button), ("", self.folder_label)])))
+        layout.addWidget(ScrollingRow(labelled_row([("", self.run_button), ("", self.cancel_button),
+                                                    ("", self.folder_button), ("", self.folder_label)])))
         layout.addWidget(ScrollingRow(labelled_row([("Images", self.limit), ("Random up to", self.random),
-                                                    ("Draws", self.repeats), ("", self.run_button),
-                                                    ("", self.cancel_button)])))
+                                                    ("Draws", self.repeats)])))
         layout.addWidget(self.progress)
         layout.addLayout(self.container, 1)
         layout.addWidget(self.info)
@@ -101,7 +101,7 @@ class LesionTab(QWidget):
         """The folder to study (the Dataset panel's, or one chosen here); None: the current image alone."""
         self.folder = Path(folder) if folder is not None else None
         text = str(self.folder) if self.folder is not None else "no folder: the current image alone"
-        set_elided(self.folder_label, text, 300)
+        set_elided(self.folder_label, text, 200)
         if not self._running and self.result is None:
             self.info.setText("Run deletes each residual block in turn over "
                               f"{'the folder' if self.folder else 'the current image'}.")
@@ -283,7 +283,7 @@ class LesionTab(QWidget):
         width = 0.4 if labelled else 0.8
         xs = np.arange(len(result.blocks), dtype=float)
         heights = [lesion.agreement if lesion.agreement is not None else 1.0 for lesion in result.per_block]
-        brushes = [pg.mkBrush(*GREY, 90) if lesion.agreement is None else
+        brushes = [pg.mkBrush(*GREY, 55) if lesion.agreement is None else
                    pg.mkBrush(*(PROJECTION if block.skip == "projection" else AGREEMENT))
                    for block, lesion in zip(result.blocks, result.per_block)]
         self.bar_plot.addItem(pg.BarGraphItem(x=xs - (width / 2 if labelled else 0), height=heights, width=width,
@@ -307,6 +307,8 @@ class LesionTab(QWidget):
                 f"{result.seconds:.1f} s.")
         if worst is not None:
             text += f" Deleting {worst[1]} changes the most decisions ({1 - worst[0]:.0%})."
+        if not all(b.deletable for b in result.blocks):
+            text += " Faint grey: blocks that cannot be skipped (hover for why)."
         if labelled:
             text += f" Intact accuracy {result.intact_accuracy:.1%} (orange)."
         if result.skipped:
