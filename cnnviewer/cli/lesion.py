@@ -75,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
         count = len(result.skipped)
         print(f"cnnviewer: note: {count} unreadable file{'s' * (count != 1)} skipped "
               f"(first: {result.skipped[0][1]})", file=sys.stderr)
-    if not any(b.deletable for b in result.blocks):
-        raise UsageError(f"{model.title}: no residual block with a skip connection to delete")
     if args.json == "-":
         print(json.dumps(result.to_json(), indent=2))
         return 0

@@ -72,6 +72,7 @@ def test_table_json_and_accuracy_from_subfolders(folder, tmp_path, capsys, one_t
     (["lesion", "{empty}"], "no image files"),
     (["lesion", "{folder}", "--random", "-1"], "out of range"),
     (["lesion", "{folder}", "--json", "/no/such/folder/out.json"], "does not exist"),
+    (["lesion", "{folder}", "--model", "squeezenet1_0"], "no residual block with a skip connection"),
 ])
 def test_one_line_errors(argv, message, folder, tmp_path, capsys):
     from cnnviewer.cli import main

@@ -217,6 +217,8 @@ def residual_blocks(module: nn.Module, example: Tensor | None = None) -> list[Bl
         in_shape, out_shape = shapes[name]
         if skip == IDENTITY and in_shape != out_shape:   # an add that broadcasts: not a true identity skip
             skip = NONE
+        if skip == PROJECTION and _traced_skip(module.get_submodule(name)) != PROJECTION:
+            skip, how = NONE, f"{how}, but its residual add could not be traced"
         blocks.append(Block(name, skip, _reason(skip, how, in_shape, out_shape), in_shape, out_shape))
     return blocks
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cnnviewer.engine.errors import Cancelled, ImageError
+from cnnviewer.engine.errors import Cancelled, ImageError, ModelError
 from cnnviewer.engine.experiments.blocks import (
     IDENTITY,
     Block,
@@ -112,7 +112,8 @@ def lesion_study(model: LoadedModel, images: Sequence[str | Path | InputImage], 
         repeats: random draws per count (the same draws for every image).
 
     Raises:
-        Cancelled: `cancel` was set. ValueError: labels do not match the images. ImageError: no image is readable.
+        Cancelled: `cancel` was set. ValueError: labels do not match the images.
+        ImageError: no image is readable. ModelError: the model has no block to delete.
     """
     start = time.perf_counter()
     if labels is not None and len(labels) != len(images):
@@ -122,6 +123,8 @@ def lesion_study(model: LoadedModel, images: Sequence[str | Path | InputImage], 
     with eval_mode(module), torch.no_grad():
         example = torch.zeros(1, model.input_channels, size, size, device=model.device, dtype=model.dtype)
         blocks = residual_blocks(module, example)
+        if not any(b.deletable for b in blocks):
+            raise ModelError(f"{model.title}: no residual block with a skip connection to delete")
         runner = LesionRunner(module, blocks)
         singles = [b.name for b in blocks if b.deletable]
         pool = [b.name for b in blocks if b.skip == IDENTITY]
