@@ -243,3 +243,23 @@ def test_folder_labels_from_subfolders_and_synsets(tmp_path):
 def load_model_categories():
     from cnnviewer.engine.models.pretrained import default_weights
     return default_weights("mobilenet_v2").meta["categories"]
+
+
+def test_efficientnet_lite0_lesions_match_identity_copies_on_real_weights(photos):
+    model = load_model("timm:tf_efficientnet_lite0")
+    module = model.module
+    blocks = residual_blocks(module)
+    assert len(blocks) == 16 and [b.name for b in blocks if b.skip == "identity"] == [
+        "blocks.1.1", "blocks.2.1", "blocks.3.1", "blocks.3.2", "blocks.4.1", "blocks.4.2", "blocks.5.1",
+        "blocks.5.2", "blocks.5.3"]
+    from cnnviewer.engine.experiments import blocks as found
+    for block in blocks:    # timm's has_skip and the fx rule agree
+        assert (found._traced_skip(module.get_submodule(block.name)) or "none") == block.skip
+    inputs = batch_of(model, photos[:2])
+    with torch.no_grad():
+        runner = LesionRunner(module, blocks)
+        _, kept = runner.intact(inputs)
+        for block in (b for b in blocks if b.deletable):
+            oracle = copy_without(module, block.name, lambda _b: (lambda x: x))(inputs)
+            torch.testing.assert_close(runner.lesioned(kept, [block.name]), oracle, atol=1e-4, rtol=0)
+    assert not has_hooks(module)
