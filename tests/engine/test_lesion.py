@@ -263,3 +263,67 @@ def test_efficientnet_lite0_lesions_match_identity_copies_on_real_weights(photos
             oracle = copy_without(module, block.name, lambda _b: (lambda x: x))(inputs)
             torch.testing.assert_close(runner.lesioned(kept, [block.name]), oracle, atol=1e-4, rtol=0)
     assert not has_hooks(module)
+
+
+class _Residual(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+class _Mutating(torch.nn.Module):
+    """stem -> first -> one -> two -> head, with an in-place relu where `where` says."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__()
+        self.where = where
+        self.first = _Residual()         # the model's input is its kept value
+        self.stem = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.one, self.two = _Residual(), _Residual()
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.one(self.stem(self.first(x)))
+        out = self.two(h)
+        if self.where == "input of two":
+            torch.relu_(h)                    # changes what `two` read, after it read it
+            out = out + h
+        else:
+            torch.relu_(out)                  # deleting `two` makes `out` the kept `h` itself
+        return self.head(out.mean((2, 3)))
+
+
+@pytest.mark.parametrize("where", ["input of two", "output of two"])
+def test_kept_values_changed_in_place_give_the_model_s_own_answer(where):
+    """In-place changes of a kept value, seen through version counters: in the intact pass the model then
+    runs whole (only it knows when the value was read); in a lesion, the kept values are copied."""
+    from cnnviewer.engine.experiments.blocks import Mutated
+    torch.manual_seed(0)
+    net = _Mutating(where).eval()
+    inputs = torch.randn(3, 8, 12, 12)
+    blocks = residual_blocks(net, inputs[:1])
+    assert [(b.name, b.skip) for b in blocks] == [("first", "identity"), ("one", "identity"), ("two", "identity")]
+    with torch.no_grad():
+        runner = LesionRunner(net, blocks)
+        kept = None
+        for _ in range(3):                    # as lesion_study does: the batch again after Mutated
+            try:
+                intact, kept = runner.intact(inputs)
+                torch.testing.assert_close(intact, net(inputs))
+                results = {name: runner.lesioned(kept, [name], inputs) for name in ("first", "one", "two")}
+                results["one+two"] = runner.lesioned(kept, ["one", "two"], inputs)
+                break
+            except Mutated:
+                continue
+        assert kept is not None
+        assert (runner.graph_module is None) == (where == "input of two")
+        assert runner.copy_kept == (where == "output of two")
+        for name in ("first", "one", "two"):
+            oracle = copy_without(net, name, lambda _b: (lambda x: x))(inputs)
+            torch.testing.assert_close(results[name], oracle)
+        both = copy_without(copy_without(net, "one", lambda _b: (lambda x: x)), "two", lambda _b: (lambda x: x))
+        torch.testing.assert_close(results["one+two"], both(inputs))
+    assert not has_hooks(net)

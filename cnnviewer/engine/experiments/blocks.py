@@ -1,14 +1,10 @@
-"""Residual blocks of a network, and what deleting each one means (Veit et al. 2016).
+"""Residual blocks of a network, what deleting each one means (Veit et al. 2016), and running without them.
 
-A residual block computes y = x + f(x). Deleting it (a "lesion") keeps the skip and drops the branch:
-y = x. That is only possible where the block's output can be its input; a block that changes the
-resolution or the channels has either no skip (MobileNetV2's first block of a stage) or a projection
-skip (ResNet's `downsample`), and deleting its residual branch then leaves the projection.
-
-Known blocks are recognised by their own flags (torchvision's InvertedResidual.use_res_connect,
-ResNet blocks' downsample, timm's has_skip); any other module is traced with torch.fx and counts as
-a block when it adds its own input (identity skip) or a short path from it (projection) to a longer
-branch. Modules of the same class as a block found that way, without a skip, are listed too.
+A residual block computes y = x + f(x); deleting it (a "lesion") keeps the skip: y = x. A block that
+changes resolution or channels has no skip (MobileNetV2's first block of a stage) or a projection
+(ResNet's `downsample`): deleting its residual branch then leaves the projection. Library blocks are
+known by their flags (use_res_connect, downsample, timm's has_skip); any other module counts when its
+torch.fx trace adds its own input (identity) or a short path from it (projection) to a longer branch.
 """
 
 from __future__ import annotations
@@ -64,9 +60,7 @@ def _known_skip(module: nn.Module) -> tuple[str, str] | None:
         if module.downsample is None:
             return IDENTITY, f"{kind} without downsample"
         return PROJECTION, f"{kind}.downsample"
-    if home.startswith("timm.") and hasattr(module, "has_skip") and kind in (
-            "DepthwiseSeparableConv", "InvertedResidual", "EdgeResidual", "CondConvResidual",
-            "UniversalInvertedResidual"):
+    if home.startswith("timm.") and hasattr(module, "has_skip"):   # DepthwiseSeparableConv, InvertedResidual, …
         return (IDENTITY if module.has_skip else NONE), f"{kind}.has_skip"
     return None
 
@@ -89,10 +83,7 @@ def skip_add(graph: fx.Graph) -> tuple[fx.Node, fx.Node] | None:
 
     Returns None when no add joins two paths from the block's input.
     """
-    inputs = [node for node in graph.nodes if node.op == "placeholder"]
-    if not inputs:
-        return None
-    x = inputs[0]
+    x = next((node for node in graph.nodes if node.op == "placeholder"), None)
     best = None
     for node in graph.nodes:
         is_add = (node.op == "call_function" and node.target in _ADDS) or \
@@ -114,19 +105,15 @@ def skip_add(graph: fx.Graph) -> tuple[fx.Node, fx.Node] | None:
 
 def _trace_block(module: nn.Module) -> fx.GraphModule | None:
     try:
-        tracer = LeafTracer()
-        graph = tracer.trace(module)
+        return fx.GraphModule(module, LeafTracer().trace(module), type(module).__name__)
     except Exception:  # noqa: BLE001 - any untraceable module is simply no candidate
         return None
-    return fx.GraphModule(module, graph, type(module).__name__)
 
 
 def _traced_skip(module: nn.Module) -> str | None:
     traced = _trace_block(module)
     found = skip_add(traced.graph) if traced is not None else None
-    if found is None:
-        return None
-    return IDENTITY if found[1].op == "placeholder" else PROJECTION
+    return None if found is None else IDENTITY if found[1].op == "placeholder" else PROJECTION
 
 
 def _shapes(module: nn.Module, names: list[str], example: Tensor) -> tuple[list[str], dict[str, tuple]]:
@@ -206,10 +193,9 @@ def residual_blocks(module: nn.Module, example: Tensor | None = None) -> list[Bl
             found[name] = (NONE, f"a {type(sub).__name__} without an add of its input")
     if example is None:
         first = next((m for m in module.modules() if isinstance(m, nn.Conv2d)), None)
-        parameter = next(module.parameters(), None)
-        example = torch.zeros(1, first.in_channels if first is not None else 3, 224, 224,
-                              device=parameter.device if parameter is not None else None,
-                              dtype=parameter.dtype if parameter is not None else None)
+        like = next(module.parameters(), torch.zeros(()))
+        example = torch.zeros(1, first.in_channels if first is not None else 3, 224, 224, device=like.device,
+                              dtype=like.dtype)
     order, shapes = _shapes(module, list(found), example)
     blocks = []
     for name in order:
@@ -248,7 +234,7 @@ def lesion_function(module: nn.Module, block: Block) -> Callable[[Tensor], Tenso
 
 
 class Mutated(Exception):
-    """A kept value was changed in place by a later operation: the batch runs again, copying them."""
+    """A kept value changed in place: run the batch again (the runner now copies them, or runs whole)."""
 
 
 class _BlockTracer(LeafTracer):
@@ -270,9 +256,7 @@ class LesionRunner:
 
     def __init__(self, module: nn.Module, blocks: Sequence[Block]) -> None:
         self.module = module
-        self.blocks = tuple(blocks)
-        self.functions: dict[str, Callable[[Tensor], Tensor]] = {
-            b.name: lesion_function(module, b) for b in blocks if b.deletable}
+        self.functions = {b.name: lesion_function(module, b) for b in blocks if b.deletable}
         self.copy_kept = False
         self._plans: dict[tuple[str, ...], tuple[list[fx.Node], dict[fx.Node, list[fx.Node]], set[fx.Node]]] = {}
         try:
@@ -295,9 +279,8 @@ class LesionRunner:
 
     def _plan(self, deleted: tuple[str, ...]):
         """(nodes to run, node -> values freed after it, values read from the intact pass) for `deleted`."""
-        plan = self._plans.get(deleted)
-        if plan is not None:
-            return plan
+        if deleted in self._plans:
+            return self._plans[deleted]
         downstream: set[fx.Node] = set()
         for name in deleted:
             todo = [self._block_nodes[name]]
@@ -313,16 +296,28 @@ class LesionRunner:
         return plan
 
     def intact(self, inputs: Tensor) -> tuple[Tensor, dict]:
-        """Logits of the intact model and the kept values for the lesions of this batch."""
+        """Logits of the intact model and the kept values for the lesions of this batch.
+
+        Raises:
+            Mutated: a kept value was changed in place later in the pass: run the batch again (whole passes).
+        """
         if self.graph_module is None:
             return first_tensor(self.module(inputs)), {}
         placeholder = next(n for n in self._nodes if n.op == "placeholder")
         env: dict[fx.Node, object] = {placeholder: inputs}
         order = [n for n in self._nodes if n.op != "placeholder"]
-        output = self._execute(order, _last_uses(order, keep=self.kept), env, ())
-        kept = {n: env[n] for n in self.kept}
-        if self.copy_kept:
-            kept = {n: v.clone() if isinstance(v, Tensor) else v for n, v in kept.items()}
+        stored: dict[fx.Node, tuple[object, int]] = {}
+        if placeholder in self.kept:      # a block first thing in the model reads the input itself
+            stored[placeholder] = _stored(inputs, self.copy_kept)
+        output = self._execute(order, _last_uses(order, keep=self.kept), env, (), stored)
+        kept = {n: value for n, (value, _) in stored.items()}
+        if any(isinstance(value, Tensor) and value._version != version for value, version in stored.values()):
+            # Read after an in-place change by a node that a lesion would not rerun: only the model itself
+            # knows that order, so run it whole from now on.
+            self.graph_module = None
+            self.reuse = ("nothing (the model changes a block's input in place after the block read it): "
+                          "every lesion is a whole forward pass")
+            raise Mutated()
         return first_tensor(output), {"values": kept, "versions": _versions(kept)}
 
     def lesioned(self, kept: dict, deleted: Sequence[str], inputs: Tensor | None = None) -> Tensor:
@@ -344,7 +339,9 @@ class LesionRunner:
             raise Mutated()
         return first_tensor(output)
 
-    def _execute(self, order: list[fx.Node], frees: dict, env: dict, deleted: tuple[str, ...]):
+    def _execute(self, order: list[fx.Node], frees: dict, env: dict, deleted: tuple[str, ...],
+                 stored: dict | None = None):
+        """Run `order`'s nodes from `env`; `stored` gets each kept value (a copy once copy_kept) and its version."""
         graph_module = self.graph_module
         for node in order:
             args = fx.node.map_arg(node.args, env.__getitem__)
@@ -352,24 +349,22 @@ class LesionRunner:
             if node.op == "output":
                 return args[0]
             if node.op == "call_module":
-                if node.target in deleted:
-                    env[node] = self.functions[node.target](args[0])
-                else:
-                    env[node] = graph_module.get_submodule(node.target)(*args, **kwargs)
+                env[node] = self.functions[node.target](args[0]) if node.target in deleted else \
+                    graph_module.get_submodule(node.target)(*args, **kwargs)
             elif node.op == "call_function":
                 env[node] = node.target(*args, **kwargs)
             elif node.op == "call_method":
                 env[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
             elif node.op == "get_attr":
-                value = graph_module
-                for atom in node.target.split("."):
-                    value = getattr(value, atom)
-                env[node] = value
+                env[node] = operator.attrgetter(node.target)(graph_module)
+            if stored is not None and node in self.kept:
+                stored[node] = _stored(env[node], self.copy_kept)
             for dead in frees.get(node, ()):
                 env.pop(dead, None)
         raise RuntimeError("graph without output")
 
     def _hooked(self, inputs: Tensor, deleted: tuple[str, ...]) -> Tensor:
+        """The whole model, each deleted block's output replaced by a hook that lives only for this pass."""
         with ExitStack() as stack:
             for name in deleted:
                 hook = partial(_replace_output, self.functions[name])
@@ -384,10 +379,7 @@ def _replace_output(function: Callable[[Tensor], Tensor], _module: nn.Module, ar
 
 def _last_uses(order: list[fx.Node], keep: set[fx.Node]) -> dict[fx.Node, list[fx.Node]]:
     """node -> the values nobody reads after it (kept values are never freed)."""
-    last: dict[fx.Node, fx.Node] = {}
-    for node in order:
-        for arg in node.all_input_nodes:
-            last[arg] = node
+    last = {arg: node for node in order for arg in node.all_input_nodes}   # the later reader wins
     frees: dict[fx.Node, list[fx.Node]] = {}
     for value, node in last.items():
         if value not in keep:
@@ -397,3 +389,11 @@ def _last_uses(order: list[fx.Node], keep: set[fx.Node]) -> dict[fx.Node, list[f
 
 def _versions(values: dict) -> dict:
     return {n: v._version for n, v in values.items() if isinstance(v, Tensor)}
+
+
+def _stored(value, copy: bool) -> tuple[object, int]:
+    """A kept value (a copy when asked) and its version counter now."""
+    if not isinstance(value, Tensor):
+        return value, 0
+    value = value.clone() if copy else value
+    return value, value._version
