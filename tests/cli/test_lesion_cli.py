@@ -82,3 +82,13 @@ def test_one_line_errors(argv, message, folder, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+
+
+def test_help_loads_neither_torch_nor_qt():
+    import subprocess
+    import sys
+    code = ("import sys\nfrom cnnviewer.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'PySide6') if m in sys.modules), file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", code, "lesion", "--help"], capture_output=True, text=True, check=False,
+                            timeout=60, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert "--repeats" in result.stdout and result.stderr.strip().splitlines()[-1] == "[]", result.stderr
