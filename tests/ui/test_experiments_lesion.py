@@ -77,7 +77,7 @@ def test_runs_on_a_folder_and_draws_real_numbers(qtbot, tab, folder):
     saved = tab.result_json()
     assert saved["images"] == 2 and [r["count"] for r in saved["random"]] == [1, 2]
     assert tab.result_picture() is tab.plots and tab.plots.isVisible()
-    assert "blocks deletable" in tab.info.text()
+    assert "blocks deletable" in tab.info.text() and f"over the folder {folder.name}" in tab.info.text()
     assert model_state(module) == before
 
     tab._session.set_model(tab._session.model)     # a new model: the result is stale

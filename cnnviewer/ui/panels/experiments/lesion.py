@@ -52,6 +52,7 @@ class LesionTab(QWidget):
         self.folder: Path | None = None
         self.result = None
         self._on_image = False            # the shown result was computed on the current image (no folder)
+        self._ran_on = ""
         self._running = False
         self._fraction = 0.0              # written by the job thread, read by the timer
         self._started = 0.0
@@ -159,6 +160,7 @@ class LesionTab(QWidget):
 
         self.clear("")
         self._on_image = folder is None
+        self._ran_on = f"the folder {folder.name}" if folder is not None else "the current image"
         self._running, self._fraction, self._started = True, 0.0, time.perf_counter()
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
@@ -302,7 +304,9 @@ class LesionTab(QWidget):
         self._draw_curve(result)
         worst = min(((lesion.agreement, lesion.block) for lesion in result.per_block if lesion.agreement is not None),
                     default=None)
-        text = (f"{result.model}: {len(result.images)} image{'s' * (len(result.images) != 1)}, "
+        untrained = "" if result.trained else " (untrained: random weights, the numbers mean nothing)"
+        text = (f"{result.model}{untrained} over {self._ran_on}: {len(result.images)} "
+                f"image{'s' * (len(result.images) != 1)}, "
                 f"{sum(b.deletable for b in result.blocks)} of {len(result.blocks)} blocks deletable, "
                 f"{result.seconds:.1f} s.")
         if worst is not None:
