@@ -64,9 +64,10 @@ def test_runs_on_a_folder_and_draws_real_numbers(qtbot, tab, folder):
     assert len(heights) == 17 and sum(h is not None for h in heights) == 10
     assert all(h in (0.0, 0.5, 1.0) for h in heights if h is not None)   # two images: real shares
     bars = [item for item in tab.bar_plot.getPlotItem().items if type(item).__name__ == "BarGraphItem"]
-    assert len(bars) == 2       # agreement and accuracy
-    drawn = bars[0].opts["height"]
-    assert [round(float(v), 6) for v in drawn] == [h if h is not None else 1.0 for h in heights]
+    assert len(bars) == 3       # grey (cannot be deleted), agreement, accuracy
+    assert [float(v) for v in tab.agreement_bars.opts["height"]] == [h for h in heights if h is not None]
+    assert [float(v) for v in tab.agreement_bars.opts["x"]] == [i - 0.2 for i, h in enumerate(heights) if h is not None]
+    assert [float(v) for v in tab.grey_bars.opts["x"]] == [i for i, h in enumerate(heights) if h is None]
     grey = tab.hover_text(3)
     assert grey.startswith("features.4") and "cannot be deleted" in grey and "56→28" in grey
     live = tab.hover_text(2)

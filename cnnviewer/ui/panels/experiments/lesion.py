@@ -284,15 +284,21 @@ class LesionTab(QWidget):
         labelled = result.intact_accuracy is not None
         width = 0.4 if labelled else 0.8
         xs = np.arange(len(result.blocks), dtype=float)
-        heights = [lesion.agreement if lesion.agreement is not None else 1.0 for lesion in result.per_block]
-        brushes = [pg.mkBrush(*GREY, 55) if lesion.agreement is None else
-                   pg.mkBrush(*(PROJECTION if block.skip == "projection" else AGREEMENT))
-                   for block, lesion in zip(result.blocks, result.per_block)]
-        self.bar_plot.addItem(pg.BarGraphItem(x=xs - (width / 2 if labelled else 0), height=heights, width=width,
-                                              brushes=brushes, pen=None))
+        live = [i for i, lesion in enumerate(result.per_block) if lesion.agreement is not None]
+        grey = [i for i, lesion in enumerate(result.per_block) if lesion.agreement is None]
+        self.grey_bars = pg.BarGraphItem(x=xs[grey], height=[1.0] * len(grey), width=0.8,
+                                         brush=pg.mkBrush(*GREY, 55), pen=None)
+        brushes = [pg.mkBrush(*(PROJECTION if result.blocks[i].skip == "projection" else AGREEMENT)) for i in live]
+        self.agreement_bars = pg.BarGraphItem(x=xs[live] - (width / 2 if labelled else 0), width=width, pen=None,
+                                              height=[result.per_block[i].agreement for i in live], brushes=brushes)
+        self.bar_plot.addItem(self.grey_bars)
+        self.bar_plot.addItem(self.agreement_bars)
+        self.bar_plot.setLabel("left", "agreement (blue), accuracy (orange)" if labelled
+                               else "agreement with intact top-1")
+        self.curve_plot.setLabel("left", "share of images" if labelled else "agreement")
         if labelled:
-            accuracy = [lesion.accuracy if lesion.accuracy is not None else 0.0 for lesion in result.per_block]
-            self.bar_plot.addItem(pg.BarGraphItem(x=xs + width / 2, height=accuracy, width=width,
+            accuracy = [result.per_block[i].accuracy for i in live]
+            self.bar_plot.addItem(pg.BarGraphItem(x=xs[live] + width / 2, height=accuracy, width=width,
                                                   brush=pg.mkBrush(*ACCURACY), pen=None))
             self.bar_plot.addItem(pg.InfiniteLine(result.intact_accuracy, angle=0,
                                                   pen=pg.mkPen(ACCURACY, style=Qt.PenStyle.DashLine)))
