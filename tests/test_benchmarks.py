@@ -44,6 +44,11 @@ FIGURES: dict[str, list[str]] = {
                         r"torch imported on the GUI thread before show: False"],
     "bench_importance.py": [rf"^mobilenet_v2\s+{layer}\s+\d+(\s+{NUMBER}){{5}}\s+\d+(\s+({NUMBER}|nan)){{2}}\s+(PASS|FAIL)"
                             for layer in (r"features\.4", r"features\.14", r"features\.17")],
+    "bench_lesion.py": [rf"^{name}\s+N=\d+ B=\d+\s+study {NUMBER} s\s+N·B plain forwards {NUMBER} s\s+ratio {NUMBER}\s+(PASS|FAIL)"
+                        for name in ("mobilenet_v2", "timm:tf_efficientnet_lite0")]
+                       + [rf"^features\.3\s+identity\s+24×56×56 → 24×56×56\s+{NUMBER}$",
+                          rf"^features\.4\s+none\s+.*—\s+changes resolution 56→28 and channels 24→32",
+                          rf"^random deletions \(\d+ draws each\)\s+k=1: {NUMBER} ± {NUMBER}"],
     "bench_live.py": [rf"^{name}: raw {NUMBER} frames/s, pipeline {NUMBER} frames/s, ratio {NUMBER}.*stall {NUMBER} ms"
                       for name in ("ssdlite320_mobilenet_v3_large", "mtcnn")],
     "bench_receptive_field.py": [rf"^{layer}(\s+{NUMBER}){{3}}\s+(PASS|FAIL)"
