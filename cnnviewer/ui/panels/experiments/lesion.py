@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtGui import QCursor
+from PySide6.QtGui import QBrush, QColor, QCursor
 from PySide6.QtWidgets import (
     QFileDialog,
     QLabel,
@@ -287,7 +287,8 @@ class LesionTab(QWidget):
         live = [i for i, lesion in enumerate(result.per_block) if lesion.agreement is not None]
         grey = [i for i, lesion in enumerate(result.per_block) if lesion.agreement is None]
         self.grey_bars = pg.BarGraphItem(x=xs[grey], height=[1.0] * len(grey), width=0.8,
-                                         brush=pg.mkBrush(*GREY, 55), pen=None)
+                                         brush=QBrush(QColor(*GREY, 150), Qt.BrushStyle.BDiagPattern),
+                                         pen=pg.mkPen(*GREY, 90))   # hatched: not measured, not "1.0"
         brushes = [pg.mkBrush(*(PROJECTION if result.blocks[i].skip == "projection" else AGREEMENT)) for i in live]
         self.agreement_bars = pg.BarGraphItem(x=xs[live] - (width / 2 if labelled else 0), width=width, pen=None,
                                               height=[result.per_block[i].agreement for i in live], brushes=brushes)
