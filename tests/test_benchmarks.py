@@ -42,6 +42,8 @@ FIGURES: dict[str, list[str]] = {
                         rf"window shown / bare window\s+ratio\s+{NUMBER}",
                         rf"first predictions / bare imports\s+ratio\s+{NUMBER}",
                         r"torch imported on the GUI thread before show: False"],
+    "bench_knockout.py": [rf"^{case}(\s+{NUMBER}){{6}}\s+(PASS|FAIL)$"
+                          for case in ("conv 2 channels", "block 80 channels", "5 layers")],
     "bench_live.py": [rf"^{name}: raw {NUMBER} frames/s, pipeline {NUMBER} frames/s, ratio {NUMBER}.*stall {NUMBER} ms"
                       for name in ("ssdlite320_mobilenet_v3_large", "mtcnn")],
     "bench_receptive_field.py": [rf"^{layer}(\s+{NUMBER}){{3}}\s+(PASS|FAIL)"
