@@ -101,3 +101,29 @@ def parse_ablation(text: str) -> Knockout:
             raise AblationError(f"--ablate {text!r}: scale needs a finite number")
         return Knockout(layer, channels, "scale", factor=factor)
     raise AblationError(f"--ablate {text!r}: mode {mode_text!r} is not zero, mean or scale=F")
+
+
+@dataclass(frozen=True)
+class InterventionEffect:
+    """What the knock-outs changed in the prediction, for the predictions panel's ghost bars.
+
+    Attributes:
+        model_token: the intervened model this was computed for.
+        intact: the intact model's probability of each class shown (the intervened top-5, in order).
+        intact_top: the intact model's top-5 as (label, index, probability).
+        knocked: the intervened model's probability of each class of `intact_top`.
+    """
+
+    model_token: int
+    intact: tuple[float, ...]
+    intact_top: tuple[tuple[str, int, float], ...]
+    knocked: tuple[float, ...]
+
+    def delta_points(self, row: int, probability: float) -> float:
+        """Change of shown bar `row` in percentage points (intervened − intact)."""
+        return 100.0 * (probability - self.intact[row])
+
+    def left_top(self, shown: tuple[int, ...]) -> list[tuple[str, float, float]]:
+        """(label, intact p, intervened p) of intact top-5 classes no longer among `shown` indices."""
+        return [(label, p, self.knocked[i]) for i, (label, index, p) in enumerate(self.intact_top)
+                if index not in shown]

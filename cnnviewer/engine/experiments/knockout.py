@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnviewer.engine.errors import Cancelled
-from cnnviewer.engine.experiments.ablate_spec import AblationError, Knockout, parse_ablation
+from cnnviewer.engine.experiments.ablate_spec import AblationError, InterventionEffect, Knockout, parse_ablation
 
 if TYPE_CHECKING:
     import threading
@@ -29,9 +29,11 @@ if TYPE_CHECKING:
     from torch import nn
 
     from cnnviewer.engine.dataset.index import DatasetIndex
+    from cnnviewer.engine.media.images import InputImage
     from cnnviewer.engine.models.handle import LoadedModel
+    from cnnviewer.engine.types import Prediction
 
-__all__ = ["AblationError", "Knockout", "parse_ablation", "intervene", "channel_means",
+__all__ = ["AblationError", "InterventionEffect", "intervention_effect", "Knockout", "parse_ablation", "intervene", "channel_means",
            "folder_channel_means", "resolve_means", "layer_channels"]
 
 _knocked_classes: dict[type, type] = {}
@@ -238,3 +240,30 @@ def resolve_means(model: LoadedModel, inputs: torch.Tensor | None, knockouts: Se
         if progress is not None:
             progress((i + 1) / len(knockouts))
     return tuple(resolved)
+
+
+def intervention_effect(model: LoadedModel, image: InputImage,
+                        predictions: Sequence[Prediction]) -> InterventionEffect | None:
+    """The intact model's probabilities beside the intervened model's shown top-5 (None for an
+    intact model). One plain forward of each model, no recording (the activation cache keeps the
+    intervened pass the panels draw from)."""
+    import torch
+
+    from cnnviewer.engine.runtime.inference import prepare_input, top_k
+    from cnnviewer.engine.runtime.outputs import first_tensor
+    if model.intact is None:
+        return None
+
+    def probabilities(loaded: LoadedModel):
+        prepared = prepare_input(image, loaded.preprocess, loaded.device, loaded.dtype, loaded.input_channels)
+        with torch.inference_mode():
+            logits = first_tensor(loaded.module(prepared.tensor))
+        if logits is None:
+            raise AblationError(f"{loaded.title} gives no tensor output to compare")
+        return torch.softmax(logits.detach().float().reshape(logits.shape[0], -1)[0], dim=0).cpu().numpy()
+
+    intact, knocked = probabilities(model.intact), probabilities(model)
+    top = top_k(model.intact, intact, 5)
+    return InterventionEffect(model.token, tuple(float(intact[p.index]) for p in predictions),
+                              tuple((p.label, p.index, p.probability) for p in top),
+                              tuple(float(knocked[p.index]) for p in top))
