@@ -110,3 +110,27 @@ def test_mean_over_this_image_and_a_new_model_clears(window, qtbot):
     window.controller.load_model("resnet18")
     qtbot.waitUntil(lambda: session.model.name == "resnet18", timeout=60000)
     assert session.interventions == () and window.intervention_strip.isHidden()
+
+
+def test_mean_over_the_indexed_folder_keeps_the_intact_index(window, qtbot, tmp_path, monkeypatch):
+    """'Mean over the indexed folder' reads the Dataset panel's index; the knock-out is not a new model
+    for indexing, so the panel keeps the same index object (nothing re-read or rebuilt)."""
+    from PIL import Image
+    from skimage import data
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("chelsea", "coffee", "astronaut"):
+        Image.fromarray(getattr(data, name)()).save(folder / f"{name}.png")
+    panel = window.dataset
+    panel.open_folder(folder)
+    qtbot.waitUntil(lambda: panel.index is not None and len(panel.index.valid_rows) == 3, timeout=60000)
+    index = panel.index
+    expected = np.asarray(index.array("features.14", "mean"))[np.asarray(index.valid_rows)][:, [1, 4]].mean(axis=0)
+    window.controller.request_knockout("features.14", [1, 4], "mean", over="folder")
+    qtbot.waitUntil(lambda: len(window.session.interventions) == 1, timeout=30000)
+    knockout = window.session.interventions[0]
+    assert knockout.source == "folder photos/ (3 images)"
+    np.testing.assert_allclose(knockout.means, expected, rtol=1e-6)
+    qtbot.wait(300)
+    assert panel.index is index and panel._indexed_model is window.session.model.intact
