@@ -55,9 +55,9 @@ def main() -> None:
           f"{'ratio':>7}  verdict (<= 1.1)")
     for name, knockouts in CASES.items():
         knocked = intervene(model, knockouts)
-        runs = {"plain": lambda: model.module(x), "knocked": lambda: knocked.module(x),
+        runs = {"plain": lambda: model.module(x), "knocked": lambda k=knocked: k.module(x),
                 "recorded": lambda: capture_activations(model.module, x),
-                "recorded+ko": lambda: capture_activations(knocked.module, x)}
+                "recorded+ko": lambda k=knocked: capture_activations(k.module, x)}
         times: dict[str, list[float]] = {key: [] for key in runs}
         with torch.inference_mode():
             for run in runs.values():      # warm: traces the recorders once

@@ -7,7 +7,13 @@ import json
 import math
 import sys
 
-from cnnviewer.cli.common import Parser, ablate_option, int_in, load_model_and_image, model_options
+from cnnviewer.cli.common import (
+    Parser,
+    ablate_option,
+    int_in,
+    load_model_and_image,
+    model_options,
+)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -8,9 +8,9 @@ session as it was, with a one-line message.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
@@ -289,37 +289,36 @@ class Controller(QObject):
         """Back to the intact model, keeping the selection, the class and the image."""
         self._set_interventions(())
 
-    def request_knockout(self, layer: str, channels: Sequence[int], mode: str = "zero", factor: float = 0.0,
-                         over: str = "image") -> None:
-        """Knock out `channels` of `layer`; 'mean' is measured first, on the job thread: over this image
-        (the current model's activations) or `over='folder'` (the Dataset panel's index)."""
-        from cnnviewer.engine.experiments.ablate_spec import AblationError, Knockout
-        channels = tuple(dict.fromkeys(int(c) for c in channels))
-        if mode != "mean":
-            try:
-                self.add_knockout(Knockout(layer, channels, mode, factor=factor))
-            except AblationError as error:
-                self.message.emit(f"Knock-out not applied: {error}")
-            return
+    def request_knockout(self, layer: str, channels: Sequence[int] | None, mode: str = "zero",
+                         factor: float = 0.0, over: str = "image") -> None:
+        """Knock out `channels` of `layer` (None: all of them, counted on the job thread); 'mean' is
+        measured there first: over this image (the current model's activations) or, `over='folder'`,
+        over the Dataset panel's index."""
         model, image, index = self.session.model, self.session.image, self.dataset_index()
-        if model is None or image is None:
+        if model is None:
             return
-        if over == "folder" and index is None:
+        if mode == "mean" and over == "folder" and index is None:
             self.message.emit("Knock-out not applied: no indexed folder (open one in the Dataset panel), "
                               "or use the mean over this image")
             return
+        if mode == "mean" and image is None:
+            return
+        chosen = None if channels is None else tuple(dict.fromkeys(int(c) for c in channels))
 
-        def means(_context):
+        def make(_context):
             from cnnviewer.engine.experiments import knockout as ko
+            picked = chosen if chosen is not None else tuple(range(ko.layer_channels(model, layer)))
+            if mode != "mean":
+                return ko.Knockout(layer, picked, mode, factor=factor)
             if over == "folder":
-                values, source = ko.folder_channel_means(index, layer, channels)
+                values, source = ko.folder_channel_means(index, layer, picked)
             else:
                 from cnnviewer.engine.runtime.inference import prepare_input
                 inputs = prepare_input(image, model.preprocess, model.device, model.dtype, model.input_channels)
-                values, source = ko.channel_means(model, inputs.tensor, layer, channels), "this image"
-            return ko.Knockout(layer, channels, "mean", means=values, source=source)
+                values, source = ko.channel_means(model, inputs.tensor, layer, picked), "this image"
+            return ko.Knockout(layer, picked, "mean", means=values, source=source)
 
-        self._set_interventions(self.interventions, first=means)
+        self._set_interventions(self.interventions, first=make)
 
     def _set_interventions(self, knockouts: tuple[Knockout, ...], first: Callable[[Any], Any] | None = None) -> None:
         """Build the model with `knockouts` (after `first`, which makes one more) on the job thread, then

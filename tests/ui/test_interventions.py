@@ -134,3 +134,44 @@ def test_mean_over_the_indexed_folder_keeps_the_intact_index(window, qtbot, tmp_
     np.testing.assert_allclose(knockout.means, expected, rtol=1e-6)
     qtbot.wait(300)
     assert panel.index is index and panel._indexed_model is window.session.model.intact
+
+
+def _action(menu, text: str):
+    for action in menu.actions():
+        if action.text() == text:
+            return action
+        if action.menu() is not None:
+            found = _action(action.menu(), text)
+            if found is not None:
+                return found
+    return None
+
+
+def test_feature_maps_picks_and_menu_and_architecture_block(window, qtbot):
+    """Ctrl/Shift-click picks tiles; the menu's 'zero' knocks them out; the Architecture graph's
+    right-click menu knocks out every channel of a block (counted on the job thread)."""
+    session, panel = window.session, window.feature_maps
+    session.select(layer="features.5")
+    qtbot.waitUntil(lambda: panel.view is not None and panel.view.layer == "features.5", timeout=20000)
+    panel.toggle_pick(3)
+    panel.toggle_pick(7)
+    panel.toggle_pick(9)
+    panel.toggle_pick(9)          # a second Ctrl-click takes it out again
+    assert panel.picked == [3, 7] and len(panel._pick_marks) == 2
+    menu = panel.knockout_menu(panel.picked)
+    assert _action(menu, "mean over the indexed folder") is not None and _action(menu, "scale by…") is not None
+    _action(menu, "zero").trigger()
+    qtbot.waitUntil(lambda: len(session.interventions) == 1, timeout=30000)
+    assert session.interventions[0] == Knockout("features.5", (3, 7))
+    qtbot.waitUntil(lambda: panel.view is not None and panel.view.values[[3, 7]].max() == 0
+                    and panel.view.values.max() > 0, timeout=30000)
+    assert panel.picked == []
+
+    window.docks["architecture"].raise_()
+    graph = window.architecture
+    qtbot.waitUntil(lambda: bool(graph.items), timeout=60000)
+    block = next(item for item in graph.items.values()
+                 if item.placed.node.kind == "block" and item.placed.node.label == "features.16.conv")
+    _action(graph.knockout_menu(block), "Knock out all its channels").trigger()
+    qtbot.waitUntil(lambda: len(session.interventions) == 2, timeout=30000)
+    assert session.interventions[1] == Knockout("features.16.conv", tuple(range(160)))

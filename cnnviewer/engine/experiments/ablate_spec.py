@@ -6,6 +6,7 @@ before torch is loaded; `knockout.py` applies them on the job thread.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from cnnviewer.engine.errors import CnnViewerError
@@ -97,7 +98,7 @@ def parse_ablation(text: str) -> Knockout:
             factor = float(value)
         except ValueError:
             raise AblationError(f"--ablate {text!r}: scale needs a number, e.g. scale=0.5") from None
-        if factor != factor or factor in (float("inf"), float("-inf")):
+        if not math.isfinite(factor):
             raise AblationError(f"--ablate {text!r}: scale needs a finite number")
         return Knockout(layer, channels, "scale", factor=factor)
     raise AblationError(f"--ablate {text!r}: mode {mode_text!r} is not zero, mean or scale=F")

@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cnnviewer.engine.errors import Cancelled
-from cnnviewer.engine.experiments.ablate_spec import AblationError, InterventionEffect, Knockout, parse_ablation
+from cnnviewer.engine.experiments.ablate_spec import (
+    AblationError,
+    InterventionEffect,
+    Knockout,
+    parse_ablation,
+)
 
 if TYPE_CHECKING:
     import threading
@@ -33,8 +38,18 @@ if TYPE_CHECKING:
     from cnnviewer.engine.models.handle import LoadedModel
     from cnnviewer.engine.types import Prediction
 
-__all__ = ["AblationError", "InterventionEffect", "intervention_effect", "Knockout", "parse_ablation", "intervene", "channel_means",
-           "folder_channel_means", "resolve_means", "layer_channels"]
+__all__ = [
+    "AblationError",
+    "InterventionEffect",
+    "Knockout",
+    "channel_means",
+    "folder_channel_means",
+    "intervene",
+    "intervention_effect",
+    "layer_channels",
+    "parse_ablation",
+    "resolve_means",
+]
 
 _knocked_classes: dict[type, type] = {}
 

@@ -7,7 +7,14 @@ network's maps believing they are the intact one's.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QToolBar, QToolButton, QWidget
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QToolBar,
+    QToolButton,
+    QWidget,
+)
 
 CHIP_STYLE = ("QWidget#knockout_chip { background: #5a3a1a; border: 1px solid #e5a50a; border-radius: 4px; }"
               " QLabel { color: #f6e3c0; }")
@@ -73,3 +80,10 @@ class InterventionStrip(QToolBar):
     def remove_buttons(self) -> list[QToolButton]:
         """The × buttons, in order (for tests and keyboard users)."""
         return [chip.findChild(QToolButton) for chip in self._chips]
+
+
+def ask_factor(parent: QWidget, what: str) -> float | None:
+    """The factor for a 'scale by…' knock-out (0.5 halves the channels, 2 doubles them); None if cancelled."""
+    from PySide6.QtWidgets import QInputDialog
+    factor, ok = QInputDialog.getDouble(parent, "Scale channels", f"Multiply {what} by:", 0.5, -100.0, 100.0, 3)
+    return float(factor) if ok else None
