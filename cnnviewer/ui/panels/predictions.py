@@ -120,7 +120,11 @@ class PredictionsPanel(QWidget):
         self._show_ghosts(effect, summary.predictions)
         for i, item in enumerate(self._value_labels):
             item.setText(f"{values[i]:.1%}{self.deltas[i]}" if i < len(values) else "")
-            item.setPos(min(values[i], 0.72) + 0.01 if i < len(values) else 0, i)
+            reach = max(values[i], effect.intact[i]) if i < len(values) and effect is not None else \
+                values[i] if i < len(values) else 0.0     # right of the bar and of its ghost
+            inside = effect is not None and reach > 0.6   # no room on the right: inside the bar, at its left
+            item.setAnchor((0, 0.5))
+            item.setPos((0.01 if inside else min(reach, 0.82) + 0.01) if i < len(values) else 0, i)
         name = summary.image.name
         model_title = model.title if model is not None else ""
         warning = "" if model is None or model.trained else \
