@@ -173,6 +173,9 @@ def test_composition_copies_and_errors(mobilenet, cat):
         intervene(mobilenet, [Knockout("features.3", (24,))])
     with pytest.raises(AblationError):
         channel_means(mobilenet, cat, "features.3", (30,))
+    scripted = wrap_module(torch.jit.script(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())), "scripted")
+    with pytest.raises(AblationError, match="TorchScript"):
+        intervene(scripted, [Knockout("0", (1,))])
 
 
 @pytest.mark.parametrize("text, expected", [

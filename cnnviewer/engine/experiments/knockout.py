@@ -115,6 +115,9 @@ def _probe(model: LoadedModel, layers: Sequence[str]) -> dict[str, tuple[int, ..
 
     from cnnviewer.engine.runtime.modes import eval_mode
     base = model.intact if model.intact is not None else model
+    if isinstance(base.module, torch.jit.ScriptModule):
+        raise AblationError(f"{base.name} is TorchScript (compiled): its layers cannot be knocked out; "
+                            "load the Python model with its weights instead")
     _check_names(base, layers)
     root, copies = _copy_path(base.module, layers)
     for layer in layers:
