@@ -201,7 +201,7 @@ def test_describe():
     assert Knockout("features.14.conv.0", (3, 7)).describe() == "features.14.conv.0 ch 3,7: zero"
     assert Knockout("a", (1,), "scale", factor=0.5).describe() == "a ch 1: scale ×0.5"
     assert Knockout("a", tuple(range(10)), "mean", means=(0.0,) * 10, source="folder x/ (3 images)").describe() \
-        == "a ch 0,1,2,3,4,5,… (10 channels): mean over folder x/ (3 images)"
+        == "a ch 10 (0,1,2,…): mean over folder x/ (3 images)"
 
 
 class FakeIndex:

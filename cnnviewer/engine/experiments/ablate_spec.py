@@ -51,9 +51,9 @@ class Knockout:
 
     def describe(self) -> str:
         """One line for the strip, e.g. 'features.14.conv.0 ch 3,7: zero'."""
-        shown = ",".join(str(c) for c in self.channels[:MAX_CHANNELS_SHOWN])
-        if len(self.channels) > MAX_CHANNELS_SHOWN:
-            shown += f",… ({len(self.channels)} channels)"
+        shown = ",".join(str(c) for c in self.channels)
+        if len(self.channels) > MAX_CHANNELS_SHOWN:     # the count first: the strip may shorten the rest
+            shown = f"{len(self.channels)} ({','.join(str(c) for c in self.channels[:3])},…)"
         what = {"zero": "zero", "scale": f"scale ×{self.factor:g}",
                 "mean": f"mean over {self.source or 'this image'}"}[self.mode]
         return f"{self.layer} ch {shown}: {what}"

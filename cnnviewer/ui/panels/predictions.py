@@ -145,7 +145,7 @@ class PredictionsPanel(QWidget):
         for row, p in enumerate(predictions):
             points = effect.delta_points(row, p.probability)
             sign = "+" if points >= 0.05 else "\u2212" if points <= -0.05 else "±"
-            entered = "" if p.index in before else ", new in top-5"
+            entered = "" if p.index in before else ", new"
             self.deltas.append(f"  {sign}{abs(points):.1f} pts{entered}")
 
     @staticmethod

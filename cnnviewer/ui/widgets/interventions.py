@@ -7,6 +7,7 @@ network's maps believing they are the intact one's.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -18,6 +19,13 @@ from PySide6.QtWidgets import (
 
 CHIP_STYLE = ("QWidget#knockout_chip { background: #5a3a1a; border: 1px solid #e5a50a; border-radius: 4px; }"
               " QLabel { color: #f6e3c0; }")
+
+
+CHIP_TEXT_WIDTH = 300   # px: a few chips fit a laptop-wide window; the full text is the tooltip
+
+
+def label_metrics(widget: QWidget) -> QFontMetrics:
+    return QFontMetrics(widget.font())
 
 
 class InterventionStrip(QToolBar):
@@ -39,15 +47,15 @@ class InterventionStrip(QToolBar):
         self.title = QLabel("  Knock-outs active:  ")
         self.title.setStyleSheet("font-weight: bold; color: #e5a50a;")
         self.addWidget(self.title)
+        self.clear_button = QPushButton("Clear all")
+        self.clear_button.setToolTip("Remove every knock-out: back to the intact model")
+        self.clear_button.clicked.connect(self.clear_requested.emit)
+        self.addWidget(self.clear_button)   # first: long chips never push it out of sight
         self._chip_row = QWidget()
         self._chip_layout = QHBoxLayout(self._chip_row)
         self._chip_layout.setContentsMargins(0, 0, 0, 0)
         self._chip_layout.setSpacing(6)
         self.addWidget(self._chip_row)
-        self.clear_button = QPushButton("Clear all")
-        self.clear_button.setToolTip("Remove every knock-out: back to the intact model")
-        self.clear_button.clicked.connect(self.clear_requested.emit)
-        self.addWidget(self.clear_button)
         self.setVisible(False)
 
     def set_interventions(self, knockouts) -> None:
@@ -64,7 +72,7 @@ class InterventionStrip(QToolBar):
             chip.setStyleSheet(CHIP_STYLE)
             row = QHBoxLayout(chip)
             row.setContentsMargins(6, 1, 2, 1)
-            label = QLabel(text)
+            label = QLabel(label_metrics(self).elidedText(text, Qt.TextElideMode.ElideMiddle, CHIP_TEXT_WIDTH))
             label.setToolTip(text)
             remove = QToolButton()
             remove.setText("×")
