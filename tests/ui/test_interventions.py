@@ -169,7 +169,9 @@ def test_feature_maps_picks_and_menu_and_architecture_block(window, qtbot):
 
     window.docks["architecture"].raise_()
     graph = window.architecture
-    qtbot.waitUntil(lambda: bool(graph.items), timeout=60000)
+    qtbot.waitUntil(lambda: bool(graph.items) and graph._model_token == session.model.token, timeout=60000)
+    qtbot.waitUntil(lambda: any(i.placed.node.label == "knock-out" for i in graph.items.values()), timeout=20000)
+    assert not any(i.placed.node.label == "addcmul" for i in graph.items.values())   # named, not a merge
     block = next(item for item in graph.items.values()
                  if item.placed.node.kind == "block" and item.placed.node.label == "features.16.conv")
     _action(graph.knockout_menu(block), "Knock out all its channels").trigger()

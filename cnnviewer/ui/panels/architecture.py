@@ -29,7 +29,7 @@ from cnnviewer.engine.structure.architecture import (
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.controls import on_screen
-from cnnviewer.ui.widgets.interventions import ask_factor
+from cnnviewer.ui.widgets.interventions import ask_factor, knockout_nodes
 
 NODE_W, NODE_H = 150.0, 34.0
 X_STEP, Y_STEP = 175.0, 62.0
@@ -226,7 +226,8 @@ class ArchitecturePanel(QWidget):
             path.lineTo(polyline[-1][0] * X_STEP, polyline[-1][1] * Y_STEP - NODE_H / 2)
             item = self.scene.addPath(path, edge_pen)
             item.setZValue(0)
-        for node in placed.nodes:
+        knocked = {k.layer for k in self._session.interventions}
+        for node in knockout_nodes(placed.nodes, knocked) if knocked else placed.nodes:
             item = NodeItem(node)
             item.setZValue(1)
             self.scene.addItem(item)

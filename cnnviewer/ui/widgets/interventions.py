@@ -95,3 +95,20 @@ def ask_factor(parent: QWidget, what: str) -> float | None:
     from PySide6.QtWidgets import QInputDialog
     factor, ok = QInputDialog.getDouble(parent, "Scale channels", f"Multiply {what} by:", 0.5, -100.0, 100.0, 3)
     return float(factor) if ok else None
+
+
+def knockout_nodes(placed_nodes, knocked_layers: set[str]) -> list:
+    """The architecture graph's PlacedNodes with each knock-out's own operation named 'knock-out'.
+
+    A knock-out on a container module (a residual block) is one `addcmul` the tracer sees at the end
+    of that module; unnamed it would read as one of the model's own merges.
+    """
+    import dataclasses
+    shown = []
+    for placed in placed_nodes:
+        node = placed.node
+        if node.label == "addcmul" and node.layer is None and node.blocks and node.blocks[-1] in knocked_layers:
+            node = dataclasses.replace(node, label="knock-out", kind="other", type_name="knock-out")
+            placed = dataclasses.replace(placed, node=node)
+        shown.append(placed)
+    return shown
