@@ -49,6 +49,8 @@ FIGURES: dict[str, list[str]] = {
                        + [rf"^features\.3\s+identity\s+24×56×56 → 24×56×56\s+{NUMBER}$",
                           rf"^features\.4\s+none\s+.*—\s+changes resolution 56→28 and channels 24→32",
                           rf"^random deletions \(\d+ draws each\)\s+k=1: {NUMBER} ± {NUMBER}"],
+    "bench_knockout.py": [rf"^{case}(\s+{NUMBER}){{6}}\s+(PASS|FAIL)$"
+                          for case in ("conv 2 channels", "block 80 channels", "5 layers")],
     "bench_live.py": [rf"^{name}: raw {NUMBER} frames/s, pipeline {NUMBER} frames/s, ratio {NUMBER}.*stall {NUMBER} ms"
                       for name in ("ssdlite320_mobilenet_v3_large", "mtcnn")],
     "bench_receptive_field.py": [rf"^{layer}(\s+{NUMBER}){{3}}\s+(PASS|FAIL)"

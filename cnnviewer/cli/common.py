@@ -52,8 +52,31 @@ def model_options(parser: argparse.ArgumentParser) -> None:
                         help="fp16/bf16 on a GPU")
 
 
+def ablate_option(parser: argparse.ArgumentParser) -> None:
+    """`--ablate LAYER:C1,C2[:zero|mean|scale=F]`, repeatable: run the model with those channels knocked out."""
+    parser.add_argument("--ablate", action="append", default=[], metavar="LAYER:C1,C2[:MODE]",
+                        help="knock out channels of LAYER (repeatable): zero (default), mean (their mean over "
+                             "the input image) or scale=F; channel ranges as A-B, e.g. features.14.conv.0:3,7:zero")
+
+
+# Knock-outs for a command whose model is loaded deeper down (top: through the dataset's loader).
+pending_ablations: list[str] = []
+
+
+def apply_ablations(model, image, specs: list[str]):
+    """`model` with the --ablate specs applied (means over `image`); one-line errors (exit 2)."""
+    from cnnviewer.engine.experiments.knockout import intervene, parse_ablation, resolve_means
+
+    knockouts = [parse_ablation(spec) for spec in specs]
+    inputs = None
+    if image is not None and any(k.mode == "mean" for k in knockouts):
+        from cnnviewer.engine.runtime.inference import prepare_input
+        inputs = prepare_input(image, model.preprocess, model.device, model.dtype, model.input_channels).tensor
+    return intervene(model, resolve_means(model, inputs, knockouts))
+
+
 def load_model_and_image(args: argparse.Namespace, need_image: bool = True):
-    """Model (with weights) and image for the headless commands."""
+    """Model (with weights, and with --ablate's knock-outs) and image for the headless commands."""
     from cnnviewer.engine.media.images import load_image
     from cnnviewer.engine.models.loading import load_model, load_weights, read_labels
     from cnnviewer.engine.runtime.memory import keep_freed_memory
@@ -79,6 +102,9 @@ def load_model_and_image(args: argparse.Namespace, need_image: bool = True):
         from dataclasses import replace
         model = replace(model, categories=labels)
     warn_if_untrained(model.name, model.trained)
+    specs = list(getattr(args, "ablate", None) or pending_ablations)
+    if specs:
+        model = apply_ablations(model, image, specs)
     return model, image
 
 

@@ -1,5 +1,8 @@
 """`cnnviewer compare IMAGE --model A --model B`: two models on one image, side by side.
 
+With `--ablate LAYER:C1,C2[:MODE]` B is A (or the model given for B) with those channels knocked out:
+`cnnviewer compare cat.jpg --ablate features.14.conv.0:3,7` shows what the knock-out changes.
+
 With one architecture and two weight files (`--model mobilenet_v2 --weights finetuned.pth`
 compares the pretrained weights with yours), it also prints how far each layer moved.
 """
@@ -12,7 +15,7 @@ import math
 import sys
 from types import SimpleNamespace
 
-from cnnviewer.cli.common import Parser, UsageError, int_in
+from cnnviewer.cli.common import Parser, UsageError, ablate_option, int_in
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,6 +30,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"))
     parser.add_argument("--layers", type=int_in(1), default=10, help="how many most-changed layers to list")
     parser.add_argument("--json", action="store_true", help="everything as one JSON object")
+    ablate_option(parser)
+    parser.set_defaults(ablate=[])
     return parser
 
 
@@ -36,7 +41,7 @@ def _sides(args: argparse.Namespace) -> list[tuple[str | None, str | None]]:
     models = args.model or [None]
     models = models * 2 if len(models) == 1 else models
     weights = [None] * (2 - len(args.weights)) + list(args.weights)
-    if models[0] == models[1] and weights[0] == weights[1]:
+    if models[0] == models[1] and weights[0] == weights[1] and not args.ablate:
         raise UsageError("cnnviewer compare: both sides are the same model and weights; give a second "
                          "--model or --weights")
     return list(zip(models, weights))
@@ -50,9 +55,12 @@ def run(args: argparse.Namespace) -> int:
     loaded = []
     for model, weights in sides:
         side = SimpleNamespace(image=args.image, model=model, weights=weights, labels=args.labels,
-                               trust=args.trust, device=args.device, precision="fp32")
+                               trust=args.trust, device=args.device, precision="fp32", ablate=[])
         loaded.append(load_model_and_image(side, need_image=not loaded))
     (left, image), (right, _) = loaded
+    if args.ablate:    # B's knock-outs are measured on the image A loaded
+        from cnnviewer.cli.common import apply_ablations
+        right = apply_ablations(right.original, image, args.ablate)
     result = compare(left, right, image)
     for warning in result.warnings():
         print(f"cnnviewer: warning: {warning}", file=sys.stderr)

@@ -8,6 +8,7 @@ from cnnviewer.cli.common import (
     MAX_EXPORT_SIDE,
     Parser,
     UsageError,
+    ablate_option,
     int_in,
     load_model_and_image,
     model_options,
@@ -27,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", type=int_in(16, MAX_EXPORT_SIDE), nargs=2, metavar=("W", "H"), default=(1000, 700),
                         help=f"pixels, 16 to {MAX_EXPORT_SIDE} each")
     model_options(parser)
+    ablate_option(parser)
     return parser
 
 

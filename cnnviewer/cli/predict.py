@@ -7,7 +7,13 @@ import json
 import math
 import sys
 
-from cnnviewer.cli.common import Parser, int_in, load_model_and_image, model_options
+from cnnviewer.cli.common import (
+    Parser,
+    ablate_option,
+    int_in,
+    load_model_and_image,
+    model_options,
+)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -16,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     model_options(parser)
     parser.add_argument("--json", action="store_true", help="JSON list of {label, index, probability, trained}")
     parser.add_argument("--top", type=int_in(1), default=5)
+    ablate_option(parser)
     return parser
 
 
@@ -30,9 +37,13 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"label": p.label, "index": p.index, "probability": p.probability,
                            "trained": model.trained} for p in predictions], indent=2))
+        if args.ablate:
+            print(f"cnnviewer: note: {len(model.interventions)} knock-out(s) applied", file=sys.stderr)
         return 0
     state = "" if model.trained else "  [untrained: random weights]"
     print(f"{image.name} — {model.title}, {model.weights_label}{state}")
+    for knockout in model.interventions:
+        print(f"  knocked out: {knockout.describe()}")
     for p in predictions:
         print(f"{p.probability:7.2%}  {p.label} ({p.index})")
     return 0

@@ -15,6 +15,7 @@ from psygnal import Signal
 from cnnviewer.engine.types import LayerId
 
 if TYPE_CHECKING:  # keeps this module torch-free for the UI thread
+    from cnnviewer.engine.experiments.ablate_spec import InterventionEffect
     from cnnviewer.engine.media.images import InputImage
     from cnnviewer.engine.models.handle import LoadedModel
     from cnnviewer.engine.workbench import ForwardSummary
@@ -45,30 +46,43 @@ class Session:
         self.selection = Selection()
         # The recorded pass of the current model on the current image; None until it ran.
         self.forward: ForwardSummary | None = None
+        # For a model with knock-outs: the intact model's probabilities beside `forward`'s top-5.
+        self.effect: InterventionEffect | None = None
 
-    def set_forward(self, summary: ForwardSummary) -> None:
+    def set_forward(self, summary: ForwardSummary, effect: InterventionEffect | None = None) -> None:
         """The current model ran on the current image: every panel may draw from it."""
-        self.forward = summary
+        self.forward, self.effect = summary, effect
         self.forward_changed.emit(summary)
 
     def fail_forward(self, message: str) -> None:
         """The current model cannot run on the current image: panels show nothing stale."""
-        self.forward = None
+        self.forward, self.effect = None, None
         self.forward_failed.emit(message)
 
-    def set_model(self, model: LoadedModel) -> None:
-        """Switch every panel to `model`; keep the layer when the new model has it."""
-        self.model, self.forward = model, None
+    def set_model(self, model: LoadedModel, keep_selection: bool = False) -> None:
+        """Switch every panel to `model`; keep the layer when the new model has it.
+
+        `keep_selection`: the same network with other knock-outs (experiments.knockout): the layer,
+        channel, neuron and chosen class all stay, so every panel recomputes what it showed.
+        """
+        self.model, self.forward, self.effect = model, None, None
         layers = set(model.layer_names)
         keep = self.selection.layer if self.selection.layer in layers else None
         self.model_changed.emit(model)
+        if keep_selection:
+            return
         self.select(layer=keep, channel=None if keep is None else self.selection.channel,
                     neuron=None, class_index=None)
+
+    @property
+    def interventions(self) -> tuple:
+        """The current model's knock-outs (experiments.ablate_spec.Knockout), in order; () when intact."""
+        return tuple(self.model.interventions) if self.model is not None else ()
 
     def set_image(self, image: InputImage) -> None:
         """Switch every panel to `image`."""
         if image is not self.image:
-            self.image, self.forward = image, None
+            self.image, self.forward, self.effect = image, None, None
             self.image_changed.emit(image)
 
     def select(self, **changes: Any) -> None:

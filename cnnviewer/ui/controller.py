@@ -8,15 +8,19 @@ session as it was, with a one-line message.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.types import DEFAULT_MODEL
 from cnnviewer.ui.jobs import UiJobs
+
+if TYPE_CHECKING:
+    from cnnviewer.engine.experiments.ablate_spec import Knockout
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class Controller(QObject):
     trust_needed = Signal(str, str)   # path, message
     catalogue_ready = Signal(object)  # dict family -> list[(name, status)]
     image_opened = Signal(str)        # path of an image file that loaded
+    interventions_changed = Signal(object)   # tuple of Knockout: the current model's knock-outs
 
     def __init__(self, session: Session, jobs: UiJobs, *, device: str | None = None,
                  precision: str = "fp32") -> None:
@@ -78,6 +83,8 @@ class Controller(QObject):
         self._pending: dict[str, Any] | None = None   # the model load in flight: spec, labels, ...
         self.model_spec: str | None = None   # what the current architecture was built from
         self.catalogue: dict[str, list[tuple[str, str]]] | None = None
+        # The Dataset panel's index, when it has one (for knock-outs by a folder's mean); set by it.
+        self.dataset_index: Callable[[], Any] = lambda: None
         jobs.cancelled.connect(self._on_job_cancelled)
         session.model_changed.connect(lambda _model: self.refresh_forward())
         session.image_changed.connect(lambda _image: self.refresh_forward())
@@ -170,7 +177,8 @@ class Controller(QObject):
         if self._pending is not None:
             self.load_model(**self._pending, weights=str(path), trust=trust)
             return
-        path, current, device, precision = str(path), self.session.model, self.device, self.precision
+        current = self.session.model.original if self.session.model is not None else None   # not the knocked copy
+        path, device, precision = str(path), self.device, self.precision
         spec = self.model_spec
 
         def work(_context):
@@ -201,6 +209,7 @@ class Controller(QObject):
         with self.jobs.held():          # every panel's first job starts once all have been told
             self.session.set_model(model)
             self.model_loaded.emit(model)
+            self.interventions_changed.emit(())     # another model: no knock-outs
         weights = model.weights_label if model.trained else "no weights offline: untrained"   # short, not the raw error
         self.message.emit(result.note or f"Loaded {model.name}: {weights}")
         if result.needs_trust is not None:
@@ -215,6 +224,7 @@ class Controller(QObject):
             self.session.set_image(image)
             self.session.set_model(model)
             self.model_loaded.emit(model)
+            self.interventions_changed.emit(tuple(model.interventions))
         self.message.emit(note)
 
     def fetch_catalogue(self) -> None:
@@ -238,7 +248,11 @@ class Controller(QObject):
             return
 
         def work(_context):
-            return workbench().forward(model, image)
+            summary = workbench().forward(model, image)
+            if model.intact is None:
+                return summary, None
+            from cnnviewer.engine.experiments.knockout import intervention_effect
+            return summary, intervention_effect(model, image, summary.predictions)
 
         self.jobs.submit("forward", work, on_done=self._on_forward_ready,
                          on_error=self._on_forward_failed, label="Running the model", first=True)
@@ -247,8 +261,94 @@ class Controller(QObject):
         self.message.emit(text)
         self.session.fail_forward(text)
 
-    def _on_forward_ready(self, summary) -> None:
+    def _on_forward_ready(self, result) -> None:
+        summary, effect = result
         if self.session.selection.layer is None:
             from cnnviewer.engine.types import default_layer
             self.session.select(layer=default_layer(summary.layers))
-        self.session.set_forward(summary)
+        self.session.set_forward(summary, effect)
+
+    # ---------------------------------------------------------------- knock-outs
+    @property
+    def interventions(self) -> tuple[Knockout, ...]:
+        """The knock-outs of the model every panel shows, in the order they were added."""
+        return self.session.interventions
+
+    def add_knockout(self, knockout: Knockout) -> None:
+        """Every panel recomputes with `knockout` added to the current ones (built on the job thread)."""
+        self._set_interventions((*self.interventions, knockout))
+
+    def remove_knockout(self, i: int) -> None:
+        """Drop the i-th knock-out (as the strip lists them)."""
+        current = list(self.interventions)
+        if 0 <= i < len(current):
+            del current[i]
+            self._set_interventions(tuple(current))
+
+    def clear_interventions(self) -> None:
+        """Back to the intact model, keeping the selection, the class and the image."""
+        self._set_interventions(())
+
+    def request_knockout(self, layer: str, channels: Sequence[int] | None, mode: str = "zero",
+                         factor: float = 0.0, over: str = "image") -> None:
+        """Knock out `channels` of `layer` (None: all of them, counted on the job thread); 'mean' is
+        measured there first: over this image (the current model's activations) or, `over='folder'`,
+        over the Dataset panel's index."""
+        model, image, index = self.session.model, self.session.image, self.dataset_index()
+        if model is None:
+            return
+        if mode == "mean" and over == "folder" and index is None:
+            self.message.emit("Knock-out not applied: no indexed folder (open one in the Dataset panel), "
+                              "or use the mean over this image")
+            return
+        if mode == "mean" and image is None:
+            return
+        chosen = None if channels is None else tuple(dict.fromkeys(int(c) for c in channels))
+
+        def make(_context):
+            from cnnviewer.engine.experiments import knockout as ko
+            picked = chosen if chosen is not None else tuple(range(ko.layer_channels(model, layer)))
+            if mode != "mean":
+                return ko.Knockout(layer, picked, mode, factor=factor)
+            if over == "folder":
+                values, source = ko.folder_channel_means(index, layer, picked)
+            else:
+                from cnnviewer.engine.runtime.inference import prepare_input
+                inputs = prepare_input(image, model.preprocess, model.device, model.dtype, model.input_channels)
+                values, source = ko.channel_means(model, inputs.tensor, layer, picked), "this image"
+            return ko.Knockout(layer, picked, "mean", means=values, source=source)
+
+        self._set_interventions(self.interventions, first=make)
+
+    def _set_interventions(self, knockouts: tuple[Knockout, ...], first: Callable[[Any], Any] | None = None) -> None:
+        """Build the model with `knockouts` (after `first`, which makes one more) on the job thread, then
+        switch every panel to it keeping the selection. A failure or Cancel keeps the model shown."""
+        model = self.session.model
+        if model is None:
+            return
+        if self._pending is not None:
+            self.message.emit("Knock-out not applied: a model is still loading")
+            return
+        intact = model.original
+
+        def work(context):
+            from cnnviewer.engine.errors import Cancelled
+            from cnnviewer.engine.experiments.knockout import intervene
+            every = (*knockouts, first(context)) if first is not None else knockouts
+            if context.cancel.is_set():
+                raise Cancelled()
+            return intervene(intact, every)
+
+        def done(derived) -> None:
+            if self.session.model is None or self.session.model.original is not intact:
+                return          # another model was loaded meanwhile
+            with self.jobs.held():
+                self.session.set_model(derived, keep_selection=True)
+                self.interventions_changed.emit(derived.interventions)
+            count = len(derived.interventions)
+            self.message.emit(f"{count} knock-out{'s' * (count != 1)} active: every panel shows {derived.title}"
+                              if count else f"Knock-outs cleared: {derived.title} intact")
+
+        self.jobs.submit("model", work, on_done=done,
+                         on_error=lambda text: self.message.emit(f"Knock-out not applied: {text}"),
+                         label="Applying knock-outs")   # the job thread: it runs the shared layers

@@ -31,6 +31,7 @@ from cnnviewer.ui.panel_messages import log_panel_messages
 from cnnviewer.ui.panels.registry import build_panel
 from cnnviewer.ui.shutdown import stop_everything
 from cnnviewer.ui.widgets.controls import on_screen, set_elided
+from cnnviewer.ui.widgets.interventions import InterventionStrip
 from cnnviewer.ui.window_menus import (
     build_menus,
     recent_files,
@@ -96,6 +97,12 @@ class MainWindow(QMainWindow):
         self._default_state = self.saveState()
         self.folder_browser = FolderBrowser(self.open_image, self)
         self._build_status_bar()
+        self.intervention_strip = InterventionStrip(self)   # the active knock-outs; hidden while none
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.intervention_strip)
+        self.intervention_strip.remove_requested.connect(controller.remove_knockout)
+        self.intervention_strip.clear_requested.connect(controller.clear_interventions)
+        controller.interventions_changed.connect(self.intervention_strip.set_interventions)
+        controller.dataset_index = lambda: getattr(self.panel_docks.built("dataset"), "index", None)
         build_menus(self)
         targets = {"live": self.docks["live_detection"], "compare": self.docks["compare"], "dataset": self.docks["dataset"]}
         self._drop_filter = DropFilter(self, self.docks, targets, self.open_paths)
@@ -111,11 +118,14 @@ class MainWindow(QMainWindow):
         jobs.finished.connect(self._on_job_finished)
         self._busy: dict[str, str] = {}
         self.restore_settings()
+        self.intervention_strip.set_interventions(session.interventions)   # not the saved state's visibility
 
     # ---------------------------------------------------------------- building
     def _on_panel_built(self, key: str, panel: QWidget) -> None:
         """A panel was just built (first shown or first asked for): wire it to the rest of the window."""
         log_panel_messages(key, panel, self.messages.add)   # what panels say is kept in View > Messages too
+        if hasattr(panel, "knockout_requested"):   # Feature maps, Architecture: "Knock out" menus
+            panel.knockout_requested.connect(self.controller.request_knockout)
         if key == "synthesis":   # facets come from the Dataset panel's folder (none until it was opened)
             panel.dataset_index = lambda: getattr(self.panel_docks.built("dataset"), "index", None)
 

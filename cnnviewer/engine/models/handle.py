@@ -57,6 +57,9 @@ class LoadedModel:
         device: where `module` lives.
         dtype: compute dtype (float32, or float16/bfloat16 on a GPU when asked).
         token: unique per load, so caches never mix two models.
+        intact: for a model with knock-outs (experiments.knockout.intervene), the model without
+            them; None for a model as loaded.
+        interventions: the knock-outs (experiments.ablate_spec.Knockout) applied, in order.
     """
 
     name: str
@@ -69,6 +72,8 @@ class LoadedModel:
     dtype: torch.dtype = torch.float32
     weights_path: str | None = None
     token: int = field(default_factory=lambda: next(_tokens))
+    intact: LoadedModel | None = None
+    interventions: tuple = ()
     # Filled in on construction (on the job thread), so the GUI thread reads
     # plain tuples and never walks the nn.Module itself.
     layer_names: tuple[str, ...] = field(init=False)
@@ -84,6 +89,11 @@ class LoadedModel:
         object.__setattr__(self, "input_channels", 1 if channels == 1 else 3)
 
     @property
+    def original(self) -> LoadedModel:
+        """The model without knock-outs: itself unless it is an intervened copy."""
+        return self.intact if self.intact is not None else self
+
+    @property
     def dtype_name(self) -> str:
         """'float32', 'float16' or 'bfloat16'."""
         return str(self.dtype).removeprefix("torch.")
@@ -92,7 +102,9 @@ class LoadedModel:
     def title(self) -> str:
         """'mobilenet_v2 (untrained)' style name for status bars."""
         suffix = "" if self.trained else " (untrained)"
-        return f"{self.name}{suffix}"
+        count = len(self.interventions)
+        knocked = f" with {count} knock-out{'s' * (count != 1)}" if count else ""
+        return f"{self.name}{suffix}{knocked}"
 
     def label(self, index: int) -> str:
         """Class name for an output index."""

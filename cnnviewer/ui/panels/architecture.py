@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QMenu,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -28,6 +29,7 @@ from cnnviewer.engine.structure.architecture import (
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.controls import on_screen
+from cnnviewer.ui.widgets.interventions import ask_factor, knockout_nodes
 
 NODE_W, NODE_H = 150.0, 34.0
 X_STEP, Y_STEP = 175.0, 62.0
@@ -74,6 +76,7 @@ class GraphView(QGraphicsView):
 
     node_clicked = Signal(object)
     node_double_clicked = Signal(object)
+    node_menu_requested = Signal(object, object)   # NodeItem, global QPoint (right-click)
 
     def __init__(self, scene: QGraphicsScene, parent: QWidget | None = None) -> None:
         super().__init__(scene, parent)
@@ -101,6 +104,13 @@ class GraphView(QGraphicsView):
         if item is not None and event.button() == Qt.MouseButton.LeftButton:
             self.node_clicked.emit(item)
 
+    def contextMenuEvent(self, event) -> None:  # noqa: N802 - Qt override
+        item = self.itemAt(event.pos())
+        while item is not None and not isinstance(item, NodeItem):
+            item = item.parentItem()
+        if item is not None:
+            self.node_menu_requested.emit(item, event.globalPos())
+
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802 - Qt override
         item = self._node_at(event)
         if item is not None:
@@ -110,7 +120,11 @@ class GraphView(QGraphicsView):
 
 
 class ArchitecturePanel(QWidget):
-    """The layered graph of the current model, with search, fold/unfold, fit and export."""
+    """The layered graph of the current model, with search, fold/unfold, fit and export; right-click a
+    node or block to knock out all its channels."""
+
+    # layer, channels (None: all), mode, factor, over: Controller.request_knockout
+    knockout_requested = Signal(str, object, str, float, str)
 
     def __init__(self, session: Session, jobs: UiJobs, workbench, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -124,6 +138,7 @@ class ArchitecturePanel(QWidget):
         self.view = GraphView(self.scene, self)
         self.view.node_clicked.connect(self._on_node_clicked)
         self.view.node_double_clicked.connect(self._on_node_double_clicked)
+        self.view.node_menu_requested.connect(lambda item, at: self.knockout_menu(item).exec(at))
         self.view.user_moved.connect(lambda: setattr(self, "_fit_pending", False))
         self.search = QLineEdit()
         self.search.setPlaceholderText("Find a layer…")
@@ -211,7 +226,8 @@ class ArchitecturePanel(QWidget):
             path.lineTo(polyline[-1][0] * X_STEP, polyline[-1][1] * Y_STEP - NODE_H / 2)
             item = self.scene.addPath(path, edge_pen)
             item.setZValue(0)
-        for node in placed.nodes:
+        knocked = {k.layer for k in self._session.interventions}
+        for node in knockout_nodes(placed.nodes, knocked) if knocked else placed.nodes:
             item = NodeItem(node)
             item.setZValue(1)
             self.scene.addItem(item)
@@ -278,6 +294,22 @@ class ArchitecturePanel(QWidget):
     def _on_node_clicked(self, item: NodeItem) -> None:
         if item.placed.node.layer:
             self._session.select(layer=item.placed.node.layer)
+
+    def knockout_menu(self, item: NodeItem) -> QMenu:
+        """The right-click menu of a node: knock out all its channels (zero, or scaled)."""
+        node = item.placed.node
+        layer = node.layer if node.kind != "block" else node.label
+        menu = QMenu(self)
+        zero = menu.addAction("Knock out all its channels")
+        scale = menu.addAction("Scale all its channels by…")
+        names = set(self._session.model.layer_names) if self._session.model is not None else set()
+        usable = bool(layer) and layer in names
+        for action in (zero, scale):
+            action.setEnabled(usable)
+        zero.triggered.connect(lambda _c=False: self.knockout_requested.emit(layer, None, "zero", 0.0, "image"))
+        scale.triggered.connect(lambda _c=False: (factor := ask_factor(self, f"every channel of {layer}")) is not None
+                                and self.knockout_requested.emit(layer, None, "scale", factor, "image"))
+        return menu
 
     def _on_node_double_clicked(self, item: NodeItem) -> None:
         node, current = item.placed.node, self.layout_result.collapsed if self.layout_result else frozenset()

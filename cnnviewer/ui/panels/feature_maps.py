@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import Qt
+import pyqtgraph as pg
+from PySide6.QtCore import QPoint, Qt, Signal
 from PySide6.QtWidgets import (
+    QApplication,
     QComboBox,
     QHBoxLayout,
     QLabel,
+    QMenu,
     QSizePolicy,
     QSplitter,
     QTreeWidget,
@@ -26,6 +29,7 @@ from cnnviewer.engine.views.features import (
 )
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
+from cnnviewer.ui.widgets.interventions import ask_factor
 
 
 class LayerTree(QTreeWidget):
@@ -67,11 +71,17 @@ class LayerTree(QTreeWidget):
 
 
 class FeatureMapsPanel(QWidget):
-    """All channels of one layer; hover reads values, click enlarges and overlays."""
+    """All channels of one layer; hover reads values, click enlarges and overlays; Ctrl/Shift-click
+    picks several, right-click knocks them out."""
+
+    # layer, channels, mode ('zero' | 'mean' | 'scale'), factor, over ('image' | 'folder'): Controller.request_knockout
+    knockout_requested = Signal(str, object, str, float, str)
 
     def __init__(self, session: Session, jobs: UiJobs, workbench, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._session, self._jobs, self._workbench = session, jobs, workbench
+        self.picked: list[int] = []           # channels picked with Ctrl/Shift-click (for a knock-out)
+        self._pick_marks: list = []
         self.view: FeatureMapView | None = None
         self._display: np.ndarray | None = None
         self._tree_token: int | None = None   # the model whose layers the tree lists
@@ -95,6 +105,8 @@ class FeatureMapsPanel(QWidget):
         self.canvas.clicked.connect(self._on_canvas_clicked)
         self.canvas.left.connect(lambda: self.readout.setText(self._summary_text()))
         self.canvas.reshaped.connect(self.refresh)   # re-arrange the tiles to fill the new shape
+        self.canvas.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.canvas.customContextMenuRequested.connect(self._on_context_menu)
         self.readout = QLabel("")
         self.readout.setWordWrap(True)   # long statistics must not widen the dock
         self.channel_canvas = ImageCanvas(self)
@@ -177,6 +189,12 @@ class FeatureMapsPanel(QWidget):
         hit = self._hit(y, x)
         if hit is None:
             return
+        modifiers = QApplication.keyboardModifiers()
+        if modifiers & (Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier):
+            self.toggle_pick(hit[0])
+            return
+        self.picked = [hit[0]]
+        self._mark_picked()
         model = self._session.model
         if self.view.layer in self._logit_layers and model is not None and hit[0] < len(model.categories):
             self._session.select(channel=hit[0], class_index=hit[0])   # a logit: that class, everywhere
@@ -192,6 +210,75 @@ class FeatureMapsPanel(QWidget):
             if hit is not None:
                 return hit
         return None
+
+    # ---------------------------------------------------------------- knock-outs
+    def toggle_pick(self, channel: int) -> None:
+        """Add `channel` to the picked tiles, or take it out (Ctrl/Shift-click)."""
+        if not self.picked and self._session.selection.channel is not None:
+            self.picked = [self._session.selection.channel]
+        if channel in self.picked:
+            self.picked.remove(channel)
+        else:
+            self.picked.append(channel)
+        self._mark_picked()
+        self.readout.setText(f"{len(self.picked)} channel{'s' * (len(self.picked) != 1)} picked: "
+                             f"{', '.join(map(str, self.picked[:12]))}{'…' if len(self.picked) > 12 else ''}"
+                             " — right-click to knock them out")
+
+    def _mark_picked(self) -> None:
+        """Outline every picked tile (the selected one keeps its own red outline)."""
+        for item in self._pick_marks:
+            self.canvas.view.removeItem(item)
+        self._pick_marks = []
+        if self.view is None or len(self.picked) < 2:
+            return
+        layout = self.view.layout
+        for channel in self.picked:
+            if 0 <= channel < self.view.values.shape[0]:
+                y, x = layout.tile_origin(layout.tile_of_channel(channel))
+                item = pg.QtWidgets.QGraphicsRectItem(x - 0.5, y - 0.5, layout.tile_width + 1, layout.tile_height + 1)
+                item.setPen(pg.mkPen((255, 170, 40), width=2, cosmetic=True))
+                self.canvas.view.addItem(item)
+                self._pick_marks.append(item)
+
+    def _on_context_menu(self, pos: QPoint) -> None:
+        if self.view is None:
+            return
+        pixel = self.canvas._pixel(self.canvas.mapToScene(pos))
+        hit = self._hit(*pixel) if pixel is not None else None
+        if hit is None:
+            return
+        channels = list(self.picked) if hit[0] in self.picked else [hit[0]]
+        self.knockout_menu(channels).exec(self.canvas.viewport().mapToGlobal(pos))
+
+    def knockout_menu(self, channels: list[int]) -> QMenu:
+        """'Knock out' with its four choices for `channels` of the shown layer."""
+        layer = self.view.layer if self.view is not None else ""
+        menu = QMenu(self)
+        shown = ", ".join(map(str, channels[:8])) + ("…" if len(channels) > 8 else "")
+        sub = menu.addMenu(f"Knock out channel{'s' * (len(channels) != 1)} {shown}")
+        sub.setToolTipsVisible(True)
+        for text, mode, over, tip in (
+                ("zero", "zero", "image", "Every panel recomputes with these channels set to 0"),
+                ("mean over this image", "mean", "image", "Each channel becomes its mean over this image's map"),
+                ("mean over the indexed folder", "mean", "folder", "Each channel becomes its mean over the "
+                 "folder indexed in the Dataset panel (needs this layer indexed)")):
+            action = sub.addAction(text)
+            action.setToolTip(tip)
+            action.triggered.connect(lambda _c=False, m=mode, o=over: self.knock_out(channels, m, over=o))
+        scale = sub.addAction("scale by…")
+        scale.setToolTip("Multiply these channels by a factor (0.5 halves them, 2 doubles them)")
+        scale.triggered.connect(lambda _c=False: (factor := ask_factor(self, "the channels")) is not None
+                                and self.knock_out(channels, "scale", factor))
+        sub.setEnabled(bool(layer) and bool(channels))
+        return menu
+
+    def knock_out(self, channels: list[int], mode: str = "zero", factor: float = 0.0, over: str = "image") -> None:
+        """Ask for a knock-out of `channels` of the shown layer (the controller builds it)."""
+        if self.view is not None and channels:
+            self.knockout_requested.emit(self.view.layer, list(channels), mode, float(factor), over)
+            self.picked = []
+            self._mark_picked()
 
     def _on_canvas_hovered(self, y: float, x: float) -> None:
         if self.view is None:
@@ -228,6 +315,9 @@ class FeatureMapsPanel(QWidget):
         view, display = result
         same_layer = self.view is not None and self.view.layer == view.layer
         self.view, self._display = view, display
+        if not same_layer:
+            self.picked = []
+        self._mark_picked()
         self.canvas.show_image(view.mosaic, keep_view=same_layer)
         self.readout.setText(self._summary_text())
         self._show_channel(self._session.selection.channel)
@@ -269,7 +359,8 @@ class FeatureMapsPanel(QWidget):
         if stats is not None:
             text += (f"; min {stats.minimum:.3g}, max {stats.maximum:.3g}, mean {stats.mean:.3g}, "
                      f"std {stats.std:.3g}, zeros {stats.zero_fraction:.0%}, dead channels {stats.dead_channels}")
-        return text + ". Hover for values, click to enlarge."
+        return text + (". Hover for values, click to enlarge; Ctrl/Shift-click picks several, "
+                       "right-click knocks them out.")
 
 
 def logit_layers(layers) -> set[str]:

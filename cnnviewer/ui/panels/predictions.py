@@ -32,6 +32,12 @@ class PredictionsPanel(QWidget):
         self.chart.getViewBox().invertY(True)
         self.bars = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brush=(86, 156, 214))
         self.chart.addItem(self.bars)
+        # With knock-outs: the intact model's probability of each class, as an outline over its bar.
+        self.ghosts = pg.BarGraphItem(x0=[], y=[], height=0.7, width=[], brush=None,
+                                      pen=pg.mkPen((235, 235, 235), width=1.5, style=Qt.PenStyle.DashLine))
+        self.ghosts.setZValue(5)
+        self.chart.addItem(self.ghosts)
+        self.deltas: list[str] = []     # per bar: '−12.3 pts' while knock-outs are active, else ''
         # Made once and only moved / retexted: creating and removing pyqtgraph items
         # on every forward pass cost the GUI thread 12-17 ms.
         self._value_labels = [pg.TextItem("", color=(230, 230, 230), anchor=(0, 0.5)) for _ in range(TOP_K)]
@@ -83,6 +89,8 @@ class PredictionsPanel(QWidget):
         """Forget the shown predictions (a new model, or one that failed) and say why."""
         self.predictions = ()
         self.bars.setOpts(x0=[], y=[], width=[], height=0.7)
+        self.ghosts.setOpts(x0=[], y=[], width=[], height=0.7)
+        self.deltas = []
         self.chart.getAxis("left").setTicks([[]])
         for item in self._value_labels:
             item.setText("")
@@ -106,12 +114,47 @@ class PredictionsPanel(QWidget):
         self.bars.setOpts(x0=[0] * len(values), y=list(range(len(values))), width=values, height=0.7)
         axis = self.chart.getAxis("left")
         axis.setTicks([[(i, self._elided(label)) for i, label in enumerate(labels)]])
+        effect = self._session.effect
+        if effect is not None and (model is None or effect.model_token != model.token):
+            effect = None
+        self._show_ghosts(effect, summary.predictions)
         for i, item in enumerate(self._value_labels):
-            item.setText(f"{values[i]:.1%}" if i < len(values) else "")
-            item.setPos(min(values[i], 0.82) + 0.01 if i < len(values) else 0, i)
+            item.setText(f"{values[i]:.1%}{self.deltas[i]}" if i < len(values) else "")
+            reach = max(values[i], effect.intact[i]) if i < len(values) and effect is not None else \
+                values[i] if i < len(values) else 0.0     # right of the bar and of its ghost
+            inside = effect is not None and reach > 0.6   # no room on the right: inside the bar, at its left
+            item.setAnchor((0, 0.5))
+            item.setPos((0.01 if inside else min(reach, 0.82) + 0.01) if i < len(values) else 0, i)
         name = summary.image.name
         model_title = model.title if model is not None else ""
         warning = "" if model is None or model.trained else \
             " <b style='color:#e5a50a'>untrained: random weights, predictions are meaningless</b>"
         top = f"<b>{labels[0]}</b> {values[0]:.1%}" if labels else "no output"
-        self.title.setText(f"{name} — {model_title}: {top}{warning}")
+        self.title.setText(f"{name} — {model_title}: {top}{warning}{self._left_text(effect, summary.predictions)}")
+
+    def _show_ghosts(self, effect, predictions) -> None:
+        """The intact model's probabilities as outlines, and each bar's change in points."""
+        if effect is None:
+            self.ghosts.setOpts(x0=[], y=[], width=[], height=0.7)
+            self.deltas = [""] * len(predictions)
+            return
+        intact = list(effect.intact[:len(predictions)])
+        self.ghosts.setOpts(x0=[0] * len(intact), y=list(range(len(intact))), width=intact, height=0.7)
+        before = {index for _label, index, _p in effect.intact_top}
+        self.deltas = []
+        for row, p in enumerate(predictions):
+            points = effect.delta_points(row, p.probability)
+            sign = "+" if points >= 0.05 else "\u2212" if points <= -0.05 else "±"
+            entered = "" if p.index in before else ", new"
+            self.deltas.append(f"  {sign}{abs(points):.1f} pts{entered}")
+
+    @staticmethod
+    def _left_text(effect, predictions) -> str:
+        """Intact top-5 classes the knock-outs pushed out, with their probability before → after."""
+        if effect is None:
+            return ""
+        left = effect.left_top(tuple(p.index for p in predictions))
+        if not left:
+            return "<br>intact model's top-5 kept (outlines: its probabilities)"
+        shown = ", ".join(f"{label} {before:.1%} → {after:.1%}" for label, before, after in left)
+        return f"<br>left the top-5: {shown} (outlines: the intact model)"

@@ -23,6 +23,7 @@ class IndexingMixin:
         model, folder = self._session.model, self.folder
         if model is None or folder is None:
             return
+        model = model.original      # knock-outs change no index: the folder is the intact model's
         layers = self._layers_for(model)
         workers = 1 if (os.cpu_count() or 1) >= 2 else 0
 
@@ -136,7 +137,7 @@ class IndexingMixin:
         layers = [name for name in index.layers if name != LOGITS]
         for tab in (self.neighbours_tab, self.map_tab):
             tab.set_layers(layers, default=retrieval_layer(index) if layers else None)
-        self.map_tab.set_index(index, self._session.model)
+        self.map_tab.set_index(index, self._session.model.original if self._session.model else None)
         self.refresh()
 
     # ---------------------------------------------------------------- status
@@ -205,7 +206,11 @@ class IndexingMixin:
 
     def _on_model_changed(self, model) -> None:
         """Another model: its own index of the folder (reopened when there is one; else a button).
-        A build running for the old model is checkpointed, so coming back to it resumes."""
+        A build running for the old model is checkpointed, so coming back to it resumes. Knock-outs
+        added or removed are not another model: the intact model's index stays."""
+        if getattr(self, "_indexed_model", None) is model.original:
+            return
+        self._indexed_model = model.original
         self._stop_build(show_paused=False)
         self.index = None
         self.clear_views(f"The index of this folder for {model.name} is being looked for…" if self.folder else START)

@@ -32,6 +32,11 @@ from cnnviewer.ui.panels.dataset.tabs import MapTab, NeighboursTab, TopTab
 from cnnviewer.ui.widgets.controls import on_screen
 
 
+def _intact(model):
+    """The model the index belongs to: knock-outs (experiments.knockout) are not a new model for indexing."""
+    return model.original if model is not None else None
+
+
 class DatasetPanel(IndexingMixin, QWidget):
     """A folder's index and its three views, for the session's model."""
 
@@ -40,6 +45,7 @@ class DatasetPanel(IndexingMixin, QWidget):
         self._session, self._jobs, self._controller = session, jobs, controller
         self.folder: Path | None = None
         self.index = None          # DatasetIndex (numpy only; read on the job thread)
+        self._indexed_model = _intact(session.model)   # whose index: the same with or without knock-outs
         self._build = None         # IndexBuild in progress (job thread only)
         self._extra_layers: list[str] = []
         self.setAcceptDrops(True)
@@ -146,7 +152,7 @@ class DatasetPanel(IndexingMixin, QWidget):
         return None
 
     def refresh_top(self) -> None:
-        index, model = self.index, self._session.model
+        index, model = self.index, _intact(self._session.model)
         if index is None or model is None or not on_screen(self.top_tab):
             return
         unit = self._unit(self._session.selection)
@@ -180,7 +186,7 @@ class DatasetPanel(IndexingMixin, QWidget):
 
     def rank_by_neuron(self) -> None:
         """The selected neuron's exact top images: its value read from every image again, in slices."""
-        index, model, selection = self.index, self._session.model, self._session.selection
+        index, model, selection = self.index, _intact(self._session.model), self._session.selection
         if index is None or model is None or selection.neuron is None or selection.channel is None:
             return
         layer, channel, position = selection.layer, selection.channel, selection.neuron
@@ -223,7 +229,7 @@ class DatasetPanel(IndexingMixin, QWidget):
             self._controller.open_image(str(self.index.path(row)))
 
     def refresh_neighbours(self) -> None:
-        index, model, image = self.index, self._session.model, self._session.image
+        index, model, image = self.index, _intact(self._session.model), self._session.image
         layer = self.neighbours_tab.layer.currentText()
         if index is None or model is None or image is None or not layer or not on_screen(self.neighbours_tab):
             return
