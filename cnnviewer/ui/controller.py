@@ -73,6 +73,7 @@ class Controller(QObject):
     catalogue_ready = Signal(object)  # dict family -> list[(name, status)]
     image_opened = Signal(str)        # path of an image file that loaded
     interventions_changed = Signal(object)   # tuple of Knockout: the current model's knock-outs
+    dataset_folder_changed = Signal(object)  # Path: the folder the Dataset panel opened (Experiments use it)
 
     def __init__(self, session: Session, jobs: UiJobs, *, device: str | None = None,
                  precision: str = "fp32") -> None:
@@ -85,6 +86,7 @@ class Controller(QObject):
         self.catalogue: dict[str, list[tuple[str, str]]] | None = None
         # The Dataset panel's index, when it has one (for knock-outs by a folder's mean); set by it.
         self.dataset_index: Callable[[], Any] = lambda: None
+        self.dataset_folder: Path | None = None
         jobs.cancelled.connect(self._on_job_cancelled)
         session.model_changed.connect(lambda _model: self.refresh_forward())
         session.image_changed.connect(lambda _image: self.refresh_forward())

@@ -242,7 +242,7 @@ def test_help_and_usage_errors_load_neither_torch_nor_qt(argv):
 
 @pytest.mark.parametrize("argv, said", [(["evalute"], "unknown command 'evalute'; did you mean 'evaluate'?"),
                                         (["sumary", "--help"], "unknown command 'sumary'; did you mean 'summary'?"),
-                                        (["xyzzy"], "unknown command 'xyzzy'; commands: compare, detect"),
+                                        (["xyzzy"], "unknown command 'xyzzy'; commands: ablate-rank, compare, detect"),
                                         (["predit", "cat.png"], "unknown command 'predit'; did you mean 'predict'?"),
                                         (["exprot"], "did you mean 'export'?")])
 def test_a_mistyped_command_is_named_not_opened_as_an_image(argv, said, capsys, monkeypatch, tmp_path):

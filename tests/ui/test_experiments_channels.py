@@ -4,14 +4,11 @@ it, Cancel leaves no stale view, a new image clears the result, and the model is
 
 from __future__ import annotations
 
-import sys
-import types
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 from PySide6.QtCore import QPointF, Qt
 
+from cnnviewer.engine.experiments.ablate_spec import Knockout
 from cnnviewer.engine.jobs import JobRunner
 from cnnviewer.engine.session import Session
 from cnnviewer.ui.controller import Controller
@@ -96,26 +93,18 @@ def test_ranks_selects_and_knocks_out(tab, qtbot, monkeypatch):
 
     # Knock out: disabled without add_knockout; with it, the chosen channels reach the controller
     tab.table.selectRow(0)
-    assert not hasattr(tab._controller, "add_knockout") or tab.knock_button.isEnabled()
-    received = []
-
-    @dataclass(frozen=True)
-    class Knockout:
-        layer: str
-        channels: tuple[int, ...]
-
-    module = types.ModuleType("cnnviewer.engine.experiments.knockout")
-    module.Knockout = Knockout
-    monkeypatch.setitem(sys.modules, "cnnviewer.engine.experiments.knockout", module)
-    monkeypatch.setattr(tab._controller, "add_knockout", received.append, raising=False)
+    assert tab.knock_button.isEnabled()
+    intact, second = session.model, int(tab.table.item(1, 0).text())
     tab.table.clearSelection()
     flags = tab.table.selectionModel().SelectionFlag
     for row in (0, 1):
         tab.table.selectionModel().select(tab.table.model().index(row, 0), flags.Select | flags.Rows)
     assert tab.knock_button.isEnabled()
     qtbot.mouseClick(tab.knock_button, Qt.MouseButton.LeftButton)
-    assert received == [Knockout(LAYER, (best, int(tab.table.item(1, 0).text())))]
     assert "Knocked out 2 channels" in tab.info.text()
+    qtbot.waitUntil(lambda: session.model is not intact and session.forward is not None, timeout=30000)
+    assert session.model.interventions == (Knockout(LAYER, (best, second)),)
+    assert session.model.intact is intact and not has_hooks(intact.module)
 
     # a later layer's channel as the target: pin it, then rank an earlier layer
     session.select(layer="features.17", channel=5)

@@ -31,3 +31,17 @@ def test_tabs_build_when_shown_and_a_result_saves(window, qtbot, tmp_path):
     assert len(saved["drops"]) == 160
     assert json.loads(QImage(str(tmp_path / "channels.png")).text(PNG_TEXT_KEY)) == saved
     window.close()
+
+
+def test_the_dataset_panels_folder_reaches_the_experiments(window, qtbot, tmp_path):
+    from PIL import Image
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(folder / "red.png")
+    window.docks["experiments"].raise_()
+    qtbot.waitUntil(lambda: window.panel_docks.built("experiments") is not None, timeout=5000)
+    lesion = window.experiments.lesion
+    assert lesion.folder is None
+    window.dataset.open_folder(folder, start=False)
+    assert lesion.folder == folder and window.controller.dataset_folder == folder
+    window.close()

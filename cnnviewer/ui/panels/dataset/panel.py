@@ -111,6 +111,8 @@ class DatasetPanel(IndexingMixin, QWidget):
     def open_folder(self, folder: str | Path, start: bool = True) -> None:
         """Make `folder` the panel's dataset; index it (or bring its index up to date) when `start`."""
         self.folder, self.index = Path(folder), None
+        self._controller.dataset_folder = self.folder
+        self._controller.dataset_folder_changed.emit(self.folder)
         self._extra_layers = []
         self.folder_label.setText(f"<b>{self.folder.name}/</b>: looking for its index…")
         self.folder_label.setToolTip(str(self.folder))

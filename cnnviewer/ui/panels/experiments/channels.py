@@ -353,16 +353,15 @@ class ChannelsTab(QWidget):
         return [int(self.table.item(row, 0).value) for row in rows if self.table.item(row, 0) is not None]
 
     def _update_knock_button(self) -> None:
-        offered = hasattr(self._controller, "add_knockout")
-        self.knock_button.setEnabled(offered and self.result is not None and bool(self.chosen_channels()))
+        self.knock_button.setEnabled(self.result is not None and bool(self.chosen_channels()))
         self.knock_button.setToolTip("Knock the chosen channels out in every panel (the strip above lists "
-                                     "interventions)" if offered else "Knock-outs are not available in this window")
+                                     "the knock-outs; each can be removed there)")
 
     def _knock_out(self) -> None:
         channels = self.chosen_channels()
-        if self.result is None or not channels or not hasattr(self._controller, "add_knockout"):
+        if self.result is None or not channels:
             return
-        from cnnviewer.engine.experiments.knockout import Knockout   # torch-importing: only when used
+        from cnnviewer.engine.experiments.ablate_spec import Knockout
         self._controller.add_knockout(Knockout(self.result.layer, tuple(channels)))
         self.info.setText(f"Knocked out {len(channels)} channel{'s' * (len(channels) != 1)} of {self.result.layer}: "
                           f"{', '.join(map(str, channels[:8]))}{'…' if len(channels) > 8 else ''}.")
