@@ -7,6 +7,7 @@ import argparse
 from cnnviewer.cli.common import (
     Parser,
     UsageError,
+    ablate_option,
     int_in,
     load_model_and_image,
     model_options,
@@ -58,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--npy", help="also save the raw attribution (float32, HxWx3 or HxW)")
     model_options(parser)
+    ablate_option(parser)
     return parser
 
 

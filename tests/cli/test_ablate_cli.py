@@ -84,6 +84,18 @@ def test_export_predictions_with_ablate(photos, tmp_path, capsys):
     assert out.stat().st_size > 1000
 
 
+def test_export_gradients_explains_the_knocked_out_model(photos, tmp_path, capsys):
+    """Grad-CAM of the cat class with the last block's strongest channels zeroed is another map."""
+    cat = str(photos / "chelsea.jpg")
+    maps = {}
+    for name, extra in (("intact", []), ("knocked", ["--ablate", "features.18:0-639"])):
+        out = tmp_path / f"{name}.png"
+        assert main(["export", "gradients", cat, "--method", "grad-cam", "--target-class", "285",
+                     "--display", "heat", "-o", str(out), *extra]) == 0, capsys.readouterr().err
+        maps[name] = np.asarray(Image.open(out).convert("L"), dtype=np.float32)
+    assert np.abs(maps["intact"] - maps["knocked"]).mean() > 5
+
+
 def test_top_with_ablate_indexes_apart(photos, tmp_path, capsys, monkeypatch):
     """The knocked-out logit is 0 in every image; the intact index is left as it was."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
