@@ -124,7 +124,10 @@ class PredictionsPanel(QWidget):
                 values[i] if i < len(values) else 0.0     # right of the bar and of its ghost
             inside = effect is not None and reach > 0.6   # no room on the right: inside the bar, at its left
             item.setAnchor((0, 0.5))
-            item.setPos((0.01 if inside else min(reach, 0.82) + 0.01) if i < len(values) else 0, i)
+            item.fill = pg.mkBrush(30, 30, 34, 220) if inside else pg.mkBrush(None)   # readable over the ghost's edge
+            item.update()
+            left = (values[i] + 0.01 if values[i] < 0.45 else 0.01) if inside else min(reach, 0.82) + 0.01
+            item.setPos(left if i < len(values) else 0, i)    # inside the ghost: right of the bar itself
         name = summary.image.name
         model_title = model.title if model is not None else ""
         warning = "" if model is None or model.trained else \
