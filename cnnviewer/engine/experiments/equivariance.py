@@ -29,7 +29,12 @@ from torch import Tensor, nn
 
 from cnnviewer.engine.errors import Cancelled
 from cnnviewer.engine.experiments import equivariance_why
-from cnnviewer.engine.experiments.equivariance_maps import TRANSFORMS, cached_plan, compare, transformed_inputs
+from cnnviewer.engine.experiments.equivariance_maps import (
+    TRANSFORMS,
+    cached_plan,
+    compare,
+    transformed_inputs,
+)
 from cnnviewer.engine.media.images import InputImage
 from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.runtime.modes import eval_mode
@@ -169,7 +174,7 @@ class _Probe:
                  separable: bool, whole_steps_only: bool, dedupe: bool, containers: frozenset = frozenset()) -> None:
         self.fields, self.channels_last, self.size = fields, channels_last, size
         self.transform, self.amounts = transform, amounts
-        self.options = dict(wrap=wrap, separable=separable, whole_steps_only=whole_steps_only)
+        self.options = {"wrap": wrap, "separable": separable, "whole_steps_only": whole_steps_only}
         self.dedupe, self.last_key, self.duplicates, self.containers = dedupe, None, set(), containers
         self.reference: dict[tuple[LayerId, int], tuple] = {}
         self.rows: dict[LayerId, dict[int, tuple[float, float, float]]] = {}   # amount index -> values

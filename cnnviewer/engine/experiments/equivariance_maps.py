@@ -42,13 +42,13 @@ def inverse_map(transform: str, amount: float, size: int) -> Inverse:
 def margin_for(transform: str, amounts: Sequence[float], size: int) -> tuple[int, int]:
     """Extra view around the crop that the transformed crops read from."""
     if transform == "shift":
-        return 0, int(math.ceil(max(abs(a) for a in amounts)))
+        return 0, math.ceil(max(abs(a) for a in amounts))
     if transform == "rotate":
         worst = max(abs(math.radians(a)) for a in amounts)
-        extra = int(math.ceil(size / 2 * (abs(math.cos(worst)) + abs(math.sin(worst))) - size / 2)) + 1
+        extra = math.ceil(size / 2 * (abs(math.cos(worst)) + abs(math.sin(worst))) - size / 2) + 1
         return extra, extra
     if transform == "scale":
-        extra = int(math.ceil(size / 2 * max(1.0 / min(amounts) - 1.0, 0.0))) + 1
+        extra = math.ceil(size / 2 * max(1.0 / min(amounts) - 1.0, 0.0)) + 1
         return extra, extra
     return 0, 0
 
