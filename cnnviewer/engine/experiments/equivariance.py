@@ -41,7 +41,7 @@ from cnnviewer.engine.runtime.modes import eval_mode
 from cnnviewer.engine.runtime.outputs import first_tensor
 from cnnviewer.engine.types import LayerId
 
-__all__ = ["TRANSFORMS", "ProbeResult", "default_amounts", "probe", "transformed_inputs"]
+__all__ = ["TRANSFORMS", "ProbeResult", "default_amounts", "mean_result", "probe", "transformed_inputs"]
 BOUNDARIES = ("crop", "wrap")
 UNITS = {"shift": "px", "flip": "", "rotate": "°", "scale": "×"}
 DEFAULT_ROTATIONS = (-10.0, -5.0, -2.0, -1.0, 1.0, 2.0, 5.0, 10.0)
@@ -297,3 +297,23 @@ def probe(model: LoadedModel, image: InputImage, transform: str = "shift", amoun
         layer_types=tuple(type(modules[name]).__name__ for name in chosen),
         reasons=tuple(equivariance_why.why(modules[name], fields.get(name), transform, boundary) for name in chosen),
         model=model.title, image=image.name)
+
+
+def mean_result(results: Sequence[ProbeResult], name: str = "") -> ProbeResult:
+    """The mean over images of probes with the same layers and amounts (NaN-aware: a cell is NaN only
+    where every image's is); top-1 classes are those of the first image."""
+    import dataclasses
+    import warnings
+
+    first = results[0]
+    if any(r.layers != first.layers or r.amounts != first.amounts for r in results):
+        raise ValueError("the images gave different layers or amounts")
+
+    def mean(field: str) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)     # all-NaN cells stay NaN
+            return np.nanmean(np.stack([getattr(r, field) for r in results]), axis=0)
+
+    return dataclasses.replace(first, equivariance=mean("equivariance"), invariance=mean("invariance"),
+                               map_similarity=mean("map_similarity"), seconds=sum(r.seconds for r in results),
+                               forwards=sum(r.forwards for r in results), image=name or f"{len(results)} images")
