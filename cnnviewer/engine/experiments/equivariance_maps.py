@@ -6,6 +6,7 @@ start + i·jump (structure.summary.Field), so one inverse map serves the image a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
@@ -107,6 +108,13 @@ class Plan:
     runs: tuple | None = None   # whole rectangle of consecutive positions: (rows, cols, source rows, source cols)
                                 # as (start, stop, reversed); slicing is ~10x faster than index_select
 
+    def on(self, device) -> Plan:
+        """The plan's index tensors on the maps' device (a GPU model's maps stay on the GPU)."""
+        if self.rows.device == device:
+            return self
+        move = {name: getattr(self, name).to(device) for name in ("rows", "cols", "source_rows", "source_cols")}
+        return dataclasses.replace(self, **move)
+
 
 def plan_for(field, height: int, width: int, inverse: Inverse, size: int, wrap: bool, separable: bool,
           whole_steps_only: bool) -> Plan | None:
@@ -190,8 +198,9 @@ def compare(reference: Tensor, moved: Tensor, plan: Plan | None, energy: Tensor 
         if energy is not None:
             (r0, r1, _), (c0, c1, _) = plan.runs[2:]
             norm = math.sqrt(max(float(energy[r0:r1, c0:c1].sum()), 0.0))
-            return float(torch.dist(got, expected)) / norm if norm > 0.0 else float("nan")
+            return float(torch.linalg.vector_norm(got - expected)) / norm if norm > 0.0 else float("nan")
     elif plan.rectangle:
+        plan = plan.on(reference.device)
         got = moved.index_select(1, plan.rows).index_select(2, plan.cols)
         if plan.whole:
             expected = reference.index_select(1, plan.source_rows).index_select(2, plan.source_cols)
@@ -200,6 +209,7 @@ def compare(reference: Tensor, moved: Tensor, plan: Plan | None, energy: Tensor 
             grid = torch.stack([gx, gy], dim=-1).to(reference.dtype)[None]
             expected = F.grid_sample(reference[None], grid, mode="bilinear", align_corners=False)[0]
     else:
+        plan = plan.on(reference.device)
         got = moved[:, plan.rows, plan.cols]
         if plan.whole:
             expected = reference[:, plan.source_rows, plan.source_cols]
@@ -209,4 +219,4 @@ def compare(reference: Tensor, moved: Tensor, plan: Plan | None, energy: Tensor 
     norm = float(torch.linalg.vector_norm(expected))
     if norm == 0.0:
         return float("nan")
-    return float(torch.dist(got, expected)) / norm
+    return float(torch.linalg.vector_norm(got - expected)) / norm
