@@ -114,7 +114,8 @@ class ProbeTab(QWidget):
                            "original input.")
         self.info.setWordWrap(True)
         self.hover, self.consistency_label = QLabel(""), QLabel("")
-        self.hover.setWordWrap(True)
+        for label in (self.hover, self.consistency_label):
+            label.setWordWrap(True)
         self.picture = QWidget()         # what Save grabs: the plot with its captions
         self._picture_layout = QVBoxLayout(self.picture)
         self._picture_layout.setContentsMargins(0, 0, 0, 0)

@@ -22,7 +22,7 @@ def build_plot():
     plot.showGrid(x=True, y=True, alpha=0.2)
     plot.getAxis("left").enableAutoSIPrefix(False)
     plot.setMinimumHeight(200)
-    legend = plot.addLegend(offset=(-10, 10), brush=pg.mkBrush(30, 30, 34, 190))
+    legend = plot.addLegend(offset=(10, 5), brush=pg.mkBrush(30, 30, 34, 190))   # top left, above the curves
     marker = pg.InfiniteLine(angle=90, pen=pg.mkPen((200, 200, 200, 120), width=1))
     return plot, legend, marker
 
@@ -57,9 +57,12 @@ def draw(plot, legend, marker, result, curves: dict[str, np.ndarray]) -> None:
             plot.plot(x, curves[name], pen=pg.mkPen(colour, width=2), symbol="o", symbolSize=4, symbolBrush=colour,
                       symbolPen=None, name=label, connect="finite")
     plot.addItem(marker, ignoreBounds=True)
-    every = max(1, -(-len(x) // 6))     # about six names fit a 420 px dock
+    every = max(1, -(-len(x) // 4))     # four names fit a 420 px dock; hovering names every layer
     plot.getAxis("bottom").setTicks([[(i, _short(n)) for i, n in enumerate(result.layers) if i % every == 0]])
     plot.setXRange(-0.5, len(x) - 0.5, padding=0.02)
+    highest = max([1.0] + [float(np.nanmax(v)) for v in curves.values() if np.isfinite(v).any()])
+    plot.setYRange(min(0.0, *[float(np.nanmin(v)) for v in curves.values() if np.isfinite(v).any()]) - 0.05,
+                   highest * 1.4)   # headroom: the legend sits above the curves
 
 
 def describe(result, index: int, curves: dict[str, np.ndarray]) -> str:
@@ -72,7 +75,7 @@ def describe(result, index: int, curves: dict[str, np.ndarray]) -> str:
 
 
 def _short(name: str) -> str:
-    return name if len(name) <= 14 else "…" + name[-13:]
+    return name if len(name) <= 12 else "…" + name[-11:]
 
 
 def _number(value: float) -> str:
