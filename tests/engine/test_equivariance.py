@@ -204,3 +204,22 @@ def test_real_mobilenet_v2_on_the_cat(mobilenet):
     assert all(not p.requires_grad for p in mobilenet.module.parameters()) and not mobilenet.module.training
     data = result.to_json()
     assert data["equivariance_error"][first][0] is None and len(data["layers"]) == len(result.layers)
+
+
+def test_cancel_inside_the_forward_leaves_no_hook():
+    import threading
+
+    from cnnviewer.engine.errors import Cancelled
+
+    net = conv_net("zeros")
+    cancel, seen = threading.Event(), []
+
+    def progress(fraction: float) -> None:
+        seen.append(fraction)
+        cancel.set()
+    with pytest.raises(Cancelled):
+        probe(wrapped(net), photo(), "shift", [1, 2, 3], cancel=cancel, progress=progress, batch=3)
+    assert not has_hooks(net) and not net.training
+    done = []
+    probe(wrapped(net), photo(), "shift", [1, 2, 3], progress=done.append, batch=1)
+    assert done == sorted(done) and done[-1] == 1.0 and all(0 <= f <= 1 for f in done)

@@ -33,6 +33,7 @@ from cnnviewer.engine.experiments.equivariance_maps import (
     TRANSFORMS,
     cached_plan,
     compare,
+    integral,
     transformed_inputs,
 )
 from cnnviewer.engine.media.images import InputImage
@@ -171,10 +172,16 @@ class _Probe:
     """Per-layer statistics, filled by the streaming hook one batch at a time."""
 
     def __init__(self, fields: dict, channels_last: frozenset, transform: str, amounts: tuple, size: int, wrap: bool,
-                 separable: bool, whole_steps_only: bool, dedupe: bool, containers: frozenset = frozenset()) -> None:
+                 separable: bool, whole_steps_only: bool, dedupe: bool, containers: frozenset = frozenset(),
+                 similarity: bool = True) -> None:
+        self.similarity = similarity
+        self.cancel: threading.Event | None = None
+        self.progress: Callable[[int], None] | None = None
+        self.seen, self.every = 0, 16   # hook calls so far in this pass; report every `every`
         self.fields, self.channels_last, self.size = fields, channels_last, size
         self.transform, self.amounts = transform, amounts
-        self.options = {"wrap": wrap, "separable": separable, "whole_steps_only": whole_steps_only}
+        self.options = (wrap, separable, whole_steps_only)
+        self.plans: dict[tuple[LayerId, int], object] = {}
         self.dedupe, self.last_key, self.duplicates, self.containers = dedupe, None, set(), containers
         self.reference: dict[tuple[LayerId, int], tuple] = {}
         self.rows: dict[LayerId, dict[int, tuple[float, float, float]]] = {}   # amount index -> values
@@ -182,7 +189,12 @@ class _Probe:
         self.done, self.first = 0, True
 
     def __call__(self, name: LayerId, tensor: Tensor) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled()     # from inside the forward: the hooks go with the ExitStack
         call = self.calls[name] = self.calls.get(name, -1) + 1   # a module run twice (ResNet's relu)
+        self.seen += 1
+        if self.progress is not None and self.seen % self.every == 0:
+            self.progress(self.seen)
         if self.first:
             key = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.storage_offset())
             previous, self.last_key = self.last_key, key
@@ -192,7 +204,7 @@ class _Probe:
             reference = tensor[:1].float().clone()
             flat = reference.reshape(-1)
             ref_map = _spatial(reference, name in self.channels_last)
-            energy = ref_map[0].square().sum(dim=0) if ref_map is not None else None
+            energy = integral(ref_map[0].square().sum(dim=0)) if ref_map is not None else None
             self.reference[(name, call)] = (reference, _pooled(reference, name in self.channels_last),
                                             flat / torch.linalg.vector_norm(flat).clamp_min(1e-30), energy)
             moved = tensor[1:].float()
@@ -203,22 +215,29 @@ class _Probe:
         reference, pooled, unit, energy = self.reference[(name, call)]
         last = name in self.channels_last
         invariance = F.cosine_similarity(_pooled(moved, last), pooled.expand(len(moved), -1), dim=1, eps=1e-12)
-        flat = moved.reshape(len(moved), -1)
-        similarity = (flat @ unit) / torch.linalg.vector_norm(flat, dim=1).clamp_min(1e-30)
+        if self.similarity:
+            flat = moved.reshape(len(moved), -1)
+            similarity = ((flat @ unit) / torch.linalg.vector_norm(flat, dim=1).clamp_min(1e-30)).tolist()
+        else:
+            similarity = [float("nan")] * len(moved)
         ref_map, moved_map, field = _spatial(reference, last), _spatial(moved, last), self.fields.get(name)
         row = self.rows.setdefault(name, {})
         for k in range(len(moved)):
             index = self.done + k
             error = float("nan")
             if ref_map is not None and moved_map is not None and field is not None and not field.whole:
-                plan = cached_plan(field, ref_map.shape[-2], ref_map.shape[-1], self.transform,
-                                   self.amounts[index], self.size, **self.options)
+                plan = self.plans.get((name, index), False)
+                if plan is False:
+                    plan = self.plans[(name, index)] = cached_plan(
+                        field, ref_map.shape[-2], ref_map.shape[-1], self.transform, self.amounts[index], self.size,
+                        *self.options)
                 error = compare(ref_map[0], moved_map[k], plan, energy)
-            row[index] = (error, float(invariance[k]), float(similarity[k]))
+            row[index] = (error, float(invariance[k]), similarity[k])
 
 
 def probe(model: LoadedModel, image: InputImage, transform: str = "shift", amounts: Sequence[float] | None = None,
           *, layers: Sequence[LayerId] | None = None, boundary: str = "crop", summary=None, batch: int = 8,
+          map_similarity: bool = True,
           cancel: threading.Event | None = None, progress: Callable[[float], None] | None = None) -> ProbeResult:
     """Equivariance error and invariance of every layer (or `layers`) to `transform` of `image`.
 
@@ -230,6 +249,8 @@ def probe(model: LoadedModel, image: InputImage, transform: str = "shift", amoun
             a real translation); 'wrap' rolls the crop circularly (exact for circular padding).
         summary: the model's structure.summary.Summary (Workbench.summary), else computed here.
         batch: transformed images per forward pass (the first pass also carries the original).
+        map_similarity: also the raw maps' cosine (two more passes over every output, ~15 % of the run);
+            False leaves `map_similarity` None.
     """
     start_time = time.perf_counter()
     if transform not in TRANSFORMS:
@@ -260,10 +281,16 @@ def probe(model: LoadedModel, image: InputImage, transform: str = "shift", amoun
     state = _Probe(fields, summary.channels_last, transform, amounts, size,
                    wrap=boundary == "wrap" and transform == "shift", separable=transform != "rotate",
                    whole_steps_only=transform == "shift", dedupe=layers is None,
-                   containers=frozenset(name for name, m in modules.items() if next(m.children(), None) is not None))
+                   containers=frozenset(name for name, m in modules.items() if next(m.children(), None) is not None),
+                   similarity=map_similarity)
     top1: list[int] = []
     reference_top1 = -1
     total = len(amounts)
+    calls_per_pass = len(candidates)
+    state.cancel, state.every = cancel, max(1, calls_per_pass // 8)   # about eight reports per pass
+    if progress is not None:    # within a pass: the share of its layers done
+        state.progress = lambda seen: progress(min(0.99, (state.done + min(batch, total - state.done) *
+                                                           min(1.0, seen / calls_per_pass)) / total))
     with eval_mode(model.module), torch.inference_mode(), _streaming(model.module, candidates, state):
         while state.done < total:
             if cancel is not None and cancel.is_set():
@@ -271,6 +298,7 @@ def probe(model: LoadedModel, image: InputImage, transform: str = "shift", amoun
             count = min(batch, total - state.done)
             chunk = inputs[:1 + count] if state.first else inputs[1 + state.done:1 + state.done + count]
             state.calls.clear()
+            state.seen = 0
             logits = first_tensor(model.module(chunk))
             tops = (logits.reshape(logits.shape[0], -1).argmax(dim=1).tolist() if logits is not None
                     else [-1] * len(chunk))
@@ -291,7 +319,7 @@ def probe(model: LoadedModel, image: InputImage, transform: str = "shift", amoun
                   for name in chosen)
     return ProbeResult(
         transform=transform, amounts=amounts, layers=tuple(chosen), jumps=jumps,
-        equivariance=values[..., 0], invariance=values[..., 1], map_similarity=values[..., 2],
+        equivariance=values[..., 0], invariance=values[..., 1], map_similarity=values[..., 2] if map_similarity else None,
         top1=tuple(top1), seconds=time.perf_counter() - start_time, forwards=1 + total, boundary=boundary,
         reference_top1=reference_top1, labels=tuple(model.label(i) for i in top1),
         layer_types=tuple(type(modules[name]).__name__ for name in chosen),

@@ -108,6 +108,12 @@ class Plan:
     runs: tuple | None = None   # whole rectangle of consecutive positions: (rows, cols, source rows, source cols)
                                 # as (start, stop, reversed); slicing is ~10x faster than index_select
 
+    @property
+    def cut(self) -> tuple[slice, slice, slice]:
+        """moved[plan.cut]: the compared rectangle of φ(T x) (runs only)."""
+        (r0, r1, _), (c0, c1, _) = self.runs[:2]
+        return slice(None), slice(r0, r1), slice(c0, c1)
+
     def on(self, device) -> Plan:
         """The plan's index tensors on the maps' device (a GPU model's maps stay on the GPU)."""
         if self.rows.device == device:
@@ -170,13 +176,6 @@ def _run(indices: np.ndarray) -> tuple[int, int, bool] | None:
     return None
 
 
-def _cut(tensor: Tensor, rows: tuple[int, int, bool], cols: tuple[int, int, bool]) -> Tensor:
-    """tensor[:, rows, cols] for runs of positions."""
-    out = tensor[:, rows[0]:rows[1], cols[0]:cols[1]]
-    flips = [dim for dim, run in ((1, rows), (2, cols)) if run[2]]
-    return out.flip(flips) if flips else out
-
-
 @functools.lru_cache(maxsize=8192)
 def cached_plan(field, height: int, width: int, transform: str, amount: float, size: int, wrap: bool,
                 separable: bool, whole_steps_only: bool) -> Plan | None:
@@ -185,19 +184,29 @@ def cached_plan(field, height: int, width: int, transform: str, amount: float, s
                     whole_steps_only)
 
 
-def compare(reference: Tensor, moved: Tensor, plan: Plan | None, energy: Tensor | None = None) -> float:
+def integral(energy: Tensor) -> np.ndarray:
+    """(H + 1, W + 1) float64 summed-area table of a (H, W) map: any rectangle's sum in four lookups."""
+    table = np.zeros((energy.shape[0] + 1, energy.shape[1] + 1))
+    table[1:, 1:] = energy.double().cpu().numpy().cumsum(0).cumsum(1)
+    return table
+
+
+def compare(reference: Tensor, moved: Tensor, plan: Plan | None, table: np.ndarray | None = None) -> float:
     """‖φ(T x) − T′φ(x)‖ / ‖T′φ(x)‖ over the plan's positions; reference and moved are (C, H, W).
 
-    `energy`: the reference's squared values summed over channels, (H, W): with it, a rectangle's
-    ‖T′φ(x)‖ is a sum over a few positions instead of another pass over every channel.
+    `table`: the `integral` of the reference's squared values summed over channels: with it, a
+    rectangle's ‖T′φ(x)‖ costs four lookups instead of another pass over every channel.
     """
     if plan is None:
         return float("nan")
     if plan.runs is not None:
-        got, expected = _cut(moved, *plan.runs[:2]), _cut(reference, *plan.runs[2:])
-        if energy is not None:
-            (r0, r1, _), (c0, c1, _) = plan.runs[2:]
-            norm = math.sqrt(max(float(energy[r0:r1, c0:c1].sum()), 0.0))
+        (r0, r1, flip_rows), (c0, c1, flip_cols) = plan.runs[2:]
+        got = moved[plan.cut]
+        expected = reference[:, r0:r1, c0:c1]
+        if flip_rows or flip_cols:
+            expected = expected.flip([dim for dim, flag in ((1, flip_rows), (2, flip_cols)) if flag])
+        if table is not None:
+            norm = math.sqrt(max(table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0], 0.0))
             return float(torch.linalg.vector_norm(got - expected)) / norm if norm > 0.0 else float("nan")
     elif plan.rectangle:
         plan = plan.on(reference.device)
