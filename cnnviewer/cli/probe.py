@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
             try:
                 results.append(probe(model, image, args.transform, args.amounts, layers=args.layers,
                                      boundary=args.boundary, summary=summary,
-                                     progress=lambda f, n=number, name=path.name: stderr_progress((n + f) / len(paths), name)))
+                                     progress=lambda f, n=number, name=path.name:
+                                     stderr_progress((n + f) / len(paths), name)))
             except ValueError as error:
                 raise UsageError(str(error)) from None
         found = None

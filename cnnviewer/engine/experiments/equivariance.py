@@ -8,9 +8,13 @@ and each layer φ the probe measures
       start + i·jump input pixels (the receptive-field module's Field), so a shift of s px is a shift of
       s / jump positions, exact when s is a multiple of the jump and undefined (NaN) otherwise; flips
       mirror about the map's centre, rotations and scalings resample the map bilinearly;
- (ii) invariance: the cosine similarity of the globally pooled features of φ(x) and φ(T x).
-All transformed inputs run in batches through the existing recorder (graph_capture or hooks), so
-the model keeps no hook and its modes and requires_grad are as found.
+ (ii) invariance: the cosine similarity of the globally pooled features of φ(x) and φ(T x);
+(iii) map similarity: the cosine of φ(x) and φ(T x) position for position, nothing moved back. Global
+      pooling makes (ii) close to 1 at every depth; (iii) shows the notes' picture: early maps move
+      with the input (low), deep ones with large fields and few positions barely change (high).
+The original and the transformed inputs run as one batch; forward hooks owned by an ExitStack (the
+recorder's way) take each statistic as a layer returns, so the model keeps no hook, its modes and
+requires_grad are as found, and nine images' outputs are never held at once.
 """
 
 from __future__ import annotations
@@ -44,7 +48,6 @@ from cnnviewer.engine.types import LayerId
 
 __all__ = ["TRANSFORMS", "ProbeResult", "default_amounts", "mean_result", "probe", "transformed_inputs"]
 BOUNDARIES = ("crop", "wrap")
-UNITS = {"shift": "px", "flip": "", "rotate": "°", "scale": "×"}
 DEFAULT_ROTATIONS = (-10.0, -5.0, -2.0, -1.0, 1.0, 2.0, 5.0, 10.0)
 DEFAULT_SCALES = (0.8, 0.9, 0.95, 1.05, 1.1, 1.25)
 
@@ -85,7 +88,8 @@ class ProbeResult:
                 "amounts": list(self.amounts), "layers": list(self.layers), "layer_types": list(self.layer_types),
                 "jumps": list(self.jumps), "equivariance_error": clean(self.equivariance),
                 "invariance_cosine": clean(self.invariance),
-                "map_similarity": clean(self.map_similarity) if self.map_similarity is not None else None, "top1": list(self.top1), "top1_labels": list(self.labels),
+                "map_similarity": clean(self.map_similarity) if self.map_similarity is not None else None,
+                "top1": list(self.top1), "top1_labels": list(self.labels),
                 "reference_top1": self.reference_top1, "why": list(self.reasons),
                 "seconds": round(self.seconds, 4), "forwards": self.forwards}
 
@@ -319,7 +323,8 @@ def probe(model: LoadedModel, image: InputImage, transform: str = "shift", amoun
                   for name in chosen)
     return ProbeResult(
         transform=transform, amounts=amounts, layers=tuple(chosen), jumps=jumps,
-        equivariance=values[..., 0], invariance=values[..., 1], map_similarity=values[..., 2] if map_similarity else None,
+        equivariance=values[..., 0], invariance=values[..., 1],
+        map_similarity=values[..., 2] if map_similarity else None,
         top1=tuple(top1), seconds=time.perf_counter() - start_time, forwards=1 + total, boundary=boundary,
         reference_top1=reference_top1, labels=tuple(model.label(i) for i in top1),
         layer_types=tuple(type(modules[name]).__name__ for name in chosen),

@@ -128,8 +128,9 @@ def plan_for(field, height: int, width: int, inverse: Inverse, size: int, wrap: 
     interior too (None: nothing comparable, or a shift that is not a whole step of this map)."""
     iy, ix = np.arange(height), np.arange(width)
     if separable:   # shift, flip, scale: rows and columns map on their own
-        qy = (inverse(field.start[0] + iy * field.jump[0], np.full(height, size / 2.0))[0] - field.start[0]) / field.jump[0]
-        qx = (inverse(np.full(width, size / 2.0), field.start[1] + ix * field.jump[1])[1] - field.start[1]) / field.jump[1]
+        centre_y, centre_x = np.full(height, size / 2.0), np.full(width, size / 2.0)
+        qy = (inverse(field.start[0] + iy * field.jump[0], centre_y)[0] - field.start[0]) / field.jump[0]
+        qx = (inverse(centre_x, field.start[1] + ix * field.jump[1])[1] - field.start[1]) / field.jump[1]
     else:
         iy, ix = (a.ravel() for a in np.meshgrid(iy, ix, indexing="ij"))
         y, x = inverse(field.start[0] + iy * field.jump[0], field.start[1] + ix * field.jump[1])

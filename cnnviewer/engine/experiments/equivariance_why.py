@@ -86,8 +86,9 @@ def why(module: nn.Module, field, transform: str, boundary: str = "crop") -> str
     parts = [_kind(module, jump) + "."]
     if transform == "shift":
         if jump > 1:
-            parts.append(f"Its jump is {jump:g} px (the strides before it, multiplied): shifts that are multiples of {jump:g} px move it by whole "
-                         f"positions; other shifts have no exact counterpart in this map (shown as missing).")
+            parts.append(f"Its jump is {jump:g} px (the strides before it, multiplied): shifts that are multiples "
+                         f"of {jump:g} px move it by whole positions; other shifts have no exact counterpart in "
+                         f"this map (shown as missing).")
         else:
             parts.append("Its jump is 1 px: every whole-pixel shift moves it by whole positions.")
         if boundary == "crop":
