@@ -47,17 +47,19 @@ def _kind(module: nn.Module, jump: float | None) -> str:
         groups = " depthwise" if module.groups > 1 and module.groups == module.in_channels else ""
         if s > 1:
             return (f"{groups.strip() + ' ' if groups else ''}convolution, stride {s}: shifts of 1 px are not a whole "
-                    f"step of this map; it keeps every {s}th position, so what it sees depends on the phase (aliasing)")
+                    f"step of this map; it keeps one position in {s}, so what it sees depends on the phase (aliasing)")
         return f"stride-1{groups} convolution: its map moves with its input, position for position (equivariant)"
     if isinstance(module, _POINTWISE):
         return f"{type(module).__name__} acts on each position alone: it keeps its input's equivariance"
     if isinstance(module, (nn.Linear, nn.Flatten)):
-        return "after global pooling or flattening: one vector for the whole image, no map to move"
+        return "after global pooling or flattening: one vector for the whole image"
     if next(module.children(), None) is not None:
         strided = _strided(module)
         inside = f" (inside: {', '.join(strided)})" if strided else ""
-        return (f"block ending in {type(_last_leaf(module)).__name__}{inside}: as equivariant as its layers; "
-                f"a skip connection adds its input back at the same positions")
+        skip = getattr(module, "use_res_connect", None)    # torchvision's inverted residuals say so
+        added = ("; its skip connection adds the input back at the same positions" if skip
+                 else "; it has no skip connection" if skip is False else "")
+        return f"block ending in {type(_last_leaf(module)).__name__}{inside}: as equivariant as its layers{added}"
     return f"{type(module).__name__}"
 
 
