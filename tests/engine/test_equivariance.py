@@ -223,3 +223,17 @@ def test_cancel_inside_the_forward_leaves_no_hook():
     done = []
     probe(wrapped(net), photo(), "shift", [1, 2, 3], progress=done.append, batch=1)
     assert done == sorted(done) and done[-1] == 1.0 and all(0 <= f <= 1 for f in done)
+
+
+@pytest.mark.parametrize("transform, amounts", [("scale", [2.0, 1.25, 0.9]), ("rotate", [3.0, -7.0])])
+def test_resampled_transforms_commute_with_a_linear_pointwise_layer(transform, amounts):
+    """Bilinear resampling commutes with a 1x1 convolution without activation, so the map of the
+    rotated / scaled input equals the rotated / scaled map: this checks that the input's warp and the
+    map's resampling use one geometry (centre, direction, factor)."""
+    torch.manual_seed(0)
+    result = probe(wrapped(nn.Sequential(nn.Conv2d(3, 4, 1))), photo(), transform, amounts)
+    assert np.isfinite(result.equivariance).all()
+    assert result.equivariance.max() <= 1e-5
+    nonlinear = probe(wrapped(nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.ReLU())), photo(),
+                      transform, amounts)
+    assert nonlinear.equivariance.max() > 1e-3       # the same check sees a layer that does not commute

@@ -280,7 +280,7 @@ def probe(model: LoadedModel, image: InputImage, transform: str = "shift", amoun
         unknown = [name for name in layers if name not in modules or name == ""]
         if unknown:
             raise ValueError(f"no layer named {unknown[0]!r} in {model.name}")
-    order = _post_order(model.module)
+    order = _post_order(model.module) or [""]   # a bare layer as the model: itself
     candidates = order if layers is None else [name for name in order if name in set(layers)]   # depth order
     inputs = transformed_inputs(model, image, transform, amounts, boundary)
     state = _Probe(fields, summary.channels_last, transform, amounts, size,
