@@ -300,10 +300,11 @@ class ProbeTab(QWidget):
 
     def _forget(self, text: str) -> None:
         """A new model or image: the plot no longer describes it."""
+        was_running = self._running
         if self._running:
             self._jobs.cancel(JOB)
             self._finish()
-        if self.result is not None or self.consistency is not None:
+        if was_running or self.result is not None or self.consistency is not None:
             self._clear_view()
             self.info.setText(text)
 
