@@ -48,6 +48,7 @@ def run_and_wait(qtbot, tab, amounts: str) -> None:
 
 def test_run_hover_click_cancel_and_a_new_image(qtbot, tab):
     tab.with_consistency.setChecked(False)
+    tab.layer_choice.setCurrentIndex(tab.layer_choice.findData("all"))
     assert tab.result_json() is None
     run_and_wait(qtbot, tab, "2 4")
     result = tab.result
@@ -111,3 +112,15 @@ def test_amounts_are_parsed_or_refused():
     assert parse_amounts("") is None
     with pytest.raises(ValueError, match="not a list of numbers"):
         parse_amounts("1 two")
+
+
+def test_blocks_are_one_point_per_block():
+    """The default layer set: MobileNetV2's 19 feature blocks and its classifier; ResNet's stem, blocks and head."""
+    from torchvision.models import mobilenet_v2, resnet18
+
+    from cnnviewer.ui.panels.experiments.probe import block_layers
+    names = tuple(name for name, _ in mobilenet_v2().named_modules())      # random weights: only names matter
+    assert block_layers(names) == [f"features.{i}" for i in range(19)] + ["classifier.0", "classifier.1"]
+    names = tuple(name for name, _ in resnet18().named_modules())
+    assert block_layers(names)[:6] == ["conv1", "bn1", "relu", "maxpool", "layer1.0", "layer1.1"]
+    assert block_layers(names)[-2:] == ["avgpool", "fc"]

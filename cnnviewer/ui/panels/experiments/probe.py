@@ -42,6 +42,14 @@ PROGRESS = "Probe"          # the job's progress texts start with it (jobs.progr
 TRANSFORMS = {"shift": "shift (px)", "flip": "flip (horizontal)", "rotate": "rotate (°)", "scale": "scale (×)"}
 UNITS = {"shift": " px", "flip": "", "rotate": "°", "scale": "×"}
 
+def block_layers(names: tuple[str, ...]) -> list[str]:
+    """The network's blocks: modules two names deep (features.3, layer2.1, blocks.4), and top-level
+    modules without children (conv1, fc). One point per block gives the trend with depth; every layer
+    zigzags between a convolution, its normalisation and its activation."""
+    parents = {name.rsplit(".", 1)[0] for name in names if "." in name}
+    return [name for name in names if name and (name.count(".") == 1 or ("." not in name and name not in parents))]
+
+
 def parse_amounts(text: str) -> tuple[float, ...] | None:
     """'1 2 4' or '1, 2, 4' -> (1.0, 2.0, 4.0); empty -> None (the engine's defaults).
 
@@ -107,7 +115,13 @@ class ProbeTab(QWidget):
         self.progress.setRange(0, 1000)
         self.progress.setMaximumWidth(120)
         self.progress.setVisible(False)
+        self.layer_choice = QComboBox()
+        self.layer_choice.addItem("blocks", "blocks")
+        self.layer_choice.addItem("every layer", "all")
+        self.layer_choice.setToolTip("One point per block (the trend with depth), or every layer (convolution, "
+                                     "normalisation and activation apart)")
         self.amount_choice = QComboBox()
+        self.amount_choice.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.amount_choice.setToolTip("Plot the mean over the amounts, or one amount")
         self.amount_choice.currentIndexChanged.connect(lambda _i: self._draw())
         self.info = QLabel("Choose a transform and Run: each layer's output is compared for the moved and the "
@@ -125,7 +139,8 @@ class ProbeTab(QWidget):
         layout.addWidget(ScrollingRow(labelled_row([("Transform", self.transform), ("Amounts", self.amounts),
                                                     ("Shift", self.boundary)])))
         layout.addWidget(ScrollingRow(labelled_row([("Source", self.source), ("", self.folder_button),
-                                                    ("Max", self.limit), ("", self.with_consistency)])))
+                                                    ("Max", self.limit), ("", self.with_consistency),
+                                                    ("Layers", self.layer_choice)])))
         layout.addWidget(ScrollingRow(labelled_row([("", self.run_button), ("", self.cancel_button),
                                                     ("", self.progress), ("Plot", self.amount_choice)])))
         layout.addWidget(self.info)
@@ -206,6 +221,7 @@ class ProbeTab(QWidget):
         transform, boundary = self.transform.currentData(), self.boundary.currentData()
         folder, limit, consistent = self.folder, self.limit.value(), self.with_consistency.isChecked()
         workbench = self._controller.workbench
+        layers = block_layers(model.layer_names) if self.layer_choice.currentData() == "blocks" else None
 
         def work(context):
             from cnnviewer.engine.errors import CnnViewerError
@@ -230,7 +246,7 @@ class ProbeTab(QWidget):
                 except CnnViewerError as error:   # an unreadable file in a folder is skipped, and counted
                     skipped.append(str(error))
                     continue
-                results.append(probe(model, picture, transform, amounts, boundary=boundary if transform != "rotate"
+                results.append(probe(model, picture, transform, amounts, layers=layers or None, boundary=boundary if transform != "rotate"
                                      and transform != "scale" else "crop", summary=summary, cancel=context.cancel,
                                      progress=lambda f, p=part: p.progress(f, PROGRESS)))
             if not results:
