@@ -3,7 +3,7 @@
 One torch thread (the app's job thread), the real ImageNet MobileNetV2 (offline weights) on the cat:
 probe(shift, 8 amounts, every layer: 151 outputs, each compared per amount) ÷ eight plain forwards of
 the same eight shifted crops, one at a time; target <= 2 (issue 24). The probe runs nine images (the
-original too) in one batch with streaming hooks, and takes per output: the pooled mean, the raw-map
+original too) in batches of four with streaming hooks, and takes per output: the pooled mean, the raw-map
 cosine (a dot product and a norm) and, per whole-step amount, the interior difference norm. Every
 statistic is a pass over memory, so they cost about as much as the forward itself; the second line
 is the same probe without the raw-map cosine.
