@@ -87,6 +87,7 @@ class Controller(QObject):
         # The Dataset panel's index, when it has one (for knock-outs by a folder's mean); set by it.
         self.dataset_index: Callable[[], Any] = lambda: None
         self.dataset_folder: Path | None = None
+        self._wanted: tuple | None = None    # the knock-outs being built (Knockout or a measuring function)
         jobs.cancelled.connect(self._on_job_cancelled)
         session.model_changed.connect(lambda _model: self.refresh_forward())
         session.image_changed.connect(lambda _image: self.refresh_forward())
@@ -201,6 +202,8 @@ class Controller(QObject):
     def _on_job_cancelled(self, key: str) -> None:
         if key == "model":   # a cancelled load is no longer where dropped weights should go
             self._pending = None
+        if key == "knockout":
+            self._wanted = None
 
     def _on_model_loaded(self, result) -> None:
         self._pending = None
@@ -212,6 +215,8 @@ class Controller(QObject):
             self.session.set_model(model)
             self.model_loaded.emit(model)
             self.interventions_changed.emit(())     # another model: no knock-outs
+        if self._wanted is not None:       # nor any being built for the old one
+            self.jobs.cancel("knockout")
         weights = model.weights_label if model.trained else "no weights offline: untrained"   # short, not the raw error
         self.message.emit(result.note or f"Loaded {model.name}: {weights}")
         if result.needs_trust is not None:
@@ -276,13 +281,18 @@ class Controller(QObject):
         """The knock-outs of the model every panel shows, in the order they were added."""
         return self.session.interventions
 
+    def _wanted_base(self) -> tuple:
+        """The knock-outs a new request adds to: those being built, else those shown. Two quick
+        requests therefore both land; each build replaces the one in flight (one job key)."""
+        return self._wanted if self._wanted is not None else self.interventions
+
     def add_knockout(self, knockout: Knockout) -> None:
         """Every panel recomputes with `knockout` added to the current ones (built on the job thread)."""
-        self._set_interventions((*self.interventions, knockout))
+        self._set_interventions((*self._wanted_base(), knockout))
 
     def remove_knockout(self, i: int) -> None:
         """Drop the i-th knock-out (as the strip lists them)."""
-        current = list(self.interventions)
+        current = list(self._wanted_base())
         if 0 <= i < len(current):
             del current[i]
             self._set_interventions(tuple(current))
@@ -294,7 +304,8 @@ class Controller(QObject):
     def request_knockout(self, layer: str, channels: Sequence[int] | None, mode: str = "zero",
                          factor: float = 0.0, over: str = "image") -> None:
         """Knock out `channels` of `layer` (None: all of them, counted on the job thread); 'mean' is
-        measured there first: over this image (the current model's activations) or, `over='folder'`,
+        measured there first: over this image (the intact model's activations, as `--ablate` does, so
+        the same knock-outs give the same numbers in any order) or, `over='folder'`,
         over the Dataset panel's index."""
         model, image, index = self.session.model, self.session.image, self.dataset_index()
         if model is None:
@@ -304,6 +315,7 @@ class Controller(QObject):
                               "or use the mean over this image")
             return
         if mode == "mean" and image is None:
+            self.message.emit("Knock-out not applied: the mean over this image needs an image; open one first")
             return
         chosen = None if channels is None else tuple(dict.fromkeys(int(c) for c in channels))
 
@@ -317,14 +329,16 @@ class Controller(QObject):
             else:
                 from cnnviewer.engine.runtime.inference import prepare_input
                 inputs = prepare_input(image, model.preprocess, model.device, model.dtype, model.input_channels)
-                values, source = ko.channel_means(model, inputs.tensor, layer, picked), "this image"
+                values, source = ko.channel_means(model.original, inputs.tensor, layer, picked), "this image"
             return ko.Knockout(layer, picked, "mean", means=values, source=source)
 
-        self._set_interventions(self.interventions, first=make)
+        self._set_interventions((*self._wanted_base(), make))
 
-    def _set_interventions(self, knockouts: tuple[Knockout, ...], first: Callable[[Any], Any] | None = None) -> None:
-        """Build the model with `knockouts` (after `first`, which makes one more) on the job thread, then
-        switch every panel to it keeping the selection. A failure or Cancel keeps the model shown."""
+    def _set_interventions(self, knockouts: tuple) -> None:
+        """Build the model with `knockouts` (each a Knockout, or a function of the job's context that
+        measures one: a mean) on the job thread, then switch every panel to it keeping the selection.
+        A failure or Cancel keeps the model shown. Its own job key: a knock-out never supersedes a
+        model or weights load (nor a detection's explanation), and a load cancels it."""
         model = self.session.model
         if model is None:
             return
@@ -336,12 +350,13 @@ class Controller(QObject):
         def work(context):
             from cnnviewer.engine.errors import Cancelled
             from cnnviewer.engine.experiments.knockout import intervene
-            every = (*knockouts, first(context)) if first is not None else knockouts
+            every = tuple(k(context) if callable(k) else k for k in knockouts)
             if context.cancel.is_set():
                 raise Cancelled()
             return intervene(intact, every)
 
         def done(derived) -> None:
+            self._wanted = None
             if self.session.model is None or self.session.model.original is not intact:
                 return          # another model was loaded meanwhile
             with self.jobs.held():
@@ -351,6 +366,9 @@ class Controller(QObject):
             self.message.emit(f"{count} knock-out{'s' * (count != 1)} active: every panel shows {derived.title}"
                               if count else f"Knock-outs cleared: {derived.title} intact")
 
-        self.jobs.submit("model", work, on_done=done,
-                         on_error=lambda text: self.message.emit(f"Knock-out not applied: {text}"),
-                         label="Applying knock-outs")   # the job thread: it runs the shared layers
+        def failed(text: str) -> None:
+            self._wanted = None
+            self.message.emit(f"Knock-out not applied: {text}")
+
+        self._wanted = tuple(knockouts)
+        self.jobs.submit("knockout", work, on_done=done, on_error=failed, label="Applying knock-outs")   # the job thread: it runs the shared layers

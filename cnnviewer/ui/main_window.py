@@ -48,7 +48,7 @@ from cnnviewer.ui.window_state import bring_floating_docks_forward, fit_to_scree
 
 BUSY_WIDTH = 260   # px of the busy field: the status message on its left stays readable
 CANCELLABLE = ("model", "image", "gradients", "gradient-scores", "faithfulness", "sanity",
-               "experiment-channels", "experiment-lesion", "experiment-probe", "compare_model")   # loads, downloads, attributions and their scores; not a forward pass
+               "experiment-channels", "experiment-lesion", "experiment-probe", "knockout", "compare_model")   # loads, downloads, attributions and their scores; not a forward pass
 LEFT, RIGHT = Qt.DockWidgetArea.LeftDockWidgetArea, Qt.DockWidgetArea.RightDockWidgetArea
 DOCKS = (("predictions", "Input && predictions", LEFT), ("feature_maps", "Feature maps", RIGHT),
          ("filters", "Filters", LEFT), ("model_summary", "Model summary", RIGHT),

@@ -153,6 +153,9 @@ def test_resnet_in_place_relu_and_residual_add():
     _, traced = capture_activations(knocked.module, x)
     assert traced["layer1.0.bn2"][:, [1, 2, 60]].abs().max() == 0
     assert same_state(before, state(model.module))
+    with pytest.raises(AblationError, match="runs 2 times"):     # one relu module used twice per block
+        intervene(model, [Knockout("layer1.0.relu", (0,))])
+    assert same_state(before, state(model.module))
 
 
 def test_composition_copies_and_errors(mobilenet, cat):

@@ -85,6 +85,17 @@ def test_knockout_recomputes_every_panel_and_clears(window, qtbot):
     assert session.selection.layer == "features.16" and session.selection.class_index == 285
 
 
+def test_two_quick_knockouts_both_land(window, qtbot):
+    """The second request while the first is built adds to it instead of replacing it."""
+    session = window.session
+    intact = session.model
+    window.controller.add_knockout(Knockout("features.14", (1,)))
+    window.controller.add_knockout(Knockout("features.15", (2,)))
+    qtbot.waitUntil(lambda: len(session.interventions) == 2, timeout=30000)
+    assert [k.layer for k in session.interventions] == ["features.14", "features.15"]
+    assert session.model.intact is intact
+
+
 def test_failed_knockout_keeps_the_model_and_says_one_line(window, qtbot):
     messages: list[str] = []
     window.controller.message.connect(messages.append)

@@ -58,8 +58,8 @@ def _knocked_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     """The original forward, then each knocked channel c becomes out[:, c] * scale[c] + shift[c]."""
     output = type(self)._knockout_base.forward(self, *args, **kwargs)
     scale = self.__dict__.get("_knockout_scale")
-    if scale is None:                       # the shape probe of `intervene`
-        self.__dict__["_knockout_seen"] = output
+    if scale is None:                       # the shape probe of `intervene`: each call's output kept
+        self.__dict__.setdefault("_knockout_seen", []).append(output)
         return output
     import torch
     return torch.addcmul(self.__dict__["_knockout_shift"], output, scale)
@@ -128,7 +128,11 @@ def _probe(model: LoadedModel, layers: Sequence[str]) -> dict[str, tuple[int, ..
         root(inputs)
     shapes = {}
     for layer in layers:
-        seen = copies[layer].__dict__.pop("_knockout_seen", None)
+        calls = copies[layer].__dict__.pop("_knockout_seen", [])
+        if len(calls) > 1:      # ResNet's shared relu: one module, several places, even several widths
+            raise AblationError(f"{layer} runs {len(calls)} times in one forward pass (one module used in several "
+                                "places): knock out the layer before it at each place instead")
+        seen = calls[0] if calls else None
         if not isinstance(seen, torch.Tensor) or seen.dim() < 2:
             raise AblationError(f"{layer or 'the output'} gives no (N, C, ...) tensor: it has no channels to knock out")
         shapes[layer] = tuple(seen.shape)
@@ -179,7 +183,10 @@ def intervene(model: LoadedModel, knockouts: Sequence[Knockout]) -> LoadedModel:
         target.__class__ = _knocked_class(type(target))
         target.__dict__["_knockout_scale"] = scale.to(base.device, base.dtype).view(view)
         target.__dict__["_knockout_shift"] = shift.to(base.device, base.dtype).view(view)
-    return dataclasses.replace(base, module=root, token=_new_token(), intact=base, interventions=every)
+    derived = dataclasses.replace(base, module=root, token=_new_token(), intact=base, interventions=every)
+    from cnnviewer.engine.runtime.inference import check_runs
+    check_runs(derived)     # a knocked model that cannot run is refused here, in one line, not in every panel
+    return derived
 
 
 def _new_token() -> int:
