@@ -59,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
     side = SimpleNamespace(image=None, model=args.model, weights=args.weights, labels=args.labels,
                            trust=args.trust, device=args.device, precision=args.precision)
     model, _ = load_model_and_image(side, need_image=False)
-    labels = folder_labels(folder, model, paths)
+    try:
+        labels = folder_labels(folder, model, paths)
+    except (OSError, UnicodeDecodeError) as error:      # an unreadable labels.csv
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+        raise UsageError(f"{args.folder}: its labels.csv could not be read ({reason})") from None
     if args.limit:
         paths = paths[:args.limit]
         labels = labels[:args.limit] if labels is not None else None

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnviewer.engine.experiments.consistency import consistency_details
     from cnnviewer.engine.experiments.equivariance import probe
     from cnnviewer.engine.media.images import load_image
-    from cnnviewer.engine.media.kinds import image_files
+    from cnnviewer.engine.experiments.lesion import folder_images
     from cnnviewer.engine.workbench import Workbench
 
     source = Path(args.source)
@@ -55,11 +55,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.source}: no such file or folder")
     if source.is_dir():
         try:
-            paths = image_files(source)[:args.limit] if args.limit else image_files(source)
+            paths = folder_images(source)       # subfolders too, as the lesion study
+            paths = paths[:args.limit] if args.limit else paths
         except OSError as error:
             raise UsageError(f"{args.source}: cannot be listed ({error.strerror or error})") from None
         if not paths:
-            raise UsageError(f"{args.source}: no image files in this folder")
+            raise UsageError(f"{args.source}: no image files in this folder or its subfolders")
     else:
         paths = [source]
     side = SimpleNamespace(image=None, model=args.model, weights=args.weights, labels=args.labels,

@@ -74,6 +74,9 @@ def test_folder_gives_the_mean_and_the_consistency_and_a_table(folder, capsys, t
     (["probe", "{img}", "--transform", "shear"], "invalid choice"),
     (["probe", "{img}", "--transform", "rotate", "--boundary", "wrap"], "wrap applies to shifts"),
     (["probe", "{broken}"], "broken.jpg"),
+    (["probe", "{img}", "--amounts", "inf"], "finite"),                     # was a traceback
+    (["probe", "{img}", "--amounts", "10000000"], "shifts between -224 and 224"),   # was a huge allocation
+    (["probe", "{img}", "--transform", "scale", "--amounts", "0.000001"], "between 0.1 and 10"),
 ])
 def test_errors_are_one_line_with_status_2(folder, capsys, argv, words):
     from cnnviewer.cli import main
@@ -82,3 +85,16 @@ def test_errors_are_one_line_with_status_2(folder, capsys, argv, words):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1, err
+
+
+def test_a_folder_of_class_subfolders_is_probed_like_the_lesion_study_reads_it(folder, capsys, tmp_path):
+    import shutil
+
+    from cnnviewer.cli import main
+
+    (tmp_path / "cats").mkdir()
+    shutil.copy(folder / "chelsea.jpg", tmp_path / "cats" / "chelsea.jpg")
+    out = tmp_path / "probe.json"
+    assert main(["probe", str(tmp_path), "--transform", "flip", "--layers", *LAYERS, "--pairs", "1",
+                 "--json", str(out)]) == 0, capsys.readouterr().err
+    assert json.loads(out.read_text())["images"] == 1

@@ -199,3 +199,7 @@ def test_cancel_progress_and_refusals(mobilenet):
     with pytest.raises(ValueError, match="mode"):
         channel_importance(model, x, "features.14", Target(class_index=top), mode="scale")
     assert not has_hooks(model.module)
+    import dataclasses
+    scripted = dataclasses.replace(model, module=torch.jit.trace(model.module, x))   # hooks unsupported there
+    with pytest.raises(ValueError, match="TorchScript"):
+        channel_importance(scripted, x, "features.14", Target(class_index=top))

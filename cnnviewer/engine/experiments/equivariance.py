@@ -239,6 +239,21 @@ class _Probe:
             row[index] = (error, float(invariance[k]), similarity[k])
 
 
+def _check_amounts(transform: str, amounts: tuple[float, ...], size: int) -> None:
+    """Refuse amounts that mean nothing or would ask for a huge view of the photo (a shift of 1e7 px,
+    a scale of 1e-6): the larger view is allocated before any forward pass."""
+    import math
+    if not all(math.isfinite(a) for a in amounts):
+        raise ValueError("amounts must be finite numbers")
+    limits = {"shift": (-size, size, f"shifts between -{size} and {size} px (the crop's side)"),
+              "rotate": (-180.0, 180.0, "rotations between -180 and 180 degrees"),
+              "scale": (0.1, 10.0, "scale factors between 0.1 and 10")}
+    if transform in limits:
+        low, high, text = limits[transform]
+        if not all(low <= a <= high for a in amounts):
+            raise ValueError(f"{transform}: choose {text}")
+
+
 def probe(model: LoadedModel, image: InputImage, transform: str = "shift", amounts: Sequence[float] | None = None,
           *, layers: Sequence[LayerId] | None = None, boundary: str = "crop", summary=None, batch: int = 4,
           map_similarity: bool = True,
@@ -275,8 +290,7 @@ def probe(model: LoadedModel, image: InputImage, transform: str = "shift", amoun
     amounts = tuple(float(a) for a in amounts)
     if not amounts:
         raise ValueError("no amounts to probe")
-    if transform == "scale" and min(amounts) <= 0:
-        raise ValueError("scale factors must be positive")
+    _check_amounts(transform, amounts, size)
     modules = dict(model.module.named_modules())
     if layers is not None:
         unknown = [name for name in layers if name not in modules or name == ""]

@@ -115,6 +115,9 @@ def channel_importance(model: LoadedModel, inputs: Tensor, layer: LayerId, targe
     if inputs.dim() < 1 or inputs.shape[0] != 1:
         raise ValueError("channel importance takes one image: inputs of batch size 1")
     net = model.module
+    if isinstance(net, torch.jit.ScriptModule):
+        raise ValueError(f"{model.name} is TorchScript (compiled): its channels cannot be knocked out one by one; "
+                         "load the Python model with its weights instead")
     modules = dict(net.named_modules())
     for name in (layer, target.layer):
         if name is not None and name not in modules:

@@ -188,7 +188,7 @@ def lesion_study(model: LoadedModel, images: Sequence[str | Path | InputImage], 
         random.append(RandomLesion(k, mean, sd, *accuracy, subsets=tuple(draws[k])))
     if progress is not None:
         progress(1.0)
-    return LesionResult(model.name, tuple(blocks), per_block, tuple(random),
+    return LesionResult(model.title, tuple(blocks), per_block, tuple(random),
                         intact_right / n if labelled else None, tuple(used), tuple(skipped), forwards,
                         time.perf_counter() - start, runner.reuse, model.trained, labelled)
 

@@ -139,6 +139,8 @@ class ExperimentsPanel(QWidget):
             return False
         model = self._session.model
         payload = {"experiment": TABS[self.tabs.indexOf(tab)][1], "model": model.name if model else None,
+                   "model_title": model.title if model else None,       # says "untrained", "with 2 knock-outs"
+                   "interventions": [k.describe() for k in model.interventions] if model else [],
                    **payload}
         written = save_experiment(path, tab.result_picture(), payload)
         self.info.setText(written)

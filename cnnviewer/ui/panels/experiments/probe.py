@@ -228,13 +228,13 @@ class ProbeTab(QWidget):
             from cnnviewer.engine.experiments.consistency import consistency_details
             from cnnviewer.engine.experiments.equivariance import mean_result, probe
             from cnnviewer.engine.media.images import load_image
-            from cnnviewer.engine.media.kinds import image_files
+            from cnnviewer.engine.experiments.lesion import folder_images
 
             summary = workbench().summary(model)
             if source == "image":
                 items = [image]
             else:
-                items = image_files(folder)[:limit]
+                items = folder_images(folder)[:limit]   # subfolders too: a folder of one subfolder per class
                 if not items:
                     raise ValueError(f"{folder.name}: no image files in this folder")
             parts = len(items) + (1 if consistent else 0)
