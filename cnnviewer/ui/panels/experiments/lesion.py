@@ -319,7 +319,7 @@ class LesionTab(QWidget):
         if worst is not None:
             text += f" Deleting {worst[1]} changes the most decisions ({1 - worst[0]:.0%})."
         if not all(b.deletable for b in result.blocks):
-            text += " Faint grey: blocks that cannot be skipped (hover for why)."
+            text += " Hatched: blocks that cannot be skipped (hover for why)."
         if labelled:
             text += f" Intact accuracy {result.intact_accuracy:.1%} (orange)."
         if result.skipped:
