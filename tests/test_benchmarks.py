@@ -47,7 +47,7 @@ FIGURES: dict[str, list[str]] = {
     "bench_lesion.py": [rf"^{name}\s+N=\d+ B=\d+\s+study {NUMBER} s\s+N·B plain forwards {NUMBER} s\s+ratio {NUMBER}\s+(PASS|FAIL)"
                         for name in ("mobilenet_v2", "timm:tf_efficientnet_lite0")]
                        + [rf"^features\.3\s+identity\s+24×56×56 → 24×56×56\s+{NUMBER}$",
-                          rf"^features\.4\s+none\s+.*—\s+changes resolution 56→28 and channels 24→32",
+                          r"^features\.4\s+none\s+.*—\s+changes resolution 56→28 and channels 24→32",
                           rf"^random deletions \(\d+ draws each\)\s+k=1: {NUMBER} ± {NUMBER}"],
     "bench_knockout.py": [rf"^{case}(\s+{NUMBER}){{6}}\s+(PASS|FAIL)$"
                           for case in ("conv 2 channels", "block 80 channels", "5 layers")],

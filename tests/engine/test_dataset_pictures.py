@@ -4,7 +4,6 @@ top-patches` names the unit and each image on the picture itself."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
