@@ -1,4 +1,4 @@
-"""bench_stalls' attribution scenarios (issue 23): faithfulness curves and the sanity check.
+"""bench_stalls' attribution scenarios (issue 23: faithfulness curves, the sanity check) and experiments (24).
 
 Kept beside bench_stalls so that script stays readable; each takes its `wait_until` and `settle`.
 """
@@ -28,4 +28,31 @@ def scenario_sanity(window, wait_until: Callable, settle: Callable) -> None:
     panel.sanity.methods.set_chosen(("saliency", "grad-cam"))
     panel.run_sanity()
     wait_until(lambda: panel.sanity.result is not None)
+    settle(window)
+
+
+def scenario_experiments(window, wait_until: Callable, settle: Callable) -> None:
+    """Issue 24: a knock-out switches every panel and is cleared; then the Experiments panel ranks
+    features.17's 320 channels, deletes each residual block on the current image, and probes 8 shifts."""
+    from cnnviewer.engine.experiments.ablate_spec import Knockout
+
+    session, controller = window.session, window.controller
+    intact = session.model
+    controller.add_knockout(Knockout("features.14", (1, 2, 3)))
+    wait_until(lambda: session.model is not intact and session.forward is not None)
+    settle(window)
+    controller.clear_interventions()
+    wait_until(lambda: session.model is intact and session.forward is not None)
+    settle(window)
+    window.docks["experiments"].raise_()
+    panel = window.experiments
+    session.select(layer="features.17.conv.2")
+    channels = panel.channels
+    channels.run_button.click()
+    wait_until(lambda: channels.result is not None)
+    for index, tab in ((1, panel.lesion), (2, panel.probe)):
+        panel.tabs.setCurrentIndex(index)
+        tab.set_folder(None)
+        tab.run_button.click()
+        wait_until(lambda tab=tab: tab.result is not None and not tab._running)
     settle(window)

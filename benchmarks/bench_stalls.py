@@ -15,6 +15,7 @@ a 0.15 s settle that waits for the other panels' follow-up jobs):
   live      play a folder of two images in the Live detection panel (MTCNN);
   gradients saliency, guided backprop, Grad-CAM (twice) in the Gradients panel, each map then scored;
   faithfulness, sanity  three methods' deletion/insertion/ROAD curves; the cascading randomization check;
+  experiments  a knock-out switched on and cleared; channel ranking, lesions and the probe on the image;
   arch      the architecture panel's first view: graph, layout and scene built anew;
   dataset   index a folder of 120 photos in the Dataset panel (slices on the job thread, decoding in a
             worker process), a channel's top images and patches, then the folder's t-SNE map;
@@ -30,7 +31,7 @@ Target: every stall < 50 ms.
 
     .venv/bin/python benchmarks/bench_stalls.py [--repeat 2] [--blame] [--only dataset facets style] [--quick]
 
---quick (tests/test_benchmarks.py): one run of the image, gradients and synthesis scenarios (6 steps),
+--quick (tests/test_benchmarks.py): one run of image, gradients, faithfulness, synthesis (6 steps),
 offscreen: the window, the meter and a scenario of each kind in seconds, figures meaningless.
 """
 
@@ -48,11 +49,10 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("CNNVIEWER_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
 
 import numpy as np
-from _stall_attribution import scenario_faithfulness, scenario_sanity
+from _stall_attribution import scenario_experiments, scenario_faithfulness, scenario_sanity
 from PySide6.QtCore import QEventLoop, QSettings, QTimer
 from PySide6.QtWidgets import QApplication
 
@@ -362,6 +362,7 @@ def main() -> int:
                  ("gradients", lambda: scenario_gradients(window), None),
                  ("faithfulness", lambda: scenario_faithfulness(window, wait_until, settle), None),
                  ("sanity", lambda: scenario_sanity(window, wait_until, settle), None),
+                 ("experiments", lambda: scenario_experiments(window, wait_until, settle), None),
                  ("arch", lambda: scenario_arch(window), None),
                  ("dataset", lambda: scenario_dataset(window, photos), forget_indexes),
                  ("methods", lambda: scenario_methods(window), None),
@@ -376,8 +377,8 @@ def main() -> int:
                  ("style", lambda: run_synthesis(window, 40), lambda: prepare_style(window, style_file))]
     if args.only:
         scenarios = [entry for entry in scenarios if entry[0] in args.only]
-    print(f"GUI timer every {INTERVAL_MS} ms, 1 torch thread, {args.repeat} run(s) each; stalls in ms")
-    print(f"{'scenario':<12}{'max':>9}{'p99':>9}{'gui cpu@max':>14}{'took s':>9}")
+    print(f"GUI timer every {INTERVAL_MS} ms, 1 torch thread, {args.repeat} run(s) each; stalls in ms\n"
+          f"{'scenario':<12}{'max':>9}{'p99':>9}{'gui cpu@max':>14}{'took s':>9}")
     worst: dict[str, float] = {}
     for round_index in range(args.repeat):
         for name, run, prepare in scenarios:
