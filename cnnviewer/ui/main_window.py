@@ -31,7 +31,7 @@ from cnnviewer.ui.panel_messages import log_panel_messages
 from cnnviewer.ui.panels.registry import build_panel
 from cnnviewer.ui.shutdown import stop_everything
 from cnnviewer.ui.widgets.controls import on_screen, set_elided
-from cnnviewer.ui.widgets.interventions import InterventionStrip
+from cnnviewer.ui.widgets.interventions import InterventionStrip, place_strip
 from cnnviewer.ui.window_menus import (
     build_menus,
     recent_files,
@@ -98,12 +98,12 @@ class MainWindow(QMainWindow):
         self.folder_browser = FolderBrowser(self.open_image, self)
         self._build_status_bar()
         self.intervention_strip = InterventionStrip(self)   # the active knock-outs; hidden while none
-        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.intervention_strip)
         self.intervention_strip.remove_requested.connect(controller.remove_knockout)
         self.intervention_strip.clear_requested.connect(controller.clear_interventions)
         controller.interventions_changed.connect(self.intervention_strip.set_interventions)
         controller.dataset_index = lambda: getattr(self.panel_docks.built("dataset"), "index", None)
         build_menus(self)
+        place_strip(self, self.intervention_strip)
         targets = {"live": self.docks["live_detection"], "compare": self.docks["compare"], "dataset": self.docks["dataset"]}
         self._drop_filter = DropFilter(self, self.docks, targets, self.open_paths)
 

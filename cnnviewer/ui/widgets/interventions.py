@@ -6,11 +6,12 @@ network's maps believing they are the intact one's.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
+    QMenuBar,
     QPushButton,
     QToolBar,
     QToolButton,
@@ -28,34 +29,36 @@ def label_metrics(widget: QWidget) -> QFontMetrics:
     return QFontMetrics(widget.font())
 
 
-class InterventionStrip(QToolBar):
-    """A toolbar row: 'Knock-outs:', one chip per knock-out (its description and ×), 'Clear all'."""
+class InterventionStrip(QWidget):
+    """A row: 'Knock-outs:', 'Clear all', one chip per knock-out (its description and ×). It sits in
+    the menu bar's free right-hand side (`place_strip`), so showing it resizes no dock."""
 
     remove_requested = Signal(int)     # index into the list shown
     clear_requested = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Knock-outs", parent)
+        super().__init__(parent)
         self.setObjectName("interventions")
-        self.setMovable(False)
-        self.setFloatable(False)
-        self.toggleViewAction().setVisible(False)    # shown by its content, not by the user
+        row = QHBoxLayout(self)
+        row.setContentsMargins(0, 0, 6, 0)
+        row.setSpacing(6)
         self.setToolTip("Every panel shows the model with these channels knocked out. Remove one (×) "
                         "or Clear all to see the intact model again.")
         self.descriptions: list[str] = []
         self._chips: list[QWidget] = []
         self.title = QLabel("  Knock-outs active:  ")
         self.title.setStyleSheet("font-weight: bold; color: #e5a50a;")
-        self.addWidget(self.title)
+        row.addWidget(self.title)
         self.clear_button = QPushButton("Clear all")
+        self.clear_button.setFlat(True)
         self.clear_button.setToolTip("Remove every knock-out: back to the intact model")
         self.clear_button.clicked.connect(self.clear_requested.emit)
-        self.addWidget(self.clear_button)   # first: long chips never push it out of sight
+        row.addWidget(self.clear_button)   # first: long chips never push it out of sight
         self._chip_row = QWidget()
         self._chip_layout = QHBoxLayout(self._chip_row)
         self._chip_layout.setContentsMargins(0, 0, 0, 0)
         self._chip_layout.setSpacing(6)
-        self.addWidget(self._chip_row)
+        row.addWidget(self._chip_row)
         self.setVisible(False)
 
     def set_interventions(self, knockouts) -> None:
@@ -71,12 +74,13 @@ class InterventionStrip(QToolBar):
             chip.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
             chip.setStyleSheet(CHIP_STYLE)
             row = QHBoxLayout(chip)
-            row.setContentsMargins(6, 1, 2, 1)
+            row.setContentsMargins(6, 0, 2, 0)
             label = QLabel(label_metrics(self).elidedText(text, Qt.TextElideMode.ElideMiddle, CHIP_TEXT_WIDTH))
             label.setToolTip(text)
             remove = QToolButton()
             remove.setText("×")
             remove.setAutoRaise(True)
+            remove.setFixedSize(18, 18)     # the chip keeps to the menu bar's height
             remove.setToolTip(f"Remove this knock-out: {text}")
             remove.clicked.connect(lambda _checked=False, row_index=i: self.remove_requested.emit(row_index))
             row.addWidget(label)
@@ -84,10 +88,34 @@ class InterventionStrip(QToolBar):
             self._chip_layout.addWidget(chip)
             self._chips.append(chip)
         self.setVisible(bool(self.descriptions))
+        bar = self.parentWidget()
+        if isinstance(bar, QMenuBar) and bar.cornerWidget(Qt.Corner.TopRightCorner) is self:
+            wanted = (self.title.sizeHint().width() + self.clear_button.sizeHint().width() + 6 * (len(self._chips) + 3)
+                      + sum(chip.sizeHint().width() for chip in self._chips))   # before any layout pass has run
+            self.setFixedWidth(min(wanted, max(200, bar.width() - 240)))   # the menus keep their room
+            bar.setCornerWidget(self, Qt.Corner.TopRightCorner)   # the menu bar sizes its corner only when set
+            QTimer.singleShot(0, lambda: bar.cornerWidget(Qt.Corner.TopRightCorner) is self
+                              and bar.setCornerWidget(self, Qt.Corner.TopRightCorner))   # once the chips are laid out
 
     def remove_buttons(self) -> list[QToolButton]:
         """The × buttons, in order (for tests and keyboard users)."""
         return [chip.findChild(QToolButton) for chip in self._chips]
+
+
+def place_strip(window, strip: InterventionStrip) -> None:
+    """In the menu bar's free right-hand side: showing or hiding the strip then resizes no dock (as a
+    toolbar row it resized every dock and redrew every visible plot, making the window late by
+    50-60 ms at each knock-out). A native (macOS) menu bar has no corner: there it is a toolbar row."""
+    bar = window.menuBar()
+    if bar.isNativeMenuBar():
+        holder = QToolBar("Knock-outs", window)
+        holder.setObjectName("interventions_bar")
+        holder.setMovable(False)
+        holder.toggleViewAction().setVisible(False)
+        holder.addWidget(strip)
+        window.addToolBar(Qt.ToolBarArea.TopToolBarArea, holder)
+        return
+    bar.setCornerWidget(strip, Qt.Corner.TopRightCorner)
 
 
 def ask_factor(parent: QWidget, what: str) -> float | None:
