@@ -68,6 +68,11 @@ class InterventionStrip(QWidget):
             chip.deleteLater()
         self._chips = []
         self.descriptions = [k.describe() for k in knockouts]
+        bar = self.parentWidget()
+        width = CHIP_TEXT_WIDTH
+        if isinstance(bar, QMenuBar) and self.descriptions:   # every chip shares the menu bar's free room
+            room = bar.width() - 240 - self.title.sizeHint().width() - self.clear_button.sizeHint().width()
+            width = max(60, min(CHIP_TEXT_WIDTH, room // len(self.descriptions) - 40))
         for i, text in enumerate(self.descriptions):
             chip = QWidget()
             chip.setObjectName("knockout_chip")
@@ -75,7 +80,9 @@ class InterventionStrip(QWidget):
             chip.setStyleSheet(CHIP_STYLE)
             row = QHBoxLayout(chip)
             row.setContentsMargins(6, 0, 2, 0)
-            label = QLabel(label_metrics(self).elidedText(text, Qt.TextElideMode.ElideMiddle, CHIP_TEXT_WIDTH))
+            label = QLabel(label_metrics(self).elidedText(
+                text, Qt.TextElideMode.ElideMiddle if width == CHIP_TEXT_WIDTH else Qt.TextElideMode.ElideRight,
+                width))   # narrow chips keep the layer's name, their start
             label.setToolTip(text)
             remove = QToolButton()
             remove.setText("×")
@@ -88,7 +95,6 @@ class InterventionStrip(QWidget):
             self._chip_layout.addWidget(chip)
             self._chips.append(chip)
         self.setVisible(bool(self.descriptions))
-        bar = self.parentWidget()
         if isinstance(bar, QMenuBar) and bar.cornerWidget(Qt.Corner.TopRightCorner) is self:
             wanted = (self.title.sizeHint().width() + self.clear_button.sizeHint().width() + 6 * (len(self._chips) + 3)
                       + sum(chip.sizeHint().width() for chip in self._chips))   # before any layout pass has run
