@@ -33,6 +33,7 @@ SUBCOMMANDS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("lesion",), "lesion"),
     (("probe",), "probe"),
     (("ablate-rank",), "ablate_rank"),
+    (("segment",), "segment"),
     (("synthesize",), "synthesize"),
     (("install-desktop",), "install_desktop"),
 )

@@ -1,0 +1,1 @@
+"""Beyond classification (issue 25): classifiers run fully convolutionally, and segmentation."""
