@@ -67,3 +67,63 @@ def test_other_heads_are_refused_in_one_line(head, why):
     with pytest.raises(ModelError, match=why) as raised:
         fully_convolutional(model)
     assert "\n" not in str(raised.value)
+
+
+def test_seg_grad_cam_of_a_region_equals_pytorch_grad_cam(one_torch_thread):
+    """Grad-CAM of "Egyptian cat" summed over the left half of the class map (a region target) equals
+    pytorch-grad-cam's GradCAM with SemanticSegmentationTarget (test-only oracle), real MobileNetV2."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
+
+    from cnnviewer.engine.attribution.gradients import grad_cam
+    from cnnviewer.engine.attribution.target import Target
+    from cnnviewer.engine.segmentation.fully_convolutional import ClassMapNet, prepared_whole
+
+    model = load_model("mobilenet_v2")
+    net = ClassMapNet(fully_convolutional(model)).eval()
+    inputs = prepared_whole(picture(data.chelsea(), "chelsea"), model, max_side=320)
+    with torch.no_grad():
+        height, width = net(inputs).shape[-2:]
+    region = (0, 0, height, width // 2)
+    layer = "features.features.18.2"     # the traced graph calls the leaves, not the block
+    ours = grad_cam(net, inputs, Target(class_index=285, region=region), layer, upsample=False)[0, 0]
+    mask = np.zeros((height, width), np.float32)
+    mask[:, : width // 2] = 1
+    with GradCAM(model=net, target_layers=[net.get_submodule(layer)]) as cam:
+        cam.compute_input_gradient = False
+        activations_and_grads = cam.activations_and_grads
+        outputs = activations_and_grads(inputs.clone().requires_grad_(True))   # the weights are frozen
+        cam.model.zero_grad()
+        sum(SemanticSegmentationTarget(285, mask)(o) for o in outputs).backward(retain_graph=True)
+        activation = activations_and_grads.activations[0]
+        gradient = activations_and_grads.gradients[0]
+        theirs = cam.get_cam_image(inputs, net.get_submodule(layer), [SemanticSegmentationTarget(285, mask)],
+                                   activation.cpu().numpy(), gradient.cpu().numpy(), False)[0]
+    np.testing.assert_allclose(ours.detach().numpy(), np.maximum(theirs, 0), rtol=1e-4, atol=1e-5)
+    whole = grad_cam(net, inputs, Target(class_index=285), layer, upsample=False)[0, 0]
+    assert not torch.allclose(whole, ours, rtol=1e-2, atol=1e-3)      # the region is what is explained
+    assert not has_hooks(model.module) and not has_hooks(net)
+
+
+def test_one_class_map_position_sees_only_its_receptive_field(one_torch_thread):
+    """The gradient of one position's class score is zero outside that position's theoretical field
+    (the summary's size, jump and start for features.18), and not zero inside it."""
+    from cnnviewer.engine.attribution.gradients import saliency
+    from cnnviewer.engine.attribution.target import Target
+    from cnnviewer.engine.segmentation.fully_convolutional import ClassMapNet, prepared_whole
+    from cnnviewer.engine.workbench import Workbench
+
+    model = load_model("mobilenet_v2")
+    field = Workbench().summary(model).fields["features.18"]
+    net = ClassMapNet(fully_convolutional(model)).eval()
+    inputs = prepared_whole(picture(np.asarray(Image.fromarray(data.coffee()).resize((576, 384))), "coffee"),
+                            model, max_side=576)
+    row, column = 2, 3
+    gradient = saliency(net, inputs, Target(class_index=967, region=(row, column, row + 1, column + 1)))[0]
+    touched = gradient.abs().sum(dim=0) > 0
+    ys, xs = torch.nonzero(touched, as_tuple=True)
+    for found, index, axis in ((ys, row, 0), (xs, column, 1)):
+        centre = field.start[axis] + index * field.jump[axis]      # in pixels, 0.5 = the first pixel's centre
+        low, high = centre - field.size[axis] / 2, centre + field.size[axis] / 2
+        assert low - 1 <= found.min().item() + 0.5 and found.max().item() + 0.5 <= high + 1, (axis, low, high)
+    assert touched.sum() > 0 and not touched.all()          # a 576 px wide input is wider than the field

@@ -32,9 +32,15 @@ class Target:
     layer: LayerId | None = None
     channel: int | None = None
     neuron: tuple[int, int] | None = None
+    # A class map's region (y0, x0, y1, x1), half-open, in the output map's positions: the sum of
+    # the class's scores there (Seg-Grad-CAM, Vinogradova et al. 2020). None: every position.
+    region: tuple[int, int, int, int] | None = None
 
     def describe(self) -> str:
         if self.layer is None:
+            if self.region is not None:
+                y0, x0, y1, x1 = self.region
+                return f"class {self.class_index} over rows {y0}-{y1 - 1}, columns {x0}-{x1 - 1}"
             return f"class {self.class_index}"
         where = f" at (y={self.neuron[0]}, x={self.neuron[1]})" if self.neuron else ""
         return f"{self.layer} channel {self.channel}{where}"

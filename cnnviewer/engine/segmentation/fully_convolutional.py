@@ -147,6 +147,22 @@ def fully_convolutional(model: LoadedModel) -> FullyConvolutional:
                      "so it cannot be run at every position (VGG's and AlexNet's heads read a fixed grid)")
 
 
+class ClassMapNet(nn.Module):
+    """The split classifier as one module whose output is the class map (N, K, h, w), so every
+    gradient view can explain a class over a region of it (Target.region). It holds the user's own
+    layers (the features graph shares them): nothing is copied, and nothing is changed."""
+
+    def __init__(self, split: FullyConvolutional) -> None:
+        super().__init__()
+        self.features = split.features
+        self.register_buffer("weight", split.weight, persistent=False)
+        self.register_buffer("bias", split.bias, persistent=False)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        scores = torch.einsum("nchw,kc->nkhw", self.features(inputs), self.weight)
+        return scores if self.bias is None else scores + self.bias.view(1, -1, 1, 1)
+
+
 def prepared_whole(image: InputImage, model: LoadedModel, max_side: int = MAX_SIDE) -> torch.Tensor:
     """The whole image (no centre crop), its longer side at most `max_side`, normalised as the model
     expects: (1, 3, H, W)."""
