@@ -29,6 +29,9 @@ class Selection:
     channel: int | None = None
     neuron: tuple[int, int] | None = None  # (y, x) in that layer's output
     class_index: int | None = None         # an output chosen as the target (None: the top-1)
+    # For a model whose output is a class map: the part of it explained, as fractions (y0, x0, y1, x1)
+    # of the model's input crop (the picture every panel shows); None = the whole map.
+    region: tuple[float, float, float, float] | None = None
 
 
 class Session:
@@ -72,7 +75,7 @@ class Session:
         if keep_selection:
             return
         self.select(layer=keep, channel=None if keep is None else self.selection.channel,
-                    neuron=None, class_index=None)
+                    neuron=None, class_index=None, region=None)
 
     @property
     def interventions(self) -> tuple:

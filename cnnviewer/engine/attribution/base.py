@@ -38,8 +38,9 @@ def _score(model: nn.Module, inputs: Tensor, target: Target) -> Tensor:
         output = first_tensor(model(inputs))
         if output.dim() == 4:     # a class map (N, K, h, w): the class's scores summed over the region
             scores = output[:, target.class_index]
-            if target.region is not None:
-                y0, x0, y1, x1 = target.region
+            region = target.region_in(*output.shape[-2:])
+            if region is not None:
+                y0, x0, y1, x1 = region
                 scores = scores[:, y0:y1, x0:x1]
             return scores.flatten(1).sum(dim=1)
         return output.reshape(output.shape[0], -1)[:, target.class_index]

@@ -35,15 +35,40 @@ class Target:
     # A class map's region (y0, x0, y1, x1), half-open, in the output map's positions: the sum of
     # the class's scores there (Seg-Grad-CAM, Vinogradova et al. 2020). None: every position.
     region: tuple[int, int, int, int] | None = None
+    # The same, as fractions (y0, x0, y1, x1) of the model's input (the crop every panel shows):
+    # what the window's clicks and boxes give, since they cannot know the output map's size.
+    box: tuple[float, float, float, float] | None = None
+
+    def region_in(self, height: int, width: int) -> tuple[int, int, int, int] | None:
+        """The region in an (height, width) output map's positions: `region` as given, else `box`
+        scaled (at least one position; a box outside the map is clamped to its edge), else None."""
+        if self.region is not None or self.box is None:
+            return self.region
+        return box_positions(self.box, height, width)
 
     def describe(self) -> str:
         if self.layer is None:
             if self.region is not None:
                 y0, x0, y1, x1 = self.region
                 return f"class {self.class_index} over rows {y0}-{y1 - 1}, columns {x0}-{x1 - 1}"
+            if self.box is not None:
+                y0, x0, y1, x1 = (round(v * 100) for v in self.box)
+                if y1 - y0 <= 1 and x1 - x0 <= 1:
+                    return f"class {self.class_index} at one pixel ({y0}%, {x0}% of the input)"
+                return f"class {self.class_index} over a box ({x0}-{x1}% across, {y0}-{y1}% down)"
             return f"class {self.class_index}"
         where = f" at (y={self.neuron[0]}, x={self.neuron[1]})" if self.neuron else ""
         return f"{self.layer} channel {self.channel}{where}"
+
+
+def box_positions(box: tuple[float, float, float, float], height: int, width: int) -> tuple[int, int, int, int]:
+    """Fractions (y0, x0, y1, x1) of an image -> half-open positions of an (height, width) map
+    covering it: every position the box touches, at least one."""
+    y0, x0, y1, x1 = (min(max(float(v), 0.0), 1.0) for v in box)
+    top, left = min(int(y0 * height), height - 1), min(int(x0 * width), width - 1)
+    bottom = max(top + 1, min(height, -int(-y1 * height // 1)))
+    right = max(left + 1, min(width, -int(-x1 * width // 1)))
+    return top, left, bottom, right
 
 
 @dataclass(frozen=True, eq=False)

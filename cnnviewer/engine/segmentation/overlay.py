@@ -34,3 +34,13 @@ def class_table(labels: np.ndarray, confidence: np.ndarray) -> list[dict]:
     order = np.argsort(-counts, kind="stable")
     return [{"class": int(classes[i]), "pixels": int(counts[i]), "mean_probability": float(sums[i] / counts[i])}
             for i in order]
+
+
+def crop_extent(height: int, width: int, resize_size: int, crop_size: int) -> tuple[float, float, float, float]:
+    """Where the model's input lies in the image, as fractions (y0, x0, y1, x1): the short side
+    resized to `resize_size`, then the centre `crop_size` square (inference.prepare_input). A crop
+    larger than the resized image reaches past its edges (torchvision pads it): fractions < 0 or > 1."""
+    scale = resize_size / min(height, width)
+    resized_h, resized_w = height * scale, width * scale
+    top, left = (resized_h - crop_size) / 2, (resized_w - crop_size) / 2
+    return top / resized_h, left / resized_w, (top + crop_size) / resized_h, (left + crop_size) / resized_w
