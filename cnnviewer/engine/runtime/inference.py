@@ -104,6 +104,9 @@ def _softmax(output: Tensor) -> np.ndarray:
     logits = first_tensor(output)
     if logits is None:
         return np.zeros(0, dtype=np.float32)
+    if logits.dim() == 4:   # a class map (N, K, h, w): each class's probability averaged over the map,
+        # so the top-5 is what covers the image (segmentation models, fully convolutional classifiers)
+        return torch.softmax(logits.detach()[0].float(), dim=0).mean(dim=(1, 2)).cpu().numpy()
     logits = logits.detach().float().reshape(logits.shape[0], -1)[0]
     return torch.softmax(logits, dim=0).cpu().numpy()
 

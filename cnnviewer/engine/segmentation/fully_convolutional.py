@@ -194,3 +194,22 @@ def class_map(model: LoadedModel, image: InputImage, split: FullyConvolutional |
     probabilities = torch.softmax(scores, dim=0)
     return ClassMap(probabilities.cpu().numpy(), probabilities.argmax(dim=0).cpu().numpy(),
                     tuple(inputs.shape[-2:]))
+
+
+WINDOW_SIDE = 448   # px: the square the window's fully convolutional model sees (2x the usual crop)
+
+
+def fully_convolutional_model(model: LoadedModel, side: int = WINDOW_SIDE) -> LoadedModel:
+    """`model` as a LoadedModel whose output is its class map (ClassMapNet), on a `side`-px centre
+    square, so every panel (feature maps, gradients of a region, receptive fields) works on it.
+
+    Raises:
+        ModelError: the model does not qualify (see `fully_convolutional`).
+    """
+    from dataclasses import replace
+
+    net = ClassMapNet(fully_convolutional(model)).eval()
+    return LoadedModel(name=f"{model.name} (fully convolutional)", module=net, categories=model.categories,
+                       preprocess=replace(model.preprocess, resize_size=side, crop_size=side),
+                       weights_label=model.weights_label, trained=model.trained, device=model.device,
+                       dtype=model.dtype, weights_path=model.weights_path)
