@@ -55,8 +55,22 @@ def fast_copy(model: nn.Module, keep: Iterable[str] = ()) -> tuple[nn.Module, bo
 
 
 def class_scores(logits: Tensor, target: Target) -> tuple[np.ndarray, np.ndarray]:
-    """(raw target logit, softmax probability of the target) per row of (N, classes) `logits`."""
+    """(raw target logit, softmax probability of the target) per row of (N, classes) `logits`.
+
+    A class map (N, K, h, w) scores the region the target names (`Target.region_in`, the whole map
+    when none): the raw score is the class's logits summed there, as `base._score` and every
+    gradient view take it (Seg-Grad-CAM), and p(target) the class's softmax probability (over the
+    classes, at each position) averaged there, so a perturbation curve follows that region only.
+    """
     logits = logits.float()
+    if logits.dim() == 4:
+        probabilities = torch.softmax(logits, dim=1)[:, target.class_index]
+        scores = logits[:, target.class_index]
+        region = target.region_in(*logits.shape[-2:])
+        if region is not None:
+            y0, x0, y1, x1 = region
+            probabilities, scores = probabilities[:, y0:y1, x0:x1], scores[:, y0:y1, x0:x1]
+        return scores.flatten(1).sum(dim=1).cpu().numpy(), probabilities.flatten(1).mean(dim=1).cpu().numpy()
     return (logits[:, target.class_index].cpu().numpy(),
             torch.softmax(logits, dim=1)[:, target.class_index].cpu().numpy())
 
@@ -70,11 +84,14 @@ def model_scores(model: nn.Module, batch: Tensor, target: Target) -> tuple[np.nd
 
 
 def _logits(output, count: int) -> Tensor:
-    return first_tensor(output).reshape(count, -1)
+    """(N, classes), or a class map (N, K, h, w) kept as it is (its classes are its channels)."""
+    found = first_tensor(output)
+    return found if found.dim() == 4 else found.reshape(count, -1)
 
 
 class _Logits(nn.Module):
-    """The model's first output tensor as (N, classes): what is traced (a tracer wants tensors out)."""
+    """The model's first output tensor as (N, classes) or (N, K, h, w): what is traced (a tracer wants
+    tensors out)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

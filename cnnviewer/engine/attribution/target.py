@@ -46,17 +46,24 @@ class Target:
             return self.region
         return box_positions(self.box, height, width)
 
+    def where(self) -> str:
+        """The part of a class map explained, in words ('' for the whole output): what the views'
+        titles add after the class, so a region is never mistaken for the whole image."""
+        if self.region is not None:
+            y0, x0, y1, x1 = self.region
+            if y1 - y0 == 1 and x1 - x0 == 1:
+                return f" at map position (row {y0}, column {x0})"
+            return f" over map rows {y0}-{y1 - 1}, columns {x0}-{x1 - 1}"
+        if self.box is not None:
+            y0, x0, y1, x1 = (round(v * 100) for v in self.box)
+            if y1 - y0 <= 1 and x1 - x0 <= 1:
+                return f" at one pixel ({x0}% across, {y0}% down the input)"
+            return f" over a box ({x0}-{x1}% across, {y0}-{y1}% down the input)"
+        return ""
+
     def describe(self) -> str:
         if self.layer is None:
-            if self.region is not None:
-                y0, x0, y1, x1 = self.region
-                return f"class {self.class_index} over rows {y0}-{y1 - 1}, columns {x0}-{x1 - 1}"
-            if self.box is not None:
-                y0, x0, y1, x1 = (round(v * 100) for v in self.box)
-                if y1 - y0 <= 1 and x1 - x0 <= 1:
-                    return f"class {self.class_index} at one pixel ({y0}%, {x0}% of the input)"
-                return f"class {self.class_index} over a box ({x0}-{x1}% across, {y0}-{y1}% down)"
-            return f"class {self.class_index}"
+            return f"class {self.class_index}{self.where()}"
         where = f" at (y={self.neuron[0]}, x={self.neuron[1]})" if self.neuron else ""
         return f"{self.layer} channel {self.channel}{where}"
 

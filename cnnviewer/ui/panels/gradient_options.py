@@ -133,3 +133,24 @@ def combo(items: list[str]) -> QComboBox:
     box = QComboBox()
     box.addItems(items)
     return box
+
+
+def class_map_output(forward) -> tuple[int, int] | None:
+    """(h, w) of the model's class map when its output is one, (K, h, w) unbatched, from the recorded
+    pass's root row (''), else None: only then does a region (Selection.region) mean anything."""
+    if forward is None:
+        return None
+    root = next((info for info in forward.layers if info.name == ""), None)
+    shape = root.output_shape if root is not None else None
+    return (int(shape[1]), int(shape[2])) if shape is not None and len(shape) == 3 else None
+
+
+def region_words(target, forward) -> str:
+    """What part of the output a class target explains, for titles: its region, or the whole map
+    for a class-map model; '' for a classifier (one score, nothing to say)."""
+    if target.class_index is None or target.layer is not None:
+        return ""
+    if target.region is not None or target.box is not None:
+        return target.where()
+    shape = class_map_output(forward)
+    return f" over the whole {shape[0]}×{shape[1]} class map" if shape is not None else ""

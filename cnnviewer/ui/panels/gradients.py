@@ -21,7 +21,7 @@ from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.widgets.class_picker import ClassPicker
 from cnnviewer.ui.widgets.controls import ScrollingRow, labelled_row, on_screen
-from cnnviewer.ui.panels.gradient_options import ALL, MethodOptions, combo
+from cnnviewer.ui.panels.gradient_options import ALL, MethodOptions, class_map_output, combo, region_words
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 RELU_FREE = ("SiLU", "GELU", "Hardswish", "Mish", "ELU")
@@ -40,6 +40,7 @@ class GradientsPanel(QWidget):
         self._debounce.timeout.connect(self.refresh)
         self._top_class: int | None = None
         self._chosen_class: int | None = None      # the session's class as this panel last followed it
+        self._region: tuple | None = None          # the session's region as this panel last followed it
         self._cam_layers_token: int | None = None   # the model whose layers the Grad-CAM box lists
         self.method = combo([*METHODS, ALL])
         self.target_kind = combo(["top-1 class", "chosen class", "selected channel", "selected neuron"])
@@ -134,11 +135,13 @@ class GradientsPanel(QWidget):
 
     def _on_selection_changed(self, selection) -> None:
         new_class = selection.class_index != self._chosen_class
-        self._chosen_class = selection.class_index
+        new_region = selection.region != self._region
+        self._chosen_class, self._region = selection.class_index, selection.region
         if new_class and selection.class_index is not None and selection.class_index < self.class_box.count():
             self.class_box.show_class(selection.class_index)    # chosen here, in Synthesis, a bar, a detection
             self._choose_class()
-        elif self.target_kind.currentText() in ("selected channel", "selected neuron"):
+        elif self.target_kind.currentText() in ("selected channel", "selected neuron") or \
+                (new_region and self.target_kind.currentText() in ("top-1 class", "chosen class")):
             self._debounce.start()
 
     def show_forward(self, summary) -> None:
@@ -154,13 +157,17 @@ class GradientsPanel(QWidget):
         self._debounce.start()
 
     def target(self) -> Target | None:
-        """The target from the controls and the shared selection; None when it is incomplete."""
+        """The target from the controls and the shared selection; None when it is incomplete.
+
+        A class of a class-map model is explained over the session's region (Selection.region: a
+        clicked pixel, a dragged box, a legend class), else over the whole map (Seg-Grad-CAM)."""
         kind, selection = self.target_kind.currentText(), self._session.selection
+        box = selection.region if class_map_output(self._session.forward) is not None else None
         if kind == "top-1 class":
-            return None if self._top_class is None else Target(class_index=self._top_class)
+            return None if self._top_class is None else Target(class_index=self._top_class, box=box)
         if kind == "chosen class":
             text = self.class_box.currentText().split(":", 1)[0].strip()
-            return Target(class_index=int(text)) if text.isdigit() else None
+            return Target(class_index=int(text), box=box) if text.isdigit() else None
         if not selection.layer:
             return None
         neuron = selection.neuron if kind == "selected neuron" else None
@@ -281,10 +288,11 @@ class GradientsPanel(QWidget):
         return f"{result.method}{where} {result.milliseconds:.0f} ms" + (f" ({_options(options)})" if options else "")
 
     def describe(self, target: Target) -> str:
-        """The target in words: a class by its number and name."""
+        """The target in words: a class by its number and name, and the part of a class map explained."""
         model = self._session.model
         if target.class_index is not None and model is not None and 0 <= target.class_index < len(model.categories):
-            return f"class {target.class_index} ({model.categories[target.class_index]})"
+            return (f"class {target.class_index} ({model.categories[target.class_index]})"
+                    + region_words(target, self._session.forward))
         return target.describe()
 
     def redraw(self) -> None:

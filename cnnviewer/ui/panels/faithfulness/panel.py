@@ -13,6 +13,7 @@ from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.session import Session
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.panels.faithfulness.curves import CurvesView
+from cnnviewer.ui.panels.gradient_options import class_map_output, region_words
 from cnnviewer.ui.panels.faithfulness.sanity import SanityView, sanity_grid
 from cnnviewer.ui.widgets.controls import ScrollingRow, labelled_row, on_screen
 
@@ -26,6 +27,7 @@ class FaithfulnessPanel(QWidget):
         super().__init__(parent)
         self._session, self._jobs, self._workbench = session, jobs, workbench
         self._top_class: int | None = None
+        self._region: tuple | None = None      # the session's region as last followed
         self._computing = ""
         self._running: set[str] = set()       # job keys submitted and not yet ended: only those can be cancelled
         self.target_kind = QComboBox()
@@ -78,22 +80,29 @@ class FaithfulnessPanel(QWidget):
 
     # ---------------------------------------------------------------- target
     def target(self) -> Target | None:
-        if self.target_kind.currentText() == "chosen class" and self._session.selection.class_index is not None:
-            return Target(class_index=self._session.selection.class_index)
-        return None if self._top_class is None else Target(class_index=self._top_class)
+        """The class followed; for a class-map model, over the session's region (else the whole map):
+        the curves then follow that class's score there, as the Gradients panel explains it."""
+        selection = self._session.selection
+        box = selection.region if class_map_output(self._session.forward) is not None else None
+        if self.target_kind.currentText() == "chosen class" and selection.class_index is not None:
+            return Target(class_index=selection.class_index, box=box)
+        return None if self._top_class is None else Target(class_index=self._top_class, box=box)
 
     def describe(self, target: Target) -> str:
         model = self._session.model
         index = target.class_index
         name = model.categories[index] if model is not None and 0 <= index < len(model.categories) else ""
-        return f"class {index}" + (f" ({name})" if name else "")
+        return f"class {index}" + (f" ({name})" if name else "") + region_words(target, self._session.forward)
 
     def _on_forward(self, summary) -> None:
         self._top_class = summary.predictions[0].index if summary.predictions else None
         self._debounce.start()
 
-    def _on_selection_changed(self, _selection) -> None:
-        if self.target_kind.currentText() == "chosen class":
+    def _on_selection_changed(self, selection) -> None:
+        region_changed = selection.region != self._region
+        self._region = selection.region
+        if self.target_kind.currentText() == "chosen class" or \
+                (region_changed and class_map_output(self._session.forward) is not None):
             self._on_target_changed()
 
     def _on_target_changed(self) -> None:
