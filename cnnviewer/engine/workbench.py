@@ -168,6 +168,54 @@ class Workbench:
                                   fields[layer])
         return result, np.ascontiguousarray(picture)
 
+    def output_pixel_field(self, model: LoadedModel, image: InputImage,
+                           region: tuple[float, float, float, float]) -> tuple[NeuronField, np.ndarray]:
+        """The clicked class-map pixel's theoretical field and its effective field, drawn as a neuron's.
+
+        `region`: Selection.region (fractions of the crop) covering one position of the model's
+        (K, h, w) output. Returns (a NeuronField whose layer is '' (the output), neuron the map
+        position, channel the class that wins there, effective |∂ that class's score there / ∂x|,
+        box the field in crop pixels (segmentation.pixel_field: through the upsampling, inside the
+        crop), field.size the box's size and jump / start the map's grid on the crop, for clicks;
+        the class map's labels in palette colours, (h, w, 3) uint8).
+        """
+        from cnnviewer.engine.attribution.gradients import input_gradient
+        from cnnviewer.engine.attribution.target import box_positions
+        from cnnviewer.engine.runtime.inference import prepare_input
+        from cnnviewer.engine.segmentation.overlay import palette
+        from cnnviewer.engine.segmentation.pixel_field import output_pixel_field
+        from cnnviewer.engine.structure.summary import Field
+
+        recorded = self.cache.get(model, image)
+        output = recorded.activations.get("")
+        if output is None or output.dim() != 3:
+            raise ViewError(f"{model.name}'s output is not a class map: a pixel of it has no field of its own")
+        classes, height, width = output.shape
+        y0, x0, y1, x1 = box_positions(region, height, width)
+        if (y1 - y0, x1 - x0) != (1, 1):
+            raise ViewError("the region covers several output pixels: click one pixel to see its field")
+        start = time.perf_counter()
+        side = recorded.display.shape[:2]
+        try:
+            found = output_pixel_field(model.module, self.summary(model), (y0, x0), (height, width), side)
+        except ValueError as error:
+            raise ViewError(str(error)) from None
+        labels = output.float().argmax(dim=0).numpy()
+        winner = int(labels[y0, x0])
+        prepared = prepare_input(image, model.preprocess, model.device, model.dtype, model.input_channels)
+        gradient = input_gradient(model.module, prepared.tensor, Target(class_index=winner, region=(y0, x0, y1, x1)))
+        effective = gradient[0].abs().amax(dim=0).float().cpu().numpy()
+        if effective.max() > 0:
+            effective = effective / effective.max()
+        top, left, bottom, right = found.box
+        jump = (side[0] / height, side[1] / width)
+        field = Field(size=(float(bottom - top), float(right - left)), jump=jump,
+                      start=(jump[0] / 2, jump[1] / 2), whole=False, context=found.context)
+        result = NeuronField("", (y0, x0), winner, recorded.display, np.ascontiguousarray(effective, np.float32),
+                             (float(top), float(left), float(bottom), float(right)), field,
+                             (classes, height, width), (time.perf_counter() - start) * 1000.0)
+        return result, np.ascontiguousarray(palette(classes)[labels])
+
     def gradient(self, model: LoadedModel, image: InputImage, method: str, target: Target,
                  context=None, **options) -> GradientResult:
         """One gradient view of the current input as a (C, H, W) float32 attribution."""

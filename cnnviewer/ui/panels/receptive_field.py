@@ -7,9 +7,11 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
+from cnnviewer.engine.attribution.target import box_positions
 from cnnviewer.engine.session import Selection, Session
 from cnnviewer.engine.views.colormaps import blend, colormap_table
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.panels.gradient_options import class_map_output
 from cnnviewer.ui.widgets.controls import on_screen
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
@@ -67,7 +69,19 @@ class ReceptiveFieldPanel(QWidget):
 
     # ---------------------------------------------------------------- intent
     def _on_layer_clicked(self, y: float, x: float) -> None:
+        if self._shows_output():        # the class map: the clicked position becomes the region
+            _, height, width = self.result.layer_shape
+            self._select_position(min(max(int(y), 0), height - 1), min(max(int(x), 0), width - 1))
+            return
         self._session.select(neuron=(int(y), int(x)))
+
+    def _shows_output(self) -> bool:
+        return self.result is not None and self.result.layer == ""
+
+    def _select_position(self, row: int, col: int) -> None:
+        """One position of the class map as the session's region (fractions of the crop)."""
+        _, height, width = self.result.layer_shape
+        self._session.select(region=(row / height, col / width, (row + 1) / height, (col + 1) / width))
 
     def _on_input_clicked(self, y: float, x: float) -> None:
         """Pick the neuron whose field is centred nearest to the clicked input pixel."""
@@ -76,6 +90,9 @@ class ReceptiveFieldPanel(QWidget):
         field, (_, height, width) = self.result.field, self.result.layer_shape
         row = int(round((y - field.start[0]) / field.jump[0]))
         col = int(round((x - field.start[1]) / field.jump[1]))
+        if self._shows_output():
+            self._select_position(min(max(row, 0), height - 1), min(max(col, 0), width - 1))
+            return
         self._session.select(neuron=(min(max(row, 0), height - 1), min(max(col, 0), width - 1)))
 
     def _on_selection_changed(self, _selection: Selection) -> None:
@@ -90,11 +107,26 @@ class ReceptiveFieldPanel(QWidget):
         """A recorded pass exists for the current model and image: fields can be computed."""
         self.refresh()
 
+    def _output_pixel(self) -> tuple[float, float, float, float] | None:
+        """The session's region when it is one pixel of the model's class map (a click), else None."""
+        region, shape = self._session.selection.region, class_map_output(self._session.forward)
+        if region is None or shape is None:
+            return None
+        y0, x0, y1, x1 = box_positions(region, *shape)
+        return region if (y1 - y0, x1 - x0) == (1, 1) else None
+
     def refresh(self) -> None:
-        """Compute the selected neuron's fields (latest request wins)."""
+        """Compute the selected neuron's fields, or the clicked class-map pixel's (latest request wins)."""
         session = self._session
         model, image, selection, workbench = session.model, session.image, session.selection, self._workbench
-        if self._session.forward is None or model is None or image is None or not selection.layer or not on_screen(self):
+        if self._session.forward is None or model is None or image is None or not on_screen(self):
+            return
+        pixel = self._output_pixel()
+        if pixel is not None:
+            self._jobs.submit("receptive_field", lambda _c: workbench().output_pixel_field(model, image, pixel),
+                              on_done=self.show_result, on_error=self._on_failed)
+            return
+        if not selection.layer:
             return
 
         def work(_context):
@@ -145,6 +177,9 @@ class ReceptiveFieldPanel(QWidget):
         area = (bottom - top) * (right - left)
         on_padding = 1 - (inside[2] - inside[0]) * (inside[3] - inside[1]) / area if area else 0
         extent = field_result.effective_extent
+        if field_result.layer == "":
+            self._describe_output(field_result, on_padding)
+            return
         channel = "all channels" if field_result.channel is None else f"channel {field_result.channel}"
         self.title.setText(f"<b>{field_result.layer}</b> neuron (y={y}, x={x}), {channel}. "
                            "Click the map (left) or the input (right) to move it.")
@@ -156,6 +191,24 @@ class ReceptiveFieldPanel(QWidget):
             + f". Effective field (|∂a/∂x|, heat): non-zero over {effective_text}. "
             f"Gradient in {field_result.milliseconds:.0f} ms.")
         self._mark_depth(field_result.layer)
+
+    def _describe_output(self, field_result, on_padding: float) -> None:
+        """Title and details for the clicked class-map pixel (Workbench.output_pixel_field)."""
+        model = self._session.model
+        (y, x), (_, height, width) = field_result.neuron, field_result.layer_shape
+        index = field_result.channel
+        name = f" ({model.categories[index]})" if model is not None and 0 <= index < len(model.categories) else ""
+        extent = field_result.effective_extent
+        top, left, bottom, right = field_result.box
+        self.title.setText(f"<b>Output pixel</b> (row {y}, column {x}) of the {height}×{width} class map, class "
+                           f"{index}{name}. Click the map (left) or the input (right) to move it.")
+        effective_text = f"{extent[2] - extent[0]}×{extent[3] - extent[1]} px" if extent else "nothing (zero gradient)"
+        context = (" Global pooling (gates, image pooling) also feeds it a value from the whole image; the box is "
+                   "what it sees with those held fixed." if field_result.field.context else "")
+        self.details.setText(
+            f"Theoretical field (box): {_n(bottom - top)}×{_n(right - left)} px of the input, through every "
+            f"convolution and upsampling to this pixel.{context} Effective field (|∂score/∂x|, heat): non-zero "
+            f"over {effective_text}. Gradient in {field_result.milliseconds:.0f} ms.")
 
     def _show_depth(self, summary) -> None:
         self._depth_names = [row.name for row in summary.rows if not row.rf_whole]
