@@ -56,11 +56,55 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--cam-layer", help="the CAM methods' layer (grad-cam, grad-cam++, score-cam, layer-cam, "
                         "eigen-cam; default: the target's layer when it has maps, else the last map before global "
                         "pooling; the summary line names it)")
+    parser.add_argument("--region", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
+                        help="explain --target-class summed over this box of a class map (Seg-Grad-CAM), in pixels "
+                             "of the image as you see it (it must overlap the model's centre crop); for a model "
+                             "whose output is a class map, or with --fully-convolutional")
+    parser.add_argument("--fully-convolutional", action="store_true",
+                        help="run a classifier whose head is global pooling + one linear layer as a class map on a "
+                             "448-px centre square (then --region picks the part explained)")
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("--npy", help="also save the raw attribution (float32, HxWx3 or HxW)")
     model_options(parser)
     ablate_option(parser)
     return parser
+
+
+def region_box(region: list[float], image_hw: tuple[int, int], model) -> tuple[float, float, float, float]:
+    """--region X0 Y0 X1 Y1 (pixels of the image) as Target.box: fractions (y0, x0, y1, x1) of the model's
+    centre crop (overlay.crop_extent), clipped to it. Refused in one line: an empty box, one outside
+    the image or the crop, a model whose output is not a class map."""
+    import torch
+
+    from cnnviewer.engine.runtime.outputs import first_tensor
+    from cnnviewer.engine.segmentation.overlay import crop_extent
+
+    x0, y0, x1, y1 = region
+    height, width = image_hw
+    if not (x1 > x0 and y1 > y0):
+        raise UsageError(f"cnnviewer export gradients: --region {x0:g} {y0:g} {x1:g} {y1:g}: X1 must exceed X0 "
+                         "and Y1 Y0")
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        raise UsageError(f"cnnviewer export gradients: --region {x0:g} {y0:g} {x1:g} {y1:g} is outside the "
+                         f"{width}×{height} image")
+    size = model.preprocess.crop_size
+    with torch.inference_mode():
+        probe = first_tensor(model.module(torch.zeros(1, model.input_channels, size, size, dtype=model.dtype,
+                                                      device=model.device)))
+    if probe.dim() != 4:
+        raise UsageError(f"cnnviewer export gradients: --region needs a class map, and {model.name}'s output is "
+                         "one score per class: add --fully-convolutional (a head of global pooling + one linear "
+                         "layer) or choose a segmentation model")
+    top, left, bottom, right = crop_extent(height, width, model.preprocess.resize_size, size)
+    box = [(y0 / height - top) / (bottom - top), (x0 / width - left) / (right - left),
+           (y1 / height - top) / (bottom - top), (x1 / width - left) / (right - left)]
+    if box[2] <= 0 or box[3] <= 0 or box[0] >= 1 or box[1] >= 1:
+        crop = (f"x {max(left, 0) * width:.0f}-{min(right, 1) * width:.0f}, "
+                f"y {max(top, 0) * height:.0f}-{min(bottom, 1) * height:.0f}")
+        raise UsageError(f"cnnviewer export gradients: --region {x0:g} {y0:g} {x1:g} {y1:g} lies outside the "
+                         f"model's centre crop ({crop}), which is all it sees")
+    y_0, x_0, y_1, x_1 = (min(max(v, 0.0), 1.0) for v in box)
+    return y_0, x_0, y_1, x_1
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,12 +121,19 @@ def run(args: argparse.Namespace) -> int:
         if target_path:
             writable_target(target_path)
     model, image = load_model_and_image(args)
+    if args.fully_convolutional:
+        from cnnviewer.engine.segmentation.fully_convolutional import fully_convolutional_model
+        model = fully_convolutional_model(model)
+    box = region_box(args.region, image.pixels.shape[:2], model) if args.region is not None else None
+    if box is not None and args.layer is not None:
+        raise UsageError("cnnviewer export gradients: --region explains a class over part of a class map; "
+                         "leave out --layer")
     if args.layer is not None and args.layer not in model.layer_names:
         raise UsageError(f"cnnviewer export gradients: {model.name} has no layer {args.layer!r}")
     if args.layer is None:
         from cnnviewer.engine.runtime.inference import predict
         index = args.target_class if args.target_class is not None else predict(model, image, 1)[0].index
-        target = Target(class_index=index)
+        target = Target(class_index=index, box=box)
     else:
         target = Target(layer=args.layer, channel=args.channel or 0,
                         neuron=tuple(args.neuron) if args.neuron else None)
@@ -118,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
             np.save(stream, np.ascontiguousarray(array, dtype=np.float32))
     what = target.describe()
     if target.class_index is not None and target.class_index < len(model.categories):
-        what += f" ({model.categories[target.class_index]})"
+        what = f"class {target.class_index} ({model.categories[target.class_index]}){target.where()}"
     where = ""
     if args.method in CAM_METHODS:   # chosen when --cam-layer is left out: say which, it sets the map's detail
         where = f" at layer {result.options['layer']}" + ("" if args.cam_layer else " (auto)")

@@ -1,6 +1,10 @@
-"""`cnnviewer segment IMAGE --fully-convolutional -o OUT.png [--json OUT.json]`: a classifier run at
-every position of the image (issue 25), its class map drawn over the image, and per class its area
-and mean probability."""
+"""`cnnviewer segment IMAGE|FOLDER|VIDEO [--model NAME] [--fully-convolutional] -o OUT [--json OUT.json|-]`
+(issue 25): a class map drawn over each image or frame, and per class its pixels and mean probability.
+
+A classifier needs --fully-convolutional (its head run at every position of the whole image); a model
+whose output already is a class map (N, K, h, w) (a segmentation network, your own FCN) runs on its
+own centre crop, and the overlay is drawn on that crop.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from cnnviewer.cli.common import Parser, UsageError, load_model_and_image, model_options
+from cnnviewer.cli.common import Parser, UsageError, int_in, load_model_and_image, model_options
 
 
 def _opacity(text: str) -> float:
@@ -21,51 +25,137 @@ def _opacity(text: str) -> float:
 
 def parser() -> argparse.ArgumentParser:
     parser = Parser(prog="cnnviewer segment",
-                    description="A class map of an image, drawn over it: a classifier run fully convolutionally.")
-    parser.add_argument("image")
+                    description="A class map of an image, of every image of a folder or every frame of a video, "
+                                "drawn over it: a classifier run fully convolutionally, or a model whose output is "
+                                "a class map.")
+    parser.add_argument("image", metavar="IMAGE|FOLDER|VIDEO")
     model_options(parser)
     parser.add_argument("--fully-convolutional", action="store_true",
                         help="run a classifier whose head is global pooling + one linear layer at every position "
                              "(MobileNetV2, ResNets, EfficientNet-Lite0, most timm CNNs)")
-    parser.add_argument("-o", "--output", required=True, help="the overlay, PNG")
-    parser.add_argument("--json", metavar="OUT", help="per class: pixels and mean probability ('-': stdout)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="an image: the overlay, PNG. A folder or a video: a folder (made if missing) with one "
+                             "overlay per image (its name, .png) or per frame (frame-00000.png, ...)")
+    parser.add_argument("--json", metavar="OUT", help="per class: pixels and mean probability, per image or frame "
+                        "for a folder or a video ('-': stdout)")
     parser.add_argument("--opacity", type=_opacity, default=0.5)
-    parser.add_argument("--max-side", type=int, default=640, help="the image's longer side is scaled down to this")
+    parser.add_argument("--max-side", type=int, default=640, help="the image's longer side is scaled down to this "
+                        "(--fully-convolutional)")
+    parser.add_argument("--max-frames", type=int_in(1), help="a video: at most this many frames (default: all)")
     return parser
 
 
+def _kind(path: Path) -> str:
+    from cnnviewer.engine.media.images import IMAGE_SUFFIXES
+
+    if path.is_dir():
+        return "folder"
+    if not path.exists():
+        raise UsageError(f"{path}: no such file or folder")
+    return "image" if path.suffix.lower() in IMAGE_SUFFIXES and path.suffix.lower() != ".gif" else "video"
+
+
+def _output_folder(text: str) -> Path:
+    folder = Path(text)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder}: is a file; for a folder or a video, -o names a folder for the overlays")
+    if not folder.parent.is_dir():
+        raise UsageError(f"{folder}: the folder {folder.parent} does not exist")
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def _segmenter(model, args):
+    """image -> (the pixels drawn on, labels and confidence at their size, the class map)."""
+    from cnnviewer.engine.errors import ModelError
+    from cnnviewer.engine.segmentation.fully_convolutional import class_map, fully_convolutional
+    from cnnviewer.engine.segmentation.maps import model_class_map
+
+    if args.fully_convolutional:
+        split = fully_convolutional(model)
+
+        def whole(image):
+            found = class_map(model, image, split, max_side=args.max_side)
+            return image.pixels, *found.at_size(*image.pixels.shape[:2]), found
+        return whole
+
+    def crop(image):
+        try:
+            found = model_class_map(model, image)
+        except ModelError as error:
+            raise UsageError(f"{error}: segment needs --fully-convolutional to run a classifier at every "
+                             "position") from None
+        return found.display, *found.at_size(*found.display.shape[:2]), found
+    return crop
+
+
 def run(args: argparse.Namespace) -> int:
-    if not args.fully_convolutional:
-        raise UsageError("segment needs --fully-convolutional for now: it runs a classifier at every position "
-                         "(segmentation networks such as FCN and DeepLabV3 are not here yet)")
     if not 64 <= args.max_side <= 4096:
         raise UsageError("--max-side: choose 64 to 4096 px")
     from PIL import Image
 
+    from cnnviewer.engine.errors import ImageError
     from cnnviewer.engine.media.files import atomic_output, writable_target
-    from cnnviewer.engine.segmentation.fully_convolutional import class_map, fully_convolutional
+    from cnnviewer.engine.media.images import InputImage
+    from cnnviewer.engine.media.sources import open_source
     from cnnviewer.engine.segmentation.overlay import class_table, overlay, palette
 
-    output = writable_target(args.output, UsageError)
-    model, image = load_model_and_image(args)
-    found = class_map(model, image, fully_convolutional(model), max_side=args.max_side)
-    pixels = image.pixels
-    labels, confidence = found.at_size(pixels.shape[0], pixels.shape[1])
-    picture = overlay(pixels, labels, palette(len(model.categories) or int(labels.max()) + 1), args.opacity)
-    with atomic_output(output) as temporary:
-        Image.fromarray(picture).save(temporary, format="PNG")
-    table = [{**row, "label": model.label(row["class"])} for row in class_table(labels, confidence)]
-    report = {"image": image.source, "model": model.title, "trained": model.trained,
-              "map": list(found.labels.shape), "input": list(found.input_size), "classes": table}
+    source = Path(args.image)
+    kind = _kind(source)
+    if not args.fully_convolutional and not args.model and not args.weights:
+        raise UsageError("segment needs --fully-convolutional to run the default classifier at every position, "
+                         "or --model with a model whose output is a class map")
+    output = writable_target(args.output, UsageError) if kind == "image" else _output_folder(args.output)
+    json_target = writable_target(args.json, UsageError) if args.json and args.json != "-" else None
+    model, _ = load_model_and_image(args, need_image=False)
+    segment = _segmenter(model, args)
+    colours = None
+    rows: list[dict] = []
+    try:
+        with open_source(source) as frames:
+            for frame in frames:
+                if kind == "video" and args.max_frames is not None and frame.index >= args.max_frames:
+                    break
+                height, width = frame.pixels.shape[:2]
+                image = InputImage(frame.pixels, str(source) if kind == "image" else frame.name, (width, height))
+                base, labels, confidence, found = segment(image)
+                if colours is None:
+                    colours = palette(max(len(model.categories), found.probabilities.shape[0]))
+                picture = overlay(base, labels, colours, args.opacity)
+                target = output if kind == "image" else output / (
+                    f"{Path(frame.name).stem}.png" if kind == "folder" else f"frame-{frame.index:05d}.png")
+                with atomic_output(target) as temporary:
+                    Image.fromarray(picture).save(temporary, format="PNG")
+                table = [{**row, "label": model.label(row["class"])} for row in class_table(labels, confidence)]
+                row = {("frame" if kind == "video" else "image"): frame.index if kind == "video" else image.name,
+                       "map": list(found.labels.shape), "input": list(found.input_size), "classes": table}
+                if hasattr(found, "extent"):
+                    row["crop"] = [round(v, 6) for v in found.extent]
+                rows.append(row)
+                if args.json != "-":
+                    top = ", ".join(f"{r['label']} {r['pixels'] / labels.size:.0%}" for r in table[:3])
+                    print(f"{image.name}: {found.labels.shape[0]}×{found.labels.shape[1]} class map; {top}",
+                          file=sys.stderr)
+    except ImageError as error:
+        raise UsageError(str(error)) from None
+    if not rows:
+        raise UsageError(f"{source.name}: no frames could be read")
+    header = {"model": model.title, "trained": model.trained,
+              "on": "the whole image" if args.fully_convolutional else "the model's centre crop"}
+    if kind == "image":
+        report = {"image": str(source), **header, **{k: v for k, v in rows[0].items() if k != "image"}}
+    else:
+        report = {kind: str(source), **header, ("frames" if kind == "video" else "images"): rows}
     if args.json == "-":
         print(json.dumps(report, indent=1))
-    elif args.json:
-        with atomic_output(writable_target(args.json, UsageError)) as temporary:
+    elif json_target is not None:
+        with atomic_output(json_target) as temporary:
             Path(temporary).write_text(json.dumps(report, indent=1), encoding="utf-8")
     if args.json != "-":
-        print(f"{image.name}: {found.labels.shape[0]}×{found.labels.shape[1]} class map from {model.title}; "
-              f"wrote {output}", file=sys.stderr)
-        for row in table[:5]:
-            print(f"{row['pixels'] / labels.size:7.1%}  {row['label']} ({row['class']}), "
-                  f"mean p {row['mean_probability']:.2f}")
+        print(f"{len(rows)} {'overlay' if len(rows) == 1 else 'overlays'} from {model.title}; wrote {output}",
+              file=sys.stderr)
+        if kind == "image":
+            for row in rows[0]["classes"][:5]:
+                print(f"{row['pixels'] / sum(r['pixels'] for r in rows[0]['classes']):7.1%}  {row['label']} "
+                      f"({row['class']}), mean p {row['mean_probability']:.2f}")
     return 0

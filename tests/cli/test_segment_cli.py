@@ -4,6 +4,7 @@ the image's size, the classes' areas in JSON (a cat and coffee side by side), on
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,5 +49,150 @@ def test_errors_are_one_line(tmp_path, capsys, extra, words):
     Image.fromarray(data.chelsea()).save(source)
     argv = ["segment", str(source), *extra] + ([] if "-o" in extra else ["-o", str(tmp_path / "o.png")])
     assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1, err
+
+
+TINY_FCN = '''
+import torch
+from torch import nn
+
+
+class TinyFCN(nn.Module):
+    """A class map (N, 3, h, w) at stride 4, upsampled bilinearly to the input, as FCN does."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, 3, 3, stride=2, padding=1))
+
+    def forward(self, x):
+        return nn.functional.interpolate(self.body(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class TinyClassifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+    def forward(self, x):
+        return self.body(x)
+'''
+
+
+def small(pixels: np.ndarray, side: int = 256) -> Image.Image:
+    picture = Image.fromarray(pixels)
+    return picture.resize((side, round(side * picture.height / picture.width)))
+
+
+def test_a_folder_gives_one_overlay_per_image_and_one_json(tmp_path, capsys):
+    folder, out, table = tmp_path / "photos", tmp_path / "maps", tmp_path / "maps.json"
+    folder.mkdir()
+    small(data.chelsea()).save(folder / "cat.png")
+    small(data.coffee()).save(folder / "coffee.jpg")
+    assert main(["segment", str(folder), "--fully-convolutional", "--max-side", "256", "-o", str(out),
+                 "--json", str(table)]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["cat.png", "coffee.png"]
+    report = json.loads(table.read_text())
+    assert [row["image"] for row in report["images"]] == ["cat.png", "coffee.jpg"]
+    for row, name in zip(report["images"], ("cat.png", "coffee.jpg")):
+        size = Image.open(folder / name).size
+        assert Image.open(out / f"{Path(name).stem}.png").size == size
+        assert sum(r["pixels"] for r in row["classes"]) == size[0] * size[1]
+    assert report["images"][0]["classes"][0]["class"] in {281, 282, 283, 284, 285}      # the cat
+    assert report["images"][1]["classes"][0]["class"] in {967, 968, 504}                # espresso or a cup
+
+
+def test_a_video_gives_a_class_table_per_frame(tmp_path, capsys):
+    from tests.media import astronaut_frame, write_video
+
+    video = write_video(tmp_path / "clip.avi", [astronaut_frame(i)[0] for i in range(3)])
+    out = tmp_path / "frames"
+    assert main(["segment", str(video), "--fully-convolutional", "--max-side", "224", "-o", str(out),
+                 "--json", "-", "--max-frames", "2"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["video"] == str(video) and [row["frame"] for row in report["frames"]] == [0, 1]
+    assert sorted(p.name for p in out.iterdir()) == ["frame-00000.png", "frame-00001.png"]
+    assert all(sum(r["pixels"] for r in row["classes"]) == 640 * 480 for row in report["frames"])
+    assert report["frames"][0]["classes"] != report["frames"][1]["classes"]        # the astronaut moved
+
+
+def test_a_model_whose_output_is_a_class_map_runs_on_its_crop(tmp_path, capsys):
+    """--model FILE.py:NAME with a (N, K, h, w) output (random weights): the overlay is the 224-px crop."""
+    (tmp_path / "nets.py").write_text(TINY_FCN)
+    source, out = tmp_path / "cat.png", tmp_path / "map.png"
+    small(data.chelsea(), 320).save(source)
+    assert main(["segment", str(source), "--model", f"{tmp_path / 'nets.py'}:TinyFCN", "-o", str(out),
+                 "--json", "-"]) == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+    assert report["map"] == [224, 224] and report["on"] == "the model's centre crop"
+    assert Image.open(out).size == (224, 224) and sum(r["pixels"] for r in report["classes"]) == 224 * 224
+    assert report["crop"][1] > 0 and report["crop"][3] < 1       # a landscape image: the crop is its middle
+    assert main(["segment", str(source), "--model", f"{tmp_path / 'nets.py'}:TinyClassifier", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs --fully-convolutional" in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("make, words", [("empty", "no images in this folder"), ("broken", "broken.png"),
+                                         ("file-as-output", "is a file")])
+def test_folder_errors_are_one_line(tmp_path, capsys, make, words):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    out = tmp_path / "maps"
+    if make == "broken":
+        (folder / "broken.png").write_bytes(b"not a png")
+    if make == "file-as-output":
+        small(data.chelsea()).save(folder / "cat.png")
+        out.write_text("x")
+    assert main(["segment", str(folder), "--fully-convolutional", "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1, err
+
+
+def expected_box(x0, y0, x1, y1, width, height, side=448):
+    """Image pixels -> fractions of the fully convolutional model's 448-px centre square, worked out here:
+    the short side scaled to 448, the square cut from the middle."""
+    scale = side / min(width, height)
+    dx, dy = (width * scale - side) / 2, (height * scale - side) / 2
+    return ((y0 * scale - dy) / side, (x0 * scale - dx) / side, (y1 * scale - dy) / side, (x1 * scale - dx) / side)
+
+
+def test_export_gradients_of_a_region_is_the_engines_box_target(tmp_path, capsys):
+    from cnnviewer.engine.attribution.target import Target
+    from cnnviewer.engine.media.images import load_image
+    from cnnviewer.engine.models.loading import load_model
+    from cnnviewer.engine.segmentation.fully_convolutional import fully_convolutional_model
+    from cnnviewer.engine.workbench import Workbench
+
+    source = tmp_path / "cat.png"
+    Image.fromarray(data.chelsea()).save(source)                   # 451 × 300
+    npy, png = tmp_path / "g.npy", tmp_path / "g.png"
+    assert main(["export", "gradients", str(source), "--method", "grad-cam", "--fully-convolutional",
+                 "--region", "100", "20", "250", "170", "--target-class", "285", "-o", str(png),
+                 "--npy", str(npy)]) == 0, capsys.readouterr().err
+    assert "class 285 (Egyptian cat) over a box" in capsys.readouterr().out
+    model = fully_convolutional_model(load_model("mobilenet_v2"))
+    image = load_image(source)
+    box = expected_box(100, 20, 250, 170, 451, 300)
+    workbench = Workbench()
+    ours = workbench.gradient(model, image, "grad-cam", Target(class_index=285, box=box)).attribution[0]
+    np.testing.assert_allclose(np.load(npy), ours, rtol=1e-5, atol=1e-6)
+    whole = workbench.gradient(model, image, "grad-cam", Target(class_index=285)).attribution[0]
+    assert not np.allclose(whole, ours, rtol=1e-2, atol=1e-4)
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--fully-convolutional", "--region", "200", "50", "100", "90"], "X1 must exceed X0"),
+    (["--fully-convolutional", "--region", "0", "0", "60", "90"], "outside the model's centre crop"),
+    (["--fully-convolutional", "--region", "100", "0", "500", "90"], "outside the 451×300 image"),
+    (["--region", "100", "20", "250", "170"], "needs a class map"),
+])
+def test_export_gradients_region_errors_are_one_line(tmp_path, capsys, extra, words):
+    source = tmp_path / "cat.png"
+    Image.fromarray(data.chelsea()).save(source)
+    assert main(["export", "gradients", str(source), "--method", "saliency", *extra,
+                 "-o", str(tmp_path / "g.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1, err
