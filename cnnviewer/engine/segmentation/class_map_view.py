@@ -85,3 +85,10 @@ def shown_alpha(view: ClassMapView, shown: set[int] | None) -> np.ndarray:
     table = np.zeros(len(view.colours), np.uint8)
     table[[c for c in shown if 0 <= c < len(table)]] = 255
     return table[view.labels]
+
+
+def gives_class_map(layers) -> bool:
+    """Whether a recorded pass's model outputs a class map: its root output (LayerInfo named '',
+    unbatched) is (K, h, w). Read from ForwardSummary.layers, so the window's thread can ask."""
+    root = next((info for info in layers if info.name == ""), None)
+    return root is not None and root.output_shape is not None and len(root.output_shape) == 3

@@ -1,4 +1,5 @@
-"""Input & predictions: the photo and a bar chart of its top-5 classes."""
+"""Input & predictions: the photo and a bar chart of its top-5 classes; for a model whose output is a
+class map, the map over the photo with its legend (class_map_overlay)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
 
 from cnnviewer.engine.session import Session
+from cnnviewer.ui.panels.class_map_overlay import ClassMapControls
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 TOP_K = 5   # what the forward summary holds
@@ -48,15 +50,18 @@ class PredictionsPanel(QWidget):
                                  "Synthesis makes an image of it")
         self.chart.scene().sigMouseClicked.connect(self._on_chart_clicked)
         self._size_chart_by_font()
+        self.class_map = ClassMapControls(session, self.canvas, self)
         splitter = QSplitter(Qt.Orientation.Vertical, self)
         splitter.addWidget(self.canvas)
+        splitter.addWidget(self.class_map)    # the map's legend under the photo, when there is a map
         splitter.addWidget(self.chart)
-        splitter.setCollapsible(1, False)      # the chart keeps room for five readable rows
+        splitter.setCollapsible(2, False)      # the chart keeps room for five readable rows
         splitter.setStretchFactor(0, 1)        # a narrower dock or a longer title takes from the photo
-        splitter.setSizes([320, self.chart.minimumHeight()])
+        splitter.setSizes([320, 90, self.chart.minimumHeight()])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.title)
+        layout.addWidget(self.class_map.bar)
         layout.addWidget(splitter)
         self.predictions: tuple = ()
         session.image_changed.connect(self._on_image_changed)
@@ -65,6 +70,11 @@ class PredictionsPanel(QWidget):
         session.forward_failed.connect(self.clear)
         if session.image is not None:
             self._on_image_changed(session.image)
+
+    def attach(self, jobs, workbench, toggle=None) -> None:
+        """Let the panel compute class maps on the job thread (UiJobs, the LazyWorkbench) and show the
+        window's "Fully convolutional" toggle (ui.fully_convolutional) as a checkbox."""
+        self.class_map.attach(jobs, workbench, toggle)
 
     def _size_chart_by_font(self) -> None:
         """Rows no closer than a line of text, labels in a fixed column: squeezed by a narrow dock or
