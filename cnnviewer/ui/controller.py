@@ -92,7 +92,7 @@ class Controller(QObject):
         session.model_changed.connect(lambda _model: self.refresh_forward())
         session.image_changed.connect(lambda _image: self.refresh_forward())
         from cnnviewer.ui.fully_convolutional import FullyConvolutionalToggle
-        self.fully_convolutional = FullyConvolutionalToggle(self)   # Model > Fully convolutional
+        self.fully_convolutional = FullyConvolutionalToggle(self)   # File > Fully convolutional
 
     # ---------------------------------------------------------------- images
     def open_image(self, path: str | Path) -> None:

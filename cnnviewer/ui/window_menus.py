@@ -60,13 +60,12 @@ def build_menus(window: MenuWindow) -> None:
     add_action(window, file_menu, "Load &weights…", window.choose_weights, "Ctrl+W")
     add_action(window, file_menu, "Choose &model…", window.choose_model, "Ctrl+M")
     add_action(window, file_menu, "Open &architecture file…", window.choose_architecture_file)
+    file_menu.setToolTipsVisible(True)    # beside the model it changes (a menu of its own moved Help)
+    window.fully_convolutional_action = fully_convolutional_action(window, file_menu)
     file_menu.addSeparator()
     add_action(window, file_menu, "&Export current panel as PNG…", window.export_current_panel, "Ctrl+E")
     file_menu.addSeparator()
     add_action(window, file_menu, "&Quit", window.close, QKeySequence.StandardKey.Quit)
-    model_menu = window.menuBar().addMenu("&Model")
-    model_menu.setToolTipsVisible(True)
-    window.fully_convolutional_action = fully_convolutional_action(window, model_menu)
     view_menu = window.menuBar().addMenu("&View")
     for dock in window.docks.values():
         view_menu.addAction(dock.toggleViewAction())
@@ -81,10 +80,10 @@ def build_menus(window: MenuWindow) -> None:
 
 
 def fully_convolutional_action(window: MenuWindow, menu: QMenu) -> QAction:
-    """Model > Fully convolutional: checkable, kept in step with the toggle (a refusal or another
+    """File > Fully convolutional: checkable, kept in step with the toggle (a refusal or another
     model unticks it)."""
     toggle = window.controller.fully_convolutional
-    action = QAction("&Fully convolutional", window, checkable=True)
+    action = QAction("Fully &convolutional", window, checkable=True)
     action.setToolTip("Run the classifier's pooling + linear head at every position of a larger input: a "
                       "coarse class map from the same weights (models whose head is global pooling + one "
                       "linear layer: MobileNet, ResNet, EfficientNet; not VGG or AlexNet)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -39,7 +40,14 @@ def class_map_view(model: LoadedModel, recorded: ForwardPass) -> ClassMapView:
     confidence_np = confidence.numpy().astype("float32", copy=False)
     pixels = recorded.image.pixels
     extent = crop_extent(pixels.shape[0], pixels.shape[1], model.preprocess.resize_size, model.preprocess.crop_size)
+    legend = legend_of(labels_np, confidence_np, model.label)
+    colours = palette(int(probabilities.shape[0]))
+    # The classes present take the palette's first colours, largest first: hues by class index put
+    # tiger cat, ibex and chocolate sauce all in green; by rank, neighbours in the legend differ.
+    ranked = [entry.class_index for entry in legend]
+    present = set(ranked)
+    order = ranked + [c for c in range(len(colours)) if c not in present]
+    colours = colours[np.argsort(order)]
     return ClassMapView(model_token=model.token, image=recorded.image, labels=labels_np, confidence=confidence_np,
                         grid=grid, grid_labels=probabilities.argmax(dim=0).to(torch.int32).numpy(),
-                        legend=legend_of(labels_np, confidence_np, model.label),
-                        colours=palette(int(probabilities.shape[0])), extent=extent)
+                        legend=legend, colours=colours, extent=extent)

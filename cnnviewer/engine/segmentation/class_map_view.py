@@ -31,7 +31,7 @@ class ClassMapView:
     grid: tuple[int, int]          # (h, w) of the model's output map
     grid_labels: np.ndarray        # (h, w) int32: the most probable class at each output position
     legend: tuple[LegendEntry, ...]  # by area, largest first
-    colours: np.ndarray            # (K, 3) uint8: overlay.palette(K)
+    colours: np.ndarray            # (K, 3) uint8: overlay.palette(K), its first colours to the legend's classes
     extent: tuple[float, float, float, float]  # (y0, x0, y1, x1): where the crop lies in the image
 
     def at(self, fy: float, fx: float) -> tuple[int, float] | None:

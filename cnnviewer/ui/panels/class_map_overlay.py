@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QVBoxLayout,
     QWidget,
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from cnnviewer.ui.jobs import UiJobs
 
 JOB = "class_map"
-HINT = "Click a pixel or drag a box on the photo to explain it; Esc or 'Whole image' for the whole map"
+HINT = "Click a pixel or drag a box to explain it; Esc: the whole map"
 
 
 class ClassMapControls(QWidget):
@@ -67,8 +68,9 @@ class ClassMapControls(QWidget):
         self.legend = ClassLegend(self)
         self.legend.class_clicked.connect(self.choose_class)
         self.legend.all_clicked.connect(lambda: self.show_only(None))
-        self.readout = QLabel(HINT)
-        self.readout.setWordWrap(True)
+        self.readout = QLabel(HINT)      # one line that never widens the dock: the photo keeps the height
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        canvas.setToolTip(HINT)
         self.region_item = QGraphicsRectItem()
         self.region_item.setPen(pg.mkPen((255, 225, 60), width=2, cosmetic=True))
         self.region_item.setZValue(2)
@@ -83,7 +85,8 @@ class ClassMapControls(QWidget):
         row.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.legend, 1)
+        layout.addWidget(self.legend)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         layout.addWidget(self.readout)
         for widget in (canvas, self.legend):    # Esc over the photo or legend: the whole map (see eventFilter)
             widget.installEventFilter(self)

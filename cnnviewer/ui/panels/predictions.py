@@ -57,7 +57,8 @@ class PredictionsPanel(QWidget):
         splitter.addWidget(self.chart)
         splitter.setCollapsible(2, False)      # the chart keeps room for five readable rows
         splitter.setStretchFactor(0, 1)        # a narrower dock or a longer title takes from the photo
-        splitter.setSizes([320, 90, self.chart.minimumHeight()])
+        splitter.setStretchFactor(1, 0)
+        splitter.setSizes([320, 60, self.chart.minimumHeight()])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.title)

@@ -25,7 +25,9 @@ class ClassLegend(QListWidget):
         self.setWrapping(True)
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setSpacing(2)
-        self.setMinimumHeight(2 * (self.fontMetrics().lineSpacing() + 10))
+        row = self.fontMetrics().lineSpacing() + 8
+        self.setMinimumHeight(2 * row + 6)     # two rows of chips; a third when there is room
+        self.setMaximumHeight(3 * row + 6)
         self.setToolTip("Classes in the map by area (share of the picture, mean probability). Click one to "
                         "show only it and explain it over the whole map; click it again to show all.")
         self.itemClicked.connect(self._on_item_clicked)
