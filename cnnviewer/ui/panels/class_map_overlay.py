@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, QRectF, Qt
+from PySide6.QtCore import QEvent, QObject, QRectF, Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QGraphicsRectItem,
@@ -40,6 +40,8 @@ HINT = "Click a pixel or drag a box to explain it; Esc: the whole map"
 
 class ClassMapControls(QWidget):
     """The toggle, opacity, 'Whole image', the legend and a readout; drives the overlay on `canvas`."""
+
+    shown = Signal(bool)     # a class map is drawn (the panel shows the legend's tab) or not
 
     def __init__(self, session: Session, canvas: ImageCanvas, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -85,8 +87,7 @@ class ClassMapControls(QWidget):
         row.addStretch(1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.legend)
-        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        layout.addWidget(self.legend, 1)
         layout.addWidget(self.readout)
         for widget in (canvas, self.legend):    # Esc over the photo or legend: the whole map (see eventFilter)
             widget.installEventFilter(self)
@@ -135,10 +136,11 @@ class ClassMapControls(QWidget):
             self.toggle.set_on(on)
 
     def _show_controls(self, shown: bool) -> None:
-        for widget in (self._opacity_label, self.opacity, self.whole, self):
+        for widget in (self._opacity_label, self.opacity, self.whole):
             widget.setVisible(shown)
         self.bar.setVisible(shown or self.toggle is not None)
         self.canvas.set_box_drag(shown)    # a drag picks a region only over a class map; else it pans
+        self.shown.emit(shown)
 
     # ---------------------------------------------------------------- the map
     def reset(self) -> None:

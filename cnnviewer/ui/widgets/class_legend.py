@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
-from PySide6.QtWidgets import QListView, QListWidget, QListWidgetItem, QWidget
+from PySide6.QtWidgets import QListWidget, QListWidgetItem, QWidget
 
 MAX_ENTRIES = 40   # a random network's map can hold hundreds of classes: the rest are summed in one line
 
@@ -20,14 +20,7 @@ class ClassLegend(QListWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setIconSize(QSize(14, 14))
-        # Entries flow left to right and wrap, as chips under the photo: a narrow dock still shows several.
-        self.setFlow(QListView.Flow.LeftToRight)
-        self.setWrapping(True)
-        self.setResizeMode(QListView.ResizeMode.Adjust)
-        self.setSpacing(2)
-        row = self.fontMetrics().lineSpacing() + 8
-        self.setMinimumHeight(2 * row + 6)     # two rows of chips; a third when there is room
-        self.setMaximumHeight(3 * row + 6)
+        self.setUniformItemSizes(True)
         self.setToolTip("Classes in the map by area (share of the picture, mean probability). Click one to "
                         "show only it and explain it over the whole map; click it again to show all.")
         self.itemClicked.connect(self._on_item_clicked)
@@ -42,7 +35,7 @@ class ClassLegend(QListWidget):
         self.addItem(everything)
         for entry in self.entries[:MAX_ENTRIES]:
             item = QListWidgetItem(_swatch(colours[entry.class_index]),
-                                   f"{entry.name} {entry.area:.0%}")
+                                   f"{entry.name}   {entry.area:.1%} of the map, p {entry.mean_probability:.2f}")
             item.setData(Qt.ItemDataRole.UserRole, entry.class_index)
             item.setToolTip(f"{entry.name} (class {entry.class_index}): {entry.area:.1%} of the map, "
                             f"mean probability {entry.mean_probability:.1%} over its pixels")
