@@ -183,6 +183,7 @@ class Controller(QObject):
             self.load_model(**self._pending, weights=str(path), trust=trust)
             return
         current = self.session.model.original if self.session.model is not None else None   # not the knocked copy
+        current = self.fully_convolutional.classifier or current    # nor the fully convolutional one
         path, device, precision = str(path), self.device, self.precision
         spec = self.model_spec
 

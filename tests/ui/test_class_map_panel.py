@@ -126,7 +126,7 @@ def test_class_map_legend_hover_and_regions(window, qtbot):
     assert not controls.isVisible() and not panel.canvas.has_overlay()
 
 
-def test_toggle_refuses_a_vgg_and_another_model_unticks_it(window, qtbot):
+def test_toggle_refuses_a_vgg_and_another_model_unticks_it(window, qtbot, tmp_path):
     """VGG11 with random weights (no weights offline; untrained): its head reads a fixed 7×7 grid."""
     messages: list[str] = []
     window.controller.message.connect(messages.append)
@@ -144,6 +144,18 @@ def test_toggle_refuses_a_vgg_and_another_model_unticks_it(window, qtbot):
     action.trigger()
     qtbot.waitUntil(lambda: window.session.model.name.endswith("(fully convolutional)"), timeout=60000)
     assert controls.fully_convolutional.isChecked()
+    # Weights go into the classifier (not the class-map net), and the toggle unticks.
+    import torch
+    import torchvision
+    torch.manual_seed(0)
+    weights = tmp_path / "mnv2.pth"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), weights)
+    window.load_weights(weights)
+    qtbot.waitUntil(lambda: window.session.model.weights_path == str(weights), timeout=60000)
+    assert window.session.model.name == "mobilenet_v2" and not window.controller.fully_convolutional.on
+    assert not action.isChecked() and not controls.fully_convolutional.isChecked()
+    action.trigger()
+    qtbot.waitUntil(lambda: window.session.model.name.endswith("(fully convolutional)"), timeout=60000)
     window.controller.load_model("resnet18", allow_download=False)   # random weights: only its loading matters
     qtbot.waitUntil(lambda: window.session.model.name == "resnet18", timeout=60000)
     assert not action.isChecked() and not controls.fully_convolutional.isChecked()

@@ -47,6 +47,7 @@ class ClassMapControls(QWidget):
         super().__init__(parent)
         self._session, self.canvas = session, canvas
         self._jobs: UiJobs | None = None
+        self._pending = False                 # a class-map job was submitted and has not answered
         self._workbench = None
         self.toggle: FullyConvolutionalToggle | None = None
         self.view: ClassMapView | None = None
@@ -72,7 +73,6 @@ class ClassMapControls(QWidget):
         self.legend.all_clicked.connect(lambda: self.show_only(None))
         self.readout = QLabel(HINT)      # one line that never widens the dock: the photo keeps the height
         self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        canvas.setToolTip(HINT)
         self.region_item = QGraphicsRectItem()
         self.region_item.setPen(pg.mkPen((255, 225, 60), width=2, cosmetic=True))
         self.region_item.setZValue(2)
@@ -140,13 +140,15 @@ class ClassMapControls(QWidget):
             widget.setVisible(shown)
         self.bar.setVisible(shown or self.toggle is not None)
         self.canvas.set_box_drag(shown)    # a drag picks a region only over a class map; else it pans
+        self.canvas.setToolTip(f"{HINT} (the middle button pans)" if shown else "")
         self.shown.emit(shown)
 
     # ---------------------------------------------------------------- the map
     def reset(self) -> None:
         """Forget the map at once (a new image or model): nothing stale stays drawn."""
-        if self._jobs is not None:
-            self._jobs.cancel(JOB)
+        if self._jobs is not None and self._pending:
+            self._jobs.cancel(JOB)      # a cancelled map never arrives: nothing stale later either
+        self._pending = False
         self.view, self._rgba, self.solo = None, None, None
         self.canvas.clear_overlay()
         self.region_item.setVisible(False)
@@ -161,10 +163,12 @@ class ClassMapControls(QWidget):
         if self._jobs is None or model is None or image is None or summary.image is not image:
             return
         workbench = self._workbench
+        self._pending = True
         self._jobs.submit(JOB, lambda _context: workbench().class_map(model, image), on_done=self.show_map,
                           on_error=self._on_failed)
 
     def _on_failed(self, text: str) -> None:
+        self._pending = False
         self.reset()
         self.canvas.setToolTip(f"No class map: {text}")
 
@@ -173,6 +177,7 @@ class ClassMapControls(QWidget):
         model = self._session.model
         if model is None or view.model_token != model.token or view.image is not self._session.image:
             return
+        self._pending = False
         self.view, self.solo = view, None
         self._rgba = coloured(view)
         self._draw()
