@@ -160,3 +160,43 @@ def test_toggle_refuses_a_vgg_and_another_model_unticks_it(window, qtbot, tmp_pa
     qtbot.waitUntil(lambda: window.session.model.name == "resnet18", timeout=60000)
     assert not action.isChecked() and not controls.fully_convolutional.isChecked()
     assert not window.controller.fully_convolutional.on
+
+
+def test_a_random_class_map_net_in_the_panel_alone_and_a_cancelled_map_never_arrives(qtbot):
+    """The Input panel on its own (Session, UiJobs, Controller) with a small random class-map network
+    (untrained): 3 classes at a quarter of the input's size; a map whose job was cancelled never shows."""
+    import torch
+    from torch import nn
+
+    from cnnviewer.engine.jobs import JobRunner
+    from cnnviewer.engine.models.handle import wrap_module
+    from cnnviewer.engine.session import Session
+    from cnnviewer.ui.controller import Controller
+    from cnnviewer.ui.jobs import UiJobs
+    from cnnviewer.ui.panels.predictions import PredictionsPanel
+
+    torch.manual_seed(0)
+    session, jobs = Session(), UiJobs(JobRunner(torch_threads=1))
+    controller = Controller(session, jobs)
+    panel = PredictionsPanel(session)
+    panel.attach(jobs, controller.workbench, controller.fully_convolutional)
+    qtbot.addWidget(panel)
+    panel.resize(500, 600)
+    panel.show()
+    try:
+        session.set_image(InputImage(np.ascontiguousarray(data.astronaut()[::4, ::4]), "astronaut", (128, 128)))
+        session.set_model(wrap_module(nn.Sequential(nn.Conv2d(3, 3, 4, stride=4)).eval(), "tiny"))
+        controls = panel.class_map
+        qtbot.waitUntil(lambda: controls.view is not None, timeout=30000)
+        assert controls.view.grid == (56, 56) and len(controls.view.colours) == 3
+        assert controls.legend.count() == 1 + len(controls.view.legend) and panel.lower.currentIndex() == 1
+        assert panel.canvas.has_overlay() and controls.fully_convolutional.isVisible()
+        # Another image: its map's job is cancelled as soon as it starts; nothing arrives afterwards.
+        session.set_image(InputImage(np.ascontiguousarray(data.coffee()[::4, ::4]), "coffee", (150, 100)))
+        assert controls.view is None and not panel.canvas.has_overlay()
+        qtbot.waitUntil(lambda: session.forward is not None, timeout=30000)
+        controls.reset()                                      # cancels the class-map job just submitted
+        qtbot.wait(1500)
+        assert controls.view is None and not panel.canvas.has_overlay() and panel.lower.currentIndex() == 0
+    finally:
+        jobs.runner.close()
