@@ -63,8 +63,11 @@ def test_class_map_legend_hover_and_regions(window, qtbot):
     assert np.abs(faint.astype(int) - strong.astype(int)).mean() > 3 and controls.view is view
     # Hover reads the class and its probability at that pixel (the photo's middle row, a quarter in).
     height, width = panel.canvas.image().shape[:2]
-    controls._on_hovered(height / 2, width * 0.3)
-    found = view.at(0.5, (0.3 - 0.25) / 0.5)
+    spot = on_screen(panel.canvas, height / 2, width * 0.3)
+    QTest.mouseMove(panel.canvas.viewport(), spot)
+    qtbot.waitUntil(lambda: "at this pixel" in controls.readout.text(), timeout=2000)
+    under = panel.canvas.view.mapSceneToView(panel.canvas.mapToScene(spot))   # the photo pixel, as rounded on screen
+    found = view.at(under.y() / height, (under.x() / width - 0.25) / 0.5)     # the crop is the middle half
     assert controls.readout.text() == f"{dict((e.class_index, e.name) for e in view.legend)[found[0]]}: " \
                                        f"{found[1]:.1%} at this pixel"
     # A legend click: only that class is coloured, and it is the target over the whole map.
@@ -141,9 +144,14 @@ def test_toggle_refuses_a_vgg_and_another_model_unticks_it(window, qtbot, tmp_pa
     assert window.session.model is vgg and not action.isChecked() and not controls.fully_convolutional.isChecked()
     window.controller.load_model("mobilenet_v2")
     qtbot.waitUntil(lambda: window.session.model.name == "mobilenet_v2", timeout=60000)
+    # Knock-outs on the classifier are cleared when switching, and the status line says so.
+    from cnnviewer.engine.experiments.ablate_spec import Knockout
+    window.controller.add_knockout(Knockout("features.3", (0, 1)))
+    qtbot.waitUntil(lambda: len(window.session.interventions) == 1, timeout=30000)
     action.trigger()
     qtbot.waitUntil(lambda: window.session.model.name.endswith("(fully convolutional)"), timeout=60000)
-    assert controls.fully_convolutional.isChecked()
+    assert controls.fully_convolutional.isChecked() and window.session.interventions == ()
+    assert messages[-1].endswith("1 knock-out cleared") and not window.intervention_strip.isVisible()
     # Weights go into the classifier (not the class-map net), and the toggle unticks.
     import torch
     import torchvision
