@@ -18,6 +18,7 @@ from cnnviewer.engine.models.handle import wrap_module
 from cnnviewer.engine.models.loading import load_model
 from cnnviewer.engine.runtime.hooks import has_hooks
 from cnnviewer.engine.runtime.inference import prepare_input
+from cnnviewer.engine.segmentation.class_map_build import upsampled_argmax
 from cnnviewer.engine.segmentation.class_map_view import shown_alpha
 from cnnviewer.engine.segmentation.fully_convolutional import fully_convolutional_model
 from cnnviewer.engine.segmentation.overlay import crop_extent, palette
@@ -102,3 +103,18 @@ def test_a_map_at_the_inputs_size_is_not_resampled_and_a_classifier_has_none(one
     classifier = load_model("mobilenet_v2")
     with pytest.raises(ViewError, match="no class map"):
         Workbench().class_map(classifier, image)
+
+
+@pytest.mark.parametrize("classes, grid, size", [(100, (5, 9), (37, 61)), (200, (1, 1), (16, 16)),
+                                                 (100, (14, 14), (448, 448)), (21, (7, 7), (224, 224))])
+def test_the_upsampled_argmax_is_interpolate_then_max(classes, grid, size, one_torch_thread):
+    """Only the classes that can win in each 2×2 block are upsampled: the same labels and probabilities
+    as upsampling all of them (odd sizes, a 1×1 grid, peaked and flat maps)."""
+    torch.manual_seed(1)
+    for sharpness in (0.5, 6.0):
+        probabilities = torch.softmax(torch.randn(classes, *grid) * sharpness, dim=0)
+        labels, confidence = upsampled_argmax(probabilities, *size)
+        full = F.interpolate(probabilities[None], size=size, mode="bilinear", align_corners=False)[0]
+        expected_confidence, expected = full.max(dim=0)
+        assert (labels == expected).float().mean() > 0.9999
+        torch.testing.assert_close(confidence, expected_confidence, rtol=0, atol=1e-6)
