@@ -265,6 +265,16 @@ class Workbench:
             shown["baseline"] = baseline_name
         return prepared, options, shown
 
+    def class_map(self, model: LoadedModel, image: InputImage):
+        """The class map of a model whose output is one (segmentation, fully convolutional), read from
+        the recorded pass's output (no second forward): a segmentation.class_map_view.ClassMapView.
+
+        Raises:
+            ViewError: the model's output is not a class map.
+        """
+        from cnnviewer.engine.segmentation.class_map_build import class_map_view
+        return class_map_view(model, self.cache.get(model, image))
+
 
 def _structural(model: LoadedModel) -> LoadedModel:
     """The model whose structure `model` has: a knocked-out model has its intact model's layers,

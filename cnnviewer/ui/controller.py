@@ -91,6 +91,8 @@ class Controller(QObject):
         jobs.cancelled.connect(self._on_job_cancelled)
         session.model_changed.connect(lambda _model: self.refresh_forward())
         session.image_changed.connect(lambda _image: self.refresh_forward())
+        from cnnviewer.ui.fully_convolutional import FullyConvolutionalToggle
+        self.fully_convolutional = FullyConvolutionalToggle(self)   # File > Fully convolutional
 
     # ---------------------------------------------------------------- images
     def open_image(self, path: str | Path) -> None:
@@ -181,6 +183,7 @@ class Controller(QObject):
             self.load_model(**self._pending, weights=str(path), trust=trust)
             return
         current = self.session.model.original if self.session.model is not None else None   # not the knocked copy
+        current = self.fully_convolutional.classifier or current    # nor the fully convolutional one
         path, device, precision = str(path), self.device, self.precision
         spec = self.model_spec
 

@@ -126,6 +126,8 @@ class MainWindow(QMainWindow):
         log_panel_messages(key, panel, self.messages.add)   # what panels say is kept in View > Messages too
         if hasattr(panel, "knockout_requested"):   # Feature maps, Architecture: "Knock out" menus
             panel.knockout_requested.connect(self.controller.request_knockout)
+        if key == "predictions":   # class maps on the job thread, and the Fully convolutional checkbox
+            panel.attach(self.jobs, self.controller.workbench, self.controller.fully_convolutional)
         if key == "synthesis":   # facets come from the Dataset panel's folder (none until it was opened)
             panel.dataset_index = lambda: getattr(self.panel_docks.built("dataset"), "index", None)
 

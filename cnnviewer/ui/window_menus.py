@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QAction, QKeySequence
@@ -21,6 +21,7 @@ class MenuWindow(Protocol):
     main_window imports, does not import main_window back."""
 
     settings: QSettings
+    controller: Any     # ui.controller.Controller (its fully_convolutional toggle)
     docks: dict[str, QDockWidget]
     folder_browser: FolderBrowser
     recent_menu: QMenu
@@ -59,6 +60,8 @@ def build_menus(window: MenuWindow) -> None:
     add_action(window, file_menu, "Load &weights…", window.choose_weights, "Ctrl+W")
     add_action(window, file_menu, "Choose &model…", window.choose_model, "Ctrl+M")
     add_action(window, file_menu, "Open &architecture file…", window.choose_architecture_file)
+    file_menu.setToolTipsVisible(True)    # beside the model it changes (a menu of its own moved Help)
+    window.fully_convolutional_action = fully_convolutional_action(window, file_menu)
     file_menu.addSeparator()
     add_action(window, file_menu, "&Export current panel as PNG…", window.export_current_panel, "Ctrl+E")
     file_menu.addSeparator()
@@ -74,6 +77,27 @@ def build_menus(window: MenuWindow) -> None:
                QKeySequence.StandardKey.HelpContents)
     add_action(window, menu, "&About cnnviewer", lambda: help_menu.show_about(window))
     refresh_recent_menu(window)
+
+
+def fully_convolutional_action(window: MenuWindow, menu: QMenu) -> QAction:
+    """File > Fully convolutional: checkable, kept in step with the toggle (a refusal or another
+    model unticks it)."""
+    toggle = window.controller.fully_convolutional
+    action = QAction("Fully &convolutional", window, checkable=True)
+    action.setToolTip("Run the classifier's pooling + linear head at every position of a larger input: a "
+                      "coarse class map from the same weights (models whose head is global pooling + one "
+                      "linear layer: MobileNet, ResNet, EfficientNet; not VGG or AlexNet)")
+    action.setChecked(toggle.on)
+    action.triggered.connect(toggle.set_on)
+
+    def follow(on: bool) -> None:
+        action.blockSignals(True)
+        action.setChecked(on)
+        action.blockSignals(False)
+
+    toggle.changed.connect(follow)
+    menu.addAction(action)
+    return action
 
 
 def recent_files(window: MenuWindow) -> list[str]:

@@ -1,13 +1,15 @@
-"""Input & predictions: the photo and a bar chart of its top-5 classes."""
+"""Input & predictions: the photo and a bar chart of its top-5 classes; for a model whose output is a
+class map, the map over the photo with its legend (class_map_overlay)."""
 
 from __future__ import annotations
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QFontMetrics
-from PySide6.QtWidgets import QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSplitter, QTabWidget, QVBoxLayout, QWidget
 
 from cnnviewer.engine.session import Session
+from cnnviewer.ui.panels.class_map_overlay import ClassMapControls
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
 TOP_K = 5   # what the forward summary holds
@@ -48,15 +50,25 @@ class PredictionsPanel(QWidget):
                                  "Synthesis makes an image of it")
         self.chart.scene().sigMouseClicked.connect(self._on_chart_clicked)
         self._size_chart_by_font()
+        self.class_map = ClassMapControls(session, self.canvas, self)
+        # Below the photo: the top-5, and for a class map its legend in a second tab (shown first), so
+        # the photo keeps its height in a 1280x800 window.
+        self.lower = QTabWidget(self)
+        self.lower.setDocumentMode(True)
+        self.lower.addTab(self.chart, "Top-5")
+        self.lower.addTab(self.class_map, "Classes in the map")
+        self.lower.tabBar().setVisible(False)
+        self.class_map.shown.connect(self._on_class_map_shown)
         splitter = QSplitter(Qt.Orientation.Vertical, self)
         splitter.addWidget(self.canvas)
-        splitter.addWidget(self.chart)
+        splitter.addWidget(self.lower)
         splitter.setCollapsible(1, False)      # the chart keeps room for five readable rows
         splitter.setStretchFactor(0, 1)        # a narrower dock or a longer title takes from the photo
         splitter.setSizes([320, self.chart.minimumHeight()])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.title)
+        layout.addWidget(self.class_map.bar)
         layout.addWidget(splitter)
         self.predictions: tuple = ()
         session.image_changed.connect(self._on_image_changed)
@@ -65,6 +77,17 @@ class PredictionsPanel(QWidget):
         session.forward_failed.connect(self.clear)
         if session.image is not None:
             self._on_image_changed(session.image)
+
+    def attach(self, jobs, workbench, toggle=None) -> None:
+        """Let the panel compute class maps on the job thread (UiJobs, the LazyWorkbench) and show the
+        window's "Fully convolutional" toggle (ui.fully_convolutional) as a checkbox."""
+        self.class_map.attach(jobs, workbench, toggle)
+
+    def _on_class_map_shown(self, shown: bool) -> None:
+        """A class map arrived (its legend's tab in front) or went (the top-5 alone, no tabs)."""
+        self.lower.tabBar().setVisible(shown)
+        self.lower.setTabEnabled(1, shown)
+        self.lower.setCurrentIndex(1 if shown else 0)
 
     def _size_chart_by_font(self) -> None:
         """Rows no closer than a line of text, labels in a fixed column: squeezed by a narrow dock or

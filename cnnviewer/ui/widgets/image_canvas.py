@@ -5,6 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtWidgets import QGraphicsRectItem
+
+
+class _CanvasViewBox(pg.ViewBox):
+    """A ViewBox whose left drag can draw a box instead of panning (ImageCanvas.set_box_drag)."""
+
+    def __init__(self, **options) -> None:
+        super().__init__(**options)
+        self.box_drag = None    # a callable (start scene pos, current scene pos, finished) while on
+
+    def mouseDragEvent(self, ev, axis=None) -> None:  # noqa: N802 - pyqtgraph override
+        if self.box_drag is None or ev.button() != Qt.MouseButton.LeftButton:
+            super().mouseDragEvent(ev, axis)
+            return
+        ev.accept()
+        self.box_drag(ev.buttonDownScenePos(), ev.scenePos(), ev.isFinish())
 
 
 class ImageCanvas(pg.GraphicsView):
@@ -17,13 +33,14 @@ class ImageCanvas(pg.GraphicsView):
     hovered = Signal(float, float)
     clicked = Signal(float, float)
     left = Signal()
+    box_dragged = Signal(float, float, float, float)   # y0, x0, y1, x1 in image pixels (set_box_drag on)
     reshaped = Signal()   # the view's width/height ratio changed a lot: a mosaic may re-arrange
 
     RESHAPE_RATIO = 1.25   # re-arrange a mosaic only when the view's aspect changes by more than this
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent, background=(30, 30, 34))
-        self.view = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.view = _CanvasViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.setCentralItem(self.view)
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.view.addItem(self.image_item)
@@ -32,6 +49,8 @@ class ImageCanvas(pg.GraphicsView):
         self.highlight.setVisible(False)
         self.view.addItem(self.highlight)
         self._shape: tuple[int, ...] | None = None
+        self.overlay_item: pg.ImageItem | None = None   # made on first use (show_overlay)
+        self._rubber: QGraphicsRectItem | None = None
         self._arranged_for = 1.0
         self._fit_extra: QRectF | None = None   # drawn beyond the image (e.g. a field on padding)
         self._reshape_timer = QTimer(self, singleShot=True, interval=150)
@@ -99,6 +118,7 @@ class ImageCanvas(pg.GraphicsView):
         self.image_item.clear()
         self._shape = None
         self.highlight.setVisible(False)
+        self.clear_overlay()
 
     def mark(self, y: int, x: int, height: int, width: int) -> None:
         """Outline a rectangle (e.g. the selected tile)."""
@@ -131,3 +151,53 @@ class ImageCanvas(pg.GraphicsView):
         pixel = self._pixel(event.scenePos())
         if pixel is not None:
             self.clicked.emit(*pixel)
+
+    # ------------------------------------------------------------ additions: an overlay and a dragged box
+    def show_overlay(self, rgba: np.ndarray, rect: QRectF, opacity: float) -> None:
+        """Draw `rgba` (h, w, 4) uint8 over the image, stretched onto `rect` (image pixels), at `opacity`:
+        a class map over the part of the photo the model saw."""
+        if self.overlay_item is None:
+            self.overlay_item = pg.ImageItem(axisOrder="row-major")
+            self.overlay_item.setZValue(1)
+            self.view.addItem(self.overlay_item)
+        self.overlay_item.setImage(rgba, levels=(0, 255), autoLevels=False)
+        self.overlay_item.setRect(rect)
+        self.overlay_item.setOpacity(opacity)
+        self.overlay_item.setVisible(True)
+
+    def set_overlay_opacity(self, opacity: float) -> None:
+        """Dim or strengthen the overlay: no pixels recomputed."""
+        if self.overlay_item is not None:
+            self.overlay_item.setOpacity(opacity)
+
+    def clear_overlay(self) -> None:
+        """Remove the overlay (a new image or model: never a stale one)."""
+        if self.overlay_item is not None:
+            self.overlay_item.clear()
+            self.overlay_item.setVisible(False)
+
+    def has_overlay(self) -> bool:
+        """An overlay is drawn."""
+        return self.overlay_item is not None and self.overlay_item.isVisible() and \
+            self.overlay_item.image is not None
+
+    def set_box_drag(self, enabled: bool) -> None:
+        """Left drag draws a box and emits `box_dragged` (instead of panning; the middle button still pans)."""
+        self.view.box_drag = self._on_box_drag if enabled else None
+
+    def _on_box_drag(self, start: QPointF, now: QPointF, finished: bool) -> None:
+        if self._shape is None:
+            return
+        a, b = self.view.mapSceneToView(start), self.view.mapSceneToView(now)
+        height, width = self._shape[:2]
+        y0, y1 = sorted((min(max(a.y(), 0.0), height), min(max(b.y(), 0.0), height)))
+        x0, x1 = sorted((min(max(a.x(), 0.0), width), min(max(b.x(), 0.0), width)))
+        if self._rubber is None:
+            self._rubber = QGraphicsRectItem()
+            self._rubber.setPen(pg.mkPen((255, 255, 255), width=1.5, style=Qt.PenStyle.DashLine, cosmetic=True))
+            self._rubber.setZValue(3)
+            self.view.addItem(self._rubber)
+        self._rubber.setRect(x0, y0, x1 - x0, y1 - y0)
+        self._rubber.setVisible(not finished)
+        if finished and y1 > y0 and x1 > x0:
+            self.box_dragged.emit(y0, x0, y1, x1)
