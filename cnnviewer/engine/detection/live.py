@@ -21,17 +21,19 @@ from cnnviewer.engine.media.sources import Frame, FrameSource
 
 if TYPE_CHECKING:   # torch and the detectors load on the detector thread, never the GUI's
     from cnnviewer.engine.detection.detectors import Detector
+    from cnnviewer.engine.segmentation.live_scene import LiveClassMap
 
 
 @dataclass(frozen=True, eq=False)
 class LiveResult:
-    """One frame's raw detections (before the user's thresholds)."""
+    """One frame's raw detections (before the user's thresholds), or its class map (a segmenter)."""
 
     frame: Frame
     raw: list[Detection]
     detector: Detector
     detect_ms: float
     internals: dict = field(default_factory=dict)   # e.g. RPN proposals and anchor grids
+    segmentation: LiveClassMap | None = None       # numpy only: the window's thread draws it
 
 
 class LatestFrame:
@@ -143,15 +145,21 @@ class LivePipeline:
         return not self._playing.is_set()
 
     def step(self) -> None:
-        """Read one frame of a paused file source."""
+        """Read one frame of a paused file source; a reader that had ended is started again, so a
+        Step after the end (e.g. once Loop is ticked) reads on instead of doing nothing forever."""
         with self._lock:
             self._steps += 1
+        self._restart_ended_reader()
 
     def seek(self, index: int) -> None:
         """Show frame `index` of the file source next (also when paused); replays an ended source."""
         with self._lock:
             self._seek_to = index
-            self._steps += 1
+            if self.paused:   # playing, the reader shows it anyway: a step would be left over for a later pause
+                self._steps += 1
+        self._restart_ended_reader()
+
+    def _restart_ended_reader(self) -> None:
         source = self._source
         if source is not None and (self._reader is None or not self._reader.is_alive()):
             self._start_reader(source, self._realtime)   # the source had ended: read it again
@@ -239,7 +247,7 @@ class LivePipeline:
             with self._lock:
                 wanted = self._wanted
             if wanted != self._built and wanted != self._failed:
-                self._on_status(f"Loading the {wanted[0]} detector…")
+                self._on_status(f"Loading {wanted[0]}…")
                 try:
                     device = device or str(pick_device(self._device))
                     self._detector = make_detector(wanted[0], device, wanted[1])
@@ -252,8 +260,9 @@ class LivePipeline:
                 continue
             try:
                 started = time.perf_counter()
-                raw = self._detector.raw(frame.pixels)
+                raw, segmentation = self._detector.run(frame.pixels)
                 detect_ms = (time.perf_counter() - started) * 1000
-                self._on_result(LiveResult(frame, raw, self._detector, detect_ms, self._detector.internals()))
+                self._on_result(LiveResult(frame, raw, self._detector, detect_ms, self._detector.internals(),
+                                           segmentation))
             except Exception as error:   # keep running: the next frame or detector may work
                 self._on_error(describe(error))
