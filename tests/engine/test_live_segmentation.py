@@ -64,13 +64,14 @@ def test_a_torchvision_segmenter_labels_every_pixel_of_a_frame(frames):
     assert segmenter.segment(big).labels.shape == (480, 640)         # labels back at the frame's
 
 
-def test_the_fully_convolutional_classifier_finds_the_cat_and_leaves_the_model_as_found():
-    model = load_model("mobilenet_v2")
+@pytest.mark.parametrize("name", ["mobilenet_v2", "timm:tf_efficientnet_lite0"])   # both real, offline
+def test_the_fully_convolutional_classifier_finds_the_cat_and_leaves_the_model_as_found(name):
+    model = load_model(name)
     module = model.module.train()                                    # found in training mode: stays so
-    module.features[0][0].weight.requires_grad_(False)
+    next(module.parameters()).requires_grad_(False)
     grads = [p.requires_grad for p in module.parameters()]
     segmenter = FullyConvolutionalSegmenter(model)
-    assert segmenter.trained and segmenter.name == "mobilenet_v2 (fully convolutional)"
+    assert segmenter.trained and segmenter.name == f"{name} (fully convolutional)"
     cat = np.asarray(Image.fromarray(data.chelsea()).resize((640, 480)))
     class_map = segmenter.segment(cat)
     assert class_map.labels.shape == (480, 640) and class_map.working_size == (336, 448)
@@ -151,7 +152,7 @@ def _frames_source(frames: list[np.ndarray]) -> ImageSequence:
 
 def test_names_the_blend_and_the_legend(frames):
     names = segmenter_names()
-    assert "mobilenet_v2 (fully convolutional)" in names and "fcn_resnet50" in names and len(names) == 7
+    assert "mobilenet_v2 (fully convolutional)" in names and "fcn_resnet50" in names and len(names) == 8
     from cnnviewer.ui.panels.live_segmentation import SEGMENTERS   # the panel's torch-free copy
     assert sorted(SEGMENTERS) == sorted(names)
     with pytest.raises(ModelError, match="unknown segmentation model"):

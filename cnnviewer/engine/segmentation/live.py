@@ -5,7 +5,8 @@ random initialisation, labelled untrained) and any classifier whose head is glob
 linear layer run fully convolutionally (`fully_convolutional`; MobileNetV2 has real ImageNet weights
 offline). Each frame is shrunk to the network's working size so the frame rate stays usable on a
 CPU: short side SEGMENTATION_SIDE for torchvision's (their own maps come back at that size), longer
-side CLASSIFIER_SIDE for a classifier (a stride-32 map, 11×14 on a 4:3 frame). Everything handed on
+side CLASSIFIER_SIDE for a classifier (a stride-32 map, 11×14 on a 4:3 frame). VGG and AlexNet do
+not qualify: their heads read a fixed 7×7 grid. Everything handed on
 is numpy (live_scene.LiveClassMap), so the window's thread never touches torch.
 """
 
@@ -28,7 +29,9 @@ from cnnviewer.engine.segmentation.overlay import palette
 SEGMENTATION_SIDE = 320   # px, short side: lraspp 49 ms, fcn_resnet50 1.4 s a frame on one thread
 CLASSIFIER_SIDE = 448     # px, longer side: MobileNetV2 about 65 ms (640: 160 ms) on one thread
 FULLY_CONVOLUTIONAL = " (fully convolutional)"
-CLASSIFIERS = ("mobilenet_v2",)   # classifiers with real weights offline whose head qualifies
+# Classifiers with real ImageNet weights offline (torchvision's MobileNetV2 pack, the EfficientNet-Lite
+# pack) whose head is global average pooling + one linear layer; others work by name, untrained.
+CLASSIFIERS = ("mobilenet_v2", "timm:tf_efficientnet_lite0")
 UPSAMPLE = 8              # a classifier's coarse map is upsampled bilinearly by this before argmax
 
 

@@ -19,12 +19,13 @@ if TYPE_CHECKING:
 
 TASKS = ("Detection", "Segmentation")
 # engine.segmentation.live.segmenter_names() (that module loads torch; a test keeps the two equal)
-SEGMENTERS = ("mobilenet_v2 (fully convolutional)", "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large",
+SEGMENTERS = ("mobilenet_v2 (fully convolutional)", "timm:tf_efficientnet_lite0 (fully convolutional)",
+              "lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large",
               "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101")
 OPACITY = 0.5
 TOOLTIPS = {
-    "model": "mobilenet_v2 (fully convolutional): the real ImageNet classifier's head applied at every "
-             "position of the frame (coarse, 1000 classes); torchvision's segmentation networks label "
+    "model": "… (fully convolutional): a real ImageNet classifier's head applied at every position of "
+             "the frame (coarse, 1000 classes); torchvision's segmentation networks label "
              "21 VOC classes (with weights from the torch hub cache when present, else untrained)",
     "opacity": "How strongly the class colours cover the frame (0: the frame itself)",
     "legend": "The classes in this frame, largest area first",
