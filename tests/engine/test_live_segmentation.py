@@ -172,3 +172,17 @@ def test_names_the_blend_and_the_legend(frames):
     html = legend_html(class_map)
     assert class_map.legend[0].name in html and "%" in html
     assert torch.get_num_threads() == 1
+
+
+def test_what_the_window_thread_imports_for_segmentation_loads_no_torch():
+    """The panel's segmentation module and the class map it draws are numpy only (the GUI thread)."""
+    import os
+    import subprocess
+    import sys
+    code = ("import sys\nimport cnnviewer.ui.panels.live_detection, cnnviewer.ui.panels.live_segmentation\n"
+            "import cnnviewer.engine.segmentation.live_scene\n"
+            "print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
