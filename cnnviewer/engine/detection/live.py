@@ -232,6 +232,8 @@ class LivePipeline:
                             self._steps += 1
                     started, played = time.perf_counter(), 0
                     continue
+                if self._asked_while_ending(stop):   # a Step or seek came as this reader was ending
+                    continue
                 break
             if realtime and self._playing.is_set():
                 due = started + played / max(source.fps, 1e-3)
@@ -246,6 +248,13 @@ class LivePipeline:
         self._slot.wait_drained(stop)   # "ended" once the last frame's result is out, not when it was read
         if not stop.is_set():
             self._on_end()
+
+    def _asked_while_ending(self, stop: threading.Event) -> bool:
+        """At the end of the source, once the last frame's result is out: whether a seek, or a Step
+        while paused, arrived meanwhile (`step` saw this reader alive, so it did not start another)."""
+        self._slot.wait_drained(stop)
+        with self._lock:
+            return not stop.is_set() and (self._seek_to is not None or (self._steps > 0 and self.paused))
 
     def _detect_loop(self) -> None:
         import torch
