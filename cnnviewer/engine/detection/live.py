@@ -187,8 +187,8 @@ class LivePipeline:
 
     def close(self) -> None:
         self._closed = True
-        self.stop_source()
-        self._slot.close()
+        self._slot.close()      # first: a lossless reader waiting for the (now ending) detector thread
+        self.stop_source()      # to take its frame returns at once, rather than after join's 5 s
         self._thread.join(timeout=10)
 
     # ------------------------------------------------------------ threads
