@@ -53,6 +53,9 @@ FIGURES: dict[str, list[str]] = {
                           for case in ("conv 2 channels", "block 80 channels", "5 layers")],
     "bench_live.py": [rf"^{name}: raw {NUMBER} frames/s, pipeline {NUMBER} frames/s, ratio {NUMBER}.*stall {NUMBER} ms"
                       for name in ("ssdlite320_mobilenet_v3_large", "mtcnn")],
+    "bench_live_segmentation.py": [rf"^{name}: raw {NUMBER} frames/s, pipeline {NUMBER} frames/s, ratio {NUMBER}.*"
+                                   rf"stall {NUMBER} ms.* (PASS|FAIL)$"
+                                   for name in ("lraspp_mobilenet_v3_large", r"mobilenet_v2 \(fully convolutional\)")],
     "bench_probe.py": [rf"^probe 8 shifts all layers {NUMBER} ms\s+8 plain forwards {NUMBER} ms\s+ratio {NUMBER}\s+target <= 2\s+(PASS|FAIL)$",
                        rf"^features\.0\.0 error at 2 px {NUMBER}(e[-+]\d+)?\s"],
     "bench_receptive_field.py": [rf"^{layer}(\s+{NUMBER}){{3}}\s+(PASS|FAIL)"

@@ -46,6 +46,11 @@ class Detector(ABC):
         """What the last `raw` call saw inside the model (e.g. RPN proposals); {} if nothing."""
         return {}
 
+    def run(self, pixels: np.ndarray) -> tuple[list[Detection], object | None]:
+        """What the live pipeline shows of a frame: the raw detections, and a class map for a
+        segmenter (engine.segmentation.live), None for a detector."""
+        return self.raw(pixels), None
+
 
 class FaceDetector(Detector):
     """MTCNN with its offline weights; its final NMS is left to the user's IoU slider."""
@@ -202,12 +207,18 @@ def weights_on_disk(name: str) -> bool:
 
 
 def make_detector(name: str = FACE_DETECTOR, device: str = "cpu", weights: str | Path | None = None) -> Detector:
-    """Build a detector by name (see detector_names), optionally with custom weights.
+    """Build a detector by name (see detector_names), or a segmenter (see
+    engine.segmentation.live.segmenter_names), optionally with custom weights.
 
     Raises:
-        ModelError: unknown name, or custom weights for the built-in face detector.
+        ModelError: unknown name, or custom weights for the built-in face detector or a segmenter.
         WeightsError: the weights file does not fit the architecture.
     """
+    from cnnviewer.engine.segmentation.live import is_segmenter, make_segmenter
+    if is_segmenter(name):
+        if weights is not None:
+            raise ModelError(f"{name}: custom weights are for torchvision detectors")
+        return make_segmenter(name, device)
     if name == FACE_DETECTOR:
         if weights is not None:
             raise ModelError("mtcnn uses its own offline weights; --weights is for torchvision detectors")

@@ -21,17 +21,19 @@ from cnnviewer.engine.media.sources import Frame, FrameSource
 
 if TYPE_CHECKING:   # torch and the detectors load on the detector thread, never the GUI's
     from cnnviewer.engine.detection.detectors import Detector
+    from cnnviewer.engine.segmentation.live_scene import LiveClassMap
 
 
 @dataclass(frozen=True, eq=False)
 class LiveResult:
-    """One frame's raw detections (before the user's thresholds)."""
+    """One frame's raw detections (before the user's thresholds), or its class map (a segmenter)."""
 
     frame: Frame
     raw: list[Detection]
     detector: Detector
     detect_ms: float
     internals: dict = field(default_factory=dict)   # e.g. RPN proposals and anchor grids
+    segmentation: LiveClassMap | None = None       # numpy only: the window's thread draws it
 
 
 class LatestFrame:
@@ -40,6 +42,7 @@ class LatestFrame:
     def __init__(self) -> None:
         self._frame: Frame | None = None
         self._closed = False
+        self._busy = False         # a taken frame is still being worked on (until `done`)
         self._changed = threading.Condition()
 
     def put(self, frame: Frame, lossless: bool = False) -> None:
@@ -55,8 +58,21 @@ class LatestFrame:
             if self._frame is None and not self._closed:
                 self._changed.wait(timeout)
             frame, self._frame = self._frame, None
+            self._busy = frame is not None
             self._changed.notify_all()
             return frame
+
+    def done(self) -> None:
+        """The frame last taken has been dealt with (its result, or its error, is out)."""
+        with self._changed:
+            self._busy = False
+            self._changed.notify_all()
+
+    def wait_drained(self, stop: threading.Event) -> None:
+        """Wait until no frame waits and none is being worked on (or the slot closes, or `stop`)."""
+        with self._changed:
+            while (self._frame is not None or self._busy) and not self._closed and not stop.is_set():
+                self._changed.wait(0.05)
 
     def close(self) -> None:
         with self._changed:
@@ -83,6 +99,7 @@ class LivePipeline:
                  device: str | None = None, torch_threads: int | None = 1) -> None:
         self._on_result, self._on_error, self._on_end, self._on_status = on_result, on_error, on_end, on_status
         self._device, self._torch_threads = device, torch_threads
+        self._device_name: str | None = None   # the device picked, on the detector thread
         self._slot = LatestFrame()
         self._detector: Detector | None = None
         self._wanted: tuple[str, str | None] = ("mtcnn", None)
@@ -143,15 +160,21 @@ class LivePipeline:
         return not self._playing.is_set()
 
     def step(self) -> None:
-        """Read one frame of a paused file source."""
+        """Read one frame of a paused file source; a reader that had ended is started again, so a
+        Step after the end (e.g. once Loop is ticked) reads on instead of doing nothing forever."""
         with self._lock:
             self._steps += 1
+        self._restart_ended_reader()
 
     def seek(self, index: int) -> None:
         """Show frame `index` of the file source next (also when paused); replays an ended source."""
         with self._lock:
             self._seek_to = index
-            self._steps += 1
+            if self.paused:   # playing, the reader shows it anyway: a step would be left over for a later pause
+                self._steps += 1
+        self._restart_ended_reader()
+
+    def _restart_ended_reader(self) -> None:
         source = self._source
         if source is not None and (self._reader is None or not self._reader.is_alive()):
             self._start_reader(source, self._realtime)   # the source had ended: read it again
@@ -164,8 +187,8 @@ class LivePipeline:
 
     def close(self) -> None:
         self._closed = True
-        self.stop_source()
-        self._slot.close()
+        self._slot.close()      # first: a lossless reader waiting for the (now ending) detector thread
+        self.stop_source()      # to take its frame returns at once, rather than after join's 5 s
         self._thread.join(timeout=10)
 
     # ------------------------------------------------------------ threads
@@ -209,6 +232,8 @@ class LivePipeline:
                             self._steps += 1
                     started, played = time.perf_counter(), 0
                     continue
+                if self._asked_while_ending(stop):   # a Step or seek came as this reader was ending
+                    continue
                 break
             if realtime and self._playing.is_set():
                 due = started + played / max(source.fps, 1e-3)
@@ -220,40 +245,55 @@ class LivePipeline:
                     started, played = time.perf_counter(), 0
                 frame = Frame(frame.index, frame.name, frame.pixels, time.perf_counter())
             self._slot.put(frame, lossless=not realtime)
+        self._slot.wait_drained(stop)   # "ended" once the last frame's result is out, not when it was read
         if not stop.is_set():
             self._on_end()
+
+    def _asked_while_ending(self, stop: threading.Event) -> bool:
+        """At the end of the source, once the last frame's result is out: whether a seek, or a Step
+        while paused, arrived meanwhile (`step` saw this reader alive, so it did not start another)."""
+        self._slot.wait_drained(stop)
+        with self._lock:
+            return not stop.is_set() and (self._seek_to is not None or (self._steps > 0 and self.paused))
 
     def _detect_loop(self) -> None:
         import torch
 
-        from cnnviewer.engine.detection.detectors import make_detector
-        from cnnviewer.engine.runtime.device import pick_device
-
         if self._torch_threads:
             torch.set_num_threads(self._torch_threads)
-        device = None
         while not self._closed:
             frame = self._slot.take(timeout=0.2)
             if frame is None:
                 continue
-            with self._lock:
-                wanted = self._wanted
-            if wanted != self._built and wanted != self._failed:
-                self._on_status(f"Loading the {wanted[0]} detector…")
-                try:
-                    device = device or str(pick_device(self._device))
-                    self._detector = make_detector(wanted[0], device, wanted[1])
-                    self._built = wanted
-                    self._on_status("")
-                except Exception as error:   # keep the previous detector, and say why (once)
-                    self._failed = wanted
-                    self._on_error(f"{wanted[0]}: {describe(error)}")
-            if self._detector is None:
-                continue
             try:
-                started = time.perf_counter()
-                raw = self._detector.raw(frame.pixels)
-                detect_ms = (time.perf_counter() - started) * 1000
-                self._on_result(LiveResult(frame, raw, self._detector, detect_ms, self._detector.internals()))
-            except Exception as error:   # keep running: the next frame or detector may work
-                self._on_error(describe(error))
+                self._work_on(frame)
+            finally:
+                self._slot.done()
+
+    def _work_on(self, frame: Frame) -> None:
+        """Build the wanted detector if it changed, then run it on `frame` and hand the result on."""
+        from cnnviewer.engine.detection.detectors import make_detector
+        from cnnviewer.engine.runtime.device import pick_device
+
+        with self._lock:
+            wanted = self._wanted
+        if wanted != self._built and wanted != self._failed:
+            self._on_status(f"Loading {wanted[0]}…")
+            try:
+                self._device_name = self._device_name or str(pick_device(self._device))
+                self._detector = make_detector(wanted[0], self._device_name, wanted[1])
+                self._built = wanted
+                self._on_status("")
+            except Exception as error:   # keep the previous detector, and say why (once)
+                self._failed = wanted
+                self._on_error(f"{wanted[0]}: {describe(error)}")
+        if self._detector is None:
+            return
+        try:
+            started = time.perf_counter()
+            raw, segmentation = self._detector.run(frame.pixels)
+            detect_ms = (time.perf_counter() - started) * 1000
+            self._on_result(LiveResult(frame, raw, self._detector, detect_ms, self._detector.internals(),
+                                       segmentation))
+        except Exception as error:   # keep running: the next frame or detector may work
+            self._on_error(describe(error))

@@ -1,6 +1,7 @@
 """Live detection's Capture: the annotated frame and its detections saved, the frame handed to the
-other panels, and where the files went said under the picture and on the window's status bar.
-Apart from live_detection.py to keep that module short; it works on the panel's own state."""
+other panels, and where the files went said under the picture and on the window's status bar; and a
+clicked detection handed to the other panels to explain. Apart from live_detection.py to keep that
+module short; it works on the panel's own state."""
 
 from __future__ import annotations
 
@@ -50,3 +51,25 @@ def say_saved(panel: LiveDetectionPanel, saved: Path, then: str) -> None:
     text = f"Saved {saved.name} and {saved.with_suffix('.json').name} in {saved.parent}; {then}"
     panel.note(text)
     panel._controller.message.emit(f"Live detection: {text}")
+
+
+def explain(panel: LiveDetectionPanel, detection, frame_name: str | None = None) -> None:
+    """Make every other panel explain `detection` (its score as class 0), on the model job thread."""
+    detector, pixels = panel.result.detector, panel.frame.pixels
+    name = frame_name or f"{Path(panel.frame.name).stem}-detection.png"
+
+    def work(_context):
+        from cnnviewer.engine.detection.explain import explain_detection
+        return explain_detection(detector, detection, pixels, name)
+
+    def done(result) -> None:
+        model, image = result
+        panel._explanation = model
+        panel._controller.show_model_on(model, image, f"Explaining {detection.label} {detection.score:.2f}: "
+                                        "every panel now shows this detection's score as class 0")
+        panel._session.select(class_index=0)
+        panel.note(f"The other panels explain {detection.label} {detection.score:.2f} "
+                   f"(gradient views: its score as the target). Load a model to go back.")
+
+    panel._jobs.submit("model", work, on_done=done, on_error=lambda text: panel.note(
+        f"Could not explain that detection: {text}"), label=f"Explaining {detection.label}")

@@ -1,4 +1,5 @@
-"""Live detection: camera, video file or image folder, detections drawn on every frame.
+"""Live detection and segmentation: camera, video file or image folder, detections or a class map
+drawn on every frame (the segmentation task's controls and drawing: live_segmentation.py).
 
 The engine's `LivePipeline` reads files and runs the detector on its own
 threads, always on the newest frame; cameras push frames from Qt Multimedia's
@@ -28,34 +29,18 @@ from cnnviewer.engine.session import Session
 from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.main_thread import Dispatcher
+from cnnviewer.ui.panels import live_segmentation
 from cnnviewer.ui.panels.detector_marks import mark_detectors
+from cnnviewer.ui.panels.live_names import DETECTORS, TOOLTIPS, VIEWS
+from cnnviewer.ui.panels.live_segmentation import TASKS, SegmentationControls
 from cnnviewer.ui.widgets.camera_feed import CameraFeed, cameras
 from cnnviewer.ui.widgets.controls import fit_names, labelled_row
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 from cnnviewer.ui.widgets.playback import PlaybackBar, ValueSlider
 
-DETECTORS = ("mtcnn", "ssdlite320_mobilenet_v3_large", "ssd300_vgg16", "fasterrcnn_mobilenet_v3_large_320_fpn",
-             "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
-             "retinanet_resnet50_fpn", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn", "maskrcnn_resnet50_fpn",
-             "maskrcnn_resnet50_fpn_v2", "keypointrcnn_resnet50_fpn")   # engine.detection.detector_names()
-VIEWS = ("Detections", "Before NMS | after NMS", "RPN proposals + anchors (click)")   # engine.detection.scene.VIEWS
-TOOLTIPS = {
-    "source": "A camera, a video file or a folder of images (or drop one on this panel)",
-    "detector": "MTCNN finds faces offline; the torchvision detectors find the 80 COCO classes "
-                "(with COCO weights when cached, else untrained)",
-    "iou": "Non-maximum suppression: of two boxes of one class overlapping by more than this "
-           "(intersection over union), the lower-scoring one is dropped",
-    "view": "Detections; the boxes before and after NMS side by side; or a two-stage detector's "
-            "RPN proposals and, where you click, its anchors",
-    "pause_button": "Pause or resume the source",
-    "step_button": "One frame forward (paused video or folder)",
-    "capture_button": "Save the annotated frame and its detections, and make the frame every panel's input",
-}
-
-
-
 class LiveDetectionPanel(QWidget):
-    """Detections over live frames with score / IoU thresholds, NMS and RPN views, pause, step, capture."""
+    """Detections (score / IoU thresholds, NMS and RPN views) or a class map (opacity, legend) over live
+    frames, with pause, step and capture."""
 
     frame_shown = Signal()   # after each new frame's overlay is on screen
 
@@ -76,6 +61,9 @@ class LiveDetectionPanel(QWidget):
         self.selected = None             # the Detection clicked
         self._explanation = None         # the model that explains it, once shown
         self._notes: list[str] = []      # the last messages shown under the picture
+        self.task = QComboBox()
+        self.task.addItems(TASKS)
+        self.segmentation = SegmentationControls(self)
         self.source = QComboBox()
         self.source.addItem("Choose a source…")
         self.resolution = QComboBox()
@@ -104,17 +92,25 @@ class LiveDetectionPanel(QWidget):
         self.status.setWordWrap(True)
         self.message = QLabel("")
         self.message.setWordWrap(True)
-        row1 = labelled_row([("Source", self.source), ("", self.resolution), ("Detector", self.detector),
+        self.model_label = QLabel("Detector")
+        self.thresholds, self.view_row = QWidget(), QWidget()   # the detection task's controls
+        row1 = labelled_row([("Task", self.task), ("Source", self.source), ("", self.resolution),
+                             ("", self.model_label), ("", self.detector), ("", self.segmentation.model),
                              ("", self.weights_button)])
-        row2 = labelled_row([("Score ≥", self.score), ("NMS IoU", self.iou)])
+        self.thresholds.setLayout(labelled_row([("Score ≥", self.score), ("NMS IoU", self.iou)]))
+        self.view_row.setLayout(labelled_row([("View", self.view)]))   # the row with room for its whole text
         row3 = labelled_row([("", self.pause_button), ("", self.step_button), ("", self.capture_button),
-                             ("View", self.view)])   # the row with room for the View's whole text
+                             ("", self.view_row)])
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(row1)
-        layout.addLayout(row2)
+        for widget in (self.thresholds, self.segmentation, self.view_row):
+            widget.layout().setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.thresholds)
+        layout.addWidget(self.segmentation)
         layout.addLayout(row3)
         layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.segmentation.legend)
         layout.addWidget(self.playback)
         layout.addWidget(self.status)
         layout.addWidget(self.message)
@@ -127,6 +123,10 @@ class LiveDetectionPanel(QWidget):
         self.source.activated.connect(self._on_source_chosen)
         self.resolution.activated.connect(lambda _i: self.camera.reopen())
         self.detector.currentTextChanged.connect(self._on_detector_chosen)
+        self.task.currentIndexChanged.connect(self._on_task_chosen)
+        self.segmentation.model.currentTextChanged.connect(self._on_segmenter_chosen)
+        self.segmentation.opacity.valueChanged.connect(lambda _v: self.redraw())
+        self._on_task_chosen(0)
         self.weights_button.clicked.connect(self._on_weights_clicked)
         for slider in (self.score, self.iou):
             slider.valueChanged.connect(lambda _v: self.redraw())
@@ -149,8 +149,17 @@ class LiveDetectionPanel(QWidget):
             from cnnviewer.engine.detection.live import LivePipeline
             self._pipeline = LivePipeline(self._result_arrived, on_error=self._say_soon, on_end=self._ended_soon,
                                           on_status=self._status_soon)
-            self._pipeline.set_detector(self.detector.currentText(), self._weights)
+            self._pipeline.set_detector(self.model_name(), self._weights)
         return self._pipeline
+
+    @property
+    def segmenting(self) -> bool:
+        """Whether the segmentation task is chosen."""
+        return self.task.currentIndex() == 1
+
+    def model_name(self) -> str:
+        """The chosen task's model: the detector, or the segmentation model."""
+        return self.segmentation.model.currentText() if self.segmenting else self.detector.currentText()
 
     def _result_arrived(self, result) -> None:
         """Detector thread: keep only the newest result; ask the GUI thread once to show it."""
@@ -256,13 +265,31 @@ class LiveDetectionPanel(QWidget):
         from cnnviewer.engine.media.sources import Frame
         self.pipeline.offer(Frame(self.camera.frames, "camera", pixels, captured))
 
-    # ---------------------------------------------------------------- detector
+    # ---------------------------------------------------------------- task and model
+    def _on_task_chosen(self, _index: int) -> None:
+        """Show the chosen task's controls; its model runs on the frame on screen (e.g. while paused)."""
+        segmenting = self.segmenting
+        for widget in (self.detector, self.weights_button, self.thresholds, self.view_row):
+            widget.setVisible(not segmenting)
+        for widget in (self.segmentation, self.segmentation.model, self.segmentation.legend):
+            widget.setVisible(segmenting)
+        self.model_label.setText("Model" if segmenting else "Detector")
+        self.selected = None
+        if self._pipeline is not None:
+            self._pipeline.set_detector(self.model_name(), None if segmenting else self._weights)
+            self._redetect()
+
+    def _on_segmenter_chosen(self, name: str) -> None:
+        if self._pipeline is not None and self.segmenting:
+            self._pipeline.set_detector(name, None)
+            self._redetect()
+
     def _on_detector_chosen(self, name: str) -> None:
         self.score.setValue(default_score(name))
         self.score.setToolTip(f"Boxes scoring at least this are shown ({name}'s default: {default_score(name):.2f})")
         self._weights = None
         self.weights_button.setText("Weights…")
-        if self._pipeline is not None:
+        if self._pipeline is not None and not self.segmenting:
             self._pipeline.set_detector(name, None)
             self._redetect()
 
@@ -290,6 +317,10 @@ class LiveDetectionPanel(QWidget):
         """Thresholds and NMS on the last frame's raw detections (no model run), then draw."""
         if self.frame is None:
             return
+        if self.result.segmentation is not None:
+            live_segmentation.redraw(self)
+            self._update_status()
+            return
         from cnnviewer.engine.detection.scene import compose
         scene = compose(self.frame.pixels, self.raw, self.score.value(), self.iou.value(), self.view.currentIndex(),
                         internals=self.result.internals if self.result is not None else None,
@@ -307,11 +338,17 @@ class LiveDetectionPanel(QWidget):
         seconds = self._shown_times[-1] - self._shown_times[0] if len(self._shown_times) > 1 else 0.0
         fps = (len(self._shown_times) - 1) / seconds if seconds > 0 else 0.0
         latency = float(np.median(self.latencies)) if self.latencies else None
+        if self.result.segmentation is not None:
+            self.status.setText(live_segmentation.status(self, fps, latency))
+            return
         self.status.setText(status_line(self.result, self.shown, self.score.value(), self.view.currentIndex(),
                                         fps, latency, self._anchor_point is not None))
 
     def _on_canvas_clicked(self, row: float, column: float) -> None:
         if self.frame is None:
+            return
+        if self.result.segmentation is not None:
+            live_segmentation.clicked(self, row, column)
             return
         from cnnviewer.engine.detection.overlay import detection_at
         from cnnviewer.engine.detection.scene import frame_point
@@ -328,24 +365,8 @@ class LiveDetectionPanel(QWidget):
         self.redraw()
         if detection is None or self.result is None or self._controller is None:
             return
-        detector, pixels = self.result.detector, self.frame.pixels
-        name = frame_name or f"{Path(self.frame.name).stem}-detection.png"
-
-        def work(_context):
-            from cnnviewer.engine.detection.explain import explain_detection
-            return explain_detection(detector, detection, pixels, name)
-
-        def done(result) -> None:
-            model, image = result
-            self._explanation = model
-            self._controller.show_model_on(model, image, f"Explaining {detection.label} {detection.score:.2f}: "
-                                           "every panel now shows this detection's score as class 0")
-            self._session.select(class_index=0)
-            self.note(f"The other panels explain {detection.label} {detection.score:.2f} "
-                      f"(gradient views: its score as the target). Load a model to go back.")
-
-        self._jobs.submit("model", work, on_done=done, on_error=lambda text: self.note(
-            f"Could not explain that detection: {text}"), label=f"Explaining {detection.label}")
+        from cnnviewer.ui.panels.live_capture import explain
+        explain(self, detection, frame_name)
 
     # ---------------------------------------------------------------- controls
     def toggle_pause(self) -> None:
@@ -369,6 +390,8 @@ class LiveDetectionPanel(QWidget):
 
     def capture(self, folder: str | Path) -> Path | None:
         """Save the annotated frame (PNG) and its detections (COCO-style JSON) in `folder`, say where;
-        the raw frame becomes every panel's input image (live_capture.py)."""
+        the raw frame becomes every panel's input image (live_capture.py); a class map: live_segmentation.py."""
+        if self.result is not None and self.result.segmentation is not None:
+            return live_segmentation.capture(self, folder)
         from cnnviewer.ui.panels.live_capture import capture
         return capture(self, folder)
