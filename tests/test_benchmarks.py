@@ -49,6 +49,9 @@ FIGURES: dict[str, list[str]] = {
                        + [rf"^features\.3\s+identity\s+24×56×56 → 24×56×56\s+{NUMBER}$",
                           r"^features\.4\s+none\s+.*—\s+changes resolution 56→28 and channels 24→32",
                           rf"^random deletions \(\d+ draws each\)\s+k=1: {NUMBER} ± {NUMBER}"],
+    "bench_class_map.py": [rf"^upsampling .* all classes {NUMBER} ms\s+per block {NUMBER} ms\s+ratio {NUMBER}\s+same labels True",
+                           rf"^redraw \d+x\d+\s+legend click {NUMBER} ms\s+opacity {NUMBER} ms\s+blend again {NUMBER} ms"
+                           rf"\s+ratio {NUMBER}\s+(PASS|FAIL)"],
     "bench_knockout.py": [rf"^{case}(\s+{NUMBER}){{6}}\s+(PASS|FAIL)$"
                           for case in ("conv 2 channels", "block 80 channels", "5 layers")],
     "bench_live.py": [rf"^{name}: raw {NUMBER} frames/s, pipeline {NUMBER} frames/s, ratio {NUMBER}.*stall {NUMBER} ms"
