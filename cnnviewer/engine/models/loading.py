@@ -70,8 +70,14 @@ def names_code(spec: str) -> bool:
 def load_model(spec: str, *, device: str | None = None, precision: str = "fp32",
                allow_download: bool = False, progress: ProgressCallback | None = None,
                cancel: Event | None = None) -> LoadedModel:
-    """Build a model from a torchvision name, `timm:NAME`, or a user's `FILE.py:NAME`."""
+    """Build a model from a torchvision name (classifier or segmentation network), `timm:NAME`, or a
+    user's `FILE.py:NAME`."""
     from cnnviewer.engine.models import timm_models
+    from cnnviewer.engine.segmentation import models as segmentation
+    if segmentation.is_segmentation_name(spec):
+        return segmentation.load_segmentation_model(spec, device=device, precision=precision,
+                                                    allow_download=allow_download, progress=progress,
+                                                    cancel=cancel)
     if timm_models.is_timm(spec):
         return timm_models.load_timm_model(spec, device=device, precision=precision, allow_download=allow_download)
     if names_code(spec):
@@ -142,7 +148,10 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
         return _efficientnet_pytorch(loaded.state_dict, path, current, label, labels, beside, device, precision)
     attempts: list[str] = []
     from cnnviewer.engine.models import timm_models
+    from cnnviewer.engine.segmentation import models as segmentation
     for variant, state_dict in enumerate(prefix_variants(loaded.state_dict or {})):
+        if current is not None and segmentation.is_segmentation_name(current.name):
+            state_dict = segmentation.without_aux(state_dict)   # the auxiliary head is not kept here
         if current is not None and timm_models.is_timm(current.name):   # same timm net, maybe a new head
             module = timm_models.fit_to(current.name.removeprefix(timm_models.PREFIX), state_dict)
             if module is not None:
