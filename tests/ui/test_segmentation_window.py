@@ -54,6 +54,9 @@ def test_every_panel_renders_lraspp(qtbot, settings, caplog):
         field = window.receptive_field.result
         # 1/16 of 520 is 32.5: the head's 33 positions are stretched onto 65, so the jump is 66/65, not 1
         assert field.field.jump == pytest.approx((66 / 65, 66 / 65)) and field.layer_shape == (21, 520, 520)
+        window.docks["gradients"].raise_()         # last: its scores keep the job thread busy for a while
+        qtbot.waitUntil(lambda: bool(window.gradients.results), timeout=60000)
+        assert window.gradients.results[0].attribution.shape[-2:] == (520, 520)
         said = window.messages.text().lower()
         assert not any(word in said for word in ("error", "failed", "traceback", "cannot")), said
         assert not [r for r in caplog.records if r.name.startswith("cnnviewer")], caplog.text
