@@ -208,3 +208,29 @@ def test_a_dilated_field_by_hand_and_no_gradient_outside_it(one_torch_thread):
         cols_hit = np.flatnonzero(gradient[0, 0].abs().amax(dim=0).numpy() > 0)
         assert top <= rows_hit[0] and rows_hit[-1] + 1 <= bottom and left <= cols_hit[0] and cols_hit[-1] + 1 <= right
         assert cols_hit[-1] + 1 - cols_hit[0] > 19       # the upsampling reaches beyond c's field
+
+
+def test_nn_upsample_moves_the_field_as_the_function_does(one_torch_thread):
+    """torch's own nn.Upsample module (a leaf) and F.interpolate (traced through) give the same field."""
+    layers = Dilated()
+    functional = summarize(layers, (40, 40)).field("upsample")
+    module = nn.Sequential(layers.a, layers.b, layers.c, nn.Upsample(scale_factor=2, mode="bilinear"))
+    rows = summarize(module, (40, 40)).rows
+    assert rows[-1].type == "Upsample" and rows[-1].output_shape == (2, 40, 40) and rows[-1].hyper == {"mode": "bilinear"}
+    assert (rows[-1].rf_size, rows[-1].rf_jump, rows[-1].rf_start) == (functional.size, functional.jump, functional.start)
+    nearest = summarize(nn.Sequential(layers.a, layers.b, nn.Upsample(scale_factor=2)), (40, 40)).rows[-1]
+    assert (nearest.rf_size, nearest.rf_jump, nearest.rf_start) == ((9, 9), (1, 1), (-0.5, -0.5))   # 7 + 2 * 0.5 * 2
+
+
+def test_a_segmentation_weights_file_is_recognised_while_a_classifier_is_current(tmp_path, one_torch_thread):
+    """Random weights: an LR-ASPP state dict dropped on the real MobileNetV2 loads as LR-ASPP."""
+    state = torchvision_model("lraspp_mobilenet_v3_large", seed=3).state_dict()
+    path = tmp_path / "lraspp.pth"
+    torch.save(state, path)
+    assert segmentation.architecture_of(state) == "lraspp_mobilenet_v3_large"
+    assert segmentation.architecture_of(torchvision.models.resnet18().state_dict()) is None
+    loaded = load_weights(path, load_model("mobilenet_v2"))
+    assert loaded.name == "lraspp_mobilenet_v3_large" and loaded.categories == VOC and loaded.trained
+    assert loaded.preprocess.crop_size == 520 and isinstance(loaded.module, segmentation.LRASPP)
+    own = loaded.module.state_dict()
+    assert all(torch.equal(own[key], state[key]) for key in own)

@@ -166,6 +166,10 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
                                    device=device, precision=precision)
             except WeightsError as error:
                 attempts.append(str(error))
+        found_segmentation = segmentation.architecture_of(state_dict)
+        if found_segmentation is not None:   # a torchvision FCN / DeepLabV3 / LR-ASPP state dict
+            return _wrap_segmentation(found_segmentation, state_dict, path, current, label, labels, beside,
+                                      device, precision)
         try:
             match = infer_architecture(state_dict, source=path.name)
         except WeightsError as error:
@@ -215,6 +219,19 @@ def _fresh_copy(current: LoadedModel) -> torch.nn.Module:
         num_classes = _num_outputs(current.module) or 1000
         return torchvision.models.get_model(current.name, weights=None, num_classes=num_classes)
     return copy.deepcopy(current.module).float().cpu()
+
+
+def _wrap_segmentation(name: str, state_dict, path: Path, current: LoadedModel | None, label: str,
+                       labels: tuple[str, ...] | None, beside: tuple[str, ...] | None, device: str | None,
+                       precision: str) -> LoadedModel:
+    """A segmentation network's state dict loaded while another model was current: VOC's names."""
+    from cnnviewer.engine.segmentation import models as segmentation
+    module = segmentation.build(name)
+    fit_state_dict(module, segmentation.without_aux(state_dict), source=path.name, model_name=name)
+    voc = tuple(default_weights(name).meta["categories"])
+    return wrap_module(module, name, categories=labels or beside or voc, weights_label=label, trained=True,
+                       weights_path=str(path), device=device or (str(current.device) if current else None),
+                       precision=precision, preprocess=segmentation.preprocess_of(name))
 
 
 def _efficientnet_pytorch(state_dict, path: Path, current: LoadedModel | None, label: str,

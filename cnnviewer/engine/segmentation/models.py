@@ -11,12 +11,14 @@ of the full-size class map) and the summary lists it with its shape.
 
 Input size. torchvision's metadata resizes the shorter side to 520 and keeps the whole image; our
 pipeline always feeds a centre square (Preprocess.resize_size = crop_size). The recorded pass
-keeps every module's output, and the dilated ResNets (output stride 8) keep 2048-channel maps at
-1/8 of the input, so the ResNet models get a 384-px square and the MobileNetV3 ones 520 px, as
-torchvision's metadata says. Measured on this machine's CPU, one torch thread, random weights
-(benchmarks/bench_segmentation_models.py): at 520 px fcn_resnet101 takes 9.5 s for a plain
-forward and its recorded pass keeps 2.9 GiB; at 384 px 5.2 s and 1.6 GiB. LR-ASPP at 520 px:
-0.12 s, 0.10 GiB. See `SQUARE_SIZES`.
+keeps every module's output (the activation cache holds two such passes, and a gradient view keeps
+a graph of the same size), and the dilated ResNets (output stride 8) keep 2048-channel maps at 1/8
+of the input. Measured with benchmarks/bench_segmentation_models.py (random weights, one torch
+thread, this 2-core machine shared with other jobs, so times are the best seen): at 520 px the
+recorded pass of fcn_resnet101 keeps 2.45 GiB and took 7.6 s (plain forward 6.4 s),
+deeplabv3_resnet101's 2.50 GiB and 17 s (10 s); at 384 px 1.33 / 1.36 GiB and 2.9 / 3.8 s. So the
+four ResNet models see a 384-px square (a click answers in seconds, two passes stay under 3 GiB),
+and the MobileNetV3 ones torchvision's 520 px (0.36-0.38 GiB, under a second). See `SQUARE_SIZES`.
 """
 
 from __future__ import annotations
@@ -136,6 +138,26 @@ def preprocess_of(name: str) -> Preprocess:
 def without_aux(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """A segmentation state dict without its auxiliary head's keys (the model here has none)."""
     return {key: value for key, value in state_dict.items() if not key.startswith(AUX_PREFIX)}
+
+
+def architecture_of(state_dict: Mapping[str, Tensor]) -> str | None:
+    """The segmentation network whose keys and shapes a state dict has (aux keys aside), or None.
+
+    Each candidate is built on the meta device (no memory, no initialisation), so trying all six
+    costs milliseconds; only the file's network is then built for real.
+    """
+    if not any(key.startswith("backbone.") for key in state_dict):
+        return None
+    wanted = {key: tuple(value.shape) for key, value in without_aux(state_dict).items()
+              if not key.endswith("num_batches_tracked")}
+    for name in segmentation_models():
+        with torch.device("meta"):
+            candidate = build(name)
+        own = {key: tuple(value.shape) for key, value in candidate.state_dict().items()
+               if not key.endswith("num_batches_tracked")}
+        if own == wanted:
+            return name
+    return None
 
 
 def load_segmentation_model(name: str, *, device: str | None = None, precision: str = "fp32",
