@@ -152,6 +152,7 @@ def test_the_summary_and_the_graph_show_the_upsampling(hub_dir, one_torch_thread
     # bilinear 2x: each output reads input positions within one step of its source: size + 2 * 16
     assert high.rf_size[0] == cbr.rf_size[0] + 32 and high.rf_start[0] == cbr.rf_start[0] - 4
     assert row.rf_jump == (1.0, 1.0) and row.rf_size[0] == high.rf_size[0] + 16 and not row.rf_whole
+    assert summary.final_map == "classifier.cbr.2"   # what its 1x1 classifiers read: Grad-CAM's default layer
     graph = build_graph(model.module, summary)
     resized = [node.output_shape for node in graph.nodes if node.label == "interpolate"]
     assert resized == [(128, 20, 20), (21, 160, 160)]
@@ -169,6 +170,21 @@ def test_dilated_convolutions_widen_the_field_by_their_dilation(hub_dir, one_tor
         assert conv2.hyper["dilation"] == (dilation, dilation) and conv2.rf_jump == (8.0, 8.0)
         assert conv2.rf_size[0] - conv1.rf_size[0] == dilation * 2 * 8
     assert rows["upsample"].output_shape == (21, 128, 128) and rows["upsample"].rf_jump == (1.0, 1.0)
+    assert summary.final_map == "classifier.2"    # the head's 512 channels, before its 1x1 classifier
+
+
+def test_deeplabs_image_pooling_branch_adds_context_not_the_whole_image(hub_dir, one_torch_thread):
+    """Random weights. ASPP concatenates atrous branches (rates 12, 24, 36 on a jump-16 map) with the
+    whole image's mean spread over the map: the field is the widest atrous branch's, marked context."""
+    model = load_model("deeplabv3_mobilenet_v3_large")
+    summary = summarize(model.module, (128, 128), name=model.name)
+    widest, before = summary.row("classifier.0.convs.3.0"), summary.field("classifier.0.convs.0.0")
+    assert widest.hyper["dilation"] == (36, 36) and widest.rf_jump == (16.0, 16.0)
+    assert widest.rf_size[0] == before.size[0] + 36 * 2 * 16     # convs.0 is 1x1: the backbone's field
+    project = summary.row("classifier.0.project.0")
+    assert not project.rf_whole and project.rf_context and project.rf_size == widest.rf_size
+    assert summary.row("classifier.0.convs.4.1").rf_whole          # the pooled branch itself sees everything
+    assert summary.final_map == "classifier.3"
 
 
 class Dilated(nn.Module):

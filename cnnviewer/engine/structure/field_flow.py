@@ -47,6 +47,9 @@ _ELEMENTWISE = {operator.add, operator.mul, operator.sub, operator.truediv, torc
                 "sub_", "div_", "addcmul_", "expand_as"}
 
 
+RESIZE_FUNCTIONS = {"interpolate", "upsample", "upsample_bilinear", "upsample_nearest"}
+
+
 # Products that contract over a token or spatial axis (attention): every position meets every other.
 _MIXING = {torch.matmul, operator.matmul, torch.bmm, torch.einsum, torch.nn.functional.scaled_dot_product_attention,
            "matmul", "bmm", "__matmul__"}
@@ -113,11 +116,21 @@ def broadcast(shape: tuple[int, ...] | None, out_shape: tuple[int, ...] | None, 
     return all((shape[a - offset] if a - offset >= 0 else 1) == 1 for a in axes)
 
 
+def spread_constant(node: fx.Node) -> bool:
+    """Whether a node resizes a 1x1 map: its output is the same per-channel values at every position."""
+    if node.op != "call_function" or name_of(node) not in RESIZE_FUNCTIONS or not node.args:
+        return False
+    source = node.args[0]
+    shape = shape_of(source) if isinstance(source, fx.Node) else None
+    return shape is not None and len(shape) == 4 and shape[-2:] == (1, 1)
+
+
 def merge(node: fx.Node, parents: list[fx.Node], fields: dict, layouts: dict) -> tuple[Field, Axes | None]:
     """The field of a node with several traced inputs: the union of the full-size ones.
 
-    Operands broadcast over H and W (gates, scales) only add context, except that when every
-    operand is broadcast (all 1x1) the union is taken as before.
+    Operands broadcast over H and W (gates, scales) only add context, and so does a 1x1 map
+    resized to full size (DeepLabV3's image-pooling branch, concatenated with the atrous ones),
+    except that when every operand is such the union is taken as before.
     """
     out_shape = shape_of(node)
     first = parents[0]
@@ -127,15 +140,14 @@ def merge(node: fx.Node, parents: list[fx.Node], fields: dict, layouts: dict) ->
         for other in parents[1:]:
             rf = rf.union(fields[other])
         return whole(rf), None
-    if node.target not in _ELEMENTWISE:
+    elementwise = node.target in _ELEMENTWISE
+    spatial = [p for p in parents if not (elementwise and broadcast(shape_of(p), out_shape, out_axes))
+               and not spread_constant(p)]
+    context = [p for p in parents if p not in spatial]
+    if not spatial:
         spatial, context = parents, []
-    else:
-        spatial = [p for p in parents if not broadcast(shape_of(p), out_shape, out_axes)]
-        context = [p for p in parents if p not in spatial]
-        if not spatial:
-            spatial, context = parents, []
-        if spatial[0] is not first:
-            out_axes = _shifted(layouts.get(spatial[0]), shape_of(spatial[0]), out_shape)
+    if spatial[0] is not first:
+        out_axes = _shifted(layouts.get(spatial[0]), shape_of(spatial[0]), out_shape)
     rf = fields[spatial[0]]
     for other in spatial[1:]:
         rf = rf.union(fields[other])
@@ -151,8 +163,6 @@ def _shifted(axes: Axes | None, shape: tuple[int, ...] | None, out_shape: tuple[
     offset = len(out_shape) - len(shape)
     return (axes[0] + offset, axes[1] + offset)
 
-
-RESIZE_FUNCTIONS = {"interpolate", "upsample", "upsample_bilinear", "upsample_nearest"}
 
 # Input positions an output position may read, each side of its source coordinate, in input steps.
 _RESIZE_REACH = {"nearest": 0.5, "nearest-exact": 0.5, "bilinear": 1.0, "linear": 1.0, "bicubic": 2.0}

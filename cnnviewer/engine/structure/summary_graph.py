@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 
 import torch
 import torch.fx as fx
@@ -205,6 +206,37 @@ def _resize_owner(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
 
 
+def _resized(node: fx.Node) -> bool:
+    return node.op == "call_function" and name_of(node) in RESIZE_FUNCTIONS and isinstance(node.args[0], fx.Node)
+
+
+def _classified_map(graph_module: fx.GraphModule, node: fx.Node | None) -> fx.Node | None:
+    """For a segmentation network, whose output is its class scores upsampled: the feature map its
+    1x1 classifier reads, the counterpart of what a classifier's global pooling reads (so Grad-CAM's
+    default layer is a feature layer, not the class map). Walks back through the upsampling,
+    pass-through layers, the 1x1 convolution (of two summed, as in LR-ASPP, the one reading more
+    channels), and a gate's multiplication. None when the output is not an upsampled class map."""
+    if node is None or not _resized(node):
+        return None
+    node, classified = node.args[0], False
+    for _ in range(16):
+        module = graph_module.get_submodule(node.target) if node.op == "call_module" else None
+        if _resized(node) or isinstance(module, _PASS_THROUGH):
+            node = node.all_input_nodes[0] if not _resized(node) else node.args[0]
+        elif not classified and isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1):
+            node, classified = node.all_input_nodes[0], True
+        elif not classified and node.target in (operator.add, torch.add) and all(
+                parent.op == "call_module" and isinstance(graph_module.get_submodule(parent.target), nn.Conv2d)
+                for parent in node.all_input_nodes):
+            node = max(node.all_input_nodes, key=lambda parent: graph_module.get_submodule(parent.target).in_channels)
+        elif classified and node.target in (operator.mul, torch.mul) and len(node.all_input_nodes) == 2:
+            full = max(node.all_input_nodes, key=lambda parent: math.prod((shape_of(parent) or (0,))[-2:]))
+            node = full     # a gate (x * sigmoid(pool(x))): the map it scales
+        else:
+            break
+    return node if classified else None
+
+
 def _per_module(graph_module: fx.GraphModule, rows: dict[str, LayerRow], fields: dict[fx.Node, Field],
                 layouts: dict) -> tuple[list[LayerRow], dict[LayerId, Field], LayerId | None, frozenset]:
     """Every module's field (a container's is its last node's), and which output is the final map:
@@ -235,6 +267,8 @@ def _per_module(graph_module: fx.GraphModule, rows: dict[str, LayerRow], fields:
             graph_module.get_submodule(final.target), _PASS_THROUGH) and final.all_input_nodes:
         final = final.all_input_nodes[0]     # a trailing Identity (timm's norm_pre) names no layer
     owners = [name for name, node in last.items() if node is final and name]
+    head_input = _classified_map(graph_module, final)
+    owners = [name for name, node in last.items() if node is head_input and name] or owners
     final_map = max(owners, key=lambda name: name.count("."), default=None)
     channels_last = frozenset(name for name, node in last.items()
                               if len(shape_of(node) or ()) == 4 and layouts.get(node) == (1, 2))
