@@ -14,11 +14,11 @@ pipeline always feeds a centre square (Preprocess.resize_size = crop_size). The 
 keeps every module's output (the activation cache holds two such passes, and a gradient view keeps
 a graph of the same size), and the dilated ResNets (output stride 8) keep 2048-channel maps at 1/8
 of the input. Measured with benchmarks/bench_segmentation_models.py (random weights, one torch
-thread, this 2-core machine shared with other jobs, so times are the best seen): at 520 px the
-recorded pass of fcn_resnet101 keeps 2.45 GiB and took 7.6 s (plain forward 6.4 s),
-deeplabv3_resnet101's 2.50 GiB and 17 s (10 s); at 384 px 1.33 / 1.36 GiB and 2.9 / 3.8 s. So the
-four ResNet models see a 384-px square (a click answers in seconds, two passes stay under 3 GiB),
-and the MobileNetV3 ones torchvision's 520 px (0.36-0.38 GiB, under a second). See `SQUARE_SIZES`.
+thread, this 2-core machine, best of 2): at 520 px the recorded pass of fcn_resnet101 takes 7.1 s
+(plain forward 6.7 s) and keeps 2.45 GiB, deeplabv3_resnet101's 7.7 s (6.6 s) and 2.50 GiB; at
+384 px 2.9 s / 1.33 GiB and 3.4 s / 1.36 GiB. So the four ResNet models see a 384-px square (a
+new image answers in about 3 s, two cached passes stay under 3 GiB), and the MobileNetV3 ones
+torchvision's 520 px (LR-ASPP 0.13 s, DeepLabV3 0.32 s; 0.36-0.38 GiB). See `SQUARE_SIZES`.
 """
 
 from __future__ import annotations
