@@ -31,6 +31,7 @@ FIGURES: dict[str, list[str]] = {
                          rf"^\s+150(\s+{NUMBER}){{4}}\s+(openTSNE|scikit-learn) \({NUMBER}x\)"],
     "bench_dataset_memory.py": [rf"48 images in {NUMBER} s", rf"peak {NUMBER} GiB"],
     "bench_faithfulness.py": [rf"^deletion\+insertion \d+ steps\s+first map .* ratio {NUMBER}\s+next maps .* ratio {NUMBER} .*(PASS|FAIL)$", rf"^ROAD \d+ percentiles .* ratio ({NUMBER}|nan) .*(PASS|FAIL|n/a)$"],
+    "bench_segmentation_models.py": [rf"^lraspp_mobilenet_v3_large\s+128(\s+{NUMBER}){{4}}$"],
     "bench_sanity.py": [rf"^4 methods(\s+{NUMBER}){{3}}\s+(PASS|FAIL)", rf"^\d+ stages(\s+{NUMBER}){{3}}\s+(PASS|FAIL)"],
     "bench_evaluate.py": [rf"^folder\s+\d+ images\s+{NUMBER} images/s\s+forward {NUMBER} ms/image\s+ratio {NUMBER}",
                           rf"^cached second call\s+{NUMBER} ms"],

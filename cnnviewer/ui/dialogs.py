@@ -15,11 +15,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cnnviewer.engine.segmentation.family import FAMILY_NOTES
+
 OFFLINE_STATUSES = ("offline weights pack", "torch hub cache", "Hugging Face cache")
 
 
 class ChooseModelDialog(QDialog):
-    """Every torchvision classification model, grouped by family, with its weights' source."""
+    """Every torchvision classification and segmentation model and timm's CNNs, grouped by family,
+    with its weights' source (and a note for families that are not ImageNet classifiers)."""
 
     def __init__(self, catalogue: dict[str, list[tuple[str, str]]] | None, current: str | None,
                  parent: QWidget | None = None) -> None:
@@ -36,7 +39,7 @@ class ChooseModelDialog(QDialog):
         self.tree.itemDoubleClicked.connect(lambda *_: self.accept())
         note = QLabel("✓ (bold): real weights are already here (offline pack, torch hub or Hugging Face cache) "
                       "and load at once; others are downloaded, or the model loads untrained when offline. "
-                      "timm's CNNs are listed as timm:NAME.")
+                      "timm's CNNs are listed as timm:NAME; segmentation networks output a class map.")
         note.setWordWrap(True)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
@@ -62,11 +65,14 @@ class ChooseModelDialog(QDialog):
         for family, entries in catalogue.items():
             family_item = QTreeWidgetItem(self.tree, [family, ""])
             family_item.setFlags(family_item.flags() & ~Qt.ItemFlag.ItemIsSelectable)
+            family_note = FAMILY_NOTES.get(family, "")
+            family_item.setToolTip(0, family_note)
             ready = 0
             for name, status in entries:
                 offline = status in OFFLINE_STATUSES
                 item = QTreeWidgetItem(family_item, [name, f"✓ {status}" if offline else status])
                 item.setData(0, Qt.ItemDataRole.UserRole, name)
+                item.setToolTip(0, family_note)
                 if offline:   # real weights without a download: what a new user can try at once
                     font = item.font(0)
                     font.setBold(True)
@@ -76,8 +82,8 @@ class ChooseModelDialog(QDialog):
                 if name == current:
                     family_item.setExpanded(True)
                     self.tree.setCurrentItem(item)
-            if ready:
-                family_item.setText(1, f"{ready} with weights here")
+            counts = f"{ready} with weights here" if ready else ""
+            family_item.setText(1, " · ".join(part for part in (family_note, counts) if part))
 
     def _on_search_changed(self, text: str) -> None:
         text = text.strip().lower()

@@ -1,7 +1,8 @@
 """The model catalogue (torchvision's own registry, grouped by family) and building a model from it.
 
-Every classification model torchvision ships is offered. A model whose
-pretrained weights cannot be found or downloaded is built untrained and says so.
+Every classification model torchvision ships is offered, and its semantic segmentation networks
+(built by engine.segmentation.models). A model whose pretrained weights cannot be found or
+downloaded is built untrained and says so.
 """
 
 from __future__ import annotations
@@ -55,12 +56,15 @@ def model_family(name: str) -> str:
 
 
 def catalogue(include_timm: bool = True) -> dict[str, list[str]]:
-    """Classification models grouped by family, families in alphabetical order: torchvision's,
-    then timm's CNNs (as `timm:NAME`, under 'timm · Family')."""
+    """Models grouped by family: torchvision's classifiers (families in alphabetical order), its
+    segmentation networks (one family, plain torchvision names), then timm's CNNs (as `timm:NAME`,
+    under 'timm · Family')."""
+    from cnnviewer.engine.segmentation import models as segmentation
     groups: dict[str, list[str]] = {}
     for name in classification_models():
         groups.setdefault(model_family(name), []).append(name)
     groups = dict(sorted(groups.items()))
+    groups[segmentation.FAMILY] = segmentation.segmentation_models()
     if include_timm:
         from cnnviewer.engine.models import timm_models
         for family, names in timm_models.cnn_models().items():

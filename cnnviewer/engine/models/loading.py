@@ -70,8 +70,14 @@ def names_code(spec: str) -> bool:
 def load_model(spec: str, *, device: str | None = None, precision: str = "fp32",
                allow_download: bool = False, progress: ProgressCallback | None = None,
                cancel: Event | None = None) -> LoadedModel:
-    """Build a model from a torchvision name, `timm:NAME`, or a user's `FILE.py:NAME`."""
+    """Build a model from a torchvision name (classifier or segmentation network), `timm:NAME`, or a
+    user's `FILE.py:NAME`."""
     from cnnviewer.engine.models import timm_models
+    from cnnviewer.engine.segmentation import models as segmentation
+    if segmentation.is_segmentation_name(spec):
+        return segmentation.load_segmentation_model(spec, device=device, precision=precision,
+                                                    allow_download=allow_download, progress=progress,
+                                                    cancel=cancel)
     if timm_models.is_timm(spec):
         return timm_models.load_timm_model(spec, device=device, precision=precision, allow_download=allow_download)
     if names_code(spec):
@@ -142,7 +148,10 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
         return _efficientnet_pytorch(loaded.state_dict, path, current, label, labels, beside, device, precision)
     attempts: list[str] = []
     from cnnviewer.engine.models import timm_models
+    from cnnviewer.engine.segmentation import models as segmentation
     for variant, state_dict in enumerate(prefix_variants(loaded.state_dict or {})):
+        if current is not None and segmentation.is_segmentation_name(current.name):
+            state_dict = segmentation.without_aux(state_dict)   # the auxiliary head is not kept here
         if current is not None and timm_models.is_timm(current.name):   # same timm net, maybe a new head
             module = timm_models.fit_to(current.name.removeprefix(timm_models.PREFIX), state_dict)
             if module is not None:
@@ -157,6 +166,10 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
                                    device=device, precision=precision)
             except WeightsError as error:
                 attempts.append(str(error))
+        found_segmentation = segmentation.architecture_of(state_dict)
+        if found_segmentation is not None:   # a torchvision FCN / DeepLabV3 / LR-ASPP state dict
+            return _wrap_segmentation(found_segmentation, state_dict, path, current, label, labels, beside,
+                                      device, precision)
         try:
             match = infer_architecture(state_dict, source=path.name)
         except WeightsError as error:
@@ -206,6 +219,19 @@ def _fresh_copy(current: LoadedModel) -> torch.nn.Module:
         num_classes = _num_outputs(current.module) or 1000
         return torchvision.models.get_model(current.name, weights=None, num_classes=num_classes)
     return copy.deepcopy(current.module).float().cpu()
+
+
+def _wrap_segmentation(name: str, state_dict, path: Path, current: LoadedModel | None, label: str,
+                       labels: tuple[str, ...] | None, beside: tuple[str, ...] | None, device: str | None,
+                       precision: str) -> LoadedModel:
+    """A segmentation network's state dict loaded while another model was current: VOC's names."""
+    from cnnviewer.engine.segmentation import models as segmentation
+    module = segmentation.build(name)
+    fit_state_dict(module, segmentation.without_aux(state_dict), source=path.name, model_name=name)
+    voc = tuple(default_weights(name).meta["categories"])
+    return wrap_module(module, name, categories=labels or beside or voc, weights_label=label, trained=True,
+                       weights_path=str(path), device=device or (str(current.device) if current else None),
+                       precision=precision, preprocess=segmentation.preprocess_of(name))
 
 
 def _efficientnet_pytorch(state_dict, path: Path, current: LoadedModel | None, label: str,

@@ -70,7 +70,8 @@ def _from_fx(model: nn.Module, summary: Summary) -> ArchitectureGraph:
             merge = len(node.all_input_nodes) > 1 or label in ("add", "concat", "multiply")
             kind = "merge" if merge else "activation" if label.rstrip("_") in _ACTIVATION_FUNCTIONS else \
                 "pool" if "pool" in label else "other"
-            shape = tuple(node.meta["tensor_meta"].shape)[1:] if hasattr(node.meta.get("tensor_meta"), "shape") else ()
+            shape = tuple(node.meta["tensor_meta"].shape)[1:] if hasattr(node.meta.get("tensor_meta"), "shape") \
+                else tuple(summary.node_shapes.get(node.name, ()))   # same tracer, same node names
             nodes.append(GraphNode(node.name, label, kind, None, tuple(stack), label, shape))
         else:
             continue

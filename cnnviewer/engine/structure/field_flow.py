@@ -19,6 +19,10 @@ their fields:
 - Reductions over H or W (global pooling, mean over the map), flattening them
   into one axis, and layers that mix positions (a Linear over a spatial axis)
   see the whole image.
+- A resize (F.interpolate, nn.Upsample: a segmentation network's upsampling)
+  divides the jump by its scale; each output position reads the input positions
+  around its source coordinate c = (o + 0.5) / s - 0.5 (bilinear: floor(c) and
+  floor(c) + 1, both within one step of c), so the field widens by that reach.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ _GLOBAL_POOLS = {torch.nn.functional.adaptive_avg_pool2d, torch.nn.functional.ad
 _ELEMENTWISE = {operator.add, operator.mul, operator.sub, operator.truediv, torch.add, torch.mul, torch.sub,
                 torch.div, torch.where, torch.addcmul, "add", "mul", "sub", "div", "addcmul", "where", "add_", "mul_",
                 "sub_", "div_", "addcmul_", "expand_as"}
+
+
+RESIZE_FUNCTIONS = {"interpolate", "upsample", "upsample_bilinear", "upsample_nearest"}
 
 
 # Products that contract over a token or spatial axis (attention): every position meets every other.
@@ -109,11 +116,21 @@ def broadcast(shape: tuple[int, ...] | None, out_shape: tuple[int, ...] | None, 
     return all((shape[a - offset] if a - offset >= 0 else 1) == 1 for a in axes)
 
 
+def spread_constant(node: fx.Node) -> bool:
+    """Whether a node resizes a 1x1 map: its output is the same per-channel values at every position."""
+    if node.op != "call_function" or name_of(node) not in RESIZE_FUNCTIONS or not node.args:
+        return False
+    source = node.args[0]
+    shape = shape_of(source) if isinstance(source, fx.Node) else None
+    return shape is not None and len(shape) == 4 and shape[-2:] == (1, 1)
+
+
 def merge(node: fx.Node, parents: list[fx.Node], fields: dict, layouts: dict) -> tuple[Field, Axes | None]:
     """The field of a node with several traced inputs: the union of the full-size ones.
 
-    Operands broadcast over H and W (gates, scales) only add context, except that when every
-    operand is broadcast (all 1x1) the union is taken as before.
+    Operands broadcast over H and W (gates, scales) only add context, and so does a 1x1 map
+    resized to full size (DeepLabV3's image-pooling branch, concatenated with the atrous ones),
+    except that when every operand is such the union is taken as before.
     """
     out_shape = shape_of(node)
     first = parents[0]
@@ -123,15 +140,14 @@ def merge(node: fx.Node, parents: list[fx.Node], fields: dict, layouts: dict) ->
         for other in parents[1:]:
             rf = rf.union(fields[other])
         return whole(rf), None
-    if node.target not in _ELEMENTWISE:
+    elementwise = node.target in _ELEMENTWISE
+    spatial = [p for p in parents if not (elementwise and broadcast(shape_of(p), out_shape, out_axes))
+               and not spread_constant(p)]
+    context = [p for p in parents if p not in spatial]
+    if not spatial:
         spatial, context = parents, []
-    else:
-        spatial = [p for p in parents if not broadcast(shape_of(p), out_shape, out_axes)]
-        context = [p for p in parents if p not in spatial]
-        if not spatial:
-            spatial, context = parents, []
-        if spatial[0] is not first:
-            out_axes = _shifted(layouts.get(spatial[0]), shape_of(spatial[0]), out_shape)
+    if spatial[0] is not first:
+        out_axes = _shifted(layouts.get(spatial[0]), shape_of(spatial[0]), out_shape)
     rf = fields[spatial[0]]
     for other in spatial[1:]:
         rf = rf.union(fields[other])
@@ -148,6 +164,54 @@ def _shifted(axes: Axes | None, shape: tuple[int, ...] | None, out_shape: tuple[
     return (axes[0] + offset, axes[1] + offset)
 
 
+# Input positions an output position may read, each side of its source coordinate, in input steps.
+_RESIZE_REACH = {"nearest": 0.5, "nearest-exact": 0.5, "bilinear": 1.0, "linear": 1.0, "bicubic": 2.0}
+
+
+def resize(rf: Field, in_size: tuple[int, int], out_size: tuple[int, int], mode: str,
+           align_corners: bool | None) -> Field:
+    """The field after resizing a (H, W) map to `out_size` (F.interpolate's coordinate rules).
+
+    Output o's source coordinate is c = (o + 0.5) * in / out - 0.5 (align_corners: o * (in - 1) /
+    (out - 1); nearest: o * in / out, read at floor), and it reads the positions within
+    `_RESIZE_REACH[mode]` steps of c; 'area' is adaptive average pooling (whole map unless the
+    sizes divide evenly).
+    """
+    if rf.whole:
+        return rf
+    if mode == "area":
+        if any(n_out == 0 or n_in % n_out for n_in, n_out in zip(in_size, out_size)):
+            return whole(rf)
+        window = tuple(n_in // n_out for n_in, n_out in zip(in_size, out_size))
+        return rf.through(window, window, (0, 0))
+    size, jump, start = [], [], []
+    for axis in range(2):
+        n_in, n_out = in_size[axis], out_size[axis]
+        step = rf.jump[axis]
+        if align_corners and n_out > 1:
+            ratio, offset = (n_in - 1) / (n_out - 1), 0.0
+        elif mode == "nearest":
+            ratio = n_in / n_out
+            offset = -0.5   # floor(o * ratio) lies in (o * ratio - 1, o * ratio]
+        else:
+            ratio = n_in / n_out
+            offset = 0.5 * ratio - 0.5
+        reach = _RESIZE_REACH.get(mode, 2.0)
+        jump.append(step * ratio)
+        start.append(rf.start[axis] + offset * step)
+        size.append(rf.size[axis] + 2 * reach * step)
+    return Field(tuple(size), tuple(jump), tuple(start), rf.whole, rf.context)
+
+
+def resize_options(node: fx.Node) -> tuple[str, bool | None]:
+    """(mode, align_corners) of an F.interpolate call (its defaults: nearest, None)."""
+    if name_of(node) == "upsample_bilinear":
+        return "bilinear", True
+    mode = node.kwargs.get("mode", node.args[3] if len(node.args) > 3 else "nearest")
+    align = node.kwargs.get("align_corners", node.args[4] if len(node.args) > 4 else None)
+    return (mode if isinstance(mode, str) else "nearest"), (align if isinstance(align, bool) else None)
+
+
 def through_function(node: fx.Node, rf: Field, axes: Axes | None,
                      in_shape: tuple[int, ...] | None) -> tuple[Field, Axes | None]:
     """A call_function / call_method node with one traced input: keep, move or end the field."""
@@ -160,6 +224,9 @@ def through_function(node: fx.Node, rf: Field, axes: Axes | None,
             return whole(rf), None
     if axes is None or in_shape is None:
         return (whole(rf) if out_shape is not None and len(out_shape) < 3 else rf), axes
+    if name in RESIZE_FUNCTIONS and out_shape is not None and axes == (len(in_shape) - 2, len(in_shape) - 1):
+        mode, align = resize_options(node)
+        return resize(rf, in_shape[-2:], out_shape[-2:], mode, align), axes
     if name in _PERMUTES:
         dims = [d % len(in_shape) for d in (_dims(node, True) or [])]
         if sorted(dims) == list(range(len(in_shape))):

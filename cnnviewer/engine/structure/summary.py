@@ -124,6 +124,9 @@ class Summary:
     fields: dict = field(default_factory=dict)   # every module, containers too -> Field
     final_map: LayerId | None = None       # the last module with spatial maps before global pooling
     channels_last: frozenset = frozenset()   # modules whose output is (H, W, C), e.g. ConvNeXt's Linear
+    # Output shape (batch excluded) of every function and method node of the fx trace, by node name:
+    # the architecture graph shows them (an F.interpolate's upsampled map) without another forward.
+    node_shapes: dict = field(default_factory=dict)
 
     def field(self, name: LayerId) -> Field:
         """Receptive field of any module's output (a block: that of its last operation)."""

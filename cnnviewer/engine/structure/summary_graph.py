@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 
 import torch
 import torch.fx as fx
@@ -18,7 +19,16 @@ from cnnviewer.engine.errors import ModelError
 from cnnviewer.engine.runtime.hooks import leaf_hooks
 from cnnviewer.engine.runtime.modes import eval_mode
 from cnnviewer.engine.runtime.tracing import trace
-from cnnviewer.engine.structure.field_flow import merge, shape_of, through_function, whole
+from cnnviewer.engine.structure.field_flow import (
+    RESIZE_FUNCTIONS,
+    merge,
+    name_of,
+    resize,
+    resize_options,
+    shape_of,
+    through_function,
+    whole,
+)
 from cnnviewer.engine.structure.layers import first_conv
 from cnnviewer.engine.structure.summary import Field, LayerRow, Summary
 from cnnviewer.engine.types import LayerId
@@ -115,6 +125,9 @@ def _row(name: str, module: nn.Module, shape: tuple[int, ...], macs: dict[str, i
 def _through_module(module: nn.Module, rf: Field, axes, in_shape: tuple[int, ...], shape: tuple[int, ...]):
     """(field, spatial axes, hyper) after a leaf module; `in_shape`/`shape` without batch."""
     hyper = _window(module, in_shape)
+    if isinstance(module, nn.Upsample) and axes == (len(shape) - 1, len(shape)) and len(in_shape) >= 2:
+        mode, align = module.mode, module.align_corners
+        return resize(rf, in_shape[-2:], shape[-2:], mode, align), axes, {"mode": mode}
     if hyper is None and isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
         hyper = _adaptive_window(_spatial((1, *in_shape)) or (1, 1), _spatial((1, *shape)) or (1, 1))
         if shape and _spatial((1, *shape)) == (1, 1):
@@ -129,8 +142,9 @@ def _through_module(module: nn.Module, rf: Field, axes, in_shape: tuple[int, ...
 
 
 def _summarize_graph(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int]) -> tuple[
-        list[LayerRow], dict[LayerId, Field], LayerId | None, frozenset]:
-    """Rows, every module's field, the last module with maps before pooling, channel-last modules."""
+        list[LayerRow], dict[LayerId, Field], LayerId | None, frozenset, dict[str, tuple[int, ...]]]:
+    """Rows, every module's field, the last module with maps before pooling, channel-last modules,
+    the shapes of function and method nodes."""
     graph_module = trace(model)
     with torch.no_grad():
         ShapeProp(graph_module).propagate(inputs)
@@ -144,6 +158,8 @@ def _summarize_graph(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int
             layouts[node] = (2, 3) if len(shape_of(node) or ()) == 4 else None
             continue
         parents = [arg for arg in node.all_input_nodes if arg in fields]
+        if node.op == "call_function" and name_of(node) in RESIZE_FUNCTIONS and node.args and node.args[0] in fields:
+            parents = [node.args[0]]   # the size argument (read off a shape) carries no field
         full = shape_of(node)
         shape = full[1:] if full is not None else ()
         if node.op == "call_module" and not parents:   # applied to a constant: listed, but no field
@@ -165,11 +181,60 @@ def _summarize_graph(model: nn.Module, inputs: torch.Tensor, macs: dict[str, int
             module = modules[node.target]
             hyper = _window(module, in_shape) if len(parents) > 1 else hyper
             rows[str(node.target)] = _row(str(node.target), module, shape, macs, rf, hyper or {})
+        elif (owner := _resize_owner(node, modules)) is not None:
+            rows[owner] = _row(owner, modules[owner], shape, macs, rf, {"mode": resize_options(node)[0]})
         fields[node], layouts[node] = rf, axes
-    return _per_module(graph_module, rows, fields, layouts)
+    node_shapes = {node.name: shape_of(node)[1:] for node in graph_module.graph.nodes
+                   if node.op in ("call_function", "call_method") and shape_of(node)}
+    return (*_per_module(graph_module, rows, fields, layouts), node_shapes)
+
+
+def _resize_owner(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
+    """The module an F.interpolate call is all of (a parameterless upsampling module without
+    children, such as segmentation.models.Upsample), so it gets a summary row like a layer; None
+    for a resize inside a bigger module's forward (the architecture graph shows those)."""
+    if node.op != "call_function" or name_of(node) not in RESIZE_FUNCTIONS:
+        return None
+    stack = [path.split("@")[0] for path in (node.meta.get("nn_module_stack") or {})]
+    owner = stack[-1] if stack else ""
+    module = modules.get(owner)
+    if not owner or module is None or next(module.children(), None) is not None:
+        return None
+    return owner if next(module.parameters(recurse=False), None) is None else None
 
 
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
+
+
+def _resized(node: fx.Node) -> bool:
+    return node.op == "call_function" and name_of(node) in RESIZE_FUNCTIONS and isinstance(node.args[0], fx.Node)
+
+
+def _classified_map(graph_module: fx.GraphModule, node: fx.Node | None) -> fx.Node | None:
+    """For a segmentation network, whose output is its class scores upsampled: the feature map its
+    1x1 classifier reads, the counterpart of what a classifier's global pooling reads (so Grad-CAM's
+    default layer is a feature layer, not the class map). Walks back through the upsampling,
+    pass-through layers, the 1x1 convolution (of two summed, as in LR-ASPP, the one reading more
+    channels), and a gate's multiplication. None when the output is not an upsampled class map."""
+    if node is None or not _resized(node):
+        return None
+    node, classified = node.args[0], False
+    for _ in range(16):
+        module = graph_module.get_submodule(node.target) if node.op == "call_module" else None
+        if _resized(node) or isinstance(module, _PASS_THROUGH):
+            node = node.all_input_nodes[0] if not _resized(node) else node.args[0]
+        elif not classified and isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1):
+            node, classified = node.all_input_nodes[0], True
+        elif not classified and node.target in (operator.add, torch.add) and all(
+                parent.op == "call_module" and isinstance(graph_module.get_submodule(parent.target), nn.Conv2d)
+                for parent in node.all_input_nodes):
+            node = max(node.all_input_nodes, key=lambda parent: graph_module.get_submodule(parent.target).in_channels)
+        elif classified and node.target in (operator.mul, torch.mul) and len(node.all_input_nodes) == 2:
+            full = max(node.all_input_nodes, key=lambda parent: math.prod((shape_of(parent) or (0,))[-2:]))
+            node = full     # a gate (x * sigmoid(pool(x))): the map it scales
+        else:
+            break
+    return node if classified else None
 
 
 def _per_module(graph_module: fx.GraphModule, rows: dict[str, LayerRow], fields: dict[fx.Node, Field],
@@ -202,6 +267,8 @@ def _per_module(graph_module: fx.GraphModule, rows: dict[str, LayerRow], fields:
             graph_module.get_submodule(final.target), _PASS_THROUGH) and final.all_input_nodes:
         final = final.all_input_nodes[0]     # a trailing Identity (timm's norm_pre) names no layer
     owners = [name for name, node in last.items() if node is final and name]
+    head_input = _classified_map(graph_module, final)
+    owners = [name for name, node in last.items() if node is head_input and name] or owners
     final_map = max(owners, key=lambda name: name.count("."), default=None)
     channels_last = frozenset(name for name, node in last.items()
                               if len(shape_of(node) or ()) == 4 and layouts.get(node) == (1, 2))
@@ -281,14 +348,14 @@ def summarize(model: nn.Module, input_size: tuple[int, int] = (224, 224), *, nam
     with eval_mode(model):
         macs = _module_macs(model, inputs)
         try:
-            rows, fields, final_map, channels_last = _summarize_graph(model, inputs, macs)
+            rows, fields, final_map, channels_last, node_shapes = _summarize_graph(model, inputs, macs)
             method = "torch.fx"
         except Exception:  # noqa: BLE001 - untraceable: fall back to hooks
             rows = _summarize_hooks(model, inputs, macs)
             fields = {row.name: Field(row.rf_size, row.rf_jump, row.rf_start, row.rf_whole, row.rf_context)
                       for row in rows}
             method = "forward hooks (sequential fields)"
-            final_map, channels_last = None, frozenset()
+            final_map, channels_last, node_shapes = None, frozenset(), {}
     rows = _with_parameter_owners(model, rows)
     return Summary(name or type(model).__name__, (channels, *input_size), tuple(rows), method, fields, final_map,
-                   channels_last)
+                   channels_last, node_shapes)
