@@ -55,6 +55,7 @@ class Workbench:
         self.probe = GradientProbe()
         self._summaries: dict[int, Summary] = {}   # by model token; the last few models
         self._graphs: dict[int, ArchitectureGraph] = {}
+        self._class_map = None  # (model token, image id) and the last ClassMapView: the panels share it
         self._scorer = None     # the faithfulness Scorer of the model scored last (holds copies of it)
 
     def architecture(self, model: LoadedModel) -> ArchitectureGraph:
@@ -182,7 +183,6 @@ class Workbench:
         from cnnviewer.engine.attribution.gradients import input_gradient
         from cnnviewer.engine.attribution.target import box_positions
         from cnnviewer.engine.runtime.inference import prepare_input
-        from cnnviewer.engine.segmentation.overlay import palette
         from cnnviewer.engine.segmentation.pixel_field import output_pixel_field
         from cnnviewer.engine.structure.summary import Field
 
@@ -214,7 +214,8 @@ class Workbench:
         result = NeuronField("", (y0, x0), winner, recorded.display, np.ascontiguousarray(effective, np.float32),
                              (float(top), float(left), float(bottom), float(right)), field,
                              (classes, height, width), (time.perf_counter() - start) * 1000.0)
-        return result, np.ascontiguousarray(palette(classes)[labels])
+        # the Input panel's colours (by area rank), so one class has one colour in every panel
+        return result, np.ascontiguousarray(self.class_map(model, image).colours[labels])
 
     def gradient(self, model: LoadedModel, image: InputImage, method: str, target: Target,
                  context=None, **options) -> GradientResult:
@@ -273,7 +274,10 @@ class Workbench:
             ViewError: the model's output is not a class map.
         """
         from cnnviewer.engine.segmentation.class_map_build import class_map_view
-        return class_map_view(model, self.cache.get(model, image))
+        key = (model.token, id(image))
+        if self._class_map is None or self._class_map[0] != key or self._class_map[1].image is not image:
+            self._class_map = (key, class_map_view(model, self.cache.get(model, image)))
+        return self._class_map[1]
 
 
 def _structural(model: LoadedModel) -> LoadedModel:

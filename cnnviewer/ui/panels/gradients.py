@@ -301,8 +301,15 @@ class GradientsPanel(QWidget):
             return
         mode, opacity = self.display.currentText(), self.opacity.value() / 100
         pictures = [render(r.attribution, mode, r.display, opacity) for r in self.results]
+        self.canvas.unmark()
         if len(pictures) == 1:
             self.canvas.show_image(pictures[0], keep_view=True)
+            box = self.results[0].target.box
+            if box is not None:   # the region explained, outlined where the map is drawn
+                height, width = pictures[0].shape[:2]
+                top, left = box[0] * height, box[1] * width
+                self.canvas.mark(round(top), round(left), max(1, round((box[2] - box[0]) * height) - 1),
+                                 max(1, round((box[3] - box[1]) * width) - 1))
             return
         titles = [_title(r.method, self.scores.get(r.method)) for r in self.results]
         grid = side_by_side(pictures, titles, mode, columns=4 if len(pictures) > 9 else 3)   # docks are wide
