@@ -27,6 +27,7 @@ class FullyConvolutionalToggle(QObject):
         self._controller = controller
         self.classifier = None   # the LoadedModel to go back to while on
         self._switching = False
+        self._wanted = False     # the latest tick: a switch still building when unticked is dropped
         controller.model_loaded.connect(self._on_model_loaded)
 
     @property
@@ -36,6 +37,7 @@ class FullyConvolutionalToggle(QObject):
 
     def set_on(self, on: bool) -> None:
         """Tick or untick (the menu action and the Input panel's checkbox both call this)."""
+        self._wanted = on
         if on == self.on:
             self.changed.emit(self.on)
         elif on:
@@ -60,7 +62,7 @@ class FullyConvolutionalToggle(QObject):
             return made
 
         def done(made) -> None:
-            if controller.session.model is not model:   # another model or knock-outs meanwhile
+            if controller.session.model is not model or not self._wanted:   # another model, or unticked
                 self.changed.emit(self.on)
                 return
             self.classifier = classifier
@@ -101,6 +103,7 @@ class FullyConvolutionalToggle(QObject):
         """Another model or weights were loaded: the toggle is off (that model is as loaded)."""
         if self._switching:
             return
+        self._wanted = False
         if self.classifier is not None:
             self.classifier = None
             self.changed.emit(False)

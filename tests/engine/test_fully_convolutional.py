@@ -85,7 +85,7 @@ def test_seg_grad_cam_of_a_region_equals_pytorch_grad_cam(one_torch_thread):
     with torch.no_grad():
         height, width = net(inputs).shape[-2:]
     region = (0, 0, height, width // 2)
-    layer = "features.features.18.2"     # the traced graph calls the leaves, not the block
+    layer = "features.18.2"     # the traced graph calls the leaves, not the block
     ours = grad_cam(net, inputs, Target(class_index=285, region=region), layer, upsample=False)[0, 0]
     mask = np.zeros((height, width), np.float32)
     mask[:, : width // 2] = 1

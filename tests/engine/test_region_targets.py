@@ -24,7 +24,7 @@ EGYPTIAN_CAT = 285
 BOX = (0.05, 0.1, 0.55, 0.6)          # fractions (y0, x0, y1, x1) of the crop: the cat's head
 OTHER_BOX = (0.6, 0.5, 1.0, 1.0)      # the lower right: body and background
 QUICK = {"integrated-gradients": {"steps": 8}, "smoothgrad": {"samples": 3},
-         "score-cam": {"layer": "features.features.3.conv.2"},          # 24 channels: 24 masked passes
+         "score-cam": {"layer": "features.3.conv.2"},          # 24 channels: 24 masked passes
          "occlusion": {"patch": 56, "stride": 56}}
 
 
@@ -88,7 +88,7 @@ def test_grad_cam_of_a_box_equals_pytorch_grad_cam(setup):
     model, image, _ = setup
     net = model.module
     inputs = prepare_input(image, model.preprocess, model.device).tensor
-    layer = "features.features.18.2"
+    layer = "features.18.2"
     ours = grad_cam(net, inputs, Target(class_index=EGYPTIAN_CAT, box=BOX), layer, upsample=False)[0, 0]
     y0, x0, y1, x1 = box_positions(BOX, 7, 7)
     mask = np.zeros((7, 7), np.float32)

@@ -208,3 +208,18 @@ def test_a_random_class_map_net_in_the_panel_alone_and_a_cancelled_map_never_arr
         assert controls.view is None and not panel.canvas.has_overlay() and panel.lower.currentIndex() == 0
     finally:
         jobs.runner.close()
+
+
+def test_unticking_while_the_switch_builds_keeps_the_classifier(window, qtbot):
+    """Tick then untick at once: the switch that was building is dropped when it arrives (it used to
+    switch anyway and leave the box ticked)."""
+    toggle, action = window.controller.fully_convolutional, window.fully_convolutional_action
+    qtbot.waitUntil(lambda: window.session.model is not None and window.session.forward is not None, timeout=60000)
+    classifier = window.session.model
+    toggle.set_on(True)
+    toggle.set_on(False)
+    with qtbot.waitSignal(toggle.changed, timeout=60000):   # the built switch arrives and is dropped
+        pass
+    qtbot.wait(200)
+    assert window.session.model is classifier and not toggle.on
+    assert not action.isChecked() and not window.predictions.class_map.fully_convolutional.isChecked()

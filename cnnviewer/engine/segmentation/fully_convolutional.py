@@ -11,6 +11,7 @@ fully connected layers over a fixed 7×7 grid, attention pooling) cannot be spli
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +23,7 @@ from cnnviewer.engine.errors import ModelError
 from cnnviewer.engine.media.images import InputImage
 from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.runtime.modes import eval_mode
+from cnnviewer.engine.runtime.tracing import LeafTracer
 
 MAX_SIDE = 640   # px: the longer side of the image the class map is computed on (memory and time)
 
@@ -57,10 +59,12 @@ class ClassMap:
 
     def at_size(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """(labels, confidence), each (height, width): the probabilities upsampled bilinearly (as FCN
-        does with its coarse scores), then the most probable class and its probability per pixel."""
-        scores = torch.from_numpy(self.probabilities)[None]
-        scores = F.interpolate(scores, size=(height, width), mode="bilinear", align_corners=False)[0]
-        confidence, labels = scores.max(dim=0)
+        does with its coarse scores), then the most probable class and its probability per pixel.
+        Only the classes that can win a block are upsampled (class_map_build.upsampled_argmax: exact):
+        all 1000 ImageNet classes at a photo's size took gigabytes."""
+        from cnnviewer.engine.segmentation.class_map_build import upsampled_argmax
+
+        labels, confidence = upsampled_argmax(torch.from_numpy(self.probabilities), height, width)
         return labels.numpy(), confidence.numpy()
 
     def area(self) -> list[tuple[int, float]]:
@@ -95,6 +99,11 @@ def _passes_shape_only(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 def fully_convolutional(model: LoadedModel) -> FullyConvolutional:
     """Split `model` at its global average pooling, if its head is pooling + one linear layer.
 
+    The head is found on a trace through every layer; the split is then made on a trace that keeps
+    every module outside the head whole (MobileNetV2's `features`, ResNet's `layer4`), so the
+    features part calls the classifier's own blocks under their own names: each block still runs,
+    and its output can be recorded, knocked out or explained like the classifier's.
+
     Raises:
         ModelError: the model does not qualify (one line, saying why).
     """
@@ -109,6 +118,56 @@ def fully_convolutional(model: LoadedModel) -> FullyConvolutional:
     except Exception as error:  # noqa: BLE001 - any tracing failure means: cannot be split
         raise ModelError(f"{model.name} cannot be traced, so its head cannot be found ({type(error).__name__})") \
             from None
+    found = _find_head(traced)
+    if found is None:
+        raise ModelError(f"{model.name}'s head is not global average pooling followed by one linear layer, "
+                         "so it cannot be run at every position (VGG's and AlexNet's heads read a fixed grid)")
+    head = {str(found[0].target), str(found[1].target)} - {str(found[0].name)}
+    try:
+        with eval_mode(module):
+            coarse = _BlockTracer(head).trace(module)
+        blocks = fx.GraphModule(module, coarse, type(module).__name__)
+        coarse_found = _find_head(blocks)
+    except Exception:  # noqa: BLE001 - a model that only traces layer by layer keeps the fine split
+        coarse_found = None
+    if coarse_found is not None:
+        traced, found = blocks, coarse_found
+    pool, linear_node, chain = found
+    linear = dict(traced.named_modules())[str(linear_node.target)]
+    feature_node = pool.args[0]
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for original in traced.graph.nodes:
+        env[original] = graph.node_copy(original, lambda n: env[n])
+        if original is feature_node:
+            break
+    graph.output(env[feature_node])
+    features = fx.GraphModule(traced, graph, f"{type(module).__name__}Features")
+    features.graph.eliminate_dead_code()
+    features.recompile()
+    return FullyConvolutional(features, linear.weight.detach(),
+                              None if linear.bias is None else linear.bias.detach(),
+                              " → ".join([getattr(feature_node, "name", "features"), *chain]))
+
+
+class _BlockTracer(LeafTracer):
+    """Traces into the modules that hold the head (`open_paths` and their parents) and keeps every
+    other module whole, so the split calls the classifier's blocks themselves."""
+
+    def __init__(self, open_paths: set[str]) -> None:
+        super().__init__()
+        self._open = open_paths
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        name = module_qualified_name
+        if name and not any(path == name or path.startswith(name + ".") for path in self._open):
+            return True
+        return super().is_leaf_module(m, name)
+
+
+def _find_head(traced: fx.GraphModule) -> tuple[fx.Node, fx.Node, list[str]] | None:
+    """(the global pooling node, the linear layer's node, the chain between) of a graph whose output
+    is that linear layer, else None."""
     modules = dict(traced.named_modules())
     output = next(node for node in traced.graph.nodes if node.op == "output")
     for node in traced.graph.nodes:
@@ -128,39 +187,38 @@ def fully_convolutional(model: LoadedModel) -> FullyConvolutional:
             continue
         if list(current.users) != [output] or output.args[0] is not current:
             continue    # something follows the linear layer (a second layer, a sigmoid): not this simple head
-        linear = modules[str(current.target)]
-        feature_node = node.args[0]
-        graph = fx.Graph()
-        env: dict[fx.Node, fx.Node] = {}
-        for original in traced.graph.nodes:
-            env[original] = graph.node_copy(original, lambda n: env[n])
-            if original is feature_node:
-                break
-        graph.output(env[feature_node])
-        features = fx.GraphModule(traced, graph, f"{type(module).__name__}Features")
-        features.graph.eliminate_dead_code()
-        features.recompile()
-        return FullyConvolutional(features, linear.weight.detach(),
-                                  None if linear.bias is None else linear.bias.detach(),
-                                  " → ".join([getattr(feature_node, "name", "features"), *chain]))
-    raise ModelError(f"{model.name}'s head is not global average pooling followed by one linear layer, "
-                     "so it cannot be run at every position (VGG's and AlexNet's heads read a fixed grid)")
+        return node, current, chain
+    return None
 
 
-class ClassMapNet(nn.Module):
+def ClassMapNet(split: FullyConvolutional) -> fx.GraphModule:  # noqa: N802 - it builds the network
     """The split classifier as one module whose output is the class map (N, K, h, w), so every
-    gradient view can explain a class over a region of it (Target.region). It holds the user's own
-    layers (the features graph shares them): nothing is copied, and nothing is changed."""
-
-    def __init__(self, split: FullyConvolutional) -> None:
-        super().__init__()
-        self.features = split.features
-        self.register_buffer("weight", split.weight, persistent=False)
-        self.register_buffer("bias", split.bias, persistent=False)
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        scores = torch.einsum("nchw,kc->nkhw", self.features(inputs), self.weight)
-        return scores if self.bias is None else scores + self.bias.view(1, -1, 1, 1)
+    gradient view can explain a class over a region of it (Target.region). Its layers are the
+    user's own, under the classifier's names (`features.3`, `layer4.1`): nothing is copied, and
+    nothing is changed; the linear layer's weights are buffers applied at every position."""
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    result = None
+    for original in split.features.graph.nodes:
+        if original.op == "output":
+            result = env[original.args[0]]
+            break
+        env[original] = graph.node_copy(original, lambda n: env[n])
+    holder = nn.Module()
+    for name, child in split.features.named_children():
+        holder.add_module(name, child)
+    for name, value in split.features.named_buffers(recurse=False):
+        holder.register_buffer(name, value, persistent=False)
+    for name, value in split.features.named_parameters(recurse=False):
+        holder.register_parameter(name, value)
+    holder.register_buffer("class_weight", split.weight, persistent=False)
+    scores = graph.call_function(torch.einsum, ("nchw,kc->nkhw", result, graph.get_attr("class_weight")))
+    if split.bias is not None:
+        holder.register_buffer("class_bias", split.bias, persistent=False)
+        bias = graph.call_method("view", (graph.get_attr("class_bias"), 1, -1, 1, 1))
+        scores = graph.call_function(operator.add, (scores, bias))
+    graph.output(scores)
+    return fx.GraphModule(holder, graph, "ClassMapNet")
 
 
 def prepared_whole(image: InputImage, model: LoadedModel, max_side: int = MAX_SIDE) -> torch.Tensor:
