@@ -87,6 +87,8 @@ class Session:
         if image is not self.image:
             self.image, self.forward, self.effect = image, None, None
             self.image_changed.emit(image)
+            if self.selection.region is not None:   # a part of the old picture means nothing on the new one
+                self.select(region=None)
 
     def select(self, **changes: Any) -> None:
         """Change layer/channel/neuron; a new layer resets channel and neuron unless given."""

@@ -372,3 +372,13 @@ def test_a_raising_callback_does_not_kill_the_worker(runner: JobRunner) -> None:
     assert recorder.event.wait(2.0), "worker thread died with the callback's exception"
     assert recorder.done == [2]
     assert runner.wait_idle(TIMEOUT)
+
+
+def test_a_new_image_forgets_the_region_but_keeps_the_class(session: Session) -> None:
+    """A region is a part of the old picture: on a new one it would explain an arbitrary patch."""
+    session.set_image(object())
+    session.select(class_index=967, region=(0.1, 0.2, 0.3, 0.4))
+    selections = collect(session.selection_changed)
+    session.set_image(object())
+    assert session.selection.region is None and session.selection.class_index == 967
+    assert len(selections) == 1

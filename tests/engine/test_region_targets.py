@@ -148,3 +148,12 @@ def test_the_traced_scorer_scores_the_region_as_the_model_does(setup):
     np.testing.assert_allclose(raw, expected_raw, rtol=1e-3)
     np.testing.assert_allclose(probability, expected_p, rtol=1e-3)
     assert abs(raw[0] - raw[1]) > 1e-3      # the flipped image's region holds another part of the cat
+
+
+def test_a_cell_made_into_fractions_comes_back_as_that_one_cell() -> None:
+    """row / h and (row + 1) / h in floating point: every cell of every map size up to 600 comes back
+    as itself (int() and ceil turned 14 cells of a 448-wide map into 2×2 regions)."""
+    for size in range(1, 600):
+        for row in range(size):
+            assert box_positions((row / size, row / size, (row + 1) / size, (row + 1) / size), size, size) \
+                == (row, row, row + 1, row + 1), (size, row)

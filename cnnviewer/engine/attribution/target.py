@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -70,11 +71,13 @@ class Target:
 
 def box_positions(box: tuple[float, float, float, float], height: int, width: int) -> tuple[int, int, int, int]:
     """Fractions (y0, x0, y1, x1) of an image -> half-open positions of an (height, width) map
-    covering it: every position the box touches, at least one."""
+    covering it: every position the box touches, at least one. A box made from positions (row / h)
+    comes back as those positions: edges within 1e-6 of a position's border count as on it (float
+    error turned one clicked cell into 2×2 on some map sizes)."""
     y0, x0, y1, x1 = (min(max(float(v), 0.0), 1.0) for v in box)
-    top, left = min(int(y0 * height), height - 1), min(int(x0 * width), width - 1)
-    bottom = max(top + 1, min(height, -int(-y1 * height // 1)))
-    right = max(left + 1, min(width, -int(-x1 * width // 1)))
+    top, left = min(math.floor(y0 * height + 1e-6), height - 1), min(math.floor(x0 * width + 1e-6), width - 1)
+    bottom = max(top + 1, min(height, math.ceil(y1 * height - 1e-6)))
+    right = max(left + 1, min(width, math.ceil(x1 * width - 1e-6)))
     return top, left, bottom, right
 
 

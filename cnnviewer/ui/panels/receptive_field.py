@@ -62,6 +62,8 @@ class ReceptiveFieldPanel(QWidget):
         layout.addWidget(self.title)
         layout.addWidget(vertical, 1)
         layout.addWidget(self.details)
+        self._last_selection = session.selection
+        self._pixel_wanted = session.selection.region is not None   # show the clicked pixel's field
         session.selection_changed.connect(self._on_selection_changed)
         session.model_changed.connect(self._on_model_changed)
         session.image_changed.connect(lambda _image: self.refresh())
@@ -95,7 +97,14 @@ class ReceptiveFieldPanel(QWidget):
             return
         self._session.select(neuron=(min(max(row, 0), height - 1), min(max(col, 0), width - 1)))
 
-    def _on_selection_changed(self, _selection: Selection) -> None:
+    def _on_selection_changed(self, selection: Selection) -> None:
+        """The latest intent wins: a clicked class-map pixel shows its field until a layer, channel or
+        neuron is chosen (it used to keep the pixel whatever was picked in Feature maps)."""
+        before, self._last_selection = self._last_selection, selection
+        if selection.region != before.region:
+            self._pixel_wanted = selection.region is not None
+        elif (selection.layer, selection.neuron, selection.channel) != (before.layer, before.neuron, before.channel):
+            self._pixel_wanted = False
         self.refresh()
 
     def _on_model_changed(self, _model) -> None:
@@ -110,7 +119,7 @@ class ReceptiveFieldPanel(QWidget):
     def _output_pixel(self) -> tuple[float, float, float, float] | None:
         """The session's region when it is one pixel of the model's class map (a click), else None."""
         region, shape = self._session.selection.region, class_map_output(self._session.forward)
-        if region is None or shape is None:
+        if region is None or shape is None or not self._pixel_wanted:
             return None
         y0, x0, y1, x1 = box_positions(region, *shape)
         return region if (y1 - y0, x1 - x0) == (1, 1) else None
