@@ -7,8 +7,11 @@ cat. Also: a Step after a paused source ran to its end reads on (it used to do n
 
 from __future__ import annotations
 
+import errno
+import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ from skimage import data
 from cnnviewer.engine.detection.detectors import Detector, make_detector
 from cnnviewer.engine.detection.live import LivePipeline
 from cnnviewer.engine.detection.overlay import Detection
-from cnnviewer.engine.errors import ModelError
+from cnnviewer.engine.errors import CnnViewerError, ModelError
 from cnnviewer.engine.media.sources import Frame, ImageSequence, open_source
 from cnnviewer.engine.models.loading import load_model
 from cnnviewer.engine.runtime.hooks import has_hooks
@@ -32,7 +35,14 @@ from cnnviewer.engine.segmentation.live import (
     nearest,
     segmenter_names,
 )
-from cnnviewer.engine.segmentation.live_scene import LiveClassMap, blend, legend_html, make_class_map
+from cnnviewer.engine.segmentation.live_scene import (
+    LiveClassMap,
+    blend,
+    legend_html,
+    make_class_map,
+    save_capture,
+)
+from cnnviewer.engine.segmentation.overlay import palette
 from tests.media import astronaut_frame, write_video
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -254,3 +264,34 @@ def test_a_model_that_fails_to_load_keeps_the_previous_only_for_the_same_task(mo
         assert results[-1].frame.index == 3 and results[-1].detector.name == running
     finally:
         pipeline.close()
+
+
+def _beyond_the_names() -> tuple[Frame, LiveClassMap]:
+    """A 4x4 frame whose right half is class 3 of a model that names only class 0."""
+    labels = np.array([[0, 0, 3, 3]] * 4)
+    class_map = make_class_map(labels, np.full(labels.shape, 0.5), ("background",), palette(4), (4, 4), (4, 4))
+    return Frame(7, "frame 7", np.zeros((4, 4, 3), np.uint8), 0.0), class_map
+
+
+def test_a_capture_names_a_class_beyond_the_category_list(tmp_path):
+    frame, class_map = _beyond_the_names()
+    saved = save_capture(tmp_path, frame, class_map, 0.5)
+    table = json.loads(saved.with_suffix(".json").read_text())
+    assert table["frame"] == 7 and [row["name"] for row in table["classes"]] == ["background", "class 3"]
+    assert Image.open(saved).size == (4, 4)
+    assert {p.name for p in tmp_path.iterdir()} == {saved.name, saved.with_suffix(".json").name}   # no temporaries
+
+
+def test_a_capture_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A full disk while the table is written: no truncated JSON, no picture without its table."""
+    frame, class_map = _beyond_the_names()
+
+    def full_disk(self, text, *args, **kwargs):
+        with open(self, "w") as handle:
+            handle.write(text[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(CnnViewerError, match="No space left on device"):
+        save_capture(tmp_path, frame, class_map, 0.5)
+    assert list(tmp_path.iterdir()) == []
