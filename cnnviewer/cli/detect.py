@@ -25,6 +25,20 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_segmenter(name: str) -> None:
+    """make_detector also builds segmenters (for the Live panel); here one would find no boxes and print
+    '0 detections' for every frame, so it is refused and `cnnviewer segment` named instead."""
+    from cnnviewer.engine.segmentation.live import FULLY_CONVOLUTIONAL, is_segmenter
+
+    if not is_segmenter(name):
+        return
+    if name.endswith(FULLY_CONVOLUTIONAL):
+        use = f"cnnviewer segment SOURCE --fully-convolutional --model {name.removesuffix(FULLY_CONVOLUTIONAL)}"
+    else:
+        use = f"cnnviewer segment SOURCE --model {name}"
+    raise UsageError(f"cnnviewer detect: {name} is a segmentation model (a class map, no boxes); use {use} -o OUT")
+
+
 def run(args: argparse.Namespace) -> int:
     """Per-frame detections on stdout; optional COCO JSON and annotated frames.
 
@@ -45,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnviewer.engine.media.sources import VideoFile, open_source
     from cnnviewer.engine.runtime.device import pick_device
 
+    _refuse_segmenter(args.detector)
     args.score = default_score(args.detector) if args.score is None else args.score
     if not 0 <= args.score <= 1 or not 0 <= args.iou <= 1:
         raise UsageError("cnnviewer detect: --score and --iou are between 0 and 1")

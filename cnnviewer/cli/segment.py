@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from cnnviewer.cli.common import Parser, UsageError, int_in, load_model_and_image, model_options
@@ -34,8 +35,9 @@ def parser() -> argparse.ArgumentParser:
                         help="run a classifier whose head is global pooling + one linear layer at every position "
                              "(MobileNetV2, ResNets, EfficientNet-Lite0, most timm CNNs)")
     parser.add_argument("-o", "--output", required=True,
-                        help="an image: the overlay, PNG. A folder or a video: a folder (made if missing) with one "
-                             "overlay per image (its name, .png) or per frame (frame-00000.png, ...)")
+                        help="an image: the overlay, PNG. A folder or a video: a folder (made if missing; not the "
+                             "input folder itself) with one overlay per image (its file name + .png: a.jpg.png, "
+                             "so a.jpg and a.png never overwrite each other) or per frame (frame-00000.png, ...)")
     parser.add_argument("--json", metavar="OUT", help="per class: pixels and mean probability, per image or frame "
                         "for a folder or a video ('-': stdout)")
     parser.add_argument("--opacity", type=_opacity, default=0.5)
@@ -55,8 +57,12 @@ def _kind(path: Path) -> str:
     return "image" if path.suffix.lower() in IMAGE_SUFFIXES and path.suffix.lower() != ".gif" else "video"
 
 
-def _output_folder(text: str) -> Path:
+def _output_folder(text: str, source: Path | None = None) -> Path:
+    """The folder for the overlays, made if missing. Never the input folder: its own images would be
+    overwritten and then read back as inputs (a subfolder is safe: a folder is read one level deep)."""
     folder = Path(text)
+    if source is not None and folder.resolve() == source.resolve():
+        raise UsageError(f"{folder}: is the input folder; -o must name another folder for the overlays")
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder}: is a file; for a folder or a video, -o names a folder for the overlays")
     if not folder.parent.is_dir():
@@ -89,6 +95,44 @@ def _segmenter(model, args):
     return crop
 
 
+def _readable(frames, names: list[str] | None, skipped: list[dict]) -> Iterator:
+    """The frames that can be read. One that cannot is recorded in `skipped` and said in one stderr line,
+    held back until a frame was read: a run that reads none then fails in one line, not several."""
+    from cnnviewer.engine.errors import ImageError
+
+    read_any, tried = False, 0
+    while True:
+        try:
+            frame = frames.read()
+        except ImageError as error:
+            file = names[tried] if names is not None and tried < len(names) else frames.name
+            tried += 1
+            text = str(error)
+            skipped.append({"file": file, "reason": text.removeprefix(f"{file}: ")})
+            if read_any:
+                print(f"cnnviewer: warning: {text} (skipped)", file=sys.stderr)
+            continue
+        if frame is None:
+            return
+        tried += 1
+        if not read_any:
+            read_any = True
+            for entry in skipped:
+                print(f"cnnviewer: warning: {entry['file']}: {entry['reason']} (skipped)", file=sys.stderr)
+        yield frame
+
+
+def _nothing_read(source: Path, kind: str, skipped: list[dict]) -> UsageError:
+    """The one-line error of a run that read no image or frame at all."""
+    if not skipped:
+        return UsageError(f"{source.name}: no frames could be read")
+    first = f"{skipped[0]['file']}: {skipped[0]['reason']}"
+    if kind == "image":
+        return UsageError(first)
+    more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+    return UsageError(f"no readable {'image' if kind == 'folder' else 'frame'} in {source.name}: {first}{more}")
+
+
 def run(args: argparse.Namespace) -> int:
     if not 64 <= args.max_side <= 4096:
         raise UsageError("--max-side: choose 64 to 4096 px")
@@ -97,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
     from cnnviewer.engine.errors import ImageError
     from cnnviewer.engine.media.files import atomic_output, writable_target
     from cnnviewer.engine.media.images import InputImage
+    from cnnviewer.engine.media.kinds import image_files
     from cnnviewer.engine.media.sources import open_source
     from cnnviewer.engine.segmentation.overlay import class_table, overlay, palette
 
@@ -105,15 +150,18 @@ def run(args: argparse.Namespace) -> int:
     if not args.fully_convolutional and not args.model and not args.weights:
         raise UsageError("segment needs --fully-convolutional to run the default classifier at every position, "
                          "or --model with a model whose output is a class map")
-    output = writable_target(args.output, UsageError) if kind == "image" else _output_folder(args.output)
+    output = writable_target(args.output, UsageError) if kind == "image" else \
+        _output_folder(args.output, source if kind == "folder" else None)
     json_target = writable_target(args.json, UsageError) if args.json and args.json != "-" else None
     model, _ = load_model_and_image(args, need_image=False)
     segment = _segmenter(model, args)
     colours = None
     rows: list[dict] = []
+    skipped: list[dict] = []     # images or frames that could not be read: said, recorded, the rest go on
     try:
         with open_source(source) as frames:
-            for frame in frames:
+            names = [path.name for path in image_files(source)] if kind == "folder" else None
+            for frame in _readable(frames, names, skipped):
                 if kind == "video" and args.max_frames is not None and frame.index >= args.max_frames:
                     break
                 height, width = frame.pixels.shape[:2]
@@ -123,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
                     colours = palette(max(len(model.categories), found.probabilities.shape[0]))
                 picture = overlay(base, labels, colours, args.opacity)
                 target = output if kind == "image" else output / (
-                    f"{Path(frame.name).stem}.png" if kind == "folder" else f"frame-{frame.index:05d}.png")
+                    f"{frame.name}.png" if kind == "folder" else f"frame-{frame.index:05d}.png")
                 with atomic_output(target) as temporary:
                     Image.fromarray(picture).save(temporary, format="PNG")
                 table = [{**row, "label": model.label(row["class"])} for row in class_table(labels, confidence)]
@@ -139,21 +187,23 @@ def run(args: argparse.Namespace) -> int:
     except ImageError as error:
         raise UsageError(str(error)) from None
     if not rows:
-        raise UsageError(f"{source.name}: no frames could be read")
+        raise _nothing_read(source, kind, skipped)
     header = {"model": model.title, "trained": model.trained,
               "on": "the whole image" if args.fully_convolutional else "the model's centre crop"}
     if kind == "image":
         report = {"image": str(source), **header, **{k: v for k, v in rows[0].items() if k != "image"}}
     else:
-        report = {kind: str(source), **header, ("frames" if kind == "video" else "images"): rows}
+        report = {kind: str(source), **header, ("frames" if kind == "video" else "images"): rows,
+                  "skipped": skipped}
     if args.json == "-":
         print(json.dumps(report, indent=1))
     elif json_target is not None:
         with atomic_output(json_target) as temporary:
             Path(temporary).write_text(json.dumps(report, indent=1), encoding="utf-8")
     if args.json != "-":
-        print(f"{len(rows)} {'overlay' if len(rows) == 1 else 'overlays'} from {model.title}; wrote {output}",
-              file=sys.stderr)
+        unread = f" ({len(skipped)} skipped: unreadable)" if skipped else ""
+        print(f"{len(rows)} {'overlay' if len(rows) == 1 else 'overlays'} from {model.title}; wrote {output}"
+              f"{unread}", file=sys.stderr)
         if kind == "image":
             for row in rows[0]["classes"][:5]:
                 print(f"{row['pixels'] / sum(r['pixels'] for r in rows[0]['classes']):7.1%}  {row['label']} "

@@ -141,3 +141,15 @@ def test_bad_arguments_are_refused(files, capsys, monkeypatch, argv):
     monkeypatch.setenv("CNNVIEWER_OFFLINE", "1")
     check_refused([a.format(photo=files["photo"]["chelsea"], out=files["out"]["dir"]) for a in argv], capsys,
                   files["out"]["dir"])
+
+
+@pytest.mark.parametrize("name, use", [
+    ("lraspp_mobilenet_v3_large", "segment SOURCE --model lraspp_mobilenet_v3_large"),
+    ("mobilenet_v2 (fully convolutional)", "segment SOURCE --fully-convolutional --model mobilenet_v2")])
+def test_detect_refuses_a_segmentation_model(files, capsys, monkeypatch, name, use):
+    """It used to run and print '0 detections' for every frame: a segmenter finds no boxes."""
+    monkeypatch.setenv("CNNVIEWER_OFFLINE", "1")
+    check_refused(["detect", str(files["photo"]["chelsea"]), "--detector", name], capsys, files["out"]["dir"])
+    assert main(["detect", str(files["photo"]["chelsea"]), "--detector", name]) == 2
+    err = capsys.readouterr().err
+    assert "is a segmentation model" in err and use in err, err

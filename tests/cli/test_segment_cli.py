@@ -93,15 +93,70 @@ def test_a_folder_gives_one_overlay_per_image_and_one_json(tmp_path, capsys):
     small(data.coffee()).save(folder / "coffee.jpg")
     assert main(["segment", str(folder), "--fully-convolutional", "--max-side", "256", "-o", str(out),
                  "--json", str(table)]) == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["cat.png", "coffee.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["cat.png.png", "coffee.jpg.png"]
     report = json.loads(table.read_text())
-    assert [row["image"] for row in report["images"]] == ["cat.png", "coffee.jpg"]
+    assert [row["image"] for row in report["images"]] == ["cat.png", "coffee.jpg"] and report["skipped"] == []
     for row, name in zip(report["images"], ("cat.png", "coffee.jpg")):
         size = Image.open(folder / name).size
-        assert Image.open(out / f"{Path(name).stem}.png").size == size
+        assert Image.open(out / f"{name}.png").size == size
         assert sum(r["pixels"] for r in row["classes"]) == size[0] * size[1]
     assert report["images"][0]["classes"][0]["class"] in {281, 282, 283, 284, 285}      # the cat
     assert report["images"][1]["classes"][0]["class"] in {967, 968, 504}                # espresso or a cup
+
+
+def tiny_folder(tmp_path: Path, names: tuple[str, ...]) -> Path:
+    """64x64 pictures (a 2x2 class map: quick), each a different crop of the cat; 'broken' ones are not images."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, name in enumerate(names):
+        if "broken" in name:
+            (folder / name).write_bytes(b"not an image")
+        else:
+            crop = data.chelsea()[i * 20:i * 20 + 200, i * 30:i * 30 + 200]
+            Image.fromarray(crop).resize((64, 64)).save(folder / name)
+    return folder
+
+
+def run_tiny(folder: Path, out: Path, *extra: str) -> int:
+    return main(["segment", str(folder), "--fully-convolutional", "--max-side", "64", "-o", str(out), *extra])
+
+
+def test_a_folder_never_overwrites_an_overlay_or_its_own_images(tmp_path, capsys):
+    """a.jpg and a.png used to both write a.png (one lost); -o the input folder overwrote its a.png."""
+    folder = tiny_folder(tmp_path, ("a.jpg", "a.png"))
+    out = tmp_path / "maps"
+    assert run_tiny(folder, out) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg.png", "a.png.png"]
+    assert not np.array_equal(np.asarray(Image.open(out / "a.jpg.png")), np.asarray(Image.open(out / "a.png.png")))
+    before = (folder / "a.png").read_bytes()
+    capsys.readouterr()
+    for same in (folder, folder / "."):
+        assert run_tiny(folder, same) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is the input folder" in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "a.png"] and (folder / "a.png").read_bytes() == before
+
+
+def test_an_unreadable_image_of_a_folder_is_skipped_said_and_recorded(tmp_path, capsys):
+    folder = tiny_folder(tmp_path, ("a-broken.png", "b.png", "c-broken.jpg", "d.png"))
+    out, table = tmp_path / "maps", tmp_path / "maps.json"
+    assert run_tiny(folder, out, "--json", str(table)) == 0, capsys.readouterr().err
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 2 and "a-broken.png" in warnings[0] and "c-broken.jpg" in warnings[1], warnings
+    assert sorted(p.name for p in out.iterdir()) == ["b.png.png", "d.png.png"]
+    report = json.loads(table.read_text())
+    assert [row["image"] for row in report["images"]] == ["b.png", "d.png"]
+    assert [entry["file"] for entry in report["skipped"]] == ["a-broken.png", "c-broken.jpg"]
+    assert all("Pillow" in entry["reason"] for entry in report["skipped"]), report["skipped"]
+
+
+def test_a_folder_with_no_readable_image_fails_in_one_line(tmp_path, capsys):
+    folder = tiny_folder(tmp_path, ("a-broken.png", "b-broken.png"))
+    assert run_tiny(folder, tmp_path / "maps", "--json", "-") == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == "" and len(err.splitlines()) == 1, err
+    assert "no readable image in photos: a-broken.png" in err and "(and 1 more)" in err, err
 
 
 def test_a_video_gives_a_class_table_per_frame(tmp_path, capsys):

@@ -7,7 +7,11 @@ cat. Also: a Step after a paused source ran to its end reads on (it used to do n
 
 from __future__ import annotations
 
+import errno
+import json
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,20 +19,30 @@ import torch
 from PIL import Image
 from skimage import data
 
-from cnnviewer.engine.detection.detectors import make_detector
+from cnnviewer.engine.detection.detectors import Detector, make_detector
 from cnnviewer.engine.detection.live import LivePipeline
-from cnnviewer.engine.errors import ModelError
-from cnnviewer.engine.media.sources import ImageSequence, open_source
+from cnnviewer.engine.detection.overlay import Detection
+from cnnviewer.engine.errors import CnnViewerError, ModelError
+from cnnviewer.engine.media.sources import Frame, ImageSequence, open_source
 from cnnviewer.engine.models.loading import load_model
 from cnnviewer.engine.runtime.hooks import has_hooks
 from cnnviewer.engine.segmentation.live import (
     FullyConvolutionalSegmenter,
+    Segmenter,
     TorchvisionSegmenter,
+    is_segmenter,
     make_segmenter,
     nearest,
     segmenter_names,
 )
-from cnnviewer.engine.segmentation.live_scene import blend, legend_html
+from cnnviewer.engine.segmentation.live_scene import (
+    LiveClassMap,
+    blend,
+    legend_html,
+    make_class_map,
+    save_capture,
+)
+from cnnviewer.engine.segmentation.overlay import palette
 from tests.media import astronaut_frame, write_video
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -186,3 +200,98 @@ def test_what_the_window_thread_imports_for_segmentation_loads_no_torch():
                           env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+class _Boxes(Detector):
+    """A detector that finds one box in every frame (no model: quick)."""
+
+    name = "boxes"
+
+    def raw(self, pixels: np.ndarray) -> list[Detection]:
+        return [Detection((1.0, 1.0, 5.0, 5.0), 0.9, "thing", 1)]
+
+
+class _Labels(Segmenter):
+    """A segmenter that labels every pixel class 0 (no model: quick)."""
+
+    categories = ("background",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def segment(self, pixels: np.ndarray) -> LiveClassMap:
+        height, width = pixels.shape[:2]
+        return make_class_map(np.zeros((height, width)), np.ones((height, width)), self.categories,
+                              np.array([[0, 0, 0]], np.uint8), (height, width), (height, width))
+
+
+def _fake_models(name: str, device: str = "cpu", weights=None):
+    if name.startswith("broken"):
+        raise ModelError(f"{name}: cannot be built")
+    return _Labels(name) if is_segmenter(name) else _Boxes()
+
+
+@pytest.mark.parametrize("running, failing, kept", [
+    ("boxes", "broken (fully convolutional)", False),      # a detector, then a segmenter fails: boxes stop
+    ("labels (fully convolutional)", "broken_detector", False),    # the reverse
+    ("labels (fully convolutional)", "broken (fully convolutional)", True),   # the same task: it runs on
+    ("boxes", "broken_detector", True),
+])
+def test_a_model_that_fails_to_load_keeps_the_previous_only_for_the_same_task(monkeypatch, running, failing, kept):
+    """Detection boxes used to go on being drawn while the Task said Segmentation (its controls hidden)."""
+    import cnnviewer.engine.detection.detectors as detectors
+    monkeypatch.setattr(detectors, "make_detector", _fake_models)
+    results, errors = [], []
+    pipeline = LivePipeline(results.append, on_error=errors.append)
+    frame = np.zeros((8, 8, 3), np.uint8)
+
+    def show(index: int) -> None:
+        pipeline.offer(Frame(index, f"frame {index}", frame, time.perf_counter()))
+        pipeline._slot.wait_drained(threading.Event())      # its result (or error) is out
+
+    try:
+        pipeline.set_detector(running)
+        show(0)
+        assert [r.detector.name for r in results] == [running] and errors == []
+        pipeline.set_detector(failing)
+        show(1)
+        show(2)
+        assert len(errors) == 1 and errors[0].startswith(f"{failing}: "), errors
+        assert [r.frame.index for r in results] == ([0, 1, 2] if kept else [0]), errors
+        assert ("nothing runs until a model that loads is chosen" in errors[0]) != kept, errors
+        pipeline.set_detector(running)                    # chosen again: it runs again
+        show(3)
+        assert results[-1].frame.index == 3 and results[-1].detector.name == running
+    finally:
+        pipeline.close()
+
+
+def _beyond_the_names() -> tuple[Frame, LiveClassMap]:
+    """A 4x4 frame whose right half is class 3 of a model that names only class 0."""
+    labels = np.array([[0, 0, 3, 3]] * 4)
+    class_map = make_class_map(labels, np.full(labels.shape, 0.5), ("background",), palette(4), (4, 4), (4, 4))
+    return Frame(7, "frame 7", np.zeros((4, 4, 3), np.uint8), 0.0), class_map
+
+
+def test_a_capture_names_a_class_beyond_the_category_list(tmp_path):
+    frame, class_map = _beyond_the_names()
+    saved = save_capture(tmp_path, frame, class_map, 0.5)
+    table = json.loads(saved.with_suffix(".json").read_text())
+    assert table["frame"] == 7 and [row["name"] for row in table["classes"]] == ["background", "class 3"]
+    assert Image.open(saved).size == (4, 4)
+    assert {p.name for p in tmp_path.iterdir()} == {saved.name, saved.with_suffix(".json").name}   # no temporaries
+
+
+def test_a_capture_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """A full disk while the table is written: no truncated JSON, no picture without its table."""
+    frame, class_map = _beyond_the_names()
+
+    def full_disk(self, text, *args, **kwargs):
+        with open(self, "w") as handle:
+            handle.write(text[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(CnnViewerError, match="No space left on device"):
+        save_capture(tmp_path, frame, class_map, 0.5)
+    assert list(tmp_path.iterdir()) == []

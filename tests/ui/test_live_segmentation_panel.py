@@ -65,3 +65,17 @@ def test_segmentation_task_on_a_video(window, qtbot, astronaut_clip, tmp_path):
                     timeout=60000)
     assert len(panel.shown) >= 1 and all(d.label == "face" for d in panel.shown)
     assert "shown of" in panel.status.text()
+
+
+def test_a_click_on_a_class_beyond_the_names_says_class_n():
+    """A model with more outputs than names: the click used to raise IndexError."""
+    from types import SimpleNamespace
+
+    from cnnviewer.engine.segmentation.live_scene import make_class_map
+    from cnnviewer.ui.panels.live_segmentation import clicked
+
+    class_map = make_class_map(np.array([[0, 5]]), np.array([[0.5, 0.75]]), ("background",),
+                               np.zeros((6, 3), np.uint8), (1, 2), (1, 2))
+    said: list[str] = []
+    clicked(SimpleNamespace(result=SimpleNamespace(segmentation=class_map), note=said.append), 0.0, 1.0)
+    assert said == ["Pixel (1, 0): class 5, probability 0.75."]

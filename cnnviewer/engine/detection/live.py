@@ -123,7 +123,8 @@ class LivePipeline:
     def set_detector(self, name: str, weights: str | None = None) -> None:
         """Use this detector (with custom weights, if given) from the next frame on.
 
-        It is built on the detector thread; if that fails the previous one stays.
+        It is built on the detector thread; if that fails the previous one stays if it does the same
+        task (detection or segmentation), else none runs until a model that loads is chosen.
         """
         with self._lock:
             self._wanted, self._failed = (name, weights), None
@@ -270,6 +271,18 @@ class LivePipeline:
             finally:
                 self._slot.done()
 
+    def _drop_other_task(self, wanted: str) -> str:
+        """After `wanted` failed to build: drop the previous model if it does the other task (boxes drawn
+        while the panel is set to segmentation, or the reverse); what the error message adds then."""
+        from cnnviewer.engine.segmentation.live import Segmenter, is_segmenter
+
+        previous = self._detector
+        if previous is None or isinstance(previous, Segmenter) == is_segmenter(wanted):
+            return ""
+        self._detector, self._built = None, None
+        return (f"; {previous.name} is stopped too (it {'segments' if isinstance(previous, Segmenter) else 'detects'}"
+                "): nothing runs until a model that loads is chosen")
+
     def _work_on(self, frame: Frame) -> None:
         """Build the wanted detector if it changed, then run it on `frame` and hand the result on."""
         from cnnviewer.engine.detection.detectors import make_detector
@@ -284,9 +297,9 @@ class LivePipeline:
                 self._detector = make_detector(wanted[0], self._device_name, wanted[1])
                 self._built = wanted
                 self._on_status("")
-            except Exception as error:   # keep the previous detector, and say why (once)
+            except Exception as error:   # keep the previous model if it does the same task, and say why (once)
                 self._failed = wanted
-                self._on_error(f"{wanted[0]}: {describe(error)}")
+                self._on_error(f"{wanted[0]}: {describe(error)}{self._drop_other_task(wanted[0])}")
         if self._detector is None:
             return
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from cnnviewer.engine.media.files import atomic_output
 from cnnviewer.engine.media.sources import Frame
 from cnnviewer.engine.segmentation.overlay import class_table
 
@@ -42,6 +43,11 @@ class LiveClassMap:
     map_size: tuple[int, int]       # (height, width) of its class map before upsampling
 
 
+def class_name(categories: tuple[str, ...], index: int) -> str:
+    """The class's name, or "class N" for one beyond the names (a model with more outputs than labels)."""
+    return categories[index] if 0 <= index < len(categories) else f"class {index}"
+
+
 def make_class_map(labels: np.ndarray, confidence: np.ndarray, categories: tuple[str, ...], colours: np.ndarray,
                    working_size: tuple[int, int], map_size: tuple[int, int]) -> LiveClassMap:
     """The class map of a frame with its colour picture and legend (on the pipeline's thread)."""
@@ -49,7 +55,7 @@ def make_class_map(labels: np.ndarray, confidence: np.ndarray, categories: tuple
     counts = np.bincount(labels.ravel(), minlength=len(categories))
     present = np.flatnonzero(counts)
     order = present[np.argsort(-counts[present], kind="stable")]
-    legend = tuple(LegendEntry(int(i), categories[i] if i < len(categories) else f"class {i}",
+    legend = tuple(LegendEntry(int(i), class_name(categories, int(i)),
                                tuple(int(v) for v in colours[i]), float(counts[i] / labels.size)) for i in order)
     colour = np.take(colours, labels, axis=0)   # 4x faster than colours[labels]
     return LiveClassMap(labels, np.ascontiguousarray(confidence, dtype=np.float32), colour, legend,
@@ -91,17 +97,19 @@ def status_line(result, fps: float, latency_ms: float | None) -> str:
 
 def save_capture(folder: str | Path, frame: Frame, class_map: LiveClassMap, opacity: float) -> Path:
     """Write `capture-<time>.png` (the frame with its class map) and `.json` (per class: pixels and
-    mean probability, as `cnnviewer segment` writes them).
+    mean probability, as `cnnviewer segment` writes them). Both go to temporary files, renamed once
+    both are whole: a full disk leaves no truncated capture, nor a picture without its table.
 
     Raises:
-        OSError: the folder cannot be written.
+        CnnViewerError: the folder cannot be written (one line).
     """
     stem = Path(folder) / time.strftime("capture-%Y%m%d-%H%M%S")
     while Path(f"{stem}.png").exists():
         stem = stem.with_name(stem.name + "+")
-    Image.fromarray(blend(frame.pixels, class_map, opacity)).save(f"{stem}.png")
-    table = [{**row, "name": class_map.categories[row["class"]]}
+    table = [{**row, "name": class_name(class_map.categories, row["class"])}
              for row in class_table(class_map.labels, class_map.confidence)]
-    Path(f"{stem}.json").write_text(json.dumps({"file_name": f"{stem.name}.png", "frame": frame.index,
-                                                "classes": table}, indent=1), encoding="utf-8")
+    with atomic_output(f"{stem}.png") as picture, atomic_output(f"{stem}.json") as numbers:
+        Image.fromarray(blend(frame.pixels, class_map, opacity)).save(picture, format="PNG")
+        numbers.write_text(json.dumps({"file_name": f"{stem.name}.png", "frame": frame.index,
+                                       "classes": table}, indent=1), encoding="utf-8")
     return Path(f"{stem}.png")

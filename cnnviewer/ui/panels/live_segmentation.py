@@ -68,22 +68,25 @@ def status(panel: LiveDetectionPanel, fps: float, latency: float | None) -> str:
 
 def clicked(panel: LiveDetectionPanel, row: float, column: float) -> None:
     """Say which class the clicked pixel belongs to, and with what probability."""
+    from cnnviewer.engine.segmentation.live_scene import class_name
     class_map = panel.result.segmentation
     height, width = class_map.labels.shape
     y, x = min(max(int(row), 0), height - 1), min(max(int(column), 0), width - 1)
     label = int(class_map.labels[y, x])
-    panel.note(f"Pixel ({x}, {y}): {class_map.categories[label]}, probability {class_map.confidence[y, x]:.2f}.")
+    panel.note(f"Pixel ({x}, {y}): {class_name(class_map.categories, label)}, "
+               f"probability {class_map.confidence[y, x]:.2f}.")
 
 
 def capture(panel: LiveDetectionPanel, folder: str | Path) -> Path | None:
     """Save the frame with its class map (PNG) and its class table (JSON); the raw frame becomes every
     panel's input image."""
+    from cnnviewer.engine.errors import CnnViewerError
     from cnnviewer.engine.media.images import from_array
     from cnnviewer.engine.segmentation.live_scene import save_capture
     from cnnviewer.ui.panels.live_capture import say_saved
     try:
         saved = save_capture(folder, panel.frame, panel.result.segmentation, panel.segmentation.opacity.value())
-    except OSError as error:
+    except (OSError, CnnViewerError) as error:
         panel.note(f"Could not save the capture: {error}")
         return None
     panel._session.set_image(from_array(np.ascontiguousarray(panel.frame.pixels), saved.name))
