@@ -22,7 +22,7 @@ from PIL import Image
 from cnnviewer.engine.detection.detectors import Detector
 from cnnviewer.engine.detection.overlay import Detection
 from cnnviewer.engine.errors import ModelError
-from cnnviewer.engine.models.handle import IMAGENET_MEAN, IMAGENET_STD, LoadedModel
+from cnnviewer.engine.models.handle import LoadedModel
 from cnnviewer.engine.runtime.modes import eval_mode
 from cnnviewer.engine.segmentation.live_scene import LiveClassMap, make_class_map
 from cnnviewer.engine.segmentation.overlay import palette
@@ -95,31 +95,23 @@ class TorchvisionSegmenter(Segmenter):
     """
 
     def __init__(self, name: str, device: str = "cpu", side: int = SEGMENTATION_SIDE) -> None:
-        from cnnviewer.engine.models.pretrained import hub_cache_path, seeded_init
-        from cnnviewer.engine.models.weight_files import forced_weights_only
+        from cnnviewer.engine.segmentation.models import load_segmentation_model
 
-        weights_enum = torchvision.models.get_model_weights(name).DEFAULT
-        self.categories = tuple(weights_enum.meta["categories"])
-        cached = hub_cache_path(weights_enum).is_file()
-        with forced_weights_only(), seeded_init(name):
-            self.model = torchvision.models.get_model(
-                name, weights=weights_enum if cached else None, weights_backbone=None,
-                **({} if cached else {"num_classes": len(self.categories)}))
-        if getattr(self.model, "aux_classifier", None) is not None:
-            self.model.aux_classifier = None     # only 'out' is shown: do not pay for 'aux'
-        self.model.eval().to(device)
-        self.name, self.trained, self.device, self.side = name, cached, torch.device(device), side
+        # the same loader as File > Choose model: hub cache (hash checked, weights only) or untrained
+        loaded = load_segmentation_model(name, device=device)
+        self.model, self.categories = loaded.module, tuple(loaded.categories)
+        self.name, self.trained, self.device, self.side = name, loaded.trained, torch.device(device), side
         self.colours = palette(len(self.categories))
         self.colours[0] = (0, 0, 0)               # __background__: the blend darkens it, no hue
-        self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(3, 1, 1)
-        self._std = torch.tensor(IMAGENET_STD, device=self.device).view(3, 1, 1)
+        self._mean = torch.tensor(loaded.preprocess.mean, device=self.device).view(3, 1, 1)
+        self._std = torch.tensor(loaded.preprocess.std, device=self.device).view(3, 1, 1)
 
     @torch.inference_mode()
     def segment(self, pixels: np.ndarray) -> LiveClassMap:
         height, width = pixels.shape[:2]
         size = _scaled(height, width, self.side / min(height, width))
         inputs = ((_tensor(pixels, size, self.device) - self._mean) / self._std)[None]
-        scores = self.model(inputs)["out"][0].float()
+        scores = self.model(inputs)[0].float()
         confidence, labels = torch.softmax(scores, dim=0).max(dim=0)
         return make_class_map(nearest(labels.cpu().numpy(), height, width),
                               nearest(confidence.cpu().numpy(), height, width),
