@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from cnnviewer.engine.detection.detectors import Detector, make_detector
+from cnnviewer.engine.detection.detectors import Detector
 from cnnviewer.engine.detection.live import LivePipeline
 from cnnviewer.engine.detection.overlay import Detection
 from cnnviewer.engine.errors import CnnViewerError, ModelError
@@ -31,6 +31,7 @@ from cnnviewer.engine.segmentation.live import (
     Segmenter,
     TorchvisionSegmenter,
     is_segmenter,
+    make_live_model,
     make_segmenter,
     nearest,
     segmenter_names,
@@ -59,7 +60,7 @@ def frames(tmp_path_factory) -> list[np.ndarray]:
 
 
 def test_a_torchvision_segmenter_labels_every_pixel_of_a_frame(frames):
-    segmenter = make_detector("lraspp_mobilenet_v3_large")        # the live pipeline's factory
+    segmenter = make_live_model("lraspp_mobilenet_v3_large")        # the live pipeline's factory
     assert isinstance(segmenter, TorchvisionSegmenter) and not segmenter.trained   # no VOC weights here
     assert segmenter.model.training is False and segmenter.categories[0] == "__background__"
     raw, class_map = segmenter.run(frames[0])
@@ -174,7 +175,7 @@ def test_names_the_blend_and_the_legend(frames):
     with pytest.raises(ModelError, match="not global average pooling"):
         make_segmenter("squeezenet1_0 (fully convolutional)")   # conv head
     with pytest.raises(ModelError, match="custom weights"):
-        make_detector("lraspp_mobilenet_v3_large", weights="x.pth")
+        make_live_model("lraspp_mobilenet_v3_large", weights="x.pth")
     grid = np.arange(6).reshape(2, 3)
     assert np.array_equal(nearest(grid, 4, 6), np.repeat(np.repeat(grid, 2, 0), 2, 1))
     class_map = make_segmenter("lraspp_mobilenet_v3_large").segment(frames[2])
@@ -239,8 +240,8 @@ def _fake_models(name: str, device: str = "cpu", weights=None):
 ])
 def test_a_model_that_fails_to_load_keeps_the_previous_only_for_the_same_task(monkeypatch, running, failing, kept):
     """Detection boxes used to go on being drawn while the Task said Segmentation (its controls hidden)."""
-    import cnnviewer.engine.detection.detectors as detectors
-    monkeypatch.setattr(detectors, "make_detector", _fake_models)
+    import cnnviewer.engine.segmentation.live as live_models
+    monkeypatch.setattr(live_models, "make_live_model", _fake_models)
     results, errors = [], []
     pipeline = LivePipeline(results.append, on_error=errors.append)
     frame = np.zeros((8, 8, 3), np.uint8)

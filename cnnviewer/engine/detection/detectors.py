@@ -207,18 +207,13 @@ def weights_on_disk(name: str) -> bool:
 
 
 def make_detector(name: str = FACE_DETECTOR, device: str = "cpu", weights: str | Path | None = None) -> Detector:
-    """Build a detector by name (see detector_names), or a segmenter (see
-    engine.segmentation.live.segmenter_names), optionally with custom weights.
+    """Build a detector by name (see detector_names), optionally with custom weights (the Live
+    panel's segmenters: engine.segmentation.live.make_live_model).
 
     Raises:
-        ModelError: unknown name, or custom weights for the built-in face detector or a segmenter.
+        ModelError: unknown name, or custom weights for the built-in face detector.
         WeightsError: the weights file does not fit the architecture.
     """
-    from cnnviewer.engine.segmentation.live import is_segmenter, make_segmenter
-    if is_segmenter(name):
-        if weights is not None:
-            raise ModelError(f"{name}: custom weights are for torchvision detectors")
-        return make_segmenter(name, device)
     if name == FACE_DETECTOR:
         if weights is not None:
             raise ModelError("mtcnn uses its own offline weights; --weights is for torchvision detectors")

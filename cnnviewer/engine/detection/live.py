@@ -285,7 +285,7 @@ class LivePipeline:
 
     def _work_on(self, frame: Frame) -> None:
         """Build the wanted detector if it changed, then run it on `frame` and hand the result on."""
-        from cnnviewer.engine.detection.detectors import make_detector
+        from cnnviewer.engine.segmentation.live import make_live_model
         from cnnviewer.engine.runtime.device import pick_device
 
         with self._lock:
@@ -294,7 +294,7 @@ class LivePipeline:
             self._on_status(f"Loading {wanted[0]}…")
             try:
                 self._device_name = self._device_name or str(pick_device(self._device))
-                self._detector = make_detector(wanted[0], self._device_name, wanted[1])
+                self._detector = make_live_model(wanted[0], self._device_name, wanted[1])
                 self._built = wanted
                 self._on_status("")
             except Exception as error:   # keep the previous model if it does the same task, and say why (once)

@@ -19,7 +19,7 @@ import torchvision
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from cnnviewer.engine.detection.detectors import Detector
+from cnnviewer.engine.detection.detectors import Detector, make_detector
 from cnnviewer.engine.detection.overlay import Detection
 from cnnviewer.engine.errors import ModelError
 from cnnviewer.engine.models.handle import LoadedModel
@@ -171,3 +171,18 @@ def make_segmenter(name: str, device: str = "cpu") -> Segmenter:
     if name not in segmenter_names():
         raise ModelError(f"unknown segmentation model {name!r}; choose from {', '.join(segmenter_names())}")
     return TorchvisionSegmenter(name, device)
+
+
+def make_live_model(name: str, device: str = "cpu", weights: str | None = None) -> Detector:
+    """The Live panel's model by name: a segmenter (see segmenter_names) or a detector (see
+    detection.detectors.detector_names). Here rather than in make_detector, which segmenters import.
+
+    Raises:
+        ModelError: unknown name, or custom weights for a segmenter or the built-in face detector.
+        WeightsError: the weights file does not fit the architecture.
+    """
+    if is_segmenter(name):
+        if weights is not None:
+            raise ModelError(f"{name}: custom weights are for torchvision detectors")
+        return make_segmenter(name, device)
+    return make_detector(name, device, weights)
