@@ -132,7 +132,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cnnviewer export gradients: {model.name} has no layer {args.layer!r}")
     if args.layer is None:
         from cnnviewer.engine.runtime.inference import predict
-        index = args.target_class if args.target_class is not None else predict(model, image, 1)[0].index
+        if args.target_class is not None:
+            index = args.target_class
+        elif box is not None:   # as a box dragged in the window: the class most of the region shows
+            from cnnviewer.engine.workbench import Workbench
+            index = Workbench().class_map(model, image).box_class(box)
+        else:
+            index = predict(model, image, 1)[0].index
         target = Target(class_index=index, box=box)
     else:
         target = Target(layer=args.layer, channel=args.channel or 0,

@@ -251,3 +251,30 @@ def test_export_gradients_region_errors_are_one_line(tmp_path, capsys, extra, wo
                  "-o", str(tmp_path / "g.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1, err
+
+
+def test_a_region_without_a_class_explains_the_class_the_region_shows(tmp_path, capsys):
+    """As a box dragged in the window: the coffee half of a cat|coffee picture is explained as coffee,
+    though the whole map's top class may be the cat (real MobileNetV2)."""
+    both = Image.new("RGB", (600, 300))
+    both.paste(Image.fromarray(data.chelsea()).resize((300, 300)), (0, 0))
+    both.paste(Image.fromarray(data.coffee()).resize((300, 300)), (300, 0))
+    source = tmp_path / "both.png"
+    both.save(source)
+    assert main(["export", "gradients", str(source), "--method", "grad-cam", "--fully-convolutional",
+                 "--region", "330", "60", "440", "240", "-o", str(tmp_path / "g.png")]) == 0, capsys.readouterr().err
+    said = capsys.readouterr().out
+    assert any(f"class {index} (" in said for index in (967, 968, 504)), said
+
+
+def test_a_segmentation_network_is_not_made_fully_convolutional(capsys):
+    """It already gives a class map (random-init LR-ASPP: its weights do not matter here)."""
+    from cnnviewer.engine.errors import ModelError
+    from cnnviewer.engine.models.loading import load_model
+    from cnnviewer.engine.segmentation.fully_convolutional import fully_convolutional, fully_convolutional_model
+
+    segmenter = load_model("lraspp_mobilenet_v3_large")
+    with pytest.raises(ModelError, match="already gives a class map"):
+        fully_convolutional(segmenter)
+    with pytest.raises(ModelError, match="already gives a class map"):
+        fully_convolutional(fully_convolutional_model(load_model("mobilenet_v2")))

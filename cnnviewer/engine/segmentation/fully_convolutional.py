@@ -110,6 +110,9 @@ def fully_convolutional(model: LoadedModel) -> FullyConvolutional:
     from cnnviewer.engine.runtime.tracing import trace
 
     module = model.module
+    from cnnviewer.engine.segmentation.models import is_segmentation_name
+    if is_segmentation_name(model.name) or type(module).__name__ == "ClassMapNet":
+        raise ModelError(f"{model.name} already gives a class map: there is no classifier head to spread out")
     if isinstance(module, torch.jit.ScriptModule):
         raise ModelError(f"{model.name} is TorchScript: its head cannot be taken apart")
     try:
