@@ -18,11 +18,10 @@ from cnnviewer.engine.models.handle import LoadedModel, WeightsSource, finish_mo
 from cnnviewer.engine.models.pretrained import (
     ProgressCallback,
     default_weights,
-    download,
     downloads_allowed,
     find_pretrained,
+    locate_weights,
     seeded_init,
-    hub_cache_path,
     preprocess_for,
     verify_hash_prefix,
 )
@@ -103,15 +102,7 @@ def load_torchvision_model(name: str, *, device: str | None = None, precision: s
         raise ModelError(f"unknown model {name!r}; see File > Choose model for the list")
     torch_device = pick_device(device)
     weights = default_weights(name)
-    found = find_pretrained(name)
-    note = ""
-    if found is None and weights is not None and allow_download and downloads_allowed():
-        try:
-            path = download(weights.url, hub_cache_path(weights), progress, cancel)
-            found = (weights, path, WeightsSource.DOWNLOAD)
-        except WeightsError as error:   # the raw urlopen error goes to the log, not the status bar
-            log.warning("%s", error)
-            note = ", download failed"
+    found, note = locate_weights(name, allow_download, progress, cancel)
     if found is None:
         with seeded_init(name):
             module = torchvision.models.get_model(name, weights=None)

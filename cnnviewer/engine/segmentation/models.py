@@ -40,10 +40,7 @@ from cnnviewer.engine.models.handle import LoadedModel, Preprocess, WeightsSourc
 from cnnviewer.engine.models.pretrained import (
     ProgressCallback,
     default_weights,
-    download,
-    downloads_allowed,
-    find_pretrained,
-    hub_cache_path,
+    locate_weights,
     seeded_init,
     verify_hash_prefix,
 )
@@ -175,15 +172,7 @@ def load_segmentation_model(name: str, *, device: str | None = None, precision: 
         raise ModelError(f"unknown segmentation model {name!r}; choose one of {', '.join(segmentation_models())}")
     torch_device = pick_device(device)
     weights = default_weights(name)
-    found = find_pretrained(name)
-    note = ""
-    if found is None and weights is not None and allow_download and downloads_allowed():
-        try:
-            path = download(weights.url, hub_cache_path(weights), progress, cancel)
-            found = (weights, path, WeightsSource.DOWNLOAD)
-        except WeightsError as error:   # the raw urlopen error goes to the log, not the status bar
-            log.warning("%s", error)
-            note = ", download failed"
+    found, note = locate_weights(name, allow_download, progress, cancel)
     if found is None:
         with seeded_init(name):
             module = build(name)
