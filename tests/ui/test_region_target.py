@@ -41,7 +41,7 @@ def test_a_region_is_what_the_views_explain(qtbot, settings):
         pixel = (3 / 7, 2 / 7, 4 / 7, 3 / 7)               # one position of the 7×7 map: row 3, column 2
         window.session.select(region=pixel)
         qtbot.waitUntil(lambda: bool(panel.results) and panel.results[0].target.box == pixel, timeout=30000)
-        assert "at one pixel" not in panel.info.text() and "over a box" in panel.info.text()
+        assert "at one position of the 7×7 class map (row 3, column 2)" in panel.info.text()
         field_panel = window.receptive_field
         window.docks["receptive_field"].raise_()
         qtbot.waitUntil(lambda: field_panel.result is not None and field_panel.result.layer == "", timeout=30000)

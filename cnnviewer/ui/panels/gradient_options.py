@@ -150,7 +150,12 @@ def region_words(target, forward) -> str:
     for a class-map model; '' for a classifier (one score, nothing to say)."""
     if target.class_index is None or target.layer is not None:
         return ""
+    shape = class_map_output(forward)
+    if target.box is not None and shape is not None:   # a click: one position of the map, said as such
+        from cnnviewer.engine.attribution.target import box_positions
+        y0, x0, y1, x1 = box_positions(target.box, *shape)
+        if (y1 - y0, x1 - x0) == (1, 1):
+            return f" at one position of the {shape[0]}×{shape[1]} class map (row {y0}, column {x0})"
     if target.region is not None or target.box is not None:
         return target.where()
-    shape = class_map_output(forward)
     return f" over the whole {shape[0]}×{shape[1]} class map" if shape is not None else ""
