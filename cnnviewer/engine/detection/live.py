@@ -260,6 +260,9 @@ class LivePipeline:
     def _detect_loop(self) -> None:
         import torch
 
+        from cnnviewer.engine.runtime.allocator import keep_freed_memory
+
+        keep_freed_memory()   # no page faults re-mapping each frame's activations (allocator.py)
         if self._torch_threads:
             torch.set_num_threads(self._torch_threads)
         while not self._closed:
