@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 from PIL import Image
-from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QImage, QMouseEvent
 from PySide6.QtWidgets import QApplication
 from PySide6.QtTest import QTest
@@ -64,7 +64,9 @@ def test_class_map_legend_hover_and_regions(window, qtbot):
     # Hover reads the class and its probability at that pixel (the photo's middle row, a quarter in).
     height, width = panel.canvas.image().shape[:2]
     spot = on_screen(panel.canvas, height / 2, width * 0.3)
-    QTest.mouseMove(panel.canvas.viewport(), spot)
+    for nudge in (1, 0, 1, 0, 1, 0):     # pyqtgraph drops a move within ~17 ms of the last one: move again
+        qtbot.wait(60)
+        QTest.mouseMove(panel.canvas.viewport(), spot + QPoint(nudge, 0))
     qtbot.waitUntil(lambda: "at this pixel" in controls.readout.text(), timeout=2000)
     under = panel.canvas.view.mapSceneToView(panel.canvas.mapToScene(spot))   # the photo pixel, as rounded on screen
     found = view.at(under.y() / height, (under.x() / width - 0.25) / 0.5)     # the crop is the middle half
