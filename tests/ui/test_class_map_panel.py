@@ -64,9 +64,13 @@ def test_class_map_legend_hover_and_regions(window, qtbot):
     # Hover reads the class and its probability at that pixel (the photo's middle row, a quarter in).
     height, width = panel.canvas.image().shape[:2]
     spot = on_screen(panel.canvas, height / 2, width * 0.3)
-    for nudge in (1, 0, 1, 0, 1, 0):     # pyqtgraph drops a move within ~17 ms of the last one: move again
-        qtbot.wait(60)
-        QTest.mouseMove(panel.canvas.viewport(), spot + QPoint(nudge, 0))
+    viewport = panel.canvas.viewport()
+    for nudge in (1, 0):      # a move event as the mouse makes it (QTest.mouseMove does nothing when Qt's
+        qtbot.wait(60)        # cursor is already there, and pyqtgraph drops moves within ~17 ms of another)
+        point = QPointF(spot + QPoint(nudge, 0))
+        QApplication.sendEvent(viewport, QMouseEvent(QEvent.Type.MouseMove, point, viewport.mapToGlobal(point),
+                                                     Qt.MouseButton.NoButton, Qt.MouseButton.NoButton,
+                                                     Qt.KeyboardModifier.NoModifier))
     qtbot.waitUntil(lambda: "at this pixel" in controls.readout.text(), timeout=2000)
     under = panel.canvas.view.mapSceneToView(panel.canvas.mapToScene(spot))   # the photo pixel, as rounded on screen
     found = view.at(under.y() / height, (under.x() / width - 0.25) / 0.5)     # the crop is the middle half
