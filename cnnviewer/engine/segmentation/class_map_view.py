@@ -87,8 +87,10 @@ def shown_alpha(view: ClassMapView, shown: set[int] | None) -> np.ndarray:
     return table[view.labels]
 
 
-def gives_class_map(layers) -> bool:
-    """Whether a recorded pass's model outputs a class map: its root output (LayerInfo named '',
-    unbatched) is (K, h, w). Read from ForwardSummary.layers, so the window's thread can ask."""
+def class_map_size(layers) -> tuple[int, int] | None:
+    """(h, w) of a recorded pass's class map when the model outputs one, else None: its root output
+    (LayerInfo named '', unbatched) is (K, h, w). Read from ForwardSummary.layers, so the window's
+    thread can ask."""
     root = next((info for info in layers if info.name == ""), None)
-    return root is not None and root.output_shape is not None and len(root.output_shape) == 3
+    shape = root.output_shape if root is not None else None
+    return (int(shape[1]), int(shape[2])) if shape is not None and len(shape) == 3 else None

@@ -12,6 +12,8 @@ is numpy (live_scene.LiveClassMap), so the window's thread never touches torch.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -57,9 +59,9 @@ class Segmenter(Detector):
     def run(self, pixels: np.ndarray) -> tuple[list[Detection], LiveClassMap]:
         return [], self.segment(pixels)
 
+    @abstractmethod
     def segment(self, pixels: np.ndarray) -> LiveClassMap:
         """The class map of an (H, W, 3) uint8 frame, at the frame's size."""
-        raise NotImplementedError
 
 
 def _tensor(pixels: np.ndarray, size: tuple[int, int], device: torch.device,

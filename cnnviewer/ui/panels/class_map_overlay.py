@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cnnviewer.engine.segmentation.class_map_view import ClassMapView, coloured, gives_class_map, shown_alpha
+from cnnviewer.engine.segmentation.class_map_view import ClassMapView, class_map_size, coloured, shown_alpha
 from cnnviewer.engine.session import Selection, Session
 from cnnviewer.ui.widgets.class_legend import ClassLegend
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
@@ -157,7 +157,7 @@ class ClassMapControls(QWidget):
 
     def _on_forward(self, summary) -> None:
         model, image = self._session.model, self._session.image
-        if not gives_class_map(summary.layers):
+        if class_map_size(summary.layers) is None:
             self.reset()
             return
         if self._jobs is None or model is None or image is None or summary.image is not image:

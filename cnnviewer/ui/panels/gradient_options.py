@@ -10,6 +10,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QSpinBox, QWidget
 
 from cnnviewer.engine.attribution.target import CAM_METHODS, IG_BASELINES, SMOOTHABLE
+from cnnviewer.engine.segmentation.class_map_view import class_map_size
 from cnnviewer.ui.widgets.controls import labelled_row
 
 ALL = "all, side by side"
@@ -138,11 +139,7 @@ def combo(items: list[str]) -> QComboBox:
 def class_map_output(forward) -> tuple[int, int] | None:
     """(h, w) of the model's class map when its output is one, (K, h, w) unbatched, from the recorded
     pass's root row (''), else None: only then does a region (Selection.region) mean anything."""
-    if forward is None:
-        return None
-    root = next((info for info in forward.layers if info.name == ""), None)
-    shape = root.output_shape if root is not None else None
-    return (int(shape[1]), int(shape[2])) if shape is not None and len(shape) == 3 else None
+    return None if forward is None else class_map_size(forward.layers)
 
 
 def region_words(target, forward) -> str:
