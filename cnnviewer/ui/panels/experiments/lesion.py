@@ -240,6 +240,7 @@ class LesionTab(QWidget):
             column.addWidget(self.bar_plot, 3)
             column.addWidget(self.curve_plot, 2)
             self.container.addWidget(self._plots)
+            self._plots.show()   # the layout only queues the show: Save must not grab a hidden picture
         return self._plots
 
     def clear(self, text: str = "") -> None:
