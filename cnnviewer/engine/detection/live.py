@@ -19,6 +19,9 @@ from cnnviewer.engine.detection.overlay import Detection
 from cnnviewer.engine.errors import CnnViewerError, describe
 from cnnviewer.engine.media.sources import Frame, FrameSource
 
+TRACE_RETRIES = 5      # runs of one frame made again after another thread's fx trace broke them
+TRACE_WAIT_S = 10.0    # longest wait for such a trace to end before its error is reported
+
 if TYPE_CHECKING:   # torch and the detectors load on the detector thread, never the GUI's
     from cnnviewer.engine.detection.detectors import Detector
     from cnnviewer.engine.segmentation.live_scene import LiveClassMap
@@ -306,10 +309,27 @@ class LivePipeline:
         if self._detector is None:
             return
         try:
-            started = time.perf_counter()
-            raw, segmentation = self._detector.run(frame.pixels)
+            started, raw, segmentation = self._run(self._detector, frame)
             detect_ms = (time.perf_counter() - started) * 1000
             self._on_result(LiveResult(frame, raw, self._detector, detect_ms, self._detector.internals(),
                                        segmentation))
         except Exception as error:   # keep running: the next frame or detector may work
             self._on_error(describe(error))
+
+    def _run(self, detector: Detector, frame: Frame) -> tuple[float, list[Detection], LiveClassMap | None]:
+        """(start time, detections, class map) of `detector` on `frame`. A run that another thread's
+        torch.fx trace broke (fx patches nn.Module for the whole process: runtime/fx_traces.py) is made
+        again once the trace is over: otherwise that frame, and a paused Step, showed nothing."""
+        from cnnviewer.engine.runtime.fx_traces import broken_by_a_trace, wait_for_traces
+
+        retries = TRACE_RETRIES
+        while True:
+            started = time.perf_counter()
+            try:
+                raw, segmentation = detector.run(frame.pixels)
+                return started, raw, segmentation
+            except Exception as error:
+                if (not retries or not broken_by_a_trace(error)
+                        or not wait_for_traces(TRACE_WAIT_S, stop=lambda: self._closed)):
+                    raise
+                retries -= 1
