@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from cnnviewer.engine.runtime.modes import eval_mode
 from cnnviewer.engine.runtime.outputs import first_tensor
+from cnnviewer.engine.runtime.tracing import ConfinedTracer
 from cnnviewer.engine.types import LayerId
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def _first_proxy(value: Any) -> fx.Proxy | None:
     return None
 
 
-class _OutputTracer(fx.Tracer):
+class _OutputTracer(ConfinedTracer):
     """A tracer that notes, for every module call, the node its forward returned."""
 
     def __init__(self) -> None:
