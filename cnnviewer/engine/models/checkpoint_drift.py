@@ -83,7 +83,7 @@ def series_drift(series: CheckpointSeries, image: InputImage, layer: LayerId | N
         if progress is not None:
             progress(index / max(total, 1), f"Checkpoint {index + 1} of {total}")
         try:
-            model = series.model(index)
+            model = series.model(index, keep=False)
             logits, acts = _run(model, image, layer)
         except WeightsError as error:
             yield CheckpointDrift(index, checkpoint, error=str(error))

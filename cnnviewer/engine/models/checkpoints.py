@@ -198,6 +198,21 @@ def list_checkpoints(folder: str | Path) -> list[Checkpoint]:
     return sorted(found, key=_sort_key)
 
 
+def new_entries(folder: str | Path, known: set[str]) -> list[tuple[Path, Path]]:
+    """(entry, weights file) for each checkpoint of the folder not in `known` (paths), cheaply: no
+    file is opened, so Follow can poll a folder of fifty checkpoints every second."""
+    try:
+        entries = sorted(Path(folder).iterdir())
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        weights = weights_in(entry)
+        if weights is not None and str(weights) not in known:
+            found.append((entry, weights))
+    return found
+
+
 def readable(path: str | Path) -> bool:
     """Whether a file reads as a whole weights file now: a zip with its central directory (a
     partial `torch.save` has none), a safetensors file as long as its header says, else a pickle
@@ -267,8 +282,9 @@ class CheckpointSeries:
         self.checkpoints.sort(key=_sort_key)
         return self.checkpoints.index(checkpoint)
 
-    def model(self, index: int) -> LoadedModel:
-        """Checkpoint `index` as a model of the series' architecture (cached).
+    def model(self, index: int, keep: bool = True) -> LoadedModel:
+        """Checkpoint `index` as a model of the series' architecture (cached unless `keep` is False:
+        a pass over every checkpoint, as the drift plot makes, then leaves the slider's neighbours).
 
         Raises:
             WeightsError: unreadable, or does not fit (one line naming the file).
@@ -279,6 +295,8 @@ class CheckpointSeries:
             self._cache.move_to_end(checkpoint.path)
             return found
         model = self._fit(checkpoint)
+        if not keep:
+            return model
         self._cache[checkpoint.path] = model
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -311,7 +329,7 @@ class CheckpointSeries:
         try:
             loaded = read_weights(checkpoint.path)
         except WeightsError as error:
-            raise WeightsError(f"{checkpoint.name} unreadable: {error}") from None
+            raise error from None   # it names the file and why
         self.reads += 1
         if loaded.kind != "state_dict" or not loaded.state_dict:
             raise WeightsError(f"{checkpoint.name} holds a whole model ({loaded.kind}), not weights for "

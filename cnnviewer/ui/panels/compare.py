@@ -31,6 +31,7 @@ from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.controller import LazyWorkbench
 from cnnviewer.ui.dialogs import pick_model
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.panels.compare_series import SeriesDriftPlot
 from cnnviewer.ui.widgets.controls import on_screen
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
@@ -107,7 +108,11 @@ class ComparePanel(QWidget):
         vertical = QSplitter(Qt.Orientation.Vertical)
         vertical.addWidget(columns)
         vertical.addWidget(self.drift_plot)
-        vertical.setSizes([400, 200])
+        self.series_plot = SeriesDriftPlot()   # a checkpoint folder's drift (shown while one is open)
+        self.series_plot.setVisible(False)
+        vertical.addWidget(self.series_plot)
+        vertical.setSizes([400, 200, 260])
+        self.series = None                     # the window's CheckpointBrowser (attach_series)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(buttons)
@@ -117,6 +122,32 @@ class ComparePanel(QWidget):
         layout.addWidget(vertical, 1)
         session.forward_changed.connect(lambda _summary: self.refresh())
         session.selection_changed.connect(lambda _selection: self.refresh_maps())
+
+    # ---------------------------------------------------------------- a checkpoint folder
+    def attach_series(self, browser) -> None:
+        """Plot `browser`'s (ui.checkpoints.CheckpointBrowser) drift against the checkpoint while a
+        folder is open; a click on the plot shows that checkpoint everywhere."""
+        self.series = browser
+        plot = self.series_plot
+        browser.listed.connect(lambda checkpoints: (plot.show_listing(checkpoints, browser.folder.name),
+                                                    plot.setVisible(True), browser.request_drift(self)))
+        browser.shown.connect(plot.set_current)
+        browser.drift_ready.connect(plot.show_drift)
+        browser.closed.connect(lambda: plot.setVisible(False))
+        plot.point_clicked.connect(browser.show)
+        self._session.image_changed.connect(lambda _image: browser.request_drift(self))
+        self._session.selection_changed.connect(self._on_series_selection)
+        if browser.is_open:
+            plot.show_listing(browser.checkpoints, browser.folder.name)
+            plot.setVisible(True)
+            plot.set_current(browser.index)
+            browser.request_drift(self)
+
+    def _on_series_selection(self, selection) -> None:
+        """Another layer: its activation drift (a channel or class change leaves it as it is)."""
+        drift = self.series.drift if self.series is not None else ()
+        if self.series is not None and self.series.is_open and (not drift or drift[0].layer != selection.layer):
+            self.series.request_drift(self)
 
     # ---------------------------------------------------------------- choosing B
     def _on_choose(self) -> None:
@@ -218,6 +249,8 @@ class ComparePanel(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override: compute only when looked at
         super().showEvent(event)
         self.refresh()
+        if self.series is not None and self.series.is_open and not self.series.drift:
+            self.series.request_drift(self)
 
     # ---------------------------------------------------------------- drawing
     def show_result(self, result) -> None:
