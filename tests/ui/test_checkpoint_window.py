@@ -59,6 +59,7 @@ def test_the_strip_moves_every_panel_and_follow_picks_up_a_new_checkpoint(window
     plot = window.compare.series_plot
     qtbot.waitUntil(lambda: len(plot.drift) == 5, timeout=60000)        # drift against the checkpoint
     assert plot.isVisible() and list(plot.x) == [0, 100, 150, 200, 300]   # epochs repeat: x is the step
+    assert not window.compare.table.isVisible()                      # no B: the series has the room
     weights = [d.weights for d in plot.drift]
     assert plot.drift[2].error and weights[0] == 0.0 and weights[1] < weights[3] < weights[4]
     assert plot.drift[4].activation > plot.drift[1].activation > 0.0 and plot.drift[4].layer == "features.3"
@@ -120,6 +121,7 @@ def test_the_strip_moves_every_panel_and_follow_picks_up_a_new_checkpoint(window
 
     bar.close_action.trigger()                                         # Close: the model shown stays
     assert not bar.isVisible() and not browser.is_open and not browser.timer.isActive()
+    assert not window.compare.series_plot.isVisible() and window.compare.table.isVisible()
     assert session.model.weights_path == str(run / "epoch=4-step=400.ckpt")
 
 

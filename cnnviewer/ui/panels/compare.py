@@ -53,7 +53,8 @@ class ComparePanel(QWidget):
         self.weights_button = QPushButton("Weights for B…")
         self.weights_button.setToolTip("A weights file for B: for A's own architecture (e.g. your fine-tuned "
                                        "checkpoint) it also shows how far each layer moved")
-        self.setToolTip("Drop a weights file here to make it model B")
+        self.setToolTip("Drop a weights file here to make it model B, or a folder of a training run's "
+                        "checkpoints to plot their drift")
         self.choose_button.clicked.connect(self._on_choose)
         self.weights_button.clicked.connect(self._on_weights)
         self.names = QLabel("Choose a second model, or weights for this one, to compare on the same image.")
@@ -105,6 +106,7 @@ class ComparePanel(QWidget):
                 column.addWidget(picker)
             column.addWidget(canvas, 1)
             columns.addWidget(box)
+        self._ab_columns = columns
         vertical = QSplitter(Qt.Orientation.Vertical)
         vertical.addWidget(columns)
         vertical.addWidget(self.drift_plot)
@@ -130,18 +132,31 @@ class ComparePanel(QWidget):
         self.series = browser
         plot = self.series_plot
         browser.listed.connect(lambda checkpoints: (plot.show_listing(checkpoints, browser.folder.name),
-                                                    plot.setVisible(True), browser.request_drift(self)))
+                                                    self._arrange(), browser.request_drift(self)))
         browser.shown.connect(plot.set_current)
         browser.drift_ready.connect(plot.show_drift)
-        browser.closed.connect(lambda: plot.setVisible(False))
+        browser.closed.connect(self._arrange)
         plot.point_clicked.connect(browser.show)
         self._session.image_changed.connect(lambda _image: browser.request_drift(self))
         self._session.selection_changed.connect(self._on_series_selection)
         if browser.is_open:
             plot.show_listing(browser.checkpoints, browser.folder.name)
-            plot.setVisible(True)
             plot.set_current(browser.index)
             browser.request_drift(self)
+        self._arrange()
+
+    def _arrange(self) -> None:
+        """While a checkpoint folder is open and no B is chosen, its drift takes the A/B views' place."""
+        series = self.series is not None and self.series.is_open
+        self.series_plot.setVisible(series)
+        ab = self.other is not None or not series
+        for widget in (self.table, self._ab_columns):
+            widget.setVisible(ab)
+        self.drift_plot.setVisible(ab and (self.result is None or bool(self.result.drift)))
+        self.names.setText(self.names.text() if self.other is not None else
+                           "A checkpoint folder is open: how far each checkpoint moved is plotted below (click a "
+                           "point to show it). Choose a second model, or weights, to compare A with B."
+                           if series else "Choose a second model, or weights for this one, to compare on the same image.")
 
     def _on_series_selection(self, selection) -> None:
         """Another layer: its activation drift (a channel or class change leaves it as it is)."""
@@ -191,6 +206,7 @@ class ComparePanel(QWidget):
         self.b_layer.clear()
         self.b_layer.addItems([name for name in model.layer_names if name])
         self.b_layer.setCurrentIndex(-1)       # follow A's layer until one is picked here
+        self._arrange()
         self.refresh()
 
     def _b_layer_for(self, layer: str) -> str:

@@ -35,37 +35,46 @@ class SeriesDriftPlot(QWidget):
         super().__init__(parent)
         self.caption = QLabel("")
         self.caption.setWordWrap(True)
-        self.plot = pg.PlotWidget(background=(30, 30, 34))
-        self.plot.setLabel("left", "relative change vs the first")
-        for side in ("left", "bottom"):
-            self.plot.getAxis(side).enableAutoSIPrefix(False)
-        self.plot.getPlotItem().layout.setContentsMargins(4, 4, 12, 4)
-        self.plot.setTitle(f"<span style='color: rgb{WEIGHTS}'>●</span> weights &nbsp;&nbsp; "
-                           f"<span style='color: rgb{ACTIVATIONS}'>━</span> activations (selected layer, this image)",
-                           size="9pt")
-        self.weight_curve = self.plot.plot([], [], pen=pg.mkPen(WEIGHTS, width=1), symbol="o", symbolSize=7,
-                                           symbolBrush=WEIGHTS)
-        self.activation_curve = self.plot.plot([], [], pen=pg.mkPen(ACTIVATIONS, width=2), symbol="t",
-                                               symbolSize=7, symbolBrush=ACTIVATIONS)
-        self.marker = self.plot.plot([], [], pen=None, symbol="o", symbolSize=14, symbolBrush=None,
-                                     symbolPen=pg.mkPen((255, 80, 80), width=2))
-        self.plot.scene().sigMouseClicked.connect(self._on_clicked)
-        self.plot.setToolTip("Click a point to show that checkpoint in every panel")
+        # Two plots sharing x: weights move by a few percent while activations move by tens of
+        # percent, and on one axis the weights' curve lay flat along zero.
+        self.weights_plot, self.weight_curve, weight_marker = self._plot("‖W−W₀‖/‖W₀‖", WEIGHTS, "o")
+        self.activations_plot, self.activation_curve, activation_marker = self._plot("activation change",
+                                                                                     ACTIVATIONS, "t")
+        self.activations_plot.setXLink(self.weights_plot)
+        self.weights_plot.getAxis("bottom").setStyle(showValues=False)
+        self.markers = (weight_marker, activation_marker)
+        self.marker = weight_marker
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
         layout.addWidget(self.caption)
-        layout.addWidget(self.plot, 1)
+        layout.addWidget(self.weights_plot, 1)
+        layout.addWidget(self.activations_plot, 1)
         self.x = np.zeros(0)
         self.drift: tuple = ()
         self.index: int | None = None
 
+    def _plot(self, label: str, colour: tuple[int, int, int], symbol: str):
+        plot = pg.PlotWidget(background=(30, 30, 34))
+        plot.setLabel("left", label)
+        for side in ("left", "bottom"):
+            plot.getAxis(side).enableAutoSIPrefix(False)
+        plot.getAxis("left").setWidth(64)          # both plots' x axes line up
+        plot.getPlotItem().layout.setContentsMargins(4, 2, 12, 2)
+        curve = plot.plot([], [], pen=pg.mkPen(colour, width=2), symbol=symbol, symbolSize=7, symbolBrush=colour)
+        marker = plot.plot([], [], pen=None, symbol="o", symbolSize=14, symbolBrush=None,
+                           symbolPen=pg.mkPen((255, 80, 80), width=2))
+        plot.scene().sigMouseClicked.connect(lambda event, p=plot: self._on_clicked(p, event))
+        plot.setToolTip("Click a point to show that checkpoint in every panel")
+        return plot, curve, marker
+
     def show_listing(self, checkpoints: tuple, folder_name: str) -> None:
         """A new listing: x positions and labels; the curves wait for the drift."""
         self.x, title = positions(checkpoints)
-        self.plot.setLabel("bottom", title)
-        ticks = [(float(x), c.label if title.startswith("checkpoint") and len(checkpoints) <= 8 else f"{x:g}")
-                 for x, c in zip(self.x, checkpoints)]
-        self.plot.getAxis("bottom").setTicks([ticks] if len(ticks) <= 16 else None)
+        self.activations_plot.setLabel("bottom", title)
+        ticks = [(float(x), f"{x:g}") for x in self.x]
+        for plot in (self.weights_plot, self.activations_plot):
+            plot.getAxis("bottom").setTicks([ticks] if len(ticks) <= 16 else None)
         self.caption.setText(f"<b>{folder_name}</b>: {len(checkpoints)} checkpoints — measuring drift…")
         self.drift = ()
         self.weight_curve.setData([], [])
@@ -83,23 +92,26 @@ class SeriesDriftPlot(QWidget):
         self.activation_curve.setData(self.x, acts, connect="finite")
         layer = next((d.layer for d in drift if d.layer), None)
         bad = [d.checkpoint.label for d in drift if d.error]
-        self.caption.setText(f"Drift against the first checkpoint; activations at <b>{layer or '—'}</b>"
+        self.activations_plot.setLabel("left", f"change at {layer}" if layer else "activation change")
+        self.caption.setText(f"Drift against the first checkpoint: weights (all layers), and <b>{layer or '—'}</b>'s "
+                             "activation on this image, ‖a−a₀‖/‖a₀‖"
                              + (f"; unreadable: {', '.join(bad[:3])}" if bad else ""))
         self.set_current(self.index)
 
     def set_current(self, index: int | None) -> None:
         """Ring the checkpoint every panel shows."""
         self.index = index
-        if index is None or not 0 <= index < len(self.x):
-            self.marker.setData([], [])
-            return
-        value = _number(self.drift[index].weights) if index < len(self.drift) else 0.0
-        self.marker.setData([self.x[index]], [0.0 if math.isnan(value) else value])
+        for marker, field in zip(self.markers, ("weights", "activation")):
+            if index is None or not 0 <= index < len(self.x):
+                marker.setData([], [])
+                continue
+            value = _number(getattr(self.drift[index], field)) if index < len(self.drift) else 0.0
+            marker.setData([self.x[index]], [0.0 if math.isnan(value) else value])
 
-    def _on_clicked(self, event) -> None:
+    def _on_clicked(self, plot, event) -> None:
         if not len(self.x):
             return
-        point = self.plot.getViewBox().mapSceneToView(event.scenePos())
+        point = plot.getViewBox().mapSceneToView(event.scenePos())
         self.point_clicked.emit(self.nearest(point.x()))
 
     def nearest(self, x: float) -> int:
