@@ -136,9 +136,15 @@ def test_series_reads_each_checkpoint_once_and_keeps_the_last_few(real, tmp_path
     assert third.token != first.token and third.module is not first.module   # caches never mix two checkpoints
     reads = series.reads
     assert series.model(3) is third and series.model(0) is first and series.reads == reads   # cached
-    for k in (1, 2, 4, 5):
+    for k in (1, 2):
         series.model(k)
-    assert series.model(5) is not None and series.reads == reads + 4
+    fourth = series.model(4)         # the cache is full: 3 (the oldest) is evicted, its module filled with step 400
+    assert series.reads == reads + 3 and fourth.module is third.module and fourth.token != third.token
+    assert torch.equal(fourth.module.features[0][0].weight, moved(real, 4)["features.0.0.weight"])
+    fifth = series.model(5)          # 0 is evicted next, but the first checkpoint's module is never overwritten
+    assert fifth.module is not first.module and series.reads == reads + 4
+    assert torch.equal(first.module.features[0][0].weight, moved(real, 0)["features.0.0.weight"])
+    assert torch.equal(fifth.module.features[0][0].weight, moved(real, 5)["features.0.0.weight"])
     series.model(3)                 # evicted by four newer ones: read again
     assert series.reads == reads + 5
     assert series.model(0) is first and series.reads == reads + 5   # the first decides the architecture: kept

@@ -270,7 +270,8 @@ class CheckpointSeries:
         self._base, self._device = base, device
         self._first: LoadedModel | None = None
         self._cache: OrderedDict[str, LoadedModel] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache_size = max(cache_size, 2)   # the one shown and the one being read
+        self._spare: torch.nn.Module | None = None   # an evicted checkpoint's module, to be filled again
         self.reads = 0   # files read and fitted (tests and the benchmark count them)
 
     def __len__(self) -> int:
@@ -286,6 +287,11 @@ class CheckpointSeries:
         """Checkpoint `index` as a model of the series' architecture (cached unless `keep` is False:
         a pass over every checkpoint, as the drift plot makes, then leaves the slider's neighbours).
 
+        A checkpoint that falls out of the cache hands its module to the next one read: the file's
+        tensors are copied into it in place, so torch.fx's recorder of that module (traced and
+        checked once: 2-3 forward passes' worth) serves every checkpoint after it, and no module
+        is deep-copied. The LoadedModel around it is new (a new token), so no cache mixes the two.
+
         Raises:
             WeightsError: unreadable, or does not fit (one line naming the file).
         """
@@ -294,12 +300,15 @@ class CheckpointSeries:
         if found is not None:
             self._cache.move_to_end(checkpoint.path)
             return found
-        model = self._fit(checkpoint)
         if not keep:
-            return model
+            return self._fit(checkpoint, None)
+        while len(self._cache) >= self._cache_size:
+            _path, evicted = self._cache.popitem(last=False)
+            if evicted is not self._first:   # the first one is the template: never overwritten
+                self._spare = evicted.module
+        spare, self._spare = self._spare, None
+        model = self._fit(checkpoint, spare)
         self._cache[checkpoint.path] = model
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
         return model
 
     def architecture(self) -> LoadedModel:
@@ -321,14 +330,17 @@ class CheckpointSeries:
         self.reads += 1
         return dataclasses.replace(model, weights_label=f"{checkpoint.label}: {checkpoint.name}")
 
-    def _fit(self, checkpoint: Checkpoint) -> LoadedModel:
+    def _fit(self, checkpoint: Checkpoint, spare: torch.nn.Module | None) -> LoadedModel:
+        """Read a checkpoint and fit it into `spare` (in place) or a copy of the first's module."""
         first = self.architecture()
         if first.weights_path == checkpoint.path:
+            self._spare = spare
             return first
         label = f"{checkpoint.label}: {checkpoint.name}"
         try:
             loaded = read_weights(checkpoint.path)
         except WeightsError as error:
+            self._spare = spare
             raise error from None   # it names the file and why
         self.reads += 1
         if loaded.kind != "state_dict" or not loaded.state_dict:
@@ -338,13 +350,14 @@ class CheckpointSeries:
         if broken:
             label += f" — warning: NaN or inf in {', '.join(broken[:2])}"
         attempts = []
+        module = spare if spare is not None else copy.deepcopy(first.module)
         for state_dict in prefix_variants(loaded.state_dict):
-            module = copy.deepcopy(first.module)
-            try:
+            try:   # every key and shape is checked before anything is copied: a failure leaves it intact
                 fit_state_dict(module, state_dict, source=checkpoint.name, model_name=first.name)
             except WeightsError as error:
                 attempts.append(describe(error))
                 continue
             return wrap_module(module, first.name, base=first, weights_label=label, trained=True,
                                weights_path=checkpoint.path, device=self._device)
+        self._spare = spare      # not used: the next read may fill it
         raise WeightsError(attempts[0])
