@@ -131,10 +131,15 @@ class CheckpointBrowser(QObject):
             return
         self.index = index
         checkpoint = self.checkpoints[index]
+        note = f"{checkpoint.label} ({index + 1} of {len(self.checkpoints)}): {checkpoint.name}"
+        current = self._session.model
         self._showing = True
         try:
-            self._controller.show_checkpoint(model, f"{checkpoint.label} ({index + 1} of {len(self.checkpoints)}): "
-                                                    f"{checkpoint.name}")
+            if current is not None and (current.layer_names, current.layer_types) == (model.layer_names,
+                                                                                      model.layer_types):
+                self._controller.show_checkpoint(model, note)
+            else:   # the folder holds another architecture than the one shown: a new model, as any load
+                self._controller.show_model_on(model, self._session.image, note)
         finally:
             self._showing = False
         self.shown.emit(index)

@@ -377,17 +377,9 @@ class Controller(QObject):
         self.jobs.submit("knockout", work, on_done=done, on_error=failed, label="Applying knock-outs")   # the job thread: it runs the shared layers
 
     def show_checkpoint(self, model, note: str) -> None:
-        """Switch every panel to another checkpoint of a training run (ui.checkpoints): for the same
-        network the layer, channel and class stay, so each panel shows checkpoint k where it was."""
-        current = self.session.model
-        if current is None or current.layer_names != model.layer_names or current.layer_types != model.layer_types:
-            self._on_model_loaded(Loaded(model, _spec_after_weights(model, current.name if current else None,
-                                                                    self.model_spec), note=note))
-            return
+        """Another checkpoint of the network shown (ui.checkpoints): the layer, channel and class stay,
+        so every panel shows checkpoint k where it was."""
         with self.jobs.held():
             self.session.set_model(model, keep_selection=True)
-            if current.interventions:
-                self.interventions_changed.emit(())
-        if self._wanted is not None:
-            self.jobs.cancel("knockout")
+            self.interventions_changed.emit(())
         self.message.emit(note)
