@@ -4,7 +4,8 @@ The series (engine.models.checkpoints) lives on the job thread: it is made, read
 measured there only; the GUI keeps the listing (frozen Checkpoint records) and the index shown.
 Every load is one job key, so dragging the slider across twenty checkpoints loads the one it
 stops on, not twenty. Follow polls the folder with a timer, on the job thread too: a new file
-appears once its size and mtime held still across two polls and it reads as a whole file.
+appears once its size and mtime held still across two polls and it reads as a whole file, and a
+file written again (Lightning's `last.ckpt`) is read anew the same way.
 """
 
 from __future__ import annotations
@@ -115,16 +116,19 @@ class CheckpointBrowser(QObject):
         series, checkpoint = self._series, self.checkpoints[index]
 
         def work(_context):
-            return series.model(series.checkpoints.index(checkpoint))
+            return series.model([c.path for c in series.checkpoints].index(checkpoint.path))
+
+        def done(model) -> None:
+            paths = [c.path for c in self.checkpoints]
+            if series is self._series and checkpoint.path in paths:   # still listed (Follow may have moved it)
+                self._show_model(paths.index(checkpoint.path), model)
 
         def failed(text: str) -> None:
             self.message.emit(f"{checkpoint.label}: {text}")
             if self.index is not None:
                 self.shown.emit(self.index)      # the strip goes back to what every panel shows
 
-        self._jobs.submit("checkpoint", work, on_done=lambda model: self._show_model(self.checkpoints.index(checkpoint),
-                                                                                   model),
-                          on_error=failed, label=f"Loading {checkpoint.label}")
+        self._jobs.submit("checkpoint", work, on_done=done, on_error=failed, label=f"Loading {checkpoint.label}")
 
     def _show_model(self, index: int, model) -> None:
         if self._series is None:
@@ -175,14 +179,18 @@ class CheckpointBrowser(QObject):
         def work(_context):
             from cnnviewer.engine.models.checkpoints import complete, describe_entry, new_entries
             known = {c.path for c in series.checkpoints}
-            added, seen = [], {}
-            for entry, weights in new_entries(folder, known):
+            added, seen, replaced = [], {}, set()
+            candidates = [(None, entry, weights) for entry, weights in new_entries(folder, known)]
+            for old, entry, weights in candidates + series.rewritten():
                 ready, stamp = complete(weights, stamps.get(str(weights)))
-                if ready:
+                if ready and old is None:
                     added.append(series.add(describe_entry(entry, weights)))
+                elif ready:      # written again: read anew when it is shown
+                    series.replace(describe_entry(entry, weights))
+                    replaced.add(str(weights))
                 elif stamp is not None:
                     seen[str(weights)] = stamp
-            return series, tuple(series.checkpoints), seen, bool(added)
+            return series, tuple(series.checkpoints), seen, bool(added or replaced), replaced
 
         def failed(text: str) -> None:
             self._polling = False
@@ -193,23 +201,26 @@ class CheckpointBrowser(QObject):
 
     def _on_polled(self, result) -> None:
         self._polling = False
-        series, listing, seen, changed = result
+        series, listing, seen, changed, replaced = result
         if series is not self._series:
             return
         self._stamps = seen
         if not changed:
             return
         on_last = self.index is not None and self.index == len(self.checkpoints) - 1
-        shown = self.checkpoints[self.index] if self.index is not None else None
+        shown = self.checkpoints[self.index].path if self.index is not None else None
         self.checkpoints = listing
         if shown is not None:
-            self.index = listing.index(shown)
+            self.index = [c.path for c in listing].index(shown)
         self.listed.emit(listing)
         if shown is not None:
             self.shown.emit(self.index)
-        self.message.emit(f"{self.folder.name}: {len(listing)} checkpoints")
+        self.message.emit(f"{self.folder.name}: {len(listing)} checkpoints"
+                          + (f"; {len(replaced)} written again" if replaced else ""))
         if self.follow and on_last and self.index != len(listing) - 1:
             self.show(len(listing) - 1)
+        elif shown in replaced:       # the checkpoint on screen was written again: show the new one
+            self.show(self.index)
 
     # ---------------------------------------------------------------- drift
     def request_drift(self, panel=None) -> None:

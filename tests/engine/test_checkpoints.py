@@ -19,6 +19,7 @@ from cnnviewer.engine.models.checkpoint_drift import series_drift
 from cnnviewer.engine.models.checkpoints import (
     CheckpointSeries,
     complete,
+    describe_entry,
     list_checkpoints,
     order_from_name,
     readable,
@@ -148,6 +149,19 @@ def test_series_reads_each_checkpoint_once_and_keeps_the_last_few(real, tmp_path
     series.model(3)                 # evicted by four newer ones: read again
     assert series.reads == reads + 5
     assert series.model(0) is first and series.reads == reads + 5   # the first decides the architecture: kept
+
+    assert series.rewritten() == []
+    torch.save(moved(real, 2), tmp_path / "step0.pt")   # the first file written again (a run restarted)
+    torch.save(moved(real, 1), tmp_path / "step500.pt")
+    os.utime(tmp_path / "step500.pt", (9999, 9999))
+    again = series.rewritten()
+    assert [c.path for c, _entry, _weights in again] == [str(tmp_path / "step0.pt"), str(tmp_path / "step500.pt")]
+    for _old, entry, weights in again:
+        series.replace(describe_entry(entry, weights))
+    assert [c.step for c in series.checkpoints] == [0, 100, 200, 300, 400, 500] and series.rewritten() == []
+    assert torch.equal(series.model(0).module.features[0][0].weight, moved(real, 2)["features.0.0.weight"])
+    assert torch.equal(series.model(5).module.features[0][0].weight, moved(real, 1)["features.0.0.weight"])
+    assert torch.equal(first.module.features[0][0].weight, moved(real, 0)["features.0.0.weight"])   # untouched
 
 
 def test_hugging_face_folders_and_a_file_written_bit_by_bit(real, tmp_path):

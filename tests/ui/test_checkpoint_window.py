@@ -119,6 +119,10 @@ def test_the_strip_moves_every_panel_and_follow_picks_up_a_new_checkpoint(window
     assert bar.label.text() == "epoch 4 · step 400 (6 of 6)" and bar.slider.maximum() == 5
     assert session.selection.layer == "features.3" and session.selection.channel == 5
 
+    torch.save(checkpoint(state, 0), run / "epoch=4-step=400.ckpt")   # written again, as Lightning's last.ckpt is
+    qtbot.waitUntil(lambda: top1(window) == CLASSES[0], timeout=30000)   # read anew once complete, and shown
+    assert len(browser.checkpoints) == 6 and browser.index == 5
+
     bar.close_action.trigger()                                         # Close: the model shown stays
     assert not bar.isVisible() and not browser.is_open and not browser.timer.isActive()
     assert not window.compare.series_plot.isVisible() and window.compare.table.isVisible()

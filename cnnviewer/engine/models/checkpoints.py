@@ -283,6 +283,29 @@ class CheckpointSeries:
         self.checkpoints.sort(key=_sort_key)
         return self.checkpoints.index(checkpoint)
 
+    def replace(self, checkpoint: Checkpoint) -> int:
+        """A checkpoint file written again (Lightning's `last.ckpt` is, every epoch): the new listing
+        of that path takes the old one's place, and its fitted model is forgotten; returns its index."""
+        self.checkpoints = [c for c in self.checkpoints if c.path != checkpoint.path]
+        self._cache.pop(checkpoint.path, None)
+        if self._first is not None and self._first.weights_path == checkpoint.path:   # stays the template
+            self._first = dataclasses.replace(self._first, weights_path=None)
+        return self.add(checkpoint)
+
+    def rewritten(self) -> list[tuple[Checkpoint, Path, Path]]:
+        """(listed checkpoint, folder entry, weights file) for each file whose size or mtime is no longer
+        the listed one; a file that is gone is left listed (loading it will say so)."""
+        found = []
+        for checkpoint in self.checkpoints:
+            path = Path(checkpoint.path)
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            if (stat.st_size, stat.st_mtime) != (checkpoint.size, checkpoint.mtime):
+                found.append((checkpoint, path if path.parent == self.folder else path.parent, path))
+        return found
+
     def model(self, index: int, keep: bool = True) -> LoadedModel:
         """Checkpoint `index` as a model of the series' architecture (cached unless `keep` is False:
         a pass over every checkpoint, as the drift plot makes, then leaves the slider's neighbours).
