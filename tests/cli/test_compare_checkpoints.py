@@ -64,3 +64,5 @@ def test_drift_per_checkpoint_as_json_and_as_a_table(tmp_path):
         failed = run("compare", str(image), "--checkpoints", str(folder))
         assert failed.returncode == 2 and failed.stdout == ""
         assert len(failed.stderr.strip().splitlines()) == 1 and "Traceback" not in failed.stderr
+    window = run("--checkpoints", str(tmp_path / "missing"))          # the window's own option: checked first
+    assert window.returncode == 2 and window.stderr.strip() == f"error: cnnviewer: {tmp_path / 'missing'}: not a folder (no such folder)"
