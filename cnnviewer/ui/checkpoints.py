@@ -62,7 +62,7 @@ class CheckpointBrowser(QObject):
         if not folder.is_dir():
             self.message.emit(f"{folder}: not a folder" + ("" if folder.exists() else " (no such folder)"))
             return
-        if self._session.model is None and self._controller._pending is not None:   # the launch model first
+        if self._session.model is None:   # at launch: once the launch model is there (its architecture first)
             self._waiting_for = folder
             return
         base = self._session.model.original if self._session.model is not None else None
