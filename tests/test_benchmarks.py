@@ -50,6 +50,9 @@ FIGURES: dict[str, list[str]] = {
                        + [rf"^features\.3\s+identity\s+24×56×56 → 24×56×56\s+{NUMBER}$",
                           r"^features\.4\s+none\s+.*—\s+changes resolution 56→28 and channels 24→32",
                           rf"^random deletions \(\d+ draws each\)\s+k=1: {NUMBER} ± {NUMBER}"],
+    "bench_checkpoints.py": [rf"^slider to adjacent, cold \(first visit\)\s+{NUMBER}\s+{NUMBER}\s+\d+$",
+                             rf"^plain reload of the same weights\s+{NUMBER}\s+{NUMBER}\s+\d+$",
+                             rf"^cold / plain reload ratio {NUMBER}\s+warm / plain ratio {NUMBER}\s+cold median {NUMBER} s <= 0.5 s: (PASS|FAIL)$"],
     "bench_class_map.py": [rf"^upsampling .* all classes {NUMBER} ms\s+per block {NUMBER} ms\s+ratio {NUMBER}\s+same labels True",
                            rf"^redraw \d+x\d+\s+legend click {NUMBER} ms\s+opacity {NUMBER} ms\s+blend again {NUMBER} ms"
                            rf"\s+ratio {NUMBER}\s+(PASS|FAIL)"],

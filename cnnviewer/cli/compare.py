@@ -3,6 +3,9 @@
 With `--ablate LAYER:C1,C2[:MODE]` B is A (or the model given for B) with those channels knocked out:
 `cnnviewer compare cat.jpg --ablate features.14.conv.0:3,7` shows what the knock-out changes.
 
+With `--checkpoints DIR` it measures a training run instead: every checkpoint against the first
+(see compare_checkpoints).
+
 With one architecture and two weight files (`--model mobilenet_v2 --weights finetuned.pth`
 compares the pretrained weights with yours), it also prints how far each layer moved.
 """
@@ -30,6 +33,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"))
     parser.add_argument("--layers", type=int_in(1), default=10, help="how many most-changed layers to list")
     parser.add_argument("--json", action="store_true", help="everything as one JSON object")
+    parser.add_argument("--checkpoints", metavar="DIR",
+                        help="a training run's folder of checkpoints: the drift of each against the first "
+                             "(--model names the architecture; default: the one the first checkpoint fits)")
     ablate_option(parser)
     parser.set_defaults(ablate=[])
     return parser
@@ -50,6 +56,10 @@ def _sides(args: argparse.Namespace) -> list[tuple[str | None, str | None]]:
 def run(args: argparse.Namespace) -> int:
     from cnnviewer.cli.common import load_model_and_image
     from cnnviewer.engine.comparison.compare import compare
+
+    if args.checkpoints:
+        from cnnviewer.cli import compare_checkpoints
+        return compare_checkpoints.run(args)
 
     sides = _sides(args)
     loaded = []

@@ -14,6 +14,8 @@ def parser() -> argparse.ArgumentParser:
                      "(cnnviewer SUBCOMMAND --help).")
     parser.add_argument("image", nargs="?", help="image to open (default: a sample photo)")
     model_options(parser)
+    parser.add_argument("--checkpoints", metavar="DIR", help="a training run's folder of checkpoints: a slider "
+                        "moves every panel through them (--model: the architecture to fit them into)")
     return parser
 
 
@@ -25,6 +27,9 @@ def check(args: argparse.Namespace) -> None:
     for given in files:
         if given and not os.path.exists(given):
             raise UsageError(f"cnnviewer: {given}: no such file")
+    if args.checkpoints and not os.path.isdir(args.checkpoints):
+        raise UsageError(f"cnnviewer: {args.checkpoints}: not a folder"
+                         + ("" if os.path.exists(args.checkpoints) else " (no such folder)"))
 
 
 def run(args: argparse.Namespace, started: float) -> int:

@@ -141,4 +141,6 @@ def start_window(args: argparse.Namespace, settings, started: float):
         window.open_image(args.image)
     else:
         controller.open_sample("chelsea")
+    if getattr(args, "checkpoints", None):   # once the launch model loaded: its architecture is tried first
+        window.open_checkpoints(args.checkpoints)
     return window

@@ -375,3 +375,11 @@ class Controller(QObject):
 
         self._wanted = tuple(knockouts)
         self.jobs.submit("knockout", work, on_done=done, on_error=failed, label="Applying knock-outs")   # the job thread: it runs the shared layers
+
+    def show_checkpoint(self, model, note: str) -> None:
+        """Another checkpoint of the network shown (ui.checkpoints): the layer, channel and class stay,
+        so every panel shows checkpoint k where it was."""
+        with self.jobs.held():
+            self.session.set_model(model, keep_selection=True)
+            self.interventions_changed.emit(())
+        self.message.emit(note)

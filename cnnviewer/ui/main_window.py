@@ -16,16 +16,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from cnnviewer.engine.media.kinds import IMAGE_SUFFIXES, VIDEO_SUFFIXES, image_files
+from cnnviewer.engine.media.kinds import IMAGE_SUFFIXES, image_files
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.types import WEIGHT_SUFFIXES
 from cnnviewer.ui import file_dialogs
+from cnnviewer.ui.checkpoint_bar import CheckpointBar
+from cnnviewer.ui.checkpoints import CheckpointBrowser
 from cnnviewer.ui.controller import Controller
 from cnnviewer.ui.dialogs import ask_trust, pick_model
 from cnnviewer.ui.drops import DropFilter
 from cnnviewer.ui.folder_browser import FolderBrowser, nested_images
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.message_log import MessageLog, MessageLogDialog
+from cnnviewer.ui.open_paths import open_paths
 from cnnviewer.ui.panel_docks import PanelDocks
 from cnnviewer.ui.panel_messages import log_panel_messages
 from cnnviewer.ui.panels.registry import build_panel
@@ -119,6 +122,9 @@ class MainWindow(QMainWindow):
         self._busy: dict[str, str] = {}
         self.restore_settings()
         self.intervention_strip.set_interventions(session.interventions)   # not the saved state's visibility
+        self.checkpoints = CheckpointBrowser(session, jobs, controller, self)   # a run's checkpoint folder
+        self.checkpoint_bar = CheckpointBar(self.checkpoints, self)   # after restoreState: hidden at launch
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.checkpoint_bar)
 
     # ---------------------------------------------------------------- building
     def _on_panel_built(self, key: str, panel: QWidget) -> None:
@@ -128,6 +134,8 @@ class MainWindow(QMainWindow):
             panel.knockout_requested.connect(self.controller.request_knockout)
         if key == "predictions":   # class maps on the job thread, and the Fully convolutional checkbox
             panel.attach(self.jobs, self.controller.workbench, self.controller.fully_convolutional)
+        if key == "compare":   # a checkpoint folder's drift against the checkpoint
+            panel.attach_series(self.checkpoints)
         if key == "synthesis":   # facets come from the Dataset panel's folder (none until it was opened)
             panel.dataset_index = lambda: getattr(self.panel_docks.built("dataset"), "index", None)
 
@@ -151,34 +159,12 @@ class MainWindow(QMainWindow):
 
     # ---------------------------------------------------------------- user intent
     def open_paths(self, paths: list[str], live: bool = False, compare: bool = False, dataset: bool = False) -> None:
-        """Open dropped or given files: an image (or a folder's first image), a weights file, or a
-        video (played in Live detection; so is a folder or image dropped on that panel). Weights
-        dropped on Compare models become its model B; a folder dropped on Dataset is indexed."""
-        for raw in paths:
-            path = Path(raw)
-            suffix = path.suffix.lower()
-            if dataset and path.is_dir():
-                self.open_folder(path, index=True)
-                return
-            if compare and suffix in WEIGHT_SUFFIXES:
-                self.compare.load_other_weights(path)
-                return
-            if suffix in VIDEO_SUFFIXES and suffix != ".gif" or (live and (path.is_dir() or suffix in IMAGE_SUFFIXES)):
-                self.docks["live_detection"].show()
-                self.docks["live_detection"].raise_()
-                self.live_detection.open_file(path)
-                return
-            if path.is_dir():
-                self.open_folder(path)
-                return
-            if suffix in IMAGE_SUFFIXES:
-                self.open_image(path)
-                return
-            if suffix in WEIGHT_SUFFIXES:
-                self.load_weights(path)
-                return
-        names = ", ".join(Path(p).name for p in paths) or "nothing"
-        self.show_message(f"Not an image or weights file: {names}")
+        """Open dropped or given files, routed by kind and by the panel they landed on (see open_paths)."""
+        open_paths(self, paths, live=live, compare=compare, dataset=dataset)
+
+    def open_checkpoints(self, folder: str | Path) -> None:
+        """A training run's folder of checkpoints: the strip under the menu moves every panel through them."""
+        self.checkpoints.open_folder(folder)
 
     def open_image(self, path: str | Path) -> None:
         """Make an image file every panel's input, and remember it."""

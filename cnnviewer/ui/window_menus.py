@@ -10,7 +10,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMenu, QMenuBar
 
 from cnnviewer.engine.types import WEIGHT_SUFFIXES
-from cnnviewer.ui import help_menu
+from cnnviewer.ui import file_dialogs, help_menu
 from cnnviewer.ui.folder_browser import FolderBrowser
 
 MAX_RECENT = 10
@@ -38,6 +38,7 @@ class MenuWindow(Protocol):
     def reset_layout(self) -> None: ...
     def open_paths(self, paths: list[str], live: bool = False, compare: bool = False,
                    dataset: bool = False) -> None: ...
+    def open_checkpoints(self, folder: str | Path) -> None: ...
 
 
 def add_action(window: MenuWindow, menu, text: str, slot, shortcut=None) -> QAction:
@@ -60,6 +61,7 @@ def build_menus(window: MenuWindow) -> None:
     add_action(window, file_menu, "Load &weights…", window.choose_weights, "Ctrl+W")
     add_action(window, file_menu, "Choose &model…", window.choose_model, "Ctrl+M")
     add_action(window, file_menu, "Open &architecture file…", window.choose_architecture_file)
+    add_action(window, file_menu, "Open &checkpoint folder…", lambda: choose_checkpoint_folder(window))
     file_menu.setToolTipsVisible(True)    # beside the model it changes (a menu of its own moved Help)
     window.fully_convolutional_action = fully_convolutional_action(window, file_menu)
     file_menu.addSeparator()
@@ -77,6 +79,13 @@ def build_menus(window: MenuWindow) -> None:
                QKeySequence.StandardKey.HelpContents)
     add_action(window, menu, "&About cnnviewer", lambda: help_menu.show_about(window))
     refresh_recent_menu(window)
+
+
+def choose_checkpoint_folder(window: MenuWindow) -> None:
+    """File > Open checkpoint folder: a training run's checkpoints, moved through with the strip."""
+    folder = file_dialogs.existing_folder(window, "Open checkpoint folder (a training run's checkpoints)")
+    if folder:
+        window.open_checkpoints(folder)
 
 
 def fully_convolutional_action(window: MenuWindow, menu: QMenu) -> QAction:

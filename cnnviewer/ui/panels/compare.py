@@ -31,6 +31,7 @@ from cnnviewer.ui import file_dialogs
 from cnnviewer.ui.controller import LazyWorkbench
 from cnnviewer.ui.dialogs import pick_model
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.panels.compare_series import SeriesDriftPlot
 from cnnviewer.ui.widgets.controls import on_screen
 from cnnviewer.ui.widgets.image_canvas import ImageCanvas
 
@@ -52,7 +53,8 @@ class ComparePanel(QWidget):
         self.weights_button = QPushButton("Weights for B…")
         self.weights_button.setToolTip("A weights file for B: for A's own architecture (e.g. your fine-tuned "
                                        "checkpoint) it also shows how far each layer moved")
-        self.setToolTip("Drop a weights file here to make it model B")
+        self.setToolTip("Drop a weights file here to make it model B, or a folder of a training run's "
+                        "checkpoints to plot their drift")
         self.choose_button.clicked.connect(self._on_choose)
         self.weights_button.clicked.connect(self._on_weights)
         self.names = QLabel("Choose a second model, or weights for this one, to compare on the same image.")
@@ -104,10 +106,15 @@ class ComparePanel(QWidget):
                 column.addWidget(picker)
             column.addWidget(canvas, 1)
             columns.addWidget(box)
+        self._ab_columns = columns
         vertical = QSplitter(Qt.Orientation.Vertical)
         vertical.addWidget(columns)
         vertical.addWidget(self.drift_plot)
-        vertical.setSizes([400, 200])
+        self.series_plot = SeriesDriftPlot()   # a checkpoint folder's drift (shown while one is open)
+        self.series_plot.setVisible(False)
+        vertical.addWidget(self.series_plot)
+        vertical.setSizes([400, 200, 260])
+        self.series = None                     # the window's CheckpointBrowser (attach_series)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addLayout(buttons)
@@ -117,6 +124,45 @@ class ComparePanel(QWidget):
         layout.addWidget(vertical, 1)
         session.forward_changed.connect(lambda _summary: self.refresh())
         session.selection_changed.connect(lambda _selection: self.refresh_maps())
+
+    # ---------------------------------------------------------------- a checkpoint folder
+    def attach_series(self, browser) -> None:
+        """Plot `browser`'s (ui.checkpoints.CheckpointBrowser) drift against the checkpoint while a
+        folder is open; a click on the plot shows that checkpoint everywhere."""
+        self.series = browser
+        plot = self.series_plot
+        browser.listed.connect(lambda checkpoints: (plot.show_listing(checkpoints, browser.folder.name),
+                                                    self._arrange(), browser.request_drift(self)))
+        browser.shown.connect(plot.set_current)
+        browser.drift_ready.connect(plot.show_drift)
+        browser.closed.connect(self._arrange)
+        plot.point_clicked.connect(browser.show)
+        self._session.image_changed.connect(lambda _image: browser.request_drift(self))
+        self._session.selection_changed.connect(self._on_series_selection)
+        if browser.is_open:
+            plot.show_listing(browser.checkpoints, browser.folder.name)
+            plot.set_current(browser.index)
+            browser.request_drift(self)
+        self._arrange()
+
+    def _arrange(self) -> None:
+        """While a checkpoint folder is open and no B is chosen, its drift takes the A/B views' place."""
+        series = self.series is not None and self.series.is_open
+        self.series_plot.setVisible(series)
+        ab = self.other is not None or not series
+        for widget in (self.table, self._ab_columns):
+            widget.setVisible(ab)
+        self.drift_plot.setVisible(ab and (self.result is None or bool(self.result.drift)))
+        self.names.setText(self.names.text() if self.other is not None else
+                           "A checkpoint folder is open: how far each checkpoint moved is plotted below (click a "
+                           "point to show it). Choose a second model, or weights, to compare A with B."
+                           if series else "Choose a second model, or weights for this one, to compare on the same image.")
+
+    def _on_series_selection(self, selection) -> None:
+        """Another layer: its activation drift (a channel or class change leaves it as it is)."""
+        drift = self.series.drift if self.series is not None else ()
+        if self.series is not None and self.series.is_open and (not drift or drift[0].layer != selection.layer):
+            self.series.request_drift(self)
 
     # ---------------------------------------------------------------- choosing B
     def _on_choose(self) -> None:
@@ -160,6 +206,7 @@ class ComparePanel(QWidget):
         self.b_layer.clear()
         self.b_layer.addItems([name for name in model.layer_names if name])
         self.b_layer.setCurrentIndex(-1)       # follow A's layer until one is picked here
+        self._arrange()
         self.refresh()
 
     def _b_layer_for(self, layer: str) -> str:
@@ -218,6 +265,8 @@ class ComparePanel(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802 - Qt override: compute only when looked at
         super().showEvent(event)
         self.refresh()
+        if self.series is not None and self.series.is_open and not self.series.drift:
+            self.series.request_drift(self)
 
     # ---------------------------------------------------------------- drawing
     def show_result(self, result) -> None:
