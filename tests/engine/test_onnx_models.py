@@ -19,7 +19,8 @@ from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import WeightsError
 from cnnviewer.engine.media.images import sample_image
 from cnnviewer.engine.models.loading import load_model, load_weights
-from cnnviewer.engine.models.onnx_files import layer_names, same_on_a_batch
+from cnnviewer.engine.models.onnx_files import same_on_a_batch
+from cnnviewer.engine.models.onnx_names import layer_names
 from cnnviewer.engine.runtime.hooks import has_hooks
 from cnnviewer.engine.runtime.inference import prepare_input, run_forward
 
