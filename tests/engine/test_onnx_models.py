@@ -126,15 +126,22 @@ def conv_weight(name: str = "w", channels: int = 4) -> TensorProto:
                                    name)
 
 
-def classifier(folder, name: str, classes: int, size: int = 8, flatten_axis: int = 1) -> str:
-    """Conv -> ReLU -> global pool -> Flatten -> Gemm: a classifier of `classes` outputs."""
+def classifier(folder, name: str, classes: int, size: int = 8, spelled_batch: bool = False) -> str:
+    """Conv -> ReLU -> global pool -> Flatten -> Gemm: a classifier of `classes` outputs. With `spelled_batch`
+    a Reshape to a shape computed in the graph ([1, -1], a Concat) stands for the Flatten: one image only."""
     rng = np.random.default_rng(1)
+    flatten = [helper.make_node("Flatten", ["p"], ["f"])]
+    initializers = []
+    if spelled_batch:
+        flatten = [helper.make_node("Concat", ["one", "rest"], ["shape"], axis=0),
+                   helper.make_node("Reshape", ["p", "shape"], ["f"])]
+        initializers = [numpy_helper.from_array(np.array([1], np.int64), "one"),
+                        numpy_helper.from_array(np.array([-1], np.int64), "rest")]
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-             helper.make_node("Flatten", ["p"], ["f"], axis=flatten_axis),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"]), *flatten,
              helper.make_node("Gemm", ["f", "g", "b"], ["y"], transB=1)]
     weights = [conv_weight(), numpy_helper.from_array(rng.standard_normal((classes, 4)).astype(np.float32), "g"),
-               numpy_helper.from_array(np.zeros(classes, np.float32), "b")]
+               numpy_helper.from_array(np.zeros(classes, np.float32), "b"), *initializers]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, size, size])]
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, classes])]
     return save(folder, name, nodes, weights, inputs, outputs)
@@ -151,9 +158,13 @@ def test_preprocess_from_the_input_size_and_class_names_beside_or_numbered(tmp_p
 
 
 def test_a_graph_that_spells_its_batch_out_is_labelled_one_image_at_a_time(tmp_path):
-    model = load_model(classifier(tmp_path, "flat.onnx", classes=3, flatten_axis=0))   # (1, N*4): mixes images
-    assert "one image at a time" in model.weights_label
-    assert same_on_a_batch(load_model(classifier(tmp_path, "ok.onnx", classes=3)).module, 3, 8)
+    spelled = load_model(classifier(tmp_path, "spelled.onnx", classes=3, spelled_batch=True))
+    with torch.inference_mode():
+        assert spelled.module(torch.rand(1, 3, 8, 8)).shape == (1, 3)        # one image runs
+    assert "one image at a time" in spelled.weights_label
+    assert not same_on_a_batch(spelled.module, 3, 8)
+    plain = load_model(classifier(tmp_path, "plain.onnx", classes=3))
+    assert same_on_a_batch(plain.module, 3, 8) and "one image" not in plain.weights_label
 
 
 def test_repairs_for_torch_exporters_match_onnx_reference_evaluator(tmp_path):

@@ -222,7 +222,8 @@ def load_onnx_model(path: str | Path, *, labels: tuple[str, ...] | None = None, 
     label = f"ONNX: {path.name}"
     channels = next((m.in_channels for m in converted.module.modules() if isinstance(m, torch.nn.Conv2d)), 3)
     if converted.shapes_in_graph and not same_on_a_batch(converted.module, channels, preprocess.crop_size):
-        label += " (its graph runs one image at a time: dataset index, lesion and synthesis cannot batch it)"
+        label += (" (its graph runs one image at a time: index a dataset with --batch-size 1; "
+                  "lesion studies and synthesis, which batch, cannot use it)")
     return wrap_module(converted.module, path.name,
                        categories=_categories(classes, DEFAULT_MODEL, labels, labels_beside(path)),
                        weights_label=label, trained=True, weights_path=str(path.resolve()),
