@@ -27,7 +27,8 @@ from cnnviewer.engine.models import onnx_names, onnx_repairs
 from cnnviewer.engine.types import ONNX_SUFFIX
 
 MAX_FILE_BYTES = 2 * 1024 ** 3        # protobuf's own limit for one message
-MAX_TENSOR_BYTES = 4 * 1024 ** 3      # all tensors together, inline or external
+MAX_TENSOR_BYTES = 2 * 1024 ** 3      # all tensors together, inline or external: onnx.checker checks
+#                                       the model in memory, where protobuf's 2 GiB limit holds too
 _ITEM_BYTES = {TensorProto.FLOAT: 4, TensorProto.DOUBLE: 8, TensorProto.FLOAT16: 2, TensorProto.BFLOAT16: 2,
                TensorProto.INT8: 1, TensorProto.UINT8: 1, TensorProto.INT16: 2, TensorProto.UINT16: 2,
                TensorProto.INT32: 4, TensorProto.UINT32: 4, TensorProto.INT64: 8, TensorProto.UINT64: 8,
