@@ -211,11 +211,13 @@ def test_layer_names_follow_the_exporters_scopes_and_fall_back_where_they_would_
         node("/GlobalAveragePool", "GlobalAveragePool"),                   # the root's own op
         node("node_Conv_7", scopes=["", "layer1", "layer1.0", "layer1.0.bn1", "batch_norm"]),   # dynamo
         node("weird name", "Relu"),                                        # no scope at all
+        node("/block/train/Relu", "Relu"),                                 # would shadow Module.train
+        node("features", "Relu"),                                          # onnx2torch's name, a container here
     ], "g", [], [])
     model = helper.make_model(graph)
     assert list(layer_names(model).values()) == [
         "features.3.conv.0.0", "features.3.conv.0.2", "features.3.Add", "head.Mul", "head.Mul_1",
-        "GlobalAveragePool", "layer1.0.bn1", "weird name"]
+        "GlobalAveragePool", "layer1.0.bn1", "weird name", "block/train/Relu", "features_"]
 
 
 # ------------------------------------------------------------------ hostile files

@@ -86,8 +86,12 @@ def layer_names(model: onnx.ModelProto) -> dict[str, str]:
             index = ops[scope, node.op_type] = ops.get((scope, node.op_type), -1) + 1
             chosen = f"{scope}.{node.op_type}" + (f"_{index}" if index else "")
         if chosen != own and (chosen in taken or chosen in inside or chosen != scope and chosen in counts
-                              or any(p in taken for p in _prefixes(chosen))):
-            chosen = own     # a leaf would also be a parent, or two modules would share a name
+                              or any(p in taken for p in _prefixes(chosen))
+                              or any(hasattr(nn.Module, part) for part in chosen.split("."))):
+            chosen = own     # a leaf would also be a parent, two modules would share a name, or a part
+            #                  would shadow nn.Module's own attributes ('train', 'forward')
+        while chosen == own and (chosen in taken or chosen in inside):   # onnx2torch's names are unique only
+            chosen += "_"                                                 # among themselves
         names[own] = chosen
         taken.add(chosen)
         inside.update(_prefixes(chosen))
