@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from cnnviewer.ui.app import startup_model
+from cnnviewer.ui.main_window import WEIGHTS_FILTER
 from tests.ui.conftest import drop_files
 
 
@@ -25,6 +26,7 @@ def exported(window, tmp_path):
 
 
 def test_dropping_an_onnx_file_loads_it_and_it_reopens_at_launch(window, qtbot, settings, exported):
+    assert "*.onnx" in WEIGHTS_FILTER.split(";;")[0]     # File > Load weights lists it too
     before = [p.index for p in window.predictions.predictions]
     drop_files(window.feature_maps.canvas.viewport(), [exported])
     qtbot.waitUntil(lambda: window.session.model.name == "net.onnx", timeout=30000)
