@@ -50,7 +50,7 @@ def cat():
 
 
 def leaves(model) -> list[str]:
-    return [name for name, module in model.module.named_modules() if name and not any(module.children())]
+    return [name for name, module in model.module.named_modules() if name and next(module.children(), None) is None]
 
 
 def test_legacy_export_gives_the_same_top5_feature_maps_and_layer_names(torch_model, exported, cat):
@@ -67,10 +67,13 @@ def test_legacy_export_gives_the_same_top5_feature_maps_and_layer_names(torch_mo
     unnamed = [name for name in onnx_leaves if name not in torch_types]
     assert all(name.endswith(".Add") for name in unnamed if "." in name), unnamed
     assert [name for name in unnamed if "." not in name] == ["GlobalAveragePool", "Flatten"]
-    # The exporter folds each BatchNorm into the Conv before it: compare every other layer by name.
+    # The exporter folds each BatchNorm into the Conv before it: compare every other layer by name, and
+    # every block (they run as modules of their own, so their outputs are recorded as the torch model's).
     compared = [name for name in onnx_leaves if torch_types.get(name) in ("ReLU6", "Linear")]
-    assert len(compared) == 36
-    for name in compared:
+    blocks = [name for name in model.layer_names if name not in onnx_leaves and name in torch_types]
+    assert len(compared) == 36 and len(blocks) == 72 and "features.3" in blocks
+    assert dict(zip(model.layer_names, model.layer_types))["features"] == "Sequential"
+    for name in compared + blocks:
         torch.testing.assert_close(ours.activations[name], theirs.activations[name], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours.activations["features.0.0"], theirs.activations["features.0.1"],
                                rtol=1e-4, atol=1e-4)
@@ -82,8 +85,8 @@ def test_dynamo_export_names_folded_convs_after_their_batchnorm_and_runs_batches
     model = load_model(str(exported / "dynamo.onnx"))
     ours, theirs = run_forward(model, cat), run_forward(torch_model, cat)
     assert list(np.argsort(-ours.probabilities)[:5]) == list(np.argsort(-theirs.probabilities)[:5])
-    compared = [name for name in leaves(model) if name in theirs.activations]
-    assert len(compared) == 88 and "features.0.1" in compared     # Convs, ReLU6s, the Linear
+    compared = [name for name in model.layer_names if name in theirs.activations]
+    assert len(compared) == 160 and "features.0.1" in compared     # Convs, ReLU6s, the Linear, every block
     for name in compared:
         torch.testing.assert_close(ours.activations[name], theirs.activations[name], rtol=1e-4, atol=1e-4)
     # The exporter spelled the batch of 1 out in a Reshape; the repair lets several images through.

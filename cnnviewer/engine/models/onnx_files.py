@@ -23,7 +23,7 @@ from onnx import TensorProto
 from torch import fx, nn
 
 from cnnviewer.engine.errors import WeightsError, describe, first_line
-from cnnviewer.engine.models import onnx_names, onnx_repairs
+from cnnviewer.engine.models import onnx_blocks, onnx_names, onnx_repairs
 from cnnviewer.engine.types import ONNX_SUFFIX
 
 MAX_FILE_BYTES = 2 * 1024 ** 3        # protobuf's own limit for one message
@@ -83,7 +83,7 @@ def load_onnx(path: str | Path) -> OnnxModel:
     module = _convert(model, path.name)
     shaping = any(node.op_type in _SHAPING or node.op_type == "Flatten"
                   and any(a.name == "axis" and a.i != 1 for a in node.attribute) for node in model.graph.node)
-    return OnnxModel(onnx_names.renamed(module, model), size, num_outputs, _opset(model), shaping)
+    return OnnxModel(onnx_blocks.nest_blocks(onnx_names.renamed(module, model)), size, num_outputs, _opset(model), shaping)
 
 
 def read_onnx(path: Path) -> onnx.ModelProto:
