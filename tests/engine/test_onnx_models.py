@@ -17,6 +17,7 @@ from onnx.reference import ReferenceEvaluator
 from cnnviewer.engine.attribution import gradients
 from cnnviewer.engine.attribution.target import Target
 from cnnviewer.engine.errors import WeightsError
+from cnnviewer.engine.experiments.blocks import residual_blocks
 from cnnviewer.engine.media.images import sample_image
 from cnnviewer.engine.models.loading import load_model, load_weights
 from cnnviewer.engine.models.onnx_files import same_on_a_batch
@@ -112,6 +113,14 @@ def test_gradients_agree_and_the_model_is_left_as_found(torch_model, exported, c
     assert not any(p.requires_grad for p in model.module.parameters())
 
 
+def test_blocks_run_as_modules_so_the_lesion_study_finds_the_residual_ones(torch_model, exported):
+    model = load_model(str(exported / "legacy.onnx"))
+    ours = {block.name: block.skip for block in residual_blocks(model.module) if block.deletable}
+    theirs = {block.name: block.skip for block in residual_blocks(torch_model.module) if block.deletable}
+    assert ours == theirs and len(ours) == 10
+    assert isinstance(model.module.features, torch.nn.Sequential)
+
+
 # ------------------------------------------------------------------ tiny graphs built with onnx.helper
 def save(folder, name: str, nodes, initializers=(), inputs=None, outputs=None, opset: int = 18,
          out_shape=(1, 4, 6, 6)) -> str:
@@ -196,6 +205,25 @@ def test_an_opset_newer_than_the_converters_is_converted_down(tmp_path):
     with torch.inference_mode():
         np.testing.assert_allclose(load_model(path).module(torch.from_numpy(x)).numpy(), expected, rtol=1e-5,
                                    atol=1e-5)
+
+
+def test_a_container_whose_layers_interleave_with_anothers_stays_a_container(tmp_path):
+    """'a' and 'b' alternate in the graph, so neither can run as one module; 'c' can."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a0"], name="/a/a.0/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["x"], ["b0"], name="/b/b.0/Relu"),
+             helper.make_node("Relu", ["a0"], ["a1"], name="/a/a.1/Relu"),
+             helper.make_node("Conv", ["b0", "w"], ["b1"], name="/b/b.1/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["a1", "b1"], ["s"], name="/Add"),
+             helper.make_node("Relu", ["s"], ["c0"], name="/c/c.0/Relu"),
+             helper.make_node("Neg", ["c0"], ["y"], name="/c/c.1/Neg")]
+    path = save(tmp_path, "mixed.onnx", nodes, [conv_weight()], out_shape=(1, 4, 8, 8))
+    model = load_model(path)
+    types = dict(zip(model.layer_names, model.layer_types))
+    assert (types["a"], types["b"], types["c"]) == ("Module", "Module", "Sequential")
+    x = np.random.default_rng(3).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    with torch.inference_mode():
+        np.testing.assert_allclose(model.module(torch.from_numpy(x)).numpy(),
+                                   ReferenceEvaluator(onnx.load(path)).run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
 
 
 def node(name: str, op: str = "Conv", scopes: list[str] | None = None) -> onnx.NodeProto:
