@@ -7,7 +7,8 @@ files in its own folder, what it may make us read or allocate is capped, and
 (``WeightsError``), so the caller's current model stays.
 
 The converted modules then take the exporting framework's layer names
-(onnx_names), so the layer tree reads like the PyTorch model's.
+(onnx_names) and its blocks run as modules (onnx_blocks), so the layer tree
+reads, and records, like the PyTorch model's.
 """
 
 from __future__ import annotations
