@@ -56,6 +56,9 @@ FIGURES: dict[str, list[str]] = {
     "bench_class_map.py": [rf"^upsampling .* all classes {NUMBER} ms\s+per block {NUMBER} ms\s+ratio {NUMBER}\s+same labels True",
                            rf"^redraw \d+x\d+\s+legend click {NUMBER} ms\s+opacity {NUMBER} ms\s+blend again {NUMBER} ms"
                            rf"\s+ratio {NUMBER}\s+(PASS|FAIL)"],
+    "bench_onnx.py": [rf"^mobilenet_v2 legacy open onnx {NUMBER} s\s+open torch {NUMBER} s\s+ratio {NUMBER}",
+                      rf"^mobilenet_v2 legacy forward batch 8\s+onnx {NUMBER} ms\s+torch {NUMBER} ms\s+ratio {NUMBER}"
+                      rf"\s+max \|dlogit\| {NUMBER}e[-+]\d+$"],
     "bench_knockout.py": [rf"^{case}(\s+{NUMBER}){{6}}\s+(PASS|FAIL)$"
                           for case in ("conv 2 channels", "block 80 channels", "5 layers")],
     "bench_live.py": [rf"^{name}: raw {NUMBER} frames/s, pipeline {NUMBER} frames/s, ratio {NUMBER}.*stall {NUMBER} ms"

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cnnviewer.engine.types import DEFAULT_MODEL
+from cnnviewer.engine.types import DEFAULT_MODEL, ONNX_SUFFIX
 
 
 class UsageError(Exception):
@@ -42,8 +42,9 @@ MAX_INPUT_SIDE = 2048      # summary input: a 2048x2048 pass of a large model ta
 
 
 def model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="torchvision model name, or FILE.py:NAME for your own architecture")
-    parser.add_argument("--weights", help="weights file (.pt .pth .bin .safetensors .pt2, TorchScript)")
+    parser.add_argument("--model", help="torchvision model name, FILE.py:NAME for your own architecture, "
+                                        "or FILE.onnx (converted to PyTorch)")
+    parser.add_argument("--weights", help="weights file (.pt .pth .bin .safetensors .pt2, TorchScript, .onnx)")
     parser.add_argument("--labels", help="class names, one per line")
     parser.add_argument("--trust", action="store_true",
                         help="allow a full pickled model file (it runs code from the file)")
@@ -82,6 +83,9 @@ def load_model_and_image(args: argparse.Namespace, need_image: bool = True):
     from cnnviewer.engine.runtime.memory import keep_freed_memory
 
     keep_freed_memory()
+    if args.weights and args.model and args.weights.lower().endswith(ONNX_SUFFIX):
+        raise UsageError(f"{Path(args.weights).name} is a whole model (ONNX), not weights for {args.model}: "
+                         f"give it alone, as --model {args.weights}")
     image = load_image(args.image) if need_image else None
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, precision=args.precision,
                        allow_download=True, progress=stderr_progress)

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from cnnviewer.cli.common import Parser, UsageError, model_options
+from cnnviewer.engine.types import ONNX_SUFFIX
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,6 +25,8 @@ def check(args: argparse.Namespace) -> None:
     files = [args.image, args.weights, args.labels]
     if args.model and ".py" in args.model:
         files.append(args.model.split(":")[0])
+    if args.model and args.model.lower().endswith(ONNX_SUFFIX):
+        files.append(args.model)
     for given in files:
         if given and not os.path.exists(given):
             raise UsageError(f"cnnviewer: {given}: no such file")

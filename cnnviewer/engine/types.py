@@ -12,7 +12,9 @@ DEFAULT_MODEL = "mobilenet_v2"   # real ImageNet weights ship offline for it
 EXPORT_PANELS = ("predictions", "feature-maps", "filters", "model-summary", "receptive-field", "architecture")
 # Panels that draw the model alone, so `export` needs no image for them.
 MODEL_ONLY_PANELS = ("architecture", "model-summary")
-WEIGHT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar"})
+# An ONNX file opens wherever a weights file does (and as --model): it is a whole model, converted.
+ONNX_SUFFIX = ".onnx"
+WEIGHT_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar", ONNX_SUFFIX})
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from cnnviewer.engine.types import DEFAULT_MODEL
+from cnnviewer.engine.types import DEFAULT_MODEL, ONNX_SUFFIX
 
 # Set by benchmarks/bench_launch.py: print launch timings and quit after the first predictions.
 LAUNCH_PROBE_ENV = "CNNVIEWER_LAUNCH_PROBE"
@@ -24,6 +24,8 @@ def startup_model(model: str | None, weights: str | None, settings) -> tuple[str
     spec = str(settings.value("last_model", "") or "") or DEFAULT_MODEL
     last_weights = str(settings.value("last_weights", "") or "")
     weights = last_weights if last_weights and os.path.isfile(last_weights) else None
+    if weights is not None and weights.lower().endswith(ONNX_SUFFIX):   # data, not code: reopened, by its
+        return weights, None, ""        # absolute path (a relative --model x.onnx names another file elsewhere)
     if ".py" in spec:   # never run an architecture file that was not chosen today
         return DEFAULT_MODEL, None, (f"Last architecture {spec} not reopened: it runs code from a file; "
                                      "open it again with File > Open architecture file")

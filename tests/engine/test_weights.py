@@ -61,7 +61,7 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def test_suffixes_are_lowercase_and_complete():
-    assert WEIGHT_SUFFIXES == {".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar"}
+    assert WEIGHT_SUFFIXES == {".pt", ".pth", ".bin", ".ckpt", ".safetensors", ".pt2", ".tar", ".onnx"}
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin", ".ckpt", ".tar"])

@@ -23,7 +23,7 @@ from cnnviewer.engine.models.catalogue import (
     load_torchvision_model,
 )
 from cnnviewer.engine.models.fitting import fit_state_dict, infer_architecture
-from cnnviewer.engine.models.handle import LoadedModel, wrap_module
+from cnnviewer.engine.models.handle import LoadedModel, Preprocess, wrap_module
 from cnnviewer.engine.models.pretrained import (
     ProgressCallback,
     default_weights,
@@ -31,6 +31,7 @@ from cnnviewer.engine.models.pretrained import (
 )
 from cnnviewer.engine.models.user_arch import build_user_model
 from cnnviewer.engine.models.weight_files import read_weights
+from cnnviewer.engine.types import DEFAULT_MODEL, ONNX_SUFFIX
 
 LABEL_FILE_NAMES = ("labels.txt", "classes.txt", "synset_words.txt")
 
@@ -70,10 +71,12 @@ def names_code(spec: str) -> bool:
 def load_model(spec: str, *, device: str | None = None, precision: str = "fp32",
                allow_download: bool = False, progress: ProgressCallback | None = None,
                cancel: Event | None = None) -> LoadedModel:
-    """Build a model from a torchvision name (classifier or segmentation network), `timm:NAME`, or a
-    user's `FILE.py:NAME`."""
+    """Build a model from a torchvision name (classifier or segmentation network), `timm:NAME`, a
+    user's `FILE.py:NAME`, or an ONNX file (data, not code: converted, never run as Python)."""
     from cnnviewer.engine.models import timm_models
     from cnnviewer.engine.segmentation import models as segmentation
+    if spec.lower().endswith(ONNX_SUFFIX):
+        return load_onnx_model(spec, device=device, precision=precision)
     if segmentation.is_segmentation_name(spec):
         return segmentation.load_segmentation_model(spec, device=device, precision=precision,
                                                     allow_download=allow_download, progress=progress,
@@ -127,6 +130,9 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
         WeightsError: unreadable, untrusted pickle, or no architecture fits.
     """
     path = Path(path)
+    if path.suffix.lower() == ONNX_SUFFIX:   # a whole model: it replaces the current one
+        return load_onnx_model(path, labels=labels, precision=precision,
+                               device=device or (str(current.device) if current else None))
     loaded = read_weights(path, trust=trust)
     beside = labels_beside(path)
     label = f"custom: {path.name}"
@@ -192,6 +198,36 @@ def load_weights(path: str | Path, current: LoadedModel | None, *, trust: bool =
                            device=device or (str(current.device) if current else None),
                            precision=precision, preprocess=preprocess_for(default_weights(match.name)))
     raise WeightsError(attempts[0])
+
+
+def load_onnx_model(path: str | Path, *, labels: tuple[str, ...] | None = None, device: str | None = None,
+                    precision: str = "fp32") -> LoadedModel:
+    """An ONNX file as a model: its graph converted to PyTorch, fed as its input says.
+
+    Preprocessing: the input's fixed square size as the crop (resized to 256/224
+    of it first, as ImageNet models are), else 224; ImageNet's mean and std.
+    Class names: `labels`, a labels file beside it, ImageNet's for 1000 outputs,
+    else 'class i'.
+
+    Raises:
+        WeightsError: one line (see onnx_files.load_onnx); the caller's model stays.
+    """
+    from cnnviewer.engine.models.onnx_files import load_onnx, same_on_a_batch
+
+    path = Path(path)
+    converted = load_onnx(path)
+    size = converted.input_size
+    preprocess = Preprocess(resize_size=round(size * 256 / 224), crop_size=size) if size else Preprocess()
+    classes = converted.num_outputs or _num_outputs(converted.module)
+    label = f"ONNX: {path.name}"
+    channels = next((m.in_channels for m in converted.module.modules() if isinstance(m, torch.nn.Conv2d)), 3)
+    if converted.shapes_in_graph and not same_on_a_batch(converted.module, channels, preprocess.crop_size):
+        label += (" (its graph runs one image at a time: index a dataset with --batch-size 1; "
+                  "lesion studies and synthesis, which batch, cannot use it)")
+    return wrap_module(converted.module, path.name,
+                       categories=_categories(classes, DEFAULT_MODEL, labels, labels_beside(path)),
+                       weights_label=label, trained=True, weights_path=str(path.resolve()),
+                       device=device, precision=precision, preprocess=preprocess)
 
 
 def non_finite(state_dict: dict[str, torch.Tensor]) -> list[str]:
