@@ -30,6 +30,9 @@ def check(args: argparse.Namespace) -> None:
     for given in files:
         if given and not os.path.exists(given):
             raise UsageError(f"cnnviewer: {given}: no such file")
+    if args.weights and args.model and args.weights.lower().endswith(ONNX_SUFFIX):
+        raise UsageError(f"cnnviewer: {os.path.basename(args.weights)} is a whole model (ONNX), not weights for "
+                         f"{args.model}: give it alone, as --model {args.weights}")
     if args.checkpoints and not os.path.isdir(args.checkpoints):
         raise UsageError(f"cnnviewer: {args.checkpoints}: not a folder"
                          + ("" if os.path.exists(args.checkpoints) else " (no such folder)"))

@@ -199,7 +199,8 @@ class Controller(QObject):
             return Loaded(loaded, _spec_after_weights(loaded, current.name if current else None, spec))
 
         self.jobs.submit("model", work, on_done=self._on_model_loaded,
-                         on_error=lambda text: self.message.emit(f"Weights not loaded: {text}"),
+                         on_error=lambda text: self.message.emit(
+                             f"{'Model not changed' if path.lower().endswith('.onnx') else 'Weights not loaded'}: {text}"),
                          label=f"Loading weights {Path(path).name}", detach_on_cancel=True)
 
     def _on_job_cancelled(self, key: str) -> None:

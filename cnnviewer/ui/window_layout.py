@@ -76,6 +76,6 @@ class FullTabTitles(QObject):
 def window_model_title(model) -> str:
     """The model as the title bar and status bar name it: custom weights are named, so a user
     who loaded a fine-tuned file can see that it, not the pretrained weights, is active."""
-    if model.weights_path:
+    if model.weights_path and Path(model.weights_path).name != model.name:   # an ONNX file is its own name
         return f"{model.title} — custom: {Path(model.weights_path).name}"
     return model.title

@@ -82,3 +82,17 @@ def test_bad_onnx_files_exit_2_with_one_line(files, capsys):
     line = refused(capsys, "predict", image, "--model", "mobilenet_v2", "--weights", str(files / "net.onnx"))
     assert "whole model (ONNX)" in line and "--model" in line
     assert "no such file" in refused(capsys, "--model", str(files / "missing.onnx"))   # the window's check
+
+
+def test_indexing_with_a_graph_fixed_at_one_image_is_one_line_naming_the_batch_size(tmp_path, capsys):
+    """A graph that spells its batch of 1 out cannot run the indexer's batches: one line, not a traceback."""
+    from tests.engine.test_onnx_models import classifier
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name, photo in (("cat.png", data.chelsea()), ("coffee.png", data.coffee())):
+        Image.fromarray(photo).save(images / name)
+    spelled = classifier(tmp_path, "spelled.onnx", classes=3, spelled_batch=True)
+    line = refused(capsys, "index", str(images), "--model", spelled, "-o", str(tmp_path / "index"))
+    assert "cannot run a batch of 2 images" in line and "batch size of 1" in line
+    assert main(["index", str(images), "--model", spelled, "--batch-size", "1", "-o", str(tmp_path / "one")]) == 0

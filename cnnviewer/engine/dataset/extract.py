@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from cnnviewer.engine.dataset.names import LOGITS, THUMB_SIDE
-from cnnviewer.engine.errors import Cancelled, CnnViewerError, describe
+from cnnviewer.engine.errors import Cancelled, CnnViewerError, ModelError, describe
 from cnnviewer.engine.models.handle import LoadedModel, Preprocess
 from cnnviewer.engine.runtime.folding import folded_copy
 from cnnviewer.engine.types import LayerId
@@ -252,6 +252,10 @@ def extract(model: LoadedModel, files: Sequence[Path], layers: Sequence[LayerId]
                         output = runner(inputs)
                     except _StopForward:
                         output = None
+                    except (RuntimeError, ValueError, IndexError) as error:   # e.g. an ONNX graph fixed at batch 1
+                        hint = " (try a batch size of 1)" if len(inputs) > 1 else ""
+                        raise ModelError(f"{model.name} cannot run a batch of {len(inputs)} images: "
+                                         f"{describe(error)}{hint}") from None
             finally:
                 if switch:
                     model.module.train(was_training)
