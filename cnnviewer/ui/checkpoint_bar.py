@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import QCheckBox, QLabel, QSlider, QToolBar, QWidget
+from PySide6.QtWidgets import QCheckBox, QLabel, QProxyStyle, QSlider, QStyle, QToolBar, QWidget
 
 from cnnviewer.ui.checkpoints import CheckpointBrowser
 
 DRAG_DEBOUNCE_MS = 80   # while the slider is dragged: load where it rests, not every tick it passes
+
+
+class _ClickJumps(QProxyStyle):
+    """A click on the slider's groove goes to that checkpoint (as in a video player), not one step."""
+
+    def styleHint(self, hint, option=None, widget=None, returnData=None) -> int:  # noqa: N802 - Qt override
+        if hint == QStyle.StyleHint.SH_Slider_AbsoluteSetButtons:
+            return Qt.MouseButton.LeftButton.value
+        return super().styleHint(hint, option, widget, returnData)
 
 
 class CheckpointBar(QToolBar):
@@ -26,6 +35,8 @@ class CheckpointBar(QToolBar):
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setMinimumWidth(320)
         self.slider.setPageStep(1)
+        self._slider_style = _ClickJumps()   # kept: the slider does not own its style
+        self.slider.setStyle(self._slider_style)
         self.slider.setTickPosition(QSlider.TickPosition.TicksBelow)
         self.slider.setToolTip("Move every panel through the run's checkpoints (arrow keys step)")
         self.next_action = self._action("▶", "Next checkpoint (Alt+Right)", "Alt+Right", lambda: self.step(1))

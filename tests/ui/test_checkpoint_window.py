@@ -7,6 +7,7 @@ predictions say which checkpoint every panel shows) and its first conv moved a l
 from __future__ import annotations
 
 import torch
+from PySide6.QtCore import Qt
 
 from cnnviewer.engine.runtime.hooks import record_outputs
 from cnnviewer.engine.runtime.inference import prepare_input
@@ -67,6 +68,14 @@ def test_the_strip_moves_every_panel_and_follow_picks_up_a_new_checkpoint(window
     plot.point_clicked.emit(0)                                         # a click on the plot: checkpoint 0
     qtbot.waitUntil(lambda: browser.index == 0 and top1(window) == CLASSES[0], timeout=30000)
     assert bar.slider.value() == 0
+    from PySide6.QtCore import QPoint
+    from PySide6.QtTest import QTest
+    groove_end = QPoint(bar.slider.width() - 3, bar.slider.height() // 2)
+    QTest.mouseClick(bar.slider, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, groove_end)
+    assert bar.slider.value() == bar.slider.maximum()                 # a click on the groove jumps there
+    qtbot.waitUntil(lambda: browser.index == bar.slider.maximum(), timeout=30000)
+    plot.point_clicked.emit(0)
+    qtbot.waitUntil(lambda: browser.index == 0 and bar.slider.value() == 0, timeout=30000)
 
     window.docks["feature_maps"].raise_()
     bar.slider.setValue(1)                                             # epoch 1: every visible panel shows it
