@@ -202,6 +202,28 @@ class Controller(QObject):
                          on_error=lambda text: self.message.emit(f"Weights not loaded: {text}"),
                          label=f"Loading weights {Path(path).name}", detach_on_cancel=True)
 
+    def adopt_module(self, module: Any, *, name: str, labels: Sequence[str] | None = None, preprocess: Any = None,
+                     live: bool = False, on_done: Callable[[Any], None] | None = None,
+                     on_error: Callable[[str], None] | None = None) -> None:
+        """Show an nn.Module from a Python session (`cnnviewer.show`), copied (or, `live`, sharing its
+        weights) on the job thread: the caller's module stays as found (python_api.adopt). No spec, so
+        the next launch never tries to rebuild it. `on_done(model)` / `on_error(line)` follow."""
+        def work(_context):
+            from cnnviewer.python_api.adopt import adopt_checked
+            return Loaded(adopt_checked(module, name=name, labels=labels, preprocess=preprocess, live=live), None)
+
+        def done(result: Loaded) -> None:
+            self._on_model_loaded(result)
+            if on_done is not None:
+                on_done(result.model)
+
+        def failed(text: str) -> None:
+            self.message.emit(f"Model not changed: {text}")
+            if on_error is not None:
+                on_error(text)
+
+        self.jobs.submit("model", work, on_done=done, on_error=failed, label=f"Loading {name}", detach_on_cancel=True)
+
     def _on_job_cancelled(self, key: str) -> None:
         if key == "model":   # a cancelled load is no longer where dropped weights should go
             self._pending = None
