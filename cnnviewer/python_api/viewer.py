@@ -304,8 +304,11 @@ class Viewer:
         dock = self.window.docks[key]
         dock.show()
         dock.raise_()
-        self.window.panel_docks.panel(key)   # built now if it never was on screen
         self.wait_until_ready(timeout)
+        widget = self.window.panel_docks.panel(key)   # built now if it never was on screen
+        refresh = getattr(widget, "refresh", None)
+        if refresh is not None:   # panels compute only while on screen: this one is now
+            refresh()
         self._settle(timeout)
         image = dock.widget().grab().toImage().convertToFormat(QImage.Format.Format_RGBA8888)
         if path is None:
