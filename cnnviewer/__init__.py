@@ -16,7 +16,7 @@ def __getattr__(name: str):
         # through this package. Only a caller asking for cnnviewer.show loads the window's code.
         import importlib
 
-        return getattr(importlib.import_module("cnnviewer.python_api.viewer"), name)
+        return getattr(importlib.import_module(f"cnnviewer.python_api.{name.lower()}"), name)
     raise AttributeError(f"module 'cnnviewer' has no attribute {name!r}")
 
 

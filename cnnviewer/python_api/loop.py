@@ -1,11 +1,13 @@
 """Who runs Qt's event loop once `show()` returns: the caller's IPython, a running Qt app, or show itself.
 
 napari's rule: in IPython the prompt must stay usable, so Qt's loop runs between prompts (`%gui qt`);
-a plain script has no loop at all, so `show()` runs one until the window closes.
+a plain script has no loop at all, so `show()` runs one until the window closes. And the one
+process-wide setting a window changes, the cycle collector, is handed back when it closes.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -72,3 +74,29 @@ def enable_ipython_qt(shell: Any) -> None:
         _told["enabled"] = True
         print("cnnviewer: enabled IPython's Qt event loop (%gui qt) so the prompt stays usable while the "
               "window is open", file=sys.stderr)
+
+
+# While a window lives, Python's cycle collector runs only from a GUI-thread timer (ui.main_thread:
+# run on the job thread it deadlocked PySide). `show` pauses it from its first line, since a full
+# collection over the caller's heap (torch's millions of objects) cost ~0.3 s of the window's start;
+# it is switched back on when the last window opened from Python closes, if it was on before.
+_collector = {"open": 0, "was_enabled": False}
+
+
+def pause_collector() -> list[bool]:
+    """Pause; returns the hold that `resume_collector` releases (once, however often it is called)."""
+    if _collector["open"] == 0:
+        _collector["was_enabled"] = gc.isenabled()
+    _collector["open"] += 1
+    gc.disable()
+    return [True]
+
+
+def resume_collector(hold: list[bool]) -> None:
+    """Release `hold`; the last one released switches the collector back on if it was on."""
+    if not hold[0]:
+        return
+    hold[0] = False
+    _collector["open"] -= 1
+    if _collector["open"] == 0 and _collector["was_enabled"]:
+        gc.enable()

@@ -1,4 +1,4 @@
-"""`cnnviewer.show(model)` and the `Viewer` handle it returns (the caller's thread = Qt's GUI thread).
+"""The `Viewer` handle `cnnviewer.show(model)` returns (the caller's thread = Qt's GUI thread).
 
 Nothing here imports or runs torch: the module is copied, images converted and transforms mapped
 on the app's job thread (python_api.adopt, python_api.inputs), and the window is the app's own,
@@ -8,7 +8,6 @@ responsive while it waits, inside a script, IPython or a Jupyter kernel alike.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import sys
 import threading
@@ -23,11 +22,9 @@ from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication
 
 from cnnviewer.python_api.inputs import FROM_PYTHON, check_image, to_input_image
-from cnnviewer.python_api.loop import current_shell, enable_ipython_qt, plan_event_loop, qt_loop_running
+from cnnviewer.python_api.loop import resume_collector
 
 REMEMBERED = ("last_model", "last_weights")   # what the next `cnnviewer` launch reopens
-
-
 def _is_module(value: Any) -> bool:
     """An nn.Module, checked without importing torch: a caller holding one has imported it."""
     torch = sys.modules.get("torch")
@@ -74,6 +71,7 @@ class Viewer:
         self._settings: QSettings | None = None
         self._remembered: dict[str, Any] = {}
         self._forward_error: str | None = None
+        self._hold = [False]   # the collector pause this window holds (set by show)
 
     # ---------------------------------------------------------------- wiring (show)
     def _attach(self, window: Any, controller: Any, settings: QSettings) -> None:
@@ -86,7 +84,9 @@ class Viewer:
         window.session.forward_changed.connect(lambda _summary: self._on_forward_failed(None))
 
     def _on_closed(self) -> None:
-        self._closed = True
+        if not self._closed:
+            self._closed = True
+            resume_collector(self._hold)   # the job thread stops with the window: none left to deadlock
 
     def _on_forward_failed(self, text: str | None) -> None:
         self._forward_error = text
@@ -330,80 +330,3 @@ class Viewer:
         if self.window is not None and not self._closed:
             self._guard()
             self.window.close()
-
-
-def show(model: Any, image: Any = None, labels: Sequence[str] | None = None, preprocess: Any = None, *,
-         block: bool | None = None, live: bool = False, title: str | None = None) -> Viewer:
-    """Open cnnviewer's window on an in-memory nn.Module.
-
-    Args:
-        model: the network. By default the window works on a snapshot: a deep copy made on the app's
-            job thread, and `show` returns only once it exists, so your next training step cannot
-            race it. Your module is left exactly as found (mode, requires_grad, no hooks).
-        image: a path, PIL image, numpy array or tensor (see `Viewer.set_image`); None: the sample photo.
-        labels: class names, one per output.
-        preprocess: a torchvision transform (Compose of Resize, CenterCrop, ToTensor / PILToTensor /
-            ConvertImageDtype, Normalize; or a weights' `.transforms()` preset); None: inferred
-            (timm's pretrained_cfg, else ImageNet's resize 256, crop 224, mean and std).
-        block: None: in a plain script, run until the window closes; in IPython / Jupyter, return at
-            once (turning on `%gui qt` if it is off); inside a running Qt app, return at once.
-            True: run until the window closes. False: return at once (a script must then run Qt's loop).
-        live: look at `model` itself, not a copy. The views then read the very weights your training
-            loop writes: a view computed during an optimizer step may mix old and new weights, and a
-            gradient view may fail if a step lands inside its backward pass; nothing redraws by itself
-            (call `viewer.refresh()`); weights must be float32 (a conversion would be a copy). Eval mode
-            and requires_grad are switched on a copy of the module tree sharing your tensors, so your
-            module's modes and flags are still never touched. Memory: no second copy of the weights.
-        title: the model's name in the title bar (default: its class name), marked "(from Python)".
-
-    Returns:
-        The Viewer (after the window closed, when blocking).
-
-    Raises:
-        TypeError, ValueError: a non-Module, an image or labels of the wrong kind or shape, a
-            preprocess that cannot be mapped (naming the step): one line; no window stays open.
-    """
-    started = time.perf_counter()
-    if not _is_module(model):
-        raise TypeError(f"cnnviewer.show needs a torch.nn.Module, got {type(model).__name__}")
-    check_image(image)
-    _check_labels(labels)
-    from cnnviewer.ui.app import set_identity, start_window
-
-    app = QApplication.instance()
-    if app is None:
-        app = QApplication([sys.argv[0] if sys.argv and sys.argv[0] else "cnnviewer"])
-        set_identity(app)
-    shell = current_shell()
-    plan = plan_event_loop(block, shell=shell, qt_loop_running=qt_loop_running())
-    if plan.enable_gui:
-        enable_ipython_qt(shell)
-    viewer, settings = Viewer(live), QSettings("cnnviewer", "cnnviewer")
-    box: dict[str, Any] = {}
-
-    def launch(controller: Any, window: Any) -> None:
-        viewer._attach(window, controller, settings)
-        controller.adopt_module(model, name=title or type(model).__name__, labels=labels, preprocess=preprocess,
-                                live=live, on_done=lambda m: box.setdefault("model", m),
-                                on_error=lambda text: box.setdefault("error", text))
-        if image is None:
-            controller.open_sample("chelsea")
-        else:
-            controller.jobs.submit("image", lambda _context: to_input_image(image),
-                                   on_done=lambda picture: (window.session.set_image(picture), box.setdefault("image", 1)),
-                                   on_error=lambda text: box.setdefault("error", text))
-
-    window = start_window(argparse.Namespace(device=None, precision="fp32"), settings, started, launch=launch)
-    try:
-        viewer._pump(lambda: "error" in box or ("model" in box and (image is None or "image" in box)),
-                     600.0, "the model copy")
-    except (RuntimeError, TimeoutError):
-        window.close()
-        raise
-    if "error" in box:
-        window.close()
-        raise ValueError(box["error"])
-    viewer._source = model
-    if plan.block:
-        app.exec()
-    return viewer

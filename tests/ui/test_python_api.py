@@ -217,13 +217,18 @@ def test_bad_inputs_give_one_line_and_leave_no_window(qtbot):
             call()
         assert "\n" not in str(error.value)
         assert not any(w.isVisible() for w in QApplication.topLevelWidgets())
+        assert __import__("gc").isenabled()   # no window left, so the collector is back on
 
 
-def test_the_remembered_launch_model_is_kept(qtbot):
+def test_the_remembered_launch_model_is_kept_and_the_collector_handed_back(qtbot):
+    import gc
+    assert gc.isenabled()
     settings = QSettings("cnnviewer", "cnnviewer")
     settings.setValue("last_model", "resnet18")
     settings.sync()
     viewer = cnnviewer.show(SmallNet(), preprocess=SMALL_PRE, block=False)
     viewer.wait_until_ready(30)
+    assert not gc.isenabled()   # collected from the GUI thread's timer while the window lives
     viewer.close()
     assert QSettings("cnnviewer", "cnnviewer").value("last_model") == "resnet18"
+    assert gc.isenabled()
