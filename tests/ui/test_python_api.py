@@ -232,3 +232,36 @@ def test_the_remembered_launch_model_is_kept_and_the_collector_handed_back(qtbot
     viewer.close()
     assert QSettings("cnnviewer", "cnnviewer").value("last_model") == "resnet18"
     assert gc.isenabled()
+
+
+SCRIPT = """
+import sys, time, torch
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+sys.path.insert(0, {tests!r})
+from test_python_api import SmallNet, SMALL_PRE
+import cnnviewer
+app = QApplication([])
+closed = []
+def close_when_ready():
+    window = next((w for w in app.topLevelWidgets() if w.isVisible() and "(from Python)" in w.windowTitle()), None)
+    if window is not None and window.session.forward is not None:
+        closed.append(time.monotonic())
+        window.close()
+    else:
+        QTimer.singleShot(50, close_when_ready)
+QTimer.singleShot(50, close_when_ready)
+viewer = cnnviewer.show(SmallNet(), preprocess=SMALL_PRE)   # a plain script: runs until the window closes
+print("returned after the close:", bool(closed) and time.monotonic() >= closed[0], viewer.window.isVisible())
+"""
+
+
+def test_a_plain_script_blocks_until_the_window_closes(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path), QT_QPA_PLATFORM="offscreen")
+    out = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=str(Path(__file__).parent))], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert "returned after the close: True False" in out.stdout, out.stderr[-2000:]
