@@ -272,9 +272,11 @@ class Viewer:
         if model is None or not model.name.endswith(FROM_PYTHON):
             self._controller.refresh_forward()
             return
-        source, live = (self._source, True) if self.live and self._source is not None else (model.module, True)
+        # A new view sharing the tensors (a new token, so no cache serves the old answers): of the
+        # caller's module when live, else of the snapshot itself, which is never copied twice.
+        source = self._source if self.live and self._source is not None else model.original.module
         self._run_job(lambda done, failed: self._controller.adopt_module(
-            source, name=model.name, labels=model.categories or None, preprocess=model.preprocess, live=live,
+            source, name=model.name, labels=model.categories or None, preprocess=model.preprocess, live=True,
             on_done=done, on_error=failed), "the refreshed model", timeout)
         if selection.layer in session.model.layer_names:
             session.select(layer=selection.layer, channel=selection.channel, neuron=selection.neuron,

@@ -220,6 +220,19 @@ def test_bad_inputs_give_one_line_and_leave_no_window(qtbot):
         assert __import__("gc").isenabled()   # no window left, so the collector is back on
 
 
+def test_load_model_by_name_and_a_name_that_fails(qtbot):
+    viewer = cnnviewer.show(SmallNet(), preprocess=SMALL_PRE, block=False)
+    viewer.load_model("mobilenet_v2")
+    viewer.wait_until_ready(60)
+    assert viewer.window.windowTitle() == "cnnviewer — mobilenet_v2"
+    assert viewer.predictions[0][0] == "Egyptian cat"
+    assert QSettings("cnnviewer", "cnnviewer").value("last_model") == "mobilenet_v2"   # a name is remembered
+    with pytest.raises(ValueError, match="no_such_net") as error:
+        viewer.load_model("no_such_net")
+    assert "\n" not in str(error.value) and viewer.window.windowTitle() == "cnnviewer — mobilenet_v2"
+    viewer.close()
+
+
 def test_the_remembered_launch_model_is_kept_and_the_collector_handed_back(qtbot):
     import gc
     assert gc.isenabled()
