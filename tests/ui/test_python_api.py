@@ -194,6 +194,9 @@ def test_snapshot_keeps_its_weights_and_live_follows_them_after_refresh(qtbot, l
         assert after == first
     selection = viewer.window.session.selection
     assert (selection.layer, selection.channel) == ("features.0", 2)   # refresh keeps what was shown
+    viewer.screenshot("gradients")   # a backward pass through the (shared) weights
+    assert viewer.window.gradients.results
+    assert all(p.grad is None for p in net.parameters())   # nothing accumulated into the caller's .grad
     assert net.training and [p.requires_grad for p in net.parameters()] == before_flags and not has_hooks(net)
     assert viewer.window.session.model.module is not net
     viewer.close()
