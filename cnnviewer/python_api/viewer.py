@@ -130,13 +130,16 @@ class Viewer:
             raise ValueError(box["error"])
         return box["done"]
 
-    def _settle(self, timeout: float) -> None:
-        """Until the job thread is idle and every result was delivered (as `cnnviewer export` waits)."""
-        runner, quiet = self._controller.jobs.runner, {"n": 0}
+    def _settle(self, timeout: float, quiet_s: float = 0.3) -> None:
+        """Until the job thread has been idle for `quiet_s`, every result delivered (as `cnnviewer
+        export` waits): longer than the panels' debounce timers (80-150 ms), which start their jobs."""
+        runner, since = self._controller.jobs.runner, {"t": time.monotonic()}
 
         def idle() -> bool:
-            quiet["n"] = 0 if runner.is_busy() else quiet["n"] + 1
-            return quiet["n"] >= 5
+            now = time.monotonic()
+            if runner.is_busy():
+                since["t"] = now
+            return now - since["t"] >= quiet_s
 
         self._pump(idle, timeout, "the panels")
 
