@@ -43,6 +43,8 @@ FIGURES: dict[str, list[str]] = {
                         rf"window shown / bare window\s+ratio\s+{NUMBER}",
                         rf"first predictions / bare imports\s+ratio\s+{NUMBER}",
                         r"torch imported on the GUI thread before show: False"],
+    "bench_show.py": [rf"^window shown show / launch\s+ratio\s+{NUMBER}", rf"^first predictions show / launch\s+ratio\s+{NUMBER}",
+                      r"torch imported on the GUI thread by the window: launch False"],
     "bench_importance.py": [rf"^mobilenet_v2\s+{layer}\s+\d+(\s+{NUMBER}){{5}}\s+\d+(\s+({NUMBER}|nan)){{2}}\s+(PASS|FAIL)"
                             for layer in (r"features\.4", r"features\.14", r"features\.17")],
     "bench_lesion.py": [rf"^{name}\s+N=\d+ B=\d+\s+study {NUMBER} s\s+N·B plain forwards {NUMBER} s\s+ratio {NUMBER}\s+(PASS|FAIL)"

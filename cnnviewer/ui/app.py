@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 from cnnviewer.engine.types import DEFAULT_MODEL, ONNX_SUFFIX
 
@@ -81,12 +83,16 @@ def set_identity(app) -> None:
     app.setWindowIcon(app_icon())
 
 
-def start_window(args: argparse.Namespace, settings, started: float):
+def start_window(args: argparse.Namespace, settings, started: float,
+                 launch: Callable[[Any, Any], None] | None = None):
     """Build and show the main window, then ask for the launch model and image (job thread).
 
-    `--trust` applies only to the weights file named on this same command line:
-    remembered weights from an earlier run are loaded as untrusted, so a
-    pickle among them is only ever loaded after the trust dialog.
+    Args:
+        args: the window's options (device, precision; and for the default launch model,
+            weights, trust, labels, image).
+        launch: `launch(controller, window)` asks for the first model and image; None: what the
+            command line names, else where the user left off (`launch_from_args`). `cnnviewer.show`
+            passes its in-memory module here, so both start the window by this same code.
     """
     from PySide6.QtCore import QTimer
 
@@ -132,17 +138,30 @@ def start_window(args: argparse.Namespace, settings, started: float):
                 window.close()
 
     session.forward_changed.connect(report_launch)
-    spec, weights, note = startup_model(args.model, args.weights, settings)
-    trust = bool(args.trust and args.weights)
-    if args.trust and not args.weights:
-        note = note or "--trust applies only to a file named with --weights; nothing was trusted"
-    if note:
-        window.show_message(note)
-    controller.load_model(spec, weights=weights, trust=trust, labels=args.labels)
-    if args.image:
-        window.open_image(args.image)
-    else:
-        controller.open_sample("chelsea")
-    if getattr(args, "checkpoints", None):   # once the launch model loaded: its architecture is tried first
-        window.open_checkpoints(args.checkpoints)
+    (launch or launch_from_args(args, settings))(controller, window)
     return window
+
+
+def launch_from_args(args: argparse.Namespace, settings) -> Callable[[Any, Any], None]:
+    """The launch model and image of the `cnnviewer` command: named on its command line, else remembered.
+
+    `--trust` applies only to the weights file named on this same command line:
+    remembered weights from an earlier run are loaded as untrusted, so a
+    pickle among them is only ever loaded after the trust dialog.
+    """
+    def launch(controller, window) -> None:
+        spec, weights, note = startup_model(args.model, args.weights, settings)
+        trust = bool(args.trust and args.weights)
+        if args.trust and not args.weights:
+            note = note or "--trust applies only to a file named with --weights; nothing was trusted"
+        if note:
+            window.show_message(note)
+        controller.load_model(spec, weights=weights, trust=trust, labels=args.labels)
+        if args.image:
+            window.open_image(args.image)
+        else:
+            controller.open_sample("chelsea")
+        if getattr(args, "checkpoints", None):   # once the launch model loaded: its architecture is tried first
+            window.open_checkpoints(args.checkpoints)
+
+    return launch

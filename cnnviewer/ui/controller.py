@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,50 +17,10 @@ from PySide6.QtCore import QObject, Signal
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.types import DEFAULT_MODEL
 from cnnviewer.ui.jobs import UiJobs
+from cnnviewer.ui.load_results import LazyWorkbench, Loaded, NeedsTrust, spec_after_weights
 
 if TYPE_CHECKING:
     from cnnviewer.engine.experiments.ablate_spec import Knockout
-
-
-@dataclass(frozen=True)
-class NeedsTrust:
-    """A weights file is a full pickled model; the user must trust it first."""
-
-    path: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A loaded model, the spec that rebuilds its architecture (None: a whole-model file),
-    and what to tell the user when weights meant for it were not applied."""
-
-    model: Any
-    spec: str | None
-    note: str = ""
-    needs_trust: NeedsTrust | None = None
-
-
-def _spec_after_weights(model, previous_name: str | None, previous_spec: str | None) -> str | None:
-    """The architecture spec of a model that weights were just loaded into (job thread)."""
-    if model.name == previous_name:
-        return previous_spec
-    from cnnviewer.engine.models.catalogue import classification_models
-    from cnnviewer.engine.models.timm_models import is_timm
-    return model.name if model.name in classification_models() or is_timm(model.name) else None
-
-
-class LazyWorkbench:
-    """Creates the engine's Workbench on first use, on the job thread (torch imports there)."""
-
-    def __init__(self) -> None:
-        self._workbench: Any = None
-
-    def __call__(self):
-        if self._workbench is None:
-            from cnnviewer.engine.workbench import Workbench
-            self._workbench = Workbench()
-        return self._workbench
 
 
 class Controller(QObject):
@@ -160,7 +119,7 @@ class Controller(QObject):
                 return Loaded(model, spec, note=f"Weights not loaded: {error}")
             note = (f"{Path(weights).name} holds {loaded.name} weights, not {model.name}: loaded {loaded.name}"
                     if loaded.name != model.name else "")
-            return Loaded(loaded, _spec_after_weights(loaded, model.name, spec), note=note)
+            return Loaded(loaded, spec_after_weights(loaded, model.name, spec), note=note)
 
         def failed(text: str) -> None:
             self._pending = None
@@ -196,12 +155,34 @@ class Controller(QObject):
             except UntrustedPickleError as error:
                 return NeedsTrust(path, str(error))
             check_runs(loaded)
-            return Loaded(loaded, _spec_after_weights(loaded, current.name if current else None, spec))
+            return Loaded(loaded, spec_after_weights(loaded, current.name if current else None, spec))
 
         self.jobs.submit("model", work, on_done=self._on_model_loaded,
                          on_error=lambda text: self.message.emit(
                              f"{'Model not changed' if path.lower().endswith('.onnx') else 'Weights not loaded'}: {text}"),
                          label=f"Loading weights {Path(path).name}", detach_on_cancel=True)
+
+    def adopt_module(self, module: Any, *, name: str, labels: Sequence[str] | None = None, preprocess: Any = None,
+                     live: bool = False, on_done: Callable[[Any], None] | None = None,
+                     on_error: Callable[[str], None] | None = None) -> None:
+        """Show an nn.Module from a Python session (`cnnviewer.show`), copied (or, `live`, sharing its
+        weights) on the job thread: the caller's module stays as found (python_api.adopt). No spec, so
+        the next launch never tries to rebuild it. `on_done(model)` / `on_error(line)` follow."""
+        def work(_context):
+            from cnnviewer.python_api.adopt import adopt_checked
+            return Loaded(adopt_checked(module, name=name, labels=labels, preprocess=preprocess, live=live), None)
+
+        def done(result: Loaded) -> None:
+            self._on_model_loaded(result)
+            if on_done is not None:
+                on_done(result.model)
+
+        def failed(text: str) -> None:
+            self.message.emit(f"Model not changed: {text}")
+            if on_error is not None:
+                on_error(text)
+
+        self.jobs.submit("model", work, on_done=done, on_error=failed, label=f"Loading {name}", detach_on_cancel=True)
 
     def _on_job_cancelled(self, key: str) -> None:
         if key == "model":   # a cancelled load is no longer where dropped weights should go

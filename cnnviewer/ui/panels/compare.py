@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 from cnnviewer.engine.session import Session
 from cnnviewer.engine.types import WEIGHT_SUFFIXES
 from cnnviewer.ui import file_dialogs
-from cnnviewer.ui.controller import LazyWorkbench
+from cnnviewer.ui.load_results import LazyWorkbench
 from cnnviewer.ui.dialogs import pick_model
 from cnnviewer.ui.jobs import UiJobs
 from cnnviewer.ui.panels.compare_series import SeriesDriftPlot
