@@ -55,9 +55,19 @@ def main() -> int:
     code = app.exec()
     import multiprocessing
     import threading
-    left = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()
-            and t.name != "tqdm_monitor"]   # tqdm's own sleeping monitor (pure Python, torch hub downloads)
-    left += [f"process {p.pid}" for p in multiprocessing.active_children()]
+
+    def still_running() -> list[str]:
+        names = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()
+                 and t.name != "tqdm_monitor"]   # tqdm's own sleeping monitor (pure Python, torch hub downloads)
+        return names + [f"process {p.pid}" for p in multiprocessing.active_children()]
+
+    # A closed multiprocessing queue's feeder thread (the index workers' queues) ends on its own
+    # shortly after close(): under load that took longer than this check once. Stopped means gone
+    # within 5 s, not necessarily at this very instant.
+    deadline = time.monotonic() + 5
+    while still_running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = still_running()
     if left:   # the app must stop these itself; the interpreter's exit must not find them running
         print(f"left running after the window closed: {left}", file=sys.stderr, flush=True)
     return code

@@ -44,7 +44,7 @@ def test_dropping_an_onnx_file_loads_it_and_it_reopens_at_launch(window, qtbot, 
 def test_a_bad_onnx_file_keeps_the_model_and_compare_takes_a_good_one(window, qtbot, exported):
     model, top = window.session.model, window.predictions.predictions
     drop_files(window.feature_maps.canvas.viewport(), [exported.with_name("cut.onnx")])
-    qtbot.waitUntil(lambda: "Weights not loaded" in window.statusBar().currentMessage(), timeout=20000)
+    qtbot.waitUntil(lambda: "Model not changed" in window.statusBar().currentMessage(), timeout=20000)
     assert "cut.onnx is not an ONNX model, or is truncated" in window.statusBar().currentMessage()
     assert window.session.model is model and window.predictions.predictions == top
     drop_files(window.compare, [exported])
