@@ -2,8 +2,10 @@
 
 The file is untrusted data, not code: it is read once into memory (never with
 its external data followed blindly), its external tensors come only from plain
-files in its own folder, what it may make us read or allocate is capped, and
-``onnx.checker`` vets it before conversion. Every refusal is one line
+files in its own folder, what it may make us read or allocate is capped (the
+tensors it declares here, those its shape inference says it computes in
+onnx_limits), and ``onnx.checker`` vets it before conversion. The converted
+module is put in eval mode before anything runs it. Every refusal is one line
 (``WeightsError``), so the caller's current model stays.
 
 The converted modules then take the exporting framework's layer names

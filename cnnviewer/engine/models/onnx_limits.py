@@ -10,7 +10,8 @@ together over MAX_TOTAL_BYTES, is refused in one line. Real CNNs stay far below
 together take 0.21 GiB; EfficientNet-B0's, 1.2 M and 0.08 GiB). A
 dimension inference cannot tell (symbolic, data-dependent) is not counted, so a
 normal model is never refused for what is unknown; such a graph's allocations
-stay unchecked here.
+stay unchecked here, as do the bodies of If/Loop subgraphs (main graph only).
+The check costs ~8 ms of MobileNetV2's 0.3 s open, ~80 ms of ResNet-152's 7 s.
 """
 
 from __future__ import annotations
@@ -76,9 +77,9 @@ def _fix_input(model: onnx.ModelProto, size: int) -> None:
 
 
 def _weights_as_inputs(model: onnx.ModelProto) -> None:
-    """Declare large non-integer initializers as typed inputs: inference needs their shapes, not their values
-    (integer and small ones, like Reshape targets, feed data propagation, so they stay), and a ResNet-152's 240 MB of weights
-    would otherwise be serialized for it (3.4 s instead of 0.2 s here)."""
+    """Declare large non-integer initializers as typed inputs: inference needs their shapes, not their
+    values (integer and small ones, like Reshape targets, feed data propagation, so they stay), and a
+    ResNet-152's 240 MB of weights would otherwise be serialized for it (3.4 s instead of 0.08 s here)."""
     kept = []
     for tensor in model.graph.initializer:
         if tensor.data_type in _INTEGERS or np.prod(tensor.dims, dtype=np.float64) <= _SMALL:
