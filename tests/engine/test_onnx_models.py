@@ -359,7 +359,8 @@ def bomb(folder, name: str, shape: list[int], adds: int = 1) -> str:
     fill = helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0])
     nodes = [helper.make_node("GlobalAveragePool", ["x"], ["big0"]),
              helper.make_node("ConstantOfShape", ["shape"], ["big"], value=fill)]
-    nodes += [helper.make_node("Add", [f"big{i}", "big"], [f"big{i + 1}" if i + 1 < adds else "y"]) for i in range(adds)]
+    nodes += [helper.make_node("Add", [f"big{i}", "big"], [f"big{i + 1}" if i + 1 < adds else "y"])
+              for i in range(adds)]
     return save(folder, name, nodes, [numpy_helper.from_array(np.array(shape, np.int64), "shape")], opset=17,
                 inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
                 outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])])
