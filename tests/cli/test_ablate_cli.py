@@ -9,19 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from skimage import data
 
 from cnnviewer.cli import main
+from tests.cli.conftest import run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +29,7 @@ def photos(tmp_path_factory) -> Path:
 
 
 def run_json(capsys, *argv: str):
-    assert main(list(argv)) == 0, capsys.readouterr().err
-    return json.loads(capsys.readouterr().out)
+    return json.loads(run(capsys, *argv))
 
 
 def test_predict_with_ablate_changes_the_probabilities(photos, capsys):

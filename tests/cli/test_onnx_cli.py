@@ -14,14 +14,10 @@ from PIL import Image
 from skimage import data
 
 from cnnviewer.cli import main
+from tests.cli.conftest import refused, run
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +33,6 @@ def files(tmp_path_factory) -> Path:
     whole = (folder / "net.onnx").read_bytes()
     (folder / "cut.onnx").write_bytes(whole[: len(whole) // 3])
     return folder
-
-
-def run(capsys, *argv: str) -> str:
-    assert main(list(argv)) == 0, capsys.readouterr().err
-    return capsys.readouterr().out
-
-
-def refused(capsys, *argv: str) -> str:
-    assert main(list(argv)) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and not captured.out and "Traceback" not in captured.err
-    return lines[0]
 
 
 def test_predict_with_an_onnx_model_gives_the_torch_models_top5(files, capsys):
@@ -96,3 +79,24 @@ def test_indexing_with_a_graph_fixed_at_one_image_is_one_line_naming_the_batch_s
     line = refused(capsys, "index", str(images), "--model", spelled, "-o", str(tmp_path / "index"))
     assert "cannot run a batch of 2 images" in line and "batch size of 1" in line
     assert main(["index", str(images), "--model", spelled, "--batch-size", "1", "-o", str(tmp_path / "one")]) == 0
+
+
+def test_hostile_onnx_files_are_one_line_and_odd_node_names_still_load(tmp_path, capsys):
+    """A NUL byte in an external-data location and a 226-byte graph asking for 40 GB: one line, exit 2;
+    nodes named like onnx2torch's constant buffers: the summary lists them under another name."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.engine.test_onnx_models import bomb, conv_weight, external, save
+
+    conv = [helper.make_node("Conv", ["x", "w"], ["y"])]
+    nul = save(tmp_path, "nul.onnx", conv, [external("w\0.bin")], outputs=[
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])])
+    assert "nul.onnx: tensor 'w' points outside the model's folder" in refused(capsys, "summary", "--model", nul)
+    line = refused(capsys, "summary", "--model", bomb(tmp_path, "bomb.onnx", [1, 1, 100_000, 100_000]))
+    assert line.startswith("error: bomb.onnx: tensor 'big' would hold 1e+10 values")
+    odd = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+           helper.make_node("Reshape", ["c", "shape"], ["y"], name="onnx_initializer_0")]
+    shape = numpy_helper.from_array(np.array([1, -1], np.int64), "shape")
+    path = save(tmp_path, "odd.onnx", odd, [conv_weight(), shape], out_shape=(1, 144))
+    assert "onnx_initializer_0_ " in run(capsys, "summary", "--model", path)

@@ -179,6 +179,28 @@ def test_a_graph_that_spells_its_batch_out_is_labelled_one_image_at_a_time(tmp_p
     assert same_on_a_batch(plain.module, 3, 8) and "one image" not in plain.weights_label
 
 
+def test_batchnorm_and_dropout_are_loaded_in_eval_mode_so_the_batch_probe_changes_nothing(tmp_path):
+    """onnx2torch leaves the module in training mode: the probe's random batch would overwrite BatchNorm's
+    running statistics, and Dropout would make it report 'one image at a time'."""
+    stats = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in
+             (("s", [1.5, 1, 1, 2]), ("o", [0, 1, 0, -1]), ("m", [0.5] * 4), ("v", [2.0] * 4))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("BatchNormalization", ["c", "s", "o", "m", "v"], ["n"]),
+             helper.make_node("Dropout", ["n", "ratio"], ["d"]), helper.make_node("Reshape", ["d", "shape"], ["y"])]
+    extra = [numpy_helper.from_array(np.array(0.5, np.float32), "ratio"),
+             numpy_helper.from_array(np.array([1, -1], np.int64), "shape")]
+    path = save(tmp_path, "bn.onnx", nodes, [conv_weight(), *stats, *extra], out_shape=(1, 144), opset=15)
+    model = load_model(path)
+    norm = next(m for m in model.module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert norm.running_mean.tolist() == [0.5] * 4 and norm.running_var.tolist() == [2.0] * 4
+    assert not model.module.training and "one image at a time" not in model.weights_label
+    images = np.random.default_rng(2).random((2, 3, 8, 8), dtype=np.float32)
+    reference = ReferenceEvaluator(onnx.load(path))
+    expected = np.concatenate([reference.run(None, {"x": images[i:i + 1]})[0] for i in range(2)])
+    with torch.no_grad():
+        np.testing.assert_allclose(model.module(torch.from_numpy(images)).numpy(), expected, atol=1e-5)
+
+
 def test_repairs_for_torch_exporters_match_onnx_reference_evaluator(tmp_path):
     """Constant nodes, an Identity of an initializer (opset 20: no converter), Reshape(allowzero=1)."""
     nodes = [helper.make_node("Identity", ["w"], ["w2"]),
@@ -290,7 +312,7 @@ def test_external_data_is_read_only_from_files_beside_the_model(tmp_path):
     secret.mkdir()
     (secret / "w.bin").write_bytes(b"\0" * 432)
     os.symlink(secret / "w.bin", tmp_path / "link.bin")
-    for location in ("secret/w.bin", "../w.bin", str(secret / "w.bin"), "link.bin"):
+    for location in ("secret/w.bin", "../w.bin", str(secret / "w.bin"), "link.bin", "w\0.bin"):
         path = save(tmp_path, "out.onnx", conv, [external(location)], outputs=outputs)
         assert "outside the model's folder" in one_line_refusal(path)
 
@@ -307,3 +329,68 @@ def test_bad_graphs_are_refused_in_one_line(tmp_path):
                                           [huge]))
     assert "not a valid ONNX model" in one_line_refusal(
         save(tmp_path, "dangling.onnx", [helper.make_node("Relu", ["nowhere"], ["y"])]))
+
+
+def test_node_names_like_the_constants_buffers_and_failed_naming_keep_onnx2torchs_names(tmp_path, monkeypatch):
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("Reshape", ["c", "shape"], ["r"], name="onnx_initializer_0"),
+             helper.make_node("Relu", ["r"], ["y"], name="onnx_initializer_1")]
+    path = save(tmp_path, "odd.onnx", nodes, [conv_weight(), numpy_helper.from_array(np.array([1, -1], np.int64),
+                                                                                      "shape")], out_shape=(1, 144))
+    image = np.random.default_rng(3).random((1, 3, 8, 8), dtype=np.float32)
+    expected = ReferenceEvaluator(onnx.load(path)).run(None, {"x": image})[0]
+    named = load_model(path)
+    assert "onnx_initializer_0" in dict(named.module.named_buffers())
+    from cnnviewer.engine.models import onnx_names
+
+    def broken(module, model):
+        raise KeyError("attribute 'x' already exists")
+    monkeypatch.setattr(onnx_names, "renamed", broken)
+    flat = load_model(path)
+    assert {"conv", "onnx_initializer_0"} <= {name for name, _ in flat.module.named_modules()}
+    for model in (named, flat):
+        with torch.no_grad():
+            np.testing.assert_allclose(model.module(torch.from_numpy(image)).numpy(), expected, atol=1e-5)
+
+
+def bomb(folder, name: str, shape: list[int], adds: int = 1) -> str:
+    """A few hundred bytes asking for a tensor of `shape` (ConstantOfShape), added to a one-channel image's
+    mean `adds` times (each sum a tensor of that size)."""
+    fill = helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0])
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["big0"]),
+             helper.make_node("ConstantOfShape", ["shape"], ["big"], value=fill)]
+    nodes += [helper.make_node("Add", [f"big{i}", "big"], [f"big{i + 1}" if i + 1 < adds else "y"])
+              for i in range(adds)]
+    return save(folder, name, nodes, [numpy_helper.from_array(np.array(shape, np.int64), "shape")], opset=17,
+                inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d"])])
+
+
+def test_a_graph_that_would_allocate_too_much_is_refused_before_it_runs(tmp_path):
+    assert "would hold 1e+10 values" in one_line_refusal(bomb(tmp_path, "bomb.onnx", [1, 1, 100_000, 100_000]))
+    assert "more than 8 GiB" in one_line_refusal(bomb(tmp_path, "many.onnx", [1, 1, 2 ** 14, 2 ** 14], adds=9))
+    computed = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Concat", ["s", "k"], ["shape"], axis=0),
+                helper.make_node("ConstantOfShape", ["shape"], ["y"])]
+    path = save(tmp_path, "computed.onnx", computed, [numpy_helper.from_array(np.array([10 ** 6], np.int64), "k")],
+                outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b", "c", "d", "e"])],
+                inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])])
+    assert "would hold" in one_line_refusal(path)   # the shape comes from the input: 1 x 3 x 224 x 224 x 1e6
+
+
+def test_real_cnns_stay_far_below_the_allocation_caps_and_free_sizes_are_not_refused(tmp_path):
+    import torchvision
+
+    from cnnviewer.engine.models.onnx_limits import MAX_TENSOR_ELEMENTS, MAX_TOTAL_BYTES, check_allocations
+    for net in (torchvision.models.resnet152(), torchvision.models.efficientnet_b0()):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net.eval(), (torch.zeros(1, 3, 224, 224),), str(tmp_path / "net.onnx"), dynamo=False)
+        largest, total = check_allocations(onnx.load(str(tmp_path / "net.onnx")), "net.onnx", 224)
+        assert largest < MAX_TENSOR_ELEMENTS / 100 and total < MAX_TOTAL_BYTES / 20
+    path = classifier(tmp_path, "free.onnx", 5)
+    model = onnx.load(path)
+    for dim, label in zip(model.graph.input[0].type.tensor_type.shape.dim, ("n", None, "h", "w")):
+        if label:
+            dim.dim_param = label
+    onnx.save(model, path)
+    assert load_model(path).preprocess.crop_size == 224

@@ -2,8 +2,10 @@
 
 The file is untrusted data, not code: it is read once into memory (never with
 its external data followed blindly), its external tensors come only from plain
-files in its own folder, what it may make us read or allocate is capped, and
-``onnx.checker`` vets it before conversion. Every refusal is one line
+files in its own folder, what it may make us read or allocate is capped (the
+tensors it declares here, those its shape inference says it computes in
+onnx_limits), and ``onnx.checker`` vets it before conversion. The converted
+module is put in eval mode before anything runs it. Every refusal is one line
 (``WeightsError``), so the caller's current model stays.
 
 The converted modules then take the exporting framework's layer names
@@ -24,7 +26,7 @@ from onnx import TensorProto
 from torch import fx, nn
 
 from cnnviewer.engine.errors import WeightsError, describe, first_line
-from cnnviewer.engine.models import onnx_blocks, onnx_names, onnx_repairs
+from cnnviewer.engine.models import onnx_blocks, onnx_limits, onnx_names, onnx_repairs
 from cnnviewer.engine.types import ONNX_SUFFIX
 
 MAX_FILE_BYTES = 2 * 1024 ** 3        # protobuf's own limit for one message
@@ -76,15 +78,30 @@ def load_onnx(path: str | Path) -> OnnxModel:
     outputs = model.graph.output
     out_dims = outputs[0].type.tensor_type.shape.dim if outputs else []
     num_outputs = out_dims[1].dim_value if len(out_dims) >= 2 and out_dims[1].HasField("dim_value") else None
+    onnx_limits.check_allocations(model, path.name, size)   # before anything runs the graph
     onnx_repairs.fold_constants(model)
     onnx_repairs.drop_identities(model)
     onnx_repairs.relax_allowzero(model)
     onnx_repairs.free_batch(model)
     model = _convertible_version(model, path.name)
-    module = _convert(model, path.name)
     shaping = any(node.op_type in _SHAPING or node.op_type == "Flatten"
                   and any(a.name == "axis" and a.i != 1 for a in node.attribute) for node in model.graph.node)
-    return OnnxModel(onnx_blocks.nest_blocks(onnx_names.renamed(module, model)), size, num_outputs, _opset(model), shaping)
+    return OnnxModel(_named(model, path.name), size, num_outputs, _opset(model), shaping)
+
+
+def _named(model: onnx.ModelProto, name: str) -> fx.GraphModule:
+    """The converted module in eval mode, with the exporter's names and blocks; onnx2torch's own flat
+    names when that fails (an odd or hostile file's names), since naming is a nicety, not a reason to refuse.
+
+    eval() comes first: onnx2torch leaves the module in training mode, where a forward pass (the batch
+    probe's) would overwrite BatchNorm's running statistics and Dropout would drop.
+    """
+    try:
+        return onnx_blocks.nest_blocks(onnx_names.renamed(_convert(model, name).eval(), model)).eval()
+    except WeightsError:
+        raise
+    except Exception:   # renaming or nesting mutates the graph in place: start again from a fresh conversion
+        return _convert(model, name).eval()
 
 
 def read_onnx(path: Path) -> onnx.ModelProto:
@@ -155,9 +172,13 @@ def _read_external_data(model: onnx.ModelProto, path: Path) -> None:
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")
-        parts = Path(location).parts
-        target = (folder / location).resolve()
-        if not location or Path(location).is_absolute() or ".." in parts or target.parent != folder:
+        try:
+            parts = Path(location).parts
+            target = (folder / location).resolve()
+        except (OSError, ValueError, RuntimeError):   # a NUL byte, a symlink loop: no plain file beside it
+            target = None
+        if not location or target is None or Path(location).is_absolute() or ".." in parts \
+                or target.parent != folder:
             raise WeightsError(f"{path.name}: tensor {tensor.name!r} points outside the model's folder "
                                f"({location!r}); only files beside the model are read")
         if not target.is_file():

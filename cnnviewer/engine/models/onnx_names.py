@@ -58,8 +58,10 @@ def _chained(path: list[str]) -> str | None:
     return full if not full or _DOTTED.match(full) else None
 
 
-def layer_names(model: onnx.ModelProto) -> dict[str, str]:
+def layer_names(model: onnx.ModelProto, reserved: frozenset[str] = frozenset()) -> dict[str, str]:
     """onnx2torch's module name for each node -> the name it is given here.
+
+    `reserved`: names already used at the root (the constants' buffers), which no module takes.
 
     A node takes its scope's name when it is the only node there and no other
     node lies inside that scope; else '<scope>.<Op>' (numbered when repeated)
@@ -75,7 +77,7 @@ def layer_names(model: onnx.ModelProto) -> dict[str, str]:
             counts[scope] = counts.get(scope, 0) + 1
     parents = {scope.rsplit(".", i)[0] for scope in counts for i in range(1, scope.count(".") + 1)}
     names: dict[str, str] = {}
-    taken: set[str] = set()
+    taken: set[str] = set(reserved)
     inside: set[str] = set()     # the containers the names chosen so far create
     ops: dict[tuple[str, str], int] = {}
     for own, node, scope in zip(unique, model.graph.node, scopes):
@@ -106,9 +108,11 @@ def _prefixes(dotted: str) -> list[str]:
 
 def renamed(module: fx.GraphModule, model: onnx.ModelProto) -> fx.GraphModule:
     """The graph with modules at the names of `layer_names`, and its constants as the root's buffers."""
-    names = layer_names(model)
-    root = nn.Module()
     graph = module.graph
+    buffers = frozenset(str(node.target).removeprefix("initializers.") for node in graph.nodes
+                        if node.op == "get_attr" and str(node.target).startswith("initializers."))
+    names = layer_names(model, buffers)   # a node named 'onnx_initializer_0' must not take a buffer's name
+    root = nn.Module()
     for node in graph.nodes:
         if node.op == "call_module":
             new = names.get(node.target, node.target)
