@@ -2,12 +2,19 @@
 
 Checkpoints of the real MobileNetV2 where checkpoint k's classifier favours one class (so its
 predictions say which checkpoint every panel shows) and its first conv moved a little further.
+The browser's races (a second folder opened while the first moves, ▶ then ◀, Follow on a folder
+whose files or whole self are deleted, a slider move during the drift) run against the real
+CheckpointBrowser and job thread with a stub controller, so they need no window.
 """
 
 from __future__ import annotations
 
+import shutil
+import time
+
+import pytest
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, Qt, Signal
 
 from cnnviewer.engine.runtime.hooks import record_outputs
 from cnnviewer.engine.runtime.inference import prepare_input
@@ -148,12 +155,6 @@ def test_a_folder_without_checkpoints_is_one_line_and_changes_nothing(window, qt
 
 
 # ------------------------------------------------------------------ the browser alone (a stub controller)
-import shutil  # noqa: E402
-import time  # noqa: E402
-
-import pytest  # noqa: E402
-from PySide6.QtCore import QObject, Signal  # noqa: E402
-
 
 class StubController(QObject):
     """What CheckpointBrowser asks of the window's controller, without the panels."""
@@ -273,7 +274,7 @@ def test_follow_drops_deleted_checkpoints_and_stops_when_the_folder_is_gone(brow
     shutil.rmtree(folder)                                 # the whole folder: one line, Follow off
     qtbot.waitUntil(lambda: not browser.follow, timeout=10000)
     assert not browser.timer.isActive() and [m for m in browser.messages if m.startswith("Follow stopped")] == [
-        f"Follow stopped: run: the folder is gone or unreadable (No such file or directory)"]
+        "Follow stopped: run: the folder is gone or unreadable (No such file or directory)"]
 
 
 def test_a_slider_move_does_not_wait_behind_the_drift(browser, qtbot, tmp_path, mobilenet):
