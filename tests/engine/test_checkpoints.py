@@ -119,6 +119,8 @@ def test_series_drift_matches_the_hand_computation(real, tmp_path):
     hand = torch.cat([(2 * EPSILON * noise[k]).flatten() for k in own]).norm() / torch.cat(
         [state[k].flatten() for k in own]).norm()
     assert layer == pytest.approx(float(hand), rel=1e-4)
+    from cnnviewer.engine.comparison.compare import _weight_drift   # every layer as Compare measures it
+    assert dict(drift[3].layers) == pytest.approx(_weight_drift(series.model(0), series.model(3)), rel=1e-4, abs=1e-7)
     activations = [d.activation for d in drift[:4]]
     assert activations[0] == 0.0 and all(a < b for a, b in zip(activations, activations[1:]))
     assert drift[0].logits == 0.0 and drift[3].logits > drift[1].logits > 0

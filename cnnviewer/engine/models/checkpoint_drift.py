@@ -17,7 +17,7 @@ from threading import Event
 import numpy as np
 import torch
 
-from cnnviewer.engine.comparison.compare import _relative, _weight_drift
+from cnnviewer.engine.comparison.compare import _relative
 from cnnviewer.engine.errors import Cancelled, WeightsError
 from cnnviewer.engine.media.images import InputImage
 from cnnviewer.engine.models.checkpoints import Checkpoint, CheckpointSeries
@@ -94,7 +94,7 @@ class DriftCache:
     outputs: dict = field(default_factory=dict)
     errors: dict = field(default_factory=dict)
     reads: int = 0
-    _base: tuple | None = None       # (first key, model, vector): W_0
+    _base: tuple | None = None       # (first key, vector): W_0 (a copy: never a module the slider may refill)
     _base_run: tuple | None = None   # (first key, layer, image, logits, activation)
     _last: tuple | None = None       # (key, vector): the last vector measured, for weights_previous
     _images: list = field(default_factory=list)   # (image, number): the last few images, by identity
@@ -161,19 +161,20 @@ def _measure(series: CheckpointSeries, index: int, key: Key, first: Key | None, 
     vector = parameter_vector(model)
     if first is None:     # this one is the first readable: W_0, and its run, are its own
         first = key
-        cache._base = (key, model, vector)
+        cache._base = (key, vector)
         cache._base_run = (key, layer, image_key, logits, acts)
     if cache._base is None or cache._base[0] != first:
-        cache._base = (first, *_first_model(series, first))
-    _, base_model, base_vector = cache._base
+        cache._base = (first, parameter_vector(_model_of(series, first)))
+    base_vector = cache._base[1]
     if (first, key) not in cache.weights:   # per-layer zeros for the first: the same tensors
-        cache.weights[(first, key)] = (_relative(base_vector, vector), tuple(_weight_drift(base_model, model).items()))
+        cache.weights[(first, key)] = (_relative(base_vector, vector), _layer_drift(model, base_vector, vector))
     if previous is not None and (previous, key) not in cache.previous:
         last = cache._last[1] if cache._last is not None and cache._last[0] == previous else _vector_of(series, previous)
         cache.previous[(previous, key)] = _relative(last, vector)
     cache._last = (key, vector)
     if cache._base_run is None or cache._base_run[:3] != (first, layer, image_key):
-        cache._base_run = (first, layer, image_key, *_run(base_model, image, layer))
+        # fetched now, not kept: a model of the series' cache may later be refilled with another checkpoint
+        cache._base_run = (first, layer, image_key, *_run(_model_of(series, first), image, layer))
     base_logits, base_acts = cache._base_run[3:]
     probabilities = torch.softmax(logits, dim=-1)[0].numpy() if logits.dim() == 2 else None
     top = int(np.argmax(probabilities)) if probabilities is not None else None
@@ -187,10 +188,25 @@ def _index_of(series: CheckpointSeries, key: Key) -> int:
     return next(i for i, c in enumerate(series.checkpoints) if _key(c) == key)
 
 
-def _first_model(series: CheckpointSeries, first: Key) -> tuple[LoadedModel, torch.Tensor]:
-    model = series.model(_index_of(series, first), keep=False)
-    return model, parameter_vector(model)
+def _model_of(series: CheckpointSeries, key: Key) -> LoadedModel:
+    return series.model(_index_of(series, key), keep=False)
 
 
 def _vector_of(series: CheckpointSeries, key: Key) -> torch.Tensor:
-    return parameter_vector(series.model(_index_of(series, key), keep=False))
+    return parameter_vector(_model_of(series, key))
+
+
+def _layer_drift(model: LoadedModel, base: torch.Tensor, vector: torch.Tensor) -> tuple[tuple[LayerId, float | None], ...]:
+    """compare._weight_drift per layer, from the two flat vectors (parameter_vector's order), so W_0
+    is kept as one vector and no module of the first checkpoint has to stay alive."""
+    offsets, position = {}, 0
+    for name, parameter in model.module.named_parameters():
+        offsets[name] = (position, position + parameter.numel())
+        position += parameter.numel()
+    drift = []
+    for name, module in model.module.named_modules():
+        own = [offsets[f"{name}.{k}" if name else k] for k, _ in module.named_parameters(recurse=False)
+               if (f"{name}.{k}" if name else k) in offsets]
+        if own:
+            drift.append((name, _relative(torch.cat([base[a:b] for a, b in own]), torch.cat([vector[a:b] for a, b in own]))))
+    return tuple(drift)
