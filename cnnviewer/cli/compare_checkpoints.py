@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"  {record['file'][:30]:30s} {_int(record['epoch']):>5s} {_int(record['step']):>7s}  "
               f"{_number(record['weights_vs_first'])} {_number(record['weights_vs_previous'])} "
-              f"{_number(record['logits_drift'])}  {record['top1']} ({record['probability']:.1%})")
+              f"{_number(record['logits_drift'])}  {_top(record)}")
     return 0
 
 
@@ -60,12 +60,19 @@ def _record(row) -> dict:
     return {"file": checkpoint.name, "path": checkpoint.path, "epoch": checkpoint.epoch, "step": checkpoint.step,
             "label": checkpoint.label, "weights_vs_first": _finite(row.weights),
             "weights_vs_previous": _finite(row.weights_previous), "logits_drift": _finite(row.logits),
-            "top1": row.top1, "top1_index": row.top1_index, "probability": row.probability, "error": row.error}
+            "top1": row.top1, "top1_index": row.top1_index, "probability": _finite(row.probability), "error": row.error}
 
 
 def _finite(value: float | None) -> float | None:
     """JSON has no NaN or inf: those become null (a diverged checkpoint)."""
     return None if value is None or not math.isfinite(value) else value
+
+
+def _top(record: dict) -> str:
+    """'Egyptian cat (93.1%)'; '—' for a network whose output is not (batch, classes), or a NaN one."""
+    if record["top1"] is None:
+        return "—"
+    return record["top1"] + ("" if record["probability"] is None else f" ({record['probability']:.1%})")
 
 
 def _int(value: int | None) -> str:

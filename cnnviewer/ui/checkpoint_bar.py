@@ -63,6 +63,8 @@ class CheckpointBar(QToolBar):
         browser.listed.connect(self._on_listed)
         browser.shown.connect(self._on_shown)
         browser.closed.connect(self.hide)
+        browser.follow_changed.connect(self._on_follow_changed)
+        self._requested: int | None = None   # the last index asked of the browser (or shown by it)
         self.hide()
 
     def _action(self, text: str, tip: str, keys: str, slot) -> QAction:
@@ -86,7 +88,13 @@ class CheckpointBar(QToolBar):
         self.title.setToolTip(str(folder or ""))
         self.show()
 
+    def _on_follow_changed(self, on: bool) -> None:
+        self.follow.blockSignals(True)
+        self.follow.setChecked(on)
+        self.follow.blockSignals(False)
+
     def _on_shown(self, index: int) -> None:
+        self._requested = index
         self.slider.blockSignals(True)
         self.slider.setValue(index)
         self.slider.blockSignals(False)
@@ -109,5 +117,8 @@ class CheckpointBar(QToolBar):
 
     def _request(self) -> None:
         self._debounce.stop()
-        if self.slider.value() != self.browser.index:
+        # Against the last request, not the index shown: ▶ then ◀ before the first load lands must
+        # ask for the way back (the new request supersedes the pending one).
+        if self.slider.value() != self._requested:
+            self._requested = self.slider.value()
             self.browser.show(self.slider.value())

@@ -66,3 +66,38 @@ def test_drift_per_checkpoint_as_json_and_as_a_table(tmp_path):
         assert len(failed.stderr.strip().splitlines()) == 1 and "Traceback" not in failed.stderr
     window = run("--checkpoints", str(tmp_path / "missing"))          # the window's own option: checked first
     assert window.returncode == 2 and window.stderr.strip() == f"error: cnnviewer: {tmp_path / 'missing'}: not a folder (no such folder)"
+
+
+ARCH = '''from torch import nn
+def Tiny():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+def Dense():
+    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1))
+'''
+
+
+def test_a_diverged_run_is_strict_json_and_a_dense_net_prints_a_table(tmp_path, capsys):
+    """A NaN checkpoint's probability is null in JSON (never a bare NaN); a network whose output is not
+    (batch, classes) has no top-1: the table says '—' instead of failing on it."""
+    from cnnviewer.cli import main
+    from cnnviewer.engine.models.loading import load_model
+    torch.set_num_threads(1)
+    (tmp_path / "arch.py").write_text(ARCH)
+    Image.new("RGB", (48, 48), (120, 80, 40)).save(tmp_path / "image.png")
+    for name in ("Tiny", "Dense"):
+        folder = tmp_path / name
+        folder.mkdir()
+        state = load_model(f"{tmp_path / 'arch.py'}:{name}").module.state_dict()
+        for k in range(2):
+            moved = {key: value + 0.1 * k for key, value in state.items()}
+            if name == "Tiny" and k == 1:
+                moved["4.bias"] = torch.full_like(moved["4.bias"], float("nan"))   # diverged
+            torch.save({"state_dict": moved, "epoch": k}, folder / f"epoch_{k}.pt")
+    args = ["compare", str(tmp_path / "image.png"), "--checkpoints"]
+    assert main([*args, str(tmp_path / "Tiny"), "--model", f"{tmp_path / 'arch.py'}:Tiny", "--json"]) == 0
+    printed = capsys.readouterr().out
+    rows = json.loads(printed, parse_constant=lambda constant: pytest.fail(f"not JSON: {constant}"))["checkpoints"]
+    assert rows[0]["probability"] > 0 and rows[1]["probability"] is None and rows[1]["logits_drift"] is None
+    assert main([*args, str(tmp_path / "Dense"), "--model", f"{tmp_path / 'arch.py'}:Dense"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "2 checkpoints" in table[0] and table[-1].split()[:2] == ["epoch_1.pt", "1"] and table[-1].endswith("—")

@@ -13,14 +13,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnviewer.engine.errors import WeightsError
+from cnnviewer.engine.errors import Cancelled, WeightsError
 from cnnviewer.engine.media.images import sample_image
-from cnnviewer.engine.models.checkpoint_drift import series_drift
+from cnnviewer.engine.models.checkpoint_drift import DriftCache, series_drift
+from cnnviewer.engine.models.checkpoint_names import safetensors_header
 from cnnviewer.engine.models.checkpoints import (
     CheckpointSeries,
     complete,
     describe_entry,
     list_checkpoints,
+    new_entries,
     order_from_name,
     readable,
 )
@@ -50,7 +52,11 @@ def moved(real, k: int) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(("name", "epoch", "step"), [
     ("epoch=3-step=1200.ckpt", 3, 1200), ("epoch_003.pth", 3, None), ("ckpt_e12.pt", 12, None),
     ("step1000.pt", None, 1000), ("checkpoint-1500", None, 1500), ("model_0005.pth", None, 5),
-    ("42.pt", None, 42), ("iter_250.pth", None, 250), ("last.ckpt", None, None)])
+    ("42.pt", None, 42), ("iter_250.pth", None, 250), ("last.ckpt", None, None),
+    # run names that carry hyper-parameters: a learning rate or weight decay is never an epoch
+    ("lr1e-4_epoch2.pt", 2, None), ("lr1e-4_epoch10.pt", 10, None), ("wd5e-4-epoch=7.ckpt", 7, None),
+    ("resnet18_lr3e-4_bs64_e12.pth", 12, None), ("lr1e-3_wd1e-4_bs32_ep3.pt", 3, None),
+    ("lr0.01_bs128_step500.pt", None, 500), ("model_v2_epoch5.pt", 5, None)])
 def test_order_from_the_name(name, epoch, step):
     assert order_from_name(name)[:2] == (epoch, step)
 
@@ -113,6 +119,8 @@ def test_series_drift_matches_the_hand_computation(real, tmp_path):
     hand = torch.cat([(2 * EPSILON * noise[k]).flatten() for k in own]).norm() / torch.cat(
         [state[k].flatten() for k in own]).norm()
     assert layer == pytest.approx(float(hand), rel=1e-4)
+    from cnnviewer.engine.comparison.compare import _weight_drift   # every layer as Compare measures it
+    assert dict(drift[3].layers) == pytest.approx(_weight_drift(series.model(0), series.model(3)), rel=1e-4, abs=1e-7)
     activations = [d.activation for d in drift[:4]]
     assert activations[0] == 0.0 and all(a < b for a, b in zip(activations, activations[1:]))
     assert drift[0].logits == 0.0 and drift[3].logits > drift[1].logits > 0
@@ -196,3 +204,88 @@ def test_hugging_face_folders_and_a_file_written_bit_by_bit(real, tmp_path):
     ready, _ = complete(partial, stamp)                   # the same size and mtime twice, and it reads
     assert ready and readable(partial)
     assert complete(tmp_path / "gone.pt", stamp) == (False, None)
+
+
+def test_lr_in_names_keeps_the_epoch_order(tmp_path):
+    for epoch in (2, 10, 1):
+        torch.save({"w": torch.zeros(1)}, tmp_path / f"lr1e-4_wd5e-4_epoch{epoch}.pt")
+    assert [c.label for c in list_checkpoints(tmp_path)] == ["epoch 1", "epoch 2", "epoch 10"]
+
+
+def test_the_checkpoint_on_screen_is_never_refilled_by_later_reads(real, tmp_path):
+    model = real[0]
+    for k in range(6):
+        torch.save(moved(real, k), tmp_path / f"epoch_{k}.pt")
+    series = CheckpointSeries(tmp_path, list_checkpoints(tmp_path), model, cache_size=2)
+    shown = series.model(1)                       # every panel shows epoch 1
+    for k in (2, 3, 4, 5):                        # superseded slider moves still ran on the job thread
+        series.model(k, shown=shown.weights_path)
+    assert torch.equal(shown.module.features[0][0].weight, moved(real, 1)["features.0.0.weight"])
+    assert series.model(1) is shown               # still cached: the strip may go back to it for free
+    reads = series.reads
+    stop = __import__("threading").Event()
+    stop.set()
+    with pytest.raises(Cancelled):                # a superseded move stops before reading
+        series.model(3, shown=shown.weights_path, cancel=stop)
+    assert series.reads == reads
+
+
+def test_exports_are_not_checkpoints_and_a_script_never_decides_the_architecture(real, tmp_path):
+    model = real[0]
+    (tmp_path / "export.onnx").write_bytes(b"an onnx export beside the checkpoints")
+    (tmp_path / "model.pt2").write_bytes(b"a torch.export archive")
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "epoch_0.pt")   # TorchScript, first in order
+    for k in (1, 2):
+        torch.save(moved(real, k), tmp_path / f"epoch_{k}.pt")
+    listed = list_checkpoints(tmp_path)
+    assert [Path(c.path).name for c in listed] == ["epoch_0.pt", "epoch_1.pt", "epoch_2.pt"]
+    series = CheckpointSeries(tmp_path, listed, model)
+    assert series.architecture().weights_path == str(tmp_path / "epoch_1.pt")
+    assert torch.equal(series.model(2).module.features[0][0].weight, moved(real, 2)["features.0.0.weight"])
+    with pytest.raises(WeightsError, match="epoch_0.pt holds a whole model"):
+        series.model(0)
+
+
+def test_a_huge_safetensors_header_is_not_read(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes((2 ** 40).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ValueError, match="header"):
+        safetensors_header(path)
+    assert not readable(path)
+
+
+def test_deleted_checkpoints_and_a_deleted_folder(real, tmp_path):
+    for k in range(3):
+        torch.save({"w": torch.full((2,), float(k))}, tmp_path / f"epoch_{k}.pt")
+    series = CheckpointSeries(tmp_path, list_checkpoints(tmp_path))
+    (tmp_path / "epoch_0.pt").unlink()           # Lightning's save_top_k deletes old ones
+    (tmp_path / "epoch_1.pt").unlink()
+    assert series.vanished(keep=str(tmp_path / "epoch_1.pt")) == [str(tmp_path / "epoch_0.pt")]
+    assert [c.label for c in series.checkpoints] == ["epoch 1", "epoch 2"]   # the one on screen stays
+    for path in tmp_path.iterdir():
+        path.unlink()
+    tmp_path.rmdir()
+    with pytest.raises(WeightsError, match="the folder is gone"):
+        new_entries(tmp_path, set())
+
+
+def test_drift_is_kept_per_checkpoint_so_a_new_one_costs_one_read(real, tmp_path):
+    model = real[0]
+    for k in range(3):
+        torch.save(moved(real, k), tmp_path / f"epoch_{k}.pt")
+    series = CheckpointSeries(tmp_path, list_checkpoints(tmp_path), model)
+    image, cache = sample_image("chelsea"), DriftCache()
+    list(series_drift(series, image, "features.3", cache=cache))
+    assert cache.reads == 3
+    torch.save(moved(real, 3), tmp_path / "epoch_3.pt")      # Follow: a new checkpoint
+    series.add(describe_entry(tmp_path / "epoch_3.pt", tmp_path / "epoch_3.pt"))
+    cached = list(series_drift(series, image, "features.3", cache=cache))
+    assert cache.reads == 4                                   # only the new one was read and run
+    fresh = list(series_drift(series, image, "features.3"))   # the same numbers as a pass from scratch
+    for a, b in zip(cached, fresh):
+        assert a.top1 == b.top1 and (a.weights_previous is None) == (b.weights_previous is None)
+        assert (a.weights, a.weights_previous or 0.0, a.activation, a.logits, a.probability) == pytest.approx(
+            (b.weights, b.weights_previous or 0.0, b.activation, b.logits, b.probability), rel=1e-5, abs=1e-7)
+        assert dict(a.layers) == pytest.approx(dict(b.layers), rel=1e-5, abs=1e-7)
+    list(series_drift(series, image, "features.5", cache=cache))   # another layer: every forward again
+    assert cache.reads == 8

@@ -2,12 +2,19 @@
 
 Checkpoints of the real MobileNetV2 where checkpoint k's classifier favours one class (so its
 predictions say which checkpoint every panel shows) and its first conv moved a little further.
+The browser's races (a second folder opened while the first moves, ▶ then ◀, Follow on a folder
+whose files or whole self are deleted, a slider move during the drift) run against the real
+CheckpointBrowser and job thread with a stub controller, so they need no window.
 """
 
 from __future__ import annotations
 
+import shutil
+import time
+
+import pytest
 import torch
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QObject, Qt, Signal
 
 from cnnviewer.engine.runtime.hooks import record_outputs
 from cnnviewer.engine.runtime.inference import prepare_input
@@ -145,3 +152,143 @@ def test_a_folder_without_checkpoints_is_one_line_and_changes_nothing(window, qt
     qtbot.waitUntil(lambda: "no checkpoints" in window.statusBar().currentMessage(), timeout=30000)
     assert window.session.model is before and not window.checkpoint_bar.isVisible()
     assert "\n" not in window.statusBar().currentMessage()
+
+
+# ------------------------------------------------------------------ the browser alone (a stub controller)
+
+class StubController(QObject):
+    """What CheckpointBrowser asks of the window's controller, without the panels."""
+
+    model_loaded, message = Signal(object), Signal(str)
+    device = None
+
+    def __init__(self, session) -> None:
+        super().__init__()
+        self.session = session
+
+    def show_checkpoint(self, model, note: str) -> None:
+        self.session.set_model(model, keep_selection=True)
+
+    def show_model_on(self, model, image, note: str) -> None:
+        self.session.set_model(model)
+        self.model_loaded.emit(model)
+
+
+@pytest.fixture(scope="module")
+def mobilenet():
+    from cnnviewer.engine.models.loading import load_model
+    torch.set_num_threads(1)
+    return load_model("mobilenet_v2")
+
+
+@pytest.fixture
+def browser(qtbot, mobilenet):
+    from cnnviewer.engine.jobs import JobRunner
+    from cnnviewer.engine.media.images import sample_image
+    from cnnviewer.engine.session import Session
+    from cnnviewer.ui.checkpoints import CheckpointBrowser
+    from cnnviewer.ui.jobs import UiJobs
+    session = Session()
+    session.set_model(mobilenet)
+    session.set_image(sample_image("chelsea"))
+    runner = JobRunner()
+    controller = StubController(session)
+    browser = CheckpointBrowser(session, UiJobs(runner), controller)
+    browser.messages = []
+    controller.message.connect(browser.messages.append)
+    yield browser
+    browser.close()
+    runner.close()
+
+
+def run_folder(root, name: str, mobilenet, count: int):
+    folder = root / name
+    folder.mkdir()
+    state = mobilenet.module.state_dict()
+    for k in range(count):
+        torch.save(checkpoint(state, k % len(CLASSES)), folder / f"epoch_{k}.pt")
+    return folder
+
+
+def test_back_and_forth_before_the_first_load_lands_ends_where_asked(qtbot):
+    from cnnviewer.ui.checkpoint_bar import CheckpointBar
+
+    class Browser(QObject):
+        listed, shown, closed, follow_changed = Signal(object), Signal(int), Signal(), Signal(bool)
+        folder, index = None, 0
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.requests, self.checkpoints = [], ()
+
+        def show(self, index: int) -> None:
+            self.requests.append(index)
+
+        def set_follow(self, on: bool) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    browser = Browser()
+    bar = CheckpointBar(browser)
+    qtbot.addWidget(bar)
+    browser.checkpoints = tuple(type("C", (), {"label": f"epoch {i}", "path": f"/run/e{i}.pt"}) for i in range(3))
+    browser.listed.emit(browser.checkpoints)
+    browser.shown.emit(0)
+    bar.step(1)      # Alt+Right: the load of 1 is still running (browser.index is still 0)
+    bar.step(-1)     # Alt+Left at once: asked again, so it supersedes the load of 1
+    assert browser.requests == [1, 0] and bar.slider.value() == 0
+    browser.follow_changed.emit(False)
+    assert not bar.follow.isChecked()
+
+
+def test_a_second_folder_opens_even_if_the_first_moves_meanwhile(browser, qtbot, tmp_path, mobilenet):
+    first, second = run_folder(tmp_path, "A", mobilenet, 2), run_folder(tmp_path, "B", mobilenet, 3)
+    browser.open_folder(first)
+    qtbot.waitUntil(lambda: browser.index == 1, timeout=30000)
+    browser.open_folder(second)
+    browser.show(0)            # Alt+Left (or a Follow arrival) in A right after: B still opens
+    qtbot.waitUntil(lambda: browser.folder.name == "B" and browser.index == 2, timeout=30000)
+    qtbot.wait(200)
+    assert browser.folder.name == "B" and browser._session.model.weights_path == str(second / "epoch_2.pt")
+
+    browser.open_folder(first)  # another model loaded before A's opening lands: A is not opened over it
+    browser._controller.model_loaded.emit(mobilenet)
+    qtbot.wait(1500)
+    assert not browser.is_open and browser._session.model.weights_path == str(second / "epoch_2.pt")
+
+
+def test_follow_drops_deleted_checkpoints_and_stops_when_the_folder_is_gone(browser, qtbot, tmp_path, mobilenet):
+    folder = run_folder(tmp_path, "run", mobilenet, 4)
+    browser.open_folder(folder)
+    qtbot.waitUntil(lambda: browser.index == 3, timeout=30000)
+    browser.set_follow(True)
+    (folder / "epoch_0.pt").unlink()                     # save_top_k deletes an old one
+    qtbot.waitUntil(lambda: len(browser.checkpoints) == 3, timeout=10000)
+    assert browser.index == 2 and browser.checkpoints[2].path == str(folder / "epoch_3.pt")
+    assert any("1 deleted" in m for m in browser.messages)
+    (folder / "epoch_3.pt").unlink()                     # the one on screen: kept shown, said once
+    qtbot.waitUntil(lambda: any("epoch_3.pt was deleted" in m for m in browser.messages), timeout=10000)
+    assert len(browser.checkpoints) == 3 and browser.index == 2
+    shutil.rmtree(folder)                                 # the whole folder: one line, Follow off
+    qtbot.waitUntil(lambda: not browser.follow, timeout=10000)
+    assert not browser.timer.isActive() and [m for m in browser.messages if m.startswith("Follow stopped")] == [
+        "Follow stopped: run: the folder is gone or unreadable (No such file or directory)"]
+
+
+def test_a_slider_move_does_not_wait_behind_the_drift(browser, qtbot, tmp_path, mobilenet):
+    folder = run_folder(tmp_path, "run", mobilenet, 8)
+    browser.open_folder(folder)
+    qtbot.waitUntil(lambda: browser.index == 7, timeout=30000)
+    landed = []
+    browser.shown.connect(lambda index: landed.append((index, len(browser.drift), time.monotonic())))
+    browser.request_drift()
+    qtbot.wait(50)
+    browser.show(0)
+    qtbot.waitUntil(lambda: len(browser.drift) == 8, timeout=60000)
+    assert landed and landed[0][:2] == (0, 0)            # the move landed before the drift was done
+    reads = browser._drift_memo["cache"].reads
+    browser.request_drift()                               # measured once: a new request reads nothing
+    qtbot.waitUntil(lambda: not browser._jobs.runner.is_busy(), timeout=30000)
+    assert browser._drift_memo["cache"].reads == reads

@@ -13,31 +13,30 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import re
 import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Event
 
 import torch
 
-from cnnviewer.engine.errors import WeightsError, describe
+from cnnviewer.engine.errors import Cancelled, WeightsError, describe
+from cnnviewer.engine.models.checkpoint_names import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_SUFFIXES,
+    ORDER_KEYS,
+    is_temporary,
+    order_label,
+    order_from_name,
+    safetensors_header,
+    safetensors_order,
+)
 from cnnviewer.engine.models.fitting import fit_state_dict
 from cnnviewer.engine.models.handle import LoadedModel, wrap_module
 from cnnviewer.engine.models.loading import load_weights, non_finite, prefix_variants
 from cnnviewer.engine.models.weight_files import read_weights
-from cnnviewer.engine.types import WEIGHT_SUFFIXES
-
-TEMP_SUFFIXES = (".tmp", ".partial", ".part", ".temp", "~")
-ORDER_KEYS = {"epoch": "epoch", "step": "step", "global_step": "step", "iteration": "step", "iter": "step"}
-_EPOCH_STEP = re.compile(r"epoch[=_\-]?(\d+).*?(?:global_)?step[=_\-]?(\d+)", re.IGNORECASE)
-_EPOCH = re.compile(r"(?:epoch|(?<![a-z])ep|(?<![a-z])e)[=_\-]?(\d+)(?![a-z])", re.IGNORECASE)
-_STEP = re.compile(r"(?:step|iter(?:ation)?|(?<![a-z])it|(?<![a-z])s)[=_\-]?(\d+)", re.IGNORECASE)
-_CHECKPOINT_DIR = re.compile(r"checkpoint[=_\-]?(\d+)$", re.IGNORECASE)   # Hugging Face: the global step
-_NUMBER = re.compile(r"(\d+)(?!.*\d)")   # the last number in a name
-
 
 @dataclass(frozen=True)
 class Checkpoint:
@@ -61,12 +60,7 @@ class Checkpoint:
     def name(self) -> str:
         """The name shown: the file, or its Hugging Face folder."""
         path = Path(self.path)
-        return f"{path.parent.name}/{path.name}" if _CHECKPOINT_DIR.search(path.parent.name) else path.name
-
-
-def is_temporary(name: str) -> bool:
-    """A writer's temporary or hidden file (`.x.pt`, `x.pt.tmp`, `x.partial`, `x~`): never a checkpoint."""
-    return name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES)
+        return f"{path.parent.name}/{path.name}" if CHECKPOINT_DIR.search(path.parent.name) else path.name
 
 
 def weights_in(entry: Path) -> Path | None:
@@ -75,36 +69,16 @@ def weights_in(entry: Path) -> Path | None:
     if is_temporary(entry.name):
         return None
     if entry.is_file():
-        return entry if entry.suffix.lower() in WEIGHT_SUFFIXES else None
+        return entry if entry.suffix.lower() in CHECKPOINT_SUFFIXES else None
     if entry.is_dir():
         try:
-            found = [p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES
+            found = [p for p in entry.iterdir() if p.is_file() and p.suffix.lower() in CHECKPOINT_SUFFIXES
                      and not is_temporary(p.name) and not p.name.startswith(("optimizer", "scheduler", "rng_state",
                                                                              "training_args", "scaler"))]
         except OSError:
             return None
         return found[0] if len(found) == 1 else None
     return None
-
-
-def order_from_name(name: str) -> tuple[int | None, int | None, bool]:
-    """(epoch, step, named) from a file or folder name; `named` says the numbers were labelled.
-
-    A bare number (`model_0005.pth`, `1500.pt`, `checkpoint-1500`) is read as a step: detectron2,
-    Hugging Face and most loops number checkpoints by iteration.
-    """
-    stem = name
-    for suffix in WEIGHT_SUFFIXES:
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-    both = _EPOCH_STEP.search(stem)
-    if both:
-        return int(both.group(1)), int(both.group(2)), True
-    epoch, step = _EPOCH.search(stem), _STEP.search(stem)
-    if epoch or step:
-        return (int(epoch.group(1)) if epoch else None), (int(step.group(1)) if step else None), True
-    number = _NUMBER.search(stem)
-    return None, (int(number.group(1)) if number else None), False
 
 
 def order_from_file(path: Path) -> tuple[int | None, int | None]:
@@ -114,7 +88,7 @@ def order_from_file(path: Path) -> tuple[int | None, int | None]:
     Anything unreadable gives (None, None): listing never fails on one bad file.
     """
     if path.suffix.lower() == ".safetensors":
-        return _safetensors_order(path)
+        return safetensors_order(path)
     try:
         mmap = zipfile.is_zipfile(path)
         with warnings.catch_warnings():
@@ -134,25 +108,6 @@ def order_from_file(path: Path) -> tuple[int | None, int | None]:
     return found.get("epoch"), found.get("step")
 
 
-def _safetensors_order(path: Path) -> tuple[int | None, int | None]:
-    """Epoch/step from a safetensors header's `__metadata__` (strings), if the writer put them there."""
-    try:
-        with path.open("rb") as file:
-            length = int.from_bytes(file.read(8), "little")
-            if length > 100_000_000:
-                return None, None
-            meta = json.loads(file.read(length)).get("__metadata__") or {}
-    except (OSError, ValueError, AttributeError):
-        return None, None
-    values = {ORDER_KEYS[k]: int(v) for k, v in meta.items() if k in ORDER_KEYS and str(v).isdigit()}
-    return values.get("epoch"), values.get("step")
-
-
-def _label(epoch: int | None, step: int | None, named: bool, fallback: str) -> str:
-    parts = ([f"epoch {epoch}"] if epoch is not None else []) + ([f"step {step}"] if step is not None else [])
-    return " · ".join(parts) if parts and (named or epoch is not None) else fallback
-
-
 def describe_entry(entry: Path, weights: Path) -> Checkpoint:
     """A Checkpoint for one folder entry (a file, or a Hugging Face folder and its weights file)."""
     stat = weights.stat()
@@ -162,7 +117,7 @@ def describe_entry(entry: Path, weights: Path) -> Checkpoint:
         if from_file != (None, None):
             epoch, step, named = *from_file, True
     fallback = entry.name if entry.is_file() else f"{entry.name}/{weights.name}"
-    return Checkpoint(str(weights), epoch, step, _label(epoch, step, named, fallback), stat.st_mtime, stat.st_size)
+    return Checkpoint(str(weights), epoch, step, order_label(epoch, step, named, fallback), stat.st_mtime, stat.st_size)
 
 
 def _sort_key(checkpoint: Checkpoint) -> tuple:
@@ -200,11 +155,16 @@ def list_checkpoints(folder: str | Path) -> list[Checkpoint]:
 
 def new_entries(folder: str | Path, known: set[str]) -> list[tuple[Path, Path]]:
     """(entry, weights file) for each checkpoint of the folder not in `known` (paths), cheaply: no
-    file is opened, so Follow can poll a folder of fifty checkpoints every second."""
+    file is opened, so Follow can poll a folder of fifty checkpoints every second.
+
+    Raises:
+        WeightsError: the folder cannot be listed (deleted, unmounted).
+    """
     try:
         entries = sorted(Path(folder).iterdir())
-    except OSError:
-        return []
+    except OSError as error:   # deleted, unmounted: Follow says so and stops, never polls on silently
+        raise WeightsError(f"{Path(folder).name}: the folder is gone or unreadable "
+                           f"({error.strerror or error.__class__.__name__})") from None
     found = []
     for entry in entries:
         weights = weights_in(entry)
@@ -220,9 +180,7 @@ def readable(path: str | Path) -> bool:
     path = Path(path)
     try:
         if path.suffix.lower() == ".safetensors":
-            with path.open("rb") as file:
-                length = int.from_bytes(file.read(8), "little")
-                header = json.loads(file.read(length))
+            length, header = safetensors_header(path)
             ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
             return path.stat().st_size >= 8 + length + max(ends, default=0)
         if zipfile.is_zipfile(path):
@@ -233,6 +191,17 @@ def readable(path: str | Path) -> bool:
             torch.load(path, map_location="cpu", weights_only=True)
         return True
     except Exception:   # partial, corrupt or gone: "not yet"
+        return False
+
+
+def whole_model(path: str | Path) -> bool:
+    """A TorchScript archive (its zip holds `constants.pkl` and code): not weights to fit. Never raises."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("constants.pkl") for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
         return False
 
 
@@ -306,7 +275,18 @@ class CheckpointSeries:
                 found.append((checkpoint, path if path.parent == self.folder else path.parent, path))
         return found
 
-    def model(self, index: int, keep: bool = True) -> LoadedModel:
+    def vanished(self, keep: str | None = None) -> list[str]:
+        """Drop the checkpoints whose file is gone (Lightning's `save_top_k` deletes old ones), except
+        `keep` (the one on screen: it stays shown and listed until the strip leaves it); their paths."""
+        gone = [c.path for c in self.checkpoints if c.path != keep and not Path(c.path).is_file()]
+        if gone:
+            self.checkpoints = [c for c in self.checkpoints if c.path not in gone]
+            for path in gone:
+                self._cache.pop(path, None)   # a deleted file's model is never shown again: not a spare either
+        return gone
+
+    def model(self, index: int, keep: bool = True, *, shown: str | None = None,
+              cancel: Event | None = None) -> LoadedModel:
         """Checkpoint `index` as a model of the series' architecture (cached unless `keep` is False:
         a pass over every checkpoint, as the drift plot makes, then leaves the slider's neighbours).
 
@@ -314,20 +294,29 @@ class CheckpointSeries:
         tensors are copied into it in place, so torch.fx's recorder of that module (traced and
         checked once: 2-3 forward passes' worth) serves every checkpoint after it, and no module
         is deep-copied. The LoadedModel around it is new (a new token), so no cache mixes the two.
+        `shown` is the path of the checkpoint every panel shows now: its module is never handed
+        over (a superseded slider job would otherwise refill the model on screen with another
+        epoch's weights while the label still names the old one).
 
         Raises:
             WeightsError: unreadable, or does not fit (one line naming the file).
+            Cancelled: `cancel` was set before the file was read (a superseded slider move).
         """
         checkpoint = self.checkpoints[index]
         found = self._cache.get(checkpoint.path)
         if found is not None:
             self._cache.move_to_end(checkpoint.path)
             return found
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
         if not keep:
             return self._fit(checkpoint, None)
         while len(self._cache) >= self._cache_size:
-            _path, evicted = self._cache.popitem(last=False)
-            if evicted is not self._first:   # the first one is the template: never overwritten
+            path = next((p for p in self._cache if p != shown), None)
+            if path is None:
+                break
+            evicted = self._cache.pop(path)
+            if evicted is not self._first and path != shown:   # the first one is the template: never overwritten
                 self._spare = evicted.module
         spare, self._spare = self._spare, None
         model = self._fit(checkpoint, spare)
@@ -349,6 +338,10 @@ class CheckpointSeries:
         return self._first
 
     def _load_first(self, checkpoint: Checkpoint) -> LoadedModel:
+        """Only weights decide the architecture: a whole model (TorchScript) cannot take the other
+        checkpoints' tensors, so it would make every one of them fail to fit."""
+        if whole_model(checkpoint.path):
+            raise WeightsError(f"{checkpoint.name} holds a whole model (TorchScript), not a state dict")
         model = load_weights(checkpoint.path, self._base, device=self._device)
         self.reads += 1
         return dataclasses.replace(model, weights_label=f"{checkpoint.label}: {checkpoint.name}")
