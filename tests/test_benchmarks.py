@@ -55,6 +55,8 @@ FIGURES: dict[str, list[str]] = {
     "bench_checkpoints.py": [rf"^slider to adjacent, cold \(first visit\)\s+{NUMBER}\s+{NUMBER}\s+\d+$",
                              rf"^plain reload of the same weights\s+{NUMBER}\s+{NUMBER}\s+\d+$",
                              rf"^cold / plain reload ratio {NUMBER}\s+warm / plain ratio {NUMBER}\s+cold median {NUMBER} s <= 0.5 s: (PASS|FAIL)$"],
+    "bench_checkpoint_drift.py": [rf"^drift pass after one arrival\s+{NUMBER}$", rf"^one slider load \(cold\)\s+{NUMBER}$",
+                                  rf"^scratch / arrival ratio {NUMBER}\s+scratch / slider load ratio {NUMBER}$"],
     "bench_class_map.py": [rf"^upsampling .* all classes {NUMBER} ms\s+per block {NUMBER} ms\s+ratio {NUMBER}\s+same labels True",
                            rf"^redraw \d+x\d+\s+legend click {NUMBER} ms\s+opacity {NUMBER} ms\s+blend again {NUMBER} ms"
                            rf"\s+ratio {NUMBER}\s+(PASS|FAIL)"],
