@@ -91,3 +91,38 @@ def test_import_cnnviewer_loads_neither_torch_nor_qt():
             "print('torch' in sys.modules, 'PySide6' in sys.modules, 'show' in dir(cnnviewer))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "True"]
+
+
+def test_another_qt_binding_is_refused_before_pyside6_is_imported():
+    code = ("import sys, types; sys.modules['PyQt6.QtCore'] = types.ModuleType('PyQt6.QtCore'); import cnnviewer\n"
+            "try:\n    cnnviewer.show\nexcept ImportError as error:\n    print('refused:', error)\n"
+            "print('PySide6' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("refused: ") and "already imported PyQt6" in lines[0] and lines[1] == "False"
+
+
+def test_enormous_images_are_refused_and_floats_convert_in_bands():
+    import tracemalloc
+
+    import numpy as np
+    import torch
+
+    from cnnviewer.engine.errors import ImageError
+    from cnnviewer.python_api.inputs import check_image, to_input_image
+    huge = np.broadcast_to(np.zeros((1, 1, 1), np.float32), (12000, 11000, 3))   # no memory behind it
+    with pytest.raises(ValueError, match=r"12000 x 11000 pixels is too large"):
+        check_image(huge)
+    with pytest.raises(ImageError, match="too large"):
+        to_input_image(huge)
+    with pytest.raises(ValueError, match=r"12000 x 11000 pixels is too large"):
+        check_image(torch.zeros(1, 1, 1).expand(3, 12000, 11000))
+    picture = np.random.default_rng(0).random((2000, 1500, 3), dtype=np.float32)
+    tracemalloc.start()
+    image = to_input_image(picture)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(image.pixels, np.round(picture * 255.0).astype(np.uint8))
+    assert peak < picture.nbytes   # a whole-image round(array * 255) alone was twice the input
+    with pytest.raises(ImageError, match=r"\[0, 1\].*NaN"):
+        to_input_image(np.full((4, 4), np.nan))
