@@ -126,3 +126,23 @@ def test_enormous_images_are_refused_and_floats_convert_in_bands():
     assert peak < picture.nbytes   # a whole-image round(array * 255) alone was twice the input
     with pytest.raises(ImageError, match=r"\[0, 1\].*NaN"):
         to_input_image(np.full((4, 4), np.nan))
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_a_v2_pipeline_gives_the_tensor_the_app_feeds(scale):
+    """Oracle: the user's own transform on the same pixels. v2.ToDtype(float32) without scale=True keeps
+    0..255 values (it was mapped as if scaled: a model fed 1/255 of what it was trained on)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from cnnviewer.engine.media.images import from_pil
+    from cnnviewer.engine.runtime.inference import prepare_input
+    mean, std = ([120.0, 110.0, 100.0], [60.0, 55.0, 50.0]) if not scale else ([0.4, 0.5, 0.6], [0.2, 0.25, 0.3])
+    transform = v2.Compose([v2.Resize(32), v2.CenterCrop(32), v2.ToImage(), v2.ToDtype(torch.float32, scale=scale),
+                            v2.Normalize(mean, std)])
+    picture = Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    expected = transform(picture)
+    fed = prepare_input(from_pil(picture, "test"), to_preprocess(transform), torch.device("cpu")).tensor[0]
+    assert torch.allclose(fed, expected, atol=1e-4)
