@@ -20,6 +20,8 @@ def __getattr__(name: str):
         import gc
         import importlib
 
+        # Before PySide6 is imported: with another Qt binding loaded, that import is itself unsafe.
+        importlib.import_module("cnnviewer.python_api.loop").refuse_foreign_qt()
         collecting = gc.isenabled()
         gc.disable()
         try:

@@ -91,3 +91,58 @@ def test_import_cnnviewer_loads_neither_torch_nor_qt():
             "print('torch' in sys.modules, 'PySide6' in sys.modules, 'show' in dir(cnnviewer))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False", "True"]
+
+
+def test_another_qt_binding_is_refused_before_pyside6_is_imported():
+    code = ("import sys, types; sys.modules['PyQt6.QtCore'] = types.ModuleType('PyQt6.QtCore'); import cnnviewer\n"
+            "try:\n    cnnviewer.show\nexcept ImportError as error:\n    print('refused:', error)\n"
+            "print('PySide6' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("refused: ") and "already imported PyQt6" in lines[0] and lines[1] == "False"
+
+
+def test_enormous_images_are_refused_and_floats_convert_in_bands():
+    import tracemalloc
+
+    import numpy as np
+    import torch
+
+    from cnnviewer.engine.errors import ImageError
+    from cnnviewer.python_api.inputs import check_image, to_input_image
+    huge = np.broadcast_to(np.zeros((1, 1, 1), np.float32), (12000, 11000, 3))   # no memory behind it
+    with pytest.raises(ValueError, match=r"12000 x 11000 pixels is too large"):
+        check_image(huge)
+    with pytest.raises(ImageError, match="too large"):
+        to_input_image(huge)
+    with pytest.raises(ValueError, match=r"12000 x 11000 pixels is too large"):
+        check_image(torch.zeros(1, 1, 1).expand(3, 12000, 11000))
+    picture = np.random.default_rng(0).random((2000, 1500, 3), dtype=np.float32)
+    tracemalloc.start()
+    image = to_input_image(picture)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(image.pixels, np.round(picture * 255.0).astype(np.uint8))
+    assert peak < picture.nbytes   # a whole-image round(array * 255) alone was twice the input
+    with pytest.raises(ImageError, match=r"\[0, 1\].*NaN"):
+        to_input_image(np.full((4, 4), np.nan))
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_a_v2_pipeline_gives_the_tensor_the_app_feeds(scale):
+    """Oracle: the user's own transform on the same pixels. v2.ToDtype(float32) without scale=True keeps
+    0..255 values (it was mapped as if scaled: a model fed 1/255 of what it was trained on)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from cnnviewer.engine.media.images import from_pil
+    from cnnviewer.engine.runtime.inference import prepare_input
+    mean, std = ([120.0, 110.0, 100.0], [60.0, 55.0, 50.0]) if not scale else ([0.4, 0.5, 0.6], [0.2, 0.25, 0.3])
+    transform = v2.Compose([v2.Resize(32), v2.CenterCrop(32), v2.ToImage(), v2.ToDtype(torch.float32, scale=scale),
+                            v2.Normalize(mean, std)])
+    picture = Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    expected = transform(picture)
+    fed = prepare_input(from_pil(picture, "test"), to_preprocess(transform), torch.device("cpu")).tensor[0]
+    assert torch.allclose(fed, expected, atol=1e-4)

@@ -54,6 +54,43 @@ def plan_event_loop(block: bool | None, *, shell: Any, qt_loop_running: bool) ->
     return LoopPlan(block=True if block is None else bool(block))
 
 
+# Qt bindings other than PySide6, by the module IPython's qt_loaders checks ("if this returns
+# anything, importing any other Qt binding is unsafe"): two Qt libraries in one process either
+# crash or leave one of them without an event loop (%gui qt would run the other binding's).
+FOREIGN_QT = ("PyQt6.QtCore", "PyQt5.QtCore", "PySide2.QtCore", "PyQt4.QtCore", "PySide.QtCore")
+
+
+def refuse_foreign_qt() -> None:
+    """Refuse before PySide6 is imported or a window made when another Qt binding is loaded.
+
+    Raises:
+        ImportError: one line naming the binding already imported.
+    """
+    loaded = next((name.split(".")[0] for name in FOREIGN_QT if sys.modules.get(name) is not None), None)
+    if loaded is not None:
+        raise ImportError(f"cnnviewer's window is built on PySide6, but this Python process already imported "
+                          f"{loaded}: two Qt bindings in one process are unsafe; call cnnviewer.show in a "
+                          f"session (kernel) that has not imported {loaded}")
+
+
+def refuse_other_thread() -> None:
+    """Qt's widgets live on the thread that made the QApplication (the main thread if none exists yet):
+    from any other thread a window would crash the process or never draw.
+
+    Raises:
+        RuntimeError: one line.
+    """
+    import threading
+
+    from PySide6.QtCore import QThread
+    from PySide6.QtWidgets import QApplication
+    app = QApplication.instance()
+    if app is not None and QThread.currentThread() is not app.thread() or \
+            app is None and threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("cnnviewer.show must be called on the main thread (Qt's GUI thread), not from "
+                           f"thread {threading.current_thread().name!r}")
+
+
 def current_shell() -> Any:
     """The running IPython shell, or None (IPython is never imported here if the caller did not)."""
     ipython = sys.modules.get("IPython")

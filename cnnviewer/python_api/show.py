@@ -22,6 +22,8 @@ from cnnviewer.python_api.loop import (
     pause_collector,
     plan_event_loop,
     qt_loop_running,
+    refuse_foreign_qt,
+    refuse_other_thread,
     resume_collector,
 )
 from cnnviewer.python_api.viewer import Viewer, _check_labels, _is_module
@@ -55,10 +57,14 @@ def show(model: Any, image: Any = None, labels: Sequence[str] | None = None, pre
         The Viewer (after the window closed, when blocking).
 
     Raises:
+        RuntimeError: called from a thread other than the main (Qt GUI) thread.
+        ImportError: another Qt binding (PyQt5, PyQt6, PySide2) is already imported in this process.
         TypeError, ValueError: a non-Module, an image or labels of the wrong kind or shape, a
             preprocess that cannot be mapped (naming the step): one line; no window stays open.
     """
     started = time.perf_counter()
+    refuse_foreign_qt()
+    refuse_other_thread()
     if not _is_module(model):
         raise TypeError(f"cnnviewer.show needs a torch.nn.Module, got {type(model).__name__}")
     check_image(image)

@@ -70,9 +70,11 @@ def to_preprocess(transform: Any) -> Preprocess:
         raise ModelError(f"preprocess {transform!r} cannot be mapped (use a torchvision Compose of {MAPPABLE})")
     resize = crop = None
     mean, std, interpolation = IMAGENET_MEAN, IMAGENET_STD, "bilinear"
-    normalised = False
+    normalised = raw = False
     for step in steps:
         name = type(step).__name__
+        if name == "ToDtype" and not normalised and not getattr(step, "scale", False):
+            raw = True   # v2.ToDtype(float32) keeps 0..255 values (scale=False is its default)
         if name == "Resize" and resize is None and crop is None:
             resize, interpolation = _size(step, "size"), _interpolation(step)
         elif name == "CenterCrop" and crop is None:
@@ -86,5 +88,7 @@ def to_preprocess(transform: Any) -> Preprocess:
         raise ModelError(f"preprocess has no Resize step: cnnviewer resizes every image first (add Resize(N); use {MAPPABLE})")
     if not normalised:   # ToTensor alone: the model sees [0, 1] values
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if raw:   # (255 y - m) / s == (y - m / 255) / (s / 255) for the app's y in [0, 1]
+        mean, std = tuple(m / 255.0 for m in mean), tuple(s / 255.0 for s in std)
     return Preprocess(resize_size=resize, crop_size=crop if crop is not None else resize, mean=mean, std=std,
                       interpolation=interpolation)

@@ -81,7 +81,8 @@ class Viewer:
         window.installEventFilter(self._watch)
         controller.model_loaded.connect(self._on_model_loaded)   # after the window's own slot
         window.session.forward_failed.connect(self._on_forward_failed)
-        window.session.forward_changed.connect(lambda _summary: self._on_forward_failed(None))
+        for signal in (window.session.forward_changed, window.session.image_changed, window.session.model_changed):
+            signal.connect(lambda _value: self._on_forward_failed(None))   # an error is about one model and image
 
     def _on_closed(self) -> None:
         if not self._closed:
@@ -287,9 +288,13 @@ class Viewer:
 
     def _dock_key(self, panel: str) -> str:
         docks = self.window.docks
-        wanted = panel.strip().lower().replace("-", "_").replace(" ", "_")
+
+        def plain(name: str) -> str:   # a title's "&&" is Qt's escape of the "&" the title bar shows
+            return name.strip().lower().replace("&&", "&").replace("-", "_").replace(" ", "_")
+
+        wanted = plain(panel)
         for key, dock in docks.items():
-            if wanted in (key, dock.windowTitle().lower().replace(" ", "_")):
+            if wanted in (key, plain(dock.windowTitle())):
                 return key
         raise ValueError(f"no panel {panel!r}; choose {', '.join(docks)}")
 

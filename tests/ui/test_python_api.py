@@ -281,3 +281,53 @@ def test_a_plain_script_blocks_until_the_window_closes(tmp_path):
     out = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=str(Path(__file__).parent))], env=env,
                          capture_output=True, text=True, timeout=120)
     assert "returned after the close: True False" in out.stdout, out.stderr[-2000:]
+
+
+def test_show_off_the_main_thread_or_beside_another_qt_binding_refuses_in_one_line(qtbot, monkeypatch):
+    """Widgets made on a worker thread hung or crashed the process; two Qt bindings are unsafe (IPython's
+    qt_loaders says so): both are refused before any window or collector pause."""
+    import gc
+    import sys
+    import types
+    net = SmallNet()
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            cnnviewer.show(net, preprocess=SMALL_PRE, block=False)
+        except BaseException as error:  # noqa: BLE001 - the test reads it
+            errors.append(error)
+
+    worker = threading.Thread(target=call, name="trainer")
+    worker.start()
+    worker.join(20)
+    assert not worker.is_alive() and len(errors) == 1
+    assert isinstance(errors[0], RuntimeError) and "main thread" in str(errors[0]) and "'trainer'" in str(errors[0])
+    monkeypatch.setitem(sys.modules, "PyQt5.QtCore", types.ModuleType("PyQt5.QtCore"))
+    with pytest.raises(ImportError, match="already imported PyQt5") as error:
+        cnnviewer.show(net, preprocess=SMALL_PRE, block=False)
+    assert "\n" not in str(error.value)
+    assert not any(w.isVisible() for w in QApplication.topLevelWidgets()) and gc.isenabled()
+
+
+class PickyNet(SmallNet):
+    """Fails on bright inputs only: the blank input of the load check passes, a white image does not."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.mean() > 0.5:
+            raise ValueError("too bright for this net")
+        return super().forward(x)
+
+
+def test_an_error_on_one_image_is_forgotten_with_the_next_and_titles_name_their_panels(qtbot):
+    viewer = cnnviewer.show(PickyNet(), image=np.ones((40, 40, 3)), preprocess=SMALL_PRE, block=False)
+    with pytest.raises(RuntimeError, match="too bright"):
+        viewer.wait_until_ready(30)
+    viewer.set_image(np.zeros((40, 40, 3)))
+    viewer.wait_until_ready(30)   # the white image's error was answered for that image only
+    assert len(viewer.predictions) == 5
+    for key, dock in viewer.window.docks.items():   # "Input && predictions": the title bar shows one "&"
+        title = dock.windowTitle().replace("&&", "&")
+        assert viewer._dock_key(title) == key and viewer._dock_key(title.upper()) == key
+    assert viewer.screenshot("Input & predictions").shape[2] == 4
+    viewer.close()
