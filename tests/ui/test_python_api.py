@@ -202,7 +202,19 @@ def test_snapshot_keeps_its_weights_and_live_follows_them_after_refresh(qtbot, l
     viewer.close()
 
 
-def test_bad_inputs_give_one_line_and_leave_no_window(qtbot):
+@pytest.fixture
+def collector_on():
+    """A Python session's state: the cycle collector on. Windows of earlier tests in this process handed
+    it to their GUI-thread timer for good (ui/main_thread.py), so it is switched on here, and back after."""
+    import gc
+    was = gc.isenabled()
+    gc.enable()
+    yield
+    if not was:
+        gc.disable()
+
+
+def test_bad_inputs_give_one_line_and_leave_no_window(qtbot, collector_on):
     net = SmallNet()
     cases = [
         (lambda: cnnviewer.show("not a module", block=False), TypeError, "needs a torch.nn.Module, got str"),
@@ -236,7 +248,7 @@ def test_load_model_by_name_and_a_name_that_fails(qtbot):
     viewer.close()
 
 
-def test_the_remembered_launch_model_is_kept_and_the_collector_handed_back(qtbot):
+def test_the_remembered_launch_model_is_kept_and_the_collector_handed_back(qtbot, collector_on):
     import gc
     assert gc.isenabled()
     settings = QSettings("cnnviewer", "cnnviewer")
@@ -283,7 +295,7 @@ def test_a_plain_script_blocks_until_the_window_closes(tmp_path):
     assert "returned after the close: True False" in out.stdout, out.stderr[-2000:]
 
 
-def test_show_off_the_main_thread_or_beside_another_qt_binding_refuses_in_one_line(qtbot, monkeypatch):
+def test_show_off_the_main_thread_or_beside_another_qt_binding_refuses_in_one_line(qtbot, monkeypatch, collector_on):
     """Widgets made on a worker thread hung or crashed the process; two Qt bindings are unsafe (IPython's
     qt_loaders says so): both are refused before any window or collector pause."""
     import gc
