@@ -100,6 +100,8 @@ def check_window_lives_between_cells(kernel: Kernel) -> None:
                                   "print(net.training, all(p.requires_grad for p in net.parameters()))")
     assert status == "ok" and out.split("\n")[:2] == ["Egyptian cat", "True True"], err
     assert kernel.run("v.select(layer='features.4')\nprint(v.window.session.selection.layer)")[1].strip() == "features.4"
+    # The wake-up for ipykernel's edge-triggered Qt loop (python_api/kernel_wake.py) runs while the window lives.
+    assert kernel.run("print(get_ipython().kernel._cnnviewer_wake.isActive())")[1].strip() == "True"
 
 
 def test_show_returns_at_once_with_gui_qt_and_the_window_lives(kernel):

@@ -89,6 +89,9 @@ def _show(model: Any, image: Any, labels: Sequence[str] | None, preprocess: Any,
     plan = plan_event_loop(block, shell=shell, qt_loop_running=qt_loop_running())
     if plan.enable_gui:
         enable_ipython_qt(shell)
+    if shell is not None:
+        from cnnviewer.python_api import kernel_wake
+        kernel_wake.install(shell)   # ipykernel's Qt loop can miss a cell's wake-up (kernel_wake.py)
     viewer, settings = Viewer(live), QSettings("cnnviewer", "cnnviewer")
     viewer._hold = hold
     box: dict[str, Any] = {}
