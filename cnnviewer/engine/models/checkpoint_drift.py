@@ -198,15 +198,12 @@ def _vector_of(series: CheckpointSeries, key: Key) -> torch.Tensor:
 
 def _layer_drift(model: LoadedModel, base: torch.Tensor, vector: torch.Tensor) -> tuple[tuple[LayerId, float | None], ...]:
     """compare._weight_drift per layer, from the two flat vectors (parameter_vector's order), so W_0
-    is kept as one vector and no module of the first checkpoint has to stay alive."""
-    offsets, position = {}, 0
+    is kept as one vector and no module of the first checkpoint has to stay alive. A layer's slices
+    are its own parameters: the ones named `<layer>.<name>`."""
+    spans: dict[LayerId, list[slice]] = {}
+    position = 0
     for name, parameter in model.module.named_parameters():
-        offsets[name] = (position, position + parameter.numel())
+        spans.setdefault(name.rpartition(".")[0], []).append(slice(position, position + parameter.numel()))
         position += parameter.numel()
-    drift = []
-    for name, module in model.module.named_modules():
-        own = [offsets[f"{name}.{k}" if name else k] for k, _ in module.named_parameters(recurse=False)
-               if (f"{name}.{k}" if name else k) in offsets]
-        if own:
-            drift.append((name, _relative(torch.cat([base[a:b] for a, b in own]), torch.cat([vector[a:b] for a, b in own]))))
-    return tuple(drift)
+    return tuple((layer, _relative(torch.cat([base[s] for s in own]), torch.cat([vector[s] for s in own])))
+                 for layer, own in spans.items())
